@@ -1,0 +1,218 @@
+//! Human-readable rendering of reports: aligned blocks for `show`, tables for
+//! `list`, `--errors` and `--full`.
+
+use std::fmt::Write;
+
+use tabled::settings::{object::Columns, Modify, Style, Width};
+use tabled::{builder::Builder, Table};
+
+use crate::report::{EvaluationReport, ExperimentReport, ListReport};
+
+/// Seconds as `850 ms`, `2.01 s` or `3m 20s`.
+pub fn duration(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.0} ms", secs * 1000.0)
+    } else if secs < 120.0 {
+        format!("{secs:.2} s")
+    } else {
+        let total = secs.round() as u64;
+        if total < 7200 {
+            format!("{}m {:02}s", total / 60, total % 60)
+        } else {
+            format!("{}h {:02}m", total / 3600, (total % 3600) / 60)
+        }
+    }
+}
+
+fn percent(x: Option<f64>) -> String {
+    x.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a))
+}
+
+/// The report `show` (and `run`) prints.
+pub fn experiment(r: &ExperimentReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "experiment {} · created {} · {}",
+        r.experiment, r.created_at, r.status
+    );
+    for e in &r.evaluations {
+        out.push('\n');
+        evaluation(&mut out, e);
+    }
+    out
+}
+
+fn evaluation(out: &mut String, e: &EvaluationReport) {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
+    let strategy = match e.strategy.as_str() {
+        "sequential" => "sequential, 1 in flight".to_owned(),
+        s => format!("{s}, up to {} in flight", e.max_concurrency),
+    };
+    rows.push(("strategy".into(), strategy));
+    let s = &e.samples;
+    let missing = s.total.saturating_sub(s.recorded);
+    let mut samples = format!(
+        "{}/{} recorded · {} finished · {} errored",
+        s.recorded, s.total, s.finished, s.errored
+    );
+    if missing > 0 {
+        let _ = write!(samples, " · {missing} not run yet");
+    }
+    rows.push(("samples".into(), samples));
+    for ev in &e.evaluators {
+        rows.push((
+            ev.name.clone(),
+            format!("{} ({}/{})", percent(ev.accuracy), ev.passed, ev.scored),
+        ));
+    }
+    let t = &e.timing;
+    let runs = if e.runs > 1 {
+        format!(" over {} runs", e.runs)
+    } else {
+        String::new()
+    };
+    let throughput = t
+        .throughput_per_second
+        .map_or(String::new(), |x| format!(" · {x:.2} samples/s"));
+    rows.push((
+        "wall time".into(),
+        format!("{}{throughput}{runs}", duration(t.wall_seconds)),
+    ));
+    if let Some(l) = &t.latency_seconds {
+        rows.push((
+            "latency".into(),
+            format!(
+                "p50 {} · p90 {} · p99 {} · max {}",
+                duration(l.p50),
+                duration(l.p90),
+                duration(l.p99),
+                duration(l.max)
+            ),
+        ));
+    }
+    if let (Some(c), Some(x)) = (t.effective_concurrency, t.speedup_over_sequential) {
+        rows.push((
+            "concurrency".into(),
+            format!("{c:.2} in flight on average · {x:.2}x faster than sequential"),
+        ));
+    }
+    if e.tokens.prompt + e.tokens.completion > 0 {
+        rows.push((
+            "tokens".into(),
+            format!(
+                "{} prompt · {} completion",
+                e.tokens.prompt, e.tokens.completion
+            ),
+        ));
+    }
+    let status = if e.status == "interrupted" {
+        " · interrupted: run it again to resume".to_owned()
+    } else {
+        format!(" · {}", e.status)
+    };
+    let _ = writeln!(out, "{} ({}){status}", e.name, e.spec);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {k:width$}  {v}");
+    }
+    if let Some(errors) = &e.errors {
+        out.push('\n');
+        if errors.is_empty() {
+            let _ = writeln!(out, "  no errors");
+        } else {
+            let mut b = Builder::default();
+            b.push_record(["id", "kind", "attempts", "message"]);
+            for x in errors {
+                b.push_record([
+                    x.id.clone(),
+                    x.kind.clone(),
+                    x.attempts.to_string(),
+                    x.message.clone(),
+                ]);
+            }
+            let _ = writeln!(out, "{}", table(b, 3));
+        }
+    }
+    if let Some(records) = &e.records {
+        out.push('\n');
+        let mut b = Builder::default();
+        let mut head = vec!["id".to_owned(), "output".to_owned()];
+        head.extend(e.evaluators.iter().map(|x| x.name.clone()));
+        head.extend(["latency".to_owned(), "error".to_owned()]);
+        b.push_record(head);
+        for r in records {
+            let mut row = vec![r.id.clone(), r.output.clone().unwrap_or_default()];
+            for ev in &e.evaluators {
+                row.push(match r.scores.get(&ev.name).and_then(|v| v.as_f64()) {
+                    Some(v) if v >= 1.0 => "pass".into(),
+                    Some(_) => "fail".into(),
+                    None => "–".into(),
+                });
+            }
+            row.push(r.latency_seconds.map_or("–".into(), duration));
+            row.push(r.error.clone().unwrap_or_default());
+            b.push_record(row);
+        }
+        let _ = writeln!(out, "{}", table(b, 1));
+    }
+}
+
+/// A table whose column `wrap` (long free text) is wrapped to fit a terminal.
+fn table(b: Builder, wrap: usize) -> Table {
+    let mut t = b.build();
+    t.with(Style::rounded())
+        .with(Modify::new(Columns::one(wrap)).with(Width::wrap(60)));
+    t
+}
+
+/// The table `list` prints.
+pub fn list(r: &ListReport) -> String {
+    if r.experiments.is_empty() {
+        return "no experiments yet: run one with `dotevals run SPEC --experiment NAME`\n".into();
+    }
+    let mut b = Builder::default();
+    b.push_record([
+        "experiment",
+        "created",
+        "evals",
+        "samples",
+        "errors",
+        "accuracy",
+        "wall time",
+        "status",
+    ]);
+    for x in &r.experiments {
+        b.push_record([
+            x.name.clone(),
+            x.created_at.clone(),
+            x.evaluations.to_string(),
+            format!("{}/{}", x.samples.recorded, x.samples.total),
+            x.samples.errored.to_string(),
+            percent(x.accuracy),
+            duration(x.wall_seconds),
+            x.status.clone(),
+        ]);
+    }
+    let mut t = b.build();
+    t.with(Style::rounded());
+    format!("{t}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(0.25), "250 ms");
+        assert_eq!(duration(2.014), "2.01 s");
+        assert_eq!(duration(200.0), "3m 20s");
+        assert_eq!(duration(7300.0), "2h 01m");
+    }
+}

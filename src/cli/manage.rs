@@ -1,0 +1,72 @@
+//! `dotevals delete` and `dotevals rename`.
+
+use std::path::Path;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{emit, json as to_json, open_for_reading, unknown_experiment, CliError, Format, Style};
+use crate::store::{Store, StoreError};
+use crate::Exit;
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Experiment to delete, with all its evaluations and samples
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// Current name
+    pub from: String,
+    /// New name (must not exist yet)
+    pub to: String,
+}
+
+fn open(storage: &Path, name: &str) -> Result<Store, CliError> {
+    open_for_reading(storage)?.ok_or_else(|| unknown_experiment(name, &[]))
+}
+
+fn known(store: &Store, name: &str, e: StoreError) -> CliError {
+    match e {
+        StoreError::UnknownExperiment(_) => {
+            unknown_experiment(name, &store.experiment_names().unwrap_or_default())
+        }
+        other => other.into(),
+    }
+}
+
+pub fn delete(args: DeleteArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+    let store = open(storage, &args.name)?;
+    let samples = store
+        .delete_experiment(&args.name)
+        .map_err(|e| known(&store, &args.name, e))?;
+    match style.format {
+        Format::Json => emit(&to_json(
+            &json!({"deleted": args.name, "samples": samples}),
+        )?)?,
+        Format::Table => emit(&format!(
+            "deleted experiment {} ({samples} samples)\n",
+            args.name
+        ))?,
+    }
+    Ok(Exit::Success)
+}
+
+pub fn rename(args: RenameArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+    if args.to.trim().is_empty() {
+        return Err(CliError::usage("the new name is empty", None));
+    }
+    let store = open(storage, &args.from)?;
+    store
+        .rename_experiment(&args.from, &args.to)
+        .map_err(|e| known(&store, &args.from, e))?;
+    match style.format {
+        Format::Json => emit(&to_json(&json!({"renamed": args.from, "to": args.to}))?)?,
+        Format::Table => emit(&format!(
+            "renamed experiment {} to {}\n",
+            args.from, args.to
+        ))?,
+    }
+    Ok(Exit::Success)
+}

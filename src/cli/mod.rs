@@ -1,0 +1,275 @@
+//! Command-line interface: clap definitions, one file per subcommand, and the
+//! output style. No module below `cli` imports clap; each subcommand turns its
+//! arguments into plain values and calls the library.
+
+mod format;
+mod list;
+mod manage;
+mod mock_server;
+mod run;
+mod show;
+mod validate;
+
+use std::io::{IsTerminal, Write};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::diagnostic::Diagnostic;
+use crate::store::StoreError;
+use crate::Exit;
+
+const AFTER_HELP: &str = "\
+Examples:
+  dotevals run evals/sentiment.yaml --experiment baseline
+  dotevals run evals/sentiment.yaml --experiment fast --concurrency 8
+  dotevals show baseline
+  dotevals list
+  dotevals validate evals/*.yaml
+
+Results are stored in .dotevals/dotevals.db unless --storage or DOTEVALS_STORAGE says otherwise.
+Exit codes: 0 done, 1 samples errored or the run failed, 2 bad usage or spec (nothing sent), 130 interrupted.";
+
+/// Run LLM evaluations declared in YAML, fast.
+///
+/// A spec names a dataset, a model endpoint (any OpenAI-compatible server, or
+/// the built-in mock), a prompt and evaluators. `run` sends every sample through
+/// a concurrency strategy and records outputs, scores, errors and timings under
+/// a named experiment; `show` and `list` report accuracy and timing.
+#[derive(Debug, Parser)]
+#[command(name = "dotevals", version, about, long_about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Results store: a SQLite file, a folder for one, or sqlite://PATH [default: .dotevals/dotevals.db]
+    #[arg(long, global = true, env = "DOTEVALS_STORAGE", value_name = "PATH")]
+    pub storage: Option<String>,
+
+    /// Output for people (table) or scripts (json, on stdout; shape in README)
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// No progress bar or progress lines on stderr
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// When to use colour (NO_COLOR turns it off for `auto`)
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one or more specs into an experiment
+    #[command(after_help = run::AFTER_HELP)]
+    Run(run::RunArgs),
+    /// Show an experiment: accuracy, errors and timing per evaluation
+    Show(show::ShowArgs),
+    /// List experiments with date, samples, accuracy, wall time and status
+    List,
+    /// Check specs and their datasets without sending a request
+    Validate(validate::ValidateArgs),
+    /// Delete an experiment and all its records
+    Delete(manage::DeleteArgs),
+    /// Rename an experiment
+    Rename(manage::RenameArgs),
+    /// Serve a spec's mock model over HTTP for other tools
+    MockServer(mock_server::MockServerArgs),
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Terminal facts and flags, resolved once.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub format: Format,
+    /// Colour on stderr messages.
+    pub color: bool,
+    pub progress: crate::runner::ProgressMode,
+}
+
+impl Style {
+    fn resolve(g: &GlobalArgs) -> Style {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        let color = match g.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stderr_tty && !no_color && !dumb,
+        };
+        use crate::runner::ProgressMode as Mode;
+        let progress = if g.quiet {
+            Mode::Off
+        } else if stderr_tty && !dumb {
+            Mode::Bar
+        } else {
+            Mode::Lines
+        };
+        Style {
+            format: g.format,
+            color,
+            progress,
+        }
+    }
+}
+
+/// An error a subcommand ends with; `main` prints it and picks the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad spec or dataset: exit 2.
+    #[error("{0}")]
+    Input(Box<Diagnostic>),
+    /// Bad arguments or an unknown name: exit 2.
+    #[error("{message}")]
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+    /// The run or store failed: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>, hint: Option<String>) -> CliError {
+        CliError::Usage {
+            message: message.into(),
+            hint,
+        }
+    }
+
+    fn exit(&self) -> Exit {
+        match self {
+            CliError::Input(_) | CliError::Usage { .. } => Exit::Usage,
+            CliError::Failed(_) => Exit::Failure,
+        }
+    }
+}
+
+impl From<Diagnostic> for CliError {
+    fn from(d: Diagnostic) -> Self {
+        CliError::Input(Box::new(d))
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownExperiment(_) | StoreError::ExperimentExists(_) => CliError::Usage {
+                message: e.to_string(),
+                hint: None,
+            },
+            StoreError::NotAStore { .. } | StoreError::TooNew { .. } => CliError::Usage {
+                message: e.to_string(),
+                hint: Some(
+                    "point --storage (or DOTEVALS_STORAGE) at a dotevals store or a new file"
+                        .into(),
+                ),
+            },
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Runs the parsed command line and returns the exit status.
+pub fn main(cli: Cli) -> Exit {
+    let style = Style::resolve(&cli.global);
+    let storage = crate::store::resolve_path(cli.global.storage.as_deref());
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, &storage, style),
+        Command::Show(args) => show::show(args, &storage, style),
+        Command::List => list::list(&storage, style),
+        Command::Validate(args) => validate::validate(args, style),
+        Command::Delete(args) => manage::delete(args, &storage, style),
+        Command::Rename(args) => manage::rename(args, &storage, style),
+        Command::MockServer(args) => mock_server::serve(args),
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            print_error(&e, style.color);
+            e.exit()
+        }
+    }
+}
+
+/// `error: ...` then an optional `hint: ...`, on stderr.
+fn print_error(e: &CliError, color: bool) {
+    let label = if color {
+        "\x1b[1;31merror\x1b[0m"
+    } else {
+        "error"
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = match e {
+        CliError::Usage {
+            message,
+            hint: Some(hint),
+        } => writeln!(err, "{label}: {message}\n  hint: {hint}"),
+        other => writeln!(err, "{label}: {other}"),
+    };
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("cannot write output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Pretty JSON plus a newline.
+fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// Opens the store for a read command; a missing store means no experiments.
+fn open_for_reading(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
+    Ok(crate::store::Store::open_existing(storage)?)
+}
+
+/// The error for an unknown experiment, with a suggestion when one is close.
+fn unknown_experiment(name: &str, known: &[String]) -> CliError {
+    let hint = match crate::diagnostic::did_you_mean(name, known.iter().map(String::as_str)) {
+        Some(m) => Some(format!("did you mean `{m}`? `dotevals list` shows all experiments")),
+        None if known.is_empty() => Some("the store has no experiments yet; create one with `dotevals run SPEC --experiment NAME`".into()),
+        None => Some("`dotevals list` shows all experiments".into()),
+    };
+    CliError::usage(format!("no experiment named `{name}`"), hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

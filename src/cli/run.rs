@@ -1,0 +1,266 @@
+//! `dotevals run SPEC...`: check everything, then run each evaluation into the
+//! experiment and print its report.
+//!
+//! All specs are loaded, every dataset row is read and resume state is compared
+//! before the first request, so a bad spec or an edited dataset costs nothing.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::show::{build, Detail};
+use super::{emit, format, json, CliError, Format, Style};
+use crate::concurrency::StrategySpec;
+use crate::dataset::{row_hash, scan};
+use crate::diagnostic::Diagnostic;
+use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
+use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
+use crate::store::{SampleLookup, Store};
+use crate::Exit;
+
+pub const AFTER_HELP: &str = "\
+Running an experiment again resumes it: finished samples are kept and never re-sent, errored
+and missing ones are sent. A changed spec is refused; pick a new --experiment for it.
+Ctrl-C stops sending, lets requests in flight finish, saves them and prints how to resume.";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Spec files to run, one evaluation each
+    #[arg(required = true, value_name = "SPEC")]
+    pub specs: Vec<PathBuf>,
+
+    /// Experiment to record into; an existing one is resumed [default: run-<date>-<time>]
+    #[arg(long, short, value_name = "NAME")]
+    pub experiment: Option<String>,
+
+    /// Override the spec's strategy: `sequential`, or a sliding window size such as 8
+    #[arg(long, short, value_name = "STRATEGY", value_parser = StrategySpec::parse_cli)]
+    pub concurrency: Option<StrategySpec>,
+
+    /// Run only the first N samples of each dataset (a later run completes the rest)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub samples: Option<u64>,
+}
+
+/// The runtime every async command uses.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+}
+
+pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+    let mut evals = Vec::with_capacity(args.specs.len());
+    for path in &args.specs {
+        let mut eval = crate::spec::load(path)?;
+        if let Some(n) = args.samples {
+            eval.dataset.limit = Some(n);
+        }
+        if let Some(other) = evals.iter().find(|e: &&Evaluation| e.name == eval.name) {
+            return Err(CliError::usage(
+                format!(
+                    "{} and {} both define evaluation `{}`",
+                    other.spec_path.display(),
+                    path.display(),
+                    eval.name
+                ),
+                Some("give one of them a different `name:`".into()),
+            ));
+        }
+        evals.push(eval);
+    }
+    let mut store = Store::open(storage)?;
+    let experiment = match &args.experiment {
+        Some(name) if name.trim().is_empty() => {
+            return Err(CliError::usage("--experiment is empty", None))
+        }
+        Some(name) => name.clone(),
+        None => fresh_name(&store)?,
+    };
+    let plans = evals
+        .into_iter()
+        .map(|eval| plan(eval, &store, &experiment, args.concurrency))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let progress = Progress::new(style.progress);
+    if args.experiment.is_none() {
+        progress.note(&format!("experiment: {experiment}"));
+    }
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(async {
+        let interrupt = Interrupt::install();
+        let mut statuses = Vec::new();
+        for plan in &plans {
+            let status = runner::run(plan, &experiment, &mut store, &progress, &interrupt).await;
+            let stop = !matches!(
+                status,
+                Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)
+            );
+            statuses.push(status);
+            if stop {
+                break;
+            }
+        }
+        statuses
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+
+    let names: Vec<String> = plans.iter().map(|p| p.eval.name.clone()).collect();
+    let report = build(&store, &experiment, Detail::default(), Some(&names))?;
+    match style.format {
+        Format::Json => emit(&json(&report)?)?,
+        Format::Table => emit(&format::experiment(&report))?,
+    }
+    let mut exit = Exit::Success;
+    for status in outcome {
+        match status {
+            Ok(RunStatus::Completed) => {}
+            Ok(RunStatus::CompletedWithErrors) => exit = exit.max(Exit::Failure),
+            Ok(RunStatus::Interrupted) => {
+                progress.note(&format!(
+                    "interrupted; finished samples are saved. Resume with:\n  {}",
+                    resume_command(&args, &experiment)
+                ));
+                return Ok(Exit::Interrupted);
+            }
+            Err(e) => return Err(CliError::Failed(e.to_string())),
+        }
+    }
+    if style.format == Format::Table {
+        progress.note(&format!(
+            "saved as experiment `{experiment}`: dotevals show {experiment}"
+        ));
+    }
+    Ok(exit)
+}
+
+/// Checks one evaluation against the store and reads its whole dataset.
+fn plan(
+    eval: Evaluation,
+    store: &Store,
+    experiment: &str,
+    concurrency: Option<StrategySpec>,
+) -> Result<Planned, CliError> {
+    let existing = store.find_evaluation(experiment, &eval.name)?;
+    if let Some(old) = &existing {
+        if old.spec_hash != eval.spec_hash {
+            let old_identity = serde_json::from_str(&old.identity).unwrap_or_default();
+            let changed = crate::spec::changed_parts(&old_identity, &eval.identity).join(", ");
+            return Err(CliError::usage(
+                format!(
+                    "experiment `{experiment}` already holds evaluation `{}` from a different spec (changed: {changed})",
+                    eval.name
+                ),
+                Some(format!(
+                    "results from two specs cannot be mixed: use a new name (--experiment {experiment}-2), or drop the old results with `dotevals delete {experiment}`"
+                )),
+            ));
+        }
+    }
+    let lookup = existing
+        .as_ref()
+        .map(|e| SampleLookup::open(store.path(), e.id))
+        .transpose()?;
+    let mut pending = 0u64;
+    let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
+        let stored = match &lookup {
+            Some(l) => l
+                .get(id)
+                .map_err(|e| Diagnostic::new(store.path(), 0, 0, e.to_string()))?,
+            None => None,
+        };
+        match stored {
+            Some(s) if s.row_hash != row_hash(&row.values) => Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
+                "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
+            ))
+            .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {experiment}-2"))),
+            Some(s) if s.finished => Ok(()),
+            _ => {
+                pending += 1;
+                Ok(())
+            }
+        }
+    })?;
+    let api_key = api_key(&eval.model, &eval.spec_path)?;
+    Ok(Planned {
+        strategy: concurrency.unwrap_or(eval.concurrency),
+        total: summary.rows,
+        pending,
+        resuming: existing.is_some(),
+        api_key,
+        eval,
+    })
+}
+
+/// The API key from the variable the spec names. A named variable must be set;
+/// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint.
+fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
+    let Some((var, named)) = &model.api_key_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
+        _ if *named || model.base_url.as_deref() == Some(DEFAULT_BASE_URL) => Err(CliError::usage(
+            format!("{}: the API key variable {var} is not set", spec.display()),
+            Some(format!(
+                "export {var}=... first; the key is read from the environment and never stored"
+            )),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// `run-YYYYMMDD-HHMMSS`, with a suffix if that name is taken.
+fn fresh_name(store: &Store) -> Result<String, CliError> {
+    let stamp: String = crate::store::now()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let base = format!(
+        "run-{}-{}",
+        &stamp[..8.min(stamp.len())],
+        &stamp[8.min(stamp.len())..]
+    );
+    let taken = store.experiment_names()?;
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(name)
+}
+
+/// The command that resumes an interrupted run.
+fn resume_command(args: &RunArgs, experiment: &str) -> String {
+    let mut parts = vec!["dotevals".to_owned(), "run".to_owned()];
+    parts.extend(
+        args.specs
+            .iter()
+            .map(|p| shell_quote(&p.display().to_string())),
+    );
+    parts.push("--experiment".into());
+    parts.push(shell_quote(experiment));
+    if let Some(c) = &args.concurrency {
+        parts.push("--concurrency".into());
+        parts.push(match c {
+            StrategySpec::Sequential => "sequential".into(),
+            StrategySpec::SlidingWindow(n) => n.to_string(),
+        });
+    }
+    if let Some(n) = args.samples {
+        parts.push(format!("--samples {n}"));
+    }
+    parts.join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,98 @@
+//! `dotevals show NAME`: one experiment's accuracy, errors and timing.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::{emit, format, json, open_for_reading, unknown_experiment, CliError, Format, Style};
+use crate::report::{self, ExperimentReport};
+use crate::store::{Store, StoreError};
+use crate::Exit;
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Experiment to show
+    pub name: String,
+    /// Also list errored samples with their kind and message
+    #[arg(long)]
+    pub errors: bool,
+    /// Also list every sample: output, scores, latency, error (JSON adds variables and prompt)
+    #[arg(long)]
+    pub full: bool,
+}
+
+pub fn show(args: ShowArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+    let Some(store) = open_for_reading(storage)? else {
+        return Err(unknown_experiment(&args.name, &[]));
+    };
+    let report = build(
+        &store,
+        &args.name,
+        Detail {
+            errors: args.errors || args.full,
+            full: args.full,
+        },
+        None,
+    )?;
+    match style.format {
+        Format::Json => emit(&json(&report)?)?,
+        Format::Table => emit(&format::experiment(&report))?,
+    }
+    Ok(Exit::Success)
+}
+
+/// How much per-sample detail a report carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detail {
+    pub errors: bool,
+    pub full: bool,
+}
+
+/// The report of experiment `name`, limited to evaluations in `only` when given.
+pub fn build(
+    store: &Store,
+    name: &str,
+    detail: Detail,
+    only: Option<&[String]>,
+) -> Result<ExperimentReport, CliError> {
+    let x = match store.experiment(name) {
+        Ok(x) => x,
+        Err(StoreError::UnknownExperiment(_)) => {
+            return Err(unknown_experiment(name, &store.experiment_names()?))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut reports = Vec::with_capacity(x.evaluations.len());
+    for e in &x.evaluations {
+        if only.is_some_and(|names| !names.contains(&e.name)) {
+            continue;
+        }
+        let mut r = report::evaluation(e, &store.latencies(e.id)?);
+        if detail.errors {
+            r.errors = Some(
+                store
+                    .errors(e.id)?
+                    .into_iter()
+                    .map(|x| report::ErrorReport {
+                        id: x.key,
+                        index: x.index,
+                        kind: x.kind,
+                        message: x.message,
+                        attempts: x.attempts,
+                    })
+                    .collect(),
+            );
+        }
+        if detail.full {
+            r.records = Some(
+                store
+                    .samples(e.id, e.evaluators.len())?
+                    .into_iter()
+                    .map(|s| report::record(s, &e.evaluators))
+                    .collect(),
+            );
+        }
+        reports.push(r);
+    }
+    Ok(report::experiment(&x, reports))
+}

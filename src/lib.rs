@@ -1,0 +1,45 @@
+//! dotevals: run LLM evaluations declared in YAML, fast.
+//!
+//! Data flows one way: spec ▸ dataset rows ▸ concurrency strategy ▸ model
+//! client ▸ evaluators ▸ store ▸ reports. `main` parses the command line and
+//! calls [`cli::main`]; everything else is a library so tests can drive it.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod concurrency;
+pub mod dataset;
+pub mod diagnostic;
+pub mod evaluators;
+pub mod model;
+pub mod report;
+pub mod runner;
+pub mod spec;
+pub mod store;
+pub mod template;
+
+pub use cli::Cli;
+
+/// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Everything ran and every sample finished.
+    Success,
+    /// Some samples errored, or the run failed.
+    Failure,
+    /// Bad usage or a bad spec; nothing was sent.
+    Usage,
+    /// Interrupted; the store is consistent and the run resumable.
+    Interrupted,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(match e {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Interrupted => 130,
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! The built-in mock model: an OpenAI-compatible server on loopback.
+//!
+//! It answers with the first keyword rule that matches the prompt after the
+//! spec's latency, and reports the requests it served and the most it ever had
+//! in flight at `GET /stats`, so runs and benchmarks can check the window.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::spec::MockSpec;
+
+/// Counters the server keeps.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    /// Chat requests answered or in progress.
+    pub requests: AtomicU64,
+    /// Requests being served now.
+    pub in_flight: AtomicUsize,
+    /// The most ever served at once.
+    pub peak_in_flight: AtomicUsize,
+}
+
+struct Shared {
+    spec: MockSpec,
+    stats: Stats,
+}
+
+/// A running mock server; stops when dropped.
+pub struct MockServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Starts serving `spec` on `addr` (port 0 picks a free port).
+    pub async fn start(spec: MockSpec, addr: SocketAddr) -> std::io::Result<MockServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            spec,
+            stats: Stats::default(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/chat/completions", post(chat))
+            .route("/stats", get(stats))
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            // Serving ends only when the task is aborted.
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(MockServer { addr, task })
+    }
+
+    /// The `base_url` clients should use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Waits until the server stops (it only stops when aborted).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Decrements in-flight when a request ends, however it ends.
+struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let stats = &shared.stats;
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _guard = InFlight(stats);
+
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "request body is not JSON");
+    };
+    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+        return error(StatusCode::BAD_REQUEST, "request has no `messages` array");
+    };
+    let prompt: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.get("content")?.as_str())
+        .collect();
+    let prompt = prompt.join("\n");
+    let reply = shared.spec.reply(&prompt).to_owned();
+    if !shared.spec.latency.is_zero() {
+        tokio::time::sleep(shared.spec.latency).await;
+    }
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock");
+    Json(json!({
+        "id": "mock",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt.split_whitespace().count(),
+            "completion_tokens": reply.split_whitespace().count(),
+            "total_tokens": prompt.split_whitespace().count() + reply.split_whitespace().count()
+        }
+    }))
+    .into_response()
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let s = &shared.stats;
+    Json(json!({
+        "requests": s.requests.load(Ordering::Relaxed),
+        "in_flight": s.in_flight.load(Ordering::SeqCst),
+        "peak_in_flight": s.peak_in_flight.load(Ordering::SeqCst),
+    }))
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, ModelClient};
+    use crate::spec::MockRule;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn serves_rules_through_the_real_client() {
+        let spec = MockSpec {
+            latency: Duration::from_millis(10),
+            rules: vec![
+                MockRule {
+                    when_contains: vec!["great".into()],
+                    reply: "positive".into(),
+                },
+                MockRule {
+                    when_contains: vec![],
+                    reply: "neutral".into(),
+                },
+            ],
+        };
+        let server = MockServer::start(spec, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let client = ModelClient::new(
+            &server.base_url(),
+            "mock",
+            None,
+            Default::default(),
+            Duration::from_secs(5),
+            4,
+        )
+        .unwrap();
+        let msg = |t: &str| {
+            vec![Message {
+                role: "user".into(),
+                content: t.into(),
+            }]
+        };
+        let c = client.complete(&msg("A GREAT film")).await.unwrap();
+        assert_eq!(c.content, "positive");
+        assert!(c.latency >= Duration::from_millis(10));
+        assert_eq!(c.completion_tokens, Some(1));
+        assert_eq!(
+            client.complete(&msg("fine")).await.unwrap().content,
+            "neutral"
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! Reports: what `show`, `list` and `run` print, as serde view structs.
+//!
+//! These types *are* the documented `--format json` shape (README, "JSON
+//! output"); they are built from store rows here, so renaming a column never
+//! changes what scripts see. Percentiles come from an HDR histogram.
+
+use serde::Serialize;
+
+use crate::store::read::{EvaluationRow, ExperimentRow, SampleRow};
+
+/// `dotevals show NAME --format json` (and `run --format json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentReport {
+    /// Experiment name.
+    pub experiment: String,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: String,
+    /// `completed`, `completed_with_errors`, `running`, `interrupted` or `failed`.
+    pub status: String,
+    pub evaluations: Vec<EvaluationReport>,
+}
+
+/// One evaluation of an experiment.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationReport {
+    pub name: String,
+    /// The spec file it was run from.
+    pub spec: String,
+    /// `mock` or `openai`.
+    pub provider: String,
+    /// The model name sent in requests.
+    pub model: String,
+    /// Strategy of the latest run: `sequential` or `sliding_window`.
+    pub strategy: String,
+    pub max_concurrency: u64,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// Invocations that ran this evaluation (resumes add one each).
+    pub runs: u64,
+    pub samples: SampleCounts,
+    pub evaluators: Vec<EvaluatorReport>,
+    pub timing: Timing,
+    pub tokens: Tokens,
+    /// Errored samples; only with `--errors` or `--full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ErrorReport>>,
+    /// Every sample record; only with `--full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<RecordReport>>,
+}
+
+/// Sample counts.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SampleCounts {
+    /// Rows in the dataset (after `limit` / `--samples`).
+    pub total: u64,
+    /// Samples with a record, finished or errored.
+    pub recorded: u64,
+    /// Samples with an output and no error.
+    pub finished: u64,
+    /// Samples recorded with an error (retried on the next run).
+    pub errored: u64,
+}
+
+/// One evaluator's result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvaluatorReport {
+    pub name: String,
+    /// Samples it scored.
+    pub scored: u64,
+    /// Samples that passed.
+    pub passed: u64,
+    /// passed / scored; null when nothing was scored.
+    pub accuracy: Option<f64>,
+}
+
+/// Timing of an evaluation, summed over its runs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timing {
+    /// Wall-clock time of the runs.
+    pub wall_seconds: f64,
+    /// Recorded samples per wall second.
+    pub throughput_per_second: Option<f64>,
+    /// Latency of successful requests (send to full body).
+    pub latency_seconds: Option<Latency>,
+    /// Sum of latencies / wall: requests in flight on average.
+    pub effective_concurrency: Option<f64>,
+    /// How many times faster than sending one request at a time, i.e. the sum
+    /// of latencies over the wall time.
+    pub speedup_over_sequential: Option<f64>,
+}
+
+/// Latency distribution in seconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// Tokens reported by the server's `usage`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// An errored sample.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorReport {
+    /// Sample id (dataset `id` column, else the row index).
+    pub id: String,
+    pub index: u64,
+    /// `timeout`, `connection`, `http_<status>`, `malformed`, `template` or `evaluator`.
+    pub kind: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+/// A full sample record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RecordReport {
+    pub id: String,
+    pub index: u64,
+    /// The dataset row.
+    pub variables: serde_json::Value,
+    /// The rendered prompt (a list of messages when the spec uses `messages`).
+    pub prompt: serde_json::Value,
+    pub output: Option<String>,
+    /// Evaluator name to score (1 pass, 0 fail, null undecided).
+    pub scores: serde_json::Map<String, serde_json::Value>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub latency_seconds: Option<f64>,
+    /// Offsets from the start of the run that recorded it.
+    pub start_seconds: f64,
+    pub end_seconds: f64,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+/// `dotevals list --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListReport {
+    pub experiments: Vec<ExperimentSummary>,
+}
+
+/// One line of `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentSummary {
+    pub name: String,
+    pub created_at: String,
+    pub status: String,
+    /// Number of evaluations.
+    pub evaluations: u64,
+    pub samples: SampleCounts,
+    /// All scores of all evaluators pooled: passed / scored.
+    pub accuracy: Option<f64>,
+    /// Wall time of all evaluations.
+    pub wall_seconds: f64,
+}
+
+const US: f64 = 1e6;
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// The status of an experiment from its evaluations'.
+fn experiment_status(evals: &[EvaluationRow]) -> String {
+    for s in ["running", "failed", "interrupted", "completed_with_errors"] {
+        if evals.iter().any(|e| e.status == s) {
+            return s.into();
+        }
+    }
+    if evals.iter().any(|e| e.recorded < e.total) {
+        return "partial".into();
+    }
+    "completed".into()
+}
+
+fn counts(e: &EvaluationRow) -> SampleCounts {
+    SampleCounts {
+        total: e.total,
+        recorded: e.recorded,
+        finished: e.recorded - e.errored,
+        errored: e.errored,
+    }
+}
+
+/// Builds an evaluation's report; `latencies` are successful latencies in µs, ascending.
+pub fn evaluation(e: &EvaluationRow, latencies: &[u64]) -> EvaluationReport {
+    let wall = e.wall_us as f64 / US;
+    let latency_sum = e.latency_sum_us as f64 / US;
+    EvaluationReport {
+        name: e.name.clone(),
+        spec: e.spec_path.clone(),
+        provider: e.provider.clone(),
+        model: e.model.clone(),
+        strategy: e.strategy.clone(),
+        max_concurrency: e.max_concurrency,
+        status: e.status.clone(),
+        started_at: e.started_at.clone(),
+        ended_at: e.ended_at.clone(),
+        runs: e.runs,
+        samples: counts(e),
+        evaluators: e
+            .evaluators
+            .iter()
+            .zip(&e.scores)
+            .map(|(name, (scored, sum))| EvaluatorReport {
+                name: name.clone(),
+                scored: *scored,
+                passed: sum.round() as u64,
+                accuracy: ratio(*sum, *scored as f64),
+            })
+            .collect(),
+        timing: Timing {
+            wall_seconds: wall,
+            throughput_per_second: ratio(e.recorded as f64, wall),
+            latency_seconds: percentiles(latencies),
+            effective_concurrency: ratio(latency_sum, wall),
+            speedup_over_sequential: ratio(latency_sum, wall),
+        },
+        tokens: Tokens {
+            prompt: e.prompt_tokens,
+            completion: e.completion_tokens,
+        },
+        errors: None,
+        records: None,
+    }
+}
+
+/// p50/p90/p99/max/mean of ascending microsecond latencies.
+pub fn percentiles(sorted_us: &[u64]) -> Option<Latency> {
+    let max = *sorted_us.last()?;
+    // 3 significant digits: p99 of 1.000 s is exact to the millisecond.
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_max(max.max(2), 3).ok()?;
+    for v in sorted_us {
+        hist.record(*v).ok()?;
+    }
+    let at = |q: f64| hist.value_at_quantile(q).min(max) as f64 / US;
+    Some(Latency {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: max as f64 / US,
+        mean: sorted_us.iter().sum::<u64>() as f64 / sorted_us.len() as f64 / US,
+    })
+}
+
+/// An experiment report without per-sample detail.
+pub fn experiment(x: &ExperimentRow, reports: Vec<EvaluationReport>) -> ExperimentReport {
+    ExperimentReport {
+        experiment: x.name.clone(),
+        created_at: x.created_at.clone(),
+        status: experiment_status(&x.evaluations),
+        evaluations: reports,
+    }
+}
+
+/// One `list` line.
+pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
+    let mut samples = SampleCounts {
+        total: 0,
+        recorded: 0,
+        finished: 0,
+        errored: 0,
+    };
+    let (mut scored, mut passed, mut wall_us) = (0u64, 0f64, 0u64);
+    for e in &x.evaluations {
+        let c = counts(e);
+        samples.total += c.total;
+        samples.recorded += c.recorded;
+        samples.finished += c.finished;
+        samples.errored += c.errored;
+        for (n, sum) in &e.scores {
+            scored += n;
+            passed += sum;
+        }
+        wall_us += e.wall_us;
+    }
+    ExperimentSummary {
+        name: x.name.clone(),
+        created_at: x.created_at.clone(),
+        status: experiment_status(&x.evaluations),
+        evaluations: x.evaluations.len() as u64,
+        samples,
+        accuracy: ratio(passed, scored as f64),
+        wall_seconds: wall_us as f64 / US,
+    }
+}
+
+/// A stored sample as a report record.
+pub fn record(row: SampleRow, evaluators: &[String]) -> RecordReport {
+    let parse = |s: &str| {
+        serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
+    };
+    let prompt = parse(&row.prompt);
+    RecordReport {
+        id: row.key,
+        index: row.index,
+        variables: parse(&row.variables),
+        prompt,
+        output: row.output,
+        scores: evaluators
+            .iter()
+            .zip(row.scores)
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                )
+            })
+            .collect(),
+        error_kind: row.error_kind,
+        error: row.error,
+        attempts: row.attempts,
+        latency_seconds: row.latency_us.map(|v| v as f64 / US),
+        start_seconds: row.start_us as f64 / US,
+        end_seconds: row.end_us as f64 / US,
+        prompt_tokens: row.prompt_tokens,
+        completion_tokens: row.completion_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_values() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 10_000).collect();
+        let l = percentiles(&v).unwrap();
+        assert!((l.p50 - 0.5).abs() < 0.001, "{l:?}");
+        assert!((l.p90 - 0.9).abs() < 0.001, "{l:?}");
+        assert!((l.p99 - 0.99).abs() < 0.001, "{l:?}");
+        assert_eq!(l.max, 1.0);
+        assert!((l.mean - 0.505).abs() < 1e-9);
+        assert!(percentiles(&[]).is_none());
+    }
+}

@@ -1,0 +1,374 @@
+//! The runner: drives one evaluation from dataset to store.
+//!
+//! It is the only module that knows the strategy, the model client, the
+//! evaluators and the store. A reader thread streams rows (skipping samples
+//! already finished in the store), the dispatcher starts each sample as soon as
+//! the limiter grants a slot, each sample task renders, calls the model with
+//! retries and scores, and the store writer commits records as they finish.
+//! A failed sample is data: it is recorded with its error kind, never fatal.
+
+mod progress;
+mod sample;
+
+pub use progress::{Progress, ProgressMode};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+
+use crate::concurrency::{Limiter, StrategySpec};
+use crate::dataset::{row_hash, Dataset, Values};
+use crate::model::mock::MockServer;
+use crate::model::ModelClient;
+use crate::spec::Evaluation;
+use crate::store::writer::{record_wall, Writer, WriterConfig};
+use crate::store::{now, EvaluationMeta, SampleLookup, Store, StoreError};
+use sample::SampleContext;
+
+/// How long in-flight samples may finish after an interrupt before they are cancelled.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// One evaluation, checked and ready, with what resume found.
+pub struct Planned {
+    pub eval: Evaluation,
+    pub strategy: StrategySpec,
+    /// Rows in the dataset (after `limit`).
+    pub total: u64,
+    /// Rows without a finished record: what this run will send.
+    pub pending: u64,
+    /// Whether the store already has records of this evaluation.
+    pub resuming: bool,
+    pub api_key: Option<String>,
+}
+
+/// How a run of one evaluation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Every sample has a finished record.
+    Completed,
+    /// Every sample was tried; some are recorded with errors.
+    CompletedWithErrors,
+    /// Stopped by Ctrl-C or SIGTERM; resumable.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The name stored and shown.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::CompletedWithErrors => "completed_with_errors",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the mock model server: {0}")]
+    Mock(std::io::Error),
+    #[error("{0}")]
+    Client(String),
+    #[error("{0}")]
+    Dataset(crate::diagnostic::Diagnostic),
+}
+
+/// Ctrl-C / SIGTERM state shared by every part of a run.
+#[derive(Default)]
+pub struct Interrupt {
+    /// Signals received so far.
+    count: AtomicU8,
+    notify: Notify,
+}
+
+impl Interrupt {
+    /// Listens for Ctrl-C and SIGTERM in the background.
+    pub fn install() -> Arc<Interrupt> {
+        let state = Arc::new(Interrupt::default());
+        let listener = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                wait_for_signal().await;
+                listener.count.fetch_add(1, Ordering::SeqCst);
+                listener.notify.notify_waiters();
+            }
+        });
+        state
+    }
+
+    /// Signals received so far.
+    pub fn count(&self) -> u8 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once at least `n` signals have arrived.
+    pub async fn reached(&self, n: u8) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One row to run.
+struct Sample {
+    index: u64,
+    key: String,
+    row_hash: u64,
+    values: Values,
+}
+
+/// Runs `plan` into `experiment` in the store at `store_path`.
+pub async fn run(
+    plan: &Planned,
+    experiment: &str,
+    store: &mut Store,
+    progress: &Progress,
+    interrupt: &Arc<Interrupt>,
+) -> Result<RunStatus, RunError> {
+    let eval = &plan.eval;
+    // The mock lives as long as this run, on loopback, behind the same client code.
+    let mock = match &eval.model.mock {
+        Some(spec) => Some(
+            MockServer::start(spec.clone(), ([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(RunError::Mock)?,
+        ),
+        None => None,
+    };
+    let base_url = match (&mock, &eval.model.base_url) {
+        (Some(m), _) => m.base_url(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => crate::spec::DEFAULT_BASE_URL.to_owned(),
+    };
+    let client = ModelClient::new(
+        &base_url,
+        &eval.model.name,
+        plan.api_key.as_deref(),
+        eval.model.params.clone(),
+        eval.model.timeout,
+        plan.strategy.max_concurrency(),
+    )
+    .map_err(RunError::Client)?;
+
+    let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
+    let identity = eval.identity.to_string();
+    let spec_path = eval.spec_path.display().to_string();
+    let strategy = plan.strategy.name();
+    let meta = EvaluationMeta {
+        name: &eval.name,
+        spec_path: &spec_path,
+        spec_text: &eval.spec_text,
+        spec_hash: &eval.spec_hash,
+        identity: &identity,
+        provider: if eval.model.mock.is_some() {
+            "mock"
+        } else {
+            "openai"
+        },
+        model: &eval.model.name,
+        evaluators: &evaluator_names,
+        strategy,
+        max_concurrency: plan.strategy.max_concurrency(),
+        total: plan.total,
+    };
+    let (evaluation_id, run_number, base_wall_us) =
+        store.start_evaluation(experiment, &meta, &now())?;
+
+    let started = Instant::now();
+    let limiter = Limiter::new(plan.strategy.build());
+    progress.start(
+        &eval.name,
+        plan.total,
+        plan.total - plan.pending,
+        plan.pending,
+        &plan.strategy,
+        &Arc::clone(&limiter),
+    );
+    let config = WriterConfig {
+        evaluation_id,
+        run: run_number,
+        resuming: plan.resuming,
+        base_wall_us,
+        started,
+    };
+    let on_commit = progress.on_commit();
+    let writer = Writer::spawn(store.path(), config, on_commit)?;
+
+    let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
+    let reader = spawn_reader(
+        plan.eval.dataset.clone(),
+        plan.resuming
+            .then(|| (store.path().to_owned(), evaluation_id)),
+        rows_tx,
+    );
+
+    let ctx = Arc::new(SampleContext::new(eval, client, started, writer.sender()));
+    let mut tasks = JoinSet::new();
+    let mut failure = None;
+    let stopped = AtomicBool::new(false);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = interrupt.reached(1) => { stopped.store(true, Ordering::SeqCst); break }
+            p = limiter.acquire() => p,
+        };
+        let sample = tokio::select! {
+            biased;
+            _ = interrupt.reached(1) => { stopped.store(true, Ordering::SeqCst); break }
+            s = rows_rx.recv() => s,
+        };
+        match sample {
+            Some(Ok(sample)) => {
+                tasks.spawn(sample::process(sample, permit, Arc::clone(&ctx)));
+            }
+            Some(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            None => break,
+        }
+        // Reap finished tasks so the set stays as small as the window.
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(rows_rx);
+    let interrupted = stopped.load(Ordering::SeqCst);
+    if interrupted {
+        progress
+            .note("interrupted: letting requests in flight finish (Ctrl-C again to cancel them)");
+        tokio::select! {
+            _ = async { while tasks.join_next().await.is_some() {} } => {}
+            _ = interrupt.reached(2) => tasks.abort_all(),
+            _ = tokio::time::sleep(GRACE) => tasks.abort_all(),
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    drop(ctx);
+    let _ = reader.join();
+    writer.finish()?;
+    drop(mock);
+
+    let config = WriterConfig {
+        evaluation_id,
+        run: run_number,
+        resuming: plan.resuming,
+        base_wall_us,
+        started,
+    };
+    record_wall(store.conn(), &config)?;
+    let status = if interrupted || failure.is_some() {
+        RunStatus::Interrupted
+    } else {
+        let errored: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM samples WHERE evaluation_id = ?1 AND error_kind IS NOT NULL",
+                [evaluation_id],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::from)?;
+        if errored > 0 {
+            RunStatus::CompletedWithErrors
+        } else {
+            RunStatus::Completed
+        }
+    };
+    store.finish_evaluation(
+        evaluation_id,
+        if failure.is_some() {
+            "failed"
+        } else {
+            status.as_str()
+        },
+        &now(),
+    )?;
+    progress.finish();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(status),
+    }
+}
+
+/// Streams rows to the dispatcher on a thread, skipping samples the store
+/// already has as finished. Stops when the dispatcher hangs up.
+fn spawn_reader(
+    dataset: Dataset,
+    resume: Option<(PathBuf, i64)>,
+    tx: mpsc::Sender<Result<Sample, RunError>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let lookup = match resume
+            .map(|(path, id)| SampleLookup::open(&path, id))
+            .transpose()
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+                return;
+            }
+        };
+        let rows = match dataset.rows() {
+            Ok(rows) => rows,
+            Err(d) => {
+                let _ = tx.blocking_send(Err(RunError::Dataset(d)));
+                return;
+            }
+        };
+        for row in rows {
+            let item = row.map_err(RunError::Dataset).and_then(|row| {
+                let key = dataset.sample_id(&row).map_err(RunError::Dataset)?;
+                if let Some(lookup) = &lookup {
+                    if lookup.get(&key)?.is_some_and(|s| s.finished) {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(Sample {
+                    index: row.index,
+                    row_hash: row_hash(&row.values),
+                    key,
+                    values: row.values,
+                }))
+            });
+            let msg = match item {
+                Ok(None) => continue,
+                Ok(Some(sample)) => Ok(sample),
+                Err(e) => Err(e),
+            };
+            let stop = msg.is_err();
+            if tx.blocking_send(msg).is_err() || stop {
+                return;
+            }
+        }
+    })
+}

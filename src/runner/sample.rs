@@ -1,0 +1,156 @@
+//! One sample's life: render the prompt, call the model (with retries), score,
+//! and hand the record to the store writer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use minijinja::Value;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::Sample;
+use crate::concurrency::{retry, Outcome, Permit};
+use crate::evaluators::Evaluator;
+use crate::model::{Message, ModelClient};
+use crate::spec::{Evaluation, Prompt, RetryPolicy};
+use crate::store::writer::SampleRecord;
+
+/// What every sample task of one run shares.
+pub struct SampleContext {
+    prompt: Prompt,
+    evaluators: Vec<Evaluator>,
+    client: ModelClient,
+    retry: RetryPolicy,
+    started: Instant,
+    records: UnboundedSender<SampleRecord>,
+}
+
+impl SampleContext {
+    pub fn new(
+        eval: &Evaluation,
+        client: ModelClient,
+        started: Instant,
+        records: UnboundedSender<SampleRecord>,
+    ) -> Self {
+        SampleContext {
+            prompt: eval.prompt.clone(),
+            evaluators: eval.evaluators.clone(),
+            client,
+            retry: eval.model.retry,
+            started,
+            records,
+        }
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// The messages for `vars`, and the prompt to store as JSON (a string or a list of messages).
+    fn render(&self, vars: &Value) -> Result<(Vec<Message>, String), String> {
+        match &self.prompt {
+            Prompt::Text(t) => {
+                let content = t.render(vars)?;
+                let stored = serde_json::to_string(&content).unwrap_or_default();
+                Ok((
+                    vec![Message {
+                        role: "user".into(),
+                        content,
+                    }],
+                    stored,
+                ))
+            }
+            Prompt::Messages(parts) => {
+                let mut messages = Vec::with_capacity(parts.len());
+                for (role, t) in parts {
+                    messages.push(Message {
+                        role: role.clone(),
+                        content: t.render(vars)?,
+                    });
+                }
+                let stored = serde_json::to_string(&messages).unwrap_or_default();
+                Ok((messages, stored))
+            }
+        }
+    }
+}
+
+/// Runs one sample to its record. The permit is released as soon as the model
+/// has answered, so the next sample starts while this one is scored.
+pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleContext>) {
+    let start_us = ctx.elapsed_us();
+    let vars = Value::from_serialize(&sample.values);
+    let mut record = SampleRecord {
+        key: sample.key,
+        index: sample.index,
+        row_hash: sample.row_hash,
+        variables: serde_json::to_string(&sample.values).unwrap_or_default(),
+        prompt: String::new(),
+        output: None,
+        scores: Vec::new(),
+        error_kind: None,
+        error: None,
+        attempts: 0,
+        latency_us: None,
+        start_us,
+        end_us: start_us,
+        prompt_tokens: None,
+        completion_tokens: None,
+    };
+    let messages = match ctx.render(&vars) {
+        Ok((messages, stored)) => {
+            record.prompt = stored;
+            messages
+        }
+        Err(e) => {
+            drop(permit);
+            record.error_kind = Some("template".into());
+            record.error = Some(format!("prompt: {e}"));
+            record.end_us = ctx.elapsed_us();
+            let _ = ctx.records.send(record);
+            return;
+        }
+    };
+    let attempts = retry::run(
+        &ctx.retry,
+        || ctx.client.complete(&messages),
+        |e| permit.report(&e.outcome()),
+    )
+    .await;
+    record.attempts = attempts.attempts;
+    match attempts.result {
+        Ok(completion) => {
+            permit.report(&Outcome::Success {
+                latency: completion.latency,
+                completion_tokens: completion.completion_tokens,
+            });
+            drop(permit);
+            record.latency_us = Some(completion.latency.as_micros() as u64);
+            record.prompt_tokens = completion.prompt_tokens;
+            record.completion_tokens = completion.completion_tokens;
+            let scoring = minijinja::context! { output => &completion.content, ..vars };
+            let mut failures = Vec::new();
+            for evaluator in &ctx.evaluators {
+                match evaluator.scorer.score(&completion.content, &scoring) {
+                    Ok(passed) => record.scores.push(Some(if passed { 1.0 } else { 0.0 })),
+                    Err(e) => {
+                        record.scores.push(None);
+                        failures.push(format!("{}: {e}", evaluator.name));
+                    }
+                }
+            }
+            if !failures.is_empty() {
+                record.error_kind = Some("evaluator".into());
+                record.error = Some(failures.join("; "));
+            }
+            record.output = Some(completion.content);
+        }
+        Err(e) => {
+            drop(permit);
+            record.error_kind = Some(e.kind());
+            record.error = Some(e.to_string());
+        }
+    }
+    record.end_us = ctx.elapsed_us();
+    // The writer outlives every task; a closed channel means the run is over anyway.
+    let _ = ctx.records.send(record);
+}

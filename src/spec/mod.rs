@@ -1,0 +1,711 @@
+//! The eval spec: YAML in, a checked [`Evaluation`] out.
+//!
+//! [`load`] parses the file into the serde mirror in [`raw`], then checks
+//! meaning: one dataset source, templates that compile and name only known
+//! columns, evaluators whose arguments fit, a concurrency setting that makes
+//! sense. Every failure is a [`Diagnostic`] naming file, line and column, so a
+//! bad spec stops before any request. Nothing here touches the network or store.
+
+pub mod locate;
+pub mod raw;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::concurrency::StrategySpec;
+use crate::dataset::{Dataset, Format, Source};
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::evaluators::{self, Evaluator};
+use crate::template::Template;
+use locate::{parse_path, Locator, Step};
+use raw::{Provider, RawSpec, StrategyName};
+
+/// Where `openai` requests go when neither the spec nor `$OPENAI_BASE_URL` says.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The variable read for the API key when the spec names none.
+pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
+/// Per-attempt timeout when the spec names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Sliding window size when the spec names none (the tutorial's default).
+pub const DEFAULT_WINDOW: usize = 4;
+
+/// One checked evaluation, ready to run.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub name: String,
+    pub description: Option<String>,
+    pub spec_path: PathBuf,
+    /// The spec file as written (it names no secrets: keys come from variables).
+    pub spec_text: String,
+    /// Hash of everything that decides a sample's result (see [`identity`]).
+    pub spec_hash: String,
+    /// The parts of the spec that decide results, to say what changed on resume.
+    pub identity: Value,
+    pub dataset: Dataset,
+    pub model: ModelSpec,
+    pub prompt: Prompt,
+    pub evaluators: Vec<Evaluator>,
+    pub concurrency: StrategySpec,
+    /// Dataset columns some template reads; every row must have them.
+    pub required_columns: BTreeSet<String>,
+}
+
+/// What is sent as the conversation.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// One user message.
+    Text(Template),
+    /// Role-tagged messages.
+    Messages(Vec<(String, Template)>),
+}
+
+/// The model endpoint and how to call it.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub provider: Provider,
+    /// `None` for the mock, whose address is known only once it listens.
+    pub base_url: Option<String>,
+    /// Sent as the request's `model`.
+    pub name: String,
+    /// Variable holding the API key, and whether the spec named it (then it must be set).
+    pub api_key_env: Option<(String, bool)>,
+    pub params: Map<String, Value>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub mock: Option<MockSpec>,
+}
+
+/// When and how long to wait before trying a request again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included.
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The built-in mock model: keyword rules and a fixed latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockSpec {
+    pub latency: Duration,
+    pub rules: Vec<MockRule>,
+}
+
+/// The first rule whose words occur in the prompt gives the reply; no words always matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockRule {
+    /// Lower-cased words.
+    pub when_contains: Vec<String>,
+    pub reply: String,
+}
+
+impl MockSpec {
+    /// The reply to `prompt` (case-insensitive word match, first rule wins).
+    pub fn reply(&self, prompt: &str) -> &str {
+        let lower = prompt.to_lowercase();
+        self.rules
+            .iter()
+            .find(|r| {
+                r.when_contains.is_empty()
+                    || r.when_contains.iter().any(|w| lower.contains(w.as_str()))
+            })
+            .map_or("", |r| r.reply.as_str())
+    }
+}
+
+/// Reads and checks the spec at `path`.
+pub fn load(path: &Path) -> Result<Evaluation, Diagnostic> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::new(path, 0, 0, format!("cannot read spec: {e}")))?;
+    from_text(path, text)
+}
+
+/// Checks spec `text` as if read from `path` (relative dataset paths resolve against it).
+pub fn from_text(path: &Path, text: String) -> Result<Evaluation, Diagnostic> {
+    let locator = Locator::new(&text);
+    let raw = parse(path, &text, &locator)?;
+    Checker {
+        path,
+        text: &text,
+        locator: &locator,
+    }
+    .check(raw, &text)
+}
+
+/// YAML to [`RawSpec`], with serde's errors moved to the right place and given hints.
+fn parse(path: &Path, text: &str, locator: &Locator) -> Result<RawSpec, Diagnostic> {
+    if text.trim().is_empty() {
+        return Err(Diagnostic::new(path, 0, 0, "the spec is empty").with_hint(
+            "a spec needs at least `dataset`, `model` and `prompt`; see evals/sentiment.yaml",
+        ));
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let key_path = err.path().to_string();
+        let steps = parse_path(&key_path);
+        let inner = err.inner();
+        let message = strip_location(&inner.to_string());
+        let (message, hint, pos) = if let Some((word, expected)) = unknown_name(&message) {
+            let is_field = message.starts_with("unknown field");
+            let hint = did_you_mean(&word, expected.iter().map(String::as_str))
+                .map(|m| format!("did you mean `{m}`?"))
+                .unwrap_or_else(|| format!("expected one of: {}", expected.join(", ")));
+            // For an unknown field the path ends with the field itself.
+            let parent = if is_field {
+                &steps[..steps.len().saturating_sub(1)]
+            } else {
+                &steps[..]
+            };
+            let place = match parent_path(&key_path, is_field) {
+                Some(p) => format!(" in `{p}`"),
+                None => String::new(),
+            };
+            let what = if is_field { "key" } else { "value" };
+            let pos = if is_field {
+                locator.key(&steps)
+            } else {
+                locator.value(parent)
+            };
+            (format!("unknown {what} `{word}`{place}"), Some(hint), pos)
+        } else {
+            let place = if steps.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`: ", err.path())
+            };
+            (format!("{place}{message}"), None, locator.value(&steps))
+        };
+        let (line, column) = match (inner.location(), pos) {
+            (_, Some(p)) if !steps.is_empty() || hint.is_some() => (p.line, p.column),
+            (Some(l), _) => (l.line(), l.column()),
+            (None, Some(p)) => (p.line, p.column),
+            (None, None) => (0, 0),
+        };
+        Diagnostic::new(path, line, column, message)
+            .with_hint_opt(hint)
+            .with_source(text)
+    })
+}
+
+/// serde_yaml prefixes a path ("model.latency: ...") and appends " at line L
+/// column C"; we print both ourselves.
+fn strip_location(message: &str) -> String {
+    let mut text = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    if let Some((prefix, rest)) = text.split_once(": ") {
+        if !prefix.contains(char::is_whitespace) {
+            text = rest;
+        }
+    }
+    text.to_owned()
+}
+
+/// The path of the mapping that holds an unknown field (`model` for `model.latancy`).
+fn parent_path(path: &str, is_field: bool) -> Option<&str> {
+    let parent = if is_field {
+        path.rsplit_once('.').map(|(p, _)| p)?
+    } else {
+        path
+    };
+    (!parent.is_empty() && parent != "?").then_some(parent)
+}
+
+/// From "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"),
+/// the unknown word and the expected ones.
+fn unknown_name(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message
+        .strip_prefix("unknown field ")
+        .or_else(|| message.strip_prefix("unknown variant "))?;
+    let mut ticks = rest.split('`').skip(1).step_by(2);
+    let word = ticks.next()?.to_owned();
+    Some((word, ticks.map(str::to_owned).collect()))
+}
+
+/// Semantic checks, with the file's positions at hand.
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+    locator: &'a Locator,
+}
+
+impl Checker<'_> {
+    /// A diagnostic at the key `path` names (`"model.latency"`).
+    fn at_key(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let pos = self.locator.key(&parse_path(path));
+        self.at(pos, message)
+    }
+
+    /// A diagnostic at the value `path` names.
+    fn at_value(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let pos = self.locator.value(&parse_path(path));
+        self.at(pos, message)
+    }
+
+    fn at(&self, pos: Option<locate::Pos>, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = pos.map_or((0, 0), |p| (p.line, p.column));
+        Diagnostic::new(self.path, line, column, message).with_source(self.text)
+    }
+
+    fn check(&self, raw: RawSpec, text: &str) -> Result<Evaluation, Diagnostic> {
+        let identity = identity(&raw);
+        let spec_hash = format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(identity.to_string().as_bytes())
+        );
+        let name = match &raw.name {
+            Some(n) if n.trim().is_empty() => return Err(self.at_value("name", "`name` is empty")),
+            Some(n) => n.clone(),
+            None => self
+                .path
+                .file_stem()
+                .map_or("evaluation".into(), |s| s.to_string_lossy().into_owned()),
+        };
+        let dataset = self.dataset(&raw)?;
+        let model = self.model(&raw.model)?;
+        let prompt = self.prompt(&raw)?;
+        let mut evals = Vec::with_capacity(raw.evaluators.len());
+        for (i, e) in raw.evaluators.iter().enumerate() {
+            let built = evaluators::build(e).map_err(|err| {
+                let key = format!("evaluators[{i}].{}", err.key);
+                let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
+                if let (Some(line), Some(_)) =
+                    (err.template_line, self.locator.value(&parse_path(&key)))
+                {
+                    d.message.push_str(&format!(" (template line {line})"));
+                }
+                d
+            })?;
+            evals.push(built);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, e) in evals.iter().enumerate() {
+            if !seen.insert(e.name.clone()) {
+                return Err(self
+                    .at_key(
+                        &format!("evaluators[{i}]"),
+                        format!("two evaluators are named `{}`", e.name),
+                    )
+                    .with_hint("give one of them a `name:` of its own"));
+            }
+        }
+        let concurrency = self.concurrency(&raw)?;
+        let required_columns = self.check_variables(&dataset, &prompt, &evals)?;
+        Ok(Evaluation {
+            name,
+            description: raw.description.clone(),
+            spec_path: self.path.to_path_buf(),
+            spec_text: text.to_owned(),
+            spec_hash,
+            identity,
+            dataset,
+            model,
+            prompt,
+            evaluators: evals,
+            concurrency,
+            required_columns,
+        })
+    }
+
+    fn dataset(&self, raw: &RawSpec) -> Result<Dataset, Diagnostic> {
+        let d = &raw.dataset;
+        let source = match (&d.rows, &d.path) {
+            (Some(_), Some(_)) => {
+                return Err(self
+                    .at_key("dataset.path", "`dataset` has both `rows` and `path`")
+                    .with_hint("keep one: inline `rows`, or a `path` to a data file"))
+            }
+            (None, None) => {
+                return Err(self
+                    .at_key("dataset", "`dataset` needs `rows` or `path`")
+                    .with_hint(
+                        "write `path: data/file.jsonl` (relative to this spec) or `rows: [...]`",
+                    ))
+            }
+            (Some(rows), None) => {
+                let positions = (0..rows.len())
+                    .map(|i| {
+                        let p = self.locator.value(&[
+                            Step::Key("dataset".into()),
+                            Step::Key("rows".into()),
+                            Step::Index(i),
+                        ]);
+                        p.map_or((0, 0), |p| (p.line, p.column))
+                    })
+                    .collect();
+                Source::Inline {
+                    spec_file: self.path.to_path_buf(),
+                    rows: Arc::new(rows.clone()),
+                    positions: Arc::new(positions),
+                }
+            }
+            (None, Some(p)) => {
+                let base = self.path.parent().unwrap_or(Path::new(""));
+                let path = base.join(p);
+                let Some(format) = Format::from_path(&path) else {
+                    return Err(self
+                        .at_value("dataset.path", format!("cannot tell the format of `{p}`"))
+                        .with_hint("use a .jsonl, .ndjson, .json, .csv or .tsv file"));
+                };
+                if !path.is_file() {
+                    return Err(self
+                        .at_value(
+                            "dataset.path",
+                            format!("dataset file `{}` not found", path.display()),
+                        )
+                        .with_hint("`path` is relative to the spec file's folder"));
+                }
+                if matches!(format, Format::Csv | Format::Tsv) && d.columns.is_some() {
+                    return Err(self
+                        .at_key(
+                            "dataset.columns",
+                            "`columns` does not apply to CSV/TSV files",
+                        )
+                        .with_hint("the header row names the columns; remove `columns`"));
+                }
+                Source::File { path, format }
+            }
+        };
+        if let Some(cols) = &d.columns {
+            let mut seen = BTreeSet::new();
+            for c in cols {
+                if !seen.insert(c) {
+                    return Err(
+                        self.at_value("dataset.columns", format!("column `{c}` is named twice"))
+                    );
+                }
+            }
+        }
+        if d.limit == Some(0) {
+            return Err(self.at_value("dataset.limit", "`limit` must be at least 1"));
+        }
+        Ok(Dataset {
+            source,
+            columns: d.columns.clone(),
+            id_column: d.id.clone(),
+            limit: d.limit,
+        })
+    }
+
+    fn model(&self, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
+        if m.rate_limit.is_some() {
+            return Err(self
+                .at_key("model.rate_limit", "`rate_limit` is not supported yet")
+                .with_hint(
+                    "remove it and bound the load with `concurrency.max_concurrency` instead",
+                ));
+        }
+        let timeout = m.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        if timeout.is_zero() {
+            return Err(self.at_value("model.timeout", "`timeout` must be greater than zero"));
+        }
+        let defaults = RetryPolicy::default();
+        let retry = match &m.retry {
+            None => defaults,
+            Some(r) => {
+                if r.max_attempts == Some(0) {
+                    return Err(self
+                        .at_value(
+                            "model.retry.max_attempts",
+                            "`max_attempts` must be at least 1",
+                        )
+                        .with_hint("1 means no retries"));
+                }
+                RetryPolicy {
+                    max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts),
+                    backoff: r.backoff.map_or(defaults.backoff, |d| d.0),
+                    max_backoff: r.max_backoff.map_or(defaults.max_backoff, |d| d.0),
+                }
+            }
+        };
+        match m.provider {
+            Provider::Mock => {
+                for (key, set) in [
+                    ("base_url", m.base_url.is_some()),
+                    ("api_key_env", m.api_key_env.is_some()),
+                ] {
+                    if set {
+                        return Err(self.at_key(&format!("model.{key}"), format!("`{key}` does not apply to provider `mock`"))
+                            .with_hint("the mock is served on loopback by dotevals itself; remove this key"));
+                    }
+                }
+                let Some(replies) = &m.replies else {
+                    return Err(self.at_key("model.provider", "provider `mock` needs `replies`")
+                        .with_hint("add `replies: [{when_contains: [great], reply: positive}, {reply: neutral}]`"));
+                };
+                let rules = replies
+                    .iter()
+                    .map(|r| MockRule {
+                        when_contains: r.when_contains.iter().map(|w| w.to_lowercase()).collect(),
+                        reply: r.reply.0.clone(),
+                    })
+                    .collect();
+                Ok(ModelSpec {
+                    provider: Provider::Mock,
+                    base_url: None,
+                    name: m.name.clone().unwrap_or_else(|| "mock".into()),
+                    api_key_env: None,
+                    params: m.params.clone(),
+                    timeout,
+                    retry,
+                    mock: Some(MockSpec {
+                        latency: m.latency.map_or(Duration::ZERO, |d| d.0),
+                        rules,
+                    }),
+                })
+            }
+            Provider::Openai => {
+                for (key, set) in [
+                    ("latency", m.latency.is_some()),
+                    ("replies", m.replies.is_some()),
+                ] {
+                    if set {
+                        return Err(self.at_key(
+                            &format!("model.{key}"),
+                            format!("`{key}` only applies to provider `mock`"),
+                        ));
+                    }
+                }
+                let Some(name) = m.name.clone() else {
+                    return Err(self
+                        .at_key(
+                            "model.provider",
+                            "provider `openai` needs the model's `name`",
+                        )
+                        .with_hint("add `name: gpt-4o-mini` (sent as the request's \"model\")"));
+                };
+                let base_url = match &m.base_url {
+                    Some(u) => u.clone(),
+                    None => std::env::var("OPENAI_BASE_URL")
+                        .ok()
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+                };
+                let parsed = reqwest::Url::parse(&base_url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"));
+                if parsed.is_none() {
+                    let d = if m.base_url.is_some() {
+                        self.at_value(
+                            "model.base_url",
+                            format!("`{base_url}` is not an http(s) URL"),
+                        )
+                    } else {
+                        self.at_key(
+                            "model.provider",
+                            format!("$OPENAI_BASE_URL `{base_url}` is not an http(s) URL"),
+                        )
+                    };
+                    return Err(d.with_hint("write e.g. http://127.0.0.1:8000/v1"));
+                }
+                let api_key_env = Some(match &m.api_key_env {
+                    Some(v) => (v.clone(), true),
+                    None => (DEFAULT_API_KEY_ENV.to_owned(), false),
+                });
+                Ok(ModelSpec {
+                    provider: Provider::Openai,
+                    base_url: Some(base_url.trim_end_matches('/').to_owned()),
+                    name,
+                    api_key_env,
+                    params: m.params.clone(),
+                    timeout,
+                    retry,
+                    mock: None,
+                })
+            }
+        }
+    }
+
+    fn prompt(&self, raw: &RawSpec) -> Result<Prompt, Diagnostic> {
+        match (&raw.prompt, &raw.messages) {
+            (Some(_), Some(_)) => Err(self
+                .at_key("messages", "the spec has both `prompt` and `messages`")
+                .with_hint("keep one: `prompt` sends a single user message")),
+            (None, None) => Err(self
+                .at(None, "the spec needs `prompt` or `messages`")
+                .with_hint("add e.g. `prompt: \"Classify: {{ text }}\"`")),
+            (Some(p), None) => Ok(Prompt::Text(self.template("prompt", &p.0)?)),
+            (None, Some(msgs)) => {
+                if msgs.is_empty() {
+                    return Err(self.at_value("messages", "`messages` is empty"));
+                }
+                let mut out = Vec::with_capacity(msgs.len());
+                for (i, m) in msgs.iter().enumerate() {
+                    const ROLES: [&str; 4] = ["system", "user", "assistant", "developer"];
+                    if !ROLES.contains(&m.role.as_str()) {
+                        return Err(self
+                            .at_value(
+                                &format!("messages[{i}].role"),
+                                format!("unknown role `{}`", m.role),
+                            )
+                            .with_hint_opt(
+                                did_you_mean(&m.role, ROLES)
+                                    .map(|r| format!("did you mean `{r}`?")),
+                            ));
+                    }
+                    out.push((
+                        m.role.clone(),
+                        self.template(&format!("messages[{i}].content"), &m.content.0)?,
+                    ));
+                }
+                Ok(Prompt::Messages(out))
+            }
+        }
+    }
+
+    fn template(&self, key: &str, source: &str) -> Result<Template, Diagnostic> {
+        Template::compile(source).map_err(|e| {
+            let mut d = self.at_value(key, format!("template error in `{key}`: {}", e.message));
+            if let (Some(line), true) = (e.line, source.contains('\n')) {
+                d.message.push_str(&format!(" (template line {line})"));
+            }
+            d
+        })
+    }
+
+    fn concurrency(&self, raw: &RawSpec) -> Result<StrategySpec, Diagnostic> {
+        let Some(c) = &raw.concurrency else {
+            return Ok(StrategySpec::SlidingWindow(DEFAULT_WINDOW));
+        };
+        for (key, set) in [
+            ("initial", c.initial.is_some()),
+            ("min", c.min.is_some()),
+            ("max", c.max.is_some()),
+        ] {
+            if set && c.strategy != Some(StrategyName::Adaptive) {
+                return Err(self.at_key(
+                    &format!("concurrency.{key}"),
+                    format!("`{key}` only applies to `strategy: adaptive`"),
+                ));
+            }
+        }
+        match (c.strategy, c.max_concurrency) {
+            (_, Some(0)) => Err(self.at_value(
+                "concurrency.max_concurrency",
+                "`max_concurrency` must be at least 1",
+            )),
+            (Some(StrategyName::Sequential), Some(n)) if n != 1 => Err(self
+                .at_key(
+                    "concurrency.max_concurrency",
+                    "`sequential` runs one request at a time",
+                )
+                .with_hint(format!(
+                    "for {n} at a time write `strategy: sliding_window`"
+                ))),
+            (Some(StrategyName::Sequential), _) => Ok(StrategySpec::Sequential),
+            (Some(StrategyName::Adaptive), _) => Err(self
+                .at_value(
+                    "concurrency.strategy",
+                    "the `adaptive` strategy is not available yet",
+                )
+                .with_hint("use `strategy: sliding_window` with a `max_concurrency` for now")),
+            (Some(StrategyName::SlidingWindow) | None, n) => {
+                Ok(StrategySpec::SlidingWindow(n.unwrap_or(DEFAULT_WINDOW)))
+            }
+        }
+    }
+
+    /// Every template variable must be a dataset column (or `output`, in evaluator
+    /// arguments). Returns the columns the templates need.
+    fn check_variables(
+        &self,
+        dataset: &Dataset,
+        prompt: &Prompt,
+        evals: &[Evaluator],
+    ) -> Result<BTreeSet<String>, Diagnostic> {
+        let mut uses: Vec<(String, &Template, bool)> = match prompt {
+            Prompt::Text(t) => vec![("prompt".into(), t, false)],
+            Prompt::Messages(ms) => ms
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| (format!("messages[{i}].content"), t, false))
+                .collect(),
+        };
+        for (i, e) in evals.iter().enumerate() {
+            for (key, t) in e.scorer.templates() {
+                uses.push((format!("evaluators[{i}].{key}"), t, true));
+            }
+        }
+        let columns = dataset.known_columns()?;
+        let mut required = BTreeSet::new();
+        for (key, template, is_evaluator) in &uses {
+            for var in template.variables() {
+                if *is_evaluator && var == "output" {
+                    continue;
+                }
+                if !columns.contains(&var) {
+                    let mut names: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    if *is_evaluator {
+                        names.push("output");
+                    }
+                    let hint = match did_you_mean(&var, names.iter().copied()) {
+                        Some(m) => format!("did you mean `{m}`? Available: {}", names.join(", ")),
+                        None => format!("available variables: {}", names.join(", ")),
+                    };
+                    let output_note = if !*is_evaluator && var == "output" {
+                        " (`output` exists only in evaluator arguments)"
+                    } else {
+                        ""
+                    };
+                    return Err(self.at_value(key, format!("template in `{key}` uses `{var}`, which is not a dataset column{output_note}"))
+                        .with_hint(hint));
+                }
+                required.insert(var);
+            }
+        }
+        Ok(required)
+    }
+}
+
+/// The parts of a spec that decide each sample's result: dataset source, model
+/// identity and parameters, prompt and evaluators. Timeouts, retries, latency,
+/// limits and concurrency may change between runs of one experiment.
+fn identity(raw: &RawSpec) -> Value {
+    let mut v = serde_json::to_value(raw).unwrap_or(Value::Null);
+    if let Value::Object(top) = &mut v {
+        for key in ["description", "concurrency", "name"] {
+            top.remove(key);
+        }
+        if let Some(Value::Object(d)) = top.get_mut("dataset") {
+            d.remove("limit");
+        }
+        if let Some(Value::Object(m)) = top.get_mut("model") {
+            for key in ["timeout", "retry", "rate_limit", "latency", "api_key_env"] {
+                m.remove(key);
+            }
+        }
+        top.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+/// Top-level parts of two identities that differ, for "what changed" messages.
+pub fn changed_parts(old: &Value, new: &Value) -> Vec<String> {
+    let (Value::Object(a), Value::Object(b)) = (old, new) else {
+        return vec!["spec".into()];
+    };
+    let mut keys: BTreeSet<&String> = a.keys().collect();
+    keys.extend(b.keys());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! Serde mirror of the spec YAML (`shared/design/spec-format.md`). These types
+//! only describe shape; meaning is checked in `spec::load`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// The whole spec file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub dataset: RawDataset,
+    pub model: RawModel,
+    pub prompt: Option<Text>,
+    pub messages: Option<Vec<RawMessage>>,
+    #[serde(default)]
+    pub evaluators: Vec<RawEvaluator>,
+    pub concurrency: Option<RawConcurrency>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    pub columns: Option<Vec<String>>,
+    pub rows: Option<Vec<Value>>,
+    pub path: Option<String>,
+    pub id: Option<String>,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Openai,
+    Mock,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub provider: Provider,
+    pub base_url: Option<String>,
+    pub name: Option<String>,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    pub timeout: Option<DurationText>,
+    pub retry: Option<RawRetry>,
+    pub rate_limit: Option<RawRateLimit>,
+    /// mock only: time each request takes.
+    pub latency: Option<DurationText>,
+    /// mock only: keyword rules, first match wins.
+    pub replies: Option<Vec<RawReply>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<DurationText>,
+    pub max_backoff: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawReply {
+    #[serde(default)]
+    pub when_contains: Vec<String>,
+    pub reply: Text,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessage {
+    pub role: String,
+    pub content: Text,
+}
+
+/// One evaluator entry. `type` picks the evaluator; the other keys are its arguments.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvaluator {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Optional display name, to tell two evaluators of one type apart.
+    pub name: Option<String>,
+    pub expected: Option<Text>,
+    pub ignore_case: Option<bool>,
+    pub pattern: Option<Text>,
+    pub tolerance: Option<f64>,
+    pub schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrency {
+    pub strategy: Option<StrategyName>,
+    pub max_concurrency: Option<usize>,
+    pub initial: Option<usize>,
+    pub min: Option<usize>,
+    pub max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    Sequential,
+    SlidingWindow,
+    Adaptive,
+}
+
+/// Text that YAML may have typed as a number or boolean (`expected: 42`).
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a string, number or boolean")]
+        enum Any {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Text(match Any::deserialize(d)? {
+            Any::S(s) => s,
+            Any::I(i) => i.to_string(),
+            Any::F(f) => f.to_string(),
+            Any::B(b) => b.to_string(),
+        }))
+    }
+}
+
+/// A duration written as `30s`, `500ms`, `1m` or a number of seconds.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq)]
+#[serde(into = "String")]
+pub struct DurationText(pub std::time::Duration);
+
+impl From<DurationText> for String {
+    fn from(d: DurationText) -> String {
+        humantime::format_duration(d.0).to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a duration such as 30s, 500ms or 1m")]
+        enum Any {
+            S(String),
+            F(f64),
+        }
+        match Any::deserialize(d)? {
+            Any::F(secs) if secs.is_finite() && secs >= 0.0 => {
+                Ok(DurationText(std::time::Duration::from_secs_f64(secs)))
+            }
+            Any::F(secs) => Err(D::Error::custom(format!("invalid duration {secs}"))),
+            Any::S(s) => humantime::parse_duration(s.trim())
+                .map(DurationText)
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "invalid duration `{s}` ({e}); write e.g. 30s, 500ms or 1m"
+                    ))
+                }),
+        }
+    }
+}

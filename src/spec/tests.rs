@@ -1,0 +1,115 @@
+use super::*;
+
+const GOOD: &str = r#"name: sentiment
+dataset:
+  columns: [text, expected]
+  rows:
+    - ["This movie is absolutely amazing!", positive]
+    - {text: "Terrible plot", expected: negative}
+model:
+  provider: mock
+  latency: 1s
+  replies:
+    - {when_contains: [great, amazing], reply: positive}
+    - {reply: neutral}
+prompt: "Classify: {{ text }}"
+evaluators:
+  - type: exact_match
+    expected: "{{ expected }}"
+"#;
+
+fn check(text: &str) -> Result<Evaluation, Diagnostic> {
+    from_text(Path::new("evals/t.yaml"), text.to_owned())
+}
+
+#[test]
+fn loads_a_good_spec() {
+    let e = check(GOOD).unwrap();
+    assert_eq!(e.name, "sentiment");
+    assert_eq!(e.concurrency, StrategySpec::SlidingWindow(4));
+    assert_eq!(
+        e.required_columns.iter().collect::<Vec<_>>(),
+        ["expected", "text"]
+    );
+    let mock = e.model.mock.unwrap();
+    assert_eq!(mock.latency, Duration::from_secs(1));
+    assert_eq!(mock.reply("An AMAZING film"), "positive");
+    assert_eq!(mock.reply("meh"), "neutral");
+}
+
+#[test]
+fn unknown_key_is_located_with_suggestion() {
+    let err = check(&GOOD.replace("prompt:", "promt:")).unwrap_err();
+    assert_eq!((err.line, err.column), (13, 1), "{err}");
+    assert_eq!(err.message, "unknown key `promt`");
+    assert_eq!(err.hint.as_deref(), Some("did you mean `prompt`?"));
+}
+
+#[test]
+fn nested_unknown_key_and_variant() {
+    let err = check(&GOOD.replace("  latency: 1s", "  latancy: 1s")).unwrap_err();
+    assert_eq!((err.line, err.column), (9, 3), "{err}");
+    assert_eq!(err.message, "unknown key `latancy` in `model`");
+    assert!(err.hint.unwrap().contains("latency"));
+    let err = check(&GOOD.replace("provider: mock", "provider: mok")).unwrap_err();
+    assert_eq!(err.line, 8, "{err}");
+    assert!(err.hint.unwrap().contains("mock"));
+}
+
+#[test]
+fn unknown_template_variable_is_located() {
+    let err = check(&GOOD.replace("{{ text }}", "{{ txt }}")).unwrap_err();
+    assert_eq!((err.line, err.column), (13, 9), "{err}");
+    assert!(err.message.contains("`txt`"), "{err}");
+    assert!(err.hint.unwrap().contains("did you mean `text`"));
+}
+
+#[test]
+fn evaluator_argument_errors_are_located() {
+    let err = check(&GOOD.replace("type: exact_match", "type: exact_mach")).unwrap_err();
+    assert_eq!((err.line, err.column), (15, 5), "{err}");
+    let err =
+        check(&GOOD.replace("{{ expected }}\"", "{{ expected }}\"\n    pattern: x")).unwrap_err();
+    assert_eq!((err.line, err.column), (17, 5), "{err}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let err = check(&GOOD.replace("latency: 1s", "latency: soon")).unwrap_err();
+    assert_eq!(err.line, 9, "{err}");
+    assert!(err.message.contains("invalid duration"), "{err}");
+}
+
+#[test]
+fn yaml_syntax_error_has_position() {
+    let err = check("name: [unclosed\nmodel: x\n").unwrap_err();
+    assert!(err.line >= 1, "{err}");
+}
+
+#[test]
+fn identity_ignores_concurrency_and_latency() {
+    let a = check(GOOD).unwrap();
+    let b = check(&format!(
+        "{}concurrency: {{max_concurrency: 8}}\n",
+        GOOD.replace("latency: 1s", "latency: 2s")
+    ))
+    .unwrap();
+    assert_eq!(a.spec_hash, b.spec_hash);
+    let c = check(&GOOD.replace("Classify:", "Label:")).unwrap();
+    assert_ne!(a.spec_hash, c.spec_hash);
+    assert_eq!(
+        changed_parts(&a.identity, &c.identity),
+        vec!["prompt".to_string()]
+    );
+}
+
+#[test]
+fn concurrency_rules() {
+    let e = check(&format!("{GOOD}concurrency: {{strategy: sequential}}\n")).unwrap();
+    assert_eq!(e.concurrency, StrategySpec::Sequential);
+    let err = check(&format!(
+        "{GOOD}concurrency: {{strategy: sequential, max_concurrency: 4}}\n"
+    ))
+    .unwrap_err();
+    assert!(err.hint.unwrap().contains("sliding_window"));
+}

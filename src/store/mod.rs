@@ -1,0 +1,445 @@
+//! Storage: experiments, evaluations and sample records in embedded SQLite.
+//!
+//! Layout: experiment ▸ evaluation (spec snapshot and hash, model, strategy,
+//! times, status) ▸ sample record (id, variables, prompt, output, scores,
+//! error, attempts, latency, start/end offsets, tokens). The database runs in
+//! WAL mode, so a crash at any instant leaves it readable; the [`writer`]
+//! commits finished samples in short batched transactions. The schema is
+//! versioned in `meta`. Nothing here knows about HTTP or strategies.
+
+pub mod read;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+/// Bumped whenever the schema changes; older stores are migrated or refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The default store, relative to the working directory.
+pub const DEFAULT_PATH: &str = ".dotevals/dotevals.db";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    spec_path TEXT NOT NULL,
+    spec_text TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    evaluators TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    max_concurrency INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    wall_us INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    UNIQUE (experiment_id, name)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    sample_key TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    row_hash INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    variables TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    output TEXT,
+    error_kind TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    latency_us INTEGER,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    UNIQUE (evaluation_id, sample_key)
+);
+-- Covers the timing and error aggregates of `show` and `list`, ordered by latency
+-- for percentiles, so reports never read the wide sample rows.
+CREATE INDEX IF NOT EXISTS samples_stats
+    ON samples (evaluation_id, latency_us, error_kind, prompt_tokens, completion_tokens);
+CREATE TABLE IF NOT EXISTS scores (
+    sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+    evaluation_id INTEGER NOT NULL,
+    evaluator INTEGER NOT NULL,
+    value REAL,
+    PRIMARY KEY (sample_id, evaluator)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scores_by_evaluation ON scores (evaluation_id, evaluator, value);
+"#;
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the store folder {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a dotevals store")]
+    NotAStore { path: PathBuf },
+    #[error(
+        "{path} was written by a newer dotevals (schema {found}, this one knows {SCHEMA_VERSION})"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("no experiment named `{0}`")]
+    UnknownExperiment(String),
+    #[error("an experiment named `{0}` already exists")]
+    ExperimentExists(String),
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store writer stopped unexpectedly")]
+    WriterLost,
+    #[error("cannot start the store writer: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Turns `--storage` (a path, or `sqlite://path`) into the database file.
+/// A folder, or a path without an extension, gets `dotevals.db` inside it.
+pub fn resolve_path(arg: Option<&str>) -> PathBuf {
+    let Some(arg) = arg.filter(|a| !a.is_empty()) else {
+        return PathBuf::from(DEFAULT_PATH);
+    };
+    let raw = arg.strip_prefix("sqlite://").unwrap_or(arg);
+    let path = PathBuf::from(raw);
+    if path.is_dir() || (path.extension().is_none() && !path.exists()) {
+        path.join("dotevals.db")
+    } else {
+        path
+    }
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What a run records about an evaluation before its first sample.
+#[derive(Debug, Clone)]
+pub struct EvaluationMeta<'a> {
+    pub name: &'a str,
+    pub spec_path: &'a str,
+    pub spec_text: &'a str,
+    pub spec_hash: &'a str,
+    pub identity: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// Evaluator names, in score order.
+    pub evaluators: &'a [String],
+    pub strategy: &'a str,
+    pub max_concurrency: usize,
+    pub total: u64,
+}
+
+/// An evaluation already in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Existing {
+    pub id: i64,
+    pub spec_hash: String,
+    pub identity: String,
+    pub status: String,
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens or creates the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        let store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading; `None` when there is none yet.
+    pub fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        let store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.check_version()?;
+        Ok(Some(store))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        configure(&self.conn)?;
+        // A file with tables but no `meta` is someone else's database: never touch it.
+        let tables: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|_| StoreError::NotAStore {
+                path: self.path.clone(),
+            })?;
+        let has_meta: bool = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if tables > 0 && !has_meta {
+            return Err(StoreError::NotAStore {
+                path: self.path.clone(),
+            });
+        }
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        if tables == 0 {
+            self.conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA} INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'), ('app', 'dotevals'); COMMIT;"
+            ))?;
+        }
+        self.check_version()
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        let version: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|_| StoreError::NotAStore {
+                path: self.path.clone(),
+            })?;
+        let version: i64 =
+            version
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| StoreError::NotAStore {
+                    path: self.path.clone(),
+                })?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        Ok(())
+    }
+
+    /// The evaluation `name` of `experiment`, if recorded.
+    pub fn find_evaluation(
+        &self,
+        experiment: &str,
+        name: &str,
+    ) -> Result<Option<Existing>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT e.id, e.spec_hash, e.identity, e.status FROM evaluations e
+                 JOIN experiments x ON x.id = e.experiment_id WHERE x.name = ?1 AND e.name = ?2",
+                params![experiment, name],
+                |r| {
+                    Ok(Existing {
+                        id: r.get(0)?,
+                        spec_hash: r.get(1)?,
+                        identity: r.get(2)?,
+                        status: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Creates the experiment if needed and the evaluation if new; marks it running.
+    /// Returns the evaluation id, the run number (1 for a fresh evaluation) and the
+    /// wall time earlier runs recorded.
+    pub fn start_evaluation(
+        &mut self,
+        experiment: &str,
+        meta: &EvaluationMeta,
+        now: &str,
+    ) -> Result<(i64, i64, u64), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO experiments (name, created_at) VALUES (?1, ?2)",
+            params![experiment, now],
+        )?;
+        let experiment_id: i64 = tx.query_row(
+            "SELECT id FROM experiments WHERE name = ?1",
+            [experiment],
+            |r| r.get(0),
+        )?;
+        let evaluators = serde_json::to_string(meta.evaluators).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "INSERT INTO evaluations (experiment_id, name, spec_path, spec_text, spec_hash, identity, provider, model,
+                 evaluators, strategy, max_concurrency, total, started_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'running')
+             ON CONFLICT (experiment_id, name) DO UPDATE SET
+                 spec_path = excluded.spec_path, spec_text = excluded.spec_text, strategy = excluded.strategy,
+                 max_concurrency = excluded.max_concurrency, total = max(total, excluded.total), status = 'running'",
+            params![
+                experiment_id,
+                meta.name,
+                meta.spec_path,
+                meta.spec_text,
+                meta.spec_hash,
+                meta.identity,
+                meta.provider,
+                meta.model,
+                evaluators,
+                meta.strategy,
+                meta.max_concurrency as i64,
+                meta.total as i64,
+                now
+            ],
+        )?;
+        let (id, runs, wall): (i64, i64, i64) = tx.query_row(
+            "UPDATE evaluations SET runs = runs + 1 WHERE experiment_id = ?1 AND name = ?2 RETURNING id, runs, wall_us",
+            params![experiment_id, meta.name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        tx.commit()?;
+        Ok((id, runs, wall.max(0) as u64))
+    }
+
+    /// Records how a run of an evaluation ended.
+    pub fn finish_evaluation(&self, id: i64, status: &str, now: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE evaluations SET status = ?2, ended_at = ?3 WHERE id = ?1",
+            params![id, status, now],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes an experiment and everything in it.
+    pub fn delete_experiment(&self, name: &str) -> Result<u64, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let id: i64 = tx
+            .query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
+        let samples: i64 = tx.query_row(
+            "SELECT count(*) FROM samples WHERE evaluation_id IN (SELECT id FROM evaluations WHERE experiment_id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        tx.execute("DELETE FROM experiments WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(samples as u64)
+    }
+
+    /// Renames an experiment.
+    pub fn rename_experiment(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) FROM experiments WHERE name = ?1",
+            [to],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if exists {
+            return Err(StoreError::ExperimentExists(to.to_owned()));
+        }
+        let changed = self.conn.execute(
+            "UPDATE experiments SET name = ?2 WHERE name = ?1",
+            params![from, to],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownExperiment(from.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Looks up stored samples by key while a dataset is read, on its own connection.
+pub struct SampleLookup {
+    conn: Connection,
+    evaluation_id: i64,
+}
+
+/// A stored sample's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredSample {
+    pub row_hash: u64,
+    /// Finished without error: never sent again.
+    pub finished: bool,
+}
+
+impl SampleLookup {
+    /// Opens a second connection to the store at `path`.
+    pub fn open(path: &Path, evaluation_id: i64) -> Result<SampleLookup, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(SampleLookup {
+            conn,
+            evaluation_id,
+        })
+    }
+
+    /// The stored state of sample `key`, if any.
+    pub fn get(&self, key: &str) -> Result<Option<StoredSample>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT row_hash, error_kind IS NULL FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
+        Ok(stmt
+            .query_row(params![self.evaluation_id, key], |r| {
+                Ok(StoredSample {
+                    row_hash: r.get::<_, i64>(0)? as u64,
+                    finished: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+}
+
+/// Now, as RFC 3339 UTC to the second.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! Read queries behind `show` and `list`. Aggregates come from covering
+//! indexes, so reports stay fast however many samples an experiment holds.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{Store, StoreError};
+
+/// An experiment and its evaluations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentRow {
+    pub name: String,
+    pub created_at: String,
+    pub evaluations: Vec<EvaluationRow>,
+}
+
+/// An evaluation with its aggregate counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationRow {
+    pub id: i64,
+    pub name: String,
+    pub spec_path: String,
+    pub provider: String,
+    pub model: String,
+    pub evaluators: Vec<String>,
+    pub strategy: String,
+    pub max_concurrency: u64,
+    pub total: u64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub wall_us: u64,
+    pub runs: u64,
+    pub status: String,
+    /// Sample records (finished or errored).
+    pub recorded: u64,
+    pub errored: u64,
+    pub latency_sum_us: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Per evaluator, in spec order: (samples scored, sum of scores).
+    pub scores: Vec<(u64, f64)>,
+}
+
+/// An errored sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorRow {
+    pub key: String,
+    pub index: u64,
+    pub kind: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+/// A whole sample record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    pub key: String,
+    pub index: u64,
+    pub variables: String,
+    pub prompt: String,
+    pub output: Option<String>,
+    pub scores: Vec<Option<f64>>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub latency_us: Option<u64>,
+    pub start_us: u64,
+    pub end_us: u64,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+const EVALUATION_COLUMNS: &str =
+    "id, name, spec_path, provider, model, evaluators, strategy, max_concurrency,
+    total, started_at, ended_at, wall_us, runs, status";
+
+fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
+    let evaluators: String = r.get(5)?;
+    Ok(EvaluationRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        spec_path: r.get(2)?,
+        provider: r.get(3)?,
+        model: r.get(4)?,
+        evaluators: serde_json::from_str(&evaluators).unwrap_or_default(),
+        strategy: r.get(6)?,
+        max_concurrency: r.get::<_, i64>(7)? as u64,
+        total: r.get::<_, i64>(8)? as u64,
+        started_at: r.get(9)?,
+        ended_at: r.get(10)?,
+        wall_us: r.get::<_, i64>(11)? as u64,
+        runs: r.get::<_, i64>(12)? as u64,
+        status: r.get(13)?,
+        recorded: 0,
+        errored: 0,
+        latency_sum_us: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        scores: Vec::new(),
+    })
+}
+
+impl Store {
+    /// Every experiment, newest first, with aggregates.
+    pub fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError> {
+        let mut stmt = self.conn().prepare(
+            "SELECT id, name, created_at FROM experiments ORDER BY created_at DESC, id DESC",
+        )?;
+        let heads: Vec<(i64, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        heads
+            .into_iter()
+            .map(|(id, name, created_at)| {
+                Ok(ExperimentRow {
+                    name,
+                    created_at,
+                    evaluations: self.evaluations(id)?,
+                })
+            })
+            .collect()
+    }
+
+    /// One experiment, or `UnknownExperiment`.
+    pub fn experiment(&self, name: &str) -> Result<ExperimentRow, StoreError> {
+        let head: Option<(i64, String)> = self
+            .conn()
+            .query_row(
+                "SELECT id, created_at FROM experiments WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (id, created_at) =
+            head.ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
+        Ok(ExperimentRow {
+            name: name.to_owned(),
+            created_at,
+            evaluations: self.evaluations(id)?,
+        })
+    }
+
+    /// Names of all experiments (for "did you mean").
+    pub fn experiment_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn().prepare("SELECT name FROM experiments")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(names)
+    }
+
+    fn evaluations(&self, experiment_id: i64) -> Result<Vec<EvaluationRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE experiment_id = ?1 ORDER BY id"
+        ))?;
+        let mut rows: Vec<EvaluationRow> = stmt
+            .query_map([experiment_id], evaluation)?
+            .collect::<Result<_, _>>()?;
+        for e in &mut rows {
+            let mut totals = self.conn().prepare_cached(
+                "SELECT count(*), count(error_kind), coalesce(sum(latency_us), 0), coalesce(sum(prompt_tokens), 0),
+                        coalesce(sum(completion_tokens), 0)
+                 FROM samples INDEXED BY samples_stats WHERE evaluation_id = ?1",
+            )?;
+            (
+                e.recorded,
+                e.errored,
+                e.latency_sum_us,
+                e.prompt_tokens,
+                e.completion_tokens,
+            ) = totals.query_row([e.id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get::<_, i64>(4)? as u64,
+                ))
+            })?;
+            let mut scores = self.conn().prepare_cached(
+                "SELECT evaluator, count(value), coalesce(sum(value), 0) FROM scores
+                 WHERE evaluation_id = ?1 GROUP BY evaluator ORDER BY evaluator",
+            )?;
+            let mut per = vec![(0u64, 0f64); e.evaluators.len()];
+            for row in scores.query_map([e.id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, f64>(2)?,
+                ))
+            })? {
+                let (i, n, sum) = row?;
+                if let Some(slot) = per.get_mut(i as usize) {
+                    *slot = (n as u64, sum);
+                }
+            }
+            e.scores = per;
+        }
+        Ok(rows)
+    }
+
+    /// Latencies of successful samples, in microseconds, ascending.
+    pub fn latencies(&self, evaluation_id: i64) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT latency_us FROM samples INDEXED BY samples_stats
+             WHERE evaluation_id = ?1 AND latency_us IS NOT NULL ORDER BY latency_us",
+        )?;
+        let out = stmt
+            .query_map([evaluation_id], |r| Ok(r.get::<_, i64>(0)? as u64))?
+            .collect::<Result<_, _>>()?;
+        Ok(out)
+    }
+
+    /// Errored samples, in dataset order.
+    pub fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT sample_key, row_index, error_kind, coalesce(error, ''), attempts FROM samples
+             WHERE evaluation_id = ?1 AND error_kind IS NOT NULL ORDER BY row_index",
+        )?;
+        let out = stmt
+            .query_map([evaluation_id], |r| {
+                Ok(ErrorRow {
+                    key: r.get(0)?,
+                    index: r.get::<_, i64>(1)? as u64,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                    attempts: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(out)
+    }
+
+    /// Every sample record with its scores, in dataset order.
+    pub fn samples(
+        &self,
+        evaluation_id: i64,
+        evaluators: usize,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT s.id, sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
+                    start_us, end_us, prompt_tokens, completion_tokens
+             FROM samples s WHERE evaluation_id = ?1 ORDER BY row_index",
+        )?;
+        let mut scores = self
+            .conn()
+            .prepare_cached("SELECT evaluator, value FROM scores WHERE sample_id = ?1")?;
+        let rows: Vec<(i64, SampleRow)> = stmt
+            .query_map(params![evaluation_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    SampleRow {
+                        key: r.get(1)?,
+                        index: r.get::<_, i64>(2)? as u64,
+                        variables: r.get(3)?,
+                        prompt: r.get(4)?,
+                        output: r.get(5)?,
+                        scores: Vec::new(),
+                        error_kind: r.get(6)?,
+                        error: r.get(7)?,
+                        attempts: r.get(8)?,
+                        latency_us: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                        start_us: r.get::<_, i64>(10)? as u64,
+                        end_us: r.get::<_, i64>(11)? as u64,
+                        prompt_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+                        completion_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, mut row) in rows {
+            row.scores = vec![None; evaluators];
+            for s in scores.query_map([id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?))
+            })? {
+                let (i, v) = s?;
+                if let Some(slot) = row.scores.get_mut(i as usize) {
+                    *slot = v;
+                }
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}

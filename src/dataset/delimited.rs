@@ -22,16 +22,16 @@ pub fn read(path: &Path, delimiter: u8) -> Result<impl Iterator<Item = Item> + S
         .iter()
         .map(str::to_owned)
         .collect();
-    if let Some(blank) = header.iter().position(|h| h.trim().is_empty()) {
-        if !header.is_empty() && !(header.len() == 1 && header[0].is_empty()) {
-            return Err(Diagnostic::new(
-                path,
-                1,
-                1,
-                format!("header column {} has no name", blank + 1),
-            )
-            .with_hint("every column needs a name in the header row"));
-        }
+    // A lone empty header is an empty file, reported later as "no rows".
+    let blank = header.iter().position(|h| h.trim().is_empty());
+    if let (Some(blank), true) = (blank, header.len() > 1) {
+        return Err(Diagnostic::new(
+            path,
+            1,
+            1,
+            format!("header column {} has no name", blank + 1),
+        )
+        .with_hint("every column needs a name in the header row"));
     }
     let path: PathBuf = path.to_path_buf();
     let mut records = reader.into_records();

@@ -303,6 +303,13 @@ fn describe(v: &Value) -> &'static str {
     }
 }
 
+/// A file that cannot be opened.
+fn open_error(path: &Path, e: &std::io::Error) -> Diagnostic {
+    let hint = (e.kind() == std::io::ErrorKind::NotFound)
+        .then(|| "dataset paths are relative to the spec file".to_owned());
+    Diagnostic::new(path, 0, 0, format!("cannot read dataset: {e}")).with_hint_opt(hint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,11 +386,4 @@ mod tests {
         let b: Values = serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap();
         assert_eq!(row_hash(&a), row_hash(&b));
     }
-}
-
-/// A file that cannot be opened.
-fn open_error(path: &Path, e: &std::io::Error) -> Diagnostic {
-    let hint = (e.kind() == std::io::ErrorKind::NotFound)
-        .then(|| "dataset paths are relative to the spec file".to_owned());
-    Diagnostic::new(path, 0, 0, format!("cannot read dataset: {e}")).with_hint_opt(hint)
 }

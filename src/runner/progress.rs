@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::concurrency::{Limiter, StrategySpec};
 use crate::store::writer::SampleRecord;
@@ -72,9 +72,12 @@ impl Progress {
                     ProgressDrawTarget::stderr_with_hz(10),
                 );
                 let style = ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {per_sec:.dim} eta {eta} {msg}",
+                    "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {rate:.dim} eta {eta} {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", s.per_sec());
+                })
                 .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(name.to_owned());

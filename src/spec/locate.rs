@@ -172,11 +172,9 @@ impl MarkedEventReceiver for Builder {
             Event::Alias(_) => self.push_value(Node::Scalar(pos)),
             Event::SequenceStart(..) => self.stack.push((Node::Seq(pos, Vec::new()), None)),
             Event::MappingStart(..) => self.stack.push((Node::Map(pos, Vec::new()), None)),
-            Event::SequenceEnd | Event::MappingEnd => {
-                if self.stack.len() > 1 {
-                    if let Some((node, _)) = self.stack.pop() {
-                        self.push_value(node);
-                    }
+            Event::SequenceEnd | Event::MappingEnd if self.stack.len() > 1 => {
+                if let Some((node, _)) = self.stack.pop() {
+                    self.push_value(node);
                 }
             }
             _ => {}

@@ -14,6 +14,7 @@ pub mod evaluators;
 pub mod model;
 pub mod report;
 pub mod runner;
+pub mod secrets;
 pub mod spec;
 pub mod store;
 pub mod template;

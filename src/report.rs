@@ -42,6 +42,9 @@ pub struct EvaluationReport {
     pub evaluators: Vec<EvaluatorReport>,
     pub timing: Timing,
     pub tokens: Tokens,
+    /// Errors grouped by kind with a count and an example each; only with `--errors` or `--full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kinds: Option<Vec<ErrorKindReport>>,
     /// Errored samples; only with `--errors` or `--full`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<ErrorReport>>,
@@ -106,6 +109,18 @@ pub struct Latency {
 pub struct Tokens {
     pub prompt: u64,
     pub completion: u64,
+}
+
+/// Errored samples of one kind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorKindReport {
+    /// See [`ErrorReport::kind`].
+    pub kind: String,
+    pub count: u64,
+    /// Id of the first such sample.
+    pub example_id: String,
+    /// Its error message.
+    pub example: String,
 }
 
 /// An errored sample.
@@ -230,6 +245,7 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64]) -> EvaluationReport {
             prompt: e.prompt_tokens,
             completion: e.completion_tokens,
         },
+        error_kinds: None,
         errors: None,
         records: None,
     }

@@ -121,23 +121,35 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
     for (k, v) in rows {
         let _ = writeln!(out, "  {k:width$}  {v}");
     }
-    if let Some(errors) = &e.errors {
+    if let Some(kinds) = &e.error_kinds {
         out.push('\n');
-        if errors.is_empty() {
+        if kinds.is_empty() {
             let _ = writeln!(out, "  no errors");
         } else {
             let mut b = Builder::default();
-            b.push_record(["id", "kind", "attempts", "message"]);
-            for x in errors {
+            b.push_record(["error kind", "samples", "example"]);
+            for k in kinds {
                 b.push_record([
-                    x.id.clone(),
-                    x.kind.clone(),
-                    x.attempts.to_string(),
-                    x.message.clone(),
+                    k.kind.clone(),
+                    k.count.to_string(),
+                    format!("{}: {}", k.example_id, k.example),
                 ]);
             }
-            let _ = writeln!(out, "{}", table(b, 3));
+            let _ = writeln!(out, "{}", table(b, 2));
         }
+    }
+    if let Some(errors) = e.errors.as_ref().filter(|x| !x.is_empty()) {
+        let mut b = Builder::default();
+        b.push_record(["id", "kind", "attempts", "message"]);
+        for x in errors {
+            b.push_record([
+                x.id.clone(),
+                x.kind.clone(),
+                x.attempts.to_string(),
+                x.message.clone(),
+            ]);
+        }
+        let _ = writeln!(out, "{}", table(b, 3));
     }
     if let Some(records) = &e.records {
         out.push('\n');

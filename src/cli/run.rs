@@ -15,6 +15,7 @@ use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
 use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
 use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
+use crate::store::lock::{lock, LockError};
 use crate::store::{SampleLookup, Store};
 use crate::Exit;
 
@@ -70,18 +71,36 @@ pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError
         }
         evals.push(eval);
     }
-    let mut store = Store::open(storage)?;
+    // Nothing is written until every check has passed: a bad spec or dataset
+    // leaves no store behind.
+    let existing = Store::open_existing(storage)?;
     let experiment = match &args.experiment {
         Some(name) if name.trim().is_empty() => {
             return Err(CliError::usage("--experiment is empty", None))
         }
         Some(name) => name.clone(),
-        None => fresh_name(&store)?,
+        None => fresh_name(existing.as_ref())?,
     };
+    // Lock before reading resume state, so two runs of one evaluation never interleave.
+    let _locks = evals
+        .iter()
+        .map(|e| lock(storage, &experiment, &e.name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| match e {
+            LockError::Busy { .. } => CliError::usage(
+                e.to_string(),
+                Some("wait for it to finish, or run this one under another --experiment".into()),
+            ),
+            other => CliError::Failed(other.to_string()),
+        })?;
     let plans = evals
         .into_iter()
-        .map(|eval| plan(eval, &store, &experiment, args.concurrency))
+        .map(|eval| plan(eval, existing.as_ref(), &experiment, args.concurrency))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut store = match existing {
+        Some(store) => store,
+        None => Store::open(storage)?,
+    };
 
     let progress = Progress::new(style.progress);
     if args.experiment.is_none() {
@@ -138,11 +157,14 @@ pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError
 /// Checks one evaluation against the store and reads its whole dataset.
 fn plan(
     eval: Evaluation,
-    store: &Store,
+    store: Option<&Store>,
     experiment: &str,
     concurrency: Option<StrategySpec>,
 ) -> Result<Planned, CliError> {
-    let existing = store.find_evaluation(experiment, &eval.name)?;
+    let existing = match store {
+        Some(store) => store.find_evaluation(experiment, &eval.name)?,
+        None => None,
+    };
     if let Some(old) = &existing {
         if old.spec_hash != eval.spec_hash {
             let old_identity = serde_json::from_str(&old.identity).unwrap_or_default();
@@ -158,16 +180,16 @@ fn plan(
             ));
         }
     }
-    let lookup = existing
-        .as_ref()
-        .map(|e| SampleLookup::open(store.path(), e.id))
-        .transpose()?;
+    let lookup = match (store, &existing) {
+        (Some(store), Some(e)) => Some((SampleLookup::open(store.path(), e.id)?, store.path())),
+        _ => None,
+    };
     let mut pending = 0u64;
     let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
         let stored = match &lookup {
-            Some(l) => l
+            Some((l, path)) => l
                 .get(id)
-                .map_err(|e| Diagnostic::new(store.path(), 0, 0, e.to_string()))?,
+                .map_err(|e| Diagnostic::new(path, 0, 0, e.to_string()))?,
             None => None,
         };
         match stored {
@@ -212,7 +234,7 @@ fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
 }
 
 /// `run-YYYYMMDD-HHMMSS`, with a suffix if that name is taken.
-fn fresh_name(store: &Store) -> Result<String, CliError> {
+fn fresh_name(store: Option<&Store>) -> Result<String, CliError> {
     let stamp: String = crate::store::now()
         .chars()
         .filter(|c| c.is_ascii_digit())
@@ -222,7 +244,10 @@ fn fresh_name(store: &Store) -> Result<String, CliError> {
         &stamp[..8.min(stamp.len())],
         &stamp[8.min(stamp.len())..]
     );
-    let taken = store.experiment_names()?;
+    let taken = match store {
+        Some(store) => store.experiment_names()?,
+        None => Vec::new(),
+    };
     let mut name = base.clone();
     let mut n = 2;
     while taken.contains(&name) {

@@ -69,6 +69,18 @@ pub fn build(
         }
         let mut r = report::evaluation(e, &store.latencies(e.id)?);
         if detail.errors {
+            r.error_kinds = Some(
+                store
+                    .error_groups(e.id)?
+                    .into_iter()
+                    .map(|g| report::ErrorKindReport {
+                        kind: g.kind,
+                        count: g.count,
+                        example_id: g.example_key,
+                        example: g.example,
+                    })
+                    .collect(),
+            );
             r.errors = Some(
                 store
                     .errors(e.id)?

@@ -234,7 +234,17 @@ pub async fn run(
         rows_tx,
     );
 
-    let ctx = Arc::new(SampleContext::new(eval, client, started, writer.sender()));
+    let mut secrets = eval.secrets.clone();
+    if let Some(key) = &plan.api_key {
+        secrets.add(key);
+    }
+    let ctx = Arc::new(SampleContext::new(
+        eval,
+        client,
+        started,
+        writer.sender(),
+        secrets,
+    ));
     let mut tasks = JoinSet::new();
     let mut failure = None;
     let stopped = AtomicBool::new(false);

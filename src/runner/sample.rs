@@ -11,6 +11,7 @@ use super::Sample;
 use crate::concurrency::{retry, Outcome, Permit};
 use crate::evaluators::Evaluator;
 use crate::model::{Message, ModelClient};
+use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt, RetryPolicy};
 use crate::store::writer::SampleRecord;
 
@@ -22,6 +23,8 @@ pub struct SampleContext {
     retry: RetryPolicy,
     started: Instant,
     records: UnboundedSender<SampleRecord>,
+    /// The API key and spec credentials, scrubbed from every record.
+    secrets: Secrets,
 }
 
 impl SampleContext {
@@ -30,6 +33,7 @@ impl SampleContext {
         client: ModelClient,
         started: Instant,
         records: UnboundedSender<SampleRecord>,
+        secrets: Secrets,
     ) -> Self {
         SampleContext {
             prompt: eval.prompt.clone(),
@@ -38,7 +42,26 @@ impl SampleContext {
             retry: eval.model.retry,
             started,
             records,
+            secrets,
         }
+    }
+
+    /// Hands a record to the writer, with secrets scrubbed from its text.
+    fn record(&self, mut record: SampleRecord) {
+        record.end_us = self.elapsed_us();
+        if !self.secrets.is_empty() {
+            for text in [&mut record.variables, &mut record.prompt] {
+                self.secrets.scrub_string(text);
+            }
+            for text in [&mut record.output, &mut record.error]
+                .into_iter()
+                .flatten()
+            {
+                self.secrets.scrub_string(text);
+            }
+        }
+        // The writer outlives every task; a closed channel means the run is over anyway.
+        let _ = self.records.send(record);
     }
 
     fn elapsed_us(&self) -> u64 {
@@ -105,8 +128,7 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
             drop(permit);
             record.error_kind = Some("template".into());
             record.error = Some(format!("prompt: {e}"));
-            record.end_us = ctx.elapsed_us();
-            let _ = ctx.records.send(record);
+            ctx.record(record);
             return;
         }
     };
@@ -150,7 +172,5 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
             record.error = Some(e.to_string());
         }
     }
-    record.end_us = ctx.elapsed_us();
-    // The writer outlives every task; a closed channel means the run is over anyway.
-    let _ = ctx.records.send(record);
+    ctx.record(record);
 }

@@ -20,6 +20,7 @@ use crate::concurrency::StrategySpec;
 use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::evaluators::{self, Evaluator};
+use crate::secrets::Secrets;
 use crate::template::Template;
 use locate::{parse_path, Locator, Step};
 use raw::{Provider, RawSpec, StrategyName};
@@ -39,8 +40,11 @@ pub struct Evaluation {
     pub name: String,
     pub description: Option<String>,
     pub spec_path: PathBuf,
-    /// The spec file as written (it names no secrets: keys come from variables).
+    /// The spec file as written, with any credentials in it redacted.
     pub spec_text: String,
+    /// Credentials written into the spec (secret-looking `params`, a URL password),
+    /// scrubbed from everything recorded.
+    pub secrets: Secrets,
     /// Hash of everything that decides a sample's result (see [`identity`]).
     pub spec_hash: String,
     /// The parts of the spec that decide results, to say what changed on resume.
@@ -263,7 +267,18 @@ impl Checker<'_> {
     }
 
     fn check(&self, raw: RawSpec, text: &str) -> Result<Evaluation, Diagnostic> {
-        let identity = identity(&raw);
+        let mut secrets = Secrets::default();
+        if let Some(url) = &raw.model.base_url {
+            secrets.take_from_url(url);
+        }
+        let mut identity = identity(&raw);
+        if let Some(model) = identity.get_mut("model") {
+            secrets.take_from_json(model);
+        }
+        if !secrets.is_empty() {
+            let text = secrets.scrub(&identity.to_string()).into_owned();
+            identity = serde_json::from_str(&text).unwrap_or(identity);
+        }
         let spec_hash = format!(
             "{:032x}",
             xxhash_rust::xxh3::xxh3_128(identity.to_string().as_bytes())
@@ -310,7 +325,8 @@ impl Checker<'_> {
             name,
             description: raw.description.clone(),
             spec_path: self.path.to_path_buf(),
-            spec_text: text.to_owned(),
+            spec_text: secrets.scrub(text).into_owned(),
+            secrets,
             spec_hash,
             identity,
             dataset,

@@ -7,6 +7,7 @@
 //! commits finished samples in short batched transactions. The schema is
 //! versioned in `meta`. Nothing here knows about HTTP or strategies.
 
+pub mod lock;
 pub mod read;
 pub mod writer;
 

@@ -50,6 +50,16 @@ pub struct ErrorRow {
     pub attempts: u32,
 }
 
+/// Errored samples of one kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorGroup {
+    pub kind: String,
+    pub count: u64,
+    /// The first such sample (dataset order) and its message.
+    pub example_key: String,
+    pub example: String,
+}
+
 /// A whole sample record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRow {
@@ -228,6 +238,34 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         Ok(out)
+    }
+
+    /// Errored samples grouped by kind, most frequent first, with one example each.
+    pub fn error_groups(&self, evaluation_id: i64) -> Result<Vec<ErrorGroup>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT error_kind, count(*) AS n FROM samples INDEXED BY samples_stats
+             WHERE evaluation_id = ?1 AND error_kind IS NOT NULL GROUP BY error_kind ORDER BY n DESC, error_kind",
+        )?;
+        let kinds: Vec<(String, i64)> = stmt
+            .query_map([evaluation_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut example = self.conn().prepare_cached(
+            "SELECT sample_key, coalesce(error, '') FROM samples
+             WHERE evaluation_id = ?1 AND error_kind = ?2 ORDER BY row_index LIMIT 1",
+        )?;
+        kinds
+            .into_iter()
+            .map(|(kind, count)| {
+                let (example_key, message) = example
+                    .query_row(params![evaluation_id, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(ErrorGroup {
+                    kind,
+                    count: count as u64,
+                    example_key,
+                    example: message,
+                })
+            })
+            .collect()
     }
 
     /// Every sample record with its scores, in dataset order.

@@ -92,6 +92,29 @@ pub struct Timing {
     /// How many times faster than sending one request at a time, i.e. the sum
     /// of latencies over the wall time.
     pub speedup_over_sequential: Option<f64>,
+    /// Attempts beyond the first, over all samples.
+    pub retries: u64,
+    /// Answers that said slow down (HTTP 429 or 503).
+    pub throttled: u64,
+    /// Time samples spent waiting on retry backoff and rate limits, summed.
+    pub wait_seconds: f64,
+    /// How the concurrency limit moved in the latest run; null for fixed strategies.
+    pub concurrency_limit: Option<LimitReport>,
+}
+
+/// The concurrency limit over a run (time-weighted), with sparklines.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LimitReport {
+    pub min: u64,
+    /// The limit in force for half of the run's time.
+    pub median: u64,
+    pub max: u64,
+    /// Times the limit changed.
+    pub changes: u64,
+    /// The limit over the run, one character per slice of time.
+    pub limit_sparkline: String,
+    /// Samples finished per second over the same slices.
+    pub throughput_sparkline: String,
 }
 
 /// Latency distribution in seconds.
@@ -240,6 +263,10 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64]) -> EvaluationReport {
             latency_seconds: percentiles(latencies),
             effective_concurrency: ratio(latency_sum, wall),
             speedup_over_sequential: ratio(latency_sum, wall),
+            retries: e.retries,
+            throttled: e.throttled,
+            wait_seconds: e.wait_us as f64 / US,
+            concurrency_limit: None,
         },
         tokens: Tokens {
             prompt: e.prompt_tokens,
@@ -267,6 +294,78 @@ pub fn percentiles(sorted_us: &[u64]) -> Option<Latency> {
         max: max as f64 / US,
         mean: sorted_us.iter().sum::<u64>() as f64 / sorted_us.len() as f64 / US,
     })
+}
+
+/// Sparkline width in characters.
+const SPARK_WIDTH: usize = 40;
+
+/// Summarises limit `steps` ((µs since start, limit), ascending) over a run whose
+/// samples finished at `ends` (µs, ascending). `None` when there is nothing to show.
+pub fn limit_report(steps: &[(u64, u64)], ends: &[u64]) -> Option<LimitReport> {
+    let first = steps.first()?;
+    let span = ends
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .max(steps.last()?.0)
+        .max(1);
+    // Time-weighted: how long each limit was in force.
+    let mut weighted: Vec<(u64, u64)> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (t, v))| {
+            (
+                *v,
+                steps.get(i + 1).map_or(span, |n| n.0).saturating_sub(*t),
+            )
+        })
+        .collect();
+    weighted.sort_unstable();
+    let total: u64 = weighted.iter().map(|w| w.1).sum();
+    let mut acc = 0;
+    let median = weighted.iter().find(|(_, w)| {
+        acc += w;
+        acc * 2 >= total
+    });
+    let slice = span as f64 / SPARK_WIDTH as f64;
+    let limit_at = |t: f64| {
+        steps
+            .iter()
+            .take_while(|(s, _)| (*s as f64) <= t)
+            .last()
+            .map_or(first.1, |s| s.1) as f64
+    };
+    let limits: Vec<f64> = (0..SPARK_WIDTH)
+        .map(|i| limit_at((i as f64 + 0.5) * slice))
+        .collect();
+    let mut counts = vec![0f64; SPARK_WIDTH];
+    for e in ends {
+        counts[((*e as f64 / slice) as usize).min(SPARK_WIDTH - 1)] += 1.0;
+    }
+    Some(LimitReport {
+        min: steps.iter().map(|s| s.1).min()?,
+        median: median.map_or(first.1, |m| m.0),
+        max: steps.iter().map(|s| s.1).max()?,
+        changes: steps.len() as u64 - 1,
+        limit_sparkline: sparkline(&limits),
+        throughput_sparkline: sparkline(&counts),
+    })
+}
+
+/// Values as block characters, lowest to highest.
+pub fn sparkline(values: &[f64]) -> String {
+    const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().fold(0.0, f64::max);
+    values
+        .iter()
+        .map(|v| {
+            if max <= 0.0 {
+                BLOCKS[0]
+            } else {
+                BLOCKS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize]
+            }
+        })
+        .collect()
 }
 
 /// An experiment report without per-sample detail.
@@ -347,6 +446,21 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_report_is_time_weighted() {
+        // 4 for 1 s, 32 for 8 s, 16 for 1 s.
+        let steps = [(0, 4), (1_000_000, 32), (9_000_000, 16)];
+        let ends: Vec<u64> = (1..=100).map(|i| i * 100_000).collect();
+        let r = limit_report(&steps, &ends).unwrap();
+        assert_eq!((r.min, r.median, r.max, r.changes), (4, 32, 32, 2));
+        assert_eq!(r.limit_sparkline.chars().count(), SPARK_WIDTH);
+        let chars: Vec<char> = r.limit_sparkline.chars().collect();
+        assert!(chars[0] < chars[20], "{}", r.limit_sparkline);
+        assert_eq!(chars[20], '█');
+        assert!(chars[39] < chars[20]);
+        assert!(limit_report(&[], &ends).is_none());
+    }
 
     #[test]
     fn percentiles_of_known_values() {

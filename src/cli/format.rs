@@ -48,6 +48,7 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
     rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
     let strategy = match e.strategy.as_str() {
         "sequential" => "sequential, 1 in flight".to_owned(),
+        "adaptive" => format!("adaptive, up to {} in flight", e.max_concurrency),
         s => format!("{s}, up to {} in flight", e.max_concurrency),
     };
     rows.push(("strategy".into(), strategy));
@@ -96,6 +97,34 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         rows.push((
             "concurrency".into(),
             format!("{c:.2} in flight on average · {x:.2}x faster than sequential"),
+        ));
+    }
+    if let Some(l) = &t.concurrency_limit {
+        rows.push((
+            "limit".into(),
+            format!(
+                "min {} · median {} · max {} · {} changes",
+                l.min, l.median, l.max, l.changes
+            ),
+        ));
+        rows.push((
+            String::new(),
+            format!("{}  limit over time", l.limit_sparkline),
+        ));
+        rows.push((
+            String::new(),
+            format!("{}  throughput", l.throughput_sparkline),
+        ));
+    }
+    if t.retries + t.throttled > 0 || t.wait_seconds > 0.0 {
+        rows.push((
+            "retries".into(),
+            format!(
+                "{} retries · {} throttled (429/503) · {} waiting",
+                t.retries,
+                t.throttled,
+                duration(t.wait_seconds)
+            ),
         ));
     }
     if e.tokens.prompt + e.tokens.completion > 0 {

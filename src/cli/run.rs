@@ -5,11 +5,13 @@
 //! before the first request, so a bad spec or an edited dataset costs nothing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 
 use super::show::{build, Detail};
 use super::{emit, format, json, CliError, Format, Style};
+use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
@@ -102,16 +104,18 @@ pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError
         None => Store::open(storage)?,
     };
 
-    let progress = Progress::new(style.progress);
+    let progress = Arc::new(Progress::new(style.progress));
     if args.experiment.is_none() {
         progress.note(&format!("experiment: {experiment}"));
     }
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         let interrupt = Interrupt::install();
+        let rates = RateLimits::default();
         let mut statuses = Vec::new();
         for plan in &plans {
-            let status = runner::run(plan, &experiment, &mut store, &progress, &interrupt).await;
+            let status =
+                runner::run(plan, &experiment, &mut store, &progress, &interrupt, &rates).await;
             let stop = !matches!(
                 status,
                 Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)
@@ -272,6 +276,7 @@ fn resume_command(args: &RunArgs, experiment: &str) -> String {
         parts.push(match c {
             StrategySpec::Sequential => "sequential".into(),
             StrategySpec::SlidingWindow(n) => n.to_string(),
+            StrategySpec::Adaptive(_) => "adaptive".into(),
         });
     }
     if let Some(n) = args.samples {

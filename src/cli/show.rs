@@ -68,6 +68,10 @@ pub fn build(
             continue;
         }
         let mut r = report::evaluation(e, &store.latencies(e.id)?);
+        if e.strategy == "adaptive" {
+            let timeline = store.limit_timeline(e.id)?;
+            r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
+        }
         if detail.errors {
             r.error_kinds = Some(
                 store

@@ -13,13 +13,14 @@ mod sample;
 pub use progress::{Progress, ProgressMode};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
+use crate::concurrency::rate::RateLimits;
 use crate::concurrency::{Limiter, StrategySpec};
 use crate::dataset::{row_hash, Dataset, Values};
 use crate::model::mock::MockServer;
@@ -154,8 +155,9 @@ pub async fn run(
     plan: &Planned,
     experiment: &str,
     store: &mut Store,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     interrupt: &Arc<Interrupt>,
+    rates: &RateLimits,
 ) -> Result<RunStatus, RunError> {
     let eval = &plan.eval;
     // The mock lives as long as this run, on loopback, behind the same client code.
@@ -208,14 +210,11 @@ pub async fn run(
 
     let started = Instant::now();
     let limiter = Limiter::new(plan.strategy.build());
-    progress.start(
-        &eval.name,
-        plan.total,
-        plan.total - plan.pending,
-        plan.pending,
-        &plan.strategy,
-        &Arc::clone(&limiter),
-    );
+    let rate = eval
+        .model
+        .rate_limit
+        .map(|spec| rates.get(&format!("{base_url} {}", eval.model.name), spec));
+    progress.start(plan, &limiter, rate.clone());
     let config = WriterConfig {
         evaluation_id,
         run: run_number,
@@ -244,36 +243,25 @@ pub async fn run(
         started,
         writer.sender(),
         secrets,
+        rate,
     ));
+    let ticker = progress.is_live().then(|| {
+        let progress = Arc::clone(progress);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                progress.tick();
+            }
+        })
+    });
     let mut tasks = JoinSet::new();
-    let mut failure = None;
-    let stopped = AtomicBool::new(false);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = interrupt.reached(1) => { stopped.store(true, Ordering::SeqCst); break }
-            p = limiter.acquire() => p,
-        };
-        let sample = tokio::select! {
-            biased;
-            _ = interrupt.reached(1) => { stopped.store(true, Ordering::SeqCst); break }
-            s = rows_rx.recv() => s,
-        };
-        match sample {
-            Some(Ok(sample)) => {
-                tasks.spawn(sample::process(sample, permit, Arc::clone(&ctx)));
-            }
-            Some(Err(e)) => {
-                failure = Some(e);
-                break;
-            }
-            None => break,
-        }
-        // Reap finished tasks so the set stays as small as the window.
-        while tasks.try_join_next().is_some() {}
-    }
+    let end = dispatch(&limiter, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
     drop(rows_rx);
-    let interrupted = stopped.load(Ordering::SeqCst);
+    let interrupted = matches!(end, DispatchEnd::Interrupted);
+    let failure = match end {
+        DispatchEnd::Failed(e) => Some(e),
+        _ => None,
+    };
     if interrupted {
         progress
             .note("interrupted: letting requests in flight finish (Ctrl-C again to cancel them)");
@@ -284,10 +272,14 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
     drop(ctx);
     let _ = reader.join();
     writer.finish()?;
     drop(mock);
+    store.record_limits(evaluation_id, run_number, &limiter.history())?;
 
     let config = WriterConfig {
         evaluation_id,
@@ -327,6 +319,48 @@ pub async fn run(
     match failure {
         Some(e) => Err(e),
         None => Ok(status),
+    }
+}
+
+/// Why dispatching stopped.
+enum DispatchEnd {
+    /// Every row was dispatched.
+    Done,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The dataset could not be read further.
+    Failed(RunError),
+}
+
+/// Starts each sample the moment the limiter grants a slot, until the rows run
+/// out or the run is interrupted.
+async fn dispatch(
+    limiter: &Arc<Limiter>,
+    rows: &mut mpsc::Receiver<Result<Sample, RunError>>,
+    tasks: &mut JoinSet<()>,
+    ctx: &Arc<SampleContext>,
+    interrupt: &Interrupt,
+) -> DispatchEnd {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
+            p = limiter.acquire() => p,
+        };
+        let sample = tokio::select! {
+            biased;
+            _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
+            s = rows.recv() => s,
+        };
+        match sample {
+            Some(Ok(sample)) => {
+                tasks.spawn(sample::process(sample, permit, Arc::clone(ctx)));
+            }
+            Some(Err(e)) => return DispatchEnd::Failed(e),
+            None => return DispatchEnd::Done,
+        }
+        // Reap finished tasks so the set stays as small as the window.
+        while tasks.try_join_next().is_some() {}
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::concurrency::{Limiter, StrategySpec};
+use super::Planned;
+use crate::concurrency::rate::RateLimit;
+use crate::concurrency::Limiter;
 use crate::store::writer::SampleRecord;
 
 /// How progress is shown.
@@ -34,6 +36,39 @@ struct Live {
     bar: Option<ProgressBar>,
     counts: Arc<Counts>,
     limiter: Arc<Limiter>,
+    rate: Option<Arc<RateLimit>>,
+}
+
+impl Live {
+    /// Rewrites the bar's message from the counters, the limiter and the rate limit,
+    /// so a run that waits on a server never looks stuck.
+    fn refresh(&self) {
+        let Some(bar) = &self.bar else { return };
+        let c = &self.counts;
+        let (errors, scored, passed) = (
+            c.errors.load(Ordering::Relaxed),
+            c.scored.load(Ordering::Relaxed),
+            c.passed.load(Ordering::Relaxed),
+        );
+        let mut msg = format!(
+            "· in flight {}/{} · errors {errors}",
+            self.limiter.in_flight(),
+            self.limiter.limit()
+        );
+        if scored > 0 {
+            msg += &format!(" · acc {:.1}%", 100.0 * passed as f64 / scored as f64);
+        }
+        if let Some(pause) = self.limiter.paused_for() {
+            msg += &format!(
+                " · paused {:.0}s: the server asked to wait",
+                pause.as_secs_f64().ceil()
+            );
+        }
+        if let Some(waiting) = self.rate.as_ref().map(|r| r.waiting()).filter(|n| *n > 0) {
+            msg += &format!(" · {waiting} waiting for the rate limit");
+        }
+        bar.set_message(msg);
+    }
 }
 
 #[derive(Default)]
@@ -53,16 +88,11 @@ impl Progress {
         }
     }
 
-    /// Begins an evaluation of `total` samples, `done` of them already recorded.
-    pub fn start(
-        &self,
-        name: &str,
-        total: u64,
-        done: u64,
-        pending: u64,
-        strategy: &StrategySpec,
-        limiter: &Arc<Limiter>,
-    ) {
+    /// Begins showing `plan`'s evaluation; samples recorded by earlier runs count as done.
+    pub fn start(&self, plan: &Planned, limiter: &Arc<Limiter>, rate: Option<Arc<RateLimit>>) {
+        let (name, total, pending, strategy) =
+            (&plan.eval.name, plan.total, plan.pending, &plan.strategy);
+        let done = total - pending;
         let counts = Arc::new(Counts::default());
         counts.done.store(done, Ordering::Relaxed);
         let bar = match self.mode {
@@ -100,6 +130,7 @@ impl Progress {
             bar,
             counts,
             limiter: Arc::clone(limiter),
+            rate,
         };
         if let Ok(mut slot) = self.live.lock() {
             *slot = Some(live);
@@ -122,22 +153,26 @@ impl Progress {
                 }
             }
             let done = c.done.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
-            let errors = c.errors.fetch_add(errors, Ordering::Relaxed) + errors;
-            let scored = c.scored.fetch_add(scored, Ordering::Relaxed) + scored;
-            let passed = c.passed.fetch_add(passed, Ordering::Relaxed) + passed;
+            c.errors.fetch_add(errors, Ordering::Relaxed);
+            c.scored.fetch_add(scored, Ordering::Relaxed);
+            c.passed.fetch_add(passed, Ordering::Relaxed);
             if let Some(bar) = &live.bar {
                 bar.set_position(done);
-                let accuracy = if scored > 0 {
-                    format!(" · acc {:.1}%", 100.0 * passed as f64 / scored as f64)
-                } else {
-                    String::new()
-                };
-                bar.set_message(format!(
-                    "· in flight {} · errors {errors}{accuracy}",
-                    live.limiter.in_flight()
-                ));
             }
+            live.refresh();
         }
+    }
+
+    /// Refreshes the bar's message; called on a timer while a run waits.
+    pub fn tick(&self) {
+        if let Some(live) = self.live.lock().ok().and_then(|l| l.clone()) {
+            live.refresh();
+        }
+    }
+
+    /// True when a live bar is shown (and so worth ticking).
+    pub fn is_live(&self) -> bool {
+        self.mode == ProgressMode::Bar
     }
 
     /// Prints a line without tearing the bar.

@@ -1,6 +1,7 @@
 //! One sample's life: render the prompt, call the model (with retries), score,
 //! and hand the record to the store writer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use minijinja::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Sample;
+use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::{retry, Outcome, Permit};
 use crate::evaluators::Evaluator;
 use crate::model::{Message, ModelClient};
@@ -25,6 +27,10 @@ pub struct SampleContext {
     records: UnboundedSender<SampleRecord>,
     /// The API key and spec credentials, scrubbed from every record.
     secrets: Secrets,
+    /// The endpoint's shared rate limit, if the spec sets one.
+    rate: Option<Arc<RateLimit>>,
+    /// `params.max_tokens`, for token estimates.
+    max_tokens: Option<u64>,
 }
 
 impl SampleContext {
@@ -34,7 +40,13 @@ impl SampleContext {
         started: Instant,
         records: UnboundedSender<SampleRecord>,
         secrets: Secrets,
+        rate: Option<Arc<RateLimit>>,
     ) -> Self {
+        let params = &eval.model.params;
+        let max_tokens = params
+            .get("max_tokens")
+            .or_else(|| params.get("max_completion_tokens"))
+            .and_then(|v| v.as_u64());
         SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
@@ -43,6 +55,8 @@ impl SampleContext {
             started,
             records,
             secrets,
+            rate,
+            max_tokens,
         }
     }
 
@@ -113,6 +127,8 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         error_kind: None,
         error: None,
         attempts: 0,
+        throttled: 0,
+        wait_us: 0,
         latency_us: None,
         start_us,
         end_us: start_us,
@@ -132,13 +148,34 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
             return;
         }
     };
+    let estimate = ctx.rate.as_ref().map_or(0, |_| {
+        estimate_tokens(
+            messages.iter().map(|m| m.content.len()).sum(),
+            ctx.max_tokens,
+        )
+    });
+    let rate_wait_us = AtomicU64::new(0);
+    let mut throttled = 0;
     let attempts = retry::run(
         &ctx.retry,
-        || ctx.client.complete(&messages),
-        |e| permit.report(&e.outcome()),
+        || async {
+            if let Some(rate) = &ctx.rate {
+                let waited = Instant::now();
+                rate.admit(estimate).await;
+                rate_wait_us.fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            ctx.client.complete(&messages).await
+        },
+        |e| {
+            let outcome = e.outcome();
+            throttled += u32::from(matches!(outcome, Outcome::Throttled { .. }));
+            permit.report(&outcome);
+        },
     )
     .await;
     record.attempts = attempts.attempts;
+    record.throttled = throttled;
+    record.wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
     match attempts.result {
         Ok(completion) => {
             permit.report(&Outcome::Success {
@@ -146,6 +183,13 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
                 completion_tokens: completion.completion_tokens,
             });
             drop(permit);
+            if let (Some(rate), Some(p), Some(c)) = (
+                &ctx.rate,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            ) {
+                rate.settle(estimate, p + c).await;
+            }
             record.latency_us = Some(completion.latency.as_micros() as u64);
             record.prompt_tokens = completion.prompt_tokens;
             record.completion_tokens = completion.completion_tokens;

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::concurrency::StrategySpec;
+use crate::concurrency::rate::RateLimitSpec;
+use crate::concurrency::{AdaptiveConfig, StrategySpec};
 use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::evaluators::{self, Evaluator};
@@ -80,6 +81,8 @@ pub struct ModelSpec {
     pub params: Map<String, Value>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Client-side request and token quotas.
+    pub rate_limit: Option<RateLimitSpec>,
     pub mock: Option<MockSpec>,
 }
 
@@ -95,7 +98,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 3,
+            max_attempts: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
         }
@@ -419,13 +422,28 @@ impl Checker<'_> {
     }
 
     fn model(&self, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
-        if m.rate_limit.is_some() {
-            return Err(self
-                .at_key("model.rate_limit", "`rate_limit` is not supported yet")
-                .with_hint(
-                    "remove it and bound the load with `concurrency.max_concurrency` instead",
-                ));
-        }
+        let rate_limit = match &m.rate_limit {
+            None => None,
+            Some(r) => {
+                for (key, value) in [
+                    ("requests_per_minute", r.requests_per_minute),
+                    ("tokens_per_minute", r.tokens_per_minute),
+                ] {
+                    if value == Some(0) {
+                        return Err(self
+                            .at_value(
+                                &format!("model.rate_limit.{key}"),
+                                format!("`{key}` must be at least 1"),
+                            )
+                            .with_hint("leave it out for no limit"));
+                    }
+                }
+                Some(RateLimitSpec {
+                    requests_per_minute: r.requests_per_minute,
+                    tokens_per_minute: r.tokens_per_minute,
+                })
+            }
+        };
         let timeout = m.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         if timeout.is_zero() {
             return Err(self.at_value("model.timeout", "`timeout` must be greater than zero"));
@@ -479,6 +497,7 @@ impl Checker<'_> {
                     params: m.params.clone(),
                     timeout,
                     retry,
+                    rate_limit,
                     mock: Some(MockSpec {
                         latency: m.latency.map_or(Duration::ZERO, |d| d.0),
                         rules,
@@ -541,6 +560,7 @@ impl Checker<'_> {
                     params: m.params.clone(),
                     timeout,
                     retry,
+                    rate_limit,
                     mock: None,
                 })
             }
@@ -624,12 +644,47 @@ impl Checker<'_> {
                     "for {n} at a time write `strategy: sliding_window`"
                 ))),
             (Some(StrategyName::Sequential), _) => Ok(StrategySpec::Sequential),
-            (Some(StrategyName::Adaptive), _) => Err(self
-                .at_value(
-                    "concurrency.strategy",
-                    "the `adaptive` strategy is not available yet",
+            (Some(StrategyName::Adaptive), Some(_)) => Err(self
+                .at_key(
+                    "concurrency.max_concurrency",
+                    "`adaptive` finds its own limit",
                 )
-                .with_hint("use `strategy: sliding_window` with a `max_concurrency` for now")),
+                .with_hint("bound it with `min` and `max` instead of `max_concurrency`")),
+            (Some(StrategyName::Adaptive), None) => {
+                let d = AdaptiveConfig::default();
+                let min = c.min.unwrap_or(d.min);
+                let max = c.max.unwrap_or(d.max.max(min));
+                let initial = c.initial.unwrap_or(d.initial.clamp(min, max.max(min)));
+                let config = AdaptiveConfig { initial, min, max };
+                for (key, value) in [
+                    ("min", config.min),
+                    ("initial", config.initial),
+                    ("max", config.max),
+                ] {
+                    if value == 0 {
+                        return Err(self.at_value(
+                            &format!("concurrency.{key}"),
+                            format!("`{key}` must be at least 1"),
+                        ));
+                    }
+                }
+                if config.min > config.max {
+                    return Err(self.at_value(
+                        "concurrency.min",
+                        format!("`min` ({}) is above `max` ({})", config.min, config.max),
+                    ));
+                }
+                if !(config.min..=config.max).contains(&config.initial) {
+                    return Err(self.at_value(
+                        "concurrency.initial",
+                        format!(
+                            "`initial` ({}) must lie between `min` ({}) and `max` ({})",
+                            config.initial, config.min, config.max
+                        ),
+                    ));
+                }
+                Ok(StrategySpec::Adaptive(config))
+            }
             (Some(StrategyName::SlidingWindow) | None, n) => {
                 Ok(StrategySpec::SlidingWindow(n.unwrap_or(DEFAULT_WINDOW)))
             }

@@ -9,6 +9,7 @@
 
 pub mod lock;
 pub mod read;
+mod schema;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -16,73 +17,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-/// Bumped whenever the schema changes; older stores are migrated or refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub use schema::VERSION as SCHEMA_VERSION;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = ".dotevals/dotevals.db";
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS experiments (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS evaluations (
-    id INTEGER PRIMARY KEY,
-    experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    spec_path TEXT NOT NULL,
-    spec_text TEXT NOT NULL,
-    spec_hash TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    evaluators TEXT NOT NULL,
-    strategy TEXT NOT NULL,
-    max_concurrency INTEGER NOT NULL,
-    total INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    wall_us INTEGER NOT NULL DEFAULT 0,
-    runs INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    UNIQUE (experiment_id, name)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY,
-    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
-    sample_key TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    row_hash INTEGER NOT NULL,
-    run INTEGER NOT NULL,
-    variables TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    output TEXT,
-    error_kind TEXT,
-    error TEXT,
-    attempts INTEGER NOT NULL,
-    latency_us INTEGER,
-    start_us INTEGER NOT NULL,
-    end_us INTEGER NOT NULL,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    UNIQUE (evaluation_id, sample_key)
-);
--- Covers the timing and error aggregates of `show` and `list`, ordered by latency
--- for percentiles, so reports never read the wide sample rows.
-CREATE INDEX IF NOT EXISTS samples_stats
-    ON samples (evaluation_id, latency_us, error_kind, prompt_tokens, completion_tokens);
-CREATE TABLE IF NOT EXISTS scores (
-    sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
-    evaluation_id INTEGER NOT NULL,
-    evaluator INTEGER NOT NULL,
-    value REAL,
-    PRIMARY KEY (sample_id, evaluator)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS scores_by_evaluation ON scores (evaluation_id, evaluator, value);
-"#;
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -219,53 +157,42 @@ impl Store {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|_| StoreError::NotAStore {
-                path: self.path.clone(),
-            })?;
-        let has_meta: bool = self.conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
-        if tables > 0 && !has_meta {
-            return Err(StoreError::NotAStore {
-                path: self.path.clone(),
-            });
-        }
-        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+            .map_err(|_| self.not_a_store())?;
         if tables == 0 {
-            self.conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA} INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'), ('app', 'dotevals'); COMMIT;"
-            ))?;
+            self.conn.pragma_update(None, "journal_mode", "WAL")?;
+            schema::create(&self.conn)?;
         }
         self.check_version()
     }
 
-    fn check_version(&self) -> Result<(), StoreError> {
-        let version: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|_| StoreError::NotAStore {
-                path: self.path.clone(),
-            })?;
-        let version: i64 =
-            version
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| StoreError::NotAStore {
-                    path: self.path.clone(),
-                })?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: version,
-            });
+    fn not_a_store(&self) -> StoreError {
+        StoreError::NotAStore {
+            path: self.path.clone(),
         }
-        Ok(())
+    }
+
+    /// Refuses foreign files and newer schemas; upgrades older ones in place.
+    fn check_version(&self) -> Result<(), StoreError> {
+        let meta = |key: &str| -> Result<Option<String>, StoreError> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|_| self.not_a_store())
+        };
+        if meta("app")?.as_deref() != Some("dotevals") {
+            return Err(self.not_a_store());
+        }
+        let version: i64 = meta("schema_version")?
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.not_a_store())?;
+        match version {
+            v if v > SCHEMA_VERSION => Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: v,
+            }),
+            v if v < SCHEMA_VERSION => Ok(schema::upgrade(&self.conn, v)?),
+            _ => Ok(()),
+        }
     }
 
     /// The evaluation `name` of `experiment`, if recorded.
@@ -350,6 +277,32 @@ impl Store {
             "UPDATE evaluations SET status = ?2, ended_at = ?3 WHERE id = ?1",
             params![id, status, now],
         )?;
+        Ok(())
+    }
+
+    /// Records how the concurrency limit moved during run `run`: (time since
+    /// the run started, limit) at each change, the first included.
+    pub fn record_limits(
+        &mut self,
+        evaluation_id: i64,
+        run: i64,
+        history: &[(Duration, usize)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO limits (evaluation_id, run, t_us, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (t, value) in history {
+                insert.execute(params![
+                    evaluation_id,
+                    run,
+                    t.as_micros() as i64,
+                    *value as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -36,6 +36,12 @@ pub struct EvaluationRow {
     pub latency_sum_us: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Attempts beyond the first, over all samples.
+    pub retries: u64,
+    /// Answers that said slow down (429/503).
+    pub throttled: u64,
+    /// Time samples spent waiting on backoff and rate limits.
+    pub wait_us: u64,
     /// Per evaluator, in spec order: (samples scored, sum of scores).
     pub scores: Vec<(u64, f64)>,
 }
@@ -48,6 +54,15 @@ pub struct ErrorRow {
     pub kind: String,
     pub message: String,
     pub attempts: u32,
+}
+
+/// The concurrency limit over one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitTimeline {
+    /// (µs since the run started, limit) at each change, the first included.
+    pub steps: Vec<(u64, u64)>,
+    /// When each of the run's samples finished, µs, ascending.
+    pub ends: Vec<u64>,
 }
 
 /// Errored samples of one kind.
@@ -105,6 +120,9 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         latency_sum_us: 0,
         prompt_tokens: 0,
         completion_tokens: 0,
+        retries: 0,
+        throttled: 0,
+        wait_us: 0,
         scores: Vec::new(),
     })
 }
@@ -168,24 +186,27 @@ impl Store {
         for e in &mut rows {
             let mut totals = self.conn().prepare_cached(
                 "SELECT count(*), count(error_kind), coalesce(sum(latency_us), 0), coalesce(sum(prompt_tokens), 0),
-                        coalesce(sum(completion_tokens), 0)
+                        coalesce(sum(completion_tokens), 0), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
+                        coalesce(sum(wait_us), 0)
                  FROM samples INDEXED BY samples_stats WHERE evaluation_id = ?1",
             )?;
-            (
+            let sums: [u64; 8] = totals.query_row([e.id], |r| {
+                let mut out = [0u64; 8];
+                for (i, slot) in out.iter_mut().enumerate() {
+                    *slot = r.get::<_, i64>(i)?.max(0) as u64;
+                }
+                Ok(out)
+            })?;
+            [
                 e.recorded,
                 e.errored,
                 e.latency_sum_us,
                 e.prompt_tokens,
                 e.completion_tokens,
-            ) = totals.query_row([e.id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, i64>(3)? as u64,
-                    r.get::<_, i64>(4)? as u64,
-                ))
-            })?;
+                e.retries,
+                e.throttled,
+                e.wait_us,
+            ] = sums;
             let mut scores = self.conn().prepare_cached(
                 "SELECT evaluator, count(value), coalesce(sum(value), 0) FROM scores
                  WHERE evaluation_id = ?1 GROUP BY evaluator ORDER BY evaluator",
@@ -238,6 +259,35 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         Ok(out)
+    }
+
+    /// How the concurrency limit moved in the latest run of an evaluation.
+    pub fn limit_timeline(&self, evaluation_id: i64) -> Result<LimitTimeline, StoreError> {
+        let run: Option<i64> = self.conn().query_row(
+            "SELECT max(run) FROM limits WHERE evaluation_id = ?1",
+            [evaluation_id],
+            |r| r.get(0),
+        )?;
+        let Some(run) = run else {
+            return Ok(LimitTimeline::default());
+        };
+        let mut steps = self.conn().prepare_cached(
+            "SELECT t_us, value FROM limits WHERE evaluation_id = ?1 AND run = ?2 ORDER BY t_us",
+        )?;
+        let steps = steps
+            .query_map(params![evaluation_id, run], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut ends = self.conn().prepare_cached(
+            "SELECT end_us FROM samples WHERE evaluation_id = ?1 AND run = ?2 ORDER BY end_us",
+        )?;
+        let ends = ends
+            .query_map(params![evaluation_id, run], |r| {
+                Ok(r.get::<_, i64>(0)? as u64)
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(LimitTimeline { steps, ends })
     }
 
     /// Errored samples grouped by kind, most frequent first, with one example each.

@@ -30,6 +30,8 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
         error_kind: error.then(|| "timeout".into()),
         error: error.then(|| "no reply".into()),
         attempts: 1,
+        throttled: 0,
+        wait_us: 0,
         latency_us: (!error).then_some(1000 * (index + 1)),
         start_us: 0,
         end_us: 1000,

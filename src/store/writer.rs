@@ -33,6 +33,10 @@ pub struct SampleRecord {
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub attempts: u32,
+    /// Answers that said slow down (429/503).
+    pub throttled: u32,
+    /// Time spent waiting: retry backoff and the rate limiter.
+    pub wait_us: u64,
     pub latency_us: Option<u64>,
     /// Offsets from the start of the run.
     pub start_us: u64,
@@ -123,8 +127,9 @@ fn commit(
             tx.prepare_cached("DELETE FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO samples (evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
-                 error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens,
+                 throttled, wait_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         let mut score = tx.prepare_cached("INSERT INTO scores (sample_id, evaluation_id, evaluator, value) VALUES (?1, ?2, ?3, ?4)")?;
         for r in batch {
@@ -148,6 +153,8 @@ fn commit(
                 r.end_us as i64,
                 r.prompt_tokens.map(|v| v as i64),
                 r.completion_tokens.map(|v| v as i64),
+                r.throttled,
+                r.wait_us as i64,
             ])?;
             let sample_id = tx.last_insert_rowid();
             for (i, value) in r.scores.iter().enumerate() {

@@ -1,0 +1,181 @@
+//! Client-side rate limits (`rate_limit.requests_per_minute`,
+//! `rate_limit.tokens_per_minute`), with governor's GCRA limiters.
+//!
+//! A per-minute quota never goes out as one burst: the burst is about one
+//! second's worth, so requests are spread evenly. Tokens are estimated before
+//! sending (prompt size / 4 + `max_tokens`) and corrected from `usage`: a
+//! request that used more takes the difference from the bucket, one that used
+//! less leaves a credit for the next estimate. One [`RateLimit`] is shared by
+//! every evaluation of a run that calls the same endpoint and model.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultDirectRateLimiter, Quota};
+
+/// Limits from the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// One endpoint's shared limits.
+pub struct RateLimit {
+    requests: Option<DefaultDirectRateLimiter>,
+    tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    /// Tokens estimated but not used by earlier requests, to spend first.
+    credit: AtomicI64,
+    waiting: AtomicUsize,
+}
+
+/// About a second's worth of a per-minute quota, at least one.
+fn per_second_burst(per_minute: u32) -> NonZeroU32 {
+    NonZeroU32::new(per_minute.div_ceil(60).max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+impl RateLimit {
+    pub fn new(spec: RateLimitSpec) -> RateLimit {
+        let quota = |per_minute: NonZeroU32| {
+            Quota::per_minute(per_minute).allow_burst(per_second_burst(per_minute.get()))
+        };
+        let requests = spec
+            .requests_per_minute
+            .and_then(NonZeroU32::new)
+            .map(|n| governor::RateLimiter::direct(quota(n)));
+        let tokens = spec.tokens_per_minute.and_then(NonZeroU32::new).map(|n| {
+            let burst = per_second_burst(n.get());
+            (governor::RateLimiter::direct(quota(n)), burst)
+        });
+        RateLimit {
+            requests,
+            tokens,
+            credit: AtomicI64::new(0),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests waiting for the limiter now (shown on the progress bar).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Waits until one request of about `estimated_tokens` tokens may go out.
+    pub async fn admit(&self, estimated_tokens: u32) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if let Some(requests) = &self.requests {
+            requests.until_ready().await;
+        }
+        if let Some((tokens, burst)) = &self.tokens {
+            let credit = self.credit.swap(0, Ordering::Relaxed).max(0);
+            let spent = credit.min(i64::from(estimated_tokens));
+            self.credit.fetch_add(credit - spent, Ordering::Relaxed);
+            take(tokens, *burst, (i64::from(estimated_tokens) - spent) as u64).await;
+        }
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Corrects the token bucket once `usage` tells what a request really used.
+    pub async fn settle(&self, estimated_tokens: u32, used_tokens: u64) {
+        let Some((tokens, burst)) = &self.tokens else {
+            return;
+        };
+        let diff = used_tokens as i64 - i64::from(estimated_tokens);
+        if diff > 0 {
+            take(tokens, *burst, diff as u64).await;
+        } else {
+            self.credit.fetch_add(-diff, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes `n` cells from the bucket, in burst-sized bites (governor refuses more
+/// than the burst in one call).
+async fn take(limiter: &DefaultDirectRateLimiter, burst: NonZeroU32, mut n: u64) {
+    while n > 0 {
+        let bite = n.min(u64::from(burst.get())) as u32;
+        if let Some(bite) = NonZeroU32::new(bite) {
+            // Cannot fail: the bite never exceeds the burst.
+            let _ = limiter.until_n_ready(bite).await;
+        }
+        n -= u64::from(bite);
+    }
+}
+
+/// Rate limits shared across the evaluations of one run, by endpoint and model.
+#[derive(Default)]
+pub struct RateLimits {
+    by_endpoint: Mutex<HashMap<String, Arc<RateLimit>>>,
+}
+
+impl RateLimits {
+    /// The limiter for `endpoint`, created from `spec` on first use.
+    pub fn get(&self, endpoint: &str, spec: RateLimitSpec) -> Arc<RateLimit> {
+        let mut map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            map.entry(endpoint.to_owned())
+                .or_insert_with(|| Arc::new(RateLimit::new(spec))),
+        )
+    }
+}
+
+/// Tokens a request may use, before it is sent: ~4 characters per prompt
+/// token plus the reply's `max_tokens` (256 when unset).
+pub fn estimate_tokens(prompt_chars: usize, max_tokens: Option<u64>) -> u32 {
+    let prompt = prompt_chars.div_ceil(4) as u64;
+    (prompt + max_tokens.unwrap_or(256)).min(u64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn spreads_requests_instead_of_bursting() {
+        // 600/min is 10/s with a burst of 10: 30 requests take about 2 s, not 0.
+        let limit = RateLimit::new(RateLimitSpec {
+            requests_per_minute: Some(600),
+            tokens_per_minute: None,
+        });
+        let start = Instant::now();
+        for _ in 0..30 {
+            limit.admit(0).await;
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(1800), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(2600), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn tokens_are_estimated_and_corrected() {
+        // 6000 tokens/min = 100/s, burst 100.
+        let limit = RateLimit::new(RateLimitSpec {
+            requests_per_minute: None,
+            tokens_per_minute: Some(6000),
+        });
+        let start = Instant::now();
+        limit.admit(100).await; // the whole first second's burst
+        limit.settle(100, 20).await; // used far less: 80 credit
+        limit.admit(80).await; // paid from credit, no wait
+        assert!(
+            start.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            start.elapsed()
+        );
+        limit.admit(50).await; // needs refill: about half a second
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn estimates() {
+        assert_eq!(estimate_tokens(400, Some(16)), 116);
+        assert_eq!(estimate_tokens(0, None), 256);
+    }
+}

@@ -1,0 +1,150 @@
+//! The store's schema and its versions.
+//!
+//! Version 1 is kept exactly as it first shipped; every later version is a
+//! migration on top of it. A new store is built by the same path (version 1
+//! plus every migration), so a fresh store and an upgraded one are the same
+//! by construction. `meta.schema_version` says where a store stands.
+
+use rusqlite::Connection;
+
+/// The version this build writes.
+pub const VERSION: i64 = 2;
+
+/// Version 1, as first released.
+pub const V1: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    spec_path TEXT NOT NULL,
+    spec_text TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    evaluators TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    max_concurrency INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    wall_us INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    UNIQUE (experiment_id, name)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    sample_key TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    row_hash INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    variables TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    output TEXT,
+    error_kind TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    latency_us INTEGER,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    UNIQUE (evaluation_id, sample_key)
+);
+-- Covers the timing and error aggregates of `show` and `list`, ordered by latency
+-- for percentiles, so reports never read the wide sample rows.
+CREATE INDEX IF NOT EXISTS samples_stats
+    ON samples (evaluation_id, latency_us, error_kind, prompt_tokens, completion_tokens);
+CREATE TABLE IF NOT EXISTS scores (
+    sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+    evaluation_id INTEGER NOT NULL,
+    evaluator INTEGER NOT NULL,
+    value REAL,
+    PRIMARY KEY (sample_id, evaluator)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scores_by_evaluation ON scores (evaluation_id, evaluator, value);
+"#;
+
+/// Migrations: `MIGRATIONS[i]` upgrades version `i + 1` to `i + 2`.
+const MIGRATIONS: &[&str] = &[
+    // 2: retries and throttling per sample, and the concurrency limit over time.
+    r#"
+ALTER TABLE samples ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE samples ADD COLUMN wait_us INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS samples_stats;
+CREATE INDEX samples_stats
+    ON samples (evaluation_id, latency_us, error_kind, prompt_tokens, completion_tokens, attempts, throttled, wait_us);
+CREATE TABLE limits (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    run INTEGER NOT NULL,
+    t_us INTEGER NOT NULL,
+    value INTEGER NOT NULL
+);
+CREATE INDEX limits_by_evaluation ON limits (evaluation_id, run, t_us);
+"#,
+];
+
+/// Creates the current schema in an empty database.
+pub fn create(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN; {V1} INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('app', 'dotevals'); COMMIT;"
+    ))?;
+    upgrade(conn, 1)
+}
+
+/// Brings a store at version `from` up to [`VERSION`], in one transaction.
+pub fn upgrade(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    let steps = MIGRATIONS.iter().skip((from - 1).max(0) as usize);
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for step in steps {
+        sql.push_str(step);
+    }
+    sql.push_str(&format!(
+        "UPDATE meta SET value = '{VERSION}' WHERE key = 'schema_version'; COMMIT;"
+    ));
+    conn.execute_batch(&sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn upgraded_v1_equals_fresh() {
+        let fresh = Connection::open_in_memory().unwrap();
+        create(&fresh).unwrap();
+        let old = Connection::open_in_memory().unwrap();
+        old.execute_batch(&format!(
+            "{V1} INSERT INTO meta VALUES ('schema_version', '1'), ('app', 'dotevals');"
+        ))
+        .unwrap();
+        upgrade(&old, 1).unwrap();
+        assert_eq!(columns(&fresh), columns(&old));
+        let v: String = old
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, VERSION.to_string());
+    }
+}

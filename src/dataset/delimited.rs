@@ -10,6 +10,17 @@ use crate::diagnostic::Diagnostic;
 type Item = Result<(usize, usize, Value), Diagnostic>;
 
 /// Streams `(line, 1, row)` for each record after the header.
+/// The header row's column names.
+pub fn header(path: &Path, delimiter: u8) -> Result<Vec<String>, Diagnostic> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| to_diagnostic(path, &e))?;
+    let header = reader.headers().map_err(|e| to_diagnostic(path, &e))?;
+    Ok(header.iter().map(str::to_owned).collect())
+}
+
 pub fn read(path: &Path, delimiter: u8) -> Result<impl Iterator<Item = Item> + Send, Diagnostic> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)

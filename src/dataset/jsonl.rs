@@ -76,11 +76,20 @@ impl Iterator for Lines {
                         Ok(v) => Ok((self.line, column, v)),
                         Err(e) => {
                             self.done = true;
+                            // serde_json counts bytes and, reading one line, says "line 1".
+                            let byte = e.column().saturating_sub(1).min(text.len());
+                            let mut cut = byte;
+                            while !text.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            let column = text[..cut].chars().count() + 1;
+                            let message = e.to_string();
+                            let message = message.split(" at line ").next().unwrap_or(&message);
                             Err(Diagnostic::new(
                                 &self.path,
                                 self.line,
-                                e.column(),
-                                format!("invalid JSON: {e}"),
+                                column,
+                                format!("invalid JSON: {message}"),
                             )
                             .with_hint(
                                 "each line of a .jsonl file must be one JSON object or list",

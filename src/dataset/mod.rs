@@ -144,13 +144,22 @@ impl Dataset {
 
     /// Column names as far as they can be known without a full read: `columns`,
     /// the CSV header, or the keys of the first row.
+    /// A dataset with no rows at all is an error here already.
     pub fn known_columns(&self) -> Result<Vec<String>, Diagnostic> {
         if let Some(c) = &self.columns {
             return Ok(c.clone());
         }
+        if let Source::File {
+            path,
+            format: format @ (Format::Csv | Format::Tsv),
+        } = &self.source
+        {
+            let delimiter = if *format == Format::Csv { b',' } else { b'\t' };
+            return delimited::header(path, delimiter);
+        }
         match self.rows()?.next() {
             Some(row) => Ok(row?.values.keys().cloned().collect()),
-            None => Ok(Vec::new()),
+            None => Err(empty(self.file())),
         }
     }
 
@@ -248,12 +257,14 @@ pub fn scan(
         count += 1;
     }
     if count == 0 {
-        return Err(
-            Diagnostic::new(dataset.file(), 0, 0, "the dataset has no rows")
-                .with_hint("add at least one row; an empty evaluation measures nothing"),
-        );
+        return Err(empty(dataset.file()));
     }
     Ok(Scan { rows: count })
+}
+
+fn empty(file: &Path) -> Diagnostic {
+    Diagnostic::new(file, 0, 0, "the dataset has no rows")
+        .with_hint("add at least one row; an empty evaluation measures nothing")
 }
 
 /// Turns a parsed row (object, or list named by `columns`) into column values.

@@ -290,7 +290,13 @@ fn from_reqwest(e: reqwest::Error) -> ClientError {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
+/// How long the server asks us to wait: `Retry-After` (seconds or an HTTP date),
+/// else the `x-ratelimit-reset-*` of an exhausted quota (`1s`, `6m0s`, `20ms`).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    retry_after_header(headers).or_else(|| ratelimit_reset(headers))
+}
+
+fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
@@ -300,6 +306,30 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         when.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
+}
+
+fn ratelimit_reset(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let reset = |kind: &str| {
+        let value = text(&format!("x-ratelimit-reset-{kind}"))?;
+        match value.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => Some(Duration::from_secs_f64(secs)),
+            _ => humantime::parse_duration(value).ok(),
+        }
+    };
+    let kinds = ["requests", "tokens"];
+    let exhausted = kinds
+        .iter()
+        .filter(|k| text(&format!("x-ratelimit-remaining-{k}")) == Some("0"));
+    exhausted
+        .filter_map(|k| reset(k))
+        .max()
+        .or_else(|| kinds.iter().filter_map(|k| reset(k)).max())
 }
 
 fn httpdate(value: &str) -> Option<SystemTime> {
@@ -367,6 +397,31 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("12"),
+        );
+        h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("1s"));
+        h.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("0"),
+        );
+        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("6m0s"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(360)));
+        h.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("5"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(360)));
+        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("20ms"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+        let mut h = HeaderMap::new();
         h.insert(
             RETRY_AFTER,
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),

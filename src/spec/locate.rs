@@ -105,6 +105,30 @@ impl Locator {
     }
 }
 
+/// Where the last key of `path` is first written in `source`, found by text.
+/// A fallback for documents this parser reads differently from serde_yaml's.
+pub fn find_key_text(source: &str, path: &[Step]) -> Option<Pos> {
+    let key = path.iter().rev().find_map(|s| match s {
+        Step::Key(k) => Some(k.as_str()),
+        Step::Index(_) => None,
+    })?;
+    for (n, line) in source.lines().enumerate() {
+        let mut from = 0;
+        while let Some(i) = line[from..].find(key).map(|i| i + from) {
+            let before = line[..i].chars().next_back();
+            let after = line[i + key.len()..].trim_start().chars().next();
+            if matches!(before, None | Some(' ' | '\t' | '{' | ',' | '-')) && after == Some(':') {
+                return Some(Pos {
+                    line: n + 1,
+                    column: line[..i].chars().count() + 1,
+                });
+            }
+            from = i + key.len();
+        }
+    }
+    None
+}
+
 /// Parses a path as printed by serde_path_to_error: `a.b[2].c`.
 pub fn parse_path(text: &str) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -213,6 +237,20 @@ mod tests {
             loc.value(&parse_path("model.nothere")),
             Some(Pos { line: 3, column: 3 })
         );
+    }
+
+    #[test]
+    fn text_fallback_finds_keys() {
+        let p = parse_path("evaluators[0].expected");
+        assert_eq!(find_key_text(DOC, &p), Some(Pos { line: 6, column: 5 }));
+        assert_eq!(
+            find_key_text("a: {x: 1, expected: 2}", &p),
+            Some(Pos {
+                line: 1,
+                column: 11
+            })
+        );
+        assert_eq!(find_key_text("unexpected: 1", &p), None);
     }
 
     #[test]

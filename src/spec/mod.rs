@@ -136,8 +136,15 @@ impl MockSpec {
 
 /// Reads and checks the spec at `path`.
 pub fn load(path: &Path) -> Result<Evaluation, Diagnostic> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| Diagnostic::new(path, 0, 0, format!("cannot read spec: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = good.len() - good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+        Diagnostic::new(path, line, column, "the spec is not valid UTF-8")
+            .with_hint("save the file as UTF-8")
+    })?;
     from_text(path, text)
 }
 
@@ -254,13 +261,21 @@ struct Checker<'a> {
 impl Checker<'_> {
     /// A diagnostic at the key `path` names (`"model.latency"`).
     fn at_key(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let pos = self.locator.key(&parse_path(path));
+        let steps = parse_path(path);
+        let pos = self
+            .locator
+            .key(&steps)
+            .or_else(|| locate::find_key_text(self.text, &steps));
         self.at(pos, message)
     }
 
     /// A diagnostic at the value `path` names.
     fn at_value(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let pos = self.locator.value(&parse_path(path));
+        let steps = parse_path(path);
+        let pos = self
+            .locator
+            .value(&steps)
+            .or_else(|| locate::find_key_text(self.text, &steps));
         self.at(pos, message)
     }
 
@@ -357,13 +372,12 @@ impl Checker<'_> {
                     ))
             }
             (Some(rows), None) => {
+                let rows_key = [Step::Key("dataset".into()), Step::Key("rows".into())];
+                let fallback = locate::find_key_text(self.text, &rows_key);
                 let positions = (0..rows.len())
                     .map(|i| {
-                        let p = self.locator.value(&[
-                            Step::Key("dataset".into()),
-                            Step::Key("rows".into()),
-                            Step::Index(i),
-                        ]);
+                        let row = [rows_key[0].clone(), rows_key[1].clone(), Step::Index(i)];
+                        let p = self.locator.value(&row).or(fallback);
                         p.map_or((0, 0), |p| (p.line, p.column))
                     })
                     .collect();
@@ -778,5 +792,7 @@ pub fn changed_parts(old: &Value, new: &Value) -> Vec<String> {
         .collect()
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

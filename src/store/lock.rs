@@ -78,6 +78,15 @@ pub fn lock(db: &Path, experiment: &str, evaluation: &str) -> Result<EvaluationL
     }
 }
 
+/// True while some process runs `evaluation` of `experiment` in the store at `db`.
+/// A store that says "running" with no holder was left by a crash.
+pub fn is_held(db: &Path, experiment: &str, evaluation: &str) -> bool {
+    matches!(
+        lock(db, experiment, evaluation),
+        Err(LockError::Busy { .. })
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +106,9 @@ mod tests {
         // Other evaluations and experiments are independent.
         let _other = lock(&db, "x", "f").unwrap();
         let _other2 = lock(&db, "y", "e").unwrap();
+        assert!(is_held(&db, "x", "e"));
         drop(first);
+        assert!(!is_held(&db, "x", "e"));
         lock(&db, "x", "e").unwrap();
     }
 }

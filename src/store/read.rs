@@ -139,10 +139,11 @@ impl Store {
         heads
             .into_iter()
             .map(|(id, name, created_at)| {
+                let evaluations = self.evaluations(id, &name)?;
                 Ok(ExperimentRow {
                     name,
                     created_at,
-                    evaluations: self.evaluations(id)?,
+                    evaluations,
                 })
             })
             .collect()
@@ -163,7 +164,7 @@ impl Store {
         Ok(ExperimentRow {
             name: name.to_owned(),
             created_at,
-            evaluations: self.evaluations(id)?,
+            evaluations: self.evaluations(id, name)?,
         })
     }
 
@@ -176,7 +177,11 @@ impl Store {
         Ok(names)
     }
 
-    fn evaluations(&self, experiment_id: i64) -> Result<Vec<EvaluationRow>, StoreError> {
+    fn evaluations(
+        &self,
+        experiment_id: i64,
+        experiment: &str,
+    ) -> Result<Vec<EvaluationRow>, StoreError> {
         let mut stmt = self.conn().prepare_cached(&format!(
             "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE experiment_id = ?1 ORDER BY id"
         ))?;
@@ -184,6 +189,11 @@ impl Store {
             .query_map([experiment_id], evaluation)?
             .collect::<Result<_, _>>()?;
         for e in &mut rows {
+            // "running" with nobody holding the run's lock means the run died (kill -9,
+            // power loss): its finished samples are kept and a rerun resumes it.
+            if e.status == "running" && !super::lock::is_held(self.path(), experiment, &e.name) {
+                e.status = "interrupted".into();
+            }
             let mut totals = self.conn().prepare_cached(
                 "SELECT count(*), count(error_kind), coalesce(sum(latency_us), 0), coalesce(sum(prompt_tokens), 0),
                         coalesce(sum(completion_tokens), 0), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),

@@ -1,5 +1,6 @@
-//! Read queries behind `show` and `list`. Aggregates come from covering
-//! indexes, so reports stay fast however many samples an experiment holds.
+//! Read queries behind `show` and `list`. Totals come from per-evaluation
+//! counters the schema's triggers keep, so `list` reads one row per evaluation
+//! however many samples it holds; `show` also reads the latencies (an index).
 
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -94,12 +95,14 @@ pub struct SampleRow {
     pub completion_tokens: Option<u64>,
 }
 
-const EVALUATION_COLUMNS: &str =
-    "id, name, spec_path, provider, model, evaluators, strategy, max_concurrency,
-    total, started_at, ended_at, wall_us, runs, status";
+const EVALUATION_COLUMNS: &str = "id, name, spec_path, provider, model, evaluators, strategy, max_concurrency,
+    total, started_at, ended_at, wall_us, runs, status, recorded, errored, latency_sum_us, prompt_tokens,
+    completion_tokens, retries, throttled, wait_us";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
     let evaluators: String = r.get(5)?;
+    // Counters are never negative; the clamp only guards the cast.
+    let count = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
     Ok(EvaluationRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -108,21 +111,21 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         model: r.get(4)?,
         evaluators: serde_json::from_str(&evaluators).unwrap_or_default(),
         strategy: r.get(6)?,
-        max_concurrency: r.get::<_, i64>(7)? as u64,
-        total: r.get::<_, i64>(8)? as u64,
+        max_concurrency: count(7)?,
+        total: count(8)?,
         started_at: r.get(9)?,
         ended_at: r.get(10)?,
-        wall_us: r.get::<_, i64>(11)? as u64,
-        runs: r.get::<_, i64>(12)? as u64,
+        wall_us: count(11)?,
+        runs: count(12)?,
         status: r.get(13)?,
-        recorded: 0,
-        errored: 0,
-        latency_sum_us: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        retries: 0,
-        throttled: 0,
-        wait_us: 0,
+        recorded: count(14)?,
+        errored: count(15)?,
+        latency_sum_us: count(16)?,
+        prompt_tokens: count(17)?,
+        completion_tokens: count(18)?,
+        retries: count(19)?,
+        throttled: count(20)?,
+        wait_us: count(21)?,
         scores: Vec::new(),
     })
 }
@@ -194,32 +197,8 @@ impl Store {
             if e.status == "running" && !super::lock::is_held(self.path(), experiment, &e.name) {
                 e.status = "interrupted".into();
             }
-            let mut totals = self.conn().prepare_cached(
-                "SELECT count(*), count(error_kind), coalesce(sum(latency_us), 0), coalesce(sum(prompt_tokens), 0),
-                        coalesce(sum(completion_tokens), 0), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
-                        coalesce(sum(wait_us), 0)
-                 FROM samples INDEXED BY samples_stats WHERE evaluation_id = ?1",
-            )?;
-            let sums: [u64; 8] = totals.query_row([e.id], |r| {
-                let mut out = [0u64; 8];
-                for (i, slot) in out.iter_mut().enumerate() {
-                    *slot = r.get::<_, i64>(i)?.max(0) as u64;
-                }
-                Ok(out)
-            })?;
-            [
-                e.recorded,
-                e.errored,
-                e.latency_sum_us,
-                e.prompt_tokens,
-                e.completion_tokens,
-                e.retries,
-                e.throttled,
-                e.wait_us,
-            ] = sums;
             let mut scores = self.conn().prepare_cached(
-                "SELECT evaluator, count(value), coalesce(sum(value), 0) FROM scores
-                 WHERE evaluation_id = ?1 GROUP BY evaluator ORDER BY evaluator",
+                "SELECT evaluator, scored, total FROM evaluation_scores WHERE evaluation_id = ?1",
             )?;
             let mut per = vec![(0u64, 0f64); e.evaluators.len()];
             for row in scores.query_map([e.id], |r| {
@@ -242,7 +221,7 @@ impl Store {
     /// Latencies of successful samples, in microseconds, ascending.
     pub fn latencies(&self, evaluation_id: i64) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self.conn().prepare_cached(
-            "SELECT latency_us FROM samples INDEXED BY samples_stats
+            "SELECT latency_us FROM samples INDEXED BY samples_latency
              WHERE evaluation_id = ?1 AND latency_us IS NOT NULL ORDER BY latency_us",
         )?;
         let out = stmt
@@ -303,7 +282,7 @@ impl Store {
     /// Errored samples grouped by kind, most frequent first, with one example each.
     pub fn error_groups(&self, evaluation_id: i64) -> Result<Vec<ErrorGroup>, StoreError> {
         let mut stmt = self.conn().prepare_cached(
-            "SELECT error_kind, count(*) AS n FROM samples INDEXED BY samples_stats
+            "SELECT error_kind, count(*) AS n FROM samples INDEXED BY samples_errors
              WHERE evaluation_id = ?1 AND error_kind IS NOT NULL GROUP BY error_kind ORDER BY n DESC, error_kind",
         )?;
         let kinds: Vec<(String, i64)> = stmt

@@ -75,13 +75,15 @@ CREATE INDEX IF NOT EXISTS scores_by_evaluation ON scores (evaluation_id, evalua
 
 /// Migrations: `MIGRATIONS[i]` upgrades version `i + 1` to `i + 2`.
 const MIGRATIONS: &[&str] = &[
-    // 2: retries and throttling per sample, and the concurrency limit over time.
+    // 2: retries and throttling per sample; the concurrency limit over time; and
+    // per-evaluation totals kept by triggers, so `list` and `show` read one row per
+    // evaluation instead of scanning its samples.
     r#"
 ALTER TABLE samples ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE samples ADD COLUMN wait_us INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS samples_stats;
-CREATE INDEX samples_stats
-    ON samples (evaluation_id, latency_us, error_kind, prompt_tokens, completion_tokens, attempts, throttled, wait_us);
+CREATE INDEX samples_latency ON samples (evaluation_id, latency_us);
+CREATE INDEX samples_errors ON samples (evaluation_id, error_kind) WHERE error_kind IS NOT NULL;
 CREATE TABLE limits (
     evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
     run INTEGER NOT NULL,
@@ -89,6 +91,65 @@ CREATE TABLE limits (
     value INTEGER NOT NULL
 );
 CREATE INDEX limits_by_evaluation ON limits (evaluation_id, run, t_us);
+
+ALTER TABLE evaluations ADD COLUMN recorded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN errored INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN latency_sum_us INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluations ADD COLUMN wait_us INTEGER NOT NULL DEFAULT 0;
+UPDATE evaluations SET
+    recorded = (SELECT count(*) FROM samples s WHERE s.evaluation_id = evaluations.id),
+    errored = (SELECT count(error_kind) FROM samples s WHERE s.evaluation_id = evaluations.id),
+    latency_sum_us = (SELECT coalesce(sum(latency_us), 0) FROM samples s WHERE s.evaluation_id = evaluations.id),
+    prompt_tokens = (SELECT coalesce(sum(prompt_tokens), 0) FROM samples s WHERE s.evaluation_id = evaluations.id),
+    completion_tokens = (SELECT coalesce(sum(completion_tokens), 0) FROM samples s WHERE s.evaluation_id = evaluations.id),
+    retries = (SELECT coalesce(sum(attempts - 1), 0) FROM samples s WHERE s.evaluation_id = evaluations.id);
+CREATE TABLE evaluation_scores (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    evaluator INTEGER NOT NULL,
+    scored INTEGER NOT NULL,
+    total REAL NOT NULL,
+    PRIMARY KEY (evaluation_id, evaluator)
+) WITHOUT ROWID;
+INSERT INTO evaluation_scores
+    SELECT evaluation_id, evaluator, count(value), coalesce(sum(value), 0) FROM scores GROUP BY evaluation_id, evaluator;
+CREATE TRIGGER samples_add AFTER INSERT ON samples BEGIN
+    UPDATE evaluations SET
+        recorded = recorded + 1,
+        errored = errored + (NEW.error_kind IS NOT NULL),
+        latency_sum_us = latency_sum_us + coalesce(NEW.latency_us, 0),
+        prompt_tokens = prompt_tokens + coalesce(NEW.prompt_tokens, 0),
+        completion_tokens = completion_tokens + coalesce(NEW.completion_tokens, 0),
+        retries = retries + NEW.attempts - 1,
+        throttled = throttled + NEW.throttled,
+        wait_us = wait_us + NEW.wait_us
+    WHERE id = NEW.evaluation_id;
+END;
+CREATE TRIGGER samples_remove AFTER DELETE ON samples BEGIN
+    UPDATE evaluations SET
+        recorded = recorded - 1,
+        errored = errored - (OLD.error_kind IS NOT NULL),
+        latency_sum_us = latency_sum_us - coalesce(OLD.latency_us, 0),
+        prompt_tokens = prompt_tokens - coalesce(OLD.prompt_tokens, 0),
+        completion_tokens = completion_tokens - coalesce(OLD.completion_tokens, 0),
+        retries = retries - (OLD.attempts - 1),
+        throttled = throttled - OLD.throttled,
+        wait_us = wait_us - OLD.wait_us
+    WHERE id = OLD.evaluation_id;
+END;
+CREATE TRIGGER scores_add AFTER INSERT ON scores BEGIN
+    INSERT INTO evaluation_scores VALUES (NEW.evaluation_id, NEW.evaluator, NEW.value IS NOT NULL, coalesce(NEW.value, 0))
+    ON CONFLICT (evaluation_id, evaluator) DO UPDATE SET
+        scored = scored + excluded.scored, total = total + excluded.total;
+END;
+CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
+    UPDATE evaluation_scores SET
+        scored = scored - (OLD.value IS NOT NULL), total = total - coalesce(OLD.value, 0)
+    WHERE evaluation_id = OLD.evaluation_id AND evaluator = OLD.evaluator;
+END;
 "#,
 ];
 

@@ -164,3 +164,107 @@ fn storage_argument_forms() {
         PathBuf::from("some-new-folder/dotevals.db")
     );
 }
+
+/// The counters the triggers keep, next to the same totals recomputed from the rows.
+fn totals_both_ways(store: &Store, id: i64) -> (Vec<i64>, Vec<i64>) {
+    let kept: Vec<i64> = store
+        .conn()
+        .query_row(
+            "SELECT recorded, errored, latency_sum_us, prompt_tokens, completion_tokens, retries, throttled, wait_us,
+                    (SELECT coalesce(sum(scored), 0) FROM evaluation_scores WHERE evaluation_id = ?1),
+                    (SELECT coalesce(sum(total), 0) FROM evaluation_scores WHERE evaluation_id = ?1)
+             FROM evaluations WHERE id = ?1",
+            [id],
+            |r| (0..10).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
+        )
+        .unwrap();
+    let fresh: Vec<i64> = store
+        .conn()
+        .query_row(
+            "SELECT count(*), count(error_kind), coalesce(sum(latency_us), 0), coalesce(sum(prompt_tokens), 0),
+                    coalesce(sum(completion_tokens), 0), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
+                    coalesce(sum(wait_us), 0),
+                    (SELECT count(value) FROM scores WHERE evaluation_id = ?1),
+                    (SELECT coalesce(sum(value), 0) FROM scores WHERE evaluation_id = ?1)
+             FROM samples WHERE evaluation_id = ?1",
+            [id],
+            |r| (0..10).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
+        )
+        .unwrap();
+    (kept, fresh)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, failure_persistence: None, ..Default::default() })]
+
+    /// Whatever runs write, replace on resume or delete, the counters `list` reads
+    /// equal the totals recomputed from the sample rows.
+    #[test]
+    fn kept_totals_match_the_rows(runs in proptest::collection::vec(
+        proptest::collection::vec((0u64..12, proptest::option::of(0u8..2), proptest::bool::ANY, 1u32..4), 1..15), 1..4)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let names = vec!["a".to_string(), "b".to_string()];
+        let mut store = Store::open(&path).unwrap();
+        let mut id = 0;
+        for run in runs {
+            let (eid, n, _) = store.start_evaluation("x", &meta(&names), &now()).unwrap();
+            id = eid;
+            let config = WriterConfig { evaluation_id: eid, run: n, resuming: n > 1, base_wall_us: 0, started: Instant::now() };
+            let writer = Writer::spawn(&path, config, |_| {}).unwrap();
+            let mut seen = std::collections::HashSet::new();
+            for (key, score, error, attempts) in run {
+                if !seen.insert(key) {
+                    continue; // one record per sample and run, as the runner sends
+                }
+                let mut r = record(&key.to_string(), key, score.map(f64::from), error);
+                r.scores.push(None);
+                r.attempts = attempts;
+                r.throttled = attempts - 1;
+                r.wait_us = u64::from(attempts) * 10;
+                writer.sender().send(r).unwrap();
+            }
+            writer.finish().unwrap();
+            let (kept, fresh) = totals_both_ways(&store, id);
+            proptest::prop_assert_eq!(kept, fresh);
+        }
+        store.delete_experiment("x").unwrap();
+        let left: i64 = store.conn().query_row("SELECT count(*) FROM evaluation_scores", [], |r| r.get(0)).unwrap();
+        proptest::prop_assert_eq!(left, 0);
+        let _ = id;
+    }
+}
+
+#[test]
+fn a_version_1_store_is_upgraded_with_its_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "{} INSERT INTO meta VALUES ('schema_version', '1'), ('app', 'dotevals');
+         INSERT INTO experiments VALUES (1, 'old', '2026-01-01T00:00:00Z');
+         INSERT INTO evaluations (id, experiment_id, name, spec_path, spec_text, spec_hash, identity, provider, model,
+             evaluators, strategy, max_concurrency, total, started_at, wall_us, runs, status)
+             VALUES (1, 1, 'e', 'e.yaml', '', 'h', '{{}}', 'mock', 'mock', '[\"exact_match\"]', 'sequential', 1, 2,
+                     '2026-01-01T00:00:00Z', 2000000, 1, 'completed');
+         INSERT INTO samples (id, evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
+             attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens)
+             VALUES (1, 1, '0', 0, 1, 1, '{{}}', '\"p\"', 'positive', 2, 1000000, 0, 1000000, 3, 1),
+                    (2, 1, '1', 1, 2, 1, '{{}}', '\"p\"', 'negative', 1, 1000000, 1000000, 2000000, 3, 1);
+         INSERT INTO scores VALUES (1, 1, 0, 1.0), (2, 1, 0, 0.0);",
+        super::schema::V1
+    ))
+    .unwrap();
+    drop(conn);
+    let store = Store::open_existing(&path).unwrap().unwrap();
+    let x = store.experiment("old").unwrap();
+    let e = &x.evaluations[0];
+    assert_eq!(
+        (e.recorded, e.errored, e.latency_sum_us, e.retries),
+        (2, 0, 2_000_000, 1)
+    );
+    assert_eq!(e.scores, vec![(2, 1.0)]);
+    let (kept, fresh) = totals_both_ways(&store, e.id);
+    assert_eq!(kept, fresh);
+}

@@ -18,11 +18,19 @@ pub const REDACTED: &str = "[REDACTED]";
 pub struct Secrets(Vec<String>);
 
 impl Secrets {
-    /// Adds a value; very short values are ignored (scrubbing them would mangle text).
+    /// Adds a value. Values under 6 characters are ignored: scrubbing every "abc"
+    /// from outputs would mangle them, and no real credential is that short.
     pub fn add(&mut self, value: &str) {
         let value = value.trim();
         if value.len() >= 6 && !self.0.iter().any(|s| s == value) {
             self.0.push(value.to_owned());
+        }
+    }
+
+    /// Adds every value of `other`.
+    pub fn extend(&mut self, other: &Secrets) {
+        for value in &other.0 {
+            self.add(value);
         }
     }
 

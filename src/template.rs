@@ -52,11 +52,6 @@ impl Template {
         })
     }
 
-    /// The source text.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// Variables the template reads from its context (loop variables and `set` excluded).
     pub fn variables(&self) -> BTreeSet<String> {
         let Some(env) = &self.env else {

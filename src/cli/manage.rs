@@ -5,8 +5,11 @@ use std::path::Path;
 use clap::Args;
 use serde_json::json;
 
-use super::{emit, json as to_json, open_for_reading, unknown_experiment, CliError, Format, Style};
-use crate::store::{Store, StoreError};
+use super::{
+    emit, json as to_json, known_experiment, open_for_reading, unknown_experiment, CliError,
+    Format, Style,
+};
+use crate::store::Store;
 use crate::Exit;
 
 #[derive(Debug, Args)]
@@ -23,24 +26,33 @@ pub struct RenameArgs {
     pub to: String,
 }
 
-fn open(storage: &Path, name: &str) -> Result<Store, CliError> {
-    open_for_reading(storage)?.ok_or_else(|| unknown_experiment(name, &[]))
-}
-
-fn known(store: &Store, name: &str, e: StoreError) -> CliError {
-    match e {
-        StoreError::UnknownExperiment(_) => {
-            unknown_experiment(name, &store.experiment_names().unwrap_or_default())
-        }
-        other => other.into(),
+/// Opens the store and checks that experiment `name` exists and no run of it is alive.
+fn open_idle(storage: &Path, name: &str) -> Result<Store, CliError> {
+    let store = open_for_reading(storage)?.ok_or_else(|| unknown_experiment(name, &[]))?;
+    let x = store
+        .experiment(name)
+        .map_err(|e| known_experiment(&store, name, e))?;
+    if let Some(e) = x
+        .evaluations
+        .iter()
+        .find(|e| crate::store::lock::is_held(store.path(), name, &e.name))
+    {
+        return Err(CliError::usage(
+            format!(
+                "experiment `{name}` is being run right now (evaluation `{}`)",
+                e.name
+            ),
+            Some("wait for the run to finish, or stop it with Ctrl-C".into()),
+        ));
     }
+    Ok(store)
 }
 
 pub fn delete(args: DeleteArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
-    let store = open(storage, &args.name)?;
+    let store = open_idle(storage, &args.name)?;
     let samples = store
         .delete_experiment(&args.name)
-        .map_err(|e| known(&store, &args.name, e))?;
+        .map_err(|e| known_experiment(&store, &args.name, e))?;
     match style.format {
         Format::Json => emit(&to_json(
             &json!({"deleted": args.name, "samples": samples}),
@@ -57,10 +69,10 @@ pub fn rename(args: RenameArgs, storage: &Path, style: Style) -> Result<Exit, Cl
     if args.to.trim().is_empty() {
         return Err(CliError::usage("the new name is empty", None));
     }
-    let store = open(storage, &args.from)?;
+    let store = open_idle(storage, &args.from)?;
     store
         .rename_experiment(&args.from, &args.to)
-        .map_err(|e| known(&store, &args.from, e))?;
+        .map_err(|e| known_experiment(&store, &args.from, e))?;
     match style.format {
         Format::Json => emit(&to_json(&json!({"renamed": args.from, "to": args.to}))?)?,
         Format::Table => emit(&format!(

@@ -196,7 +196,7 @@ pub fn main(cli: Cli) -> Exit {
     let style = Style::resolve(&cli.global);
     let storage = crate::store::resolve_path(cli.global.storage.as_deref());
     let result = match cli.command {
-        Command::Run(args) => run::run(args, &storage, style),
+        Command::Run(args) => run::run(args, &storage, cli.global.storage.as_deref(), style),
         Command::Show(args) => show::show(args, &storage, style),
         Command::List => list::list(&storage, style),
         Command::Validate(args) => validate::validate(args, style),
@@ -251,6 +251,16 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
 /// Opens the store for a read command; a missing store means no experiments.
 fn open_for_reading(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
     Ok(crate::store::Store::open_existing(storage)?)
+}
+
+/// A store error about experiment `name`, with a suggestion when it does not exist.
+fn known_experiment(store: &crate::store::Store, name: &str, e: StoreError) -> CliError {
+    match e {
+        StoreError::UnknownExperiment(_) => {
+            unknown_experiment(name, &store.experiment_names().unwrap_or_default())
+        }
+        other => other.into(),
+    }
 }
 
 /// The error for an unknown experiment, with a suggestion when one is close.

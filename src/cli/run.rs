@@ -53,7 +53,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
 }
 
-pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+/// `storage_arg` is `--storage` as the user wrote it, for the resume command.
+pub fn run(
+    args: RunArgs,
+    storage: &Path,
+    storage_arg: Option<&str>,
+    style: Style,
+) -> Result<Exit, CliError> {
     let mut evals = Vec::with_capacity(args.specs.len());
     for path in &args.specs {
         let mut eval = crate::spec::load(path)?;
@@ -129,11 +135,21 @@ pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
 
+    // Whatever happened, show what was recorded; a failed run's own error is
+    // the one to report, not a failure to build the report.
     let names: Vec<String> = plans.iter().map(|p| p.eval.name.clone()).collect();
-    let report = build(&store, &experiment, Detail::default(), Some(&names))?;
-    match style.format {
-        Format::Json => emit(&json(&report)?)?,
-        Format::Table => emit(&format::experiment(&report))?,
+    let report = build(&store, &experiment, Detail::default(), Some(&names));
+    let failure = outcome
+        .iter()
+        .find_map(|s| s.as_ref().err())
+        .map(|e| CliError::Failed(e.to_string()));
+    match (report, failure) {
+        (Ok(report), _) => match style.format {
+            Format::Json => emit(&json(&report)?)?,
+            Format::Table => emit(&format::experiment(&report))?,
+        },
+        (Err(e), None) => return Err(e),
+        (Err(_), Some(_)) => {}
     }
     let mut exit = Exit::Success;
     for status in outcome {
@@ -143,7 +159,7 @@ pub fn run(args: RunArgs, storage: &Path, style: Style) -> Result<Exit, CliError
             Ok(RunStatus::Interrupted) => {
                 progress.note(&format!(
                     "interrupted; finished samples are saved. Resume with:\n  {}",
-                    resume_command(&args, &experiment)
+                    resume_command(&args, &experiment, storage_arg)
                 ));
                 return Ok(Exit::Interrupted);
             }
@@ -220,13 +236,23 @@ fn plan(
 }
 
 /// The API key from the variable the spec names. A named variable must be set;
-/// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint.
+/// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint,
+/// and is never sent to a `base_url` written in the spec (see `spec::ModelSpec`).
 fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
     let Some((var, named)) = &model.api_key_env else {
         return Ok(None);
     };
     match std::env::var(var) {
-        Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
+        Ok(key) if !key.trim().is_empty() => {
+            let key = key.trim().to_owned();
+            if reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+                return Err(CliError::usage(
+                    format!("{}: the value of {var} cannot be sent in an HTTP header", spec.display()),
+                    Some(format!("{var} holds a control character or non-ASCII text; check how it was exported")),
+                ));
+            }
+            Ok(Some(key))
+        }
         _ if *named || model.base_url.as_deref() == Some(DEFAULT_BASE_URL) => Err(CliError::usage(
             format!("{}: the API key variable {var} is not set", spec.display()),
             Some(format!(
@@ -262,7 +288,7 @@ fn fresh_name(store: Option<&Store>) -> Result<String, CliError> {
 }
 
 /// The command that resumes an interrupted run.
-fn resume_command(args: &RunArgs, experiment: &str) -> String {
+fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> String {
     let mut parts = vec!["dotevals".to_owned(), "run".to_owned()];
     parts.extend(
         args.specs
@@ -281,6 +307,9 @@ fn resume_command(args: &RunArgs, experiment: &str) -> String {
     }
     if let Some(n) = args.samples {
         parts.push(format!("--samples {n}"));
+    }
+    if let Some(storage) = storage {
+        parts.push(format!("--storage {}", shell_quote(storage)));
     }
     parts.join(" ")
 }

@@ -4,9 +4,12 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{emit, format, json, open_for_reading, unknown_experiment, CliError, Format, Style};
+use super::{
+    emit, format, json, known_experiment, open_for_reading, unknown_experiment, CliError, Format,
+    Style,
+};
 use crate::report::{self, ExperimentReport};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::Exit;
 
 #[derive(Debug, Args)]
@@ -55,13 +58,9 @@ pub fn build(
     detail: Detail,
     only: Option<&[String]>,
 ) -> Result<ExperimentReport, CliError> {
-    let x = match store.experiment(name) {
-        Ok(x) => x,
-        Err(StoreError::UnknownExperiment(_)) => {
-            return Err(unknown_experiment(name, &store.experiment_names()?))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let x = store
+        .experiment(name)
+        .map_err(|e| known_experiment(store, name, e))?;
     let mut reports = Vec::with_capacity(x.evaluations.len());
     for e in &x.evaluations {
         if only.is_some_and(|names| !names.contains(&e.name)) {

@@ -73,11 +73,7 @@ fn check(path: &std::path::Path) -> Result<Checked, CliError> {
         spec: path.display().to_string(),
         name: eval.name.clone(),
         samples: scan.rows,
-        provider: if eval.model.mock.is_some() {
-            "mock".into()
-        } else {
-            "openai".into()
-        },
+        provider: eval.model.provider.as_str().into(),
         model: eval.model.name.clone(),
         evaluators: eval.evaluators.iter().map(|e| e.name.clone()).collect(),
         strategy: eval.concurrency.to_string(),

@@ -312,7 +312,8 @@ impl Permit {
             limiter.set_limit(&mut s, new);
         }
         if let Some(pause) = decision.pause {
-            let until = Instant::now() + pause;
+            let now = Instant::now();
+            let until = now.checked_add(pause).unwrap_or(now);
             s.paused_until = Some(s.paused_until.map_or(until, |t| t.max(until)));
         }
     }

@@ -194,11 +194,18 @@ impl Dataset {
     }
 }
 
-/// A stable hash of a row's content, to notice an edited dataset on resume.
-pub fn row_hash(values: &Values) -> u64 {
+/// A row as stored (JSON, keys in order) and a stable hash of that text, to
+/// notice an edited dataset on resume.
+pub fn row_json(values: &Values) -> (String, u64) {
     // serde_json's Map is ordered by key, so equal rows serialize equally.
-    let bytes = serde_json::to_vec(values).unwrap_or_default();
-    xxhash_rust::xxh3::xxh3_64(&bytes)
+    let text = serde_json::to_string(values).unwrap_or_default();
+    let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    (text, hash)
+}
+
+/// The hash half of [`row_json`].
+pub fn row_hash(values: &Values) -> u64 {
+    row_json(values).1
 }
 
 /// What a full read of the dataset found.

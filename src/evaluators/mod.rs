@@ -40,8 +40,6 @@ pub trait Score: Send + Sync {
 pub struct Evaluator {
     /// Name shown in reports: the spec's `name`, else the type.
     pub name: String,
-    /// The `type:` it was built from.
-    pub kind: &'static str,
     pub scorer: Arc<dyn Score>,
 }
 
@@ -49,7 +47,6 @@ impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
             .field("name", &self.name)
-            .field("kind", &self.kind)
             .finish()
     }
 }
@@ -102,7 +99,6 @@ pub fn build(raw: &RawEvaluator) -> Result<Evaluator, ArgError> {
     };
     Ok(Evaluator {
         name: raw.name.clone().unwrap_or_else(|| kind.to_owned()),
-        kind,
         scorer,
     })
 }

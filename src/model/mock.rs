@@ -185,12 +185,19 @@ mod tests {
                 content: t.into(),
             }]
         };
-        let c = client.complete(&msg("A GREAT film")).await.unwrap();
+        let c = client
+            .complete(&client.request(&msg("A GREAT film")).unwrap())
+            .await
+            .unwrap();
         assert_eq!(c.content, "positive");
         assert!(c.latency >= Duration::from_millis(10));
         assert_eq!(c.completion_tokens, Some(1));
         assert_eq!(
-            client.complete(&msg("fine")).await.unwrap().content,
+            client
+                .complete(&client.request(&msg("fine")).unwrap())
+                .await
+                .unwrap()
+                .content,
             "neutral"
         );
     }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::concurrency::retry::Retryable;
 use crate::concurrency::Outcome;
+use crate::secrets::Secrets;
 
 /// Replies larger than this are cut off and recorded as an error.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -112,7 +113,13 @@ pub struct ModelClient {
     model: String,
     params: std::sync::Arc<Map<String, Value>>,
     timeout: Duration,
+    /// The API key and any other credential, scrubbed from error excerpts.
+    secrets: Secrets,
 }
+
+/// An encoded request, cheap to clone for retries.
+#[derive(Debug, Clone)]
+pub struct RequestBody(bytes::Bytes);
 
 /// The request body: `model`, `messages`, then the spec's `params` as-is.
 #[derive(Serialize)]
@@ -158,7 +165,9 @@ impl ModelClient {
     ) -> Result<ModelClient, String> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut secrets = Secrets::default();
         if let Some(key) = api_key {
+            secrets.add(key);
             let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
                 "the API key contains characters that cannot be sent in a header".to_owned()
             })?;
@@ -180,22 +189,30 @@ impl ModelClient {
             model: model.to_owned(),
             params: std::sync::Arc::new(params),
             timeout,
+            secrets,
         })
     }
 
-    /// The endpoint requests go to.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Also scrubs `more` (credentials from the spec) from error excerpts.
+    pub fn with_secrets(mut self, more: &Secrets) -> Self {
+        self.secrets.extend(more);
+        self
     }
 
-    /// One attempt: send `messages`, read the whole reply within the timeout.
-    pub async fn complete(&self, messages: &[Message]) -> Result<Completion, ClientError> {
-        let body = serde_json::to_vec(&Request {
+    /// The request body for `messages`: built once per sample, sent by every attempt.
+    pub fn request(&self, messages: &[Message]) -> Result<RequestBody, ClientError> {
+        serde_json::to_vec(&Request {
             model: &self.model,
             messages,
             params: &self.params,
         })
-        .map_err(|e| ClientError::Malformed(format!("cannot encode request: {e}")))?;
+        .map(|body| RequestBody(body.into()))
+        .map_err(|e| ClientError::Malformed(format!("cannot encode request: {e}")))
+    }
+
+    /// One attempt: send `body`, read the whole reply within the timeout.
+    pub async fn complete(&self, body: &RequestBody) -> Result<Completion, ClientError> {
+        let body = body.0.clone();
         let started = Instant::now();
         let attempt = async {
             let response = self
@@ -204,10 +221,10 @@ impl ModelClient {
                 .body(body)
                 .send()
                 .await
-                .map_err(from_reqwest)?;
+                .map_err(|e| from_reqwest(e, self.timeout))?;
             let status = response.status();
             let retry_after = retry_after(response.headers());
-            let bytes = read_capped(response).await?;
+            let bytes = read_capped(response, self.timeout).await?;
             Ok::<_, ClientError>((status, retry_after, bytes))
         };
         let (status, retry_after, bytes) = tokio::time::timeout(self.timeout, attempt)
@@ -217,16 +234,19 @@ impl ModelClient {
         if !status.is_success() {
             return Err(ClientError::Status {
                 status: status.as_u16(),
-                body: excerpt(&bytes),
+                body: excerpt(&bytes, &self.secrets),
                 retry_after,
             });
         }
-        parse_reply(&bytes, latency)
+        parse_reply(&bytes, latency, &self.secrets)
     }
 }
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`].
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+async fn read_capped(
+    mut response: reqwest::Response,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BODY_BYTES as u64)
@@ -235,7 +255,11 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ClientE
     }
     let mut body =
         Vec::with_capacity(response.content_length().unwrap_or(1024).min(1 << 20) as usize);
-    while let Some(chunk) = response.chunk().await.map_err(from_reqwest)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| from_reqwest(e, timeout))?
+    {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ClientError::TooLarge);
         }
@@ -244,16 +268,21 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ClientE
     Ok(body)
 }
 
-fn parse_reply(bytes: &[u8], latency: Duration) -> Result<Completion, ClientError> {
-    let reply: Response = serde_json::from_slice(bytes)
-        .map_err(|e| ClientError::Malformed(format!("{e}; body starts: {}", excerpt(bytes))))?;
+fn parse_reply(
+    bytes: &[u8],
+    latency: Duration,
+    secrets: &Secrets,
+) -> Result<Completion, ClientError> {
+    let reply: Response = serde_json::from_slice(bytes).map_err(|e| {
+        ClientError::Malformed(format!("{e}; body starts: {}", excerpt(bytes, secrets)))
+    })?;
     let choice = reply
         .choices
         .and_then(|c| c.into_iter().next())
         .ok_or_else(|| {
             ClientError::Malformed(format!(
                 "no `choices` in reply; body starts: {}",
-                excerpt(bytes)
+                excerpt(bytes, secrets)
             ))
         })?;
     let content = choice
@@ -271,9 +300,9 @@ fn parse_reply(bytes: &[u8], latency: Duration) -> Result<Completion, ClientErro
     })
 }
 
-fn from_reqwest(e: reqwest::Error) -> ClientError {
+fn from_reqwest(e: reqwest::Error, timeout: Duration) -> ClientError {
     if e.is_timeout() {
-        return ClientError::Timeout(Duration::ZERO);
+        return ClientError::Timeout(timeout);
     }
     // The URL is ours and carries no secret; the source chain says what failed.
     let mut text = e.to_string();
@@ -282,14 +311,12 @@ fn from_reqwest(e: reqwest::Error) -> ClientError {
         text = format!("{text}: {s}");
         source = s.source();
     }
-    if e.is_connect() || e.is_request() || e.is_body() {
-        ClientError::Connect(text)
-    } else {
-        ClientError::Malformed(text)
-    }
+    // Everything else reqwest reports while sending or reading is the
+    // transport failing (refused, reset, closed mid-body); bad content is ours
+    // to judge, in `parse_reply`.
+    ClientError::Connect(text)
 }
 
-/// `Retry-After` as seconds or an HTTP date.
 /// How long the server asks us to wait: `Retry-After` (seconds or an HTTP date),
 /// else the `x-ratelimit-reset-*` of an exhausted quota (`1s`, `6m0s`, `20ms`).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -299,7 +326,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let when = httpdate(value)?;
     Some(
@@ -318,18 +345,20 @@ fn ratelimit_reset(headers: &HeaderMap) -> Option<Duration> {
     let reset = |kind: &str| {
         let value = text(&format!("x-ratelimit-reset-{kind}"))?;
         match value.parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs >= 0.0 => Some(Duration::from_secs_f64(secs)),
-            _ => humantime::parse_duration(value).ok(),
+            Ok(secs) => seconds(secs),
+            Err(_) => humantime::parse_duration(value).ok(),
         }
     };
     let kinds = ["requests", "tokens"];
     let exhausted = kinds
         .iter()
         .filter(|k| text(&format!("x-ratelimit-remaining-{k}")) == Some("0"));
-    exhausted
-        .filter_map(|k| reset(k))
-        .max()
-        .or_else(|| kinds.iter().filter_map(|k| reset(k)).max())
+    exhausted.filter_map(|k| reset(k)).max()
+}
+
+/// Seconds from a server as a duration; `None` for negative, NaN or absurdly large.
+fn seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 fn httpdate(value: &str) -> Option<SystemTime> {
@@ -346,13 +375,17 @@ fn httpdate(value: &str) -> Option<SystemTime> {
 }
 
 /// The first bytes of a body, as text, for error records.
-fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_EXCERPT)]);
+/// The first characters of a body, as text, for error records. Secrets are
+/// scrubbed from the whole body first, so a cut can never leave half a key.
+fn excerpt(bytes: &[u8], secrets: &Secrets) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = secrets.scrub(&text);
     let mut out: String = text
         .chars()
         .filter(|c| !c.is_control() || *c == ' ')
+        .take(BODY_EXCERPT)
         .collect();
-    if bytes.len() > BODY_EXCERPT {
+    if text.chars().nth(BODY_EXCERPT).is_some() {
         out.push('…');
     }
     out
@@ -365,7 +398,7 @@ mod tests {
     #[test]
     fn parses_openai_reply() {
         let body = br#"{"choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
-        let c = parse_reply(body, Duration::ZERO).unwrap();
+        let c = parse_reply(body, Duration::ZERO, &Secrets::default()).unwrap();
         assert_eq!(
             (c.content.as_str(), c.prompt_tokens, c.completion_tokens),
             ("hi", Some(5), Some(1))
@@ -375,19 +408,23 @@ mod tests {
     #[test]
     fn malformed_replies_are_errors() {
         assert!(matches!(
-            parse_reply(b"not json", Duration::ZERO),
+            parse_reply(b"not json", Duration::ZERO, &Secrets::default()),
             Err(ClientError::Malformed(_))
         ));
         assert!(matches!(
-            parse_reply(b"{}", Duration::ZERO),
+            parse_reply(b"{}", Duration::ZERO, &Secrets::default()),
             Err(ClientError::Malformed(_))
         ));
         assert!(matches!(
-            parse_reply(br#"{"choices":[{"message":{}}]}"#, Duration::ZERO),
+            parse_reply(
+                br#"{"choices":[{"message":{}}]}"#,
+                Duration::ZERO,
+                &Secrets::default()
+            ),
             Err(ClientError::Malformed(_))
         ));
         assert!(matches!(
-            parse_reply(br#"{"choices":"x"}"#, Duration::ZERO),
+            parse_reply(br#"{"choices":"x"}"#, Duration::ZERO, &Secrets::default()),
             Err(ClientError::Malformed(_))
         ));
     }
@@ -414,13 +451,14 @@ mod tests {
         );
         h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("6m0s"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(360)));
+        // A quota with requests left says nothing about when to retry.
         h.insert(
             "x-ratelimit-remaining-tokens",
             HeaderValue::from_static("5"),
         );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(360)));
-        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("20ms"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1e20"));
+        assert_eq!(retry_after(&h), None);
         let mut h = HeaderMap::new();
         h.insert(
             RETRY_AFTER,

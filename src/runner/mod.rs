@@ -22,11 +22,11 @@ use tokio::task::JoinSet;
 
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::{Limiter, StrategySpec};
-use crate::dataset::{row_hash, Dataset, Values};
+use crate::dataset::{row_json, Dataset, Values};
 use crate::model::mock::MockServer;
 use crate::model::ModelClient;
 use crate::spec::Evaluation;
-use crate::store::writer::{record_wall, Writer, WriterConfig};
+use crate::store::writer::{update_wall, Writer, WriterConfig};
 use crate::store::{now, EvaluationMeta, SampleLookup, Store, StoreError};
 use sample::SampleContext;
 
@@ -79,6 +79,10 @@ pub enum RunError {
     Client(String),
     #[error("{0}")]
     Dataset(crate::diagnostic::Diagnostic),
+    #[error(
+        "{0} samples were lost to an internal error; run the same command again to resume them"
+    )]
+    Lost(u64),
 }
 
 /// Ctrl-C / SIGTERM state shared by every part of a run.
@@ -148,6 +152,8 @@ struct Sample {
     key: String,
     row_hash: u64,
     values: Values,
+    /// `values` as JSON, as stored (and hashed into `row_hash`).
+    variables: String,
 }
 
 /// Runs `plan` into `experiment` in the store at `store_path`.
@@ -182,7 +188,8 @@ pub async fn run(
         eval.model.timeout,
         plan.strategy.max_concurrency(),
     )
-    .map_err(RunError::Client)?;
+    .map_err(RunError::Client)?
+    .with_secrets(&eval.secrets);
 
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
     let identity = eval.identity.to_string();
@@ -194,11 +201,7 @@ pub async fn run(
         spec_text: &eval.spec_text,
         spec_hash: &eval.spec_hash,
         identity: &identity,
-        provider: if eval.model.mock.is_some() {
-            "mock"
-        } else {
-            "openai"
-        },
+        provider: eval.model.provider.as_str(),
         model: &eval.model.name,
         evaluators: &evaluator_names,
         strategy,
@@ -223,7 +226,7 @@ pub async fn run(
         started,
     };
     let on_commit = progress.on_commit();
-    let writer = Writer::spawn(store.path(), config, on_commit)?;
+    let writer = Writer::spawn(store.path(), config.clone(), on_commit)?;
 
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
     let reader = spawn_reader(
@@ -271,54 +274,40 @@ pub async fn run(
             _ = tokio::time::sleep(GRACE) => tasks.abort_all(),
         }
     }
-    while tasks.join_next().await.is_some() {}
+    // A sample task that panicked lost its sample: say so, never report success.
+    let mut lost = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        lost += u64::from(joined.is_err_and(|e| e.is_panic()));
+    }
     if let Some(ticker) = ticker {
         ticker.abort();
     }
     drop(ctx);
     let _ = reader.join();
+    // The writer's own error (a full disk, a deleted evaluation) explains any
+    // failure of the dispatch loop, so it goes first.
     writer.finish()?;
     drop(mock);
     store.record_limits(evaluation_id, run_number, &limiter.history())?;
+    update_wall(store.conn(), &config)?;
 
-    let config = WriterConfig {
-        evaluation_id,
-        run: run_number,
-        resuming: plan.resuming,
-        base_wall_us,
-        started,
-    };
-    record_wall(store.conn(), &config)?;
-    let status = if interrupted || failure.is_some() {
-        RunStatus::Interrupted
-    } else {
-        let errored: i64 = store
-            .conn()
-            .query_row(
-                "SELECT count(*) FROM samples WHERE evaluation_id = ?1 AND error_kind IS NOT NULL",
-                [evaluation_id],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::from)?;
-        if errored > 0 {
-            RunStatus::CompletedWithErrors
-        } else {
-            RunStatus::Completed
+    let failure = failure.or((lost > 0).then_some(RunError::Lost(lost)));
+    let (recorded, errored) = store.counts(evaluation_id)?;
+    let status = match (&failure, interrupted) {
+        (Some(_), _) => "failed",
+        (None, true) => RunStatus::Interrupted.as_str(),
+        (None, false) if errored > 0 || recorded < plan.total => {
+            RunStatus::CompletedWithErrors.as_str()
         }
+        (None, false) => RunStatus::Completed.as_str(),
     };
-    store.finish_evaluation(
-        evaluation_id,
-        if failure.is_some() {
-            "failed"
-        } else {
-            status.as_str()
-        },
-        &now(),
-    )?;
+    store.finish_evaluation(evaluation_id, status, &now())?;
     progress.finish();
     match failure {
         Some(e) => Err(e),
-        None => Ok(status),
+        None if interrupted => Ok(RunStatus::Interrupted),
+        None if status == RunStatus::Completed.as_str() => Ok(RunStatus::Completed),
+        None => Ok(RunStatus::CompletedWithErrors),
     }
 }
 
@@ -345,6 +334,9 @@ async fn dispatch(
         let permit = tokio::select! {
             biased;
             _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
+            // The writer stopped (its error is reported when it is joined):
+            // sending more would throw results away.
+            _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
             p = limiter.acquire() => p,
         };
         let sample = tokio::select! {
@@ -397,11 +389,13 @@ fn spawn_reader(
                         return Ok(None);
                     }
                 }
+                let (variables, row_hash) = row_json(&row.values);
                 Ok(Some(Sample {
                     index: row.index,
-                    row_hash: row_hash(&row.values),
+                    row_hash,
                     key,
                     values: row.values,
+                    variables,
                 }))
             });
             let msg = match item {

@@ -60,6 +60,11 @@ impl SampleContext {
         }
     }
 
+    /// Resolves when the store writer has stopped taking records.
+    pub async fn writer_closed(&self) {
+        self.records.closed().await
+    }
+
     /// Hands a record to the writer, with secrets scrubbed from its text.
     fn record(&self, mut record: SampleRecord) {
         record.end_us = self.elapsed_us();
@@ -120,7 +125,7 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         key: sample.key,
         index: sample.index,
         row_hash: sample.row_hash,
-        variables: serde_json::to_string(&sample.values).unwrap_or_default(),
+        variables: sample.variables,
         prompt: String::new(),
         output: None,
         scores: Vec::new(),
@@ -135,25 +140,33 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         prompt_tokens: None,
         completion_tokens: None,
     };
-    let messages = match ctx.render(&vars) {
-        Ok((messages, stored)) => {
+    // Render and encode once; every attempt sends the same bytes.
+    let prepared = ctx
+        .render(&vars)
+        .map_err(|e| ("template", format!("prompt: {e}")))
+        .and_then(|(messages, stored)| {
             record.prompt = stored;
-            messages
-        }
-        Err(e) => {
+            let chars = messages.iter().map(|m| m.content.chars().count()).sum();
+            let body = ctx
+                .client
+                .request(&messages)
+                .map_err(|e| ("malformed", e.to_string()))?;
+            Ok((body, chars))
+        });
+    let (body, prompt_chars) = match prepared {
+        Ok(prepared) => prepared,
+        Err((kind, message)) => {
             drop(permit);
-            record.error_kind = Some("template".into());
-            record.error = Some(format!("prompt: {e}"));
+            record.error_kind = Some(kind.into());
+            record.error = Some(message);
             ctx.record(record);
             return;
         }
     };
-    let estimate = ctx.rate.as_ref().map_or(0, |_| {
-        estimate_tokens(
-            messages.iter().map(|m| m.content.len()).sum(),
-            ctx.max_tokens,
-        )
-    });
+    let estimate = ctx
+        .rate
+        .as_ref()
+        .map_or(0, |_| estimate_tokens(prompt_chars, ctx.max_tokens));
     let rate_wait_us = AtomicU64::new(0);
     let mut throttled = 0;
     let attempts = retry::run(
@@ -164,11 +177,19 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
                 rate.admit(estimate).await;
                 rate_wait_us.fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
-            ctx.client.complete(&messages).await
+            ctx.client.complete(&body).await
         },
         |e| {
-            let outcome = e.outcome();
-            throttled += u32::from(matches!(outcome, Outcome::Throttled { .. }));
+            let outcome = match e.outcome() {
+                // A pause is a retry wait for everyone: the same cap applies.
+                Outcome::Throttled { retry_after } => {
+                    throttled += 1;
+                    Outcome::Throttled {
+                        retry_after: retry_after.map(|d| d.min(ctx.retry.max_backoff)),
+                    }
+                }
+                other => other,
+            };
             permit.report(&outcome);
         },
     )

@@ -39,7 +39,6 @@ pub const DEFAULT_WINDOW: usize = 4;
 #[derive(Debug)]
 pub struct Evaluation {
     pub name: String,
-    pub description: Option<String>,
     pub spec_path: PathBuf,
     /// The spec file as written, with any credentials in it redacted.
     pub spec_text: String,
@@ -76,7 +75,8 @@ pub struct ModelSpec {
     pub base_url: Option<String>,
     /// Sent as the request's `model`.
     pub name: String,
-    /// Variable holding the API key, and whether the spec named it (then it must be set).
+    /// Variable holding the API key, and whether the spec named it (then it must be
+    /// set). `None` when the spec names its own `base_url` but no variable.
     pub api_key_env: Option<(String, bool)>,
     pub params: Map<String, Value>,
     pub timeout: Duration,
@@ -285,13 +285,17 @@ impl Checker<'_> {
     }
 
     fn check(&self, raw: RawSpec, text: &str) -> Result<Evaluation, Diagnostic> {
+        let model = self.model(&raw.model)?;
         let mut secrets = Secrets::default();
-        if let Some(url) = &raw.model.base_url {
-            secrets.take_from_url(url);
-        }
         let mut identity = identity(&raw);
-        if let Some(model) = identity.get_mut("model") {
-            secrets.take_from_json(model);
+        if let Some(model_json) = identity.get_mut("model") {
+            // The endpoint actually called, even when it comes from $OPENAI_BASE_URL:
+            // results from two servers must not be mixed on resume.
+            if let (Some(url), Value::Object(m)) = (&model.base_url, &mut *model_json) {
+                secrets.take_from_url(url);
+                m.insert("base_url".into(), Value::String(url.clone()));
+            }
+            secrets.take_from_json(model_json);
         }
         if !secrets.is_empty() {
             let text = secrets.scrub(&identity.to_string()).into_owned();
@@ -310,16 +314,13 @@ impl Checker<'_> {
                 .map_or("evaluation".into(), |s| s.to_string_lossy().into_owned()),
         };
         let dataset = self.dataset(&raw)?;
-        let model = self.model(&raw.model)?;
         let prompt = self.prompt(&raw)?;
         let mut evals = Vec::with_capacity(raw.evaluators.len());
         for (i, e) in raw.evaluators.iter().enumerate() {
             let built = evaluators::build(e).map_err(|err| {
                 let key = format!("evaluators[{i}].{}", err.key);
                 let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
-                if let (Some(line), Some(_)) =
-                    (err.template_line, self.locator.value(&parse_path(&key)))
-                {
+                if let Some(line) = err.template_line {
                     d.message.push_str(&format!(" (template line {line})"));
                 }
                 d
@@ -341,7 +342,6 @@ impl Checker<'_> {
         let required_columns = self.check_variables(&dataset, &prompt, &evals)?;
         Ok(Evaluation {
             name,
-            description: raw.description.clone(),
             spec_path: self.path.to_path_buf(),
             spec_text: secrets.scrub(text).into_owned(),
             secrets,
@@ -562,10 +562,14 @@ impl Checker<'_> {
                     };
                     return Err(d.with_hint("write e.g. http://127.0.0.1:8000/v1"));
                 }
-                let api_key_env = Some(match &m.api_key_env {
-                    Some(v) => (v.clone(), true),
-                    None => (DEFAULT_API_KEY_ENV.to_owned(), false),
-                });
+                // The default key goes only where the user's environment points
+                // ($OPENAI_BASE_URL or OpenAI): a spec from elsewhere that names its
+                // own server must ask for a key by name to get one.
+                let api_key_env = match (&m.api_key_env, &m.base_url) {
+                    (Some(v), _) => Some((v.clone(), true)),
+                    (None, None) => Some((DEFAULT_API_KEY_ENV.to_owned(), false)),
+                    (None, Some(_)) => None,
+                };
                 Ok(ModelSpec {
                     provider: Provider::Openai,
                     base_url: Some(base_url.trim_end_matches('/').to_owned()),

@@ -36,6 +36,16 @@ pub enum Provider {
     Mock,
 }
 
+impl Provider {
+    /// The name written in specs and shown in reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::Mock => "mock",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
@@ -162,10 +172,13 @@ impl<'de> Deserialize<'de> for DurationText {
             F(f64),
         }
         match Any::deserialize(d)? {
-            Any::F(secs) if secs.is_finite() && secs >= 0.0 => {
-                Ok(DurationText(std::time::Duration::from_secs_f64(secs)))
-            }
-            Any::F(secs) => Err(D::Error::custom(format!("invalid duration {secs}"))),
+            Any::F(secs) => std::time::Duration::try_from_secs_f64(secs)
+                .map(DurationText)
+                .map_err(|_| {
+                    D::Error::custom(format!(
+                        "invalid duration {secs}; write e.g. 30s, 500ms or 1m"
+                    ))
+                }),
             Any::S(s) => humantime::parse_duration(s.trim())
                 .map(DurationText)
                 .map_err(|e| {

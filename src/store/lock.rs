@@ -33,7 +33,7 @@ pub enum LockError {
 /// Takes the lock for `evaluation` of `experiment` in the store at `db`, without waiting.
 pub fn lock(db: &Path, experiment: &str, evaluation: &str) -> Result<EvaluationLock, LockError> {
     let dir = std::env::temp_dir().join("dotevals-locks");
-    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    let db = stable_path(db);
     let key = format!("{}\0{experiment}\0{evaluation}", db.display());
     let path = dir.join(format!(
         "{:016x}.lock",
@@ -51,7 +51,17 @@ pub fn lock(db: &Path, experiment: &str, evaluation: &str) -> Result<EvaluationL
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
+    // A reader checking "is anyone running this?" holds the lock for an instant;
+    // a few short retries keep that from refusing a real start.
+    let mut result = file.try_lock();
+    for _ in 0..5 {
+        if !matches!(result, Err(TryLockError::WouldBlock)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        result = file.try_lock();
+    }
+    match result {
         Ok(()) => {
             // Say who holds it, for the message another process will print.
             let _ = file
@@ -76,6 +86,30 @@ pub fn lock(db: &Path, experiment: &str, evaluation: &str) -> Result<EvaluationL
         }
         Err(TryLockError::Error(e)) => Err(io(e)),
     }
+}
+
+/// One spelling per file: `a/../s.db`, `./s.db` and a symlinked folder all name
+/// the same store, even before it exists (the nearest existing folder is resolved).
+fn stable_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let parts: Vec<Component> = absolute.components().collect();
+    let mut split = parts.len();
+    while split > 0 && !parts[..split].iter().collect::<PathBuf>().exists() {
+        split -= 1;
+    }
+    let existing: PathBuf = parts[..split].iter().collect();
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for part in &parts[split..] {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// True while some process runs `evaluation` of `experiment` in the store at `db`.
@@ -103,6 +137,12 @@ mod tests {
                 .contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+        // Other spellings of the same store share the lock.
+        let dotted = dir.path().join("sub/../s.db");
+        assert!(matches!(
+            lock(&dotted, "x", "e"),
+            Err(LockError::Busy { .. })
+        ));
         // Other evaluations and experiments are independent.
         let _other = lock(&db, "x", "f").unwrap();
         let _other2 = lock(&db, "y", "e").unwrap();

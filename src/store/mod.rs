@@ -129,12 +129,11 @@ impl Store {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        configure(&conn)?;
         let store = Store {
             conn,
             path: path.to_owned(),
         };
-        store.check_version()?;
+        store.init()?;
         Ok(Some(store))
     }
 
@@ -147,51 +146,23 @@ impl Store {
         &self.conn
     }
 
+    /// Creates, upgrades or refuses the database behind `conn`.
     fn init(&self) -> Result<(), StoreError> {
-        configure(&self.conn)?;
-        // A file with tables but no `meta` is someone else's database: never touch it.
-        let tables: i64 = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|_| self.not_a_store())?;
-        if tables == 0 {
-            self.conn.pragma_update(None, "journal_mode", "WAL")?;
-            schema::create(&self.conn)?;
+        configure(&self.conn).map_err(|_| self.not_a_store())?;
+        match schema::ensure(&self.conn) {
+            Ok(schema::State::Current) => Ok(()),
+            Ok(schema::State::Foreign) => Err(self.not_a_store()),
+            Ok(schema::State::Newer(found)) => Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+            }),
+            Err(e) => Err(e.into()),
         }
-        self.check_version()
     }
 
     fn not_a_store(&self) -> StoreError {
         StoreError::NotAStore {
             path: self.path.clone(),
-        }
-    }
-
-    /// Refuses foreign files and newer schemas; upgrades older ones in place.
-    fn check_version(&self) -> Result<(), StoreError> {
-        let meta = |key: &str| -> Result<Option<String>, StoreError> {
-            self.conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(|_| self.not_a_store())
-        };
-        if meta("app")?.as_deref() != Some("dotevals") {
-            return Err(self.not_a_store());
-        }
-        let version: i64 = meta("schema_version")?
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| self.not_a_store())?;
-        match version {
-            v if v > SCHEMA_VERSION => Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: v,
-            }),
-            v if v < SCHEMA_VERSION => Ok(schema::upgrade(&self.conn, v)?),
-            _ => Ok(()),
         }
     }
 
@@ -269,6 +240,20 @@ impl Store {
         )?;
         tx.commit()?;
         Ok((id, runs, wall.max(0) as u64))
+    }
+
+    /// Samples recorded and, of those, errored, from the evaluation's counters.
+    pub fn counts(&self, evaluation_id: i64) -> Result<(u64, u64), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT recorded, errored FROM evaluations WHERE id = ?1",
+            [evaluation_id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            },
+        )?)
     }
 
     /// Records how a run of an evaluation ended.

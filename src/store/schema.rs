@@ -153,25 +153,87 @@ END;
 "#,
 ];
 
-/// Creates the current schema in an empty database.
-pub fn create(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
-        "BEGIN; {V1} INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('app', 'dotevals'); COMMIT;"
-    ))?;
-    upgrade(conn, 1)
+/// What a database file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A dotevals store at [`VERSION`].
+    Current,
+    /// Not a dotevals store: never touch it.
+    Foreign,
+    /// A store written by a newer dotevals.
+    Newer(i64),
 }
 
-/// Brings a store at version `from` up to [`VERSION`], in one transaction.
-pub fn upgrade(conn: &Connection, from: i64) -> rusqlite::Result<()> {
-    let steps = MIGRATIONS.iter().skip((from - 1).max(0) as usize);
-    let mut sql = String::from("BEGIN IMMEDIATE;");
-    for step in steps {
-        sql.push_str(step);
+enum Found {
+    Empty,
+    Version(i64),
+    Foreign,
+}
+
+fn found(conn: &Connection) -> rusqlite::Result<Found> {
+    let tables: i64 = match conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    ) {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Ok(Found::Foreign)
+        }
+        other => other?,
+    };
+    if tables == 0 {
+        return Ok(Found::Empty);
     }
-    sql.push_str(&format!(
-        "UPDATE meta SET value = '{VERSION}' WHERE key = 'schema_version'; COMMIT;"
-    ));
-    conn.execute_batch(&sql)
+    let meta = |key: &str| -> Option<String> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .ok()
+    };
+    if meta("app").as_deref() != Some("dotevals") {
+        return Ok(Found::Foreign);
+    }
+    Ok(meta("schema_version")
+        .and_then(|v| v.parse().ok())
+        .map_or(Found::Foreign, Found::Version))
+}
+
+/// Makes `conn` a current store: creates the schema in an empty database and
+/// upgrades an older one; reports a foreign or newer one untouched. Creation
+/// and upgrades run under a write lock and look again once they hold it, so
+/// two processes opening one store at once agree.
+pub fn ensure(conn: &Connection) -> rusqlite::Result<State> {
+    match found(conn)? {
+        Found::Version(v) if v == VERSION => return Ok(State::Current),
+        Found::Version(v) if v > VERSION => return Ok(State::Newer(v)),
+        Found::Foreign => return Ok(State::Foreign),
+        Found::Empty => conn.pragma_update(None, "journal_mode", "WAL")?,
+        Found::Version(_) => {}
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let from = match found(conn)? {
+            Found::Empty => {
+                conn.execute_batch(V1)?;
+                conn.execute_batch("INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('app', 'dotevals');")?;
+                1
+            }
+            Found::Version(v) if v < VERSION => v,
+            Found::Version(v) if v > VERSION => return Ok(State::Newer(v)),
+            Found::Version(_) => return Ok(State::Current),
+            Found::Foreign => return Ok(State::Foreign),
+        };
+        for step in MIGRATIONS.iter().skip((from - 1).max(0) as usize) {
+            conn.execute_batch(step)?;
+        }
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+            [VERSION.to_string()],
+        )?;
+        Ok(State::Current)
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
 }
 
 #[cfg(test)]
@@ -191,13 +253,13 @@ mod tests {
     #[test]
     fn upgraded_v1_equals_fresh() {
         let fresh = Connection::open_in_memory().unwrap();
-        create(&fresh).unwrap();
+        assert_eq!(ensure(&fresh).unwrap(), State::Current);
         let old = Connection::open_in_memory().unwrap();
         old.execute_batch(&format!(
             "{V1} INSERT INTO meta VALUES ('schema_version', '1'), ('app', 'dotevals');"
         ))
         .unwrap();
-        upgrade(&old, 1).unwrap();
+        assert_eq!(ensure(&old).unwrap(), State::Current);
         assert_eq!(columns(&fresh), columns(&old));
         let v: String = old
             .query_row(

@@ -52,6 +52,7 @@ pub struct Writer {
 }
 
 /// Settings for one run's writer.
+#[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub evaluation_id: i64,
     pub run: i64,
@@ -161,18 +162,15 @@ fn commit(
                 score.execute(params![sample_id, config.evaluation_id, i as i64, value])?;
             }
         }
-        let wall = config.base_wall_us + config.started.elapsed().as_micros() as u64;
-        tx.execute(
-            "UPDATE evaluations SET wall_us = ?2 WHERE id = ?1",
-            params![config.evaluation_id, wall as i64],
-        )?;
+        update_wall(&tx, config)?;
     }
     tx.commit()?;
     Ok(())
 }
 
-/// Records the final wall time of a run (also when no sample finished).
-pub fn record_wall(conn: &Connection, config: &WriterConfig) -> Result<(), StoreError> {
+/// Records the run's wall time so far (earlier runs included); called with each
+/// batch, so a crash leaves a wall time close to the truth, and once at the end.
+pub fn update_wall(conn: &Connection, config: &WriterConfig) -> Result<(), StoreError> {
     let wall = config.base_wall_us + config.started.elapsed().as_micros() as u64;
     conn.execute(
         "UPDATE evaluations SET wall_us = ?2 WHERE id = ?1",

@@ -207,8 +207,7 @@ pub fn ensure(conn: &Connection) -> rusqlite::Result<State> {
         Found::Version(v) if v == VERSION => return Ok(State::Current),
         Found::Version(v) if v > VERSION => return Ok(State::Newer(v)),
         Found::Foreign => return Ok(State::Foreign),
-        Found::Empty => conn.pragma_update(None, "journal_mode", "WAL")?,
-        Found::Version(_) => {}
+        Found::Empty | Found::Version(_) => {}
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
@@ -233,7 +232,30 @@ pub fn ensure(conn: &Connection) -> rusqlite::Result<State> {
         Ok(State::Current)
     })();
     conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    if result.is_ok() {
+        wal(conn)?;
+    }
     result
+}
+
+/// Switches to WAL (readers never wait for the writer; a crash cannot tear a
+/// commit). Changing the journal mode needs the file to itself for a moment and
+/// does not wait for a busy peer by itself, so it is retried briefly.
+fn wal(conn: &Connection) -> rusqlite::Result<()> {
+    let busy = |e: &rusqlite::Error| {
+        matches!(e, rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    };
+    let mut tries = 0;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Err(e) if busy(&e) && tries < 500 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 #[cfg(test)]

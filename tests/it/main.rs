@@ -14,3 +14,15 @@ mod evaluators;
 mod json_output;
 mod resume;
 mod validation;
+
+// Robustness: adaptive limits, rate limits, faults, crashes, concurrent
+// processes, secrets and store upgrades.
+mod support;
+
+mod adaptive;
+mod concurrent;
+mod crash;
+mod faults;
+mod ratelimit;
+mod secrets;
+mod upgrade;

@@ -9,11 +9,39 @@
 //! body, or no answer at all), after a latency the test may change while a
 //! run is going. It records every request body, the prompt (message contents
 //! joined by newlines), the time each request was in flight, and the most
-//! requests it ever had in flight at once.
+//! requests it ever had in flight at once. `GET /stats` reports its counters
+//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`).
+//!
+//! Server behaviours on top of the responder, all set on the [`Builder`]:
+//! - **capacity** ([`Builder::capacity`]): at most K requests are served at a
+//!   time; the others queue first come, first served, so latency grows with
+//!   load beyond K, like a vLLM or TGI server. Service time is a base latency
+//!   times a random factor in `[1 - jitter, 1 + jitter]`.
+//! - **requests per minute** ([`Builder::requests_per_minute`]): a token bucket
+//!   of `n / 60` tokens a second with a burst of about one second's worth;
+//!   over the limit the answer is 429 with `Retry-After` (whole seconds, at
+//!   least 1), like a hosted API.
+//! - **throttling for a while** ([`Builder::throttle_first`],
+//!   [`Builder::throttle_during`]): 429s to the first requests, or for a time.
+//! - **faults** ([`Builder::faults`]): per request, with given probabilities, a
+//!   5xx, a hang, a connection reset mid-body, a body trickling one byte per
+//!   100 ms, a 100 MB body, a body that is not JSON, one without `choices`, one
+//!   with the wrong types. Which request gets which fault is a pure function of
+//!   the seed, the prompt and the attempt number ([`Faults::decide`]), so a
+//!   test can work out what each sample went through.
+//!
+//! Replies that break HTTP itself (a reset mid-body, a trickle, a huge body)
+//! are written by a small hand-written HTTP/1.1 server on a raw
+//! [`tokio::net::TcpListener`]; [`Builder::raw_http`] selects it (faults do so
+//! by themselves). Otherwise axum serves.
+//!
+//! The file has no test-only dependencies: `examples/test_server.rs` includes
+//! it with `#[path]` to serve the same servers to the benchmark script.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,9 +51,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 /// What the server does with one request.
 #[derive(Debug, Clone)]
@@ -40,10 +71,20 @@ pub enum Reply {
     },
     /// A 200 whose body is exactly this text (for malformed replies).
     Raw(String),
-    /// Never answer.
+    /// Never answer (until the client gives up and closes the connection).
     Hang,
     /// Wait this long (on top of the server's latency), then do the inner reply.
     Delayed(Duration, Box<Reply>),
+    /// Headers announcing a whole reply with this content, half of its body,
+    /// then the connection is dropped (reset). Needs [`Builder::raw_http`].
+    ResetMidBody(String),
+    /// A 200 reply with this content whose body is written one byte per
+    /// `interval`. Needs [`Builder::raw_http`].
+    Trickle { content: String, interval: Duration },
+    /// A 200 whose body is `bytes` long: the start of a JSON reply padded out.
+    /// Declared with Content-Length, or sent chunked (so only reading it tells
+    /// how big it is). Needs [`Builder::raw_http`].
+    Huge { bytes: usize, chunked: bool },
 }
 
 impl Reply {
@@ -75,6 +116,15 @@ impl Reply {
     pub fn after(self, delay: Duration) -> Reply {
         Reply::Delayed(delay, Box::new(self))
     }
+
+    /// True for replies only the raw HTTP server can write.
+    fn needs_raw(&self) -> bool {
+        match self {
+            Reply::ResetMidBody(_) | Reply::Trickle { .. } | Reply::Huge { .. } => true,
+            Reply::Delayed(_, inner) => inner.needs_raw(),
+            _ => false,
+        }
+    }
 }
 
 /// One request as the server received it.
@@ -93,25 +143,271 @@ pub struct Received {
     pub at: Duration,
 }
 
-/// When a request started and ended (only requests that were answered).
+/// When a request started and ended (only requests that were answered in
+/// full: a text, a status or a raw body).
 #[derive(Debug, Clone)]
 pub struct Span {
     pub prompt: String,
     pub start: Duration,
     pub end: Duration,
+    /// The HTTP status sent.
+    pub status: u16,
+}
+
+/// The server's counters, as `GET /stats` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: usize,
+    pub in_flight: usize,
+    pub peak_in_flight: usize,
+    /// 429 answers sent.
+    pub throttled: usize,
+    /// Faults injected by [`Builder::faults`].
+    pub faults: usize,
+}
+
+/// A tiny seeded random generator (xorshift64), so tests and servers are
+/// reproducible without another dependency.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(splitmix(seed) | 1)
+    }
+
+    /// A generator seeded from the clock and the process id, for values that
+    /// must differ between runs (planted secrets).
+    pub fn from_time() -> XorShift {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        XorShift::new(nanos ^ (u64::from(std::process::id()) << 32))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `[0, n)`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `[lo, hi]`.
+    pub fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
+        if hi <= lo {
+            return lo;
+        }
+        lo + (hi - lo).mul_f64(self.f64())
+    }
+
+    /// `len` lowercase letters and digits.
+    pub fn token(&mut self, len: usize) -> String {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| CHARS[self.below(CHARS.len() as u64) as usize] as char)
+            .collect()
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A fault the server can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// HTTP 500.
+    ServerError,
+    /// No answer at all.
+    Hang,
+    /// Half a body, then the connection is dropped.
+    Reset,
+    /// A body written one byte per 100 ms.
+    Trickle,
+    /// A 100 MB body.
+    Huge,
+    /// A 200 whose body is HTML.
+    NotJson,
+    /// A 200 JSON body without `choices`.
+    NoChoices,
+    /// A 200 JSON body whose content is a number.
+    WrongTypes,
+}
+
+/// Size of the [`Fault::Huge`] body.
+pub const HUGE_BYTES: usize = 100 * 1024 * 1024;
+/// Pace of the [`Fault::Trickle`] body.
+pub const TRICKLE_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Fault {
+    pub const ALL: [Fault; 8] = [
+        Fault::ServerError,
+        Fault::Hang,
+        Fault::Reset,
+        Fault::Trickle,
+        Fault::Huge,
+        Fault::NotJson,
+        Fault::NoChoices,
+        Fault::WrongTypes,
+    ];
+
+    /// The reply that injects this fault in place of a reply with `content`.
+    /// `roll` picks between variants (a huge body declared or chunked).
+    pub fn reply(self, content: String, roll: u64) -> Reply {
+        match self {
+            Fault::ServerError => Reply::status(
+                500,
+                json!({"error": {"message": "injected fault: internal error"}}).to_string(),
+            ),
+            Fault::Hang => Reply::Hang,
+            Fault::Reset => Reply::ResetMidBody(content),
+            Fault::Trickle => Reply::Trickle {
+                content,
+                interval: TRICKLE_INTERVAL,
+            },
+            Fault::Huge => Reply::Huge {
+                bytes: HUGE_BYTES,
+                chunked: roll & 1 == 1,
+            },
+            Fault::NotJson => Reply::raw("<html><body>502 Bad Gateway</body></html>"),
+            Fault::NoChoices => Reply::raw(
+                json!({"id": "chatcmpl-x", "object": "chat.completion", "model": "m"}).to_string(),
+            ),
+            Fault::WrongTypes => Reply::raw(
+                json!({"choices": [{"message": {"role": "assistant", "content": 42}}], "usage": {"completion_tokens": "many"}})
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+/// Probabilities of each fault per request; the rest are answered normally.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    pub seed: u64,
+    pub server_error: f64,
+    pub hang: f64,
+    pub reset: f64,
+    pub trickle: f64,
+    pub huge: f64,
+    pub not_json: f64,
+    pub no_choices: f64,
+    pub wrong_types: f64,
+}
+
+impl Faults {
+    /// No faults, with this seed; set the rates with struct update syntax.
+    pub fn seeded(seed: u64) -> Faults {
+        Faults {
+            seed,
+            ..Faults::default()
+        }
+    }
+
+    fn rates(&self) -> [(f64, Fault); 8] {
+        [
+            (self.server_error, Fault::ServerError),
+            (self.hang, Fault::Hang),
+            (self.reset, Fault::Reset),
+            (self.trickle, Fault::Trickle),
+            (self.huge, Fault::Huge),
+            (self.not_json, Fault::NotJson),
+            (self.no_choices, Fault::NoChoices),
+            (self.wrong_types, Fault::WrongTypes),
+        ]
+    }
+
+    /// The roll for attempt `attempt` (1, 2, ...) of `prompt`: a pure function
+    /// of the seed, the prompt and the attempt.
+    pub fn roll(&self, prompt: &str, attempt: usize) -> u64 {
+        // FNV-1a over the prompt, mixed with the seed and the attempt.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in prompt.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        splitmix(h ^ splitmix(self.seed) ^ splitmix(attempt as u64).rotate_left(17))
+    }
+
+    /// The fault attempt `attempt` of `prompt` gets, if any.
+    pub fn decide(&self, prompt: &str, attempt: usize) -> Option<Fault> {
+        let unit = (self.roll(prompt, attempt) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut acc = 0.0;
+        for (p, fault) in self.rates() {
+            acc += p;
+            if unit < acc {
+                return Some(fault);
+            }
+        }
+        None
+    }
 }
 
 type Responder = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+/// A token bucket: `rate` tokens a second, at most `burst`.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// K slots served first come, first served.
+struct Capacity {
+    slots: Arc<Semaphore>,
+    base: Duration,
+    jitter: f64,
+}
 
 struct Shared {
     responder: Responder,
     throttle_first: usize,
     throttle_after: String,
+    throttle_during: Option<(Duration, String)>,
     latency_us: AtomicU64,
+    latency_range: Option<(Duration, Duration)>,
+    capacity: Option<Capacity>,
+    bucket: Option<Mutex<Bucket>>,
+    faults: Option<Faults>,
+    rng: Mutex<XorShift>,
     started: Instant,
+    first_arrival: Mutex<Option<Instant>>,
     next_index: AtomicUsize,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
+    throttled: AtomicUsize,
+    faults_sent: AtomicUsize,
     received: Mutex<Vec<Received>>,
     attempts: Mutex<HashMap<String, usize>>,
     spans: Mutex<Vec<Span>>,
@@ -121,14 +417,28 @@ struct Shared {
 pub struct Builder {
     responder: Responder,
     latency: Duration,
+    latency_range: Option<(Duration, Duration)>,
     throttle_first: usize,
     throttle_after: String,
+    throttle_during: Option<(Duration, String)>,
+    capacity: Option<(usize, Duration, f64)>,
+    per_minute: Option<(u32, f64)>,
+    faults: Option<Faults>,
+    seed: u64,
+    raw: bool,
+    port: u16,
 }
 
 impl Builder {
     /// Fixed latency for every answer (changeable later with [`TestServer::set_latency`]).
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+
+    /// A random extra latency, uniform in `[lo, hi]`, for every answer.
+    pub fn latency_between(mut self, lo: Duration, hi: Duration) -> Self {
+        self.latency_range = Some((lo, hi));
         self
     }
 
@@ -151,23 +461,97 @@ impl Builder {
         self
     }
 
+    /// Answer 429 with `Retry-After: after` to every request that arrives within
+    /// `window` of the first one.
+    pub fn throttle_during(mut self, window: Duration, after: &str) -> Self {
+        self.throttle_during = Some((window, after.to_owned()));
+        self
+    }
+
+    /// Serve at most `k` requests at a time, each for `base` times a random
+    /// factor in `[1 - jitter, 1 + jitter]`; the others wait in line.
+    pub fn capacity(mut self, k: usize, base: Duration, jitter: f64) -> Self {
+        self.capacity = Some((k.max(1), base, jitter.clamp(0.0, 1.0)));
+        self
+    }
+
+    /// Accept `n` requests a minute (a burst of one second's worth, plus one
+    /// for clock jitter); answer the rest 429 with `Retry-After`.
+    pub fn requests_per_minute(self, n: u32) -> Self {
+        let burst = (f64::from(n) / 60.0).ceil() + 1.0;
+        self.requests_per_minute_with_burst(n, burst)
+    }
+
+    /// [`Builder::requests_per_minute`] with an explicit burst.
+    pub fn requests_per_minute_with_burst(mut self, n: u32, burst: f64) -> Self {
+        self.per_minute = Some((n.max(1), burst.max(1.0)));
+        self
+    }
+
+    /// Inject faults (selects the raw HTTP server).
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self.raw = true;
+        self
+    }
+
+    /// Seed of the server's random latencies.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Serve with the hand-written HTTP/1.1 server instead of axum (needed for
+    /// replies that break HTTP: resets, trickles, huge bodies).
+    pub fn raw_http(mut self) -> Self {
+        self.raw = true;
+        self
+    }
+
+    /// Listen on this port (0, the default, picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
     pub fn start(self) -> TestServer {
+        let now = Instant::now();
         let shared = Arc::new(Shared {
             responder: self.responder,
             throttle_first: self.throttle_first,
             throttle_after: self.throttle_after,
+            throttle_during: self.throttle_during,
             latency_us: AtomicU64::new(self.latency.as_micros() as u64),
-            started: Instant::now(),
+            latency_range: self.latency_range,
+            capacity: self.capacity.map(|(k, base, jitter)| Capacity {
+                slots: Arc::new(Semaphore::new(k)),
+                base,
+                jitter,
+            }),
+            bucket: self.per_minute.map(|(n, burst)| {
+                Mutex::new(Bucket {
+                    rate: f64::from(n) / 60.0,
+                    burst,
+                    tokens: burst,
+                    last: now,
+                })
+            }),
+            faults: self.faults,
+            rng: Mutex::new(XorShift::new(self.seed)),
+            started: now,
+            first_arrival: Mutex::new(None),
             next_index: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            throttled: AtomicUsize::new(0),
+            faults_sent: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
             attempts: Mutex::new(HashMap::new()),
             spans: Mutex::new(Vec::new()),
         });
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .with_state(Arc::clone(&shared));
+        let raw = self.raw;
+        let port = self.port;
+        let serving = Arc::clone(&shared);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -178,15 +562,26 @@ impl Builder {
                     .build()
                     .expect("test server runtime");
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    let listener = TcpListener::bind(("127.0.0.1", port))
                         .await
                         .expect("bind the test server");
                     addr_tx
                         .send(listener.local_addr().expect("local address"))
                         .expect("report the address");
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stop_rx => {}
+                    if raw {
+                        tokio::select! {
+                            _ = serve_raw(listener, serving) => {}
+                            _ = stop_rx => {}
+                        }
+                    } else {
+                        let app = Router::new()
+                            .route("/v1/chat/completions", post(chat))
+                            .route("/stats", get(stats))
+                            .with_state(serving);
+                        tokio::select! {
+                            _ = axum::serve(listener, app) => {}
+                            _ = stop_rx => {}
+                        }
                     }
                 });
                 // Dropping the runtime cancels requests still hanging.
@@ -216,8 +611,16 @@ impl TestServer {
         Builder {
             responder: Arc::new(|_: &Received| Reply::text("ok")),
             latency: Duration::ZERO,
+            latency_range: None,
             throttle_first: 0,
             throttle_after: String::new(),
+            throttle_during: None,
+            capacity: None,
+            per_minute: None,
+            faults: None,
+            seed: 0x5EED,
+            raw: false,
+            port: 0,
         }
     }
 
@@ -229,6 +632,11 @@ impl TestServer {
     /// The `base_url` for specs: `http://127.0.0.1:PORT/v1`.
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Changes the latency of answers from now on.
@@ -270,9 +678,24 @@ impl TestServer {
         self.shared.peak.load(Ordering::SeqCst)
     }
 
+    /// 429 answers sent so far.
+    pub fn throttled(&self) -> usize {
+        self.shared.throttled.load(Ordering::SeqCst)
+    }
+
     /// Start and end of every answered request.
     pub fn spans(&self) -> Vec<Span> {
         self.shared.spans.lock().unwrap().clone()
+    }
+
+    /// The counters `GET /stats` reports.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The faults this server injects, if any.
+    pub fn faults(&self) -> Option<Faults> {
+        self.shared.faults
     }
 }
 
@@ -289,21 +712,89 @@ impl Drop for TestServer {
 
 /// Keeps the in-flight count right however a request ends (including when
 /// the client gives up and the connection drops the handler).
-struct InFlight<'a>(&'a Shared);
+struct InFlight(Arc<Shared>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+impl Shared {
+    fn stats(&self) -> Stats {
+        Stats {
+            requests: self.received.lock().unwrap().len(),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            peak_in_flight: self.peak.load(Ordering::SeqCst),
+            throttled: self.throttled.load(Ordering::SeqCst),
+            faults: self.faults_sent.load(Ordering::SeqCst),
+        }
+    }
+
+    fn stats_json(&self) -> String {
+        let s = self.stats();
+        json!({
+            "requests": s.requests,
+            "in_flight": s.in_flight,
+            "peak_in_flight": s.peak_in_flight,
+            "throttled": s.throttled,
+            "faults": s.faults,
+        })
+        .to_string()
+    }
+
+    /// Records a request that was answered in full.
+    fn answered(&self, prompt: String, start: Duration, status: u16) {
+        if status == 429 {
+            self.throttled.fetch_add(1, Ordering::SeqCst);
+        }
+        self.spans.lock().unwrap().push(Span {
+            prompt,
+            start,
+            end: self.started.elapsed(),
+            status,
+        });
+    }
+
+    /// A 429 if a throttle applies to this request, whatever it is.
+    fn throttle(&self, received: &Received) -> Option<Reply> {
+        if received.index < self.throttle_first {
+            return Some(Reply::retry_after(429, &self.throttle_after));
+        }
+        let now = Instant::now();
+        if let Some((window, after)) = &self.throttle_during {
+            let first = *self.first_arrival.lock().unwrap().get_or_insert(now);
+            if now.duration_since(first) < *window {
+                return Some(Reply::retry_after(429, after));
+            }
+        }
+        if let Some(bucket) = &self.bucket {
+            if let Err(wait) = bucket.lock().unwrap().take(now) {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                return Some(Reply::retry_after(429, &secs.to_string()));
+            }
+        }
+        None
+    }
+}
+
+/// Everything a request turned into, once its latency has passed.
+struct Answer {
+    received: Received,
+    reply: Reply,
+    start: Duration,
+    _guard: InFlight,
+}
+
+/// Logs a request, decides its reply, and waits out its latency (and its turn
+/// at a capacity-limited server).
+async fn answer(shared: &Arc<Shared>, authorization: Option<String>, body: &[u8]) -> Answer {
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.peak.fetch_max(now, Ordering::SeqCst);
-    let _guard = InFlight(&shared);
+    let guard = InFlight(Arc::clone(shared));
     let start = shared.started.elapsed();
 
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let prompt = body
         .get("messages")
         .and_then(Value::as_array)
@@ -324,12 +815,9 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         let mut log = shared.received.lock().unwrap();
         let r = Received {
             index: shared.next_index.fetch_add(1, Ordering::SeqCst),
-            prompt: prompt.clone(),
+            prompt,
             body,
-            authorization: headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            authorization,
             attempt,
             at: start,
         };
@@ -337,12 +825,32 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         r
     };
 
-    let mut reply = if received.index < shared.throttle_first {
-        Reply::retry_after(429, &shared.throttle_after)
-    } else {
-        (shared.responder)(&received)
+    let (mut reply, gated) = match shared.throttle(&received) {
+        Some(reply) => (reply, true),
+        None => {
+            let normal = (shared.responder)(&received);
+            let fault = shared
+                .faults
+                .as_ref()
+                .and_then(|f| f.decide(&received.prompt, received.attempt).map(|x| (f, x)));
+            match fault {
+                Some((faults, fault)) => {
+                    shared.faults_sent.fetch_add(1, Ordering::SeqCst);
+                    let content = match normal {
+                        Reply::Text(t) => t,
+                        _ => "ok".to_owned(),
+                    };
+                    let roll = faults.roll(&received.prompt, received.attempt);
+                    (fault.reply(content, roll >> 3), false)
+                }
+                None => (normal, false),
+            }
+        }
     };
     let mut delay = Duration::from_micros(shared.latency_us.load(Ordering::SeqCst));
+    if let Some((lo, hi)) = shared.latency_range {
+        delay += shared.rng.lock().unwrap().duration(lo, hi);
+    }
     while let Reply::Delayed(extra, inner) = reply {
         delay += extra;
         reply = *inner;
@@ -350,43 +858,107 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let response = match reply {
-        Reply::Hang => std::future::pending::<Response>().await,
-        Reply::Text(content) => {
-            let body = json!({
-                "id": format!("chatcmpl-{}", received.index),
-                "object": "chat.completion",
-                "model": received.body.get("model").cloned().unwrap_or(Value::Null),
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop"
-                }],
-                "usage": {
-                    "prompt_tokens": prompt.split_whitespace().count(),
-                    "completion_tokens": content.split_whitespace().count(),
-                    "total_tokens": prompt.split_whitespace().count() + content.split_whitespace().count()
-                }
-            });
-            json_response(StatusCode::OK, body.to_string(), None)
+    if let (Some(capacity), false) = (&shared.capacity, gated) {
+        let factor = 1.0 + capacity.jitter * (2.0 * shared.rng.lock().unwrap().f64() - 1.0);
+        let service = capacity.base.mul_f64(factor.max(0.0));
+        // Fair semaphore: first come, first served.
+        let _slot = capacity
+            .slots
+            .acquire()
+            .await
+            .expect("the capacity semaphore is never closed");
+        tokio::time::sleep(service).await;
+    }
+    Answer {
+        received,
+        reply,
+        start,
+        _guard: guard,
+    }
+}
+
+/// The OpenAI chat-completion body for a reply with `content`.
+fn completion_body(received: &Received, content: &str) -> String {
+    let prompt_tokens = received.prompt.split_whitespace().count();
+    let completion_tokens = content.split_whitespace().count();
+    json!({
+        "id": format!("chatcmpl-{}", received.index),
+        "object": "chat.completion",
+        "model": received.body.get("model").cloned().unwrap_or(Value::Null),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens
         }
+    })
+    .to_string()
+}
+
+/// Block `n` (of `len` bytes) of a huge body: the opening of a reply,
+/// `{"choices":[{"message":{"role":"assistant","content":"`, padded with `a`.
+fn huge_block(n: usize, len: usize) -> Vec<u8> {
+    const HEAD: &[u8] = br#"{"choices":[{"message":{"role":"assistant","content":""#;
+    let mut block = vec![b'a'; len];
+    if n == 0 {
+        let k = HEAD.len().min(len);
+        block[..k].copy_from_slice(&HEAD[..k]);
+    }
+    block
+}
+
+// ---------------------------------------------------------------------------
+// axum
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    json_response(StatusCode::OK, shared.stats_json(), None)
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer = answer(&shared, authorization, &body).await;
+    let (status, response) = match answer.reply {
+        Reply::Hang => std::future::pending::<(u16, Response)>().await,
+        Reply::Text(content) => (
+            200,
+            json_response(
+                StatusCode::OK,
+                completion_body(&answer.received, &content),
+                None,
+            ),
+        ),
         Reply::Status {
             code,
             body,
             retry_after,
-        } => json_response(
-            StatusCode::from_u16(code).expect("valid status"),
-            body,
-            retry_after,
+        } => (
+            code,
+            json_response(
+                StatusCode::from_u16(code).expect("valid status"),
+                body,
+                retry_after,
+            ),
         ),
-        Reply::Raw(body) => json_response(StatusCode::OK, body, None),
-        Reply::Delayed(..) => unreachable!("delays are unwrapped above"),
+        Reply::Raw(body) => (200, json_response(StatusCode::OK, body, None)),
+        Reply::Delayed(..) => unreachable!("delays are unwrapped in `answer`"),
+        other => {
+            assert!(other.needs_raw());
+            let body = format!("{other:?} can only be served by TestServer::builder().raw_http()");
+            eprintln!("test server: {body}");
+            (
+                500,
+                json_response(StatusCode::INTERNAL_SERVER_ERROR, body, None),
+            )
+        }
     };
-    shared.spans.lock().unwrap().push(Span {
-        prompt,
-        start,
-        end: shared.started.elapsed(),
-    });
+    shared.answered(answer.received.prompt.clone(), answer.start, status);
     response
 }
 
@@ -400,4 +972,238 @@ fn json_response(status: StatusCode, body: String, retry_after: Option<String>) 
     builder
         .body(Body::from(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+// ---------------------------------------------------------------------------
+// The raw HTTP/1.1 server: just enough HTTP for a client like reqwest
+// (Content-Length request bodies, keep-alive), and full control of the bytes
+// and the socket on the way back.
+
+async fn serve_raw(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let _ = raw_connection(stream, shared).await;
+        });
+    }
+}
+
+/// One parsed request.
+struct RawRequest {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    close: bool,
+    body: Vec<u8>,
+}
+
+/// Reads one request from `stream`; `None` when the client closed the connection.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<RawRequest>> {
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        if buf.len() > 1 << 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "header too large",
+            ));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split_whitespace();
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let (mut length, mut authorization, mut close) = (0usize, None, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().unwrap_or(0),
+            "authorization" => authorization = Some(value.to_owned()),
+            "connection" => close = value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..head_end + length].to_vec();
+    buf.drain(..head_end + length);
+    Ok(Some(RawRequest {
+        method,
+        path,
+        authorization,
+        close,
+        body,
+    }))
+}
+
+fn status_line(code: u16) -> String {
+    let reason = StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    format!("HTTP/1.1 {code} {reason}\r\n")
+}
+
+fn head(code: u16, length: Option<usize>, retry_after: Option<&str>) -> String {
+    let mut h = status_line(code);
+    h.push_str("content-type: application/json\r\n");
+    match length {
+        Some(n) => h.push_str(&format!("content-length: {n}\r\n")),
+        None => h.push_str("transfer-encoding: chunked\r\n"),
+    }
+    if let Some(after) = retry_after {
+        h.push_str(&format!("retry-after: {after}\r\n"));
+    }
+    h.push_str("\r\n");
+    h
+}
+
+async fn write_whole(
+    stream: &mut TcpStream,
+    code: u16,
+    body: &[u8],
+    retry_after: Option<&str>,
+) -> io::Result<()> {
+    let mut out = head(code, Some(body.len()), retry_after).into_bytes();
+    out.extend_from_slice(body);
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+async fn raw_connection(mut stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::new();
+    while let Some(request) = read_request(&mut stream, &mut buf).await? {
+        let keep_open = match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/stats") => {
+                write_whole(&mut stream, 200, shared.stats_json().as_bytes(), None).await?;
+                true
+            }
+            ("POST", "/v1/chat/completions") => {
+                let answer = answer(&shared, request.authorization, &request.body).await;
+                raw_reply(&mut stream, &shared, answer).await?
+            }
+            _ => {
+                write_whole(&mut stream, 404, b"{\"error\": \"not found\"}", None).await?;
+                true
+            }
+        };
+        if !keep_open || request.close {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `answer`; false when the connection must not be reused.
+async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> io::Result<bool> {
+    let prompt = answer.received.prompt.clone();
+    match answer.reply {
+        Reply::Text(content) => {
+            let body = completion_body(&answer.received, &content);
+            write_whole(stream, 200, body.as_bytes(), None).await?;
+            shared.answered(prompt, answer.start, 200);
+            Ok(true)
+        }
+        Reply::Status {
+            code,
+            body,
+            retry_after,
+        } => {
+            write_whole(stream, code, body.as_bytes(), retry_after.as_deref()).await?;
+            shared.answered(prompt, answer.start, code);
+            Ok(true)
+        }
+        Reply::Raw(body) => {
+            write_whole(stream, 200, body.as_bytes(), None).await?;
+            shared.answered(prompt, answer.start, 200);
+            Ok(true)
+        }
+        Reply::Hang => {
+            // Until the client gives up: a read of 0 bytes (or an error) is its close.
+            let mut sink = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok(false)
+        }
+        Reply::ResetMidBody(content) => {
+            let body = completion_body(&answer.received, &content);
+            let mut out = head(200, Some(body.len()), None).into_bytes();
+            out.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            // Give the client time to read the headers, then reset the connection.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stream.set_zero_linger()?;
+            Ok(false)
+        }
+        Reply::Trickle { content, interval } => {
+            let body = completion_body(&answer.received, &content);
+            stream
+                .write_all(head(200, Some(body.len()), None).as_bytes())
+                .await?;
+            for byte in body.as_bytes() {
+                stream.write_all(&[*byte]).await?;
+                stream.flush().await?;
+                tokio::time::sleep(interval).await;
+            }
+            shared.answered(prompt, answer.start, 200);
+            Ok(true)
+        }
+        Reply::Huge { bytes, chunked } => {
+            const BLOCK: usize = 64 * 1024;
+            let length = (!chunked).then_some(bytes);
+            stream.write_all(head(200, length, None).as_bytes()).await?;
+            let filler = huge_block(1, BLOCK);
+            let mut sent = 0;
+            while sent < bytes {
+                let n = BLOCK.min(bytes - sent);
+                let first;
+                let data: &[u8] = if sent == 0 {
+                    first = huge_block(0, n);
+                    &first
+                } else {
+                    &filler[..n]
+                };
+                if chunked {
+                    let mut framed = format!("{n:x}\r\n").into_bytes();
+                    framed.extend_from_slice(data);
+                    framed.extend_from_slice(b"\r\n");
+                    stream.write_all(&framed).await?;
+                } else {
+                    stream.write_all(data).await?;
+                }
+                sent += n;
+            }
+            if chunked {
+                stream.write_all(b"0\r\n\r\n").await?;
+            }
+            stream.flush().await?;
+            Ok(false)
+        }
+        Reply::Delayed(..) => unreachable!("delays are unwrapped in `answer`"),
+    }
 }

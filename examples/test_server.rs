@@ -1,0 +1,164 @@
+//! The integration tests' loopback servers as a standalone program, for the
+//! benchmark script:
+//!
+//! ```text
+//! cargo run --release --example test_server -- capacity --k 32 --base 100ms --jitter 0.2
+//! cargo run --release --example test_server -- rpm --per-minute 600
+//! cargo run --release --example test_server -- faulty --error-rate 0.1 --hang-rate 0.02
+//! ```
+//!
+//! It prints `listening on http://127.0.0.1:PORT/v1` and serves until killed.
+//! `GET /stats` reports `requests`, `in_flight`, `peak_in_flight`, `throttled`
+//! (429s sent) and `faults`. Every reply echoes the prompt.
+//!
+//! Options of every mode: `--port P` (default: a free one), `--latency D` (added
+//! to every answer), `--seed N` (random latencies and faults).
+//! Faulty mode also takes `--reset-rate`, `--trickle-rate`, `--huge-rate`,
+//! `--not-json-rate`, `--no-choices-rate` and `--wrong-types-rate`.
+
+#[path = "../tests/it/server.rs"]
+mod server;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use server::{Faults, TestServer};
+
+const USAGE: &str = "\
+usage: test_server MODE [OPTIONS]
+
+modes:
+  capacity --k N --base DURATION [--jitter F]   serve N at a time, the rest queue
+  rpm --per-minute N                            429 + Retry-After over N requests a minute
+  faulty --error-rate P --hang-rate P [...]     inject faults with these probabilities
+
+options of every mode: --port P, --latency DURATION, --seed N
+faulty also takes --reset-rate, --trickle-rate, --huge-rate, --not-json-rate,
+--no-choices-rate, --wrong-types-rate";
+
+/// `--key value` pairs after the mode.
+struct Options(HashMap<String, String>);
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let mut map = HashMap::new();
+        let mut it = args.iter();
+        while let Some(key) = it.next() {
+            let Some(name) = key.strip_prefix("--") else {
+                return Err(format!("unexpected argument `{key}`"));
+            };
+            let value = it.next().ok_or_else(|| format!("`{key}` needs a value"))?;
+            map.insert(name.to_owned(), value.clone());
+        }
+        Ok(Options(map))
+    }
+
+    /// Takes option `name`, parsed by `parse`.
+    fn take<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        self.0
+            .remove(name)
+            .map(|v| parse(&v).map_err(|e| format!("--{name} {v}: {e}")))
+            .transpose()
+    }
+
+    fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.take(name, parse)?
+            .ok_or_else(|| format!("--{name} is required"))
+    }
+
+    fn done(self) -> Result<(), String> {
+        match self.0.keys().next() {
+            Some(k) => Err(format!("unknown option --{k}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    let p: f64 = number(s)?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err("a probability is between 0 and 1".into())
+    }
+}
+
+fn build(args: &[String]) -> Result<TestServer, String> {
+    let (mode, rest) = args.split_first().ok_or("a mode is required")?;
+    let mut o = Options::parse(rest)?;
+    let seed = o.take("seed", number::<u64>)?.unwrap_or(1);
+    let mut builder = TestServer::builder()
+        .reply(|p| p.to_owned())
+        .seed(seed)
+        .port(o.take("port", number::<u16>)?.unwrap_or(0))
+        .latency(o.take("latency", duration)?.unwrap_or(Duration::ZERO));
+    builder = match mode.as_str() {
+        "capacity" => {
+            let k = o.required("k", number::<usize>)?;
+            let base = o.required("base", duration)?;
+            let jitter = o.take("jitter", number::<f64>)?.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&jitter) {
+                return Err("--jitter is between 0 and 1".into());
+            }
+            builder.capacity(k, base, jitter)
+        }
+        "rpm" => builder.requests_per_minute(o.required("per-minute", number::<u32>)?),
+        "faulty" => {
+            let mut f = Faults::seeded(seed);
+            f.server_error = o.take("error-rate", rate)?.unwrap_or(0.0);
+            f.hang = o.take("hang-rate", rate)?.unwrap_or(0.0);
+            f.reset = o.take("reset-rate", rate)?.unwrap_or(0.0);
+            f.trickle = o.take("trickle-rate", rate)?.unwrap_or(0.0);
+            f.huge = o.take("huge-rate", rate)?.unwrap_or(0.0);
+            f.not_json = o.take("not-json-rate", rate)?.unwrap_or(0.0);
+            f.no_choices = o.take("no-choices-rate", rate)?.unwrap_or(0.0);
+            f.wrong_types = o.take("wrong-types-rate", rate)?.unwrap_or(0.0);
+            builder.faults(f)
+        }
+        other => return Err(format!("unknown mode `{other}`")),
+    };
+    o.done()?;
+    Ok(builder.start())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let server = match build(&args) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("test_server: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("listening on {}", server.url());
+    let _ = std::io::stdout().flush();
+    // The server runs on its own thread; serve until killed.
+    loop {
+        std::thread::park();
+    }
+}

@@ -15,7 +15,8 @@ pub struct ExperimentReport {
     pub experiment: String,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
-    /// `completed`, `completed_with_errors`, `running`, `interrupted` or `failed`.
+    /// `completed`, `completed_with_errors`, `running`, `interrupted`, `failed`, or
+    /// `partial` when some evaluations have samples not run yet.
     pub status: String,
     pub evaluations: Vec<EvaluationReport>,
 }
@@ -30,7 +31,7 @@ pub struct EvaluationReport {
     pub provider: String,
     /// The model name sent in requests.
     pub model: String,
-    /// Strategy of the latest run: `sequential` or `sliding_window`.
+    /// Strategy of the latest run: `sequential`, `sliding_window` or `adaptive`.
     pub strategy: String,
     pub max_concurrency: u64,
     pub status: String,

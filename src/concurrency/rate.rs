@@ -24,6 +24,7 @@ pub struct RateLimitSpec {
 
 /// One endpoint's shared limits.
 pub struct RateLimit {
+    spec: RateLimitSpec,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
     /// Tokens estimated but not used by earlier requests, to spend first.
@@ -50,6 +51,7 @@ impl RateLimit {
             (governor::RateLimiter::direct(quota(n)), burst)
         });
         RateLimit {
+            spec,
             requests,
             tokens,
             credit: AtomicI64::new(0),
@@ -111,13 +113,14 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    /// The limiter for `endpoint`, created from `spec` on first use.
-    pub fn get(&self, endpoint: &str, spec: RateLimitSpec) -> Arc<RateLimit> {
+    /// The limiter for `endpoint`, created from `spec` on first use, with the
+    /// limits it was created with (they win if a later spec asks for others).
+    pub fn get(&self, endpoint: &str, spec: RateLimitSpec) -> (Arc<RateLimit>, RateLimitSpec) {
         let mut map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            map.entry(endpoint.to_owned())
-                .or_insert_with(|| Arc::new(RateLimit::new(spec))),
-        )
+        let limit = map
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| Arc::new(RateLimit::new(spec)));
+        (Arc::clone(limit), limit.spec)
     }
 }
 

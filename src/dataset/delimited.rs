@@ -9,7 +9,6 @@ use crate::diagnostic::Diagnostic;
 
 type Item = Result<(usize, usize, Value), Diagnostic>;
 
-/// Streams `(line, 1, row)` for each record after the header.
 /// The header row's column names.
 pub fn header(path: &Path, delimiter: u8) -> Result<Vec<String>, Diagnostic> {
     let mut reader = csv::ReaderBuilder::new()
@@ -21,6 +20,7 @@ pub fn header(path: &Path, delimiter: u8) -> Result<Vec<String>, Diagnostic> {
     Ok(header.iter().map(str::to_owned).collect())
 }
 
+/// Streams `(line, 1, row)` for each record after the header.
 pub fn read(path: &Path, delimiter: u8) -> Result<impl Iterator<Item = Item> + Send, Diagnostic> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)

@@ -156,7 +156,7 @@ struct Sample {
     variables: String,
 }
 
-/// Runs `plan` into `experiment` in the store at `store_path`.
+/// Runs `plan` into `experiment` of `store`; rate limits are shared through `rates`.
 pub async fn run(
     plan: &Planned,
     experiment: &str,
@@ -213,10 +213,16 @@ pub async fn run(
 
     let started = Instant::now();
     let limiter = Limiter::new(plan.strategy.build());
-    let rate = eval
-        .model
-        .rate_limit
-        .map(|spec| rates.get(&format!("{base_url} {}", eval.model.name), spec));
+    let rate = eval.model.rate_limit.map(|spec| {
+        let (rate, first) = rates.get(&format!("{base_url} {}", eval.model.name), spec);
+        if first != spec {
+            progress.note(&format!(
+                "warning: {} shares its endpoint with an earlier evaluation of this run; that one's rate_limit applies",
+                eval.name
+            ));
+        }
+        rate
+    });
     progress.start(plan, &limiter, rate.clone());
     let config = WriterConfig {
         evaluation_id,

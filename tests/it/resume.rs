@@ -1,5 +1,6 @@
 //! Resume: running an experiment again sends only what has no finished record.
 //! Covered: a run killed with SIGKILL mid-flight, a run stopped with SIGINT,
+//! SIGTERM's grace period and a second signal cancelling requests in flight,
 //! errored samples retried once the server is healthy, `--samples N` followed by
 //! a full run, and the refusals (changed spec, edited dataset row) that keep one
 //! experiment from mixing results of different inputs.
@@ -195,6 +196,68 @@ fn sigint_lets_requests_in_flight_finish_and_exits_130() {
         .assert_exit_code(0);
     assert_eq!(server.count() - sent_before, N - sent_before);
     assert_complete(&dir, N);
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_waits_for_requests_in_flight_and_a_second_signal_cancels_them() {
+    let dir = TestDir::new();
+    // Replies take far longer than the 5 s grace period.
+    let server = TestServer::builder()
+        .latency(Duration::from_secs(60))
+        .reply(|p| p.to_owned())
+        .start();
+    dir.write("spec.yaml", &spec(&server.url(), 6));
+    let mut child = dir
+        .cmd([
+            "run",
+            "spec.yaml",
+            "--experiment",
+            "x",
+            "--concurrency",
+            "2",
+        ])
+        .spawn_logged(&dir, "first");
+    wait_until(Duration::from_secs(20), "2 requests in flight", || {
+        server.in_flight() == 2
+    });
+    signal(&child, "TERM");
+    // The first signal only stops new requests: the run waits on those in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the grace period: {}",
+        dir.read("first.err")
+    );
+    assert_eq!(server.count(), 2, "nothing new is sent after the signal");
+    let cancelled = std::time::Instant::now();
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(3),
+        "the second signal cancels at once, took {:?}",
+        cancelled.elapsed()
+    );
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stderr:\n{}",
+        dir.read("first.err")
+    );
+    let report = dir.show_full("x");
+    let eval = report.only();
+    assert_eq!(eval.status, "interrupted");
+    assert_eq!(
+        eval.samples.recorded, 0,
+        "cancelled requests are not recorded"
+    );
 }
 
 #[test]

@@ -102,6 +102,20 @@ fn assert_source_and_caret(out: &Out, spec: &str, (line, col): (usize, usize)) {
     );
 }
 
+/// Breaks the base spec by replacing `from` with `to`, and checks the refusal
+/// points at the first `at` with `message`, the source line and caret, and `hint`.
+#[track_caller]
+fn refuses_edit(from: &str, to: &str, at: &str, message: &str, hint: &str) {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let spec = base(&server.url()).replace(from, to);
+    dir.write("spec.yaml", &spec);
+    let at = pos(&spec, at);
+    let out = assert_refused(&dir, &server, "spec.yaml", at, message);
+    assert_source_and_caret(&out, &spec, at);
+    out.assert_stderr_contains(hint);
+}
+
 #[test]
 fn unknown_top_level_key_suggests_the_right_one() {
     let dir = TestDir::new();
@@ -127,74 +141,46 @@ fn unknown_top_level_key_suggests_the_right_one() {
 
 #[test]
 fn nested_unknown_key_names_its_parent() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
-    let spec = base(&server.url()).replace("max_attempts: 2", "max_atempts: 2");
-    dir.write("spec.yaml", &spec);
-    let at = pos(&spec, "max_atempts");
-    let out = assert_refused(
-        &dir,
-        &server,
-        "spec.yaml",
-        at,
+    refuses_edit(
+        "max_attempts: 2",
+        "max_atempts: 2",
+        "max_atempts",
         "unknown key `max_atempts` in `model.retry`",
+        "hint: did you mean `max_attempts`?",
     );
-    assert_source_and_caret(&out, &spec, at);
-    out.assert_stderr_contains("hint: did you mean `max_attempts`?");
 }
 
 #[test]
 fn unknown_evaluator_type() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
-    let spec = base(&server.url()).replace("type: exact_match", "type: exact_mach");
-    dir.write("spec.yaml", &spec);
-    let at = pos(&spec, "type: exact_mach");
-    let out = assert_refused(
-        &dir,
-        &server,
-        "spec.yaml",
-        at,
+    refuses_edit(
+        "type: exact_match",
+        "type: exact_mach",
+        "type: exact_mach",
         "unknown evaluator type `exact_mach`",
+        "did you mean `exact_match`?",
     );
-    assert_source_and_caret(&out, &spec, at);
-    out.assert_stderr_contains("did you mean `exact_match`?");
 }
 
 #[test]
 fn prompt_variable_that_is_not_a_column() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
-    let spec = base(&server.url()).replace("{{ text }}", "{{ txt }}");
-    dir.write("spec.yaml", &spec);
-    let at = pos(&spec, "\"Classify");
-    let out = assert_refused(
-        &dir,
-        &server,
-        "spec.yaml",
-        at,
+    refuses_edit(
+        "{{ text }}",
+        "{{ txt }}",
+        "\"Classify",
         "template in `prompt` uses `txt`, which is not a dataset column",
+        "did you mean `text`?",
     );
-    assert_source_and_caret(&out, &spec, at);
-    out.assert_stderr_contains("did you mean `text`?");
 }
 
 #[test]
 fn evaluator_variable_that_is_not_a_column() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
-    let spec = base(&server.url()).replace("{{ expected }}", "{{ expectd }}");
-    dir.write("spec.yaml", &spec);
-    let at = pos(&spec, "\"{{ expectd");
-    let out = assert_refused(
-        &dir,
-        &server,
-        "spec.yaml",
-        at,
+    refuses_edit(
+        "{{ expected }}",
+        "{{ expectd }}",
+        "\"{{ expectd",
         "template in `evaluators[0].expected` uses `expectd`",
+        "did you mean `expected`?",
     );
-    assert_source_and_caret(&out, &spec, at);
-    out.assert_stderr_contains("did you mean `expected`?");
 }
 
 #[test]

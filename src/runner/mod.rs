@@ -242,10 +242,7 @@ pub async fn run(
         rows_tx,
     );
 
-    let mut secrets = eval.secrets.clone();
-    if let Some(key) = &plan.api_key {
-        secrets.add(key);
-    }
+    let secrets = client.secrets().clone();
     let ctx = Arc::new(SampleContext::new(
         eval,
         client,
@@ -297,24 +294,17 @@ pub async fn run(
     store.record_limits(evaluation_id, run_number, &limiter.history())?;
     update_wall(store.conn(), &config)?;
 
-    let failure = failure.or((lost > 0).then_some(RunError::Lost(lost)));
     let (recorded, errored) = store.counts(evaluation_id)?;
-    let status = match (&failure, interrupted) {
-        (Some(_), _) => "failed",
-        (None, true) => RunStatus::Interrupted.as_str(),
-        (None, false) if errored > 0 || recorded < plan.total => {
-            RunStatus::CompletedWithErrors.as_str()
-        }
-        (None, false) => RunStatus::Completed.as_str(),
-    };
-    store.finish_evaluation(evaluation_id, status, &now())?;
-    progress.finish();
-    match failure {
+    let status = match failure.or((lost > 0).then_some(RunError::Lost(lost))) {
         Some(e) => Err(e),
         None if interrupted => Ok(RunStatus::Interrupted),
-        None if status == RunStatus::Completed.as_str() => Ok(RunStatus::Completed),
-        None => Ok(RunStatus::CompletedWithErrors),
-    }
+        None if errored > 0 || recorded < plan.total => Ok(RunStatus::CompletedWithErrors),
+        None => Ok(RunStatus::Completed),
+    };
+    let stored = status.as_ref().map_or("failed", RunStatus::as_str);
+    store.finish_evaluation(evaluation_id, stored, &now())?;
+    progress.finish();
+    status
 }
 
 /// Why dispatching stopped.

@@ -171,3 +171,222 @@ impl Strategy for Adaptive {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives the controller as the limiter would: each call completes one
+    /// request, numbered in dispatch order, that saw `in_flight` when admitted.
+    struct Drive {
+        a: Adaptive,
+        limit: usize,
+        seq: u64,
+    }
+
+    impl Drive {
+        fn new(initial: usize) -> Drive {
+            let a = Adaptive::new(AdaptiveConfig {
+                initial,
+                min: 1,
+                max: 256,
+            });
+            Drive {
+                limit: a.initial_limit(),
+                a,
+                seq: 0,
+            }
+        }
+
+        fn complete(&mut self, outcome: Outcome, in_flight: usize) -> Decision {
+            self.seq += 1;
+            let o = Observation {
+                outcome,
+                seq: self.seq,
+                in_flight_at_start: in_flight,
+                limit_at_start: self.limit,
+                latest_seq: self.seq + self.limit as u64,
+                limit: self.limit,
+            };
+            let d = self.a.observe(&o);
+            if let Some(l) = d.limit {
+                self.limit = l;
+            }
+            d
+        }
+
+        /// `n` successes of `ms` latency (and `tokens` output tokens), window full.
+        fn ok(&mut self, n: usize, ms: u64, tokens: Option<u64>) {
+            for _ in 0..n {
+                let full = self.limit;
+                self.complete(
+                    Outcome::Success {
+                        latency: Duration::from_millis(ms),
+                        completion_tokens: tokens,
+                    },
+                    full,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slow_start_doubles_per_round_trip_while_latency_holds() {
+        let mut d = Drive::new(4);
+        d.ok(4, 100, None);
+        assert_eq!(d.limit, 8);
+        d.ok(8, 100, None);
+        assert_eq!(d.limit, 16);
+    }
+
+    #[test]
+    fn no_growth_while_the_window_is_not_full() {
+        // App-limited: the dataset feeds one request at a time.
+        let mut d = Drive::new(8);
+        for _ in 0..200 {
+            d.complete(
+                Outcome::Success {
+                    latency: Duration::from_millis(100),
+                    completion_tokens: None,
+                },
+                1,
+            );
+        }
+        assert_eq!(d.limit, 8);
+    }
+
+    #[test]
+    fn queueing_cuts_to_what_the_server_serves_at_no_load_latency() {
+        let mut d = Drive::new(32);
+        d.a.slow_start = false;
+        d.ok(64, 100, None); // baseline 100 ms
+        let before = d.limit;
+        // Rounds at twice the latency: the first full one cuts the limit in half
+        // (Little's law: the server serves `limit / 2` at no-load latency).
+        let mut lowest = before;
+        for _ in 0..2 * before {
+            d.ok(1, 200, None);
+            lowest = lowest.min(d.limit);
+        }
+        assert!(lowest <= before / 2 + 1, "{before} -> {lowest}");
+    }
+
+    #[test]
+    fn long_answers_are_not_mistaken_for_queueing() {
+        let mut d = Drive::new(16);
+        d.a.slow_start = false;
+        d.ok(32, 100, Some(10)); // 10 ms per token
+        let before = d.limit;
+        // Ten times the latency, ten times the tokens: the same speed per token.
+        d.ok(before * 3, 1000, Some(100));
+        assert!(d.limit >= before, "{before} -> {}", d.limit);
+    }
+
+    #[test]
+    fn the_baseline_does_not_drift_up_under_sustained_overload() {
+        let mut d = Drive::new(64);
+        d.a.slow_start = false;
+        d.ok(64, 100, None);
+        // The server stays overloaded: every round is slow, so the limit keeps
+        // falling instead of the slow rounds becoming the new normal.
+        for _ in 0..30 {
+            let limit = d.limit.max(MIN_ROUND);
+            d.ok(limit, 300, None);
+        }
+        assert_eq!(d.a.baseline, Some(0.1));
+        assert!(
+            d.limit <= 4,
+            "the limit stays pinned low, not back at 64: {}",
+            d.limit
+        );
+    }
+
+    #[test]
+    fn one_cut_per_throttling_episode_and_the_pause_is_passed_on() {
+        let mut d = Drive::new(40);
+        d.a.slow_start = false;
+        let latest = d.seq + 40;
+        let mut cuts = 0;
+        // Forty requests sent before the first 429 all come back throttled.
+        for i in 0..40 {
+            let o = Observation {
+                outcome: Outcome::Throttled {
+                    retry_after: Some(Duration::from_secs(2)),
+                },
+                seq: i + 1,
+                in_flight_at_start: 40,
+                limit_at_start: 40,
+                latest_seq: latest,
+                limit: d.limit,
+            };
+            let decision = d.a.observe(&o);
+            assert_eq!(decision.pause, Some(Duration::from_secs(2)));
+            if let Some(l) = decision.limit {
+                d.limit = l;
+                cuts += 1;
+            }
+        }
+        assert_eq!(cuts, 1);
+        assert_eq!(d.limit, 28);
+        // A request sent after the cut that is throttled again starts a new episode.
+        let o = Observation {
+            outcome: Outcome::Throttled { retry_after: None },
+            seq: latest + 1,
+            in_flight_at_start: 28,
+            limit_at_start: 28,
+            latest_seq: latest + 30,
+            limit: d.limit,
+        };
+        assert_eq!(d.a.observe(&o).limit, Some(19));
+    }
+
+    #[test]
+    fn server_errors_do_not_move_the_limit() {
+        let mut d = Drive::new(10);
+        for _ in 0..50 {
+            assert_eq!(d.complete(Outcome::Failed, 10), Decision::default());
+        }
+        assert_eq!(d.limit, 10);
+    }
+
+    #[test]
+    fn stays_within_min_and_max() {
+        let mut a = Adaptive::new(AdaptiveConfig {
+            initial: 4,
+            min: 2,
+            max: 6,
+        });
+        let mut limit = a.initial_limit();
+        for seq in 1..200u64 {
+            let o = Observation {
+                outcome: Outcome::Success {
+                    latency: Duration::from_millis(10),
+                    completion_tokens: None,
+                },
+                seq,
+                in_flight_at_start: limit,
+                limit_at_start: limit,
+                latest_seq: seq,
+                limit,
+            };
+            if let Some(l) = a.observe(&o).limit {
+                limit = l;
+            }
+        }
+        assert_eq!(limit, 6);
+        for seq in 200..260u64 {
+            let o = Observation {
+                outcome: Outcome::Timeout,
+                seq,
+                in_flight_at_start: limit,
+                limit_at_start: limit,
+                latest_seq: seq,
+                limit,
+            };
+            if let Some(l) = a.observe(&o).limit {
+                limit = l;
+            }
+        }
+        assert_eq!(limit, 2);
+    }
+}

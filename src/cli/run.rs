@@ -36,7 +36,7 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "NAME")]
     pub experiment: Option<String>,
 
-    /// Override the spec's strategy: `sequential`, or a sliding window size such as 8
+    /// Override the spec's strategy: `sequential`, `adaptive`, or a sliding window size such as 8
     #[arg(long, short, value_name = "STRATEGY", value_parser = StrategySpec::parse_cli)]
     pub concurrency: Option<StrategySpec>,
 

@@ -176,6 +176,18 @@ impl Strategy for Adaptive {
 mod tests {
     use super::*;
 
+    /// An outcome of request `seq`, admitted with the window full at `limit`.
+    fn full(outcome: Outcome, seq: u64, limit: usize, latest_seq: u64) -> Observation {
+        Observation {
+            outcome,
+            seq,
+            in_flight_at_start: limit,
+            limit_at_start: limit,
+            latest_seq,
+            limit,
+        }
+    }
+
     /// Drives the controller as the limiter would: each call completes one
     /// request, numbered in dispatch order, that saw `in_flight` when admitted.
     struct Drive {
@@ -309,17 +321,10 @@ mod tests {
         let mut cuts = 0;
         // Forty requests sent before the first 429 all come back throttled.
         for i in 0..40 {
-            let o = Observation {
-                outcome: Outcome::Throttled {
-                    retry_after: Some(Duration::from_secs(2)),
-                },
-                seq: i + 1,
-                in_flight_at_start: 40,
-                limit_at_start: 40,
-                latest_seq: latest,
-                limit: d.limit,
+            let throttled = Outcome::Throttled {
+                retry_after: Some(Duration::from_secs(2)),
             };
-            let decision = d.a.observe(&o);
+            let decision = d.a.observe(&full(throttled, i + 1, d.limit, latest));
             assert_eq!(decision.pause, Some(Duration::from_secs(2)));
             if let Some(l) = decision.limit {
                 d.limit = l;
@@ -329,15 +334,13 @@ mod tests {
         assert_eq!(cuts, 1);
         assert_eq!(d.limit, 28);
         // A request sent after the cut that is throttled again starts a new episode.
-        let o = Observation {
-            outcome: Outcome::Throttled { retry_after: None },
-            seq: latest + 1,
-            in_flight_at_start: 28,
-            limit_at_start: 28,
-            latest_seq: latest + 30,
-            limit: d.limit,
-        };
-        assert_eq!(d.a.observe(&o).limit, Some(19));
+        let again = full(
+            Outcome::Throttled { retry_after: None },
+            latest + 1,
+            d.limit,
+            latest + 30,
+        );
+        assert_eq!(d.a.observe(&again).limit, Some(19));
     }
 
     #[test]
@@ -357,36 +360,17 @@ mod tests {
             max: 6,
         });
         let mut limit = a.initial_limit();
-        for seq in 1..200u64 {
-            let o = Observation {
-                outcome: Outcome::Success {
-                    latency: Duration::from_millis(10),
-                    completion_tokens: None,
-                },
-                seq,
-                in_flight_at_start: limit,
-                limit_at_start: limit,
-                latest_seq: seq,
-                limit,
-            };
-            if let Some(l) = a.observe(&o).limit {
-                limit = l;
+        let fast = Outcome::Success {
+            latency: Duration::from_millis(10),
+            completion_tokens: None,
+        };
+        for (seqs, outcome, expected) in [(1..200u64, fast, 6), (200..260, Outcome::Timeout, 2)] {
+            for seq in seqs {
+                if let Some(l) = a.observe(&full(outcome.clone(), seq, limit, seq)).limit {
+                    limit = l;
+                }
             }
+            assert_eq!(limit, expected);
         }
-        assert_eq!(limit, 6);
-        for seq in 200..260u64 {
-            let o = Observation {
-                outcome: Outcome::Timeout,
-                seq,
-                in_flight_at_start: limit,
-                limit_at_start: limit,
-                latest_seq: seq,
-                limit,
-            };
-            if let Some(l) = a.observe(&o).limit {
-                limit = l;
-            }
-        }
-        assert_eq!(limit, 2);
     }
 }

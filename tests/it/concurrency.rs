@@ -11,18 +11,16 @@ use std::process::Child;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
+use crate::support::sample_rows;
 use crate::util::{openai_model, ExperimentReport, TestDir};
 
 const LATENCY: Duration = Duration::from_millis(200);
 
 /// A spec of `n` rows against `url`, with `extra` appended (e.g. a `concurrency:` block).
 fn spec(url: &str, n: usize, extra: &str) -> String {
-    let rows: Vec<String> = (0..n)
-        .map(|i| format!("{{text: \"sample {i}\"}}"))
-        .collect();
     format!(
-        "name: window\ndataset:\n  rows: [{}]\n{}prompt: \"{{{{ text }}}}\"\n{extra}",
-        rows.join(", "),
+        "name: window\ndataset:\n  rows: {}\n{}prompt: \"{{{{ text }}}}\"\n{extra}",
+        sample_rows(n),
         openai_model(url)
     )
 }

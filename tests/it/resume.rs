@@ -11,16 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
+use crate::support::sample_rows;
 use crate::util::{openai_model, wait_until, TestDir};
 
 /// A spec of `n` inline rows whose prompts are `sample 0`, `sample 1`, ...
 fn spec(url: &str, n: usize) -> String {
-    let rows: Vec<String> = (0..n)
-        .map(|i| format!("{{text: \"sample {i}\"}}"))
-        .collect();
     format!(
-        "name: resumable\ndataset:\n  rows: [{}]\n{}prompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: sample}}\n",
-        rows.join(", "),
+        "name: resumable\ndataset:\n  rows: {}\n{}prompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: sample}}\n",
+        sample_rows(n),
         openai_model(url)
     )
 }

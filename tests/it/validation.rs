@@ -102,6 +102,17 @@ fn assert_source_and_caret(out: &Out, spec: &str, (line, col): (usize, usize)) {
     );
 }
 
+/// Writes `data` as data file `file` (with `extra` dataset keys in the spec),
+/// and checks the refusal points at the first `at` in the data with `message`.
+#[track_caller]
+fn refuses_data(file: &str, data: &str, extra: &str, at: &str, message: &str) -> Out {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write(file, data);
+    dir.write("spec.yaml", &with_path(&server.url(), file, extra));
+    assert_refused(&dir, &server, file, pos(data, at), message)
+}
+
 /// Breaks the base spec by replacing `from` with `to`, and checks the refusal
 /// points at the first `at` with `message`, the source line and caret, and `hint`.
 #[track_caller]
@@ -233,109 +244,70 @@ fn missing_dataset_file() {
 
 #[test]
 fn jsonl_row_with_invalid_json_points_into_the_data_file() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let data = "{\"text\": \"a\", \"expected\": \"b\"}\n{\"text\": \"c\", \"expected\": oops}\n";
-    dir.write("rows.jsonl", data);
-    dir.write("spec.yaml", &with_path(&server.url(), "rows.jsonl", ""));
-    assert_refused(
-        &dir,
-        &server,
-        "rows.jsonl",
-        pos(data, "oops"),
-        "invalid JSON",
-    );
+    refuses_data("rows.jsonl", data, "", "oops", "invalid JSON");
 }
 
 #[test]
 fn json_array_with_invalid_json_points_into_the_data_file() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let data = "[\n  {\"text\": \"a\", \"expected\": \"b\"},\n  {\"text\": \"c\" \"expected\": \"d\"}\n]\n";
-    dir.write("rows.json", data);
-    dir.write("spec.yaml", &with_path(&server.url(), "rows.json", ""));
-    assert_refused(
-        &dir,
-        &server,
-        "rows.json",
-        pos(data, "\"expected\": \"d\""),
-        "invalid JSON",
-    );
+    refuses_data("rows.json", data, "", "\"expected\": \"d\"", "invalid JSON");
 }
 
 #[test]
 fn csv_ragged_row() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let data = "text,expected\n\"a, b\",x\nc,d,e\nf,g\n";
-    dir.write("rows.csv", data);
-    dir.write("spec.yaml", &with_path(&server.url(), "rows.csv", ""));
-    let out = assert_refused(
-        &dir,
-        &server,
+    refuses_data(
         "rows.csv",
-        pos(data, "c,d,e"),
+        data,
+        "",
+        "c,d,e",
         "row has 3 fields but the header has 2",
-    );
-    out.assert_stderr_contains("hint: quote fields that contain the delimiter");
+    )
+    .assert_stderr_contains("hint: quote fields that contain the delimiter");
 }
 
 #[test]
 fn row_missing_a_column_the_prompt_uses() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let data = "{\"text\": \"a\", \"expected\": \"b\"}\n{\"txt\": \"c\", \"expected\": \"d\"}\n";
-    dir.write("rows.jsonl", data);
-    dir.write("spec.yaml", &with_path(&server.url(), "rows.jsonl", ""));
-    let out = assert_refused(
-        &dir,
-        &server,
+    refuses_data(
         "rows.jsonl",
-        pos(data, "{\"txt\""),
+        data,
+        "",
+        "{\"txt\"",
         "row 2 has no column `text`",
-    );
-    out.assert_stderr_contains("`txt`");
+    )
+    .assert_stderr_contains("`txt`");
 }
 
 #[test]
 fn a_bad_row_at_the_end_of_a_long_file_still_stops_everything() {
     // Every row is checked before the first request, not while running.
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let mut data = String::new();
     for i in 0..300 {
         data += &format!("{{\"text\": \"row {i}\", \"expected\": \"x\"}}\n");
     }
     data += "{\"text\": \"last\"}\n";
-    dir.write("rows.jsonl", &data);
-    dir.write("spec.yaml", &with_path(&server.url(), "rows.jsonl", ""));
-    assert_refused(
-        &dir,
-        &server,
+    refuses_data(
         "rows.jsonl",
-        pos(&data, "{\"text\": \"last\"}"),
+        &data,
+        "",
+        "{\"text\": \"last\"}",
         "row 301 has no column `expected`",
     );
 }
 
 #[test]
 fn duplicate_ids() {
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let data = "{\"qid\": 1, \"text\": \"a\", \"expected\": \"b\"}\n{\"qid\": 2, \"text\": \"a\", \"expected\": \"b\"}\n{\"qid\": 1, \"text\": \"c\", \"expected\": \"d\"}\n";
-    dir.write("rows.jsonl", data);
-    dir.write(
-        "spec.yaml",
-        &with_path(&server.url(), "rows.jsonl", "  id: qid\n"),
-    );
-    let out = assert_refused(
-        &dir,
-        &server,
+    refuses_data(
         "rows.jsonl",
-        pos(data, "{\"qid\": 1, \"text\": \"c\""),
+        data,
+        "  id: qid\n",
+        "{\"qid\": 1, \"text\": \"c\"",
         "duplicate id `1` (first seen on line 1)",
-    );
-    out.assert_stderr_contains("hint: sample ids must be unique");
+    )
+    .assert_stderr_contains("hint: sample ids must be unique");
 }
 
 /// Runs an empty dataset and expects the "no rows" error for `file`.
@@ -468,19 +440,9 @@ fn spec_columns_count_characters() {
 fn data_file_columns_count_characters() {
     // Same convention in data files as in specs: `oops` is the 30th character
     // of the line (the 31st byte, since `é` takes two).
-    let dir = TestDir::new();
-    let server = TestServer::echo();
     let data = "{\"text\": \"a\", \"expected\": \"b\"}\n{\"text\": \"café\", \"expected\": oops}\n";
-    dir.write("rows.jsonl", data);
-    dir.write("spec.yaml", &with_path(&server.url(), "rows.jsonl", ""));
     assert_eq!(pos(data, "oops"), (2, 30));
-    assert_refused(
-        &dir,
-        &server,
-        "rows.jsonl",
-        pos(data, "oops"),
-        "invalid JSON",
-    );
+    refuses_data("rows.jsonl", data, "", "oops", "invalid JSON");
 }
 
 #[test]

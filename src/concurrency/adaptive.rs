@@ -1,22 +1,47 @@
-//! The `adaptive` strategy: as many requests in flight as the server serves
-//! well, found without tuning.
+//! The `adaptive` strategy: the most throughput, at the lowest limit that
+//! reaches it (the knee of the throughput curve), found without tuning.
 //!
-//! Two signals, and the limit is set by whichever is more cautious:
-//! - **Loss** (hosted APIs that throttle): a 429/503 or a timeout cuts the limit
-//!   once by [`LOSS_CUT`] per episode (outcomes of requests sent before the cut
-//!   belong to the same episode and do not cut again), and a Retry-After pauses
-//!   all admissions.
-//! - **Delay** (self-hosted servers that queue): every round (as many
-//!   completions as the limit) compares the round's median latency, per output
-//!   token when the server reports `usage`, with a no-load baseline: the lowest
-//!   round median seen, which cannot drift up under sustained overload. Above
-//!   [`DELAY_HIGH`] times the baseline, the limit drops to what Little's law
-//!   says the server serves at no-load latency (limit / ratio).
+//! By Little's law, throughput = requests at the server / latency. Raising the
+//! limit pays while latency rises more slowly than the limit (a server with
+//! free slots, or a batching GPU server that serves a fuller batch a little
+//! slower), and stops paying when latency rises in proportion (pure queueing,
+//! or a server that runs one request at a time). Every reply gives one sample
+//! of that curve: `n / latency`, where `n` is the number of requests at the
+//! server when it was sent (at a first-come-first-served server, what decides
+//! its latency) and latency is per output token when the server reports
+//! `usage`, so long answers are not mistaken for queueing. That ratio is the
+//! reply's *speed*; a *round* is the median speed of enough replies sent at
+//! one limit (at least the limit: about a round trip).
 //!
-//! Growth: slow start (+1 per completion, doubling per round trip) until the
-//! first cut, then a tenth of the limit (at least one) per round trip. Growth counts only completions of requests
-//! that found the window at least [`FULL`] full, so an app-limited run (a slow
-//! dataset, a small tail) never inflates the limit.
+//! - **Probe and ramp**: start at 1 in flight for [`PROBE`] replies, whose
+//!   median latency is the unloaded reference. Then, like TCP's slow start,
+//!   every reply that found the window full adds [`RAMP_STEP`] to the limit
+//!   (the limit quadruples per round trip, with no round trip spent measuring),
+//!   until the median latency of the last [`RECENT`] replies passes
+//!   [`RAMP_EXIT`] times the reference.
+//! - **Search**: from the number of requests that were at the server then,
+//!   measure rounds: double while doubling pays at least [`GROWTH_GAIN`] of
+//!   its growth; then try below the lowest good limit what Little's law says
+//!   the best speed needs at unloaded latency (best speed x reference, the
+//!   bandwidth-delay product BBR sizes TCP windows by), and bisect between
+//!   the highest limit that fell short and the lowest that did not, for the
+//!   lowest limit whose speed is within [`TOLERANCE`] of the best measured.
+//! - **Hold and probe**: every [`PROBE_EVERY`] rounds, try a limit one
+//!   [`PROBE_STEP`] up or down (alternately) for one round. Up is kept if it
+//!   paid [`GROWTH_GAIN`] of its growth (the server freed up; excess is
+//!   cheaper than lost throughput and the next probe down takes it back),
+//!   down if it lost less than half its share
+//!   (the server slowed down: latency grew with in-flight at flat
+//!   throughput). A round whose latency passes [`LATENCY_ALARM`] times the
+//!   held level's probes down at once.
+//! - **Loss** (hosted APIs that throttle): a 429/503 or a timeout cuts the
+//!   limit once by [`LOSS_CUT`] per episode (outcomes of requests sent before
+//!   the cut belong to the same episode) and holds it there.
+//!
+//! Only replies of requests that really waited on the server count: sent with
+//! at least [`FULL`] of their limit at the server. A run fed slowly by its
+//! dataset or held back by the client's own rate limiter never grows its
+//! limit on the strength of an idle window.
 
 use std::time::Duration;
 
@@ -24,11 +49,31 @@ use super::{Decision, Observation, Outcome, Strategy};
 
 /// Multiplicative cut on throttling or timeouts.
 pub const LOSS_CUT: f64 = 0.7;
-/// Latency over baseline that counts as queueing.
-pub const DELAY_HIGH: f64 = 1.3;
-/// Fraction of the limit in flight for a completion to count towards growth.
+/// Most replies kept for the unloaded reference latency.
+const REFERENCE: usize = 16;
+/// Added to the limit per reply that found the window full, while ramping.
+pub const RAMP_STEP: usize = 3;
+/// Latency over the reference that ends the ramp at once.
+pub const RAMP_EXIT: f64 = 3.0;
+/// Speed gain between two groups of replies below which the ramp ends.
+pub const RAMP_GAIN: f64 = 0.15;
+/// Replies per group compared while ramping.
+pub const RECENT: usize = 8;
+/// Share of a doubling's growth that speed must show for it to pay.
+pub const GROWTH_GAIN: f64 = 0.25;
+/// How far below the best speed the settled limit may be.
+pub const TOLERANCE: f64 = 0.05;
+/// Bisection stops once the bracket is this tight.
+pub const BRACKET: f64 = 1.25;
+/// Rounds held between two probes.
+pub const PROBE_EVERY: u32 = 20;
+/// Size of a probe step (at least one request).
+pub const PROBE_STEP: f64 = 0.2;
+/// Latency over the held level's that triggers a probe down at once.
+pub const LATENCY_ALARM: f64 = 1.5;
+/// Share of its limit at the server for a reply to count.
 pub const FULL: f64 = 0.8;
-/// Fewest completions a round needs for a stable median.
+/// Fewest replies in a round, for a usable median.
 const MIN_ROUND: usize = 8;
 
 /// `concurrency: {strategy: adaptive, initial, min, max}`.
@@ -42,59 +87,285 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         AdaptiveConfig {
-            initial: 4,
+            initial: 1,
             min: 1,
             max: 256,
         }
     }
 }
 
+/// One measured limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Level {
+    limit: usize,
+    /// Median of `at_server / latency` over the round.
+    speed: f64,
+    /// Median latency (per token where known), seconds.
+    latency: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Ramp,
+    /// Measuring levels; `up` while doublings still pay.
+    Search {
+        up: bool,
+    },
+    Hold {
+        level: Option<Level>,
+        rounds: u32,
+        next_up: bool,
+    },
+    /// One round at a probe limit, against `base` (the level held).
+    Probe {
+        base: Level,
+        up: bool,
+    },
+}
+
+/// Replies of the requests sent at the current limit.
+struct Round {
+    /// Only requests dispatched after this count.
+    start_seq: u64,
+    /// (latency, at_server) of each counted reply.
+    samples: Vec<(f64, usize)>,
+    /// Replies passed over because the window was not full when they went.
+    idle: usize,
+}
+
 /// The controller's state.
 pub struct Adaptive {
     config: AdaptiveConfig,
-    limit: f64,
-    slow_start: bool,
-    /// No-load latency (per token where known), in seconds.
-    baseline: Option<f64>,
-    round: Vec<f64>,
-    /// Only requests dispatched after the last cut feed the delay signal.
-    round_start_seq: u64,
+    limit: usize,
+    phase: Phase,
+    round: Round,
+    /// Latencies of replies that had the server to themselves.
+    reference: Vec<f64>,
+    /// The last replies while ramping: (latency, at_server).
+    recent: Vec<(f64, usize)>,
+    /// Limits measured since the search began.
+    levels: Vec<Level>,
     /// Throttles of requests dispatched up to here belong to the last cut.
     episode_end_seq: u64,
 }
 
 impl Adaptive {
     pub fn new(config: AdaptiveConfig) -> Self {
-        let initial = config.initial.clamp(config.min.max(1), config.max.max(1));
-        Adaptive {
+        let mut a = Adaptive {
             config,
-            limit: initial as f64,
-            slow_start: true,
-            baseline: None,
-            round: Vec::with_capacity(64),
-            round_start_seq: 0,
+            limit: 1,
+            phase: Phase::Ramp,
+            round: Round {
+                start_seq: 0,
+                samples: Vec::with_capacity(64),
+                idle: 0,
+            },
+            reference: Vec::with_capacity(REFERENCE),
+            recent: Vec::with_capacity(2 * RECENT),
+            levels: Vec::new(),
             episode_end_seq: 0,
+        };
+        a.limit = a.clamp(config.initial);
+        if a.limit > 1 {
+            // Told where to start: measure from there instead of probing.
+            a.phase = Phase::Search { up: true };
+        }
+        a
+    }
+
+    fn clamp(&self, limit: usize) -> usize {
+        limit.clamp(self.config.min.max(1), self.config.max.max(1))
+    }
+
+    /// Moves to `limit` and starts a fresh round with requests sent from now on.
+    fn set(&mut self, limit: usize, latest_seq: u64) {
+        self.limit = self.clamp(limit);
+        self.round.samples.clear();
+        self.round.idle = 0;
+        self.round.start_seq = latest_seq;
+    }
+
+    /// The round's measurement, once it has enough replies.
+    fn measure(&mut self) -> Option<Level> {
+        let samples = &mut self.round.samples;
+        if samples.len() < self.limit.max(MIN_ROUND) {
+            return None;
+        }
+        let mut speeds: Vec<f64> = samples
+            .iter()
+            .filter(|(latency, _)| *latency > 0.0)
+            .map(|(latency, n)| *n as f64 / latency)
+            .collect();
+        let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
+        if speeds.is_empty() {
+            return None;
+        }
+        Some(Level {
+            limit: self.limit,
+            speed: median(&mut speeds),
+            latency: median(&mut latencies),
+        })
+    }
+
+    /// While ramping: grows on a full window; returns true when it should stop.
+    fn ramp(&mut self, latency: f64, o: &Observation) -> bool {
+        if o.seq > self.round.start_seq {
+            if self.recent.len() == 2 * RECENT {
+                self.recent.remove(0);
+            }
+            self.recent.push((latency, o.at_server));
+        }
+        if self.recent.len() >= RECENT {
+            let (earlier, last) = self.recent.split_at(self.recent.len() - RECENT);
+            let speeds = |r: &[(f64, usize)]| {
+                let mut v: Vec<f64> = r.iter().map(|(l, n)| *n as f64 / l.max(1e-9)).collect();
+                median(&mut v)
+            };
+            let flat =
+                earlier.len() == RECENT && speeds(last) < (1.0 + RAMP_GAIN) * speeds(earlier);
+            let mut latencies: Vec<f64> = last.iter().map(|r| r.0).collect();
+            let slow = self
+                .reference()
+                .is_some_and(|r| median(&mut latencies) > RAMP_EXIT * r);
+            if flat || slow {
+                return true;
+            }
+        }
+        if o.at_server as f64 >= FULL * o.limit_at_start as f64 {
+            self.limit = self.clamp(self.limit + RAMP_STEP);
+        }
+        self.limit >= self.config.max
+    }
+
+    /// The unloaded latency: the median of replies that had the server alone.
+    fn reference(&self) -> Option<f64> {
+        (!self.reference.is_empty()).then(|| median(&mut self.reference.clone()))
+    }
+
+    /// The next limit after a measured round.
+    fn next(&mut self, level: Level) -> usize {
+        match self.phase {
+            Phase::Ramp => self.limit,
+            Phase::Search { .. } => {
+                self.levels.push(level);
+                self.search()
+            }
+            Phase::Hold {
+                level: held,
+                rounds,
+                next_up,
+            } => {
+                // The level first measured here stays the reference, so a
+                // slow creep of latency still trips the alarm.
+                let held = held.unwrap_or(level);
+                let alarm = level.latency > LATENCY_ALARM * held.latency;
+                let (rounds, next_up) = if alarm || rounds + 1 >= PROBE_EVERY {
+                    let up = next_up && !alarm;
+                    let probe = self.probe_limit(up);
+                    if probe != self.limit {
+                        self.phase = Phase::Probe { base: level, up };
+                        return probe;
+                    }
+                    // At min or max: the other way next time.
+                    (0, !up)
+                } else {
+                    (rounds + 1, next_up)
+                };
+                self.phase = Phase::Hold {
+                    level: Some(held),
+                    rounds,
+                    next_up,
+                };
+                self.limit
+            }
+            Phase::Probe { base, up } => {
+                let keep = if up {
+                    pays(&base, &level, GROWTH_GAIN)
+                } else {
+                    // Down is kept when it lost less than half its share.
+                    let share = 1.0 - level.limit as f64 / base.limit as f64;
+                    level.speed >= base.speed * (1.0 - 0.5 * share)
+                };
+                if keep {
+                    // Keep going the same way while it keeps paying.
+                    let probe = self.probe_limit(up);
+                    if probe != self.limit {
+                        self.phase = Phase::Probe { base: level, up };
+                        return probe;
+                    }
+                    self.hold(level, !up);
+                    self.limit
+                } else {
+                    self.hold(base, !up);
+                    base.limit
+                }
+            }
         }
     }
 
-    fn clamp(&self, limit: f64) -> f64 {
-        limit.clamp(self.config.min.max(1) as f64, self.config.max.max(1) as f64)
+    fn hold(&mut self, level: Level, next_up: bool) {
+        self.levels.clear();
+        self.phase = Phase::Hold {
+            level: Some(level),
+            rounds: 0,
+            next_up,
+        };
     }
 
-    /// Applies a new (fractional) limit; returns the integer limit if it changed.
-    fn set(&mut self, limit: f64, current: usize) -> Option<usize> {
-        self.limit = self.clamp(limit);
-        let whole = self.limit.floor() as usize;
-        (whole != current).then_some(whole)
+    fn probe_limit(&self, up: bool) -> usize {
+        let step = ((self.limit as f64 * PROBE_STEP).round() as usize).max(1);
+        if up {
+            self.clamp(self.limit.saturating_add(step))
+        } else {
+            self.clamp(self.limit.saturating_sub(step))
+        }
     }
 
-    /// Multiplies the limit by `factor` (never below half at once) and starts a
-    /// fresh round with requests sent from now on.
-    fn cut(&mut self, factor: f64, o: &Observation) -> Option<usize> {
-        self.slow_start = false;
-        self.round.clear();
-        self.round_start_seq = o.latest_seq;
-        self.set(self.limit * factor.max(0.5), o.limit)
+    /// Doubles while it pays, then bisects for the lowest good limit; holds
+    /// it once the bracket is tight.
+    fn search(&mut self) -> usize {
+        self.levels.sort_by_key(|l| l.limit);
+        if let Phase::Search { up: true } = self.phase {
+            let top = self.levels[self.levels.len() - 1];
+            let paid = self.levels.len() < 2
+                || pays(&self.levels[self.levels.len() - 2], &top, GROWTH_GAIN);
+            if paid && top.limit < self.config.max {
+                return top.limit.saturating_mul(2);
+            }
+            self.phase = Phase::Search { up: false };
+        }
+        let best = self.levels.iter().map(|l| l.speed).fold(0.0, f64::max);
+        let good_enough = |l: &Level| l.speed >= (1.0 - TOLERANCE) * best;
+        let Some(good) = self.levels.iter().copied().find(good_enough) else {
+            return self.limit;
+        };
+        let bad = self
+            .levels
+            .iter()
+            .filter(|l| l.limit < good.limit)
+            .map(|l| l.limit)
+            .max();
+        match bad {
+            // Nothing measured below: try what Little's law says the best
+            // speed needs at unloaded latency (the bandwidth-delay product).
+            None if good.limit > self.clamp(1) => {
+                // The reference may rest on a single reply: never more
+                // than halve on its word.
+                let bdp = self.reference().map_or(0, |r| (best * r).round() as usize);
+                bdp.clamp(good.limit / 2, good.limit * 7 / 10)
+            }
+            Some(bad) if good.limit > bad + 1 && good.limit as f64 > BRACKET * bad as f64 => {
+                let mid = ((bad * good.limit) as f64).sqrt().round() as usize;
+                mid.clamp(bad + 1, good.limit - 1)
+            }
+            _ => {
+                // The band below the best is noise's; give it back, so a
+                // server with K slots is held at K rather than 0.95 K.
+                let limit = (good.limit as f64 * (1.0 + TOLERANCE)).round() as usize;
+                self.hold(good, true);
+                limit
+            }
+        }
     }
 
     fn on_loss(&mut self, o: &Observation) -> Option<usize> {
@@ -102,7 +373,14 @@ impl Adaptive {
             return None;
         }
         self.episode_end_seq = o.latest_seq;
-        self.cut(LOSS_CUT, o)
+        self.levels.clear();
+        self.phase = Phase::Hold {
+            level: None,
+            rounds: 0,
+            next_up: true,
+        };
+        let cut = ((self.limit as f64) * LOSS_CUT).floor() as usize;
+        self.change(cut, o)
     }
 
     fn on_success(
@@ -111,32 +389,54 @@ impl Adaptive {
         tokens: Option<u64>,
         o: &Observation,
     ) -> Option<usize> {
-        let full = o.in_flight_at_start as f64 >= FULL * o.limit as f64;
-        let mut limit = self.limit;
-        if full {
-            limit += if self.slow_start {
-                1.0
-            } else {
-                1.0 / self.limit.max(1.0)
-            };
+        let per = latency.as_secs_f64() / tokens.filter(|t| *t > 0).map_or(1.0, |t| t as f64);
+        if o.at_server == 1 && self.reference.len() < REFERENCE {
+            self.reference.push(per);
         }
-        if o.seq > self.round_start_seq {
-            let per = latency.as_secs_f64() / tokens.filter(|t| *t > 0).map_or(1.0, |t| t as f64);
-            self.round.push(per);
-            if self.round.len() >= (o.limit).max(MIN_ROUND) {
-                let median = median(&mut self.round);
-                self.round.clear();
-                let baseline = self.baseline.map_or(median, |b| b.min(median));
-                self.baseline = Some(baseline);
-                let ratio = median / baseline;
-                if ratio > DELAY_HIGH {
-                    self.limit = limit;
-                    return self.cut(1.0 / ratio, o);
-                }
+        if self.phase == Phase::Ramp {
+            if !self.ramp(per, o) {
+                return self.change(self.limit, o);
             }
+            // Measure from the number that were at the server when latency rose.
+            let last = &self.recent[self.recent.len().saturating_sub(RECENT)..];
+            let mut at: Vec<f64> = last.iter().map(|r| r.1 as f64).collect();
+            let start = median(&mut at).round() as usize;
+            self.phase = Phase::Search { up: true };
+            self.set(start, o.latest_seq);
+            return (self.limit != o.limit).then_some(self.limit);
         }
-        self.set(limit, o.limit)
+        if o.seq <= self.round.start_seq {
+            return None;
+        }
+        if (o.at_server as f64) < FULL * o.limit_at_start as f64 {
+            self.round.idle += 1;
+            if self.round.idle > 4 * self.limit.max(MIN_ROUND) {
+                // App-limited: nothing learnt; measure again at the same limit.
+                self.set(self.limit, o.latest_seq);
+            }
+            return None;
+        }
+        self.round.samples.push((per, o.at_server));
+        let level = self.measure()?;
+        let next = self.next(level);
+        self.set(next, o.latest_seq);
+        (self.limit != o.limit).then_some(self.limit)
     }
+
+    /// Applies `limit`, returning it if it differs from the limiter's.
+    fn change(&mut self, limit: usize, o: &Observation) -> Option<usize> {
+        if limit != self.limit || self.phase != Phase::Ramp {
+            self.set(limit, o.latest_seq);
+        }
+        (self.limit != o.limit).then_some(self.limit)
+    }
+}
+
+/// Whether going from `from` to `to` raised speed by at least `gain` of the
+/// limit's relative growth.
+fn pays(from: &Level, to: &Level, gain: f64) -> bool {
+    let growth = to.limit as f64 / from.limit as f64 - 1.0;
+    to.speed >= from.speed * (1.0 + gain * growth)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -146,7 +446,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 impl Strategy for Adaptive {
     fn initial_limit(&self) -> usize {
-        self.limit as usize
+        self.limit
     }
 
     fn observe(&mut self, o: &Observation) -> Decision {
@@ -173,204 +473,4 @@ impl Strategy for Adaptive {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An outcome of request `seq`, admitted with the window full at `limit`.
-    fn full(outcome: Outcome, seq: u64, limit: usize, latest_seq: u64) -> Observation {
-        Observation {
-            outcome,
-            seq,
-            in_flight_at_start: limit,
-            limit_at_start: limit,
-            latest_seq,
-            limit,
-        }
-    }
-
-    /// Drives the controller as the limiter would: each call completes one
-    /// request, numbered in dispatch order, that saw `in_flight` when admitted.
-    struct Drive {
-        a: Adaptive,
-        limit: usize,
-        seq: u64,
-    }
-
-    impl Drive {
-        fn new(initial: usize) -> Drive {
-            let a = Adaptive::new(AdaptiveConfig {
-                initial,
-                min: 1,
-                max: 256,
-            });
-            Drive {
-                limit: a.initial_limit(),
-                a,
-                seq: 0,
-            }
-        }
-
-        fn complete(&mut self, outcome: Outcome, in_flight: usize) -> Decision {
-            self.seq += 1;
-            let o = Observation {
-                outcome,
-                seq: self.seq,
-                in_flight_at_start: in_flight,
-                limit_at_start: self.limit,
-                latest_seq: self.seq + self.limit as u64,
-                limit: self.limit,
-            };
-            let d = self.a.observe(&o);
-            if let Some(l) = d.limit {
-                self.limit = l;
-            }
-            d
-        }
-
-        /// `n` successes of `ms` latency (and `tokens` output tokens), window full.
-        fn ok(&mut self, n: usize, ms: u64, tokens: Option<u64>) {
-            for _ in 0..n {
-                let full = self.limit;
-                self.complete(
-                    Outcome::Success {
-                        latency: Duration::from_millis(ms),
-                        completion_tokens: tokens,
-                    },
-                    full,
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn slow_start_doubles_per_round_trip_while_latency_holds() {
-        let mut d = Drive::new(4);
-        d.ok(4, 100, None);
-        assert_eq!(d.limit, 8);
-        d.ok(8, 100, None);
-        assert_eq!(d.limit, 16);
-    }
-
-    #[test]
-    fn no_growth_while_the_window_is_not_full() {
-        // App-limited: the dataset feeds one request at a time.
-        let mut d = Drive::new(8);
-        for _ in 0..200 {
-            d.complete(
-                Outcome::Success {
-                    latency: Duration::from_millis(100),
-                    completion_tokens: None,
-                },
-                1,
-            );
-        }
-        assert_eq!(d.limit, 8);
-    }
-
-    #[test]
-    fn queueing_cuts_to_what_the_server_serves_at_no_load_latency() {
-        let mut d = Drive::new(32);
-        d.a.slow_start = false;
-        d.ok(64, 100, None); // baseline 100 ms
-        let before = d.limit;
-        // Rounds at twice the latency: the first full one cuts the limit in half
-        // (Little's law: the server serves `limit / 2` at no-load latency).
-        let mut lowest = before;
-        for _ in 0..2 * before {
-            d.ok(1, 200, None);
-            lowest = lowest.min(d.limit);
-        }
-        assert!(lowest <= before / 2 + 1, "{before} -> {lowest}");
-    }
-
-    #[test]
-    fn long_answers_are_not_mistaken_for_queueing() {
-        let mut d = Drive::new(16);
-        d.a.slow_start = false;
-        d.ok(32, 100, Some(10)); // 10 ms per token
-        let before = d.limit;
-        // Ten times the latency, ten times the tokens: the same speed per token.
-        d.ok(before * 3, 1000, Some(100));
-        assert!(d.limit >= before, "{before} -> {}", d.limit);
-    }
-
-    #[test]
-    fn the_baseline_does_not_drift_up_under_sustained_overload() {
-        let mut d = Drive::new(64);
-        d.a.slow_start = false;
-        d.ok(64, 100, None);
-        // The server stays overloaded: every round is slow, so the limit keeps
-        // falling instead of the slow rounds becoming the new normal.
-        for _ in 0..30 {
-            let limit = d.limit.max(MIN_ROUND);
-            d.ok(limit, 300, None);
-        }
-        assert_eq!(d.a.baseline, Some(0.1));
-        assert!(
-            d.limit <= 4,
-            "the limit stays pinned low, not back at 64: {}",
-            d.limit
-        );
-    }
-
-    #[test]
-    fn one_cut_per_throttling_episode_and_the_pause_is_passed_on() {
-        let mut d = Drive::new(40);
-        d.a.slow_start = false;
-        let latest = d.seq + 40;
-        let mut cuts = 0;
-        // Forty requests sent before the first 429 all come back throttled.
-        for i in 0..40 {
-            let throttled = Outcome::Throttled {
-                retry_after: Some(Duration::from_secs(2)),
-            };
-            let decision = d.a.observe(&full(throttled, i + 1, d.limit, latest));
-            assert_eq!(decision.pause, Some(Duration::from_secs(2)));
-            if let Some(l) = decision.limit {
-                d.limit = l;
-                cuts += 1;
-            }
-        }
-        assert_eq!(cuts, 1);
-        assert_eq!(d.limit, 28);
-        // A request sent after the cut that is throttled again starts a new episode.
-        let again = full(
-            Outcome::Throttled { retry_after: None },
-            latest + 1,
-            d.limit,
-            latest + 30,
-        );
-        assert_eq!(d.a.observe(&again).limit, Some(19));
-    }
-
-    #[test]
-    fn server_errors_do_not_move_the_limit() {
-        let mut d = Drive::new(10);
-        for _ in 0..50 {
-            assert_eq!(d.complete(Outcome::Failed, 10), Decision::default());
-        }
-        assert_eq!(d.limit, 10);
-    }
-
-    #[test]
-    fn stays_within_min_and_max() {
-        let mut a = Adaptive::new(AdaptiveConfig {
-            initial: 4,
-            min: 2,
-            max: 6,
-        });
-        let mut limit = a.initial_limit();
-        let fast = Outcome::Success {
-            latency: Duration::from_millis(10),
-            completion_tokens: None,
-        };
-        for (seqs, outcome, expected) in [(1..200u64, fast, 6), (200..260, Outcome::Timeout, 2)] {
-            for seq in seqs {
-                if let Some(l) = a.observe(&full(outcome.clone(), seq, limit, seq)).limit {
-                    limit = l;
-                }
-            }
-            assert_eq!(limit, expected);
-        }
-    }
-}
+mod tests;

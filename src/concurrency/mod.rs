@@ -15,6 +15,8 @@
 pub mod adaptive;
 pub mod rate;
 pub mod retry;
+#[cfg(test)]
+mod sim;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -115,8 +117,10 @@ pub struct Observation {
     /// Dispatch number of the request (1, 2, ...): outcomes of requests sent
     /// before a limit change belong to the old limit.
     pub seq: u64,
-    /// Requests in flight right after this one was admitted, itself included.
-    pub in_flight_at_start: usize,
+    /// Requests at the server when this attempt was sent, itself included:
+    /// not those holding a slot while they wait on backoff or a rate limit.
+    /// At a first-come-first-served server this is what sets its latency.
+    pub at_server: usize,
     /// The limit when it was admitted.
     pub limit_at_start: usize,
     /// The last dispatch number handed out so far.
@@ -166,11 +170,57 @@ struct State {
     limit: usize,
     /// Permits to forget as they come back, after a cut bigger than the free slots.
     debt: usize,
+    /// Slots held (samples between admission and reply).
     in_flight: usize,
+    /// Of those, requests at the server now.
+    at_server: usize,
+    /// Of those, samples waiting to try again or on the client's rate limit.
+    waiting: usize,
     seq: u64,
+    /// Attempts sent so far.
+    sends: u64,
     paused_until: Option<Instant>,
     /// (time since start, limit) at every change, the first included.
     history: Vec<(Duration, usize)>,
+    /// Since when every held slot has been waiting, with none at the server.
+    blocked_since: Option<Instant>,
+    totals: Totals,
+}
+
+/// What the limiter saw of a run, for its timing report.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Slot time: the sum over samples of the time they held a slot, failed
+    /// attempts, backoff and rate-limit waits included.
+    pub held: Duration,
+    /// Sum over attempts, failed ones included, of their time at the server.
+    pub at_server: Duration,
+    /// Wall-clock time during which slots were held but every one of them was
+    /// waiting (backoff, a server's pause, the rate limiter): the run was blocked.
+    pub blocked: Duration,
+    /// Attempts sent.
+    pub attempts: u64,
+    /// Attempts answered "slow down" (429/503).
+    pub throttled: u64,
+    /// Successful attempts that had the server to themselves from send to
+    /// reply, and the sum of their latencies: the unloaded latency.
+    pub unloaded: u64,
+    pub unloaded_sum: Duration,
+}
+
+impl State {
+    /// Opens or closes a blocked stretch after a change of the counters.
+    fn update_blocked(&mut self, now: Instant) {
+        let blocked = self.waiting > 0 && self.at_server == 0;
+        match (blocked, self.blocked_since) {
+            (true, None) => self.blocked_since = Some(now),
+            (false, Some(since)) => {
+                self.totals.blocked += now.saturating_duration_since(since);
+                self.blocked_since = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The right to have one request in flight; returned to the limiter on drop.
@@ -179,8 +229,23 @@ pub struct Permit {
     slot: Option<OwnedSemaphorePermit>,
     limiter: Arc<Limiter>,
     seq: u64,
-    in_flight_at_start: usize,
     limit_at_start: usize,
+    admitted: Instant,
+    attempt: Mutex<Attempt>,
+}
+
+/// The permit's current attempt, as the limiter counts it.
+#[derive(Default)]
+struct Attempt {
+    /// When it was sent.
+    sent: Option<Instant>,
+    /// Requests at the server when it was sent, itself included.
+    at_server: usize,
+    /// `State::sends` right after it was sent.
+    sends_at_start: u64,
+    /// No other request was at the server from its send to its reply.
+    alone: bool,
+    waiting: bool,
 }
 
 impl Limiter {
@@ -194,9 +259,14 @@ impl Limiter {
                 limit,
                 debt: 0,
                 in_flight: 0,
+                at_server: 0,
+                waiting: 0,
                 seq: 0,
+                sends: 0,
                 paused_until: None,
                 history: vec![(Duration::ZERO, limit)],
+                blocked_since: None,
+                totals: Totals::default(),
             }),
             started: Instant::now(),
         })
@@ -242,8 +312,9 @@ impl Limiter {
                 slot: Some(slot),
                 limiter: Arc::clone(self),
                 seq: s.seq,
-                in_flight_at_start: s.in_flight,
                 limit_at_start: s.limit,
+                admitted: Instant::now(),
+                attempt: Mutex::new(Attempt::default()),
             };
         }
     }
@@ -271,6 +342,16 @@ impl Limiter {
         self.state().history.clone()
     }
 
+    /// What the limiter has counted so far (a blocked stretch still open included).
+    pub fn totals(&self) -> Totals {
+        let s = self.state();
+        let mut totals = s.totals;
+        if let Some(since) = s.blocked_since {
+            totals.blocked += since.elapsed();
+        }
+        totals
+    }
+
     /// Sets the limit: new slots open at once; a cut takes back free slots now
     /// and the rest as in-flight requests finish. Waiters are never dropped.
     fn set_limit(&self, s: &mut State, new: usize) {
@@ -295,14 +376,78 @@ impl Limiter {
 }
 
 impl Permit {
+    fn attempt(&self) -> MutexGuard<'_, Attempt> {
+        self.attempt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks an attempt as sent to the server until the guard is dropped.
+    pub fn sending(&self) -> Sending<'_> {
+        let mut s = self.limiter.state();
+        let mut a = self.attempt();
+        let now = Instant::now();
+        s.at_server += 1;
+        s.sends += 1;
+        s.totals.attempts += 1;
+        if std::mem::take(&mut a.waiting) {
+            s.waiting -= 1;
+        }
+        s.update_blocked(now);
+        a.sent = Some(now);
+        a.at_server = s.at_server;
+        a.sends_at_start = s.sends;
+        Sending { permit: self }
+    }
+
+    /// Runs `wait` (the client's rate limiter, a server's pause) counting this
+    /// sample as waiting, not at the server.
+    pub async fn waiting<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
+        self.set_waiting(true);
+        let out = wait.await;
+        self.set_waiting(false);
+        out
+    }
+
+    fn set_waiting(&self, waiting: bool) {
+        let mut s = self.limiter.state();
+        let mut a = self.attempt();
+        if a.waiting != waiting {
+            a.waiting = waiting;
+            if waiting {
+                s.waiting += 1;
+            } else {
+                s.waiting -= 1;
+            }
+            s.update_blocked(Instant::now());
+        }
+    }
+
     /// Tells the strategy how an attempt went; it may resize the limiter or pause it.
     pub fn report(&self, outcome: &Outcome) {
         let limiter = &self.limiter;
+        let (at_server, alone) = {
+            let a = self.attempt();
+            (a.at_server, a.alone)
+        };
+        match outcome {
+            Outcome::Success { .. } => {}
+            // A failed attempt is retried after a wait, or the slot is given back.
+            _ => self.set_waiting(true),
+        }
         let mut s = limiter.state();
+        match outcome {
+            Outcome::Success { latency, .. } if alone => {
+                s.totals.unloaded += 1;
+                s.totals.unloaded_sum += *latency;
+            }
+            Outcome::Throttled { .. } => s.totals.throttled += 1,
+            _ => {}
+        }
         let observation = Observation {
             outcome: outcome.clone(),
             seq: self.seq,
-            in_flight_at_start: self.in_flight_at_start,
+            at_server,
             limit_at_start: self.limit_at_start,
             latest_seq: s.seq,
             limit: s.limit,
@@ -319,10 +464,37 @@ impl Permit {
     }
 }
 
+/// An attempt at the server; see [`Permit::sending`].
+pub struct Sending<'a> {
+    permit: &'a Permit,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut s = self.permit.limiter.state();
+        let mut a = self.permit.attempt();
+        let now = Instant::now();
+        if let Some(sent) = a.sent {
+            s.totals.at_server += now.saturating_duration_since(sent);
+        }
+        // Nobody else was at the server when it went, nor sent while it was out.
+        a.alone = a.at_server == 1 && s.sends == a.sends_at_start;
+        s.at_server -= 1;
+        s.update_blocked(now);
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
+        let held = self.admitted.elapsed();
+        let waiting = std::mem::take(&mut self.attempt().waiting);
         let mut s = self.limiter.state();
         s.in_flight -= 1;
+        s.totals.held += held;
+        if waiting {
+            s.waiting -= 1;
+            s.update_blocked(Instant::now());
+        }
         if let Some(slot) = self.slot.take() {
             if s.debt > 0 {
                 s.debt -= 1;

@@ -174,9 +174,10 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         || async {
             if let Some(rate) = &ctx.rate {
                 let waited = Instant::now();
-                rate.admit(estimate).await;
+                permit.waiting(rate.admit(estimate)).await;
                 rate_wait_us.fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
+            let _at_server = permit.sending();
             ctx.client.complete(&body).await
         },
         |e| {

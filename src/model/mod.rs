@@ -97,6 +97,10 @@ impl Retryable for ClientError {
         }
     }
 
+    fn is_throttling(&self) -> bool {
+        matches!(self.outcome(), Outcome::Throttled { .. })
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ClientError::Status { retry_after, .. } => *retry_after,

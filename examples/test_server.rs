@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example test_server -- capacity --k 32 --base 100ms --jitter 0.2
 //! cargo run --release --example test_server -- rpm --per-minute 600
+//! cargo run --release --example test_server -- rpm --per-minute 60 --window fixed --retry-header llm_provider-retry-after
 //! cargo run --release --example test_server -- faulty --error-rate 0.1 --hang-rate 0.02
 //! ```
 //!
@@ -31,7 +32,12 @@ usage: test_server MODE [OPTIONS]
 
 modes:
   capacity --k N --base DURATION [--jitter F]   serve N at a time, the rest queue
-  rpm --per-minute N                            429 + Retry-After over N requests a minute
+  rpm --per-minute N [--window bucket|fixed] [--retry-header NAME]
+                                                429 + Retry-After over N requests a minute:
+                                                a token bucket (burst ~1 s), or N per fixed
+                                                minute from the first request (LiteLLM's
+                                                proxy); the wait goes in header NAME instead
+                                                of Retry-After (LiteLLM: llm_provider-retry-after)
   faulty --error-rate P --hang-rate P [...]     inject faults with these probabilities
 
 options of every mode: --port P, --latency DURATION, --seed N
@@ -123,7 +129,20 @@ fn build(args: &[String]) -> Result<TestServer, String> {
             }
             builder.capacity(k, base, jitter)
         }
-        "rpm" => builder.requests_per_minute(o.required("per-minute", number::<u32>)?),
+        "rpm" => {
+            let n = o.required("per-minute", number::<u32>)?;
+            let builder = match o.take("window", number::<String>)?.as_deref() {
+                None | Some("bucket") => builder.requests_per_minute(n),
+                Some("fixed") => builder.requests_per_window(n, Duration::from_secs(60)),
+                Some(other) => {
+                    return Err(format!("--window {other}: `bucket` or `fixed`"));
+                }
+            };
+            match o.take("retry-header", number::<String>)? {
+                Some(name) => builder.retry_header(&name),
+                None => builder,
+            }
+        }
         "faulty" => {
             let mut f = Faults::seeded(seed);
             f.server_error = o.take("error-rate", rate)?.unwrap_or(0.0);

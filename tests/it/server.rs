@@ -21,8 +21,17 @@
 //!   of `n / 60` tokens a second with a burst of about one second's worth;
 //!   over the limit the answer is 429 with `Retry-After` (whole seconds, at
 //!   least 1), like a hosted API.
+//! - **requests per fixed window** ([`Builder::requests_per_window`]): `n`
+//!   requests per window of fixed length, windows counted from the first
+//!   request, like LiteLLM's proxy; over the quota the answer is 429 with the
+//!   whole seconds until the window resets (at least 1). Refused requests do
+//!   not count against the quota.
 //! - **throttling for a while** ([`Builder::throttle_first`],
 //!   [`Builder::throttle_during`]): 429s to the first requests, or for a time.
+//! - **the header a 429 carries its wait in** ([`Builder::retry_header`]):
+//!   `Retry-After` unless told otherwise; LiteLLM's proxy, for one, sends only
+//!   `llm_provider-retry-after: 60`. It applies to every 429 the server makes
+//!   itself (the throttles and limiters above), not to a responder's replies.
 //! - **faults** ([`Builder::faults`]): per request, with given probabilities, a
 //!   5xx, a hang, a connection reset mid-body, a body trickling one byte per
 //!   100 ms, a 100 MB body, a body that is not JSON, one without `choices`, one
@@ -383,6 +392,39 @@ impl Bucket {
     }
 }
 
+/// A fixed-window quota: `limit` requests per `length`, windows counted
+/// from the first request.
+struct FixedWindow {
+    limit: u32,
+    length: Duration,
+    /// Start of the current window (none before the first request).
+    start: Option<Instant>,
+    /// Requests accepted in the current window.
+    count: u32,
+}
+
+impl FixedWindow {
+    /// Counts a request, or says how long until the window resets.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= self.length {
+            // Whole windows since the first request, so windows stay aligned
+            // to it however long the server sat idle.
+            let windows = (elapsed.as_nanos() / self.length.as_nanos().max(1)) as u32;
+            self.start = Some(start + self.length * windows);
+            self.count = 0;
+        }
+        if self.count < self.limit {
+            self.count += 1;
+            Ok(())
+        } else {
+            let end = self.start.unwrap_or(start) + self.length;
+            Err(end.saturating_duration_since(now))
+        }
+    }
+}
+
 /// K slots served first come, first served.
 struct Capacity {
     slots: Arc<Semaphore>,
@@ -399,6 +441,8 @@ struct Shared {
     latency_range: Option<(Duration, Duration)>,
     capacity: Option<Capacity>,
     bucket: Option<Mutex<Bucket>>,
+    window: Option<Mutex<FixedWindow>>,
+    retry_header: String,
     faults: Option<Faults>,
     rng: Mutex<XorShift>,
     started: Instant,
@@ -423,6 +467,8 @@ pub struct Builder {
     throttle_during: Option<(Duration, String)>,
     capacity: Option<(usize, Duration, f64)>,
     per_minute: Option<(u32, f64)>,
+    per_window: Option<(u32, Duration)>,
+    retry_header: String,
     faults: Option<Faults>,
     seed: u64,
     raw: bool,
@@ -454,15 +500,16 @@ impl Builder {
         self
     }
 
-    /// Answer 429 with `Retry-After: after` to the first `n` requests, whatever they are.
+    /// Answer 429 with `Retry-After: after` (or the [`Builder::retry_header`])
+    /// to the first `n` requests, whatever they are.
     pub fn throttle_first(mut self, n: usize, after: &str) -> Self {
         self.throttle_first = n;
         self.throttle_after = after.to_owned();
         self
     }
 
-    /// Answer 429 with `Retry-After: after` to every request that arrives within
-    /// `window` of the first one.
+    /// Answer 429 with `Retry-After: after` (or the [`Builder::retry_header`])
+    /// to every request that arrives within `window` of the first one.
     pub fn throttle_during(mut self, window: Duration, after: &str) -> Self {
         self.throttle_during = Some((window, after.to_owned()));
         self
@@ -485,6 +532,25 @@ impl Builder {
     /// [`Builder::requests_per_minute`] with an explicit burst.
     pub fn requests_per_minute_with_burst(mut self, n: u32, burst: f64) -> Self {
         self.per_minute = Some((n.max(1), burst.max(1.0)));
+        self
+    }
+
+    /// Accept `n` requests per fixed window of `window`, windows counted from
+    /// the first request (LiteLLM's proxy limits this way); answer the rest
+    /// 429 with the whole seconds until the window resets, at least 1.
+    /// Refused requests do not count. Combines with the other limits: a
+    /// request must pass every one.
+    pub fn requests_per_window(mut self, n: u32, window: Duration) -> Self {
+        self.per_window = Some((n, window.max(Duration::from_millis(1))));
+        self
+    }
+
+    /// Put the wait of every 429 the server makes itself (throttle_first,
+    /// throttle_during, the per-minute and per-window limits) in header
+    /// `name` instead of `Retry-After`, as LiteLLM's proxy does with
+    /// `llm_provider-retry-after`. A responder's own replies keep `Retry-After`.
+    pub fn retry_header(mut self, name: &str) -> Self {
+        self.retry_header = name.to_ascii_lowercase();
         self
     }
 
@@ -536,6 +602,15 @@ impl Builder {
                     last: now,
                 })
             }),
+            window: self.per_window.map(|(limit, length)| {
+                Mutex::new(FixedWindow {
+                    limit,
+                    length,
+                    start: None,
+                    count: 0,
+                })
+            }),
+            retry_header: self.retry_header,
             faults: self.faults,
             rng: Mutex::new(XorShift::new(self.seed)),
             started: now,
@@ -617,6 +692,8 @@ impl TestServer {
             throttle_during: None,
             capacity: None,
             per_minute: None,
+            per_window: None,
+            retry_header: RETRY_AFTER.to_owned(),
             faults: None,
             seed: 0x5EED,
             raw: false,
@@ -770,12 +847,34 @@ impl Shared {
         }
         if let Some(bucket) = &self.bucket {
             if let Err(wait) = bucket.lock().unwrap().take(now) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return Some(Reply::retry_after(429, &secs.to_string()));
+                return Some(Reply::retry_after(429, &whole_seconds(wait)));
+            }
+        }
+        if let Some(window) = &self.window {
+            if let Err(wait) = window.lock().unwrap().take(now) {
+                return Some(Reply::retry_after(429, &whole_seconds(wait)));
             }
         }
         None
     }
+
+    /// The header that carries a reply's `retry_after`: the configured one
+    /// for the server's own 429s (`gated`), `Retry-After` for a responder's.
+    fn retry_header_of(&self, gated: bool) -> &str {
+        if gated {
+            &self.retry_header
+        } else {
+            RETRY_AFTER
+        }
+    }
+}
+
+/// The standard header for the wait of a 429 or 503.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// A wait as `Retry-After` seconds: rounded up, at least 1.
+fn whole_seconds(wait: Duration) -> String {
+    (wait.as_secs_f64().ceil().max(1.0) as u64).to_string()
 }
 
 /// Everything a request turned into, once its latency has passed.
@@ -783,6 +882,8 @@ struct Answer {
     received: Received,
     reply: Reply,
     start: Duration,
+    /// The server itself throttled it (rather than the responder's reply).
+    gated: bool,
     _guard: InFlight,
 }
 
@@ -873,6 +974,7 @@ async fn answer(shared: &Arc<Shared>, authorization: Option<String>, body: &[u8]
         received,
         reply,
         start,
+        gated,
         _guard: guard,
     }
 }
@@ -924,6 +1026,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let answer = answer(&shared, authorization, &body).await;
+    let header = shared.retry_header_of(answer.gated).to_owned();
     let (status, response) = match answer.reply {
         Reply::Hang => std::future::pending::<(u16, Response)>().await,
         Reply::Text(content) => (
@@ -943,7 +1046,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             json_response(
                 StatusCode::from_u16(code).expect("valid status"),
                 body,
-                retry_after,
+                retry_after.map(|after| (header, after)),
             ),
         ),
         Reply::Raw(body) => (200, json_response(StatusCode::OK, body, None)),
@@ -962,12 +1065,13 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     response
 }
 
-fn json_response(status: StatusCode, body: String, retry_after: Option<String>) -> Response {
+/// A JSON response, with `retry` = (header name, wait) when given.
+fn json_response(status: StatusCode, body: String, retry: Option<(String, String)>) -> Response {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");
-    if let Some(after) = retry_after {
-        builder = builder.header("retry-after", after);
+    if let Some((name, after)) = retry {
+        builder = builder.header(name, after);
     }
     builder
         .body(Body::from(body))
@@ -1064,15 +1168,16 @@ fn status_line(code: u16) -> String {
     format!("HTTP/1.1 {code} {reason}\r\n")
 }
 
-fn head(code: u16, length: Option<usize>, retry_after: Option<&str>) -> String {
+/// A response head, with `retry` = (header name, wait) when given.
+fn head(code: u16, length: Option<usize>, retry: Option<(&str, &str)>) -> String {
     let mut h = status_line(code);
     h.push_str("content-type: application/json\r\n");
     match length {
         Some(n) => h.push_str(&format!("content-length: {n}\r\n")),
         None => h.push_str("transfer-encoding: chunked\r\n"),
     }
-    if let Some(after) = retry_after {
-        h.push_str(&format!("retry-after: {after}\r\n"));
+    if let Some((name, after)) = retry {
+        h.push_str(&format!("{name}: {after}\r\n"));
     }
     h.push_str("\r\n");
     h
@@ -1082,9 +1187,9 @@ async fn write_whole(
     stream: &mut TcpStream,
     code: u16,
     body: &[u8],
-    retry_after: Option<&str>,
+    retry: Option<(&str, &str)>,
 ) -> io::Result<()> {
-    let mut out = head(code, Some(body.len()), retry_after).into_bytes();
+    let mut out = head(code, Some(body.len()), retry).into_bytes();
     out.extend_from_slice(body);
     stream.write_all(&out).await?;
     stream.flush().await
@@ -1130,7 +1235,14 @@ async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> i
             body,
             retry_after,
         } => {
-            write_whole(stream, code, body.as_bytes(), retry_after.as_deref()).await?;
+            let header = shared.retry_header_of(answer.gated);
+            write_whole(
+                stream,
+                code,
+                body.as_bytes(),
+                retry_after.as_deref().map(|a| (header, a)),
+            )
+            .await?;
             shared.answered(prompt, answer.start, code);
             Ok(true)
         }

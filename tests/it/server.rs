@@ -10,13 +10,29 @@
 //! run is going. It records every request body, the prompt (message contents
 //! joined by newlines), the time each request was in flight, and the most
 //! requests it ever had in flight at once. `GET /stats` reports its counters
-//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`).
+//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`,
+//! `peak_in_service`).
 //!
 //! Server behaviours on top of the responder, all set on the [`Builder`]:
 //! - **capacity** ([`Builder::capacity`]): at most K requests are served at a
 //!   time; the others queue first come, first served, so latency grows with
 //!   load beyond K, like a vLLM or TGI server. Service time is a base latency
-//!   times a random factor in `[1 - jitter, 1 + jitter]`.
+//!   times a random factor in `[1 - jitter, 1 + jitter]`, or with
+//!   [`Builder::capacity_lognormal`] times `exp(sigma × N(0, 1))` (median
+//!   `base`, a long right tail, as real generation times have).
+//! - **serial** ([`Builder::serial`]): capacity 1 with a fixed service time,
+//!   first come, first served: llama.cpp on a CPU, one request at a time.
+//!   Latency is the service time alone and grows by one service time per
+//!   request waiting ahead; throughput is flat whatever the load.
+//! - **batching** ([`Builder::batching`]): a GPU server batching requests
+//!   (vLLM, TGI). At most B are in service at once and the rest queue first
+//!   come, first served; a request that enters service with `n` in service
+//!   (itself included) takes `base × (1 + (max_factor − 1) × (n − 1) / (B − 1))`,
+//!   from `base` alone to `max_factor × base` in a full batch. Throughput
+//!   keeps rising until the batch is full while latency rises mildly.
+//!   [`Builder::batching_lognormal`] adds `exp(sigma × N(0, 1))` noise.
+//!   `GET /stats` reports `peak_in_service` (the fullest batch) next to
+//!   `peak_in_flight` (which counts the queue too).
 //! - **requests per minute** ([`Builder::requests_per_minute`]): a token bucket
 //!   of `n / 60` tokens a second with a burst of about one second's worth;
 //!   over the limit the answer is 429 with `Retry-After` (whole seconds, at
@@ -173,6 +189,9 @@ pub struct Stats {
     pub throttled: usize,
     /// Faults injected by [`Builder::faults`].
     pub faults: usize,
+    /// The most requests ever in service at once at a capacity, serial or
+    /// batching server (0 for the others): `peak_in_flight` less the queue.
+    pub peak_in_service: usize,
 }
 
 /// A tiny seeded random generator (xorshift64), so tests and servers are
@@ -206,6 +225,18 @@ impl XorShift {
     /// Uniform in `[0, 1)`.
     pub fn f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal, by Box-Muller.
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.f64(); // (0, 1]: ln is finite
+        let u2 = self.f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// `exp(sigma × N(0, 1))`: lognormal with median 1.
+    pub fn lognormal(&mut self, sigma: f64) -> f64 {
+        (sigma * self.normal()).exp()
     }
 
     /// Uniform in `[0, n)`.
@@ -425,11 +456,63 @@ impl FixedWindow {
     }
 }
 
-/// K slots served first come, first served.
-struct Capacity {
-    slots: Arc<Semaphore>,
+/// How service times vary around their base.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spread {
+    /// `base ×` a factor uniform in `[1 - jitter, 1 + jitter]`.
+    Uniform(f64),
+    /// `base × exp(sigma × N(0, 1))`: median `base`.
+    Lognormal(f64),
+}
+
+impl Spread {
+    /// One random factor.
+    fn factor(self, rng: &mut XorShift) -> f64 {
+        match self {
+            Spread::Uniform(jitter) => (1.0 + jitter * (2.0 * rng.f64() - 1.0)).max(0.0),
+            Spread::Lognormal(sigma) => rng.lognormal(sigma),
+        }
+    }
+}
+
+/// A server's service stage: at most `slots` requests in service, the rest
+/// queued first come, first served.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ServiceShape {
+    slots: usize,
     base: Duration,
-    jitter: f64,
+    spread: Spread,
+    /// Service slows as the batch fills: `max_factor × base` when all
+    /// `slots` are busy (1.0: a plain capacity server).
+    max_factor: f64,
+}
+
+impl ServiceShape {
+    /// The load factor for a request entering service with `n` in service.
+    fn load_factor(&self, n: usize) -> f64 {
+        if self.slots <= 1 {
+            return 1.0;
+        }
+        let fill = (n.clamp(1, self.slots) - 1) as f64 / (self.slots - 1) as f64;
+        1.0 + (self.max_factor - 1.0) * fill
+    }
+}
+
+/// The service stage of a running server.
+struct Capacity {
+    shape: ServiceShape,
+    slots: Arc<Semaphore>,
+    in_service: AtomicUsize,
+    peak_in_service: AtomicUsize,
+}
+
+/// Keeps the in-service count right however a request ends.
+struct InService<'a>(&'a AtomicUsize);
+
+impl Drop for InService<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Shared {
@@ -465,7 +548,7 @@ pub struct Builder {
     throttle_first: usize,
     throttle_after: String,
     throttle_during: Option<(Duration, String)>,
-    capacity: Option<(usize, Duration, f64)>,
+    capacity: Option<ServiceShape>,
     per_minute: Option<(u32, f64)>,
     per_window: Option<(u32, Duration)>,
     retry_header: String,
@@ -517,8 +600,53 @@ impl Builder {
 
     /// Serve at most `k` requests at a time, each for `base` times a random
     /// factor in `[1 - jitter, 1 + jitter]`; the others wait in line.
-    pub fn capacity(mut self, k: usize, base: Duration, jitter: f64) -> Self {
-        self.capacity = Some((k.max(1), base, jitter.clamp(0.0, 1.0)));
+    pub fn capacity(self, k: usize, base: Duration, jitter: f64) -> Self {
+        self.service(k, base, Spread::Uniform(jitter.clamp(0.0, 1.0)), 1.0)
+    }
+
+    /// Serve at most `k` requests at a time, each for `base × exp(sigma × N(0, 1))`
+    /// (median `base`); the others wait in line.
+    pub fn capacity_lognormal(self, k: usize, base: Duration, sigma: f64) -> Self {
+        self.service(k, base, Spread::Lognormal(sigma.max(0.0)), 1.0)
+    }
+
+    /// One request at a time, each for exactly `service`, the others in line
+    /// first come, first served (llama.cpp on a CPU): `capacity(1, service, 0.0)`.
+    pub fn serial(self, service: Duration) -> Self {
+        self.capacity(1, service, 0.0)
+    }
+
+    /// A batching server: at most `batch` requests in service, the others in
+    /// line; one entering service with `n` in service (itself included) takes
+    /// `base × (1 + (max_factor − 1) × (n − 1) / (batch − 1))`.
+    pub fn batching(self, batch: usize, base: Duration, max_factor: f64) -> Self {
+        self.batching_lognormal(batch, base, max_factor, 0.0)
+    }
+
+    /// [`Builder::batching`] with each service time also multiplied by
+    /// `exp(sigma × N(0, 1))`.
+    pub fn batching_lognormal(
+        self,
+        batch: usize,
+        base: Duration,
+        max_factor: f64,
+        sigma: f64,
+    ) -> Self {
+        self.service(
+            batch,
+            base,
+            Spread::Lognormal(sigma.max(0.0)),
+            max_factor.max(0.0),
+        )
+    }
+
+    fn service(mut self, slots: usize, base: Duration, spread: Spread, max_factor: f64) -> Self {
+        self.capacity = Some(ServiceShape {
+            slots: slots.max(1),
+            base,
+            spread,
+            max_factor,
+        });
         self
     }
 
@@ -589,10 +717,11 @@ impl Builder {
             throttle_during: self.throttle_during,
             latency_us: AtomicU64::new(self.latency.as_micros() as u64),
             latency_range: self.latency_range,
-            capacity: self.capacity.map(|(k, base, jitter)| Capacity {
-                slots: Arc::new(Semaphore::new(k)),
-                base,
-                jitter,
+            capacity: self.capacity.map(|shape| Capacity {
+                shape,
+                slots: Arc::new(Semaphore::new(shape.slots)),
+                in_service: AtomicUsize::new(0),
+                peak_in_service: AtomicUsize::new(0),
             }),
             bucket: self.per_minute.map(|(n, burst)| {
                 Mutex::new(Bucket {
@@ -805,6 +934,10 @@ impl Shared {
             peak_in_flight: self.peak.load(Ordering::SeqCst),
             throttled: self.throttled.load(Ordering::SeqCst),
             faults: self.faults_sent.load(Ordering::SeqCst),
+            peak_in_service: self
+                .capacity
+                .as_ref()
+                .map_or(0, |c| c.peak_in_service.load(Ordering::SeqCst)),
         }
     }
 
@@ -816,6 +949,7 @@ impl Shared {
             "peak_in_flight": s.peak_in_flight,
             "throttled": s.throttled,
             "faults": s.faults,
+            "peak_in_service": s.peak_in_service,
         })
         .to_string()
     }
@@ -960,15 +1094,18 @@ async fn answer(shared: &Arc<Shared>, authorization: Option<String>, body: &[u8]
         tokio::time::sleep(delay).await;
     }
     if let (Some(capacity), false) = (&shared.capacity, gated) {
-        let factor = 1.0 + capacity.jitter * (2.0 * shared.rng.lock().unwrap().f64() - 1.0);
-        let service = capacity.base.mul_f64(factor.max(0.0));
         // Fair semaphore: first come, first served.
         let _slot = capacity
             .slots
             .acquire()
             .await
             .expect("the capacity semaphore is never closed");
-        tokio::time::sleep(service).await;
+        let n = capacity.in_service.fetch_add(1, Ordering::SeqCst) + 1;
+        let _serving = InService(&capacity.in_service);
+        capacity.peak_in_service.fetch_max(n, Ordering::SeqCst);
+        let shape = &capacity.shape;
+        let factor = shape.load_factor(n) * shape.spread.factor(&mut shared.rng.lock().unwrap());
+        tokio::time::sleep(shape.base.mul_f64(factor)).await;
     }
     Answer {
         received,

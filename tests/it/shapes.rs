@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::server::{TestServer, RETRY_AFTER};
@@ -137,4 +138,125 @@ fn fixed_window_opens_again_after_its_length() {
     // Refused requests did not use up the new window's quota.
     let second: Vec<u16> = (0..3).map(|_| post(server.addr(), "p").status).collect();
     assert_eq!(second, [200, 200, 429]);
+}
+
+/// Sends `prompts` at once, one thread and connection each (released
+/// together once all are started); returns the statuses.
+fn post_all(addr: SocketAddr, prompts: &[String]) -> Vec<u16> {
+    let start = Arc::new(Barrier::new(prompts.len()));
+    let threads: Vec<_> = prompts
+        .iter()
+        .cloned()
+        .map(|p| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                post(addr, &p).status
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// How long the server took over each request (arrival to reply), by prompt.
+fn service_times(server: &TestServer) -> Vec<(String, Duration)> {
+    server
+        .spans()
+        .into_iter()
+        .map(|s| (s.prompt, s.end - s.start))
+        .collect()
+}
+
+#[test]
+fn batching_slows_each_request_as_the_batch_fills() {
+    // 100 ms alone, 10x that in a full batch of 4: a spread no scheduler
+    // hiccup can blur.
+    let server = TestServer::builder()
+        .batching(4, Duration::from_millis(100), 10.0)
+        .start();
+    assert_eq!(post(server.addr(), "alone").status, 200);
+    let alone = service_times(&server)[0].1;
+    assert!(alone < Duration::from_millis(500), "alone: {alone:?}");
+
+    let prompts: Vec<String> = (0..4).map(|i| format!("batch {i}")).collect();
+    assert!(post_all(server.addr(), &prompts).iter().all(|&s| s == 200));
+    let slowest = service_times(&server)[1..]
+        .iter()
+        .map(|(_, d)| *d)
+        .max()
+        .unwrap();
+    // The four enter with 1, 2, 3 and 4 in service: 100, 400, 700 and
+    // 1000 ms.
+    assert!(slowest > Duration::from_millis(600), "slowest: {slowest:?}");
+    let stats = server.stats();
+    assert_eq!(stats.peak_in_service, 4, "{stats:?}");
+}
+
+#[test]
+fn batching_queues_beyond_the_batch() {
+    let server = TestServer::builder()
+        .batching(2, Duration::from_millis(100), 1.0)
+        .start();
+    let prompts: Vec<String> = (0..6).map(|i| format!("q {i}")).collect();
+    assert!(post_all(server.addr(), &prompts).iter().all(|&s| s == 200));
+    let stats = server.stats();
+    // All six waited at the server, two at a time in service.
+    assert_eq!(stats.peak_in_service, 2, "{stats:?}");
+    assert!(stats.peak_in_flight > 2, "{stats:?}");
+    assert_eq!(stats.requests, 6);
+}
+
+#[test]
+fn serial_serves_one_at_a_time_in_arrival_order() {
+    let server = TestServer::builder()
+        .serial(Duration::from_millis(50))
+        .start();
+    let prompts: Vec<String> = (0..6).map(|i| format!("s {i}")).collect();
+    assert!(post_all(server.addr(), &prompts).iter().all(|&s| s == 200));
+    // Whatever order the threads' requests arrived in, they were answered
+    // in that order (spans are kept in the order the answers went out).
+    let done: Vec<String> = server.spans().into_iter().map(|s| s.prompt).collect();
+    assert_eq!(done, server.prompts());
+    let spans = server.spans();
+    let busy = spans.last().unwrap().end - spans[0].start;
+    assert!(busy >= Duration::from_millis(250), "6 x 50 ms in {busy:?}");
+    let stats = server.stats();
+    assert_eq!(stats.peak_in_service, 1, "{stats:?}");
+}
+
+#[test]
+fn box_muller_normals_and_lognormal_factors_have_the_right_shape() {
+    let mut rng = crate::server::XorShift::new(42);
+    let n = 20_000;
+    let z: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let mean = z.iter().sum::<f64>() / n as f64;
+    let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+    assert!(mean.abs() < 0.05, "mean {mean}");
+    assert!((var - 1.0).abs() < 0.05, "variance {var}");
+    assert!(z.iter().all(|x| x.is_finite()));
+
+    let mut f: Vec<f64> = (0..n).map(|_| rng.lognormal(0.3)).collect();
+    f.sort_by(f64::total_cmp);
+    let median = f[n / 2];
+    assert!((median - 1.0).abs() < 0.03, "median {median}");
+    // A right tail: the 99th percentile near exp(0.3 x 2.33) = 2.0.
+    let p99 = f[n * 99 / 100];
+    assert!((1.8..2.2).contains(&p99), "p99 {p99}");
+    assert!(f[0] > 0.0);
+}
+
+#[test]
+fn lognormal_capacity_serves_around_its_base() {
+    let server = TestServer::builder()
+        .capacity_lognormal(4, Duration::from_millis(20), 0.3)
+        .start();
+    let prompts: Vec<String> = (0..4).map(|i| format!("l {i}")).collect();
+    assert!(post_all(server.addr(), &prompts).iter().all(|&s| s == 200));
+    for (prompt, d) in service_times(&server) {
+        // Median 20 ms; exp(0.3 x 8.6), the largest factor Box-Muller can
+        // draw from 53 bits, is 13, so never near a second but for the machine.
+        assert!(d < Duration::from_secs(2), "{prompt}: {d:?}");
+    }
+    let stats = server.stats();
+    assert!((1..=4).contains(&stats.peak_in_service), "{stats:?}");
 }

@@ -13,8 +13,9 @@
 //!
 //! It prints `listening on http://127.0.0.1:PORT/v1` and serves until killed.
 //! `GET /stats` reports `requests`, `in_flight`, `peak_in_flight` (queue
-//! included), `throttled` (429s sent), `faults` and `peak_in_service` (the
-//! most in service at once in capacity, serial and batching modes). Every
+//! included), `throttled` (429s sent), `faults`, `peak_in_service` (the most
+//! in service at once in capacity, serial and batching modes), `answered`
+//! (2xx replies) and `answered_prompts` (distinct prompts among them). Every
 //! reply echoes the prompt. The modes are documented in `tests/it/server.rs`.
 //!
 //! Options of every mode: `--port P` (default: a free one), `--latency D` (added

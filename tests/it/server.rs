@@ -11,7 +11,7 @@
 //! joined by newlines), the time each request was in flight, and the most
 //! requests it ever had in flight at once. `GET /stats` reports its counters
 //! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`,
-//! `peak_in_service`).
+//! `peak_in_service`, `answered`, `answered_prompts`): see [`Stats`].
 //!
 //! Server behaviours on top of the responder, all set on the [`Builder`]:
 //! - **capacity** ([`Builder::capacity`]): at most K requests are served at a
@@ -192,6 +192,11 @@ pub struct Stats {
     /// The most requests ever in service at once at a capacity, serial or
     /// batching server (0 for the others): `peak_in_flight` less the queue.
     pub peak_in_service: usize,
+    /// 2xx answers sent.
+    pub answered: usize,
+    /// Distinct prompts among the 2xx answers: `answered` less this is how
+    /// many prompts were answered more than once.
+    pub answered_prompts: usize,
 }
 
 /// A tiny seeded random generator (xorshift64), so tests and servers are
@@ -538,6 +543,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     attempts: Mutex<HashMap<String, usize>>,
     spans: Mutex<Vec<Span>>,
+    /// 2xx answers sent, and their distinct prompts.
+    answered: AtomicUsize,
+    answered_prompts: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Builds a [`TestServer`].
@@ -752,6 +760,8 @@ impl Builder {
             received: Mutex::new(Vec::new()),
             attempts: Mutex::new(HashMap::new()),
             spans: Mutex::new(Vec::new()),
+            answered: AtomicUsize::new(0),
+            answered_prompts: Mutex::new(std::collections::HashSet::new()),
         });
         let raw = self.raw;
         let port = self.port;
@@ -938,6 +948,8 @@ impl Shared {
                 .capacity
                 .as_ref()
                 .map_or(0, |c| c.peak_in_service.load(Ordering::SeqCst)),
+            answered: self.answered.load(Ordering::SeqCst),
+            answered_prompts: self.answered_prompts.lock().unwrap().len(),
         }
     }
 
@@ -950,6 +962,8 @@ impl Shared {
             "throttled": s.throttled,
             "faults": s.faults,
             "peak_in_service": s.peak_in_service,
+            "answered": s.answered,
+            "answered_prompts": s.answered_prompts,
         })
         .to_string()
     }
@@ -958,6 +972,10 @@ impl Shared {
     fn answered(&self, prompt: String, start: Duration, status: u16) {
         if status == 429 {
             self.throttled.fetch_add(1, Ordering::SeqCst);
+        }
+        if (200..300).contains(&status) {
+            self.answered.fetch_add(1, Ordering::SeqCst);
+            self.answered_prompts.lock().unwrap().insert(prompt.clone());
         }
         self.spans.lock().unwrap().push(Span {
             prompt,

@@ -121,6 +121,13 @@ fn fixed_window_takes_n_then_refuses_until_the_window_resets() {
     wait_until(Duration::from_secs(5), "3 429s counted", || {
         server.throttled() == 3
     });
+    let stats = server.stats();
+    // Three answers, all to the one prompt.
+    assert_eq!(
+        (stats.answered, stats.answered_prompts),
+        (3, 1),
+        "{stats:?}"
+    );
 }
 
 #[test]

@@ -26,3 +26,6 @@ mod faults;
 mod ratelimit;
 mod secrets;
 mod upgrade;
+
+// The loopback servers' own shapes (capacity, batching, limits, 429 headers).
+mod shapes;

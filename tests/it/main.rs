@@ -25,6 +25,7 @@ mod crash;
 mod faults;
 mod ratelimit;
 mod secrets;
+mod throttle;
 mod upgrade;
 
 // The loopback servers' own shapes (capacity, batching, limits, 429 headers).

@@ -162,9 +162,10 @@ where
     let mut waited = Duration::ZERO;
     // Time spent waiting on throttling: hints, backoff after 429/503, pauses.
     let mut throttle_waited = Duration::ZERO;
-    let mut attempts = 0;
-    let mut failures = 0;
-    let mut throttles = 0;
+    // Counters saturate: a year of throttling (huge max_wait) must not panic.
+    let mut attempts = 0u32;
+    let mut failures = 0u32;
+    let mut throttles = 0u32;
     let mut last: Option<E> = None;
     let done = |result, attempts, waited, gave_up| Attempts {
         result,
@@ -195,7 +196,7 @@ where
                 return done(Err(e), attempts, waited, Some(why));
             }
         }
-        attempts += 1;
+        attempts = attempts.saturating_add(1);
         let e = match op().await {
             Ok(v) => return done(Ok(v), attempts, waited, None),
             Err(e) => e,
@@ -205,7 +206,7 @@ where
             return done(Err(e), attempts, waited, None);
         }
         let delay = if e.is_throttling() {
-            throttles += 1;
+            throttles = throttles.saturating_add(1);
             let left = policy.max_wait.saturating_sub(throttle_waited);
             // A zero hint ("now") says nothing: back off as without one.
             match e.retry_after().filter(|d| !d.is_zero()) {
@@ -238,7 +239,7 @@ where
                 None => backoff(policy, throttles).max(MIN_THROTTLE_WAIT).min(left),
             }
         } else {
-            failures += 1;
+            failures = failures.saturating_add(1);
             if failures >= policy.max_attempts {
                 return done(Err(e), attempts, waited, None);
             }

@@ -3,13 +3,20 @@
 //!
 //! ```text
 //! cargo run --release --example test_server -- capacity --k 32 --base 100ms --jitter 0.2
+//! cargo run --release --example test_server -- capacity --k 32 --base 100ms --sigma 0.3
+//! cargo run --release --example test_server -- serial --service 200ms
+//! cargo run --release --example test_server -- batching --batch 64 --base 100ms --max-factor 2
 //! cargo run --release --example test_server -- rpm --per-minute 600
+//! cargo run --release --example test_server -- rpm --per-minute 60 --window fixed --retry-header llm_provider-retry-after
 //! cargo run --release --example test_server -- faulty --error-rate 0.1 --hang-rate 0.02
 //! ```
 //!
 //! It prints `listening on http://127.0.0.1:PORT/v1` and serves until killed.
-//! `GET /stats` reports `requests`, `in_flight`, `peak_in_flight`, `throttled`
-//! (429s sent) and `faults`. Every reply echoes the prompt.
+//! `GET /stats` reports `requests`, `in_flight`, `peak_in_flight` (queue
+//! included), `throttled` (429s sent), `faults`, `peak_in_service` (the most
+//! in service at once in capacity, serial and batching modes), `answered`
+//! (2xx replies) and `answered_prompts` (distinct prompts among them). Every
+//! reply echoes the prompt. The modes are documented in `tests/it/server.rs`.
 //!
 //! Options of every mode: `--port P` (default: a free one), `--latency D` (added
 //! to every answer), `--seed N` (random latencies and faults).
@@ -30,8 +37,25 @@ const USAGE: &str = "\
 usage: test_server MODE [OPTIONS]
 
 modes:
-  capacity --k N --base DURATION [--jitter F]   serve N at a time, the rest queue
-  rpm --per-minute N                            429 + Retry-After over N requests a minute
+  echo                                          no limits: every request after --latency
+  capacity --k N --base DURATION [--jitter F | --sigma S]
+                                                serve N at a time, the rest queue; service
+                                                is base x uniform[1-F, 1+F] (default F = 0)
+                                                or base x exp(S x N(0,1)) (median base)
+  serial --service DURATION                     one at a time, first come first served, each
+                                                for exactly DURATION (llama.cpp on a CPU);
+                                                the same as capacity --k 1 --base DURATION
+  batching --batch B --base DURATION --max-factor F [--sigma S]
+                                                at most B in service, the rest queue; one
+                                                entering with n in service takes
+                                                base x (1 + (F-1)(n-1)/(B-1)), times
+                                                exp(S x N(0,1)) noise if given (vLLM, TGI)
+  rpm --per-minute N [--window bucket|fixed] [--retry-header NAME]
+                                                429 + Retry-After over N requests a minute:
+                                                a token bucket (burst ~1 s), or N per fixed
+                                                minute from the first request (LiteLLM's
+                                                proxy); the wait goes in header NAME instead
+                                                of Retry-After (LiteLLM: llm_provider-retry-after)
   faulty --error-rate P --hang-rate P [...]     inject faults with these probabilities
 
 options of every mode: --port P, --latency DURATION, --seed N
@@ -95,6 +119,15 @@ where
     s.parse().map_err(|e: T::Err| e.to_string())
 }
 
+fn sigma(s: &str) -> Result<f64, String> {
+    let sigma: f64 = number(s)?;
+    if sigma.is_finite() && sigma >= 0.0 {
+        Ok(sigma)
+    } else {
+        Err("sigma is a number >= 0".into())
+    }
+}
+
 fn rate(s: &str) -> Result<f64, String> {
     let p: f64 = number(s)?;
     if (0.0..=1.0).contains(&p) {
@@ -117,13 +150,45 @@ fn build(args: &[String]) -> Result<TestServer, String> {
         "capacity" => {
             let k = o.required("k", number::<usize>)?;
             let base = o.required("base", duration)?;
-            let jitter = o.take("jitter", number::<f64>)?.unwrap_or(0.0);
-            if !(0.0..=1.0).contains(&jitter) {
-                return Err("--jitter is between 0 and 1".into());
+            let jitter = o.take("jitter", number::<f64>)?;
+            match (jitter, o.take("sigma", sigma)?) {
+                (Some(_), Some(_)) => return Err("--jitter and --sigma exclude each other".into()),
+                (None, Some(sigma)) => builder.capacity_lognormal(k, base, sigma),
+                (jitter, None) => {
+                    let jitter = jitter.unwrap_or(0.0);
+                    if !(0.0..=1.0).contains(&jitter) {
+                        return Err("--jitter is between 0 and 1".into());
+                    }
+                    builder.capacity(k, base, jitter)
+                }
             }
-            builder.capacity(k, base, jitter)
         }
-        "rpm" => builder.requests_per_minute(o.required("per-minute", number::<u32>)?),
+        "echo" => builder,
+        "serial" => builder.serial(o.required("service", duration)?),
+        "batching" => {
+            let batch = o.required("batch", number::<usize>)?;
+            let base = o.required("base", duration)?;
+            let max_factor = o.required("max-factor", number::<f64>)?;
+            if !(max_factor.is_finite() && max_factor >= 0.0) {
+                return Err("--max-factor is a number >= 0".into());
+            }
+            let sigma = o.take("sigma", sigma)?.unwrap_or(0.0);
+            builder.batching_lognormal(batch, base, max_factor, sigma)
+        }
+        "rpm" => {
+            let n = o.required("per-minute", number::<u32>)?;
+            let builder = match o.take("window", number::<String>)?.as_deref() {
+                None | Some("bucket") => builder.requests_per_minute(n),
+                Some("fixed") => builder.requests_per_window(n, Duration::from_secs(60)),
+                Some(other) => {
+                    return Err(format!("--window {other}: `bucket` or `fixed`"));
+                }
+            };
+            match o.take("retry-header", number::<String>)? {
+                Some(name) => builder.retry_header(&name),
+                None => builder,
+            }
+        }
         "faulty" => {
             let mut f = Faults::seeded(seed);
             f.server_error = o.take("error-rate", rate)?.unwrap_or(0.0);

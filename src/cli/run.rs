@@ -15,6 +15,7 @@ use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
+use crate::pause::Pauses;
 use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
 use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
 use crate::store::lock::{lock, LockError};
@@ -118,10 +119,19 @@ pub fn run(
     let outcome = runtime.block_on(async {
         let interrupt = Interrupt::install();
         let rates = RateLimits::default();
+        let pauses = Pauses::default();
         let mut statuses = Vec::new();
         for plan in &plans {
-            let status =
-                runner::run(plan, &experiment, &mut store, &progress, &interrupt, &rates).await;
+            let status = runner::run(
+                plan,
+                &experiment,
+                &mut store,
+                &progress,
+                &interrupt,
+                &rates,
+                &pauses,
+            )
+            .await;
             let stop = !matches!(
                 status,
                 Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)

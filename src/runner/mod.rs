@@ -25,6 +25,7 @@ use crate::concurrency::{Limiter, StrategySpec};
 use crate::dataset::{row_json, Dataset, Values};
 use crate::model::mock::MockServer;
 use crate::model::ModelClient;
+use crate::pause::Pauses;
 use crate::spec::Evaluation;
 use crate::store::writer::{update_wall, Writer, WriterConfig};
 use crate::store::{now, EvaluationMeta, SampleLookup, Store, StoreError};
@@ -156,7 +157,8 @@ struct Sample {
     variables: String,
 }
 
-/// Runs `plan` into `experiment` of `store`; rate limits are shared through `rates`.
+/// Runs `plan` into `experiment` of `store`; rate limits are shared through
+/// `rates`, and throttling pauses (per base URL) through `pauses`.
 pub async fn run(
     plan: &Planned,
     experiment: &str,
@@ -164,6 +166,7 @@ pub async fn run(
     progress: &Arc<Progress>,
     interrupt: &Arc<Interrupt>,
     rates: &RateLimits,
+    pauses: &Pauses,
 ) -> Result<RunStatus, RunError> {
     let eval = &plan.eval;
     // The mock lives as long as this run, on loopback, behind the same client code.
@@ -250,6 +253,7 @@ pub async fn run(
         writer.sender(),
         secrets,
         rate,
+        pauses.get(&base_url),
     ));
     let ticker = progress.is_live().then(|| {
         let progress = Arc::clone(progress);

@@ -10,11 +10,13 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::Sample;
 use crate::concurrency::rate::{estimate_tokens, RateLimit};
-use crate::concurrency::{retry, Outcome, Permit};
+use crate::concurrency::retry::{self, Retry};
+use crate::concurrency::{Outcome, Permit};
 use crate::evaluators::Evaluator;
 use crate::model::{Message, ModelClient};
+use crate::pause::Pause;
 use crate::secrets::Secrets;
-use crate::spec::{Evaluation, Prompt, RetryPolicy};
+use crate::spec::{Evaluation, Prompt};
 use crate::store::writer::SampleRecord;
 
 /// What every sample task of one run shares.
@@ -22,7 +24,8 @@ pub struct SampleContext {
     prompt: Prompt,
     evaluators: Vec<Evaluator>,
     client: ModelClient,
-    retry: RetryPolicy,
+    /// The retry policy, with the endpoint's shared pause.
+    retry: Retry,
     started: Instant,
     records: UnboundedSender<SampleRecord>,
     /// The API key and spec credentials, scrubbed from every record.
@@ -41,6 +44,7 @@ impl SampleContext {
         records: UnboundedSender<SampleRecord>,
         secrets: Secrets,
         rate: Option<Arc<RateLimit>>,
+        pause: Arc<Pause>,
     ) -> Self {
         let params = &eval.model.params;
         let max_tokens = params
@@ -51,7 +55,7 @@ impl SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
             client,
-            retry: eval.model.retry,
+            retry: Retry::new(eval.model.retry).with_pause(pause),
             started,
             records,
             secrets,
@@ -182,11 +186,11 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         },
         |e| {
             let outcome = match e.outcome() {
-                // A pause is a retry wait for everyone: the same cap applies.
+                // No sample waits longer than max_wait, so no pause needs to.
                 Outcome::Throttled { retry_after } => {
                     throttled += 1;
                     Outcome::Throttled {
-                        retry_after: retry_after.map(|d| d.min(ctx.retry.max_backoff)),
+                        retry_after: retry_after.map(|d| d.min(ctx.retry.policy.max_wait)),
                     }
                 }
                 other => other,
@@ -197,6 +201,7 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
     .await;
     record.attempts = attempts.attempts;
     record.throttled = throttled;
+    // Backoff, hints and endpoint pauses, and rate-limit waits.
     record.wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
     match attempts.result {
         Ok(completion) => {
@@ -235,7 +240,10 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         Err(e) => {
             drop(permit);
             record.error_kind = Some(e.kind());
-            record.error = Some(e.to_string());
+            record.error = Some(match &attempts.gave_up {
+                Some(why) => format!("{e} ({why})"),
+                None => e.to_string(),
+            });
         }
     }
     ctx.record(record);

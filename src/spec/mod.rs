@@ -89,10 +89,14 @@ pub struct ModelSpec {
 /// When and how long to wait before trying a request again.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Total attempts, the first included.
+    /// Attempts that may end in a transient failure other than throttling
+    /// (timeouts, connection errors, 408, 5xx but 503), the first included.
     pub max_attempts: u32,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// The longest one sample may spend waiting on throttling (429, 503):
+    /// server hints, backoff after them and endpoint pauses, added up.
+    pub max_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -101,6 +105,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_wait: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -478,6 +483,7 @@ impl Checker<'_> {
                     max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts),
                     backoff: r.backoff.map_or(defaults.backoff, |d| d.0),
                     max_backoff: r.max_backoff.map_or(defaults.max_backoff, |d| d.0),
+                    max_wait: r.max_wait.map_or(defaults.max_wait, |d| d.0),
                 }
             }
         };

@@ -70,6 +70,8 @@ pub struct RawRetry {
     pub max_attempts: Option<u32>,
     pub backoff: Option<DurationText>,
     pub max_backoff: Option<DurationText>,
+    /// Time budget for waiting on throttling (429, 503), per sample.
+    pub max_wait: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

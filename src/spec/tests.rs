@@ -113,3 +113,38 @@ fn concurrency_rules() {
     .unwrap_err();
     assert!(err.hint.unwrap().contains("sliding_window"));
 }
+
+#[test]
+fn retry_max_wait_defaults_parses_and_is_located_when_bad() {
+    let e = check(GOOD).unwrap();
+    assert_eq!(e.model.retry, RetryPolicy::default());
+    assert_eq!(e.model.retry.max_wait, Duration::from_secs(300));
+    let with = |retry: &str| GOOD.replace("  latency: 1s\n", &format!("  latency: 1s\n{retry}"));
+    let e = check(&with("  retry: {max_attempts: 2, max_wait: 90s}\n")).unwrap();
+    assert_eq!(e.model.retry.max_wait, Duration::from_secs(90));
+    assert_eq!(e.model.retry.max_attempts, 2);
+    assert_eq!(
+        e.model.retry.max_backoff,
+        RetryPolicy::default().max_backoff
+    );
+    // Zero is allowed: give up on the first 429.
+    let e = check(&with("  retry: {max_wait: 0s}\n")).unwrap();
+    assert_eq!(e.model.retry.max_wait, Duration::ZERO);
+    let e = check(&with("  retry: {max_wait: 1.5}\n")).unwrap();
+    assert_eq!(e.model.retry.max_wait, Duration::from_millis(1500));
+
+    let err = check(&with("  retry:\n    max_attempts: 2\n    max_wait: soon\n")).unwrap_err();
+    assert_eq!((err.line, err.column), (12, 15), "{err}");
+    assert!(err.message.contains("invalid duration"), "{err}");
+    let err = check(&with("  retry: {max_wait: -5}\n")).unwrap_err();
+    assert_eq!(err.line, 10, "{err}");
+    assert!(err.message.contains("invalid duration"), "{err}");
+    let err = check(&with("  retry:\n    max_wiat: 1m\n")).unwrap_err();
+    assert_eq!((err.line, err.column), (11, 5), "{err}");
+    assert_eq!(err.hint.as_deref(), Some("did you mean `max_wait`?"));
+    // Retry settings may change between runs of one experiment.
+    assert_eq!(
+        check(GOOD).unwrap().spec_hash,
+        check(&with("  retry: {max_wait: 1m}\n")).unwrap().spec_hash
+    );
+}

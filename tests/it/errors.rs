@@ -90,12 +90,13 @@ fn throttling_honours_retry_after() {
 }
 
 #[test]
-fn retry_after_is_capped_by_max_backoff() {
+fn retry_after_is_honoured_beyond_max_backoff() {
     let dir = TestDir::new();
     let server = TestServer::builder()
-        .throttle_first(1, "30")
+        .throttle_first(1, "2")
         .reply(|_| "ok".into())
         .start();
+    // max_backoff bounds the backoff of our own choosing, not a server's hint.
     let (out, eval) = run(
         &dir,
         &server.url(),
@@ -104,10 +105,13 @@ fn retry_after_is_capped_by_max_backoff() {
         &[],
     );
     out.assert_exit_code(0);
-    assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
-    assert!(requests[1].at - requests[0].at < Duration::from_secs(5));
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(1900) && gap < Duration::from_secs(5),
+        "the retry came {gap:?} after a 429 with Retry-After: 2"
+    );
     assert_eq!(eval.record("0").attempts, 2);
 }
 
@@ -141,17 +145,41 @@ fn client_error_is_not_retried_and_keeps_the_body() {
 }
 
 #[test]
-fn unavailable_server_uses_every_attempt() {
+fn server_errors_use_every_attempt() {
     let dir = TestDir::new();
     let server = TestServer::builder()
-        .respond(|_| Reply::status(503, "overloaded"))
+        .respond(|_| Reply::status(500, "internal error"))
         .start();
     let (out, eval) = run(&dir, &server.url(), &["a", "b"], FAST_RETRY, &[]);
     out.assert_exit_code(1);
     assert_eq!(server.count(), 6, "3 attempts per sample");
     for r in eval.records() {
-        assert_eq!(r.error_kind.as_deref(), Some("http_503"), "{r:?}");
+        assert_eq!(r.error_kind.as_deref(), Some("http_500"), "{r:?}");
         assert_eq!(r.attempts, 3);
+    }
+}
+
+#[test]
+fn unavailable_server_is_retried_until_max_wait() {
+    let dir = TestDir::new();
+    let server = TestServer::builder()
+        .respond(|_| Reply::status(503, "overloaded"))
+        .start();
+    // A 503 is throttling: bounded by max_wait, not by max_attempts.
+    let (out, eval) = run(
+        &dir,
+        &server.url(),
+        &["a", "b"],
+        "  retry: {max_attempts: 3, backoff: 10ms, max_backoff: 50ms, max_wait: 500ms}\n",
+        &[],
+    );
+    out.assert_exit_code(1);
+    assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
+    for r in eval.records() {
+        assert_eq!(r.error_kind.as_deref(), Some("http_503"), "{r:?}");
+        assert!(r.attempts > 3, "{r:?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("retry.max_wait 500ms spent"), "{r:?}");
     }
 }
 

@@ -25,4 +25,8 @@ mod crash;
 mod faults;
 mod ratelimit;
 mod secrets;
+mod throttle;
 mod upgrade;
+
+// The loopback servers' own shapes (capacity, batching, limits, 429 headers).
+mod shapes;

@@ -10,19 +10,44 @@
 //! run is going. It records every request body, the prompt (message contents
 //! joined by newlines), the time each request was in flight, and the most
 //! requests it ever had in flight at once. `GET /stats` reports its counters
-//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`).
+//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`,
+//! `peak_in_service`, `answered`, `answered_prompts`): see [`Stats`].
 //!
 //! Server behaviours on top of the responder, all set on the [`Builder`]:
 //! - **capacity** ([`Builder::capacity`]): at most K requests are served at a
 //!   time; the others queue first come, first served, so latency grows with
 //!   load beyond K, like a vLLM or TGI server. Service time is a base latency
-//!   times a random factor in `[1 - jitter, 1 + jitter]`.
+//!   times a random factor in `[1 - jitter, 1 + jitter]`, or with
+//!   [`Builder::capacity_lognormal`] times `exp(sigma × N(0, 1))` (median
+//!   `base`, a long right tail, as real generation times have).
+//! - **serial** ([`Builder::serial`]): capacity 1 with a fixed service time,
+//!   first come, first served: llama.cpp on a CPU, one request at a time.
+//!   Latency is the service time alone and grows by one service time per
+//!   request waiting ahead; throughput is flat whatever the load.
+//! - **batching** ([`Builder::batching`]): a GPU server batching requests
+//!   (vLLM, TGI). At most B are in service at once and the rest queue first
+//!   come, first served; a request that enters service with `n` in service
+//!   (itself included) takes `base × (1 + (max_factor − 1) × (n − 1) / (B − 1))`,
+//!   from `base` alone to `max_factor × base` in a full batch. Throughput
+//!   keeps rising until the batch is full while latency rises mildly.
+//!   [`Builder::batching_lognormal`] adds `exp(sigma × N(0, 1))` noise.
+//!   `GET /stats` reports `peak_in_service` (the fullest batch) next to
+//!   `peak_in_flight` (which counts the queue too).
 //! - **requests per minute** ([`Builder::requests_per_minute`]): a token bucket
 //!   of `n / 60` tokens a second with a burst of about one second's worth;
 //!   over the limit the answer is 429 with `Retry-After` (whole seconds, at
 //!   least 1), like a hosted API.
+//! - **requests per fixed window** ([`Builder::requests_per_window`]): `n`
+//!   requests per window of fixed length, windows counted from the first
+//!   request, like LiteLLM's proxy; over the quota the answer is 429 with the
+//!   whole seconds until the window resets (at least 1). Refused requests do
+//!   not count against the quota.
 //! - **throttling for a while** ([`Builder::throttle_first`],
 //!   [`Builder::throttle_during`]): 429s to the first requests, or for a time.
+//! - **the header a 429 carries its wait in** ([`Builder::retry_header`]):
+//!   `Retry-After` unless told otherwise; LiteLLM's proxy, for one, sends only
+//!   `llm_provider-retry-after: 60`. It applies to every 429 the server makes
+//!   itself (the throttles and limiters above), not to a responder's replies.
 //! - **faults** ([`Builder::faults`]): per request, with given probabilities, a
 //!   5xx, a hang, a connection reset mid-body, a body trickling one byte per
 //!   100 ms, a 100 MB body, a body that is not JSON, one without `choices`, one
@@ -164,6 +189,14 @@ pub struct Stats {
     pub throttled: usize,
     /// Faults injected by [`Builder::faults`].
     pub faults: usize,
+    /// The most requests ever in service at once at a capacity, serial or
+    /// batching server (0 for the others): `peak_in_flight` less the queue.
+    pub peak_in_service: usize,
+    /// 2xx answers sent.
+    pub answered: usize,
+    /// Distinct prompts among the 2xx answers: `answered` less this is how
+    /// many prompts were answered more than once.
+    pub answered_prompts: usize,
 }
 
 /// A tiny seeded random generator (xorshift64), so tests and servers are
@@ -197,6 +230,18 @@ impl XorShift {
     /// Uniform in `[0, 1)`.
     pub fn f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal, by Box-Muller.
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.f64(); // (0, 1]: ln is finite
+        let u2 = self.f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// `exp(sigma × N(0, 1))`: lognormal with median 1.
+    pub fn lognormal(&mut self, sigma: f64) -> f64 {
+        (sigma * self.normal()).exp()
     }
 
     /// Uniform in `[0, n)`.
@@ -383,11 +428,96 @@ impl Bucket {
     }
 }
 
-/// K slots served first come, first served.
-struct Capacity {
-    slots: Arc<Semaphore>,
+/// A fixed-window quota: `limit` requests per `length`, windows counted
+/// from the first request.
+struct FixedWindow {
+    limit: u32,
+    length: Duration,
+    /// Start of the current window (none before the first request).
+    start: Option<Instant>,
+    /// Requests accepted in the current window.
+    count: u32,
+}
+
+impl FixedWindow {
+    /// Counts a request, or says how long until the window resets.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= self.length {
+            // Whole windows since the first request, so windows stay aligned
+            // to it however long the server sat idle.
+            let windows = (elapsed.as_nanos() / self.length.as_nanos().max(1)) as u32;
+            self.start = Some(start + self.length * windows);
+            self.count = 0;
+        }
+        if self.count < self.limit {
+            self.count += 1;
+            Ok(())
+        } else {
+            let end = self.start.unwrap_or(start) + self.length;
+            Err(end.saturating_duration_since(now))
+        }
+    }
+}
+
+/// How service times vary around their base.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spread {
+    /// `base ×` a factor uniform in `[1 - jitter, 1 + jitter]`.
+    Uniform(f64),
+    /// `base × exp(sigma × N(0, 1))`: median `base`.
+    Lognormal(f64),
+}
+
+impl Spread {
+    /// One random factor.
+    fn factor(self, rng: &mut XorShift) -> f64 {
+        match self {
+            Spread::Uniform(jitter) => (1.0 + jitter * (2.0 * rng.f64() - 1.0)).max(0.0),
+            Spread::Lognormal(sigma) => rng.lognormal(sigma),
+        }
+    }
+}
+
+/// A server's service stage: at most `slots` requests in service, the rest
+/// queued first come, first served.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ServiceShape {
+    slots: usize,
     base: Duration,
-    jitter: f64,
+    spread: Spread,
+    /// Service slows as the batch fills: `max_factor × base` when all
+    /// `slots` are busy (1.0: a plain capacity server).
+    max_factor: f64,
+}
+
+impl ServiceShape {
+    /// The load factor for a request entering service with `n` in service.
+    fn load_factor(&self, n: usize) -> f64 {
+        if self.slots <= 1 {
+            return 1.0;
+        }
+        let fill = (n.clamp(1, self.slots) - 1) as f64 / (self.slots - 1) as f64;
+        1.0 + (self.max_factor - 1.0) * fill
+    }
+}
+
+/// The service stage of a running server.
+struct Capacity {
+    shape: ServiceShape,
+    slots: Arc<Semaphore>,
+    in_service: AtomicUsize,
+    peak_in_service: AtomicUsize,
+}
+
+/// Keeps the in-service count right however a request ends.
+struct InService<'a>(&'a AtomicUsize);
+
+impl Drop for InService<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Shared {
@@ -399,6 +529,8 @@ struct Shared {
     latency_range: Option<(Duration, Duration)>,
     capacity: Option<Capacity>,
     bucket: Option<Mutex<Bucket>>,
+    window: Option<Mutex<FixedWindow>>,
+    retry_header: String,
     faults: Option<Faults>,
     rng: Mutex<XorShift>,
     started: Instant,
@@ -411,6 +543,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     attempts: Mutex<HashMap<String, usize>>,
     spans: Mutex<Vec<Span>>,
+    /// 2xx answers sent, and their distinct prompts.
+    answered: AtomicUsize,
+    answered_prompts: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Builds a [`TestServer`].
@@ -421,8 +556,10 @@ pub struct Builder {
     throttle_first: usize,
     throttle_after: String,
     throttle_during: Option<(Duration, String)>,
-    capacity: Option<(usize, Duration, f64)>,
+    capacity: Option<ServiceShape>,
     per_minute: Option<(u32, f64)>,
+    per_window: Option<(u32, Duration)>,
+    retry_header: String,
     faults: Option<Faults>,
     seed: u64,
     raw: bool,
@@ -454,15 +591,16 @@ impl Builder {
         self
     }
 
-    /// Answer 429 with `Retry-After: after` to the first `n` requests, whatever they are.
+    /// Answer 429 with `Retry-After: after` (or the [`Builder::retry_header`])
+    /// to the first `n` requests, whatever they are.
     pub fn throttle_first(mut self, n: usize, after: &str) -> Self {
         self.throttle_first = n;
         self.throttle_after = after.to_owned();
         self
     }
 
-    /// Answer 429 with `Retry-After: after` to every request that arrives within
-    /// `window` of the first one.
+    /// Answer 429 with `Retry-After: after` (or the [`Builder::retry_header`])
+    /// to every request that arrives within `window` of the first one.
     pub fn throttle_during(mut self, window: Duration, after: &str) -> Self {
         self.throttle_during = Some((window, after.to_owned()));
         self
@@ -470,8 +608,53 @@ impl Builder {
 
     /// Serve at most `k` requests at a time, each for `base` times a random
     /// factor in `[1 - jitter, 1 + jitter]`; the others wait in line.
-    pub fn capacity(mut self, k: usize, base: Duration, jitter: f64) -> Self {
-        self.capacity = Some((k.max(1), base, jitter.clamp(0.0, 1.0)));
+    pub fn capacity(self, k: usize, base: Duration, jitter: f64) -> Self {
+        self.service(k, base, Spread::Uniform(jitter.clamp(0.0, 1.0)), 1.0)
+    }
+
+    /// Serve at most `k` requests at a time, each for `base × exp(sigma × N(0, 1))`
+    /// (median `base`); the others wait in line.
+    pub fn capacity_lognormal(self, k: usize, base: Duration, sigma: f64) -> Self {
+        self.service(k, base, Spread::Lognormal(sigma.max(0.0)), 1.0)
+    }
+
+    /// One request at a time, each for exactly `service`, the others in line
+    /// first come, first served (llama.cpp on a CPU): `capacity(1, service, 0.0)`.
+    pub fn serial(self, service: Duration) -> Self {
+        self.capacity(1, service, 0.0)
+    }
+
+    /// A batching server: at most `batch` requests in service, the others in
+    /// line; one entering service with `n` in service (itself included) takes
+    /// `base × (1 + (max_factor − 1) × (n − 1) / (batch − 1))`.
+    pub fn batching(self, batch: usize, base: Duration, max_factor: f64) -> Self {
+        self.batching_lognormal(batch, base, max_factor, 0.0)
+    }
+
+    /// [`Builder::batching`] with each service time also multiplied by
+    /// `exp(sigma × N(0, 1))`.
+    pub fn batching_lognormal(
+        self,
+        batch: usize,
+        base: Duration,
+        max_factor: f64,
+        sigma: f64,
+    ) -> Self {
+        self.service(
+            batch,
+            base,
+            Spread::Lognormal(sigma.max(0.0)),
+            max_factor.max(0.0),
+        )
+    }
+
+    fn service(mut self, slots: usize, base: Duration, spread: Spread, max_factor: f64) -> Self {
+        self.capacity = Some(ServiceShape {
+            slots: slots.max(1),
+            base,
+            spread,
+            max_factor,
+        });
         self
     }
 
@@ -485,6 +668,25 @@ impl Builder {
     /// [`Builder::requests_per_minute`] with an explicit burst.
     pub fn requests_per_minute_with_burst(mut self, n: u32, burst: f64) -> Self {
         self.per_minute = Some((n.max(1), burst.max(1.0)));
+        self
+    }
+
+    /// Accept `n` requests per fixed window of `window`, windows counted from
+    /// the first request (LiteLLM's proxy limits this way); answer the rest
+    /// 429 with the whole seconds until the window resets, at least 1.
+    /// Refused requests do not count. Combines with the other limits: a
+    /// request must pass every one.
+    pub fn requests_per_window(mut self, n: u32, window: Duration) -> Self {
+        self.per_window = Some((n, window.max(Duration::from_millis(1))));
+        self
+    }
+
+    /// Put the wait of every 429 the server makes itself (throttle_first,
+    /// throttle_during, the per-minute and per-window limits) in header
+    /// `name` instead of `Retry-After`, as LiteLLM's proxy does with
+    /// `llm_provider-retry-after`. A responder's own replies keep `Retry-After`.
+    pub fn retry_header(mut self, name: &str) -> Self {
+        self.retry_header = name.to_ascii_lowercase();
         self
     }
 
@@ -523,10 +725,11 @@ impl Builder {
             throttle_during: self.throttle_during,
             latency_us: AtomicU64::new(self.latency.as_micros() as u64),
             latency_range: self.latency_range,
-            capacity: self.capacity.map(|(k, base, jitter)| Capacity {
-                slots: Arc::new(Semaphore::new(k)),
-                base,
-                jitter,
+            capacity: self.capacity.map(|shape| Capacity {
+                shape,
+                slots: Arc::new(Semaphore::new(shape.slots)),
+                in_service: AtomicUsize::new(0),
+                peak_in_service: AtomicUsize::new(0),
             }),
             bucket: self.per_minute.map(|(n, burst)| {
                 Mutex::new(Bucket {
@@ -536,6 +739,15 @@ impl Builder {
                     last: now,
                 })
             }),
+            window: self.per_window.map(|(limit, length)| {
+                Mutex::new(FixedWindow {
+                    limit,
+                    length,
+                    start: None,
+                    count: 0,
+                })
+            }),
+            retry_header: self.retry_header,
             faults: self.faults,
             rng: Mutex::new(XorShift::new(self.seed)),
             started: now,
@@ -548,6 +760,8 @@ impl Builder {
             received: Mutex::new(Vec::new()),
             attempts: Mutex::new(HashMap::new()),
             spans: Mutex::new(Vec::new()),
+            answered: AtomicUsize::new(0),
+            answered_prompts: Mutex::new(std::collections::HashSet::new()),
         });
         let raw = self.raw;
         let port = self.port;
@@ -617,6 +831,8 @@ impl TestServer {
             throttle_during: None,
             capacity: None,
             per_minute: None,
+            per_window: None,
+            retry_header: RETRY_AFTER.to_owned(),
             faults: None,
             seed: 0x5EED,
             raw: false,
@@ -728,6 +944,12 @@ impl Shared {
             peak_in_flight: self.peak.load(Ordering::SeqCst),
             throttled: self.throttled.load(Ordering::SeqCst),
             faults: self.faults_sent.load(Ordering::SeqCst),
+            peak_in_service: self
+                .capacity
+                .as_ref()
+                .map_or(0, |c| c.peak_in_service.load(Ordering::SeqCst)),
+            answered: self.answered.load(Ordering::SeqCst),
+            answered_prompts: self.answered_prompts.lock().unwrap().len(),
         }
     }
 
@@ -739,6 +961,9 @@ impl Shared {
             "peak_in_flight": s.peak_in_flight,
             "throttled": s.throttled,
             "faults": s.faults,
+            "peak_in_service": s.peak_in_service,
+            "answered": s.answered,
+            "answered_prompts": s.answered_prompts,
         })
         .to_string()
     }
@@ -747,6 +972,10 @@ impl Shared {
     fn answered(&self, prompt: String, start: Duration, status: u16) {
         if status == 429 {
             self.throttled.fetch_add(1, Ordering::SeqCst);
+        }
+        if (200..300).contains(&status) {
+            self.answered.fetch_add(1, Ordering::SeqCst);
+            self.answered_prompts.lock().unwrap().insert(prompt.clone());
         }
         self.spans.lock().unwrap().push(Span {
             prompt,
@@ -770,12 +999,34 @@ impl Shared {
         }
         if let Some(bucket) = &self.bucket {
             if let Err(wait) = bucket.lock().unwrap().take(now) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return Some(Reply::retry_after(429, &secs.to_string()));
+                return Some(Reply::retry_after(429, &whole_seconds(wait)));
+            }
+        }
+        if let Some(window) = &self.window {
+            if let Err(wait) = window.lock().unwrap().take(now) {
+                return Some(Reply::retry_after(429, &whole_seconds(wait)));
             }
         }
         None
     }
+
+    /// The header that carries a reply's `retry_after`: the configured one
+    /// for the server's own 429s (`gated`), `Retry-After` for a responder's.
+    fn retry_header_of(&self, gated: bool) -> &str {
+        if gated {
+            &self.retry_header
+        } else {
+            RETRY_AFTER
+        }
+    }
+}
+
+/// The standard header for the wait of a 429 or 503.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// A wait as `Retry-After` seconds: rounded up, at least 1.
+fn whole_seconds(wait: Duration) -> String {
+    (wait.as_secs_f64().ceil().max(1.0) as u64).to_string()
 }
 
 /// Everything a request turned into, once its latency has passed.
@@ -783,6 +1034,8 @@ struct Answer {
     received: Received,
     reply: Reply,
     start: Duration,
+    /// The server itself throttled it (rather than the responder's reply).
+    gated: bool,
     _guard: InFlight,
 }
 
@@ -859,20 +1112,24 @@ async fn answer(shared: &Arc<Shared>, authorization: Option<String>, body: &[u8]
         tokio::time::sleep(delay).await;
     }
     if let (Some(capacity), false) = (&shared.capacity, gated) {
-        let factor = 1.0 + capacity.jitter * (2.0 * shared.rng.lock().unwrap().f64() - 1.0);
-        let service = capacity.base.mul_f64(factor.max(0.0));
         // Fair semaphore: first come, first served.
         let _slot = capacity
             .slots
             .acquire()
             .await
             .expect("the capacity semaphore is never closed");
-        tokio::time::sleep(service).await;
+        let n = capacity.in_service.fetch_add(1, Ordering::SeqCst) + 1;
+        let _serving = InService(&capacity.in_service);
+        capacity.peak_in_service.fetch_max(n, Ordering::SeqCst);
+        let shape = &capacity.shape;
+        let factor = shape.load_factor(n) * shape.spread.factor(&mut shared.rng.lock().unwrap());
+        tokio::time::sleep(shape.base.mul_f64(factor)).await;
     }
     Answer {
         received,
         reply,
         start,
+        gated,
         _guard: guard,
     }
 }
@@ -924,6 +1181,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let answer = answer(&shared, authorization, &body).await;
+    let header = shared.retry_header_of(answer.gated).to_owned();
     let (status, response) = match answer.reply {
         Reply::Hang => std::future::pending::<(u16, Response)>().await,
         Reply::Text(content) => (
@@ -943,7 +1201,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             json_response(
                 StatusCode::from_u16(code).expect("valid status"),
                 body,
-                retry_after,
+                retry_after.map(|after| (header, after)),
             ),
         ),
         Reply::Raw(body) => (200, json_response(StatusCode::OK, body, None)),
@@ -962,12 +1220,13 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     response
 }
 
-fn json_response(status: StatusCode, body: String, retry_after: Option<String>) -> Response {
+/// A JSON response, with `retry` = (header name, wait) when given.
+fn json_response(status: StatusCode, body: String, retry: Option<(String, String)>) -> Response {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");
-    if let Some(after) = retry_after {
-        builder = builder.header("retry-after", after);
+    if let Some((name, after)) = retry {
+        builder = builder.header(name, after);
     }
     builder
         .body(Body::from(body))
@@ -1064,15 +1323,16 @@ fn status_line(code: u16) -> String {
     format!("HTTP/1.1 {code} {reason}\r\n")
 }
 
-fn head(code: u16, length: Option<usize>, retry_after: Option<&str>) -> String {
+/// A response head, with `retry` = (header name, wait) when given.
+fn head(code: u16, length: Option<usize>, retry: Option<(&str, &str)>) -> String {
     let mut h = status_line(code);
     h.push_str("content-type: application/json\r\n");
     match length {
         Some(n) => h.push_str(&format!("content-length: {n}\r\n")),
         None => h.push_str("transfer-encoding: chunked\r\n"),
     }
-    if let Some(after) = retry_after {
-        h.push_str(&format!("retry-after: {after}\r\n"));
+    if let Some((name, after)) = retry {
+        h.push_str(&format!("{name}: {after}\r\n"));
     }
     h.push_str("\r\n");
     h
@@ -1082,9 +1342,9 @@ async fn write_whole(
     stream: &mut TcpStream,
     code: u16,
     body: &[u8],
-    retry_after: Option<&str>,
+    retry: Option<(&str, &str)>,
 ) -> io::Result<()> {
-    let mut out = head(code, Some(body.len()), retry_after).into_bytes();
+    let mut out = head(code, Some(body.len()), retry).into_bytes();
     out.extend_from_slice(body);
     stream.write_all(&out).await?;
     stream.flush().await
@@ -1130,7 +1390,14 @@ async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> i
             body,
             retry_after,
         } => {
-            write_whole(stream, code, body.as_bytes(), retry_after.as_deref()).await?;
+            let header = shared.retry_header_of(answer.gated);
+            write_whole(
+                stream,
+                code,
+                body.as_bytes(),
+                retry_after.as_deref().map(|a| (header, a)),
+            )
+            .await?;
             shared.answered(prompt, answer.start, code);
             Ok(true)
         }

@@ -12,11 +12,6 @@ pub mod dataset;
 pub mod diagnostic;
 pub mod evaluators;
 pub mod model;
-// The per-endpoint pause lives with the other concurrency parts; it is declared
-// here only until `concurrency/mod.rs`, being rewritten on another branch, can
-// list it (`pub mod pause;`) and `crate::pause` becomes `crate::concurrency::pause`.
-#[path = "concurrency/pause.rs"]
-pub mod pause;
 pub mod report;
 pub mod runner;
 pub mod secrets;

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::store::read::{EvaluationRow, ExperimentRow, SampleRow};
+use crate::store::read::{EvaluationRow, ExperimentRow, RunRow, SampleRow};
 
 /// `dotevals show NAME --format json` (and `run --format json`).
 #[derive(Debug, Clone, Serialize)]
@@ -88,19 +88,44 @@ pub struct Timing {
     pub throughput_per_second: Option<f64>,
     /// Latency of successful requests (send to full body).
     pub latency_seconds: Option<Latency>,
-    /// Sum of latencies / wall: requests in flight on average.
-    pub effective_concurrency: Option<f64>,
-    /// How many times faster than sending one request at a time, i.e. the sum
-    /// of latencies over the wall time.
+    /// Slots held on average: requests at the server, and samples waiting
+    /// to try again or on the client's rate limit (slot time / wall time).
+    pub mean_in_flight: Option<f64>,
+    /// Requests at the server on average, failed attempts included.
+    pub mean_at_server: Option<f64>,
+    /// Mean latency of the replies that had the server to themselves (at
+    /// least 3 of them: a sequential run, or adaptive's probes at 1); null
+    /// when there were too few to say.
+    pub unloaded_latency_seconds: Option<f64>,
+    /// Finished samples x unloaded latency / wall time: how many times faster
+    /// than sending one at a time to an idle server. Null without an unloaded
+    /// latency (a fixed window never measures one).
     pub speedup_over_sequential: Option<f64>,
-    /// Attempts beyond the first, over all samples.
+    /// Attempts beyond each sample's first, over every run.
     pub retries: u64,
-    /// Answers that said slow down (HTTP 429 or 503).
+    /// Answers that said slow down (HTTP 429 or 503), over every run.
     pub throttled: u64,
-    /// Time samples spent waiting on retry backoff and rate limits, summed.
-    pub wait_seconds: f64,
+    /// Wall-clock time during which samples held slots but none was at the
+    /// server: every one waiting on backoff, a server's pause or the rate limit.
+    pub blocked_seconds: f64,
     /// How the concurrency limit moved in the latest run; null for fixed strategies.
     pub concurrency_limit: Option<LimitReport>,
+    /// Each run, oldest first (a resumed evaluation has several).
+    pub runs: Vec<RunReport>,
+}
+
+/// One run of an evaluation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunReport {
+    pub run: u64,
+    pub strategy: String,
+    pub wall_seconds: f64,
+    /// Samples that sent a request in this run.
+    pub samples: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub blocked_seconds: f64,
+    pub mean_in_flight: Option<f64>,
 }
 
 /// The concurrency limit over a run (time-weighted), with sparklines.
@@ -231,10 +256,34 @@ fn counts(e: &EvaluationRow) -> SampleCounts {
     }
 }
 
-/// Builds an evaluation's report; `latencies` are successful latencies in µs, ascending.
-pub fn evaluation(e: &EvaluationRow, latencies: &[u64]) -> EvaluationReport {
+/// Replies alone at the server needed before their mean is shown as the
+/// unloaded latency.
+const MIN_UNLOADED: u64 = 3;
+
+/// Builds an evaluation's report; `latencies` are successful latencies in µs,
+/// ascending; `runs` its recorded runs (none for stores before schema 3, or a
+/// run killed before it could write its row).
+pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> EvaluationReport {
     let wall = e.wall_us as f64 / US;
-    let latency_sum = e.latency_sum_us as f64 / US;
+    let sum = |f: fn(&RunRow) -> u64| runs.iter().map(f).sum::<u64>();
+    // Figures from the runs' own rows are over the walls of those runs only.
+    let runs_wall = sum(|r| r.wall_us) as f64 / US;
+    let mean_over_runs = |us: u64| {
+        (!runs.is_empty())
+            .then(|| ratio(us as f64 / US, runs_wall))
+            .flatten()
+    };
+    let unloaded = (sum(|r| r.unloaded) >= MIN_UNLOADED)
+        .then(|| sum(|r| r.unloaded_us) as f64 / US / sum(|r| r.unloaded) as f64);
+    let finished = e.recorded - e.errored;
+    let (retries, throttled) = if runs.is_empty() {
+        (e.retries, e.throttled)
+    } else {
+        (
+            sum(|r| r.attempts - r.samples.min(r.attempts)),
+            sum(|r| r.throttled),
+        )
+    };
     EvaluationReport {
         name: e.name.clone(),
         spec: e.spec_path.clone(),
@@ -262,12 +311,29 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64]) -> EvaluationReport {
             wall_seconds: wall,
             throughput_per_second: ratio(e.recorded as f64, wall),
             latency_seconds: percentiles(latencies),
-            effective_concurrency: ratio(latency_sum, wall),
-            speedup_over_sequential: ratio(latency_sum, wall),
-            retries: e.retries,
-            throttled: e.throttled,
-            wait_seconds: e.wait_us as f64 / US,
+            mean_in_flight: mean_over_runs(sum(|r| r.held_us)),
+            mean_at_server: mean_over_runs(sum(|r| r.at_server_us)),
+            unloaded_latency_seconds: unloaded,
+            speedup_over_sequential: unloaded
+                .filter(|_| finished > 0)
+                .and_then(|u| ratio(finished as f64 * u, wall)),
+            retries,
+            throttled,
+            blocked_seconds: sum(|r| r.blocked_us) as f64 / US,
             concurrency_limit: None,
+            runs: runs
+                .iter()
+                .map(|r| RunReport {
+                    run: r.run,
+                    strategy: r.strategy.clone(),
+                    wall_seconds: r.wall_us as f64 / US,
+                    samples: r.samples,
+                    retries: r.attempts - r.samples.min(r.attempts),
+                    throttled: r.throttled,
+                    blocked_seconds: r.blocked_us as f64 / US,
+                    mean_in_flight: ratio(r.held_us as f64, r.wall_us as f64),
+                })
+                .collect(),
         },
         tokens: Tokens {
             prompt: e.prompt_tokens,

@@ -93,11 +93,19 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             ),
         ));
     }
-    if let (Some(c), Some(x)) = (t.effective_concurrency, t.speedup_over_sequential) {
-        rows.push((
-            "concurrency".into(),
-            format!("{c:.2} in flight on average · {x:.2}x faster than sequential"),
-        ));
+    if let Some(c) = t.mean_in_flight {
+        let mut line = format!("{c:.2} in flight on average");
+        if let Some(a) = t.mean_at_server.filter(|a| (c - a).abs() >= 0.005) {
+            let _ = write!(line, " ({a:.2} at the server)");
+        }
+        if let (Some(x), Some(u)) = (t.speedup_over_sequential, t.unloaded_latency_seconds) {
+            let _ = write!(
+                line,
+                " · {x:.2}x faster than sequential (unloaded latency {})",
+                duration(u)
+            );
+        }
+        rows.push(("concurrency".into(), line));
     }
     if let Some(l) = &t.concurrency_limit {
         rows.push((
@@ -116,16 +124,34 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             format!("{}  throughput", l.throughput_sparkline),
         ));
     }
-    if t.retries + t.throttled > 0 || t.wait_seconds > 0.0 {
+    if t.retries + t.throttled > 0 || t.blocked_seconds > 0.0 {
         rows.push((
             "retries".into(),
             format!(
-                "{} retries · {} throttled (429/503) · {} waiting",
+                "{} retries · {} throttled (429/503) · blocked {} (nothing at the server while samples waited)",
                 t.retries,
                 t.throttled,
-                duration(t.wait_seconds)
+                duration(t.blocked_seconds)
             ),
         ));
+    }
+    if t.runs.len() > 1 {
+        for r in &t.runs {
+            let in_flight = r
+                .mean_in_flight
+                .map_or(String::new(), |c| format!(" · {c:.2} in flight"));
+            rows.push((
+                format!("run {}", r.run),
+                format!(
+                    "{} · {} · {} samples · {} retries · {} throttled{in_flight}",
+                    r.strategy,
+                    duration(r.wall_seconds),
+                    r.samples,
+                    r.retries,
+                    r.throttled
+                ),
+            ));
+        }
     }
     if e.tokens.prompt + e.tokens.completion > 0 {
         rows.push((

@@ -11,11 +11,11 @@ use clap::Args;
 
 use super::show::{build, Detail};
 use super::{emit, format, json, CliError, Format, Style};
+use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
-use crate::pause::Pauses;
 use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
 use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
 use crate::store::lock::{lock, LockError};

@@ -66,7 +66,7 @@ pub fn build(
         if only.is_some_and(|names| !names.contains(&e.name)) {
             continue;
         }
-        let mut r = report::evaluation(e, &store.latencies(e.id)?);
+        let mut r = report::evaluation(e, &store.latencies(e.id)?, &store.runs(e.id)?);
         if e.strategy == "adaptive" {
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);

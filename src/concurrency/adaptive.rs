@@ -456,15 +456,9 @@ impl Strategy for Adaptive {
                 completion_tokens,
             } => Decision {
                 limit: self.on_success(*latency, *completion_tokens, o),
-                pause: None,
             },
-            Outcome::Throttled { retry_after } => Decision {
+            Outcome::Throttled { .. } | Outcome::Timeout => Decision {
                 limit: self.on_loss(o),
-                pause: *retry_after,
-            },
-            Outcome::Timeout => Decision {
-                limit: self.on_loss(o),
-                pause: None,
             },
             // A 5xx or a broken reply says nothing about load.
             Outcome::Failed => Decision::default(),

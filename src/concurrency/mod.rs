@@ -10,9 +10,11 @@
 //! Nothing here knows about HTTP.
 //!
 //! Order of the layers around one request (outermost first): concurrency
-//! permit ▸ retry loop ▸ rate limiter (per attempt) ▸ HTTP attempt.
+//! permit ▸ retry loop ▸ the endpoint's pause ▸ rate limiter (per attempt) ▸
+//! HTTP attempt.
 
 pub mod adaptive;
+pub mod pause;
 pub mod rate;
 pub mod retry;
 #[cfg(test)]
@@ -128,13 +130,12 @@ pub struct Observation {
     pub limit: usize,
 }
 
-/// What a strategy wants after an observation.
+/// What a strategy wants after an observation. (A server's wait is not the
+/// strategy's business: the endpoint's [`pause::Pause`] holds every request.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Decision {
     /// A new limit, if it should change.
     pub limit: Option<usize>,
-    /// Admit nothing new for this long (a server's Retry-After).
-    pub pause: Option<Duration>,
 }
 
 /// Decides the in-flight limit.
@@ -179,7 +180,6 @@ struct State {
     seq: u64,
     /// Attempts sent so far.
     sends: u64,
-    paused_until: Option<Instant>,
     /// (time since start, limit) at every change, the first included.
     history: Vec<(Duration, usize)>,
     /// Since when every held slot has been waiting, with none at the server.
@@ -198,6 +198,8 @@ pub struct Totals {
     /// Wall-clock time during which slots were held but every one of them was
     /// waiting (backoff, a server's pause, the rate limiter): the run was blocked.
     pub blocked: Duration,
+    /// Samples that sent at least one attempt.
+    pub samples: u64,
     /// Attempts sent.
     pub attempts: u64,
     /// Attempts answered "slow down" (429/503).
@@ -263,7 +265,6 @@ impl Limiter {
                 waiting: 0,
                 seq: 0,
                 sends: 0,
-                paused_until: None,
                 history: vec![(Duration::ZERO, limit)],
                 blocked_since: None,
                 totals: Totals::default(),
@@ -280,18 +281,13 @@ impl Limiter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits for a free slot (and for any pause a server asked for).
+    /// Waits for a free slot.
     pub async fn acquire(self: &Arc<Self>) -> Permit {
         loop {
             let slot = Arc::clone(&self.semaphore)
                 .acquire_owned()
                 .await
                 .expect("the limiter never closes its semaphore");
-            let wait = self.paused_for();
-            if let Some(d) = wait {
-                // Hold the slot through the pause: nothing may be sent anyway.
-                tokio::time::sleep(d).await;
-            }
             let mut s = self.state();
             if s.debt > 0 {
                 // The limit was cut between the grant and now: this slot pays the
@@ -327,14 +323,6 @@ impl Limiter {
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.state().in_flight
-    }
-
-    /// How long admissions stay paused, if they are.
-    pub fn paused_for(&self) -> Option<Duration> {
-        self.state()
-            .paused_until
-            .and_then(|t| t.checked_duration_since(Instant::now()))
-            .filter(|d| !d.is_zero())
     }
 
     /// Every limit change so far: (time since start, new limit).
@@ -390,6 +378,9 @@ impl Permit {
         s.at_server += 1;
         s.sends += 1;
         s.totals.attempts += 1;
+        if a.sent.is_none() {
+            s.totals.samples += 1;
+        }
         if std::mem::take(&mut a.waiting) {
             s.waiting -= 1;
         }
@@ -400,13 +391,10 @@ impl Permit {
         Sending { permit: self }
     }
 
-    /// Runs `wait` (the client's rate limiter, a server's pause) counting this
-    /// sample as waiting, not at the server.
-    pub async fn waiting<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
+    /// The sample is ready to send: until its attempt goes out it counts as
+    /// waiting (on the endpoint's pause, the rate limiter), not at the server.
+    pub fn ready(&self) {
         self.set_waiting(true);
-        let out = wait.await;
-        self.set_waiting(false);
-        out
     }
 
     fn set_waiting(&self, waiting: bool) {
@@ -423,7 +411,7 @@ impl Permit {
         }
     }
 
-    /// Tells the strategy how an attempt went; it may resize the limiter or pause it.
+    /// Tells the strategy how an attempt went; it may resize the limiter.
     pub fn report(&self, outcome: &Outcome) {
         let limiter = &self.limiter;
         let (at_server, alone) = {
@@ -455,11 +443,6 @@ impl Permit {
         let decision = s.strategy.observe(&observation);
         if let Some(new) = decision.limit {
             limiter.set_limit(&mut s, new);
-        }
-        if let Some(pause) = decision.pause {
-            let now = Instant::now();
-            let until = now.checked_add(pause).unwrap_or(now);
-            s.paused_until = Some(s.paused_until.map_or(until, |t| t.max(until)));
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   spent waiting on throttling would exceed `max_wait`; it does not use up
 //!   `max_attempts`. A server's hint (see `model::retry_hint`) is honoured as
 //!   given, up to `max_wait`: it pauses the whole endpoint (see
-//!   [`Pause`](crate::pause::Pause)), and a hint longer than the budget left
+//!   [`Pause`](crate::concurrency::pause::Pause)), and a hint longer than the budget left
 //!   gives up at once instead of sleeping. Without a hint, the wait is the
 //!   jittered backoff below, cut to the budget left.
 //! - Any other retryable failure (timeout, connection error, 408, other 5xx)
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::pause::Pause;
+use crate::concurrency::pause::Pause;
 use crate::spec::RetryPolicy;
 
 /// The least a throttled sample waits before trying again, whatever a hint or

@@ -79,7 +79,7 @@ async fn permit_returns_when_task_is_aborted() {
     let _again = limiter.acquire().await;
 }
 
-/// A strategy that plays back a script of limits and pauses, one per report.
+/// A strategy that plays back a script of limits, one per report.
 struct Script(Arc<Mutex<VecDeque<Decision>>>);
 
 impl Strategy for Script {
@@ -97,10 +97,7 @@ fn scripted(decisions: Vec<Decision>) -> Arc<Limiter> {
 
 #[tokio::test(start_paused = true)]
 async fn a_cut_takes_free_slots_now_and_busy_ones_as_they_return() {
-    let limiter = scripted(vec![Decision {
-        limit: Some(1),
-        pause: None,
-    }]);
+    let limiter = scripted(vec![Decision { limit: Some(1) }]);
     let a = limiter.acquire().await;
     let b = limiter.acquire().await;
     a.report(&Outcome::Failed); // cut 4 -> 1 with 2 in flight: 2 free slots forgotten, 1 owed
@@ -113,10 +110,7 @@ async fn a_cut_takes_free_slots_now_and_busy_ones_as_they_return() {
 
 #[tokio::test(start_paused = true)]
 async fn growth_wakes_waiters() {
-    let limiter = scripted(vec![Decision {
-        limit: Some(6),
-        pause: None,
-    }]);
+    let limiter = scripted(vec![Decision { limit: Some(6) }]);
     let held: Vec<Permit> = futures_join(&limiter, 4).await;
     let waiter = {
         let l = Arc::clone(&limiter);
@@ -132,21 +126,6 @@ async fn growth_wakes_waiters() {
     drop(p);
     drop(held);
     assert_eq!(limiter.snapshot(), (6, 0, 0, 6));
-}
-
-#[tokio::test(start_paused = true)]
-async fn pause_holds_back_new_requests() {
-    let limiter = scripted(vec![Decision {
-        limit: None,
-        pause: Some(Duration::from_secs(3)),
-    }]);
-    let a = limiter.acquire().await;
-    a.report(&Outcome::Throttled {
-        retry_after: Some(Duration::from_secs(3)),
-    });
-    let start = tokio::time::Instant::now();
-    let _b = limiter.acquire().await;
-    assert!(start.elapsed() >= Duration::from_secs(3));
 }
 
 async fn futures_join(limiter: &Arc<Limiter>, n: usize) -> Vec<Permit> {
@@ -170,7 +149,7 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         runtime.block_on(async {
-            let decisions = limits.iter().map(|l| Decision { limit: Some(*l), pause: None }).collect();
+            let decisions = limits.iter().map(|l| Decision { limit: Some(*l) }).collect();
             let limiter = scripted(decisions);
             let over = Arc::new(AtomicUsize::new(0));
             let mut tasks = tokio::task::JoinSet::new();

@@ -20,15 +20,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
+use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::{Limiter, StrategySpec};
 use crate::dataset::{row_json, Dataset, Values};
 use crate::model::mock::MockServer;
 use crate::model::ModelClient;
-use crate::pause::Pauses;
 use crate::spec::Evaluation;
 use crate::store::writer::{update_wall, Writer, WriterConfig};
-use crate::store::{now, EvaluationMeta, SampleLookup, Store, StoreError};
+use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError};
 use sample::SampleContext;
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.
@@ -226,7 +226,8 @@ pub async fn run(
         }
         rate
     });
-    progress.start(plan, &limiter, rate.clone());
+    let pause = pauses.get(&base_url);
+    progress.start(plan, &limiter, rate.clone(), Arc::clone(&pause));
     let config = WriterConfig {
         evaluation_id,
         run: run_number,
@@ -253,7 +254,7 @@ pub async fn run(
         writer.sender(),
         secrets,
         rate,
-        pauses.get(&base_url),
+        pause,
     ));
     let ticker = progress.is_live().then(|| {
         let progress = Arc::clone(progress);
@@ -296,6 +297,15 @@ pub async fn run(
     writer.finish()?;
     drop(mock);
     store.record_limits(evaluation_id, run_number, &limiter.history())?;
+    store.record_run(
+        evaluation_id,
+        run_number,
+        &RunTotals {
+            strategy: strategy.to_owned(),
+            wall: started.elapsed(),
+            limiter: limiter.totals(),
+        },
+    )?;
     update_wall(store.conn(), &config)?;
 
     let (recorded, errored) = store.counts(evaluation_id)?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::Planned;
+use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::RateLimit;
 use crate::concurrency::Limiter;
 use crate::store::writer::SampleRecord;
@@ -37,6 +38,7 @@ struct Live {
     counts: Arc<Counts>,
     limiter: Arc<Limiter>,
     rate: Option<Arc<RateLimit>>,
+    pause: Arc<Pause>,
 }
 
 impl Live {
@@ -58,7 +60,8 @@ impl Live {
         if scored > 0 {
             msg += &format!(" · acc {:.1}%", 100.0 * passed as f64 / scored as f64);
         }
-        if let Some(pause) = self.limiter.paused_for() {
+        let pause = self.pause.remaining();
+        if !pause.is_zero() {
             msg += &format!(
                 " · paused {:.0}s: the server asked to wait",
                 pause.as_secs_f64().ceil()
@@ -89,7 +92,13 @@ impl Progress {
     }
 
     /// Begins showing `plan`'s evaluation; samples recorded by earlier runs count as done.
-    pub fn start(&self, plan: &Planned, limiter: &Arc<Limiter>, rate: Option<Arc<RateLimit>>) {
+    pub fn start(
+        &self,
+        plan: &Planned,
+        limiter: &Arc<Limiter>,
+        rate: Option<Arc<RateLimit>>,
+        pause: Arc<Pause>,
+    ) {
         let (name, total, pending, strategy) =
             (&plan.eval.name, plan.total, plan.pending, &plan.strategy);
         let done = total - pending;
@@ -131,6 +140,7 @@ impl Progress {
             counts,
             limiter: Arc::clone(limiter),
             rate,
+            pause,
         };
         if let Ok(mut slot) = self.live.lock() {
             *slot = Some(live);

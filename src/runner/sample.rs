@@ -9,12 +9,12 @@ use minijinja::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Sample;
+use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::retry::{self, Retry};
 use crate::concurrency::{Outcome, Permit};
 use crate::evaluators::Evaluator;
 use crate::model::{Message, ModelClient};
-use crate::pause::Pause;
 use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt};
 use crate::store::writer::SampleRecord;
@@ -173,28 +173,21 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         .map_or(0, |_| estimate_tokens(prompt_chars, ctx.max_tokens));
     let rate_wait_us = AtomicU64::new(0);
     let mut throttled = 0;
+    permit.ready();
     let attempts = retry::run(
         &ctx.retry,
         || async {
             if let Some(rate) = &ctx.rate {
                 let waited = Instant::now();
-                permit.waiting(rate.admit(estimate)).await;
+                rate.admit(estimate).await;
                 rate_wait_us.fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             let _at_server = permit.sending();
             ctx.client.complete(&body).await
         },
         |e| {
-            let outcome = match e.outcome() {
-                // No sample waits longer than max_wait, so no pause needs to.
-                Outcome::Throttled { retry_after } => {
-                    throttled += 1;
-                    Outcome::Throttled {
-                        retry_after: retry_after.map(|d| d.min(ctx.retry.policy.max_wait)),
-                    }
-                }
-                other => other,
-            };
+            let outcome = e.outcome();
+            throttled += u32::from(matches!(outcome, Outcome::Throttled { .. }));
             permit.report(&outcome);
         },
     )

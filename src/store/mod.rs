@@ -19,6 +19,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
+/// What one run of an evaluation saw, for its row in `runs`.
+#[derive(Debug, Clone)]
+pub struct RunTotals {
+    pub strategy: String,
+    pub wall: std::time::Duration,
+    pub limiter: crate::concurrency::Totals,
+}
+
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = ".dotevals/dotevals.db";
 
@@ -288,6 +296,37 @@ impl Store {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Records what run `run` of an evaluation saw (see [`RunTotals`]).
+    pub fn record_run(
+        &self,
+        evaluation_id: i64,
+        run: i64,
+        t: &RunTotals,
+    ) -> Result<(), StoreError> {
+        let us = |d: std::time::Duration| d.as_micros().min(i64::MAX as u128) as i64;
+        let n = |x: u64| x.min(i64::MAX as u64) as i64;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO runs (evaluation_id, run, strategy, wall_us, samples, attempts,
+                 throttled, held_us, at_server_us, blocked_us, unloaded, unloaded_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                evaluation_id,
+                run,
+                t.strategy,
+                us(t.wall),
+                n(t.limiter.samples),
+                n(t.limiter.attempts),
+                n(t.limiter.throttled),
+                us(t.limiter.held),
+                us(t.limiter.at_server),
+                us(t.limiter.blocked),
+                n(t.limiter.unloaded),
+                us(t.limiter.unloaded_sum),
+            ],
+        )?;
         Ok(())
     }
 

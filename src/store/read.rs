@@ -99,6 +99,25 @@ const EVALUATION_COLUMNS: &str = "id, name, spec_path, provider, model, evaluato
     total, started_at, ended_at, wall_us, runs, status, recorded, errored, latency_sum_us, prompt_tokens,
     completion_tokens, retries, throttled, wait_us";
 
+/// One run of an evaluation, as recorded at its end (`runs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub run: u64,
+    pub strategy: String,
+    pub wall_us: u64,
+    /// Samples that sent at least one request.
+    pub samples: u64,
+    pub attempts: u64,
+    pub throttled: u64,
+    /// Slot time, time at the server, and wall time blocked on waits.
+    pub held_us: u64,
+    pub at_server_us: u64,
+    pub blocked_us: u64,
+    /// Replies that had the server alone, and their summed latency.
+    pub unloaded: u64,
+    pub unloaded_us: u64,
+}
+
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
     let evaluators: String = r.get(5)?;
     // Counters are never negative; the clamp only guards the cast.
@@ -248,6 +267,34 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         Ok(out)
+    }
+
+    /// Every recorded run of an evaluation, in order.
+    pub fn runs(&self, evaluation_id: i64) -> Result<Vec<RunRow>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT run, strategy, wall_us, samples, attempts, throttled, held_us, at_server_us,
+                    blocked_us, unloaded, unloaded_us
+             FROM runs WHERE evaluation_id = ?1 ORDER BY run",
+        )?;
+        let rows = stmt
+            .query_map([evaluation_id], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok(RunRow {
+                    run: n(0)?,
+                    strategy: r.get(1)?,
+                    wall_us: n(2)?,
+                    samples: n(3)?,
+                    attempts: n(4)?,
+                    throttled: n(5)?,
+                    held_us: n(6)?,
+                    at_server_us: n(7)?,
+                    blocked_us: n(8)?,
+                    unloaded: n(9)?,
+                    unloaded_us: n(10)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// How the concurrency limit moved in the latest run of an evaluation.

@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"
@@ -150,6 +150,26 @@ CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
         scored = scored - (OLD.value IS NOT NULL), total = total - coalesce(OLD.value, 0)
     WHERE evaluation_id = OLD.evaluation_id AND evaluator = OLD.evaluator;
 END;
+"#,
+    // 3: what each run of an evaluation saw, kept when a later run replaces its
+    // samples: slot time, time at the server and blocked time (from the
+    // limiter), attempts and 429s, and replies that had the server alone.
+    r#"
+CREATE TABLE runs (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+    run INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    wall_us INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    throttled INTEGER NOT NULL,
+    held_us INTEGER NOT NULL,
+    at_server_us INTEGER NOT NULL,
+    blocked_us INTEGER NOT NULL,
+    unloaded INTEGER NOT NULL,
+    unloaded_us INTEGER NOT NULL,
+    PRIMARY KEY (evaluation_id, run)
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -125,9 +125,18 @@ fn peak_in_flight_equals_the_strategy_limit() {
         "{window4} {window8}"
     );
     // The reported concurrency agrees with the server.
-    let effective = |i: usize| results[i].1.only().timing.effective_concurrency.unwrap();
-    assert!(effective(0) <= 1.05, "sequential: {}", effective(0));
-    assert!(effective(2) >= 3.0, "window 8: {}", effective(2));
+    let in_flight = |i: usize| results[i].1.only().timing.mean_in_flight.unwrap();
+    assert!(in_flight(0) <= 1.05, "sequential: {}", in_flight(0));
+    assert!(in_flight(2) >= 3.0, "window 8: {}", in_flight(2));
+    // Sequential replies had the server alone: they measure the unloaded
+    // latency (200 ms here) and a speed-up of 1 against themselves. A window
+    // measures no unloaded latency and claims no speed-up.
+    let t = |i: usize| results[i].1.only().timing.clone();
+    let unloaded = t(0).unloaded_latency_seconds.expect("unloaded latency");
+    assert!((0.19..0.4).contains(&unloaded), "{:?}", t(0));
+    let speedup = t(0).speedup_over_sequential.expect("speed-up");
+    assert!((0.8..=1.05).contains(&speedup), "{:?}", t(0));
+    assert_eq!(t(2).speedup_over_sequential, None, "{:?}", t(2));
     for (_, r) in &results {
         assert_eq!(r.only().samples.finished, 8);
     }

@@ -130,7 +130,12 @@ fn show_reports_counts_scores_timing_and_tokens() {
         "{l:?}"
     );
     assert!(l.mean > 0.0 && l.mean <= l.max, "{l:?}");
-    assert!(t.effective_concurrency.is_some() && t.speedup_over_sequential.is_some());
+    // A window never measures an unloaded latency, so it claims no speed-up.
+    assert!(
+        t.mean_in_flight.is_some() && t.mean_at_server.is_some(),
+        "{t:?}"
+    );
+    assert_eq!(t.speedup_over_sequential, None, "{t:?}");
     // Tokens are the sums of the server's `usage`: two words in, three out, 9 replies.
     assert_eq!((e.tokens.prompt, e.tokens.completion), (18, 27));
 

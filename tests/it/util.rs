@@ -317,9 +317,14 @@ pub struct Timing {
     #[serde(deserialize_with = "nullable")]
     pub latency_seconds: Option<Latency>,
     #[serde(deserialize_with = "nullable")]
-    pub effective_concurrency: Option<f64>,
+    pub mean_in_flight: Option<f64>,
+    #[serde(deserialize_with = "nullable")]
+    pub mean_at_server: Option<f64>,
+    #[serde(deserialize_with = "nullable")]
+    pub unloaded_latency_seconds: Option<f64>,
     #[serde(deserialize_with = "nullable")]
     pub speedup_over_sequential: Option<f64>,
+    pub blocked_seconds: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

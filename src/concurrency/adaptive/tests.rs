@@ -109,7 +109,7 @@ fn long_answers_are_not_mistaken_for_queueing() {
 }
 
 #[test]
-fn one_cut_per_throttling_episode_and_the_pause_is_passed_on() {
+fn one_cut_per_throttling_episode() {
     let mut d = Drive::new(40, 1, 256);
     let latest = 40;
     let mut cuts = 0;
@@ -126,7 +126,6 @@ fn one_cut_per_throttling_episode_and_the_pause_is_passed_on() {
             limit: d.limit,
         };
         let decision = d.a.observe(&o);
-        assert_eq!(decision.pause, Some(Duration::from_secs(2)));
         if let Some(l) = decision.limit {
             d.limit = l;
             cuts += 1;

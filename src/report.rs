@@ -88,6 +88,10 @@ pub struct Timing {
     pub throughput_per_second: Option<f64>,
     /// Latency of successful requests (send to full body).
     pub latency_seconds: Option<Latency>,
+    /// Sum of successful latencies / wall time: successful requests at the
+    /// server on average. Kept for scripts; `mean_in_flight` and
+    /// `mean_at_server` count failed attempts and waits too.
+    pub effective_concurrency: Option<f64>,
     /// Slots held on average: requests at the server, and samples waiting
     /// to try again or on the client's rate limit (slot time / wall time).
     pub mean_in_flight: Option<f64>,
@@ -105,6 +109,10 @@ pub struct Timing {
     pub retries: u64,
     /// Answers that said slow down (HTTP 429 or 503), over every run.
     pub throttled: u64,
+    /// Every sample's time waiting on backoff, pauses and rate limits, summed
+    /// over samples (so it can exceed the wall time). Kept for scripts; see
+    /// `blocked_seconds`.
+    pub wait_seconds: f64,
     /// Wall-clock time during which samples held slots but none was at the
     /// server: every one waiting on backoff, a server's pause or the rate limit.
     pub blocked_seconds: f64,
@@ -311,6 +319,7 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
             wall_seconds: wall,
             throughput_per_second: ratio(e.recorded as f64, wall),
             latency_seconds: percentiles(latencies),
+            effective_concurrency: ratio(e.latency_sum_us as f64 / US, wall),
             mean_in_flight: mean_over_runs(sum(|r| r.held_us)),
             mean_at_server: mean_over_runs(sum(|r| r.at_server_us)),
             unloaded_latency_seconds: unloaded,
@@ -319,6 +328,7 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
                 .and_then(|u| ratio(finished as f64 * u, wall)),
             retries,
             throttled,
+            wait_seconds: e.wait_us as f64 / US,
             blocked_seconds: sum(|r| r.blocked_us) as f64 / US,
             concurrency_limit: None,
             runs: runs

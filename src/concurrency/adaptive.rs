@@ -13,8 +13,8 @@
 //! reply's *speed*; a *round* is the median speed of enough replies sent at
 //! one limit (at least the limit: about a round trip).
 //!
-//! - **Probe and ramp**: start at 1 in flight for [`PROBE`] replies, whose
-//!   median latency is the unloaded reference. Then, like TCP's slow start,
+//! - **Probe and ramp**: start at 2 in flight; the first request goes out
+//!   alone, so its latency is the unloaded reference. Then, like TCP's slow start,
 //!   every reply that found the window full adds [`RAMP_STEP`] to the limit
 //!   (the limit quadruples per round trip, with no round trip spent measuring),
 //!   until the median latency of the last [`RECENT`] replies passes
@@ -49,6 +49,9 @@ use super::{Decision, Observation, Outcome, Strategy};
 
 /// Multiplicative cut on throttling or timeouts.
 pub const LOSS_CUT: f64 = 0.7;
+/// Largest `initial` that still starts with the probe and ramp: the first
+/// request goes out alone, so its reply measures the unloaded latency.
+pub const PROBE_LIMIT: usize = 2;
 /// Most replies kept for the unloaded reference latency.
 const REFERENCE: usize = 16;
 /// Added to the limit per reply that found the window full, while ramping.
@@ -87,7 +90,7 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         AdaptiveConfig {
-            initial: 1,
+            initial: 2,
             min: 1,
             max: 256,
         }
@@ -166,7 +169,7 @@ impl Adaptive {
             episode_end_seq: 0,
         };
         a.limit = a.clamp(config.initial);
-        if a.limit > 1 {
+        if a.limit > PROBE_LIMIT {
             // Told where to start: measure from there instead of probing.
             a.phase = Phase::Search { up: true };
         }
@@ -237,9 +240,27 @@ impl Adaptive {
         self.limit >= self.config.max
     }
 
-    /// The unloaded latency: the median of replies that had the server alone.
+    /// The latency of replies that had the server alone (at first, one reply).
     fn reference(&self) -> Option<f64> {
         (!self.reference.is_empty()).then(|| median(&mut self.reference.clone()))
+    }
+
+    /// The unloaded latency for Little's law: a measured round's median when
+    /// one ran within 1.5 times the reference (many replies, so steadier than
+    /// the first reply alone), else the reference.
+    fn unloaded(&self) -> Option<f64> {
+        let reference = self.reference()?;
+        let measured = self
+            .levels
+            .iter()
+            .map(|l| l.latency)
+            .filter(|l| *l <= 1.5 * reference)
+            .fold(f64::INFINITY, f64::min);
+        Some(if measured.is_finite() {
+            measured
+        } else {
+            reference
+        })
     }
 
     /// The next limit after a measured round.
@@ -349,10 +370,13 @@ impl Adaptive {
             // Nothing measured below: try what Little's law says the best
             // speed needs at unloaded latency (the bandwidth-delay product).
             None if good.limit > self.clamp(1) => {
-                // The reference may rest on a single reply: never more
-                // than halve on its word.
-                let bdp = self.reference().map_or(0, |r| (best * r).round() as usize);
-                bdp.clamp(good.limit / 2, good.limit * 7 / 10)
+                let bdp = self.unloaded().map_or(0, |r| (best * r).round() as usize);
+                if bdp >= good.limit {
+                    // Little's law says the lowest good limit is the knee.
+                    self.hold(good, true);
+                    return good.limit;
+                }
+                bdp.max(good.limit / 2)
             }
             Some(bad) if good.limit > bad + 1 && good.limit as f64 > BRACKET * bad as f64 => {
                 let mid = ((bad * good.limit) as f64).sqrt().round() as usize;
@@ -397,10 +421,12 @@ impl Adaptive {
             if !self.ramp(per, o) {
                 return self.change(self.limit, o);
             }
-            // Measure from the number that were at the server when latency rose.
+            // The replies that ended the ramp were sent a round trip ago, at
+            // about a quarter of today's limit: measure from twice that, so
+            // the server stays as full as when speed stopped growing.
             let last = &self.recent[self.recent.len().saturating_sub(RECENT)..];
             let mut at: Vec<f64> = last.iter().map(|r| r.1 as f64).collect();
-            let start = median(&mut at).round() as usize;
+            let start = ((2.0 * median(&mut at)).round() as usize).min(self.limit);
             self.phase = Phase::Search { up: true };
             self.set(start, o.latest_seq);
             return (self.limit != o.limit).then_some(self.limit);

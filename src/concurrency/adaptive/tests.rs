@@ -82,22 +82,6 @@ fn no_growth_while_requests_wait_on_the_client_not_the_server() {
 }
 
 #[test]
-fn a_server_that_serves_one_at_a_time_keeps_the_limit_at_one() {
-    // Latency in proportion to the limit: throughput is flat from 1 up.
-    let mut d = Drive::new(1, 1, 256);
-    let mut at_one = 0;
-    for _ in 0..400 {
-        let l = d.limit;
-        at_one += usize::from(l == 1);
-        d.complete(success(200 * l as u64, None), l);
-    }
-    // The ramp overshoots for a few replies before the queue shows; then it
-    // comes back to 1 and stays (probing 2 now and then).
-    assert!(at_one >= 240, "{at_one} of 400 at a limit of 1");
-    assert!(d.limit <= 2, "{}", d.limit);
-}
-
-#[test]
 fn long_answers_are_not_mistaken_for_queueing() {
     // A server with room for 16: per-token latency is flat below that.
     let mut d = Drive::new(1, 1, 16);
@@ -267,12 +251,9 @@ fn sim_noisy_capacity_server_reaches_the_knee() {
         spread(&p50),
         spread(&limits)
     );
-    // Issue 7 asks for 0.90 in every run and 0.95 at the median. Measured
-    // here: about 0.82 / 0.93. Most of the gap is the start (one probe reply
-    // at 1 in flight, then the ramp: ~0.3 s of a 6.5 s run) and rounds spent
-    // below the knee while bisecting; see README's table for real runs.
-    assert!(shares[0] >= 0.80, "{shares:?}");
-    assert!(shares[shares.len() / 2] >= 0.90, "{shares:?}");
+    // The targets of issue 7: 0.90 in every run, 0.95 at the median.
+    assert!(shares[0] >= 0.90, "{shares:?}");
+    assert!(shares[shares.len() / 2] >= 0.95, "{shares:?}");
     let mut p50 = p50;
     p50.sort_by(f64::total_cmp);
     assert!(p50[p50.len() / 2] < 1.3, "{p50:?}");
@@ -337,7 +318,7 @@ fn sim_other_shapes_keep_most_of_the_throughput() {
             spread(&shares),
             spread(&limits)
         );
-        assert!(shares[0] >= 0.75, "{shape:?}: {shares:?}");
+        assert!(shares[0] >= 0.78, "{shape:?}: {shares:?}");
     }
 }
 

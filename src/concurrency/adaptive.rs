@@ -16,9 +16,11 @@
 //! - **Probe and ramp**: start at 2 in flight; the first request goes out
 //!   alone, so its latency is the unloaded reference. Then, like TCP's slow start,
 //!   every reply that found the window full adds [`RAMP_STEP`] to the limit
-//!   (the limit quadruples per round trip, with no round trip spent measuring),
-//!   until the median latency of the last [`RECENT`] replies passes
-//!   [`RAMP_EXIT`] times the reference.
+//!   (the limit quadruples per round trip, with no round trip spent
+//!   measuring; never more than a step above the count really at the
+//!   server), until the median speed of the last [`RECENT`] replies is within
+//!   [`RAMP_GAIN`] of the [`RECENT`] before them, or their median latency
+//!   passes [`RAMP_EXIT`] times the reference (a queue: three replies say it).
 //! - **Search**: from the number of requests that were at the server then,
 //!   measure rounds: double while doubling pays at least [`GROWTH_GAIN`] of
 //!   its growth; then try below the lowest good limit what Little's law says
@@ -126,6 +128,16 @@ enum Phase {
     },
 }
 
+/// Why the ramp ended.
+enum RampEnd {
+    /// Speed stopped growing; the median count at the server of the last replies.
+    Flat(f64),
+    /// Latency passed [`RAMP_EXIT`] times the reference; the bandwidth-delay product.
+    Slow(f64),
+    /// The limit reached `max`.
+    Max,
+}
+
 /// Replies of the requests sent at the current limit.
 struct Round {
     /// Only requests dispatched after this count.
@@ -210,34 +222,42 @@ impl Adaptive {
         })
     }
 
-    /// While ramping: grows on a full window; returns true when it should stop.
-    fn ramp(&mut self, latency: f64, o: &Observation) -> bool {
+    /// While ramping: grows on a full window; says when and why to stop.
+    fn ramp(&mut self, latency: f64, o: &Observation) -> Option<RampEnd> {
         if o.seq > self.round.start_seq {
             if self.recent.len() == 2 * RECENT {
                 self.recent.remove(0);
             }
             self.recent.push((latency, o.at_server));
         }
-        if self.recent.len() >= RECENT {
-            let (earlier, last) = self.recent.split_at(self.recent.len() - RECENT);
-            let speeds = |r: &[(f64, usize)]| {
-                let mut v: Vec<f64> = r.iter().map(|(l, n)| *n as f64 / l.max(1e-9)).collect();
-                median(&mut v)
-            };
-            let flat =
-                earlier.len() == RECENT && speeds(last) < (1.0 + RAMP_GAIN) * speeds(earlier);
+        let speeds = |r: &[(f64, usize)]| {
+            let mut v: Vec<f64> = r.iter().map(|(l, n)| *n as f64 / l.max(1e-9)).collect();
+            median(&mut v)
+        };
+        // Latency far over the unloaded reference is plain: a few replies say it.
+        let last = &self.recent[self.recent.len().saturating_sub(RECENT)..];
+        if last.len() >= 3 {
             let mut latencies: Vec<f64> = last.iter().map(|r| r.0).collect();
-            let slow = self
-                .reference()
-                .is_some_and(|r| median(&mut latencies) > RAMP_EXIT * r);
-            if flat || slow {
-                return true;
+            if let Some(reference) = self.reference() {
+                if median(&mut latencies) > RAMP_EXIT * reference {
+                    return Some(RampEnd::Slow(speeds(last) * reference));
+                }
+            }
+        }
+        if self.recent.len() == 2 * RECENT {
+            let (earlier, last) = self.recent.split_at(RECENT);
+            if speeds(last) < (1.0 + RAMP_GAIN) * speeds(earlier) {
+                let mut at: Vec<f64> = last.iter().map(|r| r.1 as f64).collect();
+                return Some(RampEnd::Flat(median(&mut at)));
             }
         }
         if o.at_server as f64 >= FULL * o.limit_at_start as f64 {
-            self.limit = self.clamp(self.limit + RAMP_STEP);
+            // Never more than a step above what is really at the server: a
+            // burst let through by a rate limiter does not open the window.
+            let cap = o.at_server_now + 1 + RAMP_STEP;
+            self.limit = self.clamp((self.limit + RAMP_STEP).min(cap).max(self.limit));
         }
-        self.limit >= self.config.max
+        (self.limit >= self.config.max).then_some(RampEnd::Max)
     }
 
     /// The latency of replies that had the server alone (at first, one reply).
@@ -418,15 +438,19 @@ impl Adaptive {
             self.reference.push(per);
         }
         if self.phase == Phase::Ramp {
-            if !self.ramp(per, o) {
-                return self.change(self.limit, o);
-            }
-            // The replies that ended the ramp were sent a round trip ago, at
-            // about a quarter of today's limit: measure from twice that, so
-            // the server stays as full as when speed stopped growing.
-            let last = &self.recent[self.recent.len().saturating_sub(RECENT)..];
-            let mut at: Vec<f64> = last.iter().map(|r| r.1 as f64).collect();
-            let start = ((2.0 * median(&mut at)).round() as usize).min(self.limit);
+            let start = match self.ramp(per, o) {
+                None => return self.change(self.limit, o),
+                // The replies that ended the ramp were sent a round trip ago,
+                // at about a quarter of today's limit: measure from twice
+                // their count, so the server stays as full as when speed
+                // stopped growing.
+                Some(RampEnd::Flat(at_server)) => (2.0 * at_server).round() as usize,
+                // Queueing: what Little's law says the speed seen needs at
+                // unloaded latency.
+                Some(RampEnd::Slow(bdp)) => bdp.round() as usize,
+                Some(RampEnd::Max) => self.limit,
+            };
+            let start = start.clamp(1, self.limit);
             self.phase = Phase::Search { up: true };
             self.set(start, o.latest_seq);
             return (self.limit != o.limit).then_some(self.limit);

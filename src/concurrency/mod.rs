@@ -125,6 +125,8 @@ pub struct Observation {
     pub at_server: usize,
     /// The limit when it was admitted.
     pub limit_at_start: usize,
+    /// Requests at the server as this outcome is reported, itself excluded.
+    pub at_server_now: usize,
     /// The last dispatch number handed out so far.
     pub latest_seq: u64,
     pub limit: usize,
@@ -437,6 +439,7 @@ impl Permit {
             seq: self.seq,
             at_server,
             limit_at_start: self.limit_at_start,
+            at_server_now: s.at_server,
             latest_seq: s.seq,
             limit: s.limit,
         };

@@ -124,6 +124,7 @@ pub fn simulate(shape: Shape, mut strategy: Box<dyn Strategy>, n: usize, seed: u
             seq: id as u64 + 1,
             at_server: at_server[id],
             limit_at_start: limit_at_start[id],
+            at_server_now: in_flight,
             latest_seq: sent_at.len() as u64,
             limit,
         });

@@ -181,3 +181,62 @@ fn adaptive_backs_off_from_429s_without_losing_or_repeating_samples() {
         assert!(seen.insert(id, ()).is_none(), "sample {id} recorded twice");
     }
 }
+
+#[test]
+fn adaptive_stays_near_one_on_a_server_that_serves_one_at_a_time() {
+    // llama.cpp on a CPU: more in flight only queues. A limit of 4 would put
+    // p50 at 4 x 50 ms; staying at 1-2 keeps it near 50 ms.
+    const N: usize = 80;
+    let server = TestServer::builder()
+        .serial(Duration::from_millis(50))
+        .reply(|p| p.to_owned())
+        .start();
+    let dir = TestDir::new();
+    let tail = format!("concurrency: {{strategy: adaptive, max: {MAX}}}\n");
+    dir.write(
+        "spec.yaml",
+        &spec("serial", &server.url(), N, FAST_RETRY, &tail),
+    );
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(0);
+    let report = show_json(&dir, "x", &[]);
+    let e = only(&report);
+    let limit = &e["timing"]["concurrency_limit"];
+    let p50 = e["timing"]["latency_seconds"]["p50"].as_f64().expect("p50");
+    println!("serial: limit {limit}, p50 {p50}");
+    assert!(uint(limit, "/median") <= 2, "{limit:#}");
+    assert!(
+        p50 < 0.1,
+        "p50 {p50} s against a 50 ms server: {:#}",
+        e["timing"]
+    );
+    assert_eq!(server.count(), N, "every sample sent once");
+}
+
+#[test]
+fn adaptive_does_not_grow_while_requests_wait_on_the_rate_limit() {
+    // The client's own rate limit lets 10 a second through to a 5 ms server:
+    // about one request is ever at the server, however many slots wait.
+    const N: usize = 40;
+    let server = TestServer::builder()
+        .latency(Duration::from_millis(5))
+        .reply(|p| p.to_owned())
+        .start();
+    let dir = TestDir::new();
+    let model = format!("{FAST_RETRY}  rate_limit: {{requests_per_minute: 600}}\n");
+    let tail = format!("concurrency: {{strategy: adaptive, max: {MAX}}}\n");
+    dir.write("spec.yaml", &spec("rate", &server.url(), N, &model, &tail));
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(0);
+    let report = show_json(&dir, "x", &[]);
+    let limit = &only(&report)["timing"]["concurrency_limit"];
+    let peak = server.peak_in_flight() as u64;
+    // The controller's largest single step from its start.
+    let step = dotevals::concurrency::adaptive::RAMP_STEP as u64;
+    assert!(
+        uint(limit, "/max") <= peak + step,
+        "limit {limit} with at most {peak} at the server"
+    );
+}

@@ -26,6 +26,7 @@ mod faults;
 mod ratelimit;
 mod secrets;
 mod throttle;
+mod timing;
 mod upgrade;
 
 // The loopback servers' own shapes (capacity, batching, limits, 429 headers).

@@ -27,6 +27,7 @@ impl Drive {
             seq: self.seq,
             at_server,
             limit_at_start: self.limit,
+            at_server_now: at_server.saturating_sub(1),
             latest_seq: self.seq + self.limit as u64,
             limit: self.limit,
         };
@@ -106,6 +107,7 @@ fn one_cut_per_throttling_episode() {
             seq,
             at_server: 40,
             limit_at_start: 40,
+            at_server_now: 39,
             latest_seq: latest,
             limit: d.limit,
         };
@@ -122,6 +124,7 @@ fn one_cut_per_throttling_episode() {
         seq: latest + 1,
         at_server: 28,
         limit_at_start: 28,
+        at_server_now: 27,
         latest_seq: latest + 30,
         limit: d.limit,
     };

@@ -134,6 +134,17 @@ pub struct RunReport {
     pub throttled: u64,
     pub blocked_seconds: f64,
     pub mean_in_flight: Option<f64>,
+    /// For `adaptive`: the limit's time-weighted `{min, median, max}` in this run.
+    pub limit: Option<LimitSummary>,
+}
+
+/// The concurrency limit over one run, time-weighted.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct LimitSummary {
+    pub min: u64,
+    /// The limit in force for half of the run's time.
+    pub median: u64,
+    pub max: u64,
 }
 
 /// The concurrency limit over a run (time-weighted), with sparklines.
@@ -342,6 +353,7 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
                     throttled: r.throttled,
                     blocked_seconds: r.blocked_us as f64 / US,
                     mean_in_flight: ratio(r.held_us as f64, r.wall_us as f64),
+                    limit: None,
                 })
                 .collect(),
         },
@@ -376,17 +388,12 @@ pub fn percentiles(sorted_us: &[u64]) -> Option<Latency> {
 /// Sparkline width in characters.
 const SPARK_WIDTH: usize = 40;
 
-/// Summarises limit `steps` ((µs since start, limit), ascending) over a run whose
-/// samples finished at `ends` (µs, ascending). `None` when there is nothing to show.
-pub fn limit_report(steps: &[(u64, u64)], ends: &[u64]) -> Option<LimitReport> {
+/// The time-weighted min, median and max of limit `steps` ((µs since start,
+/// limit), ascending) over a run of `span` µs. `None` without steps.
+pub fn limit_summary(steps: &[(u64, u64)], span: u64) -> Option<LimitSummary> {
     let first = steps.first()?;
-    let span = ends
-        .last()
-        .copied()
-        .unwrap_or(0)
-        .max(steps.last()?.0)
-        .max(1);
-    // Time-weighted: how long each limit was in force.
+    let span = span.max(steps.last()?.0).max(1);
+    // How long each limit was in force.
     let mut weighted: Vec<(u64, u64)> = steps
         .iter()
         .enumerate()
@@ -404,6 +411,24 @@ pub fn limit_report(steps: &[(u64, u64)], ends: &[u64]) -> Option<LimitReport> {
         acc += w;
         acc * 2 >= total
     });
+    Some(LimitSummary {
+        min: steps.iter().map(|s| s.1).min()?,
+        median: median.map_or(first.1, |m| m.0),
+        max: steps.iter().map(|s| s.1).max()?,
+    })
+}
+
+/// Summarises limit `steps` ((µs since start, limit), ascending) over a run whose
+/// samples finished at `ends` (µs, ascending). `None` when there is nothing to show.
+pub fn limit_report(steps: &[(u64, u64)], ends: &[u64]) -> Option<LimitReport> {
+    let first = steps.first()?;
+    let span = ends
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .max(steps.last()?.0)
+        .max(1);
+    let summary = limit_summary(steps, span)?;
     let slice = span as f64 / SPARK_WIDTH as f64;
     let limit_at = |t: f64| {
         steps
@@ -420,9 +445,9 @@ pub fn limit_report(steps: &[(u64, u64)], ends: &[u64]) -> Option<LimitReport> {
         counts[((*e as f64 / slice) as usize).min(SPARK_WIDTH - 1)] += 1.0;
     }
     Some(LimitReport {
-        min: steps.iter().map(|s| s.1).min()?,
-        median: median.map_or(first.1, |m| m.0),
-        max: steps.iter().map(|s| s.1).max()?,
+        min: summary.min,
+        median: summary.median,
+        max: summary.max,
         changes: steps.len() as u64 - 1,
         limit_sparkline: sparkline(&limits),
         throughput_sparkline: sparkline(&counts),

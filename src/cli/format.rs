@@ -140,10 +140,13 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             let in_flight = r
                 .mean_in_flight
                 .map_or(String::new(), |c| format!(" · {c:.2} in flight"));
+            let limit = r.limit.map_or(String::new(), |l| {
+                format!(" · limit {}/{}/{}", l.min, l.median, l.max)
+            });
             rows.push((
                 format!("run {}", r.run),
                 format!(
-                    "{} · {} · {} samples · {} retries · {} throttled{in_flight}",
+                    "{} · {} · {} samples · {} retries · {} throttled{in_flight}{limit}",
                     r.strategy,
                     duration(r.wall_seconds),
                     r.samples,

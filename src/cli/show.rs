@@ -71,6 +71,15 @@ pub fn build(
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
         }
+        for run in r
+            .timing
+            .runs
+            .iter_mut()
+            .filter(|r| r.strategy == "adaptive")
+        {
+            let span = (run.wall_seconds * 1e6) as u64;
+            run.limit = report::limit_summary(&store.limit_steps(e.id, run.run)?, span);
+        }
         if detail.errors {
             r.error_kinds = Some(
                 store

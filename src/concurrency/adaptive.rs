@@ -507,7 +507,7 @@ impl Strategy for Adaptive {
             } => Decision {
                 limit: self.on_success(*latency, *completion_tokens, o),
             },
-            Outcome::Throttled { .. } | Outcome::Timeout => Decision {
+            Outcome::Throttled | Outcome::Timeout => Decision {
                 limit: self.on_loss(o),
             },
             // A 5xx or a broken reply says nothing about load.

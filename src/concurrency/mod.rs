@@ -104,8 +104,9 @@ pub enum Outcome {
         latency: Duration,
         completion_tokens: Option<u64>,
     },
-    /// The server said slow down (429/503), maybe with how long to wait.
-    Throttled { retry_after: Option<Duration> },
+    /// The server said slow down (429/503). How long to wait is the retry
+    /// loop's and the endpoint pause's business, not the strategy's.
+    Throttled,
     /// The attempt ran out of time.
     Timeout,
     /// Any other failure.
@@ -431,7 +432,7 @@ impl Permit {
                 s.totals.unloaded += 1;
                 s.totals.unloaded_sum += *latency;
             }
-            Outcome::Throttled { .. } => s.totals.throttled += 1,
+            Outcome::Throttled => s.totals.throttled += 1,
             _ => {}
         }
         let observation = Observation {

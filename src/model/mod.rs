@@ -74,12 +74,8 @@ impl ClientError {
     pub fn outcome(&self) -> Outcome {
         match self {
             ClientError::Status {
-                status: 429 | 503,
-                retry_after,
-                ..
-            } => Outcome::Throttled {
-                retry_after: *retry_after,
-            },
+                status: 429 | 503, ..
+            } => Outcome::Throttled,
             ClientError::Timeout(_) => Outcome::Timeout,
             _ => Outcome::Failed,
         }
@@ -98,7 +94,7 @@ impl Retryable for ClientError {
     }
 
     fn is_throttling(&self) -> bool {
-        matches!(self.outcome(), Outcome::Throttled { .. })
+        matches!(self.outcome(), Outcome::Throttled)
     }
 
     fn retry_after(&self) -> Option<Duration> {

@@ -187,7 +187,7 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
         },
         |e| {
             let outcome = e.outcome();
-            throttled += u32::from(matches!(outcome, Outcome::Throttled { .. }));
+            throttled += u32::from(matches!(outcome, Outcome::Throttled));
             permit.report(&outcome);
         },
     )

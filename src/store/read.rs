@@ -297,6 +297,22 @@ impl Store {
         Ok(rows)
     }
 
+    /// (µs since the run started, limit) at each change of run `run`.
+    pub fn limit_steps(&self, evaluation_id: i64, run: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut steps = self.conn().prepare_cached(
+            "SELECT t_us, value FROM limits WHERE evaluation_id = ?1 AND run = ?2 ORDER BY t_us",
+        )?;
+        let steps = steps
+            .query_map(params![evaluation_id, run as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(steps)
+    }
+
     /// How the concurrency limit moved in the latest run of an evaluation.
     pub fn limit_timeline(&self, evaluation_id: i64) -> Result<LimitTimeline, StoreError> {
         let run: Option<i64> = self.conn().query_row(
@@ -307,14 +323,7 @@ impl Store {
         let Some(run) = run else {
             return Ok(LimitTimeline::default());
         };
-        let mut steps = self.conn().prepare_cached(
-            "SELECT t_us, value FROM limits WHERE evaluation_id = ?1 AND run = ?2 ORDER BY t_us",
-        )?;
-        let steps = steps
-            .query_map(params![evaluation_id, run], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })?
-            .collect::<Result<_, _>>()?;
+        let steps = self.limit_steps(evaluation_id, run.max(0) as u64)?;
         let mut ends = self.conn().prepare_cached(
             "SELECT end_us FROM samples WHERE evaluation_id = ?1 AND run = ?2 ORDER BY end_us",
         )?;

@@ -206,6 +206,9 @@ fn adaptive_stays_near_one_on_a_server_that_serves_one_at_a_time() {
     let p50 = e["timing"]["latency_seconds"]["p50"].as_f64().expect("p50");
     println!("serial: limit {limit}, p50 {p50}");
     assert!(uint(limit, "/median") <= 2, "{limit:#}");
+    // The run's own summary agrees with the timeline.
+    let run = &e["timing"]["runs"][0]["limit"];
+    assert_eq!(run["median"], limit["median"], "{:#}", e["timing"]);
     assert!(
         p50 < 0.1,
         "p50 {p50} s against a 50 ms server: {:#}",

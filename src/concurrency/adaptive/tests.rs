@@ -101,9 +101,7 @@ fn one_cut_per_throttling_episode() {
     // Forty requests sent before the first 429 all come back throttled.
     for seq in 1..=40 {
         let o = Observation {
-            outcome: Outcome::Throttled {
-                retry_after: Some(Duration::from_secs(2)),
-            },
+            outcome: Outcome::Throttled,
             seq,
             at_server: 40,
             limit_at_start: 40,
@@ -120,7 +118,7 @@ fn one_cut_per_throttling_episode() {
     assert_eq!((cuts, d.limit), (1, 28));
     // A request sent after the cut that is throttled again starts a new episode.
     let again = Observation {
-        outcome: Outcome::Throttled { retry_after: None },
+        outcome: Outcome::Throttled,
         seq: latest + 1,
         at_server: 28,
         limit_at_start: 28,

@@ -38,7 +38,9 @@
 //!   held level's probes down at once.
 //! - **Loss** (hosted APIs that throttle): a 429/503 or a timeout cuts the
 //!   limit once by [`LOSS_CUT`] per episode (outcomes of requests sent before
-//!   the cut belong to the same episode) and holds it there.
+//!   the cut belong to the same episode), holds it, and probes up again
+//!   after [`PROBE_AFTER_LOSS`] rounds, staying below the limit that drew the
+//!   loss until [`PROBE_EVERY`] rounds have passed.
 //!
 //! Only replies of requests that really waited on the server count: sent with
 //! at least [`FULL`] of their limit at the server. A run fed slowly by its
@@ -72,6 +74,8 @@ pub const TOLERANCE: f64 = 0.05;
 pub const BRACKET: f64 = 1.25;
 /// Rounds held between two probes.
 pub const PROBE_EVERY: u32 = 20;
+/// Rounds held after a loss cut before probing up again.
+pub const PROBE_AFTER_LOSS: u32 = 4;
 /// Size of a probe step (at least one request).
 pub const PROBE_STEP: f64 = 0.2;
 /// Latency over the held level's that triggers a probe down at once.
@@ -162,6 +166,8 @@ pub struct Adaptive {
     levels: Vec<Level>,
     /// Throttles of requests dispatched up to here belong to the last cut.
     episode_end_seq: u64,
+    /// The limit that drew the last loss, and rounds measured since.
+    loss: Option<(usize, u32)>,
 }
 
 impl Adaptive {
@@ -179,6 +185,7 @@ impl Adaptive {
             recent: Vec::with_capacity(2 * RECENT),
             levels: Vec::new(),
             episode_end_seq: 0,
+            loss: None,
         };
         a.limit = a.clamp(config.initial);
         if a.limit > PROBE_LIMIT {
@@ -356,7 +363,12 @@ impl Adaptive {
     fn probe_limit(&self, up: bool) -> usize {
         let step = ((self.limit as f64 * PROBE_STEP).round() as usize).max(1);
         if up {
-            self.clamp(self.limit.saturating_add(step))
+            let up = self.clamp(self.limit.saturating_add(step));
+            match self.loss {
+                // Soon after a loss, stay below the limit that drew it.
+                Some((at, rounds)) if rounds < PROBE_EVERY => up.min(at - 1).max(self.limit),
+                _ => up,
+            }
         } else {
             self.clamp(self.limit.saturating_sub(step))
         }
@@ -418,13 +430,16 @@ impl Adaptive {
         }
         self.episode_end_seq = o.latest_seq;
         self.levels.clear();
+        // Probe up again soon: a cut can overshoot, and the quota or the
+        // server's queue may free up within seconds.
         self.phase = Phase::Hold {
             level: None,
-            rounds: 0,
+            rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
             next_up: true,
         };
-        let cut = ((self.limit as f64) * LOSS_CUT).floor() as usize;
-        self.change(cut, o)
+        self.loss = Some((self.limit, 0));
+        let cut = ((self.limit as f64) * LOSS_CUT).round() as usize;
+        self.change(cut.min(self.limit - 1), o)
     }
 
     fn on_success(
@@ -468,6 +483,9 @@ impl Adaptive {
         }
         self.round.samples.push((per, o.at_server));
         let level = self.measure()?;
+        if let Some((_, rounds)) = &mut self.loss {
+            *rounds += 1;
+        }
         let next = self.next(level);
         self.set(next, o.latest_seq);
         (self.limit != o.limit).then_some(self.limit)

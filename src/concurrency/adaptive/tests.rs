@@ -126,7 +126,30 @@ fn one_cut_per_throttling_episode() {
         latest_seq: latest + 30,
         limit: d.limit,
     };
-    assert_eq!(d.a.observe(&again).limit, Some(19));
+    assert_eq!(d.a.observe(&again).limit, Some(20), "28 x 0.7, rounded");
+}
+
+#[test]
+fn a_server_that_refuses_past_its_capacity_is_probed_again_soon() {
+    // Four slots; a fifth request is refused (503), like an admission-
+    // controlled proxy. The limit keeps coming back to four rather than
+    // staying at the cut.
+    let mut d = Drive::new(4, 1, 256);
+    let mut at_four = 0;
+    for _ in 0..2000 {
+        let l = d.limit;
+        let outcome = if l > 4 {
+            Outcome::Throttled
+        } else {
+            success(1000, None)
+        };
+        d.complete(outcome, l);
+        at_four += usize::from(d.limit >= 4);
+    }
+    assert!(
+        at_four >= 800,
+        "{at_four} of 2000 replies at a limit of 4 or more"
+    );
 }
 
 #[test]

@@ -21,8 +21,10 @@
 //!   server), until the median speed of the last [`RECENT`] replies is within
 //!   [`RAMP_GAIN`] of the [`RECENT`] before them, or their median latency
 //!   passes [`RAMP_EXIT`] times the reference (a queue: three replies say it).
-//! - **Search**: from the number of requests that were at the server then,
-//!   measure rounds: double while doubling pays at least [`GROWTH_GAIN`] of
+//! - **Search**: from twice the count at the server of the replies that
+//!   ended a flat ramp (they went out a round trip earlier), or from the
+//!   bandwidth-delay product when a queue ended it, measure rounds: double
+//!   while doubling pays at least [`GROWTH_GAIN`] of
 //!   its growth; then try below the lowest good limit what Little's law says
 //!   the best speed needs at unloaded latency (best speed x reference, the
 //!   bandwidth-delay product BBR sizes TCP windows by), and bisect between
@@ -293,6 +295,7 @@ impl Adaptive {
     /// The next limit after a measured round.
     fn next(&mut self, level: Level) -> usize {
         match self.phase {
+            // The ramp measures reply by reply, not in rounds (see `ramp`).
             Phase::Ramp => self.limit,
             Phase::Search { .. } => {
                 self.levels.push(level);
@@ -439,7 +442,8 @@ impl Adaptive {
         };
         self.loss = Some((self.limit, 0));
         let cut = ((self.limit as f64) * LOSS_CUT).round() as usize;
-        self.change(cut.min(self.limit - 1), o)
+        self.set(cut.min(self.limit - 1), o.latest_seq);
+        self.changed(o)
     }
 
     fn on_success(
@@ -454,7 +458,7 @@ impl Adaptive {
         }
         if self.phase == Phase::Ramp {
             let start = match self.ramp(per, o) {
-                None => return self.change(self.limit, o),
+                None => return self.changed(o),
                 // The replies that ended the ramp were sent a round trip ago,
                 // at about a quarter of today's limit: measure from twice
                 // their count, so the server stays as full as when speed
@@ -468,7 +472,7 @@ impl Adaptive {
             let start = start.clamp(1, self.limit);
             self.phase = Phase::Search { up: true };
             self.set(start, o.latest_seq);
-            return (self.limit != o.limit).then_some(self.limit);
+            return self.changed(o);
         }
         if o.seq <= self.round.start_seq {
             return None;
@@ -488,14 +492,11 @@ impl Adaptive {
         }
         let next = self.next(level);
         self.set(next, o.latest_seq);
-        (self.limit != o.limit).then_some(self.limit)
+        self.changed(o)
     }
 
-    /// Applies `limit`, returning it if it differs from the limiter's.
-    fn change(&mut self, limit: usize, o: &Observation) -> Option<usize> {
-        if limit != self.limit || self.phase != Phase::Ramp {
-            self.set(limit, o.latest_seq);
-        }
+    /// The limit, if it differs from the limiter's.
+    fn changed(&self, o: &Observation) -> Option<usize> {
         (self.limit != o.limit).then_some(self.limit)
     }
 }

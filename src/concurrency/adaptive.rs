@@ -403,7 +403,9 @@ impl Adaptive {
             .max();
         match bad {
             // Nothing measured below: try what Little's law says the best
-            // speed needs at unloaded latency (the bandwidth-delay product).
+            // speed needs at unloaded latency (the bandwidth-delay product),
+            // but no lower than 0.7 of the good limit: a batching server's
+            // latency rises before its knee, so its product falls short.
             None if good.limit > self.clamp(1) => {
                 let bdp = self.unloaded().map_or(0, |r| (best * r).round() as usize);
                 if bdp >= good.limit {
@@ -411,7 +413,7 @@ impl Adaptive {
                     self.hold(good, true);
                     return good.limit;
                 }
-                bdp.max(good.limit / 2)
+                bdp.max(good.limit * 7 / 10)
             }
             Some(bad) if good.limit > bad + 1 && good.limit as f64 > BRACKET * bad as f64 => {
                 let mid = ((bad * good.limit) as f64).sqrt().round() as usize;

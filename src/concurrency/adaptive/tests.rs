@@ -349,10 +349,19 @@ fn sim_other_shapes_keep_most_of_the_throughput() {
 #[test]
 #[ignore]
 fn sim_trace() {
-    let shape = Shape::Capacity {
-        k: 32,
-        base: 0.1,
-        sigma: 0.3,
+    let shape = if std::env::var("SHAPE").is_ok_and(|s| s == "batching") {
+        Shape::Batching {
+            batch: 64,
+            base: 0.1,
+            max_factor: 2.0,
+            sigma: 0.0,
+        }
+    } else {
+        Shape::Capacity {
+            k: 32,
+            base: 0.1,
+            sigma: 0.3,
+        }
     };
     let seed = std::env::var("SEED").map_or(1, |s| s.parse().unwrap_or(1));
     let run = simulate(shape, adaptive(), 2000, seed);

@@ -71,14 +71,29 @@ pub fn build(
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
         }
+        let latest = r.timing.runs.last().map(|run| run.run);
+        let shown = r
+            .timing
+            .concurrency_limit
+            .as_ref()
+            .map(|l| report::LimitSummary {
+                min: l.min,
+                median: l.median,
+                max: l.max,
+            });
         for run in r
             .timing
             .runs
             .iter_mut()
             .filter(|r| r.strategy == "adaptive")
         {
-            let span = (run.wall_seconds * 1e6) as u64;
-            run.limit = report::limit_summary(&store.limit_steps(e.id, run.run)?, span);
+            run.limit = if Some(run.run) == latest {
+                // The latest run's summary is the timeline shown beside it.
+                shown
+            } else {
+                let span = (run.wall_seconds * 1e6) as u64;
+                report::limit_summary(&store.limit_steps(e.id, run.run)?, span)
+            };
         }
         if detail.errors {
             r.error_kinds = Some(

@@ -31,13 +31,14 @@
 //!   the highest limit that fell short and the lowest that did not, for the
 //!   lowest limit whose speed is within [`TOLERANCE`] of the best measured.
 //! - **Hold and probe**: every [`PROBE_EVERY`] rounds, try a limit one
-//!   [`PROBE_STEP`] up or down (alternately) for one round. Up is kept if it
-//!   paid [`GROWTH_GAIN`] of its growth (the server freed up; excess is
-//!   cheaper than lost throughput and the next probe down takes it back),
+//!   [`PROBE_STEP`] up or down (alternately) for [`PROBE_ROUNDS`] rounds. Up is kept if it
+//!   gained more than [`TOLERANCE`] over the mean of the rounds held (the
+//!   server freed up; excess is cheaper than lost throughput and the next
+//!   probe down takes it back),
 //!   down if it lost less than half its share
 //!   (the server slowed down: latency grew with in-flight at flat
 //!   throughput). A round whose latency passes [`LATENCY_ALARM`] times the
-//!   held level's probes down at once.
+//!   held level's starts a new base and probes down after a few rounds.
 //! - **Loss** (hosted APIs that throttle): a 429/503 or a timeout cuts the
 //!   limit once by [`LOSS_CUT`] per episode (outcomes of requests sent before
 //!   the cut belong to the same episode), holds it, and probes up again
@@ -76,7 +77,9 @@ pub const TOLERANCE: f64 = 0.05;
 pub const BRACKET: f64 = 1.25;
 /// Rounds held between two probes.
 pub const PROBE_EVERY: u32 = 20;
-/// Rounds held after a loss cut before probing up again.
+/// Rounds a probe is measured for before it is judged.
+pub const PROBE_ROUNDS: u32 = 2;
+/// Rounds held after a loss cut, or after the search settles, before probing up.
 pub const PROBE_AFTER_LOSS: u32 = 4;
 /// Size of a probe step (at least one request).
 pub const PROBE_STEP: f64 = 0.2;
@@ -84,7 +87,11 @@ pub const PROBE_STEP: f64 = 0.2;
 pub const LATENCY_ALARM: f64 = 1.5;
 /// Share of its limit at the server for a reply to count.
 pub const FULL: f64 = 0.8;
-/// Fewest replies in a round, for a usable median.
+/// A round is this many times the limit in replies (about as many round
+/// trips): one round trip's worth leaves ~7% of noise at sigma 0.3, more than
+/// the tolerance it is judged by.
+const ROUND_FACTOR: usize = 2;
+/// Fewest replies in a round.
 const MIN_ROUND: usize = 8;
 
 /// `concurrency: {strategy: adaptive, initial, min, max}`.
@@ -109,7 +116,7 @@ impl Default for AdaptiveConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Level {
     limit: usize,
-    /// Median of `at_server / latency` over the round.
+    /// Mean requests at the server / mean latency over the round (Little's law).
     speed: f64,
     /// Median latency (per token where known), seconds.
     latency: f64,
@@ -123,14 +130,20 @@ enum Phase {
         up: bool,
     },
     Hold {
+        /// The first level measured here (its latency is the alarm's reference).
         level: Option<Level>,
+        /// Sum and count of the speeds measured here: probes are judged
+        /// against their mean, steadier than any one round.
+        speeds: (f64, u32),
         rounds: u32,
         next_up: bool,
     },
-    /// One round at a probe limit, against `base` (the level held).
+    /// [`PROBE_ROUNDS`] rounds at a probe limit, judged on their mean speed
+    /// against `base` (the level held); `speeds` sums those measured so far.
     Probe {
         base: Level,
         up: bool,
+        speeds: (f64, u32),
     },
 }
 
@@ -144,14 +157,19 @@ enum RampEnd {
     Max,
 }
 
-/// Replies of the requests sent at the current limit.
+/// The replies of one cohort: the next requests sent at the current limit.
+/// All of them, not the first to come back: those are the fast ones, and a
+/// round of them would make a limit look faster than it is.
 struct Round {
-    /// Only requests dispatched after this count.
+    /// The cohort is the requests dispatched after `start_seq`, up to `end_seq`.
     start_seq: u64,
-    /// (latency, at_server) of each counted reply.
+    end_seq: u64,
+    /// (latency, at_server) of each reply of a request sent with the window full.
     samples: Vec<(f64, usize)>,
-    /// Replies passed over because the window was not full when they went.
+    /// Replies of the cohort passed over: the window was not full when they went.
     idle: usize,
+    /// Replies of later requests: enough of them and a straggler is given up on.
+    later: usize,
 }
 
 /// The controller's state.
@@ -180,8 +198,10 @@ impl Adaptive {
             phase: Phase::Ramp,
             round: Round {
                 start_seq: 0,
+                end_seq: 0,
                 samples: Vec::with_capacity(64),
                 idle: 0,
+                later: 0,
             },
             reference: Vec::with_capacity(REFERENCE),
             recent: Vec::with_capacity(2 * RECENT),
@@ -189,7 +209,7 @@ impl Adaptive {
             episode_end_seq: 0,
             loss: None,
         };
-        a.limit = a.clamp(config.initial);
+        a.set(config.initial, 0);
         if a.limit > PROBE_LIMIT {
             // Told where to start: measure from there instead of probing.
             a.phase = Phase::Search { up: true };
@@ -204,30 +224,38 @@ impl Adaptive {
     /// Moves to `limit` and starts a fresh round with requests sent from now on.
     fn set(&mut self, limit: usize, latest_seq: u64) {
         self.limit = self.clamp(limit);
-        self.round.samples.clear();
-        self.round.idle = 0;
-        self.round.start_seq = latest_seq;
+        let r = &mut self.round;
+        r.samples.clear();
+        r.idle = 0;
+        r.later = 0;
+        r.start_seq = latest_seq;
+        r.end_seq = latest_seq + (ROUND_FACTOR * self.limit).max(MIN_ROUND) as u64;
     }
 
-    /// The round's measurement, once it has enough replies.
+    /// The round's measurement once every reply of its cohort is in: Little's
+    /// law on means (a median would read a queue, whose waits add up toward
+    /// the mean, as slower than the free slots below it by the gap between
+    /// median and mean), each latency capped at 4 times the round's median so
+    /// one stuck reply cannot decide it.
     fn measure(&mut self) -> Option<Level> {
-        let samples = &mut self.round.samples;
-        if samples.len() < self.limit.max(MIN_ROUND) {
+        let size = (self.round.end_seq - self.round.start_seq) as usize;
+        let samples = &self.round.samples;
+        if samples.len() + self.round.idle < size && self.round.later < size {
             return None;
         }
-        let mut speeds: Vec<f64> = samples
-            .iter()
-            .filter(|(latency, _)| *latency > 0.0)
-            .map(|(latency, n)| *n as f64 / latency)
-            .collect();
+        if samples.is_empty() {
+            return None;
+        }
         let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
-        if speeds.is_empty() {
-            return None;
-        }
-        Some(Level {
+        let latency = median(&mut latencies);
+        let cap = 4.0 * latency;
+        let n = samples.len() as f64;
+        let mean_latency = samples.iter().map(|s| s.0.min(cap)).sum::<f64>() / n;
+        let mean_at_server = samples.iter().map(|s| s.1 as f64).sum::<f64>() / n;
+        (mean_latency > 0.0).then(|| Level {
             limit: self.limit,
-            speed: median(&mut speeds),
-            latency: median(&mut latencies),
+            speed: mean_at_server / mean_latency,
+            latency,
         })
     }
 
@@ -274,9 +302,9 @@ impl Adaptive {
         (!self.reference.is_empty()).then(|| median(&mut self.reference.clone()))
     }
 
-    /// The unloaded latency for Little's law: a measured round's median when
-    /// one ran within 1.5 times the reference (many replies, so steadier than
-    /// the first reply alone), else the reference.
+    /// The unloaded latency for Little's law: the median of a measured round
+    /// that ran within 1.5 times the reference. Never the reference itself:
+    /// it may be one reply, and one slow reply would size the limit.
     fn unloaded(&self) -> Option<f64> {
         let reference = self.reference()?;
         let measured = self
@@ -285,11 +313,7 @@ impl Adaptive {
             .map(|l| l.latency)
             .filter(|l| *l <= 1.5 * reference)
             .fold(f64::INFINITY, f64::min);
-        Some(if measured.is_finite() {
-            measured
-        } else {
-            reference
-        })
+        measured.is_finite().then_some(measured)
     }
 
     /// The next limit after a measured round.
@@ -303,35 +327,74 @@ impl Adaptive {
             }
             Phase::Hold {
                 level: held,
+                speeds: (sum, n),
                 rounds,
                 next_up,
             } => {
                 // The level first measured here stays the reference, so a
                 // slow creep of latency still trips the alarm.
                 let held = held.unwrap_or(level);
-                let alarm = level.latency > LATENCY_ALARM * held.latency;
-                let (rounds, next_up) = if alarm || rounds + 1 >= PROBE_EVERY {
-                    let up = next_up && !alarm;
-                    let probe = self.probe_limit(up);
+                if level.latency > LATENCY_ALARM * held.latency {
+                    // The server slowed down. This round straddles the change:
+                    // measure a few steady ones as the new base, then probe down.
+                    self.phase = Phase::Hold {
+                        level: Some(level),
+                        speeds: (0.0, 0),
+                        rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
+                        next_up: false,
+                    };
+                    return self.limit;
+                }
+                let speeds = (sum + level.speed, n + 1);
+                let (rounds, next_up) = if rounds + 1 >= PROBE_EVERY {
+                    let probe = self.probe_limit(next_up);
                     if probe != self.limit {
-                        self.phase = Phase::Probe { base: level, up };
+                        let base = Level {
+                            speed: speeds.0 / f64::from(speeds.1),
+                            ..level
+                        };
+                        self.phase = Phase::Probe {
+                            base,
+                            up: next_up,
+                            speeds: (0.0, 0),
+                        };
                         return probe;
                     }
                     // At min or max: the other way next time.
-                    (0, !up)
+                    (0, !next_up)
                 } else {
                     (rounds + 1, next_up)
                 };
                 self.phase = Phase::Hold {
                     level: Some(held),
+                    speeds,
                     rounds,
                     next_up,
                 };
                 self.limit
             }
-            Phase::Probe { base, up } => {
+            Phase::Probe {
+                base,
+                up,
+                speeds: (sum, n),
+            } => {
+                let (sum, n) = (sum + level.speed, n + 1);
+                if n < PROBE_ROUNDS {
+                    self.phase = Phase::Probe {
+                        base,
+                        up,
+                        speeds: (sum, n),
+                    };
+                    return self.limit;
+                }
+                let level = Level {
+                    speed: sum / f64::from(n),
+                    ..level
+                };
                 let keep = if up {
-                    pays(&base, &level, GROWTH_GAIN)
+                    // Worth keeping when it gains more than the tolerance the
+                    // search settles within.
+                    level.speed >= base.speed * (1.0 + TOLERANCE)
                 } else {
                     // Down is kept when it lost less than half its share.
                     let share = 1.0 - level.limit as f64 / base.limit as f64;
@@ -341,10 +404,17 @@ impl Adaptive {
                     // Keep going the same way while it keeps paying.
                     let probe = self.probe_limit(up);
                     if probe != self.limit {
-                        self.phase = Phase::Probe { base: level, up };
+                        self.phase = Phase::Probe {
+                            base: level,
+                            up,
+                            speeds: (0.0, 0),
+                        };
                         return probe;
                     }
+                    // It moved: check the other way soon, so a move that only
+                    // noise paid for is taken back within seconds.
                     self.hold(level, !up);
+                    self.probe_soon();
                     self.limit
                 } else {
                     self.hold(base, !up);
@@ -358,9 +428,33 @@ impl Adaptive {
         self.levels.clear();
         self.phase = Phase::Hold {
             level: Some(level),
+            speeds: (0.0, 0),
             rounds: 0,
             next_up,
         };
+    }
+
+    /// Makes the next probe come after [`PROBE_AFTER_LOSS`] rounds.
+    fn probe_soon(&mut self) {
+        if let Phase::Hold { rounds, .. } = &mut self.phase {
+            *rounds = PROBE_EVERY - PROBE_AFTER_LOSS;
+        }
+    }
+
+    /// Holds what the search found, probing up early: one noisy round can
+    /// pass a limit below the knee as good, and the next probe would
+    /// otherwise be [`PROBE_EVERY`] rounds away. The band below the best is
+    /// noise's, so it is given back: a server with K slots is held at K, not
+    /// 0.95 K. Returns the limit to hold.
+    fn settle(&mut self, level: Level) -> usize {
+        self.levels.clear();
+        self.phase = Phase::Hold {
+            level: Some(level),
+            speeds: (0.0, 0),
+            rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
+            next_up: true,
+        };
+        (level.limit as f64 * (1.0 + TOLERANCE)).round() as usize
     }
 
     fn probe_limit(&self, up: bool) -> usize {
@@ -410,8 +504,7 @@ impl Adaptive {
                 let bdp = self.unloaded().map_or(0, |r| (best * r).round() as usize);
                 if bdp >= good.limit {
                     // Little's law says the lowest good limit is the knee.
-                    self.hold(good, true);
-                    return good.limit;
+                    return self.settle(good);
                 }
                 bdp.max(good.limit * 7 / 10)
             }
@@ -419,13 +512,7 @@ impl Adaptive {
                 let mid = ((bad * good.limit) as f64).sqrt().round() as usize;
                 mid.clamp(bad + 1, good.limit - 1)
             }
-            _ => {
-                // The band below the best is noise's; give it back, so a
-                // server with K slots is held at K rather than 0.95 K.
-                let limit = (good.limit as f64 * (1.0 + TOLERANCE)).round() as usize;
-                self.hold(good, true);
-                limit
-            }
+            _ => self.settle(good),
         }
     }
 
@@ -439,6 +526,7 @@ impl Adaptive {
         // server's queue may free up within seconds.
         self.phase = Phase::Hold {
             level: None,
+            speeds: (0.0, 0),
             rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
             next_up: true,
         };
@@ -479,15 +567,19 @@ impl Adaptive {
         if o.seq <= self.round.start_seq {
             return None;
         }
-        if (o.at_server as f64) < FULL * o.limit_at_start as f64 {
+        if o.seq > self.round.end_seq {
+            self.round.later += 1;
+        } else if (o.at_server as f64) < FULL * o.limit_at_start as f64 {
             self.round.idle += 1;
-            if self.round.idle > 4 * self.limit.max(MIN_ROUND) {
-                // App-limited: nothing learnt; measure again at the same limit.
-                self.set(self.limit, o.latest_seq);
-            }
+        } else {
+            self.round.samples.push((per, o.at_server));
+        }
+        let size = (self.round.end_seq - self.round.start_seq) as usize;
+        if self.round.idle > size / 2 {
+            // App-limited: nothing learnt; measure again at the same limit.
+            self.set(self.limit, o.latest_seq);
             return None;
         }
-        self.round.samples.push((per, o.at_server));
         let level = self.measure()?;
         if let Some((_, rounds)) = &mut self.loss {
             *rounds += 1;

@@ -184,9 +184,15 @@ fn adaptive_backs_off_from_429s_without_losing_or_repeating_samples() {
 
 #[test]
 fn adaptive_stays_near_one_on_a_server_that_serves_one_at_a_time() {
-    // llama.cpp on a CPU: more in flight only queues. A limit of 4 would put
-    // p50 at 4 x 50 ms; staying at 1-2 keeps it near 50 ms.
-    const N: usize = 80;
+    // llama.cpp on a CPU: more in flight only queues. The old controller held
+    // 4-9 there, p50 at 7x. Here 1 or 2 is right: at 1 in flight the client's
+    // own turn-around between a reply and the next request idles this 50 ms
+    // server a few percent of the time, which 2 buys back, so which of the two
+    // it holds is within noise. Either keeps p50 under 2.5x; 4 would not.
+    // (`scripts/bench serial` checks issue 7's bar, p50 <= 1.5x, at 200 ms,
+    // where the turn-around is negligible.) Enough samples that the ramp's
+    // overshoot (a dozen or two queued at the start) is not what this checks.
+    const N: usize = 160;
     let server = TestServer::builder()
         .serial(Duration::from_millis(50))
         .reply(|p| p.to_owned())
@@ -210,7 +216,7 @@ fn adaptive_stays_near_one_on_a_server_that_serves_one_at_a_time() {
     let run = &e["timing"]["runs"][0]["limit"];
     assert_eq!(run["median"], limit["median"], "{:#}", e["timing"]);
     assert!(
-        p50 < 0.1,
+        p50 < 0.125,
         "p50 {p50} s against a 50 ms server: {:#}",
         e["timing"]
     );

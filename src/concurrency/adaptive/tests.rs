@@ -266,7 +266,8 @@ fn sim_noisy_capacity_server_reaches_the_knee() {
         base: 0.1,
         sigma: 0.3,
     };
-    let (shares, runs) = shares(shape, 2000, &WINDOWS, 20);
+    let seeds = std::env::var("SEEDS").map_or(20, |s| s.parse().unwrap_or(20));
+    let (shares, runs) = shares(shape, 2000, &WINDOWS, seeds);
     let p50: Vec<f64> = runs.iter().map(|r| r.p50 / 0.1).collect();
     let limits: Vec<f64> = runs.iter().map(|r| r.median_limit as f64).collect();
     println!(
@@ -381,6 +382,9 @@ fn sim_trace() {
             .collect();
         println!("{t:5.2} {:6.0}/s {limits:?}", done as f64 / 0.25);
         t += 0.25;
+    }
+    if std::env::var("HISTORY").is_ok() {
+        println!("{:?}", run.history);
     }
     println!(
         "share {:.3} best {:.1}/s p50 {:.3}",

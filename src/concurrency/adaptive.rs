@@ -89,7 +89,7 @@ pub const LATENCY_ALARM: f64 = 1.5;
 pub const FULL: f64 = 0.8;
 /// A round is this many times the limit in replies (about as many round
 /// trips): one round trip's worth leaves ~7% of noise at sigma 0.3, more than
-/// the tolerance it is judged by.
+/// the tolerance it is judged by. Doubling rounds are one round trip.
 const ROUND_FACTOR: usize = 2;
 /// Fewest replies in a round.
 const MIN_ROUND: usize = 8;
@@ -229,7 +229,14 @@ impl Adaptive {
         r.idle = 0;
         r.later = 0;
         r.start_seq = latest_seq;
-        r.end_seq = latest_seq + (ROUND_FACTOR * self.limit).max(MIN_ROUND) as u64;
+        // Doubling asks a coarse question (did speed grow a quarter of the
+        // limit's growth?): one round trip answers it, and above the knee a
+        // longer round only keeps latency high for longer.
+        let factor = match self.phase {
+            Phase::Search { up: true } => 1,
+            _ => ROUND_FACTOR,
+        };
+        r.end_seq = latest_seq + (factor * self.limit).max(MIN_ROUND) as u64;
     }
 
     /// The round's measurement once every reply of its cohort is in: Little's
@@ -443,9 +450,7 @@ impl Adaptive {
 
     /// Holds what the search found, probing up early: one noisy round can
     /// pass a limit below the knee as good, and the next probe would
-    /// otherwise be [`PROBE_EVERY`] rounds away. The band below the best is
-    /// noise's, so it is given back: a server with K slots is held at K, not
-    /// 0.95 K. Returns the limit to hold.
+    /// otherwise be [`PROBE_EVERY`] rounds away. Returns the limit to hold.
     fn settle(&mut self, level: Level) -> usize {
         self.levels.clear();
         self.phase = Phase::Hold {
@@ -454,7 +459,7 @@ impl Adaptive {
             rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
             next_up: true,
         };
-        (level.limit as f64 * (1.0 + TOLERANCE)).round() as usize
+        level.limit
     }
 
     fn probe_limit(&self, up: bool) -> usize {

@@ -37,7 +37,9 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "NAME")]
     pub experiment: Option<String>,
 
-    /// Override the spec's strategy: `sequential`, `adaptive`, or a sliding window size such as 8
+    /// Override the spec's strategy: `sequential`, a sliding window size such as 8, or
+    /// `adaptive` (finds the most throughput at the fewest requests in flight by itself;
+    /// `show` prints the limit it chose over time)
     #[arg(long, short, value_name = "STRATEGY", value_parser = StrategySpec::parse_cli)]
     pub concurrency: Option<StrategySpec>,
 

@@ -175,3 +175,42 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn totals_count_slot_time_time_at_the_server_and_blocked_time() {
+    // Real time: the limiter measures with std's clock.
+    let step = Duration::from_millis(100);
+    let limiter = Limiter::new(StrategySpec::SlidingWindow(3).build());
+    let a = limiter.acquire().await;
+    a.ready();
+    std::thread::sleep(step); // waiting, nothing at the server: blocked
+    {
+        let _sent = a.sending();
+        std::thread::sleep(step); // alone at the server
+    }
+    a.report(&Outcome::Success {
+        latency: step,
+        completion_tokens: None,
+    });
+    // Two at once: neither had the server alone.
+    let b = limiter.acquire().await;
+    let c = limiter.acquire().await;
+    {
+        let _b = b.sending();
+        let _c = c.sending();
+        std::thread::sleep(step);
+    }
+    for p in [&b, &c] {
+        p.report(&Outcome::Success {
+            latency: step,
+            completion_tokens: None,
+        });
+    }
+    drop((a, b, c));
+    let t = limiter.totals();
+    assert_eq!((t.samples, t.attempts, t.unloaded), (3, 3, 1), "{t:?}");
+    assert!(t.blocked >= step && t.blocked < 2 * step, "{t:?}");
+    assert!(t.at_server >= 3 * step, "{t:?}");
+    assert!(t.held >= 4 * step && t.held >= t.at_server, "{t:?}");
+    assert!(t.unloaded_sum == step, "{t:?}");
+}

@@ -590,8 +590,21 @@ impl Adaptive {
             *rounds += 1;
         }
         let next = self.next(level);
+        let next = self.within_demand(next, o);
         self.set(next, o.latest_seq);
         self.changed(o)
+    }
+
+    /// Caps a raise at one step over the count really at the server unless
+    /// the window is full there now: a round filled by a rate limiter's
+    /// burst must not double a limit the steady trickle never fills.
+    fn within_demand(&self, next: usize, o: &Observation) -> usize {
+        let at_server = o.at_server_now + 1;
+        if next > self.limit && (at_server as f64) < FULL * self.limit as f64 {
+            next.min((at_server + RAMP_STEP).max(self.limit))
+        } else {
+            next
+        }
     }
 
     /// The limit, if it differs from the limiter's.

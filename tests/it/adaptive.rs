@@ -242,10 +242,14 @@ fn adaptive_does_not_grow_while_requests_wait_on_the_rate_limit() {
     let report = show_json(&dir, "x", &[]);
     let limit = &only(&report)["timing"]["concurrency_limit"];
     let peak = server.peak_in_flight() as u64;
-    // The controller's largest single step from its start.
+    // The controller grows at most one step over the requests it has out at
+    // the server; that count includes a couple in transit that the server's
+    // own peak does not (the rate limiter's first burst sends ten at once).
+    // Unguarded, the limit would run to the spec's max of 32.
     let step = dotevals::concurrency::adaptive::RAMP_STEP as u64;
+    const IN_TRANSIT: u64 = 2;
     assert!(
-        uint(limit, "/max") <= peak + step,
+        uint(limit, "/max") <= peak + step + IN_TRANSIT,
         "limit {limit} with at most {peak} at the server"
     );
 }

@@ -147,6 +147,18 @@ enum Phase {
     },
 }
 
+impl Phase {
+    /// Holding `level`, with the next probe (up or not) after `PROBE_EVERY - rounds` rounds.
+    fn hold(level: Option<Level>, rounds: u32, next_up: bool) -> Phase {
+        Phase::Hold {
+            level,
+            speeds: (0.0, 0),
+            rounds,
+            next_up,
+        }
+    }
+}
+
 /// Why the ramp ended.
 enum RampEnd {
     /// Speed stopped growing; the median count at the server of the last replies.
@@ -344,12 +356,7 @@ impl Adaptive {
                 if level.latency > LATENCY_ALARM * held.latency {
                     // The server slowed down. This round straddles the change:
                     // measure a few steady ones as the new base, then probe down.
-                    self.phase = Phase::Hold {
-                        level: Some(level),
-                        speeds: (0.0, 0),
-                        rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
-                        next_up: false,
-                    };
+                    self.phase = Phase::hold(Some(level), PROBE_EVERY - PROBE_AFTER_LOSS, false);
                     return self.limit;
                 }
                 let speeds = (sum + level.speed, n + 1);
@@ -433,12 +440,7 @@ impl Adaptive {
 
     fn hold(&mut self, level: Level, next_up: bool) {
         self.levels.clear();
-        self.phase = Phase::Hold {
-            level: Some(level),
-            speeds: (0.0, 0),
-            rounds: 0,
-            next_up,
-        };
+        self.phase = Phase::hold(Some(level), 0, next_up);
     }
 
     /// Makes the next probe come after [`PROBE_AFTER_LOSS`] rounds.
@@ -453,12 +455,7 @@ impl Adaptive {
     /// otherwise be [`PROBE_EVERY`] rounds away. Returns the limit to hold.
     fn settle(&mut self, level: Level) -> usize {
         self.levels.clear();
-        self.phase = Phase::Hold {
-            level: Some(level),
-            speeds: (0.0, 0),
-            rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
-            next_up: true,
-        };
+        self.phase = Phase::hold(Some(level), PROBE_EVERY - PROBE_AFTER_LOSS, true);
         level.limit
     }
 
@@ -529,12 +526,7 @@ impl Adaptive {
         self.levels.clear();
         // Probe up again soon: a cut can overshoot, and the quota or the
         // server's queue may free up within seconds.
-        self.phase = Phase::Hold {
-            level: None,
-            speeds: (0.0, 0),
-            rounds: PROBE_EVERY - PROBE_AFTER_LOSS,
-            next_up: true,
-        };
+        self.phase = Phase::hold(None, PROBE_EVERY - PROBE_AFTER_LOSS, true);
         self.loss = Some((self.limit, 0));
         let cut = ((self.limit as f64) * LOSS_CUT).round() as usize;
         self.set(cut.min(self.limit - 1), o.latest_seq);

@@ -1,11 +1,13 @@
-//! Progress on stderr: a live bar on a terminal, one line per evaluation otherwise.
+//! Progress on stderr: a live bar on a terminal; otherwise (CI logs, pipes) a
+//! line when an evaluation starts and a status line every few seconds.
 //!
 //! Counters are updated once per committed batch (O(1) per sample); the bar
-//! shows done/total, rate, ETA, requests in flight, errors and running accuracy.
+//! and the lines show done/total, rate, ETA, requests in flight, errors and
+//! running accuracy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
@@ -20,25 +22,33 @@ use crate::store::writer::SampleRecord;
 pub enum ProgressMode {
     /// A live bar (stderr is a terminal).
     Bar,
-    /// A line when each evaluation starts.
+    /// A line when each evaluation starts, then one every [`LINE_EVERY`].
     Lines,
     /// Nothing (`--quiet`).
     Off,
 }
 
+/// How often a status line is printed when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
 /// Progress for the evaluations of one `run`.
 pub struct Progress {
     mode: ProgressMode,
+    color: bool,
     live: Mutex<Option<Live>>,
 }
 
 #[derive(Clone)]
 struct Live {
+    name: String,
+    total: u64,
     bar: Option<ProgressBar>,
     counts: Arc<Counts>,
     limiter: Arc<Limiter>,
     rate: Option<Arc<RateLimit>>,
     pause: Arc<Pause>,
+    /// When the last status line was printed (lines mode only).
+    last_line: Arc<Mutex<Instant>>,
 }
 
 impl Live {
@@ -46,6 +56,32 @@ impl Live {
     /// so a run that waits on a server never looks stuck.
     fn refresh(&self) {
         let Some(bar) = &self.bar else { return };
+        bar.set_message(self.status());
+    }
+
+    /// In lines mode, prints a status line when [`LINE_EVERY`] has passed since the last.
+    fn maybe_line(&self) {
+        let Ok(mut last) = self.last_line.lock() else {
+            return;
+        };
+        if last.elapsed() < LINE_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let c = &self.counts;
+        let done = c.done.load(Ordering::Relaxed);
+        let rate = c.per_second();
+        let eta = eta(self.total.saturating_sub(done), rate);
+        eprintln!(
+            "{}: {done}/{} · {rate:.1}/s · eta {eta} {}",
+            self.name,
+            self.total,
+            self.status()
+        );
+    }
+
+    /// In flight, errors, accuracy, pauses and rate-limit waits, as one line.
+    fn status(&self) -> String {
         let c = &self.counts;
         let (errors, scored, passed) = (
             c.errors.load(Ordering::Relaxed),
@@ -70,12 +106,14 @@ impl Live {
         if let Some(waiting) = self.rate.as_ref().map(|r| r.waiting()).filter(|n| *n > 0) {
             msg += &format!(" · {waiting} waiting for the rate limit");
         }
-        bar.set_message(msg);
+        msg
     }
 }
 
-#[derive(Default)]
 struct Counts {
+    /// When this run began, and how many samples were recorded before it.
+    started: Instant,
+    done_before: u64,
     done: AtomicU64,
     errors: AtomicU64,
     /// Samples scored by the first evaluator, and how many passed.
@@ -83,10 +121,52 @@ struct Counts {
     passed: AtomicU64,
 }
 
+impl Counts {
+    fn new(done_before: u64) -> Counts {
+        Counts {
+            started: Instant::now(),
+            done_before,
+            done: AtomicU64::new(done_before),
+            errors: AtomicU64::new(0),
+            scored: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
+        }
+    }
+
+    /// Samples per second recorded by this run (0 before the first).
+    fn per_second(&self) -> f64 {
+        let new = self.done.load(Ordering::Relaxed) - self.done_before;
+        let secs = self.started.elapsed().as_secs_f64();
+        if new == 0 || secs <= 0.0 {
+            0.0
+        } else {
+            new as f64 / secs
+        }
+    }
+}
+
+/// Time left for `remaining` samples at `rate` per second; `?` until there is a rate.
+fn eta(remaining: u64, rate: f64) -> String {
+    if remaining == 0 {
+        return "0s".into();
+    }
+    if rate <= 0.0 {
+        return "?".into();
+    }
+    let secs = (remaining as f64 / rate).ceil() as u64;
+    match secs {
+        0..=99 => format!("{secs}s"),
+        100..=5999 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
 impl Progress {
-    pub fn new(mode: ProgressMode) -> Progress {
+    /// `color: false` (`--color never`, `NO_COLOR`) draws the bar without styles.
+    pub fn new(mode: ProgressMode, color: bool) -> Progress {
         Progress {
             mode,
+            color,
             live: Mutex::new(None),
         }
     }
@@ -102,22 +182,35 @@ impl Progress {
         let (name, total, pending, strategy) =
             (&plan.eval.name, plan.total, plan.pending, &plan.strategy);
         let done = total - pending;
-        let counts = Arc::new(Counts::default());
-        counts.done.store(done, Ordering::Relaxed);
+        let counts = Arc::new(Counts::new(done));
         let bar = match self.mode {
             ProgressMode::Bar => {
                 let bar = ProgressBar::with_draw_target(
                     Some(total),
                     ProgressDrawTarget::stderr_with_hz(10),
                 );
-                let style = ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {rate:.dim} eta {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.1}/s", s.per_sec());
-                })
-                .progress_chars("=> ");
+                let template = if self.color {
+                    "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {rate:.dim} eta {eta} {msg}"
+                } else {
+                    "{prefix} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}"
+                };
+                let (for_rate, for_eta) = (Arc::clone(&counts), Arc::clone(&counts));
+                let style = ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .with_key(
+                        "rate",
+                        move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.1}/s", for_rate.per_second());
+                        },
+                    )
+                    .with_key(
+                        "eta",
+                        move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let left = s.len().unwrap_or(0).saturating_sub(s.pos());
+                            let _ = write!(w, "{}", eta(left, for_eta.per_second()));
+                        },
+                    )
+                    .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(name.to_owned());
                 bar.set_position(done);
@@ -136,11 +229,14 @@ impl Progress {
             ProgressMode::Off => None,
         };
         let live = Live {
+            name: name.to_owned(),
+            total,
             bar,
             counts,
             limiter: Arc::clone(limiter),
             rate,
             pause,
+            last_line: Arc::new(Mutex::new(Instant::now())),
         };
         if let Ok(mut slot) = self.live.lock() {
             *slot = Some(live);
@@ -173,16 +269,20 @@ impl Progress {
         }
     }
 
-    /// Refreshes the bar's message; called on a timer while a run waits.
+    /// Refreshes the bar's message, or prints a due status line; called on a timer.
     pub fn tick(&self) {
         if let Some(live) = self.live.lock().ok().and_then(|l| l.clone()) {
-            live.refresh();
+            match self.mode {
+                ProgressMode::Bar => live.refresh(),
+                ProgressMode::Lines => live.maybe_line(),
+                ProgressMode::Off => {}
+            }
         }
     }
 
-    /// True when a live bar is shown (and so worth ticking).
+    /// True when progress is shown (and so worth ticking).
     pub fn is_live(&self) -> bool {
-        self.mode == ProgressMode::Bar
+        self.mode != ProgressMode::Off
     }
 
     /// Prints a line without tearing the bar.
@@ -208,5 +308,19 @@ impl Progress {
                 bar.finish_and_clear();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eta;
+
+    #[test]
+    fn eta_is_unknown_until_there_is_a_rate() {
+        assert_eq!(eta(100, 0.0), "?");
+        assert_eq!(eta(0, 0.0), "0s");
+        assert_eq!(eta(100, 10.0), "10s");
+        assert_eq!(eta(100, 0.5), "3m20s");
+        assert_eq!(eta(100_000, 1.0), "27h46m");
     }
 }

@@ -1,6 +1,7 @@
 //! Human-readable rendering of reports: aligned blocks for `show`, tables for
 //! `list`, `--errors` and `--full`.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use tabled::settings::{object::Columns, Modify, Style, Width};
@@ -24,6 +25,42 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// `s` safe to print on a terminal: control characters (ESC, CR, NUL, ...) and
+/// bidirectional overrides are shown escaped (`\u{1b}`), so model output or a
+/// name cannot move the cursor, recolour the terminal or hide text. Newlines
+/// and tabs are kept.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "{}", c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Adds a row of cells to a table, each made [`printable`].
+fn push_row<I, S>(b: &mut Builder, cells: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    b.push_record(
+        cells
+            .into_iter()
+            .map(|c| printable(c.as_ref()).into_owned()),
+    );
+}
+
 fn percent(x: Option<f64>) -> String {
     x.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a))
 }
@@ -34,7 +71,9 @@ pub fn experiment(r: &ExperimentReport) -> String {
     let _ = writeln!(
         out,
         "experiment {} · created {} · {}",
-        r.experiment, r.created_at, r.status
+        printable(&r.experiment),
+        printable(&r.created_at),
+        printable(&r.status)
     );
     for e in &r.evaluations {
         out.push('\n');
@@ -177,14 +216,20 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
     } else {
         format!(" · {}", e.status)
     };
-    let _ = writeln!(out, "{} ({}){status}", e.name, e.spec);
+    let _ = writeln!(
+        out,
+        "{} ({}){}",
+        printable(&e.name),
+        printable(&e.spec),
+        printable(&status)
+    );
     let width = rows
         .iter()
         .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0);
     for (k, v) in rows {
-        let _ = writeln!(out, "  {k:width$}  {v}");
+        let _ = writeln!(out, "  {:width$}  {}", printable(&k), printable(&v));
     }
     if let Some(kinds) = &e.error_kinds {
         out.push('\n');
@@ -194,11 +239,14 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             let mut b = Builder::default();
             b.push_record(["error kind", "samples", "example"]);
             for k in kinds {
-                b.push_record([
-                    k.kind.clone(),
-                    k.count.to_string(),
-                    format!("{}: {}", k.example_id, k.example),
-                ]);
+                push_row(
+                    &mut b,
+                    [
+                        k.kind.clone(),
+                        k.count.to_string(),
+                        format!("{}: {}", k.example_id, k.example),
+                    ],
+                );
             }
             let _ = writeln!(out, "{}", table(b, 2));
         }
@@ -207,12 +255,15 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         let mut b = Builder::default();
         b.push_record(["id", "kind", "attempts", "message"]);
         for x in errors {
-            b.push_record([
-                x.id.clone(),
-                x.kind.clone(),
-                x.attempts.to_string(),
-                x.message.clone(),
-            ]);
+            push_row(
+                &mut b,
+                [
+                    x.id.clone(),
+                    x.kind.clone(),
+                    x.attempts.to_string(),
+                    x.message.clone(),
+                ],
+            );
         }
         let _ = writeln!(out, "{}", table(b, 3));
     }
@@ -222,7 +273,7 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         let mut head = vec!["id".to_owned(), "output".to_owned()];
         head.extend(e.evaluators.iter().map(|x| x.name.clone()));
         head.extend(["latency".to_owned(), "error".to_owned()]);
-        b.push_record(head);
+        push_row(&mut b, head);
         for r in records {
             let mut row = vec![r.id.clone(), r.output.clone().unwrap_or_default()];
             for ev in &e.evaluators {
@@ -234,7 +285,7 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             }
             row.push(r.latency_seconds.map_or("–".into(), duration));
             row.push(r.error.clone().unwrap_or_default());
-            b.push_record(row);
+            push_row(&mut b, row);
         }
         let _ = writeln!(out, "{}", table(b, 1));
     }
@@ -265,16 +316,19 @@ pub fn list(r: &ListReport) -> String {
         "status",
     ]);
     for x in &r.experiments {
-        b.push_record([
-            x.name.clone(),
-            x.created_at.clone(),
-            x.evaluations.to_string(),
-            format!("{}/{}", x.samples.recorded, x.samples.total),
-            x.samples.errored.to_string(),
-            percent(x.accuracy),
-            duration(x.wall_seconds),
-            x.status.clone(),
-        ]);
+        push_row(
+            &mut b,
+            [
+                x.name.clone(),
+                x.created_at.clone(),
+                x.evaluations.to_string(),
+                format!("{}/{}", x.samples.recorded, x.samples.total),
+                x.samples.errored.to_string(),
+                percent(x.accuracy),
+                duration(x.wall_seconds),
+                x.status.clone(),
+            ],
+        );
     }
     let mut t = b.build();
     t.with(Style::rounded());
@@ -284,6 +338,15 @@ pub fn list(r: &ListReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain\ttext\nnext"), "plain\ttext\nnext");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("x\ry\0z"), "x\\u{d}y\\u{0}z");
+        assert_eq!(printable("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -22,7 +22,8 @@ pub struct DeleteArgs {
 pub struct RenameArgs {
     /// Current name
     pub from: String,
-    /// New name (must not exist yet)
+    /// New name (must not exist yet; up to 100 characters, not starting with `-`)
+    #[arg(value_parser = super::experiment_name)]
     pub to: String,
 }
 
@@ -66,9 +67,6 @@ pub fn delete(args: DeleteArgs, storage: &Path, style: Style) -> Result<Exit, Cl
 }
 
 pub fn rename(args: RenameArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
-    if args.to.trim().is_empty() {
-        return Err(CliError::usage("the new name is empty", None));
-    }
     let store = open_idle(storage, &args.from)?;
     store
         .rename_experiment(&args.from, &args.to)

@@ -248,6 +248,31 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
         .map_err(|e| CliError::Failed(e.to_string()))
 }
 
+/// The longest experiment name, in characters.
+const NAME_MAX: usize = 100;
+
+/// Checks a new experiment's name (clap value parser): 1 to 100 characters, no
+/// control characters, and no leading `-`, so the name can be typed back as an
+/// argument (`dotevals show NAME`) and printed safely.
+pub fn experiment_name(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the name is empty".into());
+    }
+    if s.starts_with('-') {
+        return Err("a name may not start with `-` (it would read as an option)".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a name may not hold control characters".into());
+    }
+    let n = s.chars().count();
+    if n > NAME_MAX {
+        return Err(format!(
+            "the name has {n} characters; the most is {NAME_MAX}"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// Opens the store for a read command; a missing store means no experiments.
 fn open_for_reading(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
     Ok(crate::store::Store::open_existing(storage)?)

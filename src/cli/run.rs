@@ -33,8 +33,9 @@ pub struct RunArgs {
     #[arg(required = true, value_name = "SPEC")]
     pub specs: Vec<PathBuf>,
 
-    /// Experiment to record into; an existing one is resumed [default: run-<date>-<time>]
-    #[arg(long, short, value_name = "NAME")]
+    /// Experiment to record into; an existing one is resumed [default: run-<date>-<time>].
+    /// Up to 100 characters, not starting with `-`
+    #[arg(long, short, value_name = "NAME", value_parser = super::experiment_name)]
     pub experiment: Option<String>,
 
     /// Override the spec's strategy: `sequential`, a sliding window size such as 8, or
@@ -86,9 +87,6 @@ pub fn run(
     // leaves no store behind.
     let existing = Store::open_existing(storage)?;
     let experiment = match &args.experiment {
-        Some(name) if name.trim().is_empty() => {
-            return Err(CliError::usage("--experiment is empty", None))
-        }
         Some(name) => name.clone(),
         None => fresh_name(existing.as_ref())?,
     };
@@ -113,7 +111,7 @@ pub fn run(
         None => Store::open(storage)?,
     };
 
-    let progress = Arc::new(Progress::new(style.progress));
+    let progress = Arc::new(Progress::new(style.progress, style.color));
     if args.experiment.is_none() {
         progress.note(&format!("experiment: {experiment}"));
     }
@@ -179,9 +177,11 @@ pub fn run(
         }
     }
     if style.format == Format::Table {
-        progress.note(&format!(
-            "saved as experiment `{experiment}`: dotevals show {experiment}"
-        ));
+        let mut show = format!("dotevals show {}", shell_quote(&experiment));
+        if let Some(storage) = storage_arg {
+            show += &format!(" --storage {}", shell_quote(storage));
+        }
+        progress.note(&format!("saved as experiment `{experiment}`: {show}"));
     }
     Ok(exit)
 }

@@ -462,7 +462,7 @@ fn bad_command_lines_send_nothing() {
         (&["run", "a.yaml", "--concurrency", "fast"], "--concurrency"),
         (
             &["run", "a.yaml", "--experiment", ""],
-            "--experiment is empty",
+            "--experiment <NAME>': the name is empty",
         ),
     ];
     for (args, message) in cases {

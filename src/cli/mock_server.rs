@@ -44,11 +44,12 @@ pub fn serve(args: MockServerArgs) -> Result<Exit, CliError> {
     }
     let runtime = super::run::runtime()?;
     runtime.block_on(async {
-        let mut server = MockServer::start(mock, (args.host, args.port).into())
-            .await
-            .map_err(|e| {
-                CliError::Failed(format!("cannot listen on {}:{}: {e}", args.host, args.port))
-            })?;
+        let mut server =
+            MockServer::start_named(mock, (args.host, args.port).into(), &eval.model.name)
+                .await
+                .map_err(|e| {
+                    CliError::Failed(format!("cannot listen on {}:{}: {e}", args.host, args.port))
+                })?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,

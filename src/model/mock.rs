@@ -3,6 +3,7 @@
 //! It answers with the first keyword rule that matches the prompt after the
 //! spec's latency, and reports the requests it served and the most it ever had
 //! in flight at `GET /stats`, so runs and benchmarks can check the window.
+//! `GET /v1/models` lists the one model it serves, as clients probe it first.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +33,8 @@ pub struct Stats {
 
 struct Shared {
     spec: MockSpec,
+    /// The model name `/v1/models` lists.
+    model: String,
     stats: Stats,
 }
 
@@ -44,15 +47,27 @@ pub struct MockServer {
 impl MockServer {
     /// Starts serving `spec` on `addr` (port 0 picks a free port).
     pub async fn start(spec: MockSpec, addr: SocketAddr) -> std::io::Result<MockServer> {
+        MockServer::start_named(spec, addr, "mock").await
+    }
+
+    /// Starts serving `spec` as model `model` (the name `/v1/models` lists).
+    pub async fn start_named(
+        spec: MockSpec,
+        addr: SocketAddr,
+        model: &str,
+    ) -> std::io::Result<MockServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             spec,
+            model: model.to_owned(),
             stats: Stats::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .route("/models", get(models))
             .route("/stats", get(stats))
             .with_state(shared);
         let task = tokio::spawn(async move {
@@ -126,6 +141,13 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
     }))
     .into_response()
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": shared.model, "object": "model", "created": 0, "owned_by": "dotevals"}],
+    }))
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {

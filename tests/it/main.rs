@@ -15,6 +15,9 @@ mod json_output;
 mod resume;
 mod validation;
 
+// Hardening: what testing from outside broke (issue 8).
+mod hardening_cli;
+
 // Robustness: adaptive limits, rate limits, faults, crashes, concurrent
 // processes, secrets and store upgrades.
 mod support;

@@ -93,7 +93,7 @@ pub fn run(
         None => fresh_name(existing.as_ref())?,
     };
     // Lock before reading resume state, so two runs of one evaluation never interleave.
-    let _locks = evals
+    let mut locks = evals
         .iter()
         .map(|e| lock(storage, &experiment, &e.name))
         .collect::<Result<Vec<_>, _>>()
@@ -104,6 +104,9 @@ pub fn run(
             ),
             other => CliError::Failed(other.to_string()),
         })?;
+    // Released last-first, so the one that created the store's folder goes last
+    // and, when this run is refused before the store exists, takes the folder along.
+    locks.reverse();
     let plans = evals
         .into_iter()
         .map(|eval| plan(eval, existing.as_ref(), &experiment, args.concurrency))

@@ -21,6 +21,7 @@ mod support;
 
 mod adaptive;
 mod concurrent;
+mod hardening_store;
 mod crash;
 mod faults;
 mod ratelimit;

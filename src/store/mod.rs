@@ -520,6 +520,27 @@ impl SampleLookup {
         })
     }
 
+    /// Samples recorded for the evaluation, finished or errored.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM samples WHERE evaluation_id = ?1",
+            [self.evaluation_id],
+            |r| r.get::<_, i64>(0),
+        )?
+        .max(0) as u64)
+    }
+
+    /// The keys of the recorded samples, in dataset order.
+    pub fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sample_key FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, sample_key",
+        )?;
+        let keys = stmt
+            .query_map([self.evaluation_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
     /// The stored state of sample `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<StoredSample>, StoreError> {
         let mut stmt = self

@@ -24,7 +24,7 @@ use crate::Exit;
 
 pub const AFTER_HELP: &str = "\
 Running an experiment again resumes it: finished samples are kept and never re-sent, errored
-and missing ones are sent. A changed spec is refused; pick a new --experiment for it.
+and missing ones are sent (one whose evaluator failed is scored again from its stored reply). A changed spec is refused; pick a new --experiment for it.
 Ctrl-C stops sending, lets requests in flight finish, saves them and prints how to resume.";
 
 #[derive(Debug, Args)]

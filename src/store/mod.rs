@@ -504,6 +504,23 @@ pub struct StoredSample {
     pub row_hash: u64,
     /// Finished without error: never sent again.
     pub finished: bool,
+    /// The model answered but an evaluator failed on the answer: scored again
+    /// from the stored reply (see [`SampleLookup::reply`]), never sent again.
+    pub rescore: bool,
+}
+
+/// What a sample's stored record says about its model call, to score it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReply {
+    /// The prompt as stored (JSON).
+    pub prompt: String,
+    pub output: String,
+    pub attempts: u32,
+    pub throttled: u32,
+    pub wait_us: u64,
+    pub latency_us: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
 }
 
 impl SampleLookup {
@@ -545,12 +562,37 @@ impl SampleLookup {
     pub fn get(&self, key: &str) -> Result<Option<StoredSample>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT row_hash, error_kind IS NULL FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
+            .prepare_cached("SELECT row_hash, error_kind IS NULL, coalesce(error_kind = 'evaluator' AND output IS NOT NULL, 0)
+                 FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
         Ok(stmt
             .query_row(params![self.evaluation_id, key], |r| {
                 Ok(StoredSample {
                     row_hash: r.get::<_, i64>(0)? as u64,
                     finished: r.get(1)?,
+                    rescore: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The stored model reply of sample `key`, if it has one.
+    pub fn reply(&self, key: &str) -> Result<Option<StoredReply>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT prompt, output, attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens
+             FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2 AND output IS NOT NULL",
+        )?;
+        let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+        Ok(stmt
+            .query_row(params![self.evaluation_id, key], |r| {
+                Ok(StoredReply {
+                    prompt: r.get(0)?,
+                    output: r.get(1)?,
+                    attempts: r.get(2)?,
+                    throttled: r.get(3)?,
+                    wait_us: r.get::<_, i64>(4)?.max(0) as u64,
+                    latency_us: n(r.get(5)?),
+                    prompt_tokens: n(r.get(6)?),
+                    completion_tokens: n(r.get(7)?),
                 })
             })
             .optional()?)

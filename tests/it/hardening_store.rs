@@ -413,6 +413,9 @@ fn a_sample_whose_evaluator_errored_is_rescored_on_resume_not_resent() {
         two.error.as_deref().unwrap_or_default().contains("`n/a` is not a number"),
         "{two:?}"
     );
+    // The model call's own facts are kept with the reply.
+    assert!(two.latency_seconds.is_some(), "{two:?}");
+    assert_eq!((two.attempts, two.completion_tokens.is_some()), (1, true), "{two:?}");
     assert_eq!((eval.samples.recorded, eval.samples.errored), (2, 1));
     assert_eq!(eval.runs, 3);
 }

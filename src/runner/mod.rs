@@ -30,9 +30,7 @@ use crate::model::mock::MockServer;
 use crate::model::ModelClient;
 use crate::spec::Evaluation;
 use crate::store::writer::{update_wall, Writer, WriterConfig};
-use crate::store::{
-    now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError, StoredReply,
-};
+use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError, StoredReply};
 use sample::SampleContext;
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.

@@ -463,9 +463,7 @@ impl StoreError {
     /// `self` when SQLite says the file is no database, else the SQLite error.
     fn or_sqlite(self, e: rusqlite::Error) -> StoreError {
         match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::NotADatabase =>
-            {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
                 self
             }
             _ => e.into(),
@@ -539,12 +537,14 @@ impl SampleLookup {
 
     /// Samples recorded for the evaluation, finished or errored.
     pub fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM samples WHERE evaluation_id = ?1",
-            [self.evaluation_id],
-            |r| r.get::<_, i64>(0),
-        )?
-        .max(0) as u64)
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM samples WHERE evaluation_id = ?1",
+                [self.evaluation_id],
+                |r| r.get::<_, i64>(0),
+            )?
+            .max(0) as u64)
     }
 
     /// The keys of the recorded samples, in dataset order.

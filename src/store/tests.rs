@@ -83,7 +83,8 @@ fn records_survive_and_aggregate() {
         lookup.get("2").unwrap(),
         Some(StoredSample {
             row_hash: 42,
-            finished: false
+            finished: false,
+            rescore: false
         })
     );
     let config = WriterConfig {
@@ -103,7 +104,8 @@ fn records_survive_and_aggregate() {
         lookup.get("2").unwrap(),
         Some(StoredSample {
             row_hash: 42,
-            finished: true
+            finished: true,
+            rescore: false
         })
     );
     let e = &store.experiment("baseline").unwrap().evaluations[0];

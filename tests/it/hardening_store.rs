@@ -152,7 +152,10 @@ fn locks_live_beside_the_store_and_are_removed_when_runs_end() {
         .latency(Duration::from_millis(100))
         .reply(|p| p.to_owned())
         .start();
-    dir.write("spec.yaml", &spec("locked", &server.url(), 6, FAST_RETRY, ""));
+    dir.write(
+        "spec.yaml",
+        &spec("locked", &server.url(), 6, FAST_RETRY, ""),
+    );
     let store_dir = dir.store().parent().unwrap().to_path_buf();
 
     // While a run is alive its lock is a file next to the store.
@@ -163,14 +166,26 @@ fn locks_live_beside_the_store_and_are_removed_when_runs_end() {
     wait_until(Duration::from_secs(10), "the lock beside the store", || {
         lock_files(&store_dir).len() == 1
     });
-    assert_eq!(wait_bounded(&mut child, Duration::from_secs(30), "run").code(), Some(0));
-    assert_eq!(lock_files(&store_dir), Vec::<String>::new(), "released locks are removed");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(30), "run").code(),
+        Some(0)
+    );
+    assert_eq!(
+        lock_files(&store_dir),
+        Vec::<String>::new(),
+        "released locks are removed"
+    );
 
     // Many runs leave nothing behind: not beside the store, not in the temp folder.
     for i in 0..5 {
         let name = format!("e{i}");
-        run_as(&dir, None, &["run", "spec.yaml", "--experiment", &name, "--quiet"], &env)
-            .assert_exit_code(0);
+        run_as(
+            &dir,
+            None,
+            &["run", "spec.yaml", "--experiment", &name, "--quiet"],
+            &env,
+        )
+        .assert_exit_code(0);
     }
     // A refused run (same evaluation already running) leaves nothing either.
     let mut child = dir
@@ -180,13 +195,25 @@ fn locks_live_beside_the_store_and_are_removed_when_runs_end() {
     wait_until(Duration::from_secs(10), "the busy run to start", || {
         lock_files(&store_dir).len() == 1
     });
-    let refused = run_as(&dir, None, &["run", "spec.yaml", "--experiment", "busy"], &env);
+    let refused = run_as(
+        &dir,
+        None,
+        &["run", "spec.yaml", "--experiment", "busy"],
+        &env,
+    );
     refused.assert_exit_code(2);
     refused.assert_stderr_contains("already being run");
-    assert_eq!(wait_bounded(&mut child, Duration::from_secs(30), "run").code(), Some(0));
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(30), "run").code(),
+        Some(0)
+    );
 
     assert_eq!(lock_files(&store_dir), Vec::<String>::new());
-    assert_eq!(tree(&tmp), Vec::<PathBuf>::new(), "nothing in the temp folder");
+    assert_eq!(
+        tree(&tmp),
+        Vec::<PathBuf>::new(),
+        "nothing in the temp folder"
+    );
 }
 
 #[test]
@@ -212,14 +239,20 @@ fn a_lock_left_by_a_killed_run_is_cleaned_up_and_does_not_block() {
         .latency(Duration::from_millis(200))
         .reply(|p| p.to_owned())
         .start();
-    dir.write("spec.yaml", &spec("locked", &server.url(), 20, FAST_RETRY, ""));
+    dir.write(
+        "spec.yaml",
+        &spec("locked", &server.url(), 20, FAST_RETRY, ""),
+    );
     let store_dir = dir.store().parent().unwrap().to_path_buf();
     let mut child = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .spawn_logged(&dir, "first");
     wait_until(Duration::from_secs(10), "a recorded sample", || {
-        dir.try_show("x")
-            .is_some_and(|r| r.evaluations.first().is_some_and(|e| e.samples.recorded >= 1))
+        dir.try_show("x").is_some_and(|r| {
+            r.evaluations
+                .first()
+                .is_some_and(|e| e.samples.recorded >= 1)
+        })
     });
     child.kill().expect("SIGKILL the run");
     child.wait().unwrap();
@@ -250,15 +283,28 @@ fn a_second_user_can_run_after_the_first() {
     let server = TestServer::echo();
     let first = TestDir::new();
     first.write("spec.yaml", &spec("mine", &server.url(), 2, FAST_RETRY, ""));
-    run_as(&first, None, &["run", "spec.yaml", "--experiment", "x", "--quiet"], &[])
-        .assert_exit_code(0);
+    run_as(
+        &first,
+        None,
+        &["run", "spec.yaml", "--experiment", "x", "--quiet"],
+        &[],
+    )
+    .assert_exit_code(0);
 
     let second = TestDir::new();
     chmod(second.path(), 0o755);
     std::os::unix::fs::chown(second.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-    second.write("spec.yaml", &spec("theirs", &server.url(), 2, FAST_RETRY, ""));
-    run_as(&second, Some(NOBODY), &["run", "spec.yaml", "--experiment", "x", "--quiet"], &[])
-        .assert_exit_code(0);
+    second.write(
+        "spec.yaml",
+        &spec("theirs", &server.url(), 2, FAST_RETRY, ""),
+    );
+    run_as(
+        &second,
+        Some(NOBODY),
+        &["run", "spec.yaml", "--experiment", "x", "--quiet"],
+        &[],
+    )
+    .assert_exit_code(0);
     run_as(&second, Some(NOBODY), &["show", "x"], &[])
         .assert_exit_code(0)
         .assert_stdout_contains("theirs");
@@ -292,7 +338,10 @@ fn a_read_only_store_can_be_listed_and_shown_and_run_says_it_is_read_only() {
     let out = dir.cmd(["delete", "x"]).output();
     out.assert_exit_code(2);
     out.assert_stderr_contains("is read-only");
-    dir.cmd(["list"]).output().assert_exit_code(0).assert_stdout_contains("x");
+    dir.cmd(["list"])
+        .output()
+        .assert_exit_code(0)
+        .assert_stdout_contains("x");
     assert_eq!(dir.show_full("x").only().samples.finished, 3);
 
     // A store another user can only read, in a folder they cannot write either
@@ -345,15 +394,25 @@ fn resuming_with_rows_removed_from_the_dataset_is_refused() {
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output();
     out.assert_exit_code(2);
-    out.assert_stderr_contains("3 samples that experiment `x` recorded are no longer in the dataset");
+    out.assert_stderr_contains(
+        "3 samples that experiment `x` recorded are no longer in the dataset",
+    );
     out.assert_stderr_contains("`7`");
     out.assert_stderr_contains("--experiment x-2");
     assert_eq!(server.count(), 10, "nothing sent");
 
     // A run of the first rows only (`--samples`) has not lost anything.
-    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--samples", "5", "--quiet"])
-        .output()
-        .assert_exit_code(0);
+    dir.cmd([
+        "run",
+        "spec.yaml",
+        "--experiment",
+        "x",
+        "--samples",
+        "5",
+        "--quiet",
+    ])
+    .output()
+    .assert_exit_code(0);
     assert_eq!(server.count(), 10);
 
     // With an id column, one row taken out of the middle.
@@ -410,12 +469,19 @@ fn a_sample_whose_evaluator_errored_is_rescored_on_resume_not_resent() {
     assert_eq!(two.error_kind.as_deref(), Some("evaluator"));
     assert_eq!(two.output.as_deref(), Some("42"), "the reply is kept");
     assert!(
-        two.error.as_deref().unwrap_or_default().contains("`n/a` is not a number"),
+        two.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`n/a` is not a number"),
         "{two:?}"
     );
     // The model call's own facts are kept with the reply.
     assert!(two.latency_seconds.is_some(), "{two:?}");
-    assert_eq!((two.attempts, two.completion_tokens.is_some()), (1, true), "{two:?}");
+    assert_eq!(
+        (two.attempts, two.completion_tokens.is_some()),
+        (1, true),
+        "{two:?}"
+    );
     assert_eq!((eval.samples.recorded, eval.samples.errored), (2, 1));
     assert_eq!(eval.runs, 3);
 }

@@ -21,9 +21,9 @@ mod support;
 
 mod adaptive;
 mod concurrent;
-mod hardening_store;
 mod crash;
 mod faults;
+mod hardening_store;
 mod ratelimit;
 mod secrets;
 mod throttle;

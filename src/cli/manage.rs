@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{
-    emit, json as to_json, known_experiment, open_for_reading, unknown_experiment, CliError,
+    emit, json as to_json, known_experiment, open_for_writing, unknown_experiment, CliError,
     Format, Style,
 };
 use crate::store::Store;
@@ -29,7 +29,7 @@ pub struct RenameArgs {
 
 /// Opens the store and checks that experiment `name` exists and no run of it is alive.
 fn open_idle(storage: &Path, name: &str) -> Result<Store, CliError> {
-    let store = open_for_reading(storage)?.ok_or_else(|| unknown_experiment(name, &[]))?;
+    let store = open_for_writing(storage)?.ok_or_else(|| unknown_experiment(name, &[]))?;
     let x = store
         .experiment(name)
         .map_err(|e| known_experiment(&store, name, e))?;

@@ -179,6 +179,22 @@ impl From<StoreError> for CliError {
                 message: e.to_string(),
                 hint: None,
             },
+            StoreError::ReadOnly { ref path, folder } => {
+                let fix = match (folder, path.parent().filter(|p| !p.as_os_str().is_empty())) {
+                    (true, Some(dir)) => format!("make its folder writable (chmod u+w {})", dir.display()),
+                    _ => format!("make it writable (chmod u+w {})", path.display()),
+                };
+                CliError::Usage {
+                    message: format!("{e}, so nothing can be recorded or changed in it"),
+                    hint: Some(format!(
+                        "{fix}, or record into another store with --storage PATH; `list` and `show` read it as it is"
+                    )),
+                }
+            }
+            StoreError::Unreadable { .. } => CliError::Usage {
+                message: e.to_string(),
+                hint: Some("someone who can write that folder can fold the journal into the store by running `dotevals list` there once; or copy the store and its -wal file to a folder you can write".into()),
+            },
             StoreError::NotAStore { .. } | StoreError::TooNew { .. } => CliError::Usage {
                 message: e.to_string(),
                 hint: Some(
@@ -273,8 +289,13 @@ pub fn experiment_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Opens the store for a read command; a missing store means no experiments.
+/// Opens the store for a read command, read-only; a missing store means no experiments.
 fn open_for_reading(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
+    Ok(crate::store::Store::open_read_only(storage)?)
+}
+
+/// Opens the store for a command that changes it; a missing store means no experiments.
+fn open_for_writing(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
     Ok(crate::store::Store::open_existing(storage)?)
 }
 

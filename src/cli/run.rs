@@ -24,7 +24,7 @@ use crate::Exit;
 
 pub const AFTER_HELP: &str = "\
 Running an experiment again resumes it: finished samples are kept and never re-sent, errored
-and missing ones are sent. A changed spec is refused; pick a new --experiment for it.
+and missing ones are sent (one whose evaluator failed is scored again from its stored reply). A changed spec is refused; pick a new --experiment for it.
 Ctrl-C stops sending, lets requests in flight finish, saves them and prints how to resume.";
 
 #[derive(Debug, Args)]
@@ -91,7 +91,7 @@ pub fn run(
         None => fresh_name(existing.as_ref())?,
     };
     // Lock before reading resume state, so two runs of one evaluation never interleave.
-    let _locks = evals
+    let mut locks = evals
         .iter()
         .map(|e| lock(storage, &experiment, &e.name))
         .collect::<Result<Vec<_>, _>>()
@@ -102,6 +102,9 @@ pub fn run(
             ),
             other => CliError::Failed(other.to_string()),
         })?;
+    // Released last-first, so the one that created the store's folder goes last
+    // and, when this run is refused before the store exists, takes the folder along.
+    locks.reverse();
     let plans = evals
         .into_iter()
         .map(|eval| plan(eval, existing.as_ref(), &experiment, args.concurrency))
@@ -217,6 +220,7 @@ fn plan(
         _ => None,
     };
     let mut pending = 0u64;
+    let mut matched = 0u64;
     let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
         let stored = match &lookup {
             Some((l, path)) => l
@@ -224,6 +228,7 @@ fn plan(
                 .map_err(|e| Diagnostic::new(path, 0, 0, e.to_string()))?,
             None => None,
         };
+        matched += u64::from(stored.is_some());
         match stored {
             Some(s) if s.row_hash != row_hash(&row.values) => Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
                 "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
@@ -236,6 +241,9 @@ fn plan(
             }
         }
     })?;
+    if let Some((lookup, _)) = &lookup {
+        refuse_removed_rows(&eval, lookup, summary.rows, matched, experiment)?;
+    }
     let api_key = api_key(&eval.model, &eval.spec_path)?;
     Ok(Planned {
         strategy: concurrency.unwrap_or(eval.concurrency),
@@ -245,6 +253,57 @@ fn plan(
         api_key,
         eval,
     })
+}
+
+/// Refuses to resume when samples the experiment recorded have no row any more:
+/// its totals would count rows the dataset no longer has. `rows` were read and
+/// `matched` of them have a record. Rows past `--samples N` were not read, so
+/// a run cut short by it cannot tell and is let through.
+fn refuse_removed_rows(
+    eval: &Evaluation,
+    lookup: &SampleLookup,
+    rows: u64,
+    matched: u64,
+    experiment: &str,
+) -> Result<(), CliError> {
+    if eval.dataset.limit.is_some_and(|n| rows >= n) {
+        return Ok(());
+    }
+    let recorded = lookup.count()?;
+    if recorded <= matched {
+        return Ok(());
+    }
+    let missing = recorded - matched;
+    // Name a few: read the ids again (this is the error path).
+    let mut ids = std::collections::HashSet::new();
+    for row in eval.dataset.rows()? {
+        ids.insert(eval.dataset.sample_id(&row?)?);
+    }
+    let examples: Vec<String> = lookup
+        .keys()?
+        .into_iter()
+        .filter(|k| !ids.contains(k))
+        .take(3)
+        .map(|k| format!("`{k}`"))
+        .collect();
+    let (noun, verb) = if missing == 1 {
+        ("sample", "is")
+    } else {
+        ("samples", "are")
+    };
+    Err(Diagnostic::new(
+        eval.dataset.file(),
+        0,
+        0,
+        format!(
+            "{missing} {noun} that experiment `{experiment}` recorded {verb} no longer in the dataset (rows were removed; e.g. {})",
+            examples.join(", ")
+        ),
+    )
+    .with_hint(format!(
+        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {experiment}-2"
+    ))
+    .into())
 }
 
 /// The API key from the variable the spec names. A named variable must be set;

@@ -5,6 +5,8 @@
 //! already finished in the store), the dispatcher starts each sample as soon as
 //! the limiter grants a slot, each sample task renders, calls the model with
 //! retries and scores, and the store writer commits records as they finish.
+//! A sample whose evaluator failed on the model's reply is scored again from
+//! the stored reply rather than sent again.
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
 mod progress;
@@ -28,7 +30,7 @@ use crate::model::mock::MockServer;
 use crate::model::ModelClient;
 use crate::spec::Evaluation;
 use crate::store::writer::{update_wall, Writer, WriterConfig};
-use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError};
+use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError, StoredReply};
 use sample::SampleContext;
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.
@@ -155,6 +157,9 @@ struct Sample {
     values: Values,
     /// `values` as JSON, as stored (and hashed into `row_hash`).
     variables: String,
+    /// The model's stored reply, when an evaluator failed on it in an earlier
+    /// run: scored again, not sent again.
+    stored: Option<StoredReply>,
 }
 
 /// Runs `plan` into `experiment` of `store`; rate limits are shared through
@@ -394,9 +399,12 @@ fn spawn_reader(
         for row in rows {
             let item = row.map_err(RunError::Dataset).and_then(|row| {
                 let key = dataset.sample_id(&row).map_err(RunError::Dataset)?;
+                let mut stored = None;
                 if let Some(lookup) = &lookup {
-                    if lookup.get(&key)?.is_some_and(|s| s.finished) {
-                        return Ok(None);
+                    match lookup.get(&key)? {
+                        Some(s) if s.finished => return Ok(None),
+                        Some(s) if s.rescore => stored = lookup.reply(&key)?,
+                        _ => {}
                     }
                 }
                 let (variables, row_hash) = row_json(&row.values);
@@ -406,6 +414,7 @@ fn spawn_reader(
                     key,
                     values: row.values,
                     variables,
+                    stored,
                 }))
             });
             let msg = match item {

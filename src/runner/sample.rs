@@ -118,13 +118,62 @@ impl SampleContext {
             }
         }
     }
+
+    /// Scores `output` with every evaluator into `record`; an evaluator that
+    /// cannot decide makes the record an `evaluator` error.
+    fn score(&self, output: &str, vars: &Value, record: &mut SampleRecord) {
+        let scoring = minijinja::context! { output => output, ..vars.clone() };
+        let mut failures = Vec::new();
+        record.scores.clear();
+        for evaluator in &self.evaluators {
+            match evaluator.scorer.score(output, &scoring) {
+                Ok(passed) => record.scores.push(Some(if passed { 1.0 } else { 0.0 })),
+                Err(e) => {
+                    record.scores.push(None);
+                    failures.push(format!("{}: {e}", evaluator.name));
+                }
+            }
+        }
+        (record.error_kind, record.error) = if failures.is_empty() {
+            (None, None)
+        } else {
+            (Some("evaluator".into()), Some(failures.join("; ")))
+        };
+    }
 }
 
 /// Runs one sample to its record. The permit is released as soon as the model
-/// has answered, so the next sample starts while this one is scored.
-pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleContext>) {
+/// has answered, so the next sample starts while this one is scored. A sample
+/// with a stored reply is only scored again.
+pub(super) async fn process(mut sample: Sample, permit: Permit, ctx: Arc<SampleContext>) {
     let start_us = ctx.elapsed_us();
     let vars = Value::from_serialize(&sample.values);
+    if let Some(reply) = sample.stored.take() {
+        drop(permit);
+        let mut record = SampleRecord {
+            key: sample.key,
+            index: sample.index,
+            row_hash: sample.row_hash,
+            variables: sample.variables,
+            prompt: reply.prompt,
+            output: None,
+            scores: Vec::new(),
+            error_kind: None,
+            error: None,
+            attempts: reply.attempts,
+            throttled: reply.throttled,
+            wait_us: reply.wait_us,
+            latency_us: reply.latency_us,
+            start_us,
+            end_us: start_us,
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+        };
+        ctx.score(&reply.output, &vars, &mut record);
+        record.output = Some(reply.output);
+        ctx.record(record);
+        return;
+    }
     let mut record = SampleRecord {
         key: sample.key,
         index: sample.index,
@@ -213,21 +262,7 @@ pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleConte
             record.latency_us = Some(completion.latency.as_micros() as u64);
             record.prompt_tokens = completion.prompt_tokens;
             record.completion_tokens = completion.completion_tokens;
-            let scoring = minijinja::context! { output => &completion.content, ..vars };
-            let mut failures = Vec::new();
-            for evaluator in &ctx.evaluators {
-                match evaluator.scorer.score(&completion.content, &scoring) {
-                    Ok(passed) => record.scores.push(Some(if passed { 1.0 } else { 0.0 })),
-                    Err(e) => {
-                        record.scores.push(None);
-                        failures.push(format!("{}: {e}", evaluator.name));
-                    }
-                }
-            }
-            if !failures.is_empty() {
-                record.error_kind = Some("evaluator".into());
-                record.error = Some(failures.join("; "));
-            }
+            ctx.score(&completion.content, &vars, &mut record);
             record.output = Some(completion.content);
         }
         Err(e) => {

@@ -40,6 +40,12 @@ pub enum StoreError {
     },
     #[error("{path} is not a dotevals store")]
     NotAStore { path: PathBuf },
+    /// The store (or, with `folder`, the folder SQLite keeps its journal in)
+    /// cannot be written by this user, or the file is write-protected.
+    #[error("the store {path} is read-only{}", if *folder { " (its folder cannot be written, and SQLite keeps its journal there)" } else { "" })]
+    ReadOnly { path: PathBuf, folder: bool },
+    #[error("cannot read the store {path}: its folder cannot be written and it was not closed cleanly ({path}-wal is left)")]
+    Unreadable { path: PathBuf },
     #[error(
         "{path} was written by a newer dotevals (schema {found}, this one knows {SCHEMA_VERSION})"
     )]
@@ -110,8 +116,14 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
+/// True for SQLite's "cannot write" answers (a read-only file or folder).
+fn is_read_only(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen))
+}
+
 impl Store {
-    /// Opens or creates the store at `path`.
+    /// Opens or creates the store at `path`, for writing.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -119,30 +131,101 @@ impl Store {
                 source,
             })?;
         }
-        let conn = Connection::open(path)?;
-        let store = Store {
-            conn,
-            path: path.to_owned(),
-        };
-        store.init()?;
-        Ok(store)
+        Self::open_writable(path, OpenFlags::default())
     }
 
-    /// Opens an existing store for reading; `None` when there is none yet.
+    /// Opens an existing store for writing; `None` when there is none yet.
+    /// A store this user cannot write is [`StoreError::ReadOnly`].
     pub fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
+        Self::open_writable(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        )
+        .map(Some)
+    }
+
+    fn open_writable(path: &Path, flags: OpenFlags) -> Result<Store, StoreError> {
+        let read_only = |folder| StoreError::ReadOnly {
+            path: path.to_owned(),
+            folder,
+        };
+        // Write protection is honoured even where it does not bind (root): a
+        // store someone made read-only is not written to.
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
+            return Err(read_only(false));
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+            if is_read_only(&e) && !path.exists() {
+                read_only(true)
+            } else {
+                e.into()
+            }
+        })?;
+        // SQLite opens a file it may not write read-only, without a word.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(read_only(false));
+        }
         let store = Store {
             conn,
             path: path.to_owned(),
         };
-        store.init()?;
-        Ok(Some(store))
+        match store.init() {
+            Err(StoreError::Sqlite(e)) if is_read_only(&e) => Err(read_only(true)),
+            other => other.map(|()| store),
+        }
+    }
+
+    /// Opens an existing store for reading only (`list`, `show`); `None` when
+    /// there is none yet. Works on a store this user cannot write, even in a
+    /// folder where SQLite cannot make its shared-memory file. A store that
+    /// must first be created or upgraded is opened for writing instead.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let readable = |conn: &Connection| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        };
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        if let Err(e) = readable(&conn) {
+            if !is_read_only(&e) {
+                return Err(StoreError::NotAStore {
+                    path: path.to_owned(),
+                }
+                .or_sqlite(e));
+            }
+            // A WAL store needs its shared-memory file, which cannot be made in a
+            // folder this user cannot write. With no journal left beside it, the
+            // file holds every committed sample and can be read as immutable.
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(StoreError::Unreadable {
+                    path: path.to_owned(),
+                });
+            }
+            conn = Connection::open_with_flags(
+                immutable_uri(path),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            readable(&conn)?;
+        }
+        let store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        match store.init() {
+            Ok(()) => Ok(Some(store)),
+            // Creating or upgrading the schema needs a writable store.
+            Err(StoreError::Sqlite(e)) if is_read_only(&e) => Self::open_existing(path),
+            Err(e) => Err(e),
+        }
     }
 
     /// The database file.
@@ -156,7 +239,13 @@ impl Store {
 
     /// Creates, upgrades or refuses the database behind `conn`.
     fn init(&self) -> Result<(), StoreError> {
-        configure(&self.conn).map_err(|_| self.not_a_store())?;
+        configure(&self.conn).map_err(|e| {
+            if is_read_only(&e) {
+                e.into()
+            } else {
+                self.not_a_store()
+            }
+        })?;
         match schema::ensure(&self.conn) {
             Ok(schema::State::Current) => Ok(()),
             Ok(schema::State::Foreign) => Err(self.not_a_store()),
@@ -370,6 +459,37 @@ impl Store {
     }
 }
 
+impl StoreError {
+    /// `self` when SQLite says the file is no database, else the SQLite error.
+    fn or_sqlite(self, e: rusqlite::Error) -> StoreError {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                self
+            }
+            _ => e.into(),
+        }
+    }
+}
+
+/// `file:PATH?immutable=1`, the path made absolute and percent-encoded.
+fn immutable_uri(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut uri = String::from("file:");
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().replace('\\', "/").into_bytes();
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
 /// Looks up stored samples by key while a dataset is read, on its own connection.
 pub struct SampleLookup {
     conn: Connection,
@@ -382,6 +502,23 @@ pub struct StoredSample {
     pub row_hash: u64,
     /// Finished without error: never sent again.
     pub finished: bool,
+    /// The model answered but an evaluator failed on the answer: scored again
+    /// from the stored reply (see [`SampleLookup::reply`]), never sent again.
+    pub rescore: bool,
+}
+
+/// What a sample's stored record says about its model call, to score it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReply {
+    /// The prompt as stored (JSON).
+    pub prompt: String,
+    pub output: String,
+    pub attempts: u32,
+    pub throttled: u32,
+    pub wait_us: u64,
+    pub latency_us: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
 }
 
 impl SampleLookup {
@@ -398,16 +535,64 @@ impl SampleLookup {
         })
     }
 
+    /// Samples recorded for the evaluation, finished or errored.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM samples WHERE evaluation_id = ?1",
+                [self.evaluation_id],
+                |r| r.get::<_, i64>(0),
+            )?
+            .max(0) as u64)
+    }
+
+    /// The keys of the recorded samples, in dataset order.
+    pub fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sample_key FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, sample_key",
+        )?;
+        let keys = stmt
+            .query_map([self.evaluation_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
     /// The stored state of sample `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<StoredSample>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT row_hash, error_kind IS NULL FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
+            .prepare_cached("SELECT row_hash, error_kind IS NULL, coalesce(error_kind = 'evaluator' AND output IS NOT NULL, 0)
+                 FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
         Ok(stmt
             .query_row(params![self.evaluation_id, key], |r| {
                 Ok(StoredSample {
                     row_hash: r.get::<_, i64>(0)? as u64,
                     finished: r.get(1)?,
+                    rescore: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The stored model reply of sample `key`, if it has one.
+    pub fn reply(&self, key: &str) -> Result<Option<StoredReply>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT prompt, output, attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens
+             FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2 AND output IS NOT NULL",
+        )?;
+        let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+        Ok(stmt
+            .query_row(params![self.evaluation_id, key], |r| {
+                Ok(StoredReply {
+                    prompt: r.get(0)?,
+                    output: r.get(1)?,
+                    attempts: r.get(2)?,
+                    throttled: r.get(3)?,
+                    wait_us: r.get::<_, i64>(4)?.max(0) as u64,
+                    latency_us: n(r.get(5)?),
+                    prompt_tokens: n(r.get(6)?),
+                    completion_tokens: n(r.get(7)?),
                 })
             })
             .optional()?)

@@ -83,7 +83,8 @@ fn records_survive_and_aggregate() {
         lookup.get("2").unwrap(),
         Some(StoredSample {
             row_hash: 42,
-            finished: false
+            finished: false,
+            rescore: false
         })
     );
     let config = WriterConfig {
@@ -103,7 +104,8 @@ fn records_survive_and_aggregate() {
         lookup.get("2").unwrap(),
         Some(StoredSample {
             row_hash: 42,
-            finished: true
+            finished: true,
+            rescore: false
         })
     );
     let e = &store.experiment("baseline").unwrap().evaluations[0];
@@ -267,4 +269,37 @@ fn a_version_1_store_is_upgraded_with_its_totals() {
     assert_eq!(e.scores, vec![(2, 1.0)]);
     let (kept, fresh) = totals_both_ways(&store, e.id);
     assert_eq!(kept, fresh);
+}
+
+#[test]
+fn a_write_protected_store_is_read_only_for_writes_and_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Characters a URI would misread, for the immutable fallback.
+    let path = dir.path().join("a b%?#").join("s.db");
+    let names = vec!["exact_match".to_string()];
+    let mut store = Store::open(&path).unwrap();
+    store.start_evaluation("x", &meta(&names), &now()).unwrap();
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    assert!(matches!(
+        Store::open_existing(&path),
+        Err(StoreError::ReadOnly { folder: false, .. })
+    ));
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::ReadOnly { folder: false, .. })
+    ));
+    let store = Store::open_read_only(&path).unwrap().unwrap();
+    assert_eq!(store.experiment_names().unwrap(), ["x"]);
+    // The fallback for a folder where no shared-memory file can be made.
+    let conn = Connection::open_with_flags(
+        immutable_uri(&path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM experiments", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
 }

@@ -135,7 +135,10 @@ impl Secrets {
                 self.add(&user);
             }
         }
-        let basic = format!("{user}:{}", password.map(percent_decode).unwrap_or_default());
+        let basic = format!(
+            "{user}:{}",
+            password.map(percent_decode).unwrap_or_default()
+        );
         self.add(&base64(basic.as_bytes()));
     }
 }
@@ -192,8 +195,7 @@ fn percent_decode(text: &str) -> String {
 
 /// Standard base64 with padding, as HTTP Basic credentials are written.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -283,10 +285,7 @@ mod tests {
         assert!(matches!(s.scrub("abc123xyz abc123/xy"), Cow::Borrowed(_)));
         let mut s = Secrets::default();
         s.add("pässwört\u{1F511}");
-        assert_eq!(
-            s.scrub(r"p\u00e4ssw%C3%B6rt\ud83d\udd11!"),
-            "[REDACTED]!"
-        );
+        assert_eq!(s.scrub(r"p\u00e4ssw%C3%B6rt\ud83d\udd11!"), "[REDACTED]!");
     }
 
     #[test]

@@ -327,7 +327,10 @@ fn parse_reply(
                 },
                 other => other.to_string(),
             };
-            return Err(ClientError::ErrorReply(excerpt(message.as_bytes(), secrets)));
+            return Err(ClientError::ErrorReply(excerpt(
+                message.as_bytes(),
+                secrets,
+            )));
         }
         return Err(ClientError::Malformed(format!(
             "no `choices` in reply; body starts: {}",
@@ -372,7 +375,8 @@ fn content_text(content: &Value) -> Option<String> {
                 .filter_map(|part| match part {
                     Value::String(s) => Some(s.as_str()),
                     Value::Object(o)
-                        if o.get("type").is_none_or(|t| t == "text" || t == "output_text") =>
+                        if o.get("type")
+                            .is_none_or(|t| t == "text" || t == "output_text") =>
                     {
                         o.get("text").and_then(Value::as_str)
                     }
@@ -693,7 +697,8 @@ mod tests {
             r#""n/a""#,
             "[]",
         ] {
-            let body = format!(r#"{{"choices":[{{"message":{{"content":"hi"}}}}],"usage":{usage}}}"#);
+            let body =
+                format!(r#"{{"choices":[{{"message":{{"content":"hi"}}}}],"usage":{usage}}}"#);
             let c = parse(&body).unwrap_or_else(|e| panic!("{usage}: {e}"));
             assert_eq!(
                 (c.content.as_str(), c.prompt_tokens, c.completion_tokens),
@@ -710,7 +715,12 @@ mod tests {
     fn content_parts_are_joined() {
         let c = parse(r#"{"choices":[{"message":{"content":[{"type":"text","text":"posi"},{"type":"reasoning","summary":"x"},{"type":"text","text":"tive"}]}}]}"#).unwrap();
         assert_eq!(c.content, "positive");
-        assert_eq!(parse(r#"{"choices":[{"message":{"content":[]}}]}"#).unwrap().content, "");
+        assert_eq!(
+            parse(r#"{"choices":[{"message":{"content":[]}}]}"#)
+                .unwrap()
+                .content,
+            ""
+        );
         // Parts, none of them text: nothing to score.
         assert!(matches!(
             parse(r#"{"choices":[{"message":{"content":[{"type":"image_url"}]}}]}"#),
@@ -721,7 +731,10 @@ mod tests {
     #[test]
     fn an_error_body_in_a_success_is_a_retryable_error() {
         for (body, message) in [
-            (r#"{"error":{"message":"upstream overloaded","code":502}}"#, "upstream overloaded"),
+            (
+                r#"{"error":{"message":"upstream overloaded","code":502}}"#,
+                "upstream overloaded",
+            ),
             (r#"{"error":"model is loading"}"#, "model is loading"),
             (r#"{"error":{"code":17}}"#, r#"{"code":17}"#),
             (r#"{"choices":[],"error":{"message":"no"}}"#, "no"),

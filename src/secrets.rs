@@ -73,10 +73,10 @@ impl Secrets {
 
     /// `text` with every secret, in any spelling, replaced by [`REDACTED`].
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut out = match &self.matcher {
-            Some(matcher) => matcher.replace_all(text, REDACTED),
-            None => Cow::Borrowed(text),
-        };
+        if let Some(matcher) = &self.matcher {
+            return matcher.replace_all(text, REDACTED);
+        }
+        let mut out = Cow::Borrowed(text);
         for secret in &self.values {
             if out.contains(secret.as_str()) {
                 out = Cow::Owned(out.replace(secret.as_str(), REDACTED));

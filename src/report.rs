@@ -197,7 +197,7 @@ pub struct ErrorReport {
     /// Sample id (dataset `id` column, else the row index).
     pub id: String,
     pub index: u64,
-    /// `timeout`, `connection`, `http_<status>`, `malformed`, `template` or `evaluator`.
+    /// `timeout`, `connection`, `http_<status>`, `api_error`, `malformed`, `template` or `evaluator`.
     pub kind: String,
     pub message: String,
     pub attempts: u32,

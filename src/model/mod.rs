@@ -47,12 +47,25 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("connection failed: {0}")]
     Connect(String),
+    /// The server's certificate was refused: retrying cannot help.
+    #[error("connection failed: {0}")]
+    Certificate(String),
     #[error("HTTP {status}: {body}")]
     Status {
         status: u16,
         body: String,
         retry_after: Option<Duration>,
     },
+    /// A 3xx: redirects are not followed (a POST would become a GET, and the
+    /// reply of some other server would be taken for the model's).
+    #[error("HTTP {status}: redirected to {}; redirects are not followed, set `base_url` to the address that answers", location.as_deref().unwrap_or("an unnamed address (no Location header)"))]
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
+    /// A 2xx whose body is `{"error": ...}`: the server failed after all.
+    #[error("the server answered with an error in a successful reply: {0}")]
+    ErrorReply(String),
     #[error("malformed response: {0}")]
     Malformed(String),
     #[error("response larger than {} MiB", MAX_BODY_BYTES / (1024 * 1024))]
@@ -60,12 +73,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A short stable name for grouping: timeout, http_429, http_500, connection, malformed.
+    /// A short stable name for grouping: timeout, http_429, http_500, connection,
+    /// api_error, malformed.
     pub fn kind(&self) -> String {
         match self {
             ClientError::Timeout(_) => "timeout".into(),
-            ClientError::Connect(_) => "connection".into(),
-            ClientError::Status { status, .. } => format!("http_{status}"),
+            ClientError::Connect(_) | ClientError::Certificate(_) => "connection".into(),
+            ClientError::Status { status, .. } | ClientError::Redirect { status, .. } => {
+                format!("http_{status}")
+            }
+            ClientError::ErrorReply(_) => "api_error".into(),
             ClientError::Malformed(_) | ClientError::TooLarge => "malformed".into(),
         }
     }
@@ -89,7 +106,13 @@ impl Retryable for ClientError {
             ClientError::Status { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }
-            ClientError::Malformed(_) | ClientError::TooLarge => false,
+            // A garbled or error body is most often a proxy's or a replica's
+            // passing trouble: worth another attempt, like a 5xx.
+            ClientError::ErrorReply(_) | ClientError::Malformed(_) => true,
+            // Another 16 MiB would most likely be the same 16 MiB.
+            ClientError::Redirect { .. } | ClientError::Certificate(_) | ClientError::TooLarge => {
+                false
+            }
         }
     }
 
@@ -130,26 +153,13 @@ struct Request<'a> {
     params: &'a Map<String, Value>,
 }
 
+/// A reply, read leniently: only what is used is looked at, and each part is
+/// judged on its own (a bad `usage` does not spoil a good answer).
 #[derive(Deserialize)]
 struct Response {
-    choices: Option<Vec<Choice>>,
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    message: Option<ReplyMessage>,
-}
-
-#[derive(Deserialize)]
-struct ReplyMessage {
-    content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
+    choices: Option<Value>,
+    usage: Option<Value>,
+    error: Option<Value>,
 }
 
 impl ModelClient {
@@ -166,6 +176,8 @@ impl ModelClient {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let mut secrets = Secrets::default();
+        // reqwest sends a `user:password@` in the URL as a Basic credential.
+        secrets.take_from_url(base_url);
         if let Some(key) = api_key {
             secrets.add(key);
             let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
@@ -181,6 +193,9 @@ impl ModelClient {
             .pool_max_idle_per_host(max_connections.max(1))
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(timeout.min(Duration::from_secs(30)))
+            // A redirected POST comes back as a GET to wherever the server
+            // says: its answer is not the model's. Reported, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(ModelClient {
@@ -228,6 +243,9 @@ impl ModelClient {
                 .await
                 .map_err(|e| from_reqwest(e, self.timeout))?;
             let status = response.status();
+            if status.is_redirection() {
+                return Err(redirect(&response, &self.secrets));
+            }
             let retry_after = retry_hint(status.as_u16(), response.headers());
             let bytes = read_capped(response, self.timeout).await?;
             Ok::<_, ClientError>((status, retry_after, bytes))
@@ -244,6 +262,19 @@ impl ModelClient {
             });
         }
         parse_reply(&bytes, latency, &self.secrets)
+    }
+}
+
+/// A 3xx as an error naming where it pointed (made absolute, scrubbed).
+fn redirect(response: &reqwest::Response, secrets: &Secrets) -> ClientError {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|l| response.url().join(&l).map_or(l, |u| u.to_string()));
+    ClientError::Redirect {
+        status: response.status().as_u16(),
+        location: location.map(|l| excerpt(l.as_bytes(), secrets)),
     }
 }
 
@@ -283,25 +314,89 @@ fn parse_reply(
     })?;
     let choice = reply
         .choices
-        .and_then(|c| c.into_iter().next())
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|c| c.first());
+    let Some(choice) = choice else {
+        if let Some(error) = reply.error.as_ref().filter(|e| !e.is_null()) {
+            let message = match error {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => match o.get("message") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => error.to_string(),
+                },
+                other => other.to_string(),
+            };
+            return Err(ClientError::ErrorReply(excerpt(
+                message.as_bytes(),
+                secrets,
+            )));
+        }
+        return Err(ClientError::Malformed(format!(
+            "no `choices` in reply; body starts: {}",
+            excerpt(bytes, secrets)
+        )));
+    };
+    let content = choice
+        .get("message")
+        .and_then(|m| m.get("content"))
+        .and_then(content_text)
         .ok_or_else(|| {
             ClientError::Malformed(format!(
-                "no `choices` in reply; body starts: {}",
+                "`choices[0].message.content` is missing or not text; body starts: {}",
                 excerpt(bytes, secrets)
             ))
         })?;
-    let content = choice
-        .message
-        .and_then(|m| m.content)
-        .ok_or_else(|| ClientError::Malformed("`choices[0].message.content` is missing".into()))?;
-    let (prompt_tokens, completion_tokens) = reply
-        .usage
-        .map_or((None, None), |u| (u.prompt_tokens, u.completion_tokens));
+    let count = |name: &str| {
+        reply
+            .usage
+            .as_ref()
+            .and_then(|u| u.get(name))
+            .and_then(token_count)
+    };
+    let (prompt_tokens, completion_tokens) = (count("prompt_tokens"), count("completion_tokens"));
     Ok(Completion {
         content,
         prompt_tokens,
         completion_tokens,
         latency,
+    })
+}
+
+/// A message's content: a string, or a list of parts whose text parts are
+/// joined (`[{"type": "text", "text": "..."}]`; parts of other types, such as
+/// reasoning, are left out). `None` for anything else, or parts without text.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|part| match part {
+                    Value::String(s) => Some(s.as_str()),
+                    Value::Object(o)
+                        if o.get("type")
+                            .is_none_or(|t| t == "text" || t == "output_text") =>
+                    {
+                        o.get("text").and_then(Value::as_str)
+                    }
+                    _ => None,
+                })
+                .collect();
+            (parts.is_empty() || !texts.is_empty()).then(|| texts.concat())
+        }
+        _ => None,
+    }
+}
+
+/// A token count from `usage`: a whole, non-negative number. Anything else
+/// (negative, fractional, text) is ignored rather than spoiling the reply.
+fn token_count(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.0e15)
+            .map(|f| f as u64)
     })
 }
 
@@ -316,10 +411,36 @@ fn from_reqwest(e: reqwest::Error, timeout: Duration) -> ClientError {
         text = format!("{text}: {s}");
         source = s.source();
     }
+    // rustls: "invalid peer certificate: UnknownIssuer" (or Expired, NotValidForName...).
+    if text.contains("invalid peer certificate") {
+        return ClientError::Certificate(format!("{text}{}", certificate_hint()));
+    }
     // Everything else reqwest reports while sending or reading is the
     // transport failing (refused, reset, closed mid-body); bad content is ours
     // to judge, in `parse_reply`.
     ClientError::Connect(text)
+}
+
+/// What to do about a refused server certificate: where trusted authorities
+/// come from, and whether `SSL_CERT_FILE` / `SSL_CERT_DIR` point anywhere.
+fn certificate_hint() -> String {
+    let mut hint = String::from(
+        " (the server's certificate is not trusted: authorities come from the system's store \
+         and the built-in Mozilla list; for a private CA set SSL_CERT_FILE to its PEM file \
+         or SSL_CERT_DIR to a folder of them",
+    );
+    for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+        if let Some(path) = std::env::var_os(var) {
+            let path = std::path::PathBuf::from(path);
+            let state = match std::fs::metadata(&path) {
+                Ok(_) => "",
+                Err(_) => ", which cannot be read",
+            };
+            hint.push_str(&format!("; {var} is {}{state}", path.display()));
+        }
+    }
+    hint.push(')');
+    hint
 }
 
 /// The longest wait a server's hint may ask for. A longer one (a date years
@@ -562,6 +683,83 @@ mod tests {
             parse_reply(br#"{"choices":"x"}"#, Duration::ZERO, &Secrets::default()),
             Err(ClientError::Malformed(_))
         ));
+    }
+
+    fn parse(body: &str) -> Result<Completion, ClientError> {
+        parse_reply(body.as_bytes(), Duration::ZERO, &Secrets::default())
+    }
+
+    #[test]
+    fn bad_usage_counts_are_ignored_not_fatal() {
+        for usage in [
+            r#"{"prompt_tokens": -3, "completion_tokens": 2.5}"#,
+            r#"{"prompt_tokens": "many", "completion_tokens": null}"#,
+            r#""n/a""#,
+            "[]",
+        ] {
+            let body =
+                format!(r#"{{"choices":[{{"message":{{"content":"hi"}}}}],"usage":{usage}}}"#);
+            let c = parse(&body).unwrap_or_else(|e| panic!("{usage}: {e}"));
+            assert_eq!(
+                (c.content.as_str(), c.prompt_tokens, c.completion_tokens),
+                ("hi", None, None),
+                "{usage}"
+            );
+        }
+        // Whole numbers written as floats are counts; each count stands alone.
+        let c = parse(r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7.0,"completion_tokens":-1}}"#).unwrap();
+        assert_eq!((c.prompt_tokens, c.completion_tokens), (Some(7), None));
+    }
+
+    #[test]
+    fn content_parts_are_joined() {
+        let c = parse(r#"{"choices":[{"message":{"content":[{"type":"text","text":"posi"},{"type":"reasoning","summary":"x"},{"type":"text","text":"tive"}]}}]}"#).unwrap();
+        assert_eq!(c.content, "positive");
+        assert_eq!(
+            parse(r#"{"choices":[{"message":{"content":[]}}]}"#)
+                .unwrap()
+                .content,
+            ""
+        );
+        // Parts, none of them text: nothing to score.
+        assert!(matches!(
+            parse(r#"{"choices":[{"message":{"content":[{"type":"image_url"}]}}]}"#),
+            Err(ClientError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn an_error_body_in_a_success_is_a_retryable_error() {
+        for (body, message) in [
+            (
+                r#"{"error":{"message":"upstream overloaded","code":502}}"#,
+                "upstream overloaded",
+            ),
+            (r#"{"error":"model is loading"}"#, "model is loading"),
+            (r#"{"error":{"code":17}}"#, r#"{"code":17}"#),
+            (r#"{"choices":[],"error":{"message":"no"}}"#, "no"),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e, ClientError::ErrorReply(message.into()), "{body}");
+            assert!(e.is_retryable());
+            assert_eq!(e.kind(), "api_error");
+        }
+        // `"error": null` beside a good answer is no error.
+        let c = parse(r#"{"choices":[{"message":{"content":"ok"}}],"error":null}"#).unwrap();
+        assert_eq!(c.content, "ok");
+        assert!(ClientError::Malformed(String::new()).is_retryable());
+        assert!(!ClientError::TooLarge.is_retryable());
+    }
+
+    #[test]
+    fn redirects_are_not_retried() {
+        let e = ClientError::Redirect {
+            status: 302,
+            location: Some("http://elsewhere.test/v1".into()),
+        };
+        assert!(!e.is_retryable());
+        assert_eq!(e.kind(), "http_302");
+        assert!(e.to_string().contains("http://elsewhere.test/v1"), "{e}");
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -7,6 +7,7 @@
 //! bad spec stops before any request. Nothing here touches the network or store.
 
 pub mod locate;
+mod params;
 pub mod raw;
 
 use std::collections::BTreeSet;
@@ -441,6 +442,7 @@ impl Checker<'_> {
     }
 
     fn model(&self, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
+        self.reserved_params(&m.params)?;
         let rate_limit = match &m.rate_limit {
             None => None,
             Some(r) => {

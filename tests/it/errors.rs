@@ -338,7 +338,7 @@ fn show_errors_lists_every_failure() {
         [
             ("1", "http_422", 1),
             ("2", "timeout", 2),
-            ("3", "malformed", 1)
+            ("3", "malformed", 2)
         ]
     );
     assert!(

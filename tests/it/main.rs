@@ -26,6 +26,7 @@ mod adaptive;
 mod concurrent;
 mod crash;
 mod faults;
+mod hardening_model;
 mod hardening_store;
 mod ratelimit;
 mod secrets;

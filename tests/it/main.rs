@@ -15,9 +15,6 @@ mod json_output;
 mod resume;
 mod validation;
 
-// Hardening: what testing from outside broke (issue 8).
-mod hardening_cli;
-
 // Robustness: adaptive limits, rate limits, faults, crashes, concurrent
 // processes, secrets and store upgrades.
 mod support;
@@ -26,13 +23,16 @@ mod adaptive;
 mod concurrent;
 mod crash;
 mod faults;
-mod hardening_model;
-mod hardening_store;
 mod ratelimit;
 mod secrets;
 mod throttle;
 mod timing;
 mod upgrade;
+
+// Hardening: what testing from outside broke, one module per area.
+mod hardening_cli;
+mod hardening_model;
+mod hardening_store;
 
 // The loopback servers' own shapes (capacity, batching, limits, 429 headers).
 mod shapes;

@@ -37,7 +37,7 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "NAME")]
     pub experiment: Option<String>,
 
-    /// Override the spec's strategy: `sequential`, a sliding window size such as 8, or
+    /// Override the spec's strategy: `sequential`, a sliding window size such as 8 (at most 10000), or
     /// `adaptive` (finds the most throughput at the fewest requests in flight by itself;
     /// `show` prints the limit it chose over time)
     #[arg(long, short, value_name = "STRATEGY", value_parser = StrategySpec::parse_cli)]
@@ -104,7 +104,7 @@ pub fn run(
             ),
             other => CliError::Failed(other.to_string()),
         })?;
-    let plans = evals
+    let mut plans = evals
         .into_iter()
         .map(|eval| plan(eval, existing.as_ref(), &experiment, args.concurrency))
         .collect::<Result<Vec<_>, _>>()?;
@@ -116,6 +116,13 @@ pub fn run(
     let progress = Arc::new(Progress::new(style.progress));
     if args.experiment.is_none() {
         progress.note(&format!("experiment: {experiment}"));
+    }
+    for plan in &mut plans {
+        let (fitted, note) = runner::fit_open_files(plan.strategy, plan.eval.model.mock.is_some());
+        plan.strategy = fitted;
+        if let Some(note) = note {
+            progress.note(&format!("{}: {note}", plan.eval.name));
+        }
     }
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {

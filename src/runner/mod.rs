@@ -8,9 +8,11 @@
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
 mod auth;
+mod files;
 mod progress;
 mod sample;
 
+pub use files::fit_open_files;
 
 pub use progress::{Progress, ProgressMode};
 

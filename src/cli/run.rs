@@ -38,7 +38,7 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "NAME", value_parser = super::experiment_name)]
     pub experiment: Option<String>,
 
-    /// Override the spec's strategy: `sequential`, a sliding window size such as 8, or
+    /// Override the spec's strategy: `sequential`, a sliding window size such as 8 (at most 10000), or
     /// `adaptive` (finds the most throughput at the fewest requests in flight by itself;
     /// `show` prints the limit it chose over time)
     #[arg(long, short, value_name = "STRATEGY", value_parser = StrategySpec::parse_cli)]
@@ -105,7 +105,7 @@ pub fn run(
     // Released last-first, so the one that created the store's folder goes last
     // and, when this run is refused before the store exists, takes the folder along.
     locks.reverse();
-    let plans = evals
+    let mut plans = evals
         .into_iter()
         .map(|eval| plan(eval, existing.as_ref(), &experiment, args.concurrency))
         .collect::<Result<Vec<_>, _>>()?;
@@ -117,6 +117,13 @@ pub fn run(
     let progress = Arc::new(Progress::new(style.progress, style.color));
     if args.experiment.is_none() {
         progress.note(&format!("experiment: {experiment}"));
+    }
+    for plan in &mut plans {
+        let (fitted, note) = runner::fit_open_files(plan.strategy, plan.eval.model.mock.is_some());
+        plan.strategy = fitted;
+        if let Some(note) = note {
+            progress.note(&format!("{}: {note}", plan.eval.name));
+        }
     }
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {

@@ -28,6 +28,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use adaptive::AdaptiveConfig;
 
+/// The most requests any strategy may keep in flight (`max_concurrency`,
+/// adaptive's `max`, `--concurrency N`). Far above what one endpoint serves
+/// well, it keeps an absurd value from exhausting sockets and memory.
+pub const MAX_WINDOW: usize = 10_000;
+
 /// The strategy a spec or `--concurrency` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategySpec {
@@ -63,13 +68,30 @@ impl StrategySpec {
         match text {
             "sequential" => Ok(StrategySpec::Sequential),
             "adaptive" => Ok(StrategySpec::Adaptive(AdaptiveConfig::default())),
-            n => match n.parse::<usize>() {
+            n => match n.parse::<u128>() {
                 Ok(0) => Err("a window must be at least 1".into()),
-                Ok(n) => Ok(StrategySpec::SlidingWindow(n)),
+                Ok(n) if n > MAX_WINDOW as u128 => Err(format!(
+                    "a window of at most {MAX_WINDOW} requests is supported, not {n}"
+                )),
+                Ok(n) => Ok(StrategySpec::SlidingWindow(n as usize)),
                 Err(_) => Err(format!(
                     "`{n}` is not `sequential`, `adaptive` or a number such as 8"
                 )),
             },
+        }
+    }
+
+    /// The same strategy with at most `max` requests in flight.
+    pub fn capped(self, max: usize) -> StrategySpec {
+        let max = max.max(1);
+        match self {
+            StrategySpec::Sequential => StrategySpec::Sequential,
+            StrategySpec::SlidingWindow(n) => StrategySpec::SlidingWindow(n.min(max)),
+            StrategySpec::Adaptive(c) => StrategySpec::Adaptive(AdaptiveConfig {
+                initial: c.initial.min(max),
+                min: c.min.min(max),
+                max: c.max.min(max),
+            }),
         }
     }
 

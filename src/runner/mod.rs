@@ -9,8 +9,12 @@
 //! the stored reply rather than sent again.
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
+mod auth;
+mod files;
 mod progress;
 mod sample;
+
+pub use files::fit_open_files;
 
 pub use progress::{Progress, ProgressMode};
 
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
@@ -29,8 +33,9 @@ use crate::dataset::{row_json, Dataset, Values};
 use crate::model::mock::MockServer;
 use crate::model::ModelClient;
 use crate::spec::Evaluation;
-use crate::store::writer::{update_wall, Writer, WriterConfig};
+use crate::store::writer::{update_wall, Writer, WriterConfig, QUEUE};
 use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError, StoredReply};
+use auth::AuthWatch;
 use sample::SampleContext;
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.
@@ -86,6 +91,38 @@ pub enum RunError {
         "{0} samples were lost to an internal error; run the same command again to resume them"
     )]
     Lost(u64),
+    /// Every request of the first window was refused with 401 or 403.
+    #[error("{}", auth_message(*status, *refused, key_var.as_deref()))]
+    Auth {
+        status: u16,
+        /// Samples refused before the run stopped.
+        refused: u64,
+        /// The variable the key came from; `None` when no key was sent.
+        key_var: Option<String>,
+    },
+}
+
+fn auth_message(status: u16, refused: u64, key_var: Option<&str>) -> String {
+    let what = match status {
+        401 => "401 Unauthorized",
+        403 => "403 Forbidden",
+        _ => "a refusal",
+    };
+    let first = match refused {
+        1 => "the first request was".to_owned(),
+        n => format!("all of the first {n} requests were"),
+    };
+    match key_var {
+        Some(var) => format!(
+            "stopped early: the server refused the API key from {var} ({first} answered {what}); \
+             check the key exported as {var}, then run the same command again to resume"
+        ),
+        None => format!(
+            "stopped early: {first} answered {what} and no API key was sent; \
+             name the variable holding the key with `api_key_env:` under `model:` in the spec, \
+             then run the same command again to resume"
+        ),
+    }
 }
 
 /// Ctrl-C / SIGTERM state shared by every part of a run.
@@ -174,6 +211,9 @@ pub async fn run(
     pauses: &Pauses,
 ) -> Result<RunStatus, RunError> {
     let eval = &plan.eval;
+    if plan.resuming && plan.pending == 0 {
+        return nothing_to_do(plan, experiment, store, progress);
+    }
     // The mock lives as long as this run, on loopback, behind the same client code.
     let mock = match &eval.model.mock {
         Some(spec) => Some(
@@ -241,7 +281,14 @@ pub async fn run(
         started,
     };
     let on_commit = progress.on_commit();
-    let writer = Writer::spawn(store.path(), config.clone(), on_commit)?;
+    // Every sample reserves its record's place when it starts, so the queue has
+    // room for a full window plus a backlog the writer may fall behind by.
+    let writer = Writer::with_capacity(
+        store.path(),
+        config.clone(),
+        plan.strategy.max_concurrency().saturating_add(QUEUE),
+        on_commit,
+    )?;
 
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
     let reader = spawn_reader(
@@ -251,13 +298,18 @@ pub async fn run(
         rows_tx,
     );
 
-    let secrets = client.secrets().clone();
+    // The variable the key came from, when one is sent.
+    let key_var = plan
+        .api_key
+        .as_ref()
+        .and(eval.model.api_key_env.as_ref())
+        .map(|(var, _)| var.clone());
     let ctx = Arc::new(SampleContext::new(
         eval,
         client,
         started,
         writer.sender(),
-        secrets,
+        AuthWatch::new(limiter.limit(), plan.pending, key_var),
         rate,
         pause,
     ));
@@ -270,27 +322,41 @@ pub async fn run(
             }
         })
     });
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::default();
     let end = dispatch(&limiter, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
     drop(rows_rx);
-    let interrupted = matches!(end, DispatchEnd::Interrupted);
-    let failure = match end {
+    let mut interrupted = matches!(end, DispatchEnd::Interrupted);
+    let mut failure = match end {
         DispatchEnd::Failed(e) => Some(e),
         _ => None,
     };
+    if matches!(failure, Some(RunError::Auth { .. })) {
+        // The requests still out carry the same refused key.
+        tasks.set.abort_all();
+    } else if !interrupted {
+        // Every sample is dispatched (or the dataset failed): the run waits on
+        // those in flight, and an interrupt must still stop it.
+        tokio::select! {
+            _ = tasks.join_all() => {}
+            _ = interrupt.reached(1) => interrupted = true,
+            _ = ctx.auth.tripped() => tasks.set.abort_all(),
+        }
+    }
     if interrupted {
         progress
             .note("interrupted: letting requests in flight finish (Ctrl-C again to cancel them)");
         tokio::select! {
-            _ = async { while tasks.join_next().await.is_some() {} } => {}
-            _ = interrupt.reached(2) => tasks.abort_all(),
-            _ = tokio::time::sleep(GRACE) => tasks.abort_all(),
+            _ = tasks.join_all() => {}
+            _ = interrupt.reached(2) => tasks.set.abort_all(),
+            _ = tokio::time::sleep(GRACE) => tasks.set.abort_all(),
         }
     }
-    // A sample task that panicked lost its sample: say so, never report success.
-    let mut lost = 0u64;
-    while let Some(joined) = tasks.join_next().await {
-        lost += u64::from(joined.is_err_and(|e| e.is_panic()));
+    // Cancelled tasks end at their next await; a task that panicked lost its
+    // sample: say so, never report success.
+    tasks.join_all().await;
+    let lost = tasks.lost;
+    if failure.is_none() && !interrupted && ctx.auth.is_tripped() {
+        failure = Some(ctx.auth.error());
     }
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -326,31 +392,95 @@ pub async fn run(
     status
 }
 
+/// A rerun that finds every sample finished records no run: it only makes sure
+/// the evaluation says `completed` (a run interrupted after its last sample was
+/// saved says `interrupted`).
+fn nothing_to_do(
+    plan: &Planned,
+    experiment: &str,
+    store: &mut Store,
+    progress: &Progress,
+) -> Result<RunStatus, RunError> {
+    if let Some(existing) = store.find_evaluation(experiment, &plan.eval.name)? {
+        let completed = RunStatus::Completed.as_str();
+        if existing.status != completed {
+            store.finish_evaluation(existing.id, completed, &now())?;
+        }
+    }
+    progress.note(&format!(
+        "{}: all {} samples are already finished; nothing to send",
+        plan.eval.name, plan.total
+    ));
+    Ok(RunStatus::Completed)
+}
+
+/// The sample tasks of one run, and how many of them panicked.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    /// Samples lost to a panic in their task.
+    lost: u64,
+}
+
+impl Tasks {
+    fn count(&mut self, joined: Result<(), JoinError>) {
+        self.lost += u64::from(joined.is_err_and(|e| e.is_panic()));
+    }
+
+    /// Reaps finished tasks without waiting, so the set stays as small as the window.
+    fn reap(&mut self) {
+        while let Some(joined) = self.set.try_join_next() {
+            self.count(joined);
+        }
+    }
+
+    /// Waits for every task to end.
+    async fn join_all(&mut self) {
+        while let Some(joined) = self.set.join_next().await {
+            self.count(joined);
+        }
+    }
+}
+
 /// Why dispatching stopped.
 enum DispatchEnd {
     /// Every row was dispatched.
     Done,
     /// Ctrl-C or SIGTERM.
     Interrupted,
-    /// The dataset could not be read further.
+    /// The dataset could not be read further, the writer stopped, or the
+    /// server refused the credentials.
     Failed(RunError),
 }
 
-/// Starts each sample the moment the limiter grants a slot, until the rows run
-/// out or the run is interrupted.
+/// Starts each sample the moment the store writer has room for its record and
+/// the limiter grants a slot, until the rows run out, the run is interrupted or
+/// the server refuses the credentials.
 async fn dispatch(
     limiter: &Arc<Limiter>,
     rows: &mut mpsc::Receiver<Result<Sample, RunError>>,
-    tasks: &mut JoinSet<()>,
+    tasks: &mut Tasks,
     ctx: &Arc<SampleContext>,
     interrupt: &Interrupt,
 ) -> DispatchEnd {
     loop {
+        // Room in the writer's queue first: when the writer falls behind, new
+        // samples wait here instead of piling finished records up in memory.
+        let slot = tokio::select! {
+            biased;
+            _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
+            _ = ctx.auth.tripped() => return DispatchEnd::Failed(ctx.auth.error()),
+            // The writer stopped (its error is reported when it is joined):
+            // sending more would throw results away.
+            slot = ctx.reserve() => match slot {
+                Some(slot) => slot,
+                None => return DispatchEnd::Failed(StoreError::WriterLost.into()),
+            },
+        };
         let permit = tokio::select! {
             biased;
             _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
-            // The writer stopped (its error is reported when it is joined):
-            // sending more would throw results away.
+            _ = ctx.auth.tripped() => return DispatchEnd::Failed(ctx.auth.error()),
             _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
             p = limiter.acquire() => p,
         };
@@ -361,13 +491,14 @@ async fn dispatch(
         };
         match sample {
             Some(Ok(sample)) => {
-                tasks.spawn(sample::process(sample, permit, Arc::clone(ctx)));
+                tasks
+                    .set
+                    .spawn(sample::process(sample, permit, slot, Arc::clone(ctx)));
             }
             Some(Err(e)) => return DispatchEnd::Failed(e),
             None => return DispatchEnd::Done,
         }
-        // Reap finished tasks so the set stays as small as the window.
-        while tasks.try_join_next().is_some() {}
+        tasks.reap();
     }
 }
 

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use minijinja::Value;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{OwnedPermit, Sender};
 
+use super::auth::{is_refusal, AuthWatch};
 use super::Sample;
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::retry::{self, Retry};
 use crate::concurrency::{Outcome, Permit};
 use crate::evaluators::Evaluator;
-use crate::model::{Message, ModelClient};
+use crate::model::{ClientError, Message, ModelClient};
 use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt};
 use crate::store::writer::SampleRecord;
@@ -27,7 +28,9 @@ pub struct SampleContext {
     /// The retry policy, with the endpoint's shared pause.
     retry: Retry,
     started: Instant,
-    records: UnboundedSender<SampleRecord>,
+    records: Sender<SampleRecord>,
+    /// Stops the run when the server refuses the credentials.
+    pub auth: AuthWatch,
     /// The API key and spec credentials, scrubbed from every record.
     secrets: Secrets,
     /// The endpoint's shared rate limit, if the spec sets one.
@@ -41,8 +44,8 @@ impl SampleContext {
         eval: &Evaluation,
         client: ModelClient,
         started: Instant,
-        records: UnboundedSender<SampleRecord>,
-        secrets: Secrets,
+        records: Sender<SampleRecord>,
+        auth: AuthWatch,
         rate: Option<Arc<RateLimit>>,
         pause: Arc<Pause>,
     ) -> Self {
@@ -51,6 +54,7 @@ impl SampleContext {
             .get("max_tokens")
             .or_else(|| params.get("max_completion_tokens"))
             .and_then(|v| v.as_u64());
+        let secrets = client.secrets().clone();
         SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
@@ -58,6 +62,7 @@ impl SampleContext {
             retry: Retry::new(eval.model.retry).with_pause(pause),
             started,
             records,
+            auth,
             secrets,
             rate,
             max_tokens,
@@ -69,8 +74,14 @@ impl SampleContext {
         self.records.closed().await
     }
 
+    /// A place in the store writer's queue for one sample's record; waits while
+    /// the queue is full. `None` when the writer has stopped.
+    pub async fn reserve(&self) -> Option<OwnedPermit<SampleRecord>> {
+        self.records.clone().reserve_owned().await.ok()
+    }
+
     /// Hands a record to the writer, with secrets scrubbed from its text.
-    fn record(&self, mut record: SampleRecord) {
+    fn record(&self, slot: OwnedPermit<SampleRecord>, mut record: SampleRecord) {
         record.end_us = self.elapsed_us();
         if !self.secrets.is_empty() {
             for text in [&mut record.variables, &mut record.prompt] {
@@ -83,8 +94,8 @@ impl SampleContext {
                 self.secrets.scrub_string(text);
             }
         }
-        // The writer outlives every task; a closed channel means the run is over anyway.
-        let _ = self.records.send(record);
+        // The place was reserved when the sample started: this never waits.
+        slot.send(record);
     }
 
     fn elapsed_us(&self) -> u64 {
@@ -142,10 +153,16 @@ impl SampleContext {
     }
 }
 
-/// Runs one sample to its record. The permit is released as soon as the model
-/// has answered, so the next sample starts while this one is scored. A sample
-/// with a stored reply is only scored again.
-pub(super) async fn process(mut sample: Sample, permit: Permit, ctx: Arc<SampleContext>) {
+/// Runs one sample to its record, which goes to the writer through `slot`.
+/// The permit is released as soon as the model has answered, so the next
+/// sample starts while this one is scored. A sample with a stored reply is
+/// only scored again.
+pub(super) async fn process(
+    mut sample: Sample,
+    permit: Permit,
+    slot: OwnedPermit<SampleRecord>,
+    ctx: Arc<SampleContext>,
+) {
     let start_us = ctx.elapsed_us();
     let vars = Value::from_serialize(&sample.values);
     if let Some(reply) = sample.stored.take() {
@@ -171,7 +188,7 @@ pub(super) async fn process(mut sample: Sample, permit: Permit, ctx: Arc<SampleC
         };
         ctx.score(&reply.output, &vars, &mut record);
         record.output = Some(reply.output);
-        ctx.record(record);
+        ctx.record(slot, record);
         return;
     }
     let mut record = SampleRecord {
@@ -212,7 +229,7 @@ pub(super) async fn process(mut sample: Sample, permit: Permit, ctx: Arc<SampleC
             drop(permit);
             record.error_kind = Some(kind.into());
             record.error = Some(message);
-            ctx.record(record);
+            ctx.record(slot, record);
             return;
         }
     };
@@ -245,6 +262,10 @@ pub(super) async fn process(mut sample: Sample, permit: Permit, ctx: Arc<SampleC
     record.throttled = throttled;
     // Backoff, hints and endpoint pauses, and rate-limit waits.
     record.wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
+    ctx.auth.observe(match &attempts.result {
+        Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
+        _ => None,
+    });
     match attempts.result {
         Ok(completion) => {
             permit.report(&Outcome::Success {
@@ -274,5 +295,5 @@ pub(super) async fn process(mut sample: Sample, permit: Permit, ctx: Arc<SampleC
             });
         }
     }
-    ctx.record(record);
+    ctx.record(slot, record);
 }

@@ -656,6 +656,19 @@ impl Checker<'_> {
                 ));
             }
         }
+        for (key, value) in [
+            ("max_concurrency", c.max_concurrency),
+            ("max", c.max),
+            ("min", c.min),
+            ("initial", c.initial),
+        ] {
+            if value.is_some_and(|v| v > crate::concurrency::MAX_WINDOW) {
+                return Err(self.at_value(
+                    &format!("concurrency.{key}"),
+                    format!("`{key}` may be at most {}", crate::concurrency::MAX_WINDOW),
+                ));
+            }
+        }
         match (c.strategy, c.max_concurrency) {
             (_, Some(0)) => Err(self.at_value(
                 "concurrency.max_concurrency",

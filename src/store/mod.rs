@@ -330,10 +330,19 @@ impl Store {
                 now
             ],
         )?;
-        let (id, runs, wall): (i64, i64, i64) = tx.query_row(
-            "UPDATE evaluations SET runs = runs + 1 WHERE experiment_id = ?1 AND name = ?2 RETURNING id, runs, wall_us",
+        let (id, runs): (i64, i64) = tx.query_row(
+            "UPDATE evaluations SET runs = runs + 1 WHERE experiment_id = ?1 AND name = ?2 RETURNING id, runs",
             params![experiment_id, meta.name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO evaluation_totals (evaluation_id) VALUES (?1)",
+            [id],
+        )?;
+        let wall: i64 = tx.query_row(
+            "SELECT wall_us FROM evaluation_totals WHERE evaluation_id = ?1",
+            [id],
+            |r| r.get(0),
         )?;
         tx.commit()?;
         Ok((id, runs, wall.max(0) as u64))
@@ -342,7 +351,7 @@ impl Store {
     /// Samples recorded and, of those, errored, from the evaluation's counters.
     pub fn counts(&self, evaluation_id: i64) -> Result<(u64, u64), StoreError> {
         Ok(self.conn.query_row(
-            "SELECT recorded, errored FROM evaluations WHERE id = ?1",
+            "SELECT coalesce(max(recorded), 0), coalesce(max(errored), 0) FROM evaluation_totals WHERE evaluation_id = ?1",
             [evaluation_id],
             |r| {
                 Ok((

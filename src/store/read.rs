@@ -95,9 +95,14 @@ pub struct SampleRow {
     pub completion_tokens: Option<u64>,
 }
 
-const EVALUATION_COLUMNS: &str = "id, name, spec_path, provider, model, evaluators, strategy, max_concurrency,
-    total, started_at, ended_at, wall_us, runs, status, recorded, errored, latency_sum_us, prompt_tokens,
-    completion_tokens, retries, throttled, wait_us";
+/// An evaluation with its totals (kept in their own table, see the schema's version 4).
+const EVALUATION_COLUMNS: &str =
+    "e.id, e.name, e.spec_path, e.provider, e.model, e.evaluators, e.strategy,
+    e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
+    coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
+    coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0)
+    FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 /// One run of an evaluation, as recorded at its end (`runs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -205,7 +210,7 @@ impl Store {
         experiment: &str,
     ) -> Result<Vec<EvaluationRow>, StoreError> {
         let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE experiment_id = ?1 ORDER BY id"
+            "SELECT {EVALUATION_COLUMNS} WHERE e.experiment_id = ?1 ORDER BY e.id"
         ))?;
         let mut rows: Vec<EvaluationRow> = stmt
             .query_map([experiment_id], evaluation)?

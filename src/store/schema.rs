@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"
@@ -170,6 +170,68 @@ CREATE TABLE runs (
     unloaded_us INTEGER NOT NULL,
     PRIMARY KEY (evaluation_id, run)
 ) WITHOUT ROWID;
+"#,
+    // 4: the per-evaluation totals and the running wall time move out of
+    // `evaluations` into a small row of their own. The triggers and the writer
+    // updated them with every committed batch, and SQLite rewrites a whole row
+    // to update one column of it: the spec snapshot included, so a 1 MB spec
+    // made every write slow.
+    r#"
+CREATE TABLE evaluation_totals (
+    evaluation_id INTEGER PRIMARY KEY REFERENCES evaluations(id) ON DELETE CASCADE,
+    recorded INTEGER NOT NULL DEFAULT 0,
+    errored INTEGER NOT NULL DEFAULT 0,
+    latency_sum_us INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
+    wait_us INTEGER NOT NULL DEFAULT 0,
+    wall_us INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO evaluation_totals
+    SELECT id, recorded, errored, latency_sum_us, prompt_tokens, completion_tokens, retries, throttled,
+           wait_us, wall_us
+    FROM evaluations;
+DROP TRIGGER samples_add;
+DROP TRIGGER samples_remove;
+ALTER TABLE evaluations DROP COLUMN recorded;
+ALTER TABLE evaluations DROP COLUMN errored;
+ALTER TABLE evaluations DROP COLUMN latency_sum_us;
+ALTER TABLE evaluations DROP COLUMN prompt_tokens;
+ALTER TABLE evaluations DROP COLUMN completion_tokens;
+ALTER TABLE evaluations DROP COLUMN retries;
+ALTER TABLE evaluations DROP COLUMN throttled;
+ALTER TABLE evaluations DROP COLUMN wait_us;
+ALTER TABLE evaluations DROP COLUMN wall_us;
+CREATE TRIGGER samples_add AFTER INSERT ON samples BEGIN
+    INSERT INTO evaluation_totals (evaluation_id, recorded, errored, latency_sum_us, prompt_tokens,
+        completion_tokens, retries, throttled, wait_us)
+    VALUES (NEW.evaluation_id, 1, NEW.error_kind IS NOT NULL, coalesce(NEW.latency_us, 0),
+        coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), NEW.attempts - 1,
+        NEW.throttled, NEW.wait_us)
+    ON CONFLICT (evaluation_id) DO UPDATE SET
+        recorded = recorded + excluded.recorded,
+        errored = errored + excluded.errored,
+        latency_sum_us = latency_sum_us + excluded.latency_sum_us,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        retries = retries + excluded.retries,
+        throttled = throttled + excluded.throttled,
+        wait_us = wait_us + excluded.wait_us;
+END;
+CREATE TRIGGER samples_remove AFTER DELETE ON samples BEGIN
+    UPDATE evaluation_totals SET
+        recorded = recorded - 1,
+        errored = errored - (OLD.error_kind IS NOT NULL),
+        latency_sum_us = latency_sum_us - coalesce(OLD.latency_us, 0),
+        prompt_tokens = prompt_tokens - coalesce(OLD.prompt_tokens, 0),
+        completion_tokens = completion_tokens - coalesce(OLD.completion_tokens, 0),
+        retries = retries - (OLD.attempts - 1),
+        throttled = throttled - OLD.throttled,
+        wait_us = wait_us - OLD.wait_us
+    WHERE evaluation_id = OLD.evaluation_id;
+END;
 "#,
 ];
 

@@ -59,9 +59,9 @@ fn records_survive_and_aggregate() {
     };
     let writer = Writer::spawn(&path, config, |_| {}).unwrap();
     let tx = writer.sender();
-    tx.send(record("0", 0, Some(1.0), false)).unwrap();
-    tx.send(record("1", 1, Some(0.0), false)).unwrap();
-    tx.send(record("2", 2, None, true)).unwrap();
+    tx.blocking_send(record("0", 0, Some(1.0), false)).unwrap();
+    tx.blocking_send(record("1", 1, Some(0.0), false)).unwrap();
+    tx.blocking_send(record("2", 2, None, true)).unwrap();
     drop(tx);
     writer.finish().unwrap();
 
@@ -97,7 +97,7 @@ fn records_survive_and_aggregate() {
     let writer = Writer::spawn(&path, config, |_| {}).unwrap();
     writer
         .sender()
-        .send(record("2", 2, Some(1.0), false))
+        .blocking_send(record("2", 2, Some(1.0), false))
         .unwrap();
     writer.finish().unwrap();
     assert_eq!(
@@ -175,7 +175,7 @@ fn totals_both_ways(store: &Store, id: i64) -> (Vec<i64>, Vec<i64>) {
             "SELECT recorded, errored, latency_sum_us, prompt_tokens, completion_tokens, retries, throttled, wait_us,
                     (SELECT coalesce(sum(scored), 0) FROM evaluation_scores WHERE evaluation_id = ?1),
                     (SELECT coalesce(sum(total), 0) FROM evaluation_scores WHERE evaluation_id = ?1)
-             FROM evaluations WHERE id = ?1",
+             FROM evaluation_totals WHERE evaluation_id = ?1",
             [id],
             |r| (0..10).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
         )
@@ -225,7 +225,7 @@ proptest::proptest! {
                 r.attempts = attempts;
                 r.throttled = attempts - 1;
                 r.wait_us = u64::from(attempts) * 10;
-                writer.sender().send(r).unwrap();
+                writer.sender().blocking_send(r).unwrap();
             }
             writer.finish().unwrap();
             let (kept, fresh) = totals_both_ways(&store, id);

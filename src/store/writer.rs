@@ -4,18 +4,26 @@
 //! waiting (up to [`MAX_BATCH`]) and commits it in one transaction, so under
 //! load records are batched and when idle each is committed at once. A crash
 //! loses at most the samples still in flight or in the current batch.
+//!
+//! The channel is bounded: when the writer falls behind (a slow disk, another
+//! process holding the store's write lock), senders wait for room instead of
+//! piling finished records up in memory. The runner reserves a place before it
+//! starts a sample, so a run slows to the writer's pace and its memory stays flat.
 
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rusqlite::{params, Connection};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use super::StoreError;
 
 /// Most records per transaction.
 pub const MAX_BATCH: usize = 2048;
+
+/// Records that may wait for the writer (see [`Writer::spawn`]) by default.
+pub const QUEUE: usize = 1024;
 
 /// One finished (or failed) sample, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +55,7 @@ pub struct SampleRecord {
 
 /// Where records go.
 pub struct Writer {
-    tx: UnboundedSender<SampleRecord>,
+    tx: Sender<SampleRecord>,
     handle: JoinHandle<Result<(), StoreError>>,
 }
 
@@ -64,16 +72,27 @@ pub struct WriterConfig {
 }
 
 impl Writer {
-    /// Starts the writer thread on its own connection to `path`.
-    /// `on_commit` sees each committed batch (progress counters live there).
+    /// Starts the writer thread on its own connection to `path`, with room for
+    /// [`QUEUE`] records waiting. `on_commit` sees each committed batch
+    /// (progress counters live there).
     pub fn spawn(
         path: &Path,
         config: WriterConfig,
+        on_commit: impl FnMut(&[SampleRecord]) + Send + 'static,
+    ) -> Result<Writer, StoreError> {
+        Writer::with_capacity(path, config, QUEUE, on_commit)
+    }
+
+    /// [`Writer::spawn`] with room for `capacity` records waiting (at least 1).
+    pub fn with_capacity(
+        path: &Path,
+        config: WriterConfig,
+        capacity: usize,
         mut on_commit: impl FnMut(&[SampleRecord]) + Send + 'static,
     ) -> Result<Writer, StoreError> {
         let conn = Connection::open(path)?;
         super::configure(&conn)?;
-        let (tx, mut rx) = unbounded_channel();
+        let (tx, mut rx) = channel(capacity.max(1));
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -91,7 +110,7 @@ impl Writer {
     }
 
     /// A sender for finished samples.
-    pub fn sender(&self) -> UnboundedSender<SampleRecord> {
+    pub fn sender(&self) -> Sender<SampleRecord> {
         self.tx.clone()
     }
 
@@ -103,7 +122,7 @@ impl Writer {
 }
 
 /// Blocks for one record, then takes whatever else is waiting. False when closed.
-fn next_batch(rx: &mut UnboundedReceiver<SampleRecord>, batch: &mut Vec<SampleRecord>) -> bool {
+fn next_batch(rx: &mut Receiver<SampleRecord>, batch: &mut Vec<SampleRecord>) -> bool {
     let Some(first) = rx.blocking_recv() else {
         return false;
     };
@@ -173,8 +192,127 @@ fn commit(
 pub fn update_wall(conn: &Connection, config: &WriterConfig) -> Result<(), StoreError> {
     let wall = config.base_wall_us + config.started.elapsed().as_micros() as u64;
     conn.execute(
-        "UPDATE evaluations SET wall_us = ?2 WHERE id = ?1",
+        "UPDATE evaluation_totals SET wall_us = ?2 WHERE evaluation_id = ?1",
         params![config.evaluation_id, wall as i64],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{now, EvaluationMeta, Store};
+
+    fn record(key: &str) -> SampleRecord {
+        SampleRecord {
+            key: key.into(),
+            index: 0,
+            row_hash: 1,
+            variables: "{}".into(),
+            prompt: "\"p\"".into(),
+            output: Some("out".into()),
+            scores: vec![Some(1.0)],
+            error_kind: None,
+            error: None,
+            attempts: 2,
+            throttled: 1,
+            wait_us: 5,
+            latency_us: Some(1000),
+            start_us: 0,
+            end_us: 1000,
+            prompt_tokens: Some(3),
+            completion_tokens: Some(1),
+        }
+    }
+
+    fn started(path: &Path, spec_text: &str) -> (Store, WriterConfig) {
+        let mut store = Store::open(path).unwrap();
+        let evaluators = vec!["contains".to_string()];
+        let meta = EvaluationMeta {
+            name: "e",
+            spec_path: "e.yaml",
+            spec_text,
+            spec_hash: "h",
+            identity: "{}",
+            provider: "mock",
+            model: "mock",
+            evaluators: &evaluators,
+            strategy: "sliding_window",
+            max_concurrency: 4,
+            total: 10,
+        };
+        let (evaluation_id, run, base_wall_us) =
+            store.start_evaluation("x", &meta, &now()).unwrap();
+        let config = WriterConfig {
+            evaluation_id,
+            run,
+            resuming: true,
+            base_wall_us,
+            started: Instant::now(),
+        };
+        (store, config)
+    }
+
+    /// Committing samples (and replacing them on resume) never rewrites the
+    /// evaluation's row, which holds the spec snapshot, however big it is.
+    #[test]
+    fn commits_leave_the_row_holding_the_spec_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (_store, config) = started(&path, &"# a big spec\n".repeat(1000));
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TEMP TABLE touched (n INTEGER);
+             CREATE TEMP TRIGGER evaluation_touched AFTER UPDATE ON main.evaluations BEGIN
+                 INSERT INTO touched VALUES (1);
+             END;",
+        )
+        .unwrap();
+        for round in 0..2 {
+            let batch: Vec<SampleRecord> =
+                (0..5).map(|i| record(&format!("{round}-{i}"))).collect();
+            commit(&mut conn, &config, &batch).unwrap();
+            commit(&mut conn, &config, &batch[..2]).unwrap();
+        }
+        let touched: i64 = conn
+            .query_row("SELECT count(*) FROM touched", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(touched, 0, "per-sample writes updated `evaluations`");
+        let (recorded, wall): (i64, i64) = conn
+            .query_row(
+                "SELECT recorded, wall_us FROM evaluation_totals WHERE evaluation_id = ?1",
+                [config.evaluation_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(recorded, 10);
+        assert!(wall >= 0);
+    }
+
+    /// While the writer cannot commit, its queue takes no more than its capacity.
+    #[test]
+    fn the_queue_is_bounded_while_the_writer_is_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (_store, config) = started(&path, "name: e");
+        let lock = Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let writer = Writer::with_capacity(&path, config, 8, |_| {}).unwrap();
+        let tx = writer.sender();
+        let mut taken = 0;
+        for i in 0..100 {
+            if tx.try_send(record(&i.to_string())).is_ok() {
+                taken += 1;
+            }
+            // Let the writer take its first batch and block on the lock.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(
+            taken <= 8 + 8,
+            "{taken} records queued past a capacity of 8"
+        );
+        lock.execute_batch("ROLLBACK").unwrap();
+        drop(tx);
+        writer.finish().unwrap();
+    }
 }

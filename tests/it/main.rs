@@ -23,6 +23,7 @@ mod adaptive;
 mod concurrent;
 mod crash;
 mod faults;
+mod hardening_runner;
 mod ratelimit;
 mod secrets;
 mod throttle;

@@ -23,7 +23,6 @@ mod adaptive;
 mod concurrent;
 mod crash;
 mod faults;
-mod hardening_runner;
 mod ratelimit;
 mod secrets;
 mod throttle;
@@ -33,6 +32,7 @@ mod upgrade;
 // Hardening: what testing from outside broke, one module per area.
 mod hardening_cli;
 mod hardening_model;
+mod hardening_runner;
 mod hardening_store;
 
 // The loopback servers' own shapes (capacity, batching, limits, 429 headers).

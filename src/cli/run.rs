@@ -19,7 +19,7 @@ use crate::diagnostic::Diagnostic;
 use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
 use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
 use crate::store::lock::{lock, LockError};
-use crate::store::{SampleLookup, Store};
+use crate::store::{SampleLookup, Store, StoreError};
 use crate::Exit;
 
 pub const AFTER_HELP: &str = "\
@@ -100,6 +100,20 @@ pub fn run(
                 e.to_string(),
                 Some("wait for it to finish, or run this one under another --experiment".into()),
             ),
+            // The lock file lives beside the store: a folder this user cannot
+            // write refuses it as it would refuse the store.
+            LockError::Io { ref source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                StoreError::ReadOnly {
+                    path: storage.to_owned(),
+                    folder: true,
+                }
+                .into()
+            }
             other => CliError::Failed(other.to_string()),
         })?;
     // Released last-first, so the one that created the store's folder goes last

@@ -362,6 +362,44 @@ fn a_read_only_store_can_be_listed_and_shown_and_run_says_it_is_read_only() {
     chmod(store_dir, 0o755);
 }
 
+/// A new store in a folder this user cannot write: the lock file beside it
+/// cannot be made either, which is the same "read-only" refusal (exit 2), not
+/// a failure to create a lock file (exit 1).
+#[test]
+fn a_new_store_in_a_read_only_folder_is_refused_as_read_only() {
+    let Some(uid) = unprivileged("a new store in a read-only folder") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write("spec.yaml", &spec("ro", &server.url(), 2, FAST_RETRY, ""));
+    let folder = dir.path().join("ro");
+    std::fs::create_dir(&folder).unwrap();
+    chmod(&folder, 0o555);
+    chmod(dir.path(), 0o755);
+    for store in [folder.join("new.db"), folder.join("sub/new.db")] {
+        let storage = store.display().to_string();
+        let out = run_as(
+            &dir,
+            uid,
+            &[
+                "run",
+                "spec.yaml",
+                "--experiment",
+                "y",
+                "--storage",
+                &storage,
+            ],
+            &[],
+        );
+        out.assert_exit_code(2);
+        out.assert_stderr_contains("is read-only");
+        assert!(!store.exists());
+    }
+    assert_eq!(server.count(), 0, "nothing sent");
+    chmod(&folder, 0o755);
+}
+
 // ---------------------------------------------------------------------------
 // 7. Rows removed from a dataset
 

@@ -231,7 +231,7 @@ fn plan(
                     eval.name
                 ),
                 Some(format!(
-                    "results from two specs cannot be mixed: use a new name (--experiment {experiment}-2), or drop the old results with `dotevals delete {experiment}`"
+                    "results from two specs cannot be mixed: use a new name (--experiment {}), or drop the old results with `dotevals delete {}`", shell_quote(&format!("{experiment}-2")), shell_quote(experiment)
                 )),
             ));
         }
@@ -254,7 +254,7 @@ fn plan(
             Some(s) if s.row_hash != row_hash(&row.values) => Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
                 "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
             ))
-            .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {experiment}-2"))),
+            .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))))),
             Some(s) if s.finished => Ok(()),
             _ => {
                 pending += 1;
@@ -322,7 +322,7 @@ fn refuse_removed_rows(
         ),
     )
     .with_hint(format!(
-        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {experiment}-2"
+        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))
     ))
     .into())
 }

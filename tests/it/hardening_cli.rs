@@ -238,3 +238,24 @@ fn ureq_get(url: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
 }
+
+/// Every hint that names an experiment can be pasted back into a shell.
+#[test]
+fn refusal_hints_are_shell_quoted() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write("a.yaml", &spec("a", &server.url(), 2, "", ""));
+    dir.cmd(["run", "a.yaml", "--quiet", "--experiment", "my run"])
+        .output()
+        .assert_exit_code(0);
+    dir.write(
+        "a.yaml",
+        &spec("a", &server.url(), 2, "", "").replace("expected: sample", "expected: other"),
+    );
+    let out = dir
+        .cmd(["run", "a.yaml", "--quiet", "--experiment", "my run"])
+        .output();
+    out.assert_exit_code(2);
+    out.assert_stderr_contains("--experiment 'my run-2'");
+    out.assert_stderr_contains("`dotevals delete 'my run'`");
+}

@@ -124,7 +124,7 @@ impl SampleContext {
 /// has answered, so the next sample starts while this one is scored.
 pub(super) async fn process(sample: Sample, permit: Permit, ctx: Arc<SampleContext>) {
     let start_us = ctx.elapsed_us();
-    let vars = Value::from_serialize(&sample.values);
+    let vars = crate::template::context(&sample.values);
     let mut record = SampleRecord {
         key: sample.key,
         index: sample.index,

@@ -743,14 +743,28 @@ impl Checker<'_> {
                 if *is_evaluator && var == "output" {
                     continue;
                 }
+                // The whole row (`row["review text"]`) and the engine's own globals.
+                let builtin = var == crate::template::ROW || crate::template::is_builtin(&var);
+                if builtin && !columns.contains(&var) {
+                    continue;
+                }
                 if !columns.contains(&var) {
                     let mut names: Vec<&str> = columns.iter().map(String::as_str).collect();
                     if *is_evaluator {
                         names.push("output");
                     }
+                    // A name that is not an identifier is read as `row["review text"]`.
+                    let refs = names
+                        .iter()
+                        .map(|n| crate::template::column_reference(n))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let hint = match did_you_mean(&var, names.iter().copied()) {
-                        Some(m) => format!("did you mean `{m}`? Available: {}", names.join(", ")),
-                        None => format!("available variables: {}", names.join(", ")),
+                        Some(m) => format!(
+                            "did you mean `{}`? Available: {refs}",
+                            crate::template::column_reference(m)
+                        ),
+                        None => format!("available variables: {refs}"),
                     };
                     let output_note = if !*is_evaluator && var == "output" {
                         " (`output` exists only in evaluator arguments)"

@@ -11,6 +11,7 @@ mod concurrency;
 mod datasets;
 mod errors;
 mod evaluators;
+mod hardening_data;
 mod json_output;
 mod resume;
 mod validation;

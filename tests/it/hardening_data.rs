@@ -1,0 +1,226 @@
+//! Issue 8, "Data and templates": what testing from outside broke in datasets,
+//! templates, `numeric_match`, YAML and `validate`, each pinned by the run of the
+//! real binary that broke it.
+
+use std::time::Duration;
+
+use crate::server::TestServer;
+use crate::util::{openai_model, Out, TestDir};
+
+/// `spec.yaml` for the server at `url`: `dataset` is the YAML under `dataset:`.
+fn spec(url: &str, dataset: &str, prompt: &str, evaluators: &str) -> String {
+    format!(
+        "name: data\ndataset:\n{dataset}{}prompt: {prompt}\nevaluators:\n{evaluators}",
+        openai_model(url)
+    )
+}
+
+const CONTAINS_X: &str = "  - {type: contains, expected: \"x\"}\n";
+
+/// Runs `spec.yaml` sequentially into experiment `x`.
+fn run(dir: &TestDir) -> Out {
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .args(["--concurrency", "sequential"])
+        .output()
+}
+
+/// 1-based (line, column) of the first `needle` in `text`, columns in characters.
+#[track_caller]
+fn pos(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+// --- 2. Runaway templates ---------------------------------------------------
+
+const RUNAWAY: &str = "\"{% for a in text %}{% for b in text %}{% for c in text %}{% endfor %}{% endfor %}{% endfor %}\"";
+
+fn runaway_spec(url: &str) -> String {
+    let dataset = format!("  rows:\n    - {{text: {}}}\n", "x".repeat(3000));
+    spec(url, &dataset, RUNAWAY, CONTAINS_X)
+}
+
+#[test]
+fn a_runaway_template_fails_its_sample_with_a_step_error() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write("spec.yaml", &runaway_spec(&server.url()));
+    let out = run(&dir);
+    out.assert_exit_code(1);
+    assert!(
+        out.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        out.elapsed
+    );
+    assert_eq!(server.count(), 0, "nothing can be sent without a prompt");
+    let report = dir.show_full("x");
+    let record = &report.only().records()[0];
+    assert_eq!(record.error_kind.as_deref(), Some("template"));
+    let error = record.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("template used more than 1000000 steps"),
+        "{error}"
+    );
+}
+
+#[test]
+fn validate_refuses_a_runaway_template_at_the_prompt() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let text = runaway_spec(&server.url());
+    dir.write("spec.yaml", &text);
+    let out = dir.cmd(["validate", "spec.yaml"]).output();
+    out.assert_exit_code(2);
+    let (line, col) = pos(&text, RUNAWAY);
+    out.assert_stderr_contains(&format!(
+        "error: spec.yaml:{line}:{col}: template in `prompt` fails on row 1 (spec.yaml:4): template used more than 1000000 steps"
+    ));
+    assert!(
+        out.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn validate_refuses_a_prompt_that_fails_on_an_early_row() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write("data.jsonl", "{\"a\": \"1\"}\n{\"b\": \"2\"}\n");
+    let text = spec(
+        &server.url(),
+        "  path: data.jsonl\n",
+        "\"{{ row['a'] }}\"",
+        CONTAINS_X,
+    );
+    dir.write("spec.yaml", &text);
+    let out = dir.cmd(["validate", "spec.yaml"]).output();
+    out.assert_exit_code(2);
+    let (line, col) = pos(&text, "\"{{ row");
+    out.assert_stderr_contains(&format!(
+        "error: spec.yaml:{line}:{col}: template in `prompt` fails on row 2 (data.jsonl:2): "
+    ));
+}
+
+// --- 17. Column names that are not identifiers; Jinja's own globals --------
+
+#[test]
+fn any_column_name_can_be_read_through_row() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write("data.csv", "review text,note-1,naïve,n\ngood film,a,b,1\n");
+    dir.write(
+        "spec.yaml",
+        &spec(
+            &server.url(),
+            "  path: data.csv\n",
+            r#"'{{ row["review text"] }}|{{ row["note-1"] }}|{{ row["naïve"] }}|{{ n }}|{{ row.n }}'"#,
+            CONTAINS_X,
+        ),
+    );
+    run(&dir).assert_exit_code(0);
+    assert_eq!(server.prompts(), ["good film|a|b|1|1"]);
+}
+
+#[test]
+fn the_hint_for_a_column_with_a_space_suggests_row() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write("data.csv", "review text,label\ngood film,a\n");
+    dir.write(
+        "spec.yaml",
+        &spec(
+            &server.url(),
+            "  path: data.csv\n",
+            "\"{{ review_text }}\"",
+            CONTAINS_X,
+        ),
+    );
+    let out = run(&dir);
+    out.assert_exit_code(2);
+    out.assert_stderr_contains("uses `review_text`, which is not a dataset column");
+    out.assert_stderr_contains(
+        r#"hint: did you mean `row["review text"]`? Available: row["review text"], label"#,
+    );
+}
+
+#[test]
+fn jinja_globals_are_not_taken_for_columns() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write(
+        "spec.yaml",
+        &spec(
+            &server.url(),
+            "  rows:\n    - {text: good}\n",
+            "\"{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }} {{ dict(a=1).a }} {{ debug is defined }} {{ text }}\"",
+            CONTAINS_X,
+        ),
+    );
+    run(&dir).assert_exit_code(0);
+    assert_eq!(server.prompts(), ["3 1 True good"]);
+}
+
+// --- 20. `validate` makes the checks `run` makes ---------------------------
+
+/// Runs both commands on `specs` and checks they fail alike, with `message`.
+#[track_caller]
+fn run_and_validate_refuse(dir: &TestDir, specs: &[&str], message: &str) {
+    let run = dir
+        .cmd(["run", "--experiment", "x", "--quiet"])
+        .args(specs)
+        .output();
+    run.assert_exit_code(2);
+    run.assert_stderr_contains(message);
+    let validate = dir.cmd(["validate"]).args(specs).output();
+    validate.assert_exit_code(2);
+    validate.assert_stderr_contains(message);
+}
+
+#[test]
+fn validate_refuses_a_missing_api_key_like_run() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let text = spec(
+        &server.url(),
+        "  rows:\n    - {text: good}\n",
+        "\"{{ text }}\"",
+        CONTAINS_X,
+    )
+    .replace(
+        "  name: test-model\n",
+        "  name: test-model\n  api_key_env: DOTEVALS_IT_UNSET_KEY\n",
+    );
+    dir.write("spec.yaml", &text);
+    run_and_validate_refuse(
+        &dir,
+        &["spec.yaml"],
+        "error: spec.yaml: the API key variable DOTEVALS_IT_UNSET_KEY is not set",
+    );
+    assert_eq!(server.count(), 0);
+}
+
+#[test]
+fn validate_refuses_two_specs_with_one_evaluation_name_like_run() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let text = spec(
+        &server.url(),
+        "  rows:\n    - {text: good}\n",
+        "\"{{ text }}\"",
+        CONTAINS_X,
+    );
+    dir.write("a.yaml", &text);
+    dir.write("b.yaml", &text);
+    run_and_validate_refuse(
+        &dir,
+        &["a.yaml", "b.yaml"],
+        "error: a.yaml and b.yaml both define evaluation `data`",
+    );
+    assert_eq!(server.count(), 0);
+}

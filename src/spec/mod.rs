@@ -150,6 +150,11 @@ pub fn load(path: &Path) -> Result<Evaluation, Diagnostic> {
         Diagnostic::new(path, line, column, "the spec is not valid UTF-8")
             .with_hint("save the file as UTF-8")
     })?;
+    // A byte order mark some editors write at the start of a file.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    };
     from_text(path, text)
 }
 

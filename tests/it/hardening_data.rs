@@ -224,3 +224,127 @@ fn validate_refuses_two_specs_with_one_evaluation_name_like_run() {
     );
     assert_eq!(server.count(), 0);
 }
+
+// --- 16. Byte order marks, TSV quotes, CSV headers --------------------------
+
+const BOM: &str = "\u{feff}";
+
+/// Runs `data` as `file` with prompt `{{ text }}` and returns the prompts sent.
+fn prompts_from(file: &str, data: &str) -> Vec<String> {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write(file, data);
+    dir.write(
+        "spec.yaml",
+        &spec(
+            &server.url(),
+            &format!("  path: {file}\n"),
+            "\"{{ text }}\"",
+            CONTAINS_X,
+        ),
+    );
+    run(&dir).assert_exit_code(0);
+    server.prompts()
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_in_jsonl() {
+    let data = format!("{BOM}{{\"text\": \"a\"}}\n{{\"text\": \"b\"}}\n");
+    assert_eq!(prompts_from("data.jsonl", &data), ["a", "b"]);
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_in_json() {
+    let data = format!("{BOM}[{{\"text\": \"a\"}}, {{\"text\": \"b\"}}]\n");
+    assert_eq!(prompts_from("data.json", &data), ["a", "b"]);
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_in_csv_and_tsv() {
+    assert_eq!(prompts_from("data.csv", &format!("{BOM}text\na\n")), ["a"]);
+    assert_eq!(prompts_from("data.tsv", &format!("{BOM}text\na\n")), ["a"]);
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_in_a_spec() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let text = spec(
+        &server.url(),
+        "  rows:\n    - {text: a}\n",
+        "\"{{ text }}\"",
+        CONTAINS_X,
+    );
+    dir.write("spec.yaml", &format!("{BOM}{text}"));
+    run(&dir).assert_exit_code(0);
+    assert_eq!(server.prompts(), ["a"]);
+    dir.cmd(["validate", "spec.yaml"])
+        .output()
+        .assert_exit_code(0);
+}
+
+#[test]
+fn tsv_takes_quotes_as_written() {
+    let data = "text\tlabel\n\"Great\" she said\tpositive\n\"a, b\"\tx\nsay \"hi\"\ty\n";
+    assert_eq!(
+        prompts_from("data.tsv", data),
+        ["\"Great\" she said", "\"a, b\"", "say \"hi\""]
+    );
+}
+
+#[test]
+fn csv_still_reads_quoted_fields() {
+    let data = "text,label\n\"a, b\",x\n\"say \"\"hi\"\"\",y\n";
+    assert_eq!(prompts_from("data.csv", data), ["a, b", "say \"hi\""]);
+}
+
+#[test]
+fn a_csv_header_naming_a_column_twice_is_refused() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let data = "text,label,\"text\"\na,b,c\n";
+    dir.write("data.csv", data);
+    dir.write(
+        "spec.yaml",
+        &spec(
+            &server.url(),
+            "  path: data.csv\n",
+            "\"{{ text }}\"",
+            CONTAINS_X,
+        ),
+    );
+    let message = "error: data.csv:1:12: the header names column `text` twice (columns 1 and 3)";
+    let out = run(&dir);
+    out.assert_exit_code(2);
+    out.assert_stderr_contains(message);
+    let out = dir.cmd(["validate", "spec.yaml"]).output();
+    out.assert_exit_code(2);
+    out.assert_stderr_contains(message);
+    assert_eq!(server.count(), 0);
+}
+
+#[test]
+fn an_empty_csv_says_it_is_empty() {
+    for file in ["data.csv", "data.tsv"] {
+        let dir = TestDir::new();
+        let server = TestServer::echo();
+        dir.write(file, "");
+        dir.write(
+            "spec.yaml",
+            &spec(
+                &server.url(),
+                &format!("  path: {file}\n"),
+                "\"{{ text }}\"",
+                CONTAINS_X,
+            ),
+        );
+        let out = run(&dir);
+        out.assert_exit_code(2);
+        out.assert_stderr_contains(&format!("error: {file}: the dataset file is empty"));
+        assert!(
+            !out.stderr.contains("available variables"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -348,3 +348,77 @@ fn an_empty_csv_says_it_is_empty() {
         );
     }
 }
+
+// --- 18. numeric_match's grammar -------------------------------------------
+
+#[test]
+fn numeric_match_reads_numbers_by_its_documented_grammar() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    // (output, expected, passes?)
+    let cases = [
+        ("1,2", "12", Some(false)),
+        ("2024-01-05", "-5", Some(false)),
+        ("12345678901234567891", "12345678901234567890", Some(false)),
+        ("12345678901234567890", "12345678901234567890", Some(true)),
+        ("the result is \u{2212}5", "-5", Some(true)),
+        ("the result is \u{2212}5", "5", Some(false)),
+        ("1,234,567", "1234567", Some(true)),
+        ("inf", "NaN", None),
+        ("1e308", "1e309", None),
+    ];
+    let rows: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(out, answer, _)| serde_json::json!({"out": out, "answer": answer}))
+        .collect();
+    dir.write(
+        "spec.yaml",
+        &spec(
+            &server.url(),
+            &format!("  rows: {}\n", serde_json::to_string(&rows).unwrap()),
+            "\"{{ out }}\"",
+            "  - {type: numeric_match, expected: \"{{ answer }}\"}\n",
+        ),
+    );
+    run(&dir).assert_exit_code(1);
+    let report = dir.show_full("x");
+    for (i, (out, answer, passes)) in cases.iter().enumerate() {
+        let record = report.only().record(&i.to_string());
+        let score = record.scores.get("numeric_match").copied().flatten();
+        assert_eq!(
+            score.map(|s| s == 1.0),
+            *passes,
+            "output {out:?}, expected {answer:?}: {record:?}"
+        );
+        if passes.is_none() {
+            assert_eq!(record.error_kind.as_deref(), Some("evaluator"));
+        }
+    }
+}
+
+#[test]
+fn numeric_match_refuses_a_literal_expected_that_is_not_a_finite_number() {
+    for literal in [
+        ".nan",
+        "NaN",
+        ".inf",
+        "\"1e309\"",
+        "\"1,2\"",
+        "\"2024-01-05\"",
+    ] {
+        let dir = TestDir::new();
+        let server = TestServer::echo();
+        let text = spec(
+            &server.url(),
+            "  rows:\n    - {text: a}\n",
+            "\"{{ text }}\"",
+            &format!("  - type: numeric_match\n    expected: {literal}\n"),
+        );
+        dir.write("spec.yaml", &text);
+        let (line, col) = pos(&text, "expected:");
+        let out = run(&dir);
+        out.assert_exit_code(2);
+        out.assert_stderr_contains(&format!("error: spec.yaml:{line}:{col}: expected `"));
+        assert_eq!(server.count(), 0);
+    }
+}

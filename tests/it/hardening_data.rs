@@ -422,3 +422,33 @@ fn numeric_match_refuses_a_literal_expected_that_is_not_a_finite_number() {
         assert_eq!(server.count(), 0);
     }
 }
+
+// --- 19. Deeply nested YAML --------------------------------------------------
+
+#[test]
+fn a_spec_nested_100k_levels_deep_is_refused_quickly() {
+    let n = 100_000;
+    for (name, nested) in [
+        ("lists", format!("{}{}", "[".repeat(n), "]".repeat(n))),
+        ("maps", format!("{}1{}", "{a: ".repeat(n), "}".repeat(n))),
+        ("unclosed", "[".repeat(n)),
+        ("block", format!("\n  {}x", "- ".repeat(n))),
+    ] {
+        let dir = TestDir::new();
+        let text = format!(
+            "name: deep\ndescription: {nested}\ndataset:\n  rows: [{{text: a}}]\nmodel: {{provider: mock, replies: [{{reply: a}}]}}\nprompt: hi\n"
+        );
+        dir.write("spec.yaml", &text);
+        for command in ["run", "validate"] {
+            let out = dir.cmd([command, "spec.yaml"]).output();
+            out.assert_exit_code(2);
+            out.assert_stderr_contains("error: spec.yaml:");
+            out.assert_stderr_contains("the spec nests deeper than 64 levels");
+            assert!(
+                out.elapsed < Duration::from_secs(5),
+                "{name}: {command} took {:?}",
+                out.elapsed
+            );
+        }
+    }
+}

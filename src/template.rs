@@ -3,13 +3,73 @@
 //! Each template is compiled when the spec is loaded, so a syntax error or an
 //! unknown variable is found before any request; rendering a sample is then a
 //! plain render. Text without any Jinja markup skips the engine entirely.
+//!
+//! Rendering is bounded: a render may take at most [`MAX_STEPS`] engine steps and
+//! write at most [`MAX_OUTPUT_BYTES`], so a runaway template (three nested loops
+//! over a long text) fails its sample quickly instead of holding a worker for ever.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
 const NAME: &str = "t";
+
+/// The most engine steps (minijinja "fuel": about one per instruction) one render may
+/// take. A long realistic prompt (system text, 100 few-shot examples in a loop with
+/// filters and conditions, a 3,000-character column) takes about 2,000; this leaves
+/// room for templates 500 times busier, and fails a runaway one within a fraction
+/// of a second.
+pub const MAX_STEPS: u64 = 1_000_000;
+
+/// The most text one render may produce: four times the largest row we read.
+pub const MAX_OUTPUT_BYTES: usize = 4 * crate::dataset::MAX_ROW_BYTES;
+
+/// The name under which every row is given whole, as a mapping, for columns whose
+/// names are not identifiers: `{{ row["review text"] }}`.
+pub const ROW: &str = "row";
+
+/// Names minijinja itself defines (`range`, `dict`, `namespace`, `debug`): usable in
+/// any template without being a dataset column.
+static BUILTINS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    Environment::new()
+        .globals()
+        .map(|(name, _)| name.to_owned())
+        .collect()
+});
+
+/// Whether `name` is one of the engine's own globals (see [`BUILTINS`]).
+pub fn is_builtin(name: &str) -> bool {
+    BUILTINS.contains(name)
+}
+
+/// Whether `name` can be written bare in a template (`{{ name }}`).
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// How a template reads column `name`: `name`, or `row["name"]` when it is not an identifier.
+pub fn column_reference(name: &str) -> String {
+    if is_identifier(name) {
+        name.to_owned()
+    } else {
+        format!("{ROW}[{}]", serde_json::Value::String(name.to_owned()))
+    }
+}
+
+/// The variables of one row: every column by name, and the whole row as [`ROW`]
+/// (unless a column is itself named `row`; then that column wins).
+pub fn context(values: &serde_json::Map<String, serde_json::Value>) -> Value {
+    let columns = Value::from_serialize(values);
+    if values.contains_key(ROW) {
+        return columns;
+    }
+    minijinja::context! { row => columns.clone(), ..columns }
+}
 
 /// A compiled template, cheap to clone and safe to render from any thread.
 #[derive(Clone)]
@@ -41,6 +101,7 @@ impl Template {
         // A missing variable is an error, never silently empty text.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(MAX_STEPS));
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| TemplateError {
                 message: e.detail().unwrap_or("invalid template").to_owned(),
@@ -63,16 +124,83 @@ impl Template {
         }
     }
 
-    /// Renders with `ctx`; the error is minijinja's message.
+    /// The text of a template without any Jinja markup, which renders as itself.
+    pub fn literal(&self) -> Option<&str> {
+        self.env.is_none().then_some(&*self.source)
+    }
+
+    /// Renders with `ctx` (see [`context`]), within [`MAX_STEPS`] and
+    /// [`MAX_OUTPUT_BYTES`]; the error is minijinja's message.
     pub fn render(&self, ctx: &Value) -> Result<String, String> {
+        self.render_checked(ctx).map_err(|e| e.to_string())
+    }
+
+    /// [`render`](Self::render), telling a template that does too much work from
+    /// one that fails on this row's values.
+    pub fn render_checked(&self, ctx: &Value) -> Result<String, RenderError> {
         let Some(env) = &self.env else {
             return Ok(self.source.to_string());
         };
-        let template = env.get_template(NAME).map_err(|e| e.to_string())?;
-        template.render(ctx).map_err(|e| match e.detail() {
-            Some(detail) => format!("{}: {detail}", e.kind()),
-            None => e.kind().to_string(),
-        })
+        let template = env
+            .get_template(NAME)
+            .map_err(|e| RenderError::Failed(e.to_string()))?;
+        let mut out = Capped {
+            buf: Vec::with_capacity(self.source.len() * 2),
+            full: false,
+        };
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.buf).map_err(|e| RenderError::Failed(e.to_string())),
+            Err(_) if out.full => Err(RenderError::TooMuchWork(format!(
+                "template output is longer than {} MiB",
+                MAX_OUTPUT_BYTES / (1024 * 1024)
+            ))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(RenderError::TooMuchWork(format!(
+                "template used more than {MAX_STEPS} steps (nested loops over a long text or list?)"
+            ))),
+            Err(e) => Err(RenderError::Failed(match e.detail() {
+                Some(detail) => format!("{}: {detail}", e.kind()),
+                None => e.kind().to_string(),
+            })),
+        }
+    }
+}
+
+/// Why a render failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// More than [`MAX_STEPS`] steps or [`MAX_OUTPUT_BYTES`] of text: the template
+    /// itself is at fault, whatever the row.
+    TooMuchWork(String),
+    /// Anything else minijinja reports (an undefined value, a bad filter argument).
+    Failed(String),
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderError::TooMuchWork(m) | RenderError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A buffer that refuses to grow past [`MAX_OUTPUT_BYTES`].
+struct Capped {
+    buf: Vec<u8>,
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > MAX_OUTPUT_BYTES {
+            self.full = true;
+            return Err(std::io::Error::other("template output too long"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -119,5 +247,99 @@ mod tests {
         let err = Template::compile("a\n{{ oops").unwrap_err();
         assert!(!err.message.is_empty());
         assert_eq!(err.line, Some(2));
+    }
+
+    /// A long prompt of the kind people write: a system text, few-shot examples
+    /// in a loop with filters and a condition, and a 3,000-character column.
+    const REALISTIC: &str = "You are a careful annotator. Read the review and answer with one word.\n\
+        {% for ex in examples %}Example {{ loop.index }}:\nReview: {{ ex.text | trim }}\n\
+        {% if ex.label == 'positive' %}Answer: positive{% else %}Answer: {{ ex.label | lower }}{% endif %}\n\
+        {% endfor %}Now this one ({{ text | length }} characters):\n{{ text }}\n\
+        {% if hint %}Hint: {{ hint | upper }}{% endif %}Answer:";
+
+    fn realistic_context() -> Value {
+        let examples: Vec<_> = (0..100)
+            .map(|i| {
+                minijinja::context! {
+                    text => format!("  review number {i} with some words  "),
+                    label => if i % 2 == 0 { "positive" } else { "NEGATIVE" },
+                }
+            })
+            .collect();
+        minijinja::context! { examples => examples, text => "x".repeat(3000), hint => "be brief" }
+    }
+
+    #[test]
+    fn a_realistic_long_prompt_stays_far_under_the_step_budget() {
+        let t = Template::compile(REALISTIC).unwrap();
+        let env = t.env.as_ref().unwrap();
+        let template = env.get_template(NAME).unwrap();
+        let captured = template.render_captured(realistic_context()).unwrap();
+        let (used, _) = captured.state().fuel_levels().unwrap();
+        println!("a realistic long prompt used {used} steps of {MAX_STEPS}");
+        assert!(used * 100 < MAX_STEPS, "used {used} steps");
+    }
+
+    #[test]
+    fn a_runaway_template_fails_quickly_with_the_step_budget() {
+        let t = Template::compile(
+            "{% for a in text %}{% for b in text %}{% for c in text %}{% endfor %}{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = t
+            .render(&minijinja::context! { text => "x".repeat(3000) })
+            .unwrap_err();
+        assert!(
+            err.contains(&format!("template used more than {MAX_STEPS} steps")),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn output_is_capped() {
+        let t = Template::compile("{% for i in range(100000) %}{{ text }}{% endfor %}").unwrap();
+        let err = t
+            .render(&minijinja::context! { text => "x".repeat(3000) })
+            .unwrap_err();
+        assert!(err.contains("template output is longer than"), "{err}");
+    }
+
+    #[test]
+    fn the_row_mapping_reads_any_column_name() {
+        let values: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"review text": "good", "note-1": "a", "naïve": "b", "n": 1}"#)
+                .unwrap();
+        let t = Template::compile(r#"{{ row["review text"] }} {{ row["note-1"] }} {{ row["naïve"] }} {{ n }} {{ row.n }}"#)
+            .unwrap();
+        assert_eq!(
+            t.variables().into_iter().collect::<Vec<_>>(),
+            vec!["n", "row"]
+        );
+        assert_eq!(t.render(&context(&values)).unwrap(), "good a b 1 1");
+        // A column named `row` wins over the mapping.
+        let values: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"row": "mine"}"#).unwrap();
+        assert_eq!(
+            Template::compile("{{ row }}")
+                .unwrap()
+                .render(&context(&values))
+                .unwrap(),
+            "mine"
+        );
+    }
+
+    #[test]
+    fn builtins_and_references() {
+        for name in ["range", "dict", "namespace", "debug"] {
+            assert!(is_builtin(name), "{name}");
+        }
+        assert!(!is_builtin("text"));
+        assert_eq!(column_reference("text_1"), "text_1");
+        assert_eq!(column_reference("review text"), r#"row["review text"]"#);
+        assert_eq!(column_reference("naïve"), r#"row["naïve"]"#);
+        assert_eq!(column_reference("1st"), r#"row["1st"]"#);
+        assert_eq!(column_reference(r#"say "hi""#), r#"row["say \"hi\""]"#);
     }
 }

@@ -70,17 +70,7 @@ pub fn run(
         if let Some(n) = args.samples {
             eval.dataset.limit = Some(n);
         }
-        if let Some(other) = evals.iter().find(|e: &&Evaluation| e.name == eval.name) {
-            return Err(CliError::usage(
-                format!(
-                    "{} and {} both define evaluation `{}`",
-                    other.spec_path.display(),
-                    path.display(),
-                    eval.name
-                ),
-                Some("give one of them a different `name:`".into()),
-            ));
-        }
+        check_unique(&evals, &eval)?;
         evals.push(eval);
     }
     // Nothing is written until every check has passed: a bad spec or dataset
@@ -210,6 +200,22 @@ pub fn run(
     Ok(exit)
 }
 
+/// Two evaluations of one run (or one `validate`) must not share a name.
+pub(super) fn check_unique(earlier: &[Evaluation], eval: &Evaluation) -> Result<(), CliError> {
+    match earlier.iter().find(|e| e.name == eval.name) {
+        Some(other) => Err(CliError::usage(
+            format!(
+                "{} and {} both define evaluation `{}`",
+                other.spec_path.display(),
+                eval.spec_path.display(),
+                eval.name
+            ),
+            Some("give one of them a different `name:`".into()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks one evaluation against the store and reads its whole dataset.
 fn plan(
     eval: Evaluation,
@@ -330,7 +336,8 @@ fn refuse_removed_rows(
 /// The API key from the variable the spec names. A named variable must be set;
 /// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint,
 /// and is never sent to a `base_url` written in the spec (see `spec::ModelSpec`).
-fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
+/// `validate` makes the same check.
+pub(super) fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
     let Some((var, named)) = &model.api_key_env else {
         return Ok(None);
     };

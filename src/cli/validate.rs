@@ -1,13 +1,24 @@
 //! `dotevals validate SPEC...`: every check `run` makes before its first
-//! request (spec, templates, evaluators, every dataset row), without sending one.
+//! request (spec, templates, evaluators, every dataset row, evaluation names
+//! unique across the specs, the API key variable), without sending one. It also
+//! renders the templates for the first rows, so a template that fails or does
+//! too much work is found here rather than on every sample of a run.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
 
+use super::run::{api_key, check_unique};
 use super::{emit, json, print_error, CliError, Format, Style};
+use crate::diagnostic::Diagnostic;
+use crate::spec::locate::{parse_path, Locator};
+use crate::spec::{Evaluation, Prompt};
+use crate::template::RenderError;
 use crate::Exit;
+
+/// Rows whose templates are rendered as a check.
+const RENDERED_ROWS: usize = 10;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -30,10 +41,14 @@ struct Checked {
 
 pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
     let mut checked = Vec::new();
+    let mut loaded = Vec::new();
     let mut failed = false;
     for path in &args.specs {
-        match check(path) {
-            Ok(c) => checked.push(c),
+        match check(path, &loaded) {
+            Ok((c, eval)) => {
+                checked.push(c);
+                loaded.push(eval);
+            }
             Err(e) => {
                 print_error(&e, style.color);
                 failed = true;
@@ -66,10 +81,18 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
     Ok(if failed { Exit::Usage } else { Exit::Success })
 }
 
-fn check(path: &std::path::Path) -> Result<Checked, CliError> {
+/// The checks `run` makes, in its order: the spec, a name no earlier spec took,
+/// every dataset row, the API key; then the first rows rendered.
+fn check(
+    path: &std::path::Path,
+    earlier: &[Evaluation],
+) -> Result<(Checked, Evaluation), CliError> {
     let eval = crate::spec::load(path)?;
+    check_unique(earlier, &eval)?;
     let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |_, _| Ok(()))?;
-    Ok(Checked {
+    api_key(&eval.model, &eval.spec_path)?;
+    render_first_rows(&eval)?;
+    let checked = Checked {
         spec: path.display().to_string(),
         name: eval.name.clone(),
         samples: scan.rows,
@@ -77,5 +100,64 @@ fn check(path: &std::path::Path) -> Result<Checked, CliError> {
         model: eval.model.name.clone(),
         evaluators: eval.evaluators.iter().map(|e| e.name.clone()).collect(),
         strategy: eval.concurrency.to_string(),
-    })
+    };
+    Ok((checked, eval))
+}
+
+/// Renders the prompt of the first [`RENDERED_ROWS`] rows, as a run would. Any
+/// failure is an error at the template in the spec, naming the row. Evaluator
+/// arguments are rendered too (with an empty `output`), but only a template that
+/// does too much work fails there: other errors may depend on the real output.
+fn render_first_rows(eval: &Evaluation) -> Result<(), CliError> {
+    let mut prompts = match &eval.prompt {
+        Prompt::Text(t) => vec![("prompt".to_owned(), t, true)],
+        Prompt::Messages(ms) => ms
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| (format!("messages[{i}].content"), t, true))
+            .collect(),
+    };
+    for (i, e) in eval.evaluators.iter().enumerate() {
+        for (key, t) in e.scorer.templates() {
+            prompts.push((format!("evaluators[{i}].{key}"), t, false));
+        }
+    }
+    for row in eval.dataset.rows()?.take(RENDERED_ROWS) {
+        let row = row?;
+        let vars = crate::template::context(&row.values);
+        let with_output = minijinja::context! { output => "", ..vars.clone() };
+        for (key, template, is_prompt) in &prompts {
+            let ctx = if *is_prompt { &vars } else { &with_output };
+            let (message, hint) = match template.render_checked(ctx) {
+                Ok(_) => continue,
+                Err(RenderError::Failed(_)) if !is_prompt => continue,
+                Err(RenderError::TooMuchWork(m)) => (
+                    m,
+                    "a render may take at most this much work; loop over less (a slice such as `text[:200]`)",
+                ),
+                Err(RenderError::Failed(m)) => (
+                    m,
+                    "a run would record this error for the sample instead of a reply",
+                ),
+            };
+            let steps = parse_path(key);
+            let locator = Locator::new(&eval.spec_text);
+            let (line, column) = locator.value(&steps).map_or((0, 0), |p| (p.line, p.column));
+            let d = Diagnostic::new(
+                &eval.spec_path,
+                line,
+                column,
+                format!(
+                    "template in `{key}` fails on row {} ({}:{}): {message}",
+                    row.index + 1,
+                    eval.dataset.file().display(),
+                    row.line
+                ),
+            )
+            .with_source(&eval.spec_text)
+            .with_hint(hint);
+            return Err(d.into());
+        }
+    }
+    Ok(())
 }

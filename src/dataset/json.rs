@@ -1,9 +1,10 @@
 //! A `.json` file holding one array of rows, streamed element by element on a
-//! reader thread so a large file never sits in memory whole.
+//! reader thread so a large file never sits in memory whole. A leading UTF-8
+//! byte order mark is skipped.
 
 use std::cell::Cell;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -29,8 +30,16 @@ pub fn read(path: &Path) -> Result<impl Iterator<Item = Item> + Send, Diagnostic
 
 fn parse(file: File, path: &Path, tx: &SyncSender<Item>) {
     let pos = Rc::new(Position::default());
+    let mut inner = BufReader::with_capacity(64 * 1024, file);
+    // A byte order mark some editors write at the start of a file; not JSON.
+    if inner
+        .fill_buf()
+        .is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
+    {
+        inner.consume(3);
+    }
     let reader = Counting {
-        inner: BufReader::with_capacity(64 * 1024, file),
+        inner,
         pos: Rc::clone(&pos),
     };
     let mut de = serde_json::Deserializer::from_reader(reader);

@@ -1,4 +1,5 @@
-//! JSON Lines: one object (or list) per line; blank lines are skipped.
+//! JSON Lines: one object (or list) per line; blank lines and a leading UTF-8
+//! byte order mark are skipped.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -67,6 +68,11 @@ impl Iterator for Lines {
                             )
                             .with_hint("save the file as UTF-8")));
                         }
+                    };
+                    // A byte order mark some editors write at the start of a file.
+                    let text = match self.line {
+                        1 => text.strip_prefix('\u{feff}').unwrap_or(text),
+                        _ => text,
                     };
                     if text.trim().is_empty() {
                         continue;

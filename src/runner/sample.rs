@@ -164,7 +164,7 @@ pub(super) async fn process(
     ctx: Arc<SampleContext>,
 ) {
     let start_us = ctx.elapsed_us();
-    let vars = Value::from_serialize(&sample.values);
+    let vars = crate::template::context(&sample.values);
     if let Some(reply) = sample.stored.take() {
         drop(permit);
         let mut record = SampleRecord {

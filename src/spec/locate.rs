@@ -52,23 +52,67 @@ impl Node {
     }
 }
 
+/// The deepest nesting of mappings and lists a spec may have. Real specs stay
+/// under 15 levels (a JSON Schema inside an evaluator included); YAML parsers take
+/// time quadratic in the depth, so a 100,000-level document would take minutes.
+pub const MAX_DEPTH: usize = 64;
+
 /// Positions of every node of one YAML document.
 #[derive(Debug)]
 pub struct Locator {
     root: Option<Node>,
+    /// Where the document first nests deeper than [`MAX_DEPTH`]; reading stops there.
+    too_deep: Option<Pos>,
 }
 
 impl Locator {
-    /// Builds the position tree; a document that does not parse yields an empty locator.
+    /// Builds the position tree; a document that does not parse yields an empty
+    /// locator, and one nested deeper than [`MAX_DEPTH`] is read no further.
     pub fn new(source: &str) -> Self {
+        if let Some(pos) = deep_flow(source) {
+            return Locator {
+                root: None,
+                too_deep: Some(pos),
+            };
+        }
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(source);
-        if parser.load(&mut builder, false).is_err() {
-            return Locator { root: None };
+        let mut depth = 0usize;
+        // Events are pulled one at a time (not `Parser::load`, which recurses) so
+        // that a deep document stops at MAX_DEPTH + 1 levels.
+        loop {
+            let Ok((event, mark)) = parser.next_token() else {
+                return Locator {
+                    root: None,
+                    too_deep: None,
+                };
+            };
+            match event {
+                Event::SequenceStart(..) | Event::MappingStart(..) => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Locator {
+                            root: None,
+                            too_deep: Some(Pos::from(mark)),
+                        };
+                    }
+                }
+                Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+                // Only the first document, as serde_yaml reads it.
+                Event::DocumentEnd | Event::StreamEnd => break,
+                _ => {}
+            }
+            builder.on_event(event, mark);
         }
         Locator {
             root: builder.stack.pop().map(|(node, _)| node),
+            too_deep: None,
         }
+    }
+
+    /// Where the document nests deeper than [`MAX_DEPTH`], if it does.
+    pub fn too_deep(&self) -> Option<Pos> {
+        self.too_deep
     }
 
     /// Position of the value at `path`, or of its deepest existing ancestor.
@@ -103,6 +147,122 @@ impl Locator {
         }
         Some((node, key_pos))
     }
+}
+
+/// Where `source` first opens a flow collection (`[` or `{`) more than [`MAX_DEPTH`]
+/// deep, found by one linear pass over the text. YAML scanners (yaml-rust2 and
+/// libyaml alike) keep one possible key per open flow level and look at all of them
+/// for every token, and a flow collection is scanned to its end before its first
+/// event: 100,000 `[` take minutes before any depth count could stop them. Block
+/// nesting costs a line or two per level and is counted on the parser's events.
+///
+/// Outside flow collections only a `[` or `{` where a node starts counts: at the
+/// start of a line, after `- `, `? `, `: `, `---` or an anchor or tag. Quoted
+/// scalars, comments and block scalars (`|`, `>`) are skipped. When unsure, this
+/// reads text as YAML, so it can only overcount.
+fn deep_flow(source: &str) -> Option<Pos> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        /// A node may start here.
+        NodeStart,
+        /// Inside a scalar; `: ` makes it a key and starts a node again.
+        Scalar,
+    }
+    let ws = |c: Option<u8>| c.is_none_or(|c| c == b' ' || c == b'\t');
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    // The indentation a block scalar's content lines have more of.
+    let mut block_scalar: Option<usize> = None;
+    for (n, line) in source.lines().enumerate() {
+        // Every character that matters is ASCII, so bytes will do.
+        let chars = line.as_bytes();
+        let indent = chars.iter().take_while(|c| **c == b' ').count();
+        if quote.is_none() && depth == 0 {
+            if let Some(parent) = block_scalar {
+                if line.trim().is_empty() || indent > parent {
+                    continue;
+                }
+                block_scalar = None;
+            }
+        }
+        let mut mode = Mode::NodeStart;
+        let mut key_column: Option<usize> = None;
+        let mut i = 0;
+        if chars.starts_with(b"---") && ws(chars.get(3).copied()) {
+            i = 3;
+        }
+        while i < chars.len() {
+            let c = chars[i];
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1).copied();
+            if let Some(q) = quote {
+                if c == b'\\' && q == b'"' {
+                    i += 2;
+                    continue;
+                }
+                if c == q {
+                    if q == b'\'' && next == Some(b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    quote = None;
+                    mode = Mode::Scalar;
+                }
+                i += 1;
+                continue;
+            }
+            if c == b'#' && ws(prev) {
+                break;
+            }
+            if depth > 0 {
+                match c {
+                    b'[' | b'{' => {
+                        depth += 1;
+                        if depth > MAX_DEPTH {
+                            return Some(Pos {
+                                line: n + 1,
+                                column: line[..i].chars().count() + 1,
+                            });
+                        }
+                    }
+                    b']' | b'}' => {
+                        depth -= 1;
+                        mode = Mode::Scalar;
+                    }
+                    b'"' | b'\'' if prev.is_none_or(|p| b" \t[{,:".contains(&p)) => quote = Some(c),
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            match (mode, c) {
+                (_, b' ' | b'\t') => {}
+                (Mode::NodeStart, b'[' | b'{') => depth = 1,
+                (Mode::NodeStart, b'"' | b'\'') => {
+                    key_column.get_or_insert(i);
+                    quote = Some(c);
+                }
+                (Mode::NodeStart, b'|' | b'>') => {
+                    block_scalar = Some(key_column.unwrap_or(i));
+                    break;
+                }
+                (Mode::NodeStart, b'-' | b'?' | b':') if ws(next) => {}
+                (Mode::NodeStart, b'&' | b'!') => {
+                    while i + 1 < chars.len() && !ws(Some(chars[i + 1])) {
+                        i += 1;
+                    }
+                }
+                (_, b':') if ws(next) => mode = Mode::NodeStart,
+                (Mode::NodeStart, _) => {
+                    key_column.get_or_insert(i);
+                    mode = Mode::Scalar;
+                }
+                (Mode::Scalar, _) => {}
+            }
+            i += 1;
+        }
+    }
+    None
 }
 
 /// Where the last key of `path` is first written in `source`, found by text.
@@ -264,5 +424,52 @@ mod tests {
                 Step::Key("c".into())
             ]
         );
+    }
+
+    fn deep(n: usize) -> String {
+        format!("{}{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    #[test]
+    fn flow_nesting_is_counted_where_nodes_start() {
+        let at = |text: &str| deep_flow(text).map(|p| (p.line, p.column));
+        assert_eq!(at(&format!("a: {}\n", deep(64))), None);
+        assert_eq!(at(&format!("a: {}\n", deep(65))), Some((1, 68)));
+        for text in [
+            format!("- {}\n", deep(100)),
+            format!("--- {}\n", deep(100)),
+            format!("a: &x !!seq {}\n", deep(100)),
+            format!("\"a\": {}\n", deep(100)),
+            format!("a: [\"]]\", {}]\n", deep(100)),
+            format!("a: [x, 'it''s ]', {}]\n", deep(100)),
+            format!("- k: |\n    text\n  b: {}\n", deep(100)),
+            format!("a: {{b: {}}}\n", "{c: ".repeat(100)),
+        ] {
+            assert!(at(&text).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn brackets_in_text_are_not_nesting() {
+        let many = "[".repeat(100);
+        for text in [
+            format!("prompt: Classify {many} {{{{ text }}}}\n"),
+            format!("prompt: \"{many}\"\n"),
+            format!("prompt: '{many}'\n"),
+            format!("prompt: |\n  {many}\n  more {many}\nname: x\n"),
+            format!("- a: >-\n    {many}\n"),
+            format!("a: b # {many}\n"),
+            format!("a: [x, \"{many}\", '{many}'] # {many}\n"),
+        ] {
+            assert_eq!(deep_flow(&text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn block_nesting_is_counted_on_events() {
+        let text = format!("a:\n  {}x\n", "- ".repeat(100));
+        assert!(Locator::new(&text).too_deep().is_some());
+        let text = format!("a:\n  {}x\n", "- ".repeat(10));
+        assert!(Locator::new(&text).too_deep().is_none());
     }
 }

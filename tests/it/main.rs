@@ -31,6 +31,7 @@ mod upgrade;
 
 // Hardening: what testing from outside broke, one module per area.
 mod hardening_cli;
+mod hardening_data;
 mod hardening_model;
 mod hardening_runner;
 mod hardening_store;

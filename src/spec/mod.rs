@@ -330,6 +330,12 @@ impl Checker<'_> {
         );
         let name = match &raw.name {
             Some(n) if n.trim().is_empty() => return Err(self.at_value("name", "`name` is empty")),
+            // Names are printed in progress lines and typed back (`--eval NAME`).
+            Some(n) if n.chars().any(char::is_control) => {
+                return Err(self
+                    .at_value("name", "`name` may not hold control characters")
+                    .with_hint("use letters, digits, spaces and punctuation"))
+            }
             Some(n) => n.clone(),
             None => self
                 .path

@@ -259,3 +259,22 @@ fn refusal_hints_are_shell_quoted() {
     out.assert_stderr_contains("--experiment 'my run-2'");
     out.assert_stderr_contains("`dotevals delete 'my run'`");
 }
+
+/// An evaluation's name is printed on stderr by progress lines and notes, so
+/// one holding a control character is refused where it is written.
+#[test]
+fn evaluation_names_with_control_characters_are_refused() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    dir.write(
+        "a.yaml",
+        &spec("a", &server.url(), 1, "", "").replace("name: a\n", "name: \"a\\e[2Jb\"\n"),
+    );
+    for command in ["validate", "run"] {
+        let out = dir.cmd([command, "a.yaml", "--quiet"]).output();
+        out.assert_exit_code(2);
+        out.assert_stderr_contains("a.yaml:1:7: `name` may not hold control characters");
+        assert!(!out.stderr.contains('\u{1b}'), "{}", out.stderr);
+    }
+    assert_eq!(server.count(), 0);
+}

@@ -101,23 +101,19 @@ fn saved_as_hint_is_shell_quoted() {
     out.assert_stderr_contains(r"dotevals show 'my run'\''s best'");
 }
 
+/// Writes `a.yaml`: `n` samples sent one at a time to a server answering after `latency`.
+fn sequential_spec(dir: &TestDir, latency: Duration, n: usize) -> TestServer {
+    let server = TestServer::builder().latency(latency).start();
+    let tail = "concurrency: {strategy: sequential}\n";
+    dir.write("a.yaml", &spec("a", &server.url(), n, "", tail));
+    server
+}
+
 /// Without a terminal (CI logs), a run prints a status line every few seconds.
 #[test]
 fn progress_lines_without_a_terminal() {
     let dir = TestDir::new();
-    let server = TestServer::builder()
-        .latency(Duration::from_millis(600))
-        .start();
-    dir.write(
-        "a.yaml",
-        &spec(
-            "a",
-            &server.url(),
-            12,
-            "",
-            "concurrency: {strategy: sequential}\n",
-        ),
-    );
+    let _server = sequential_spec(&dir, Duration::from_millis(600), 12);
     let out = dir.cmd(["run", "a.yaml", "--experiment", "x"]).output();
     out.assert_exit_code(0);
     let lines: Vec<&str> = out
@@ -150,19 +146,7 @@ fn progress_bar_on_a_terminal() {
         return;
     }
     let dir = TestDir::new();
-    let server = TestServer::builder()
-        .latency(Duration::from_millis(1500))
-        .start();
-    dir.write(
-        "a.yaml",
-        &spec(
-            "a",
-            &server.url(),
-            2,
-            "",
-            "concurrency: {strategy: sequential}\n",
-        ),
-    );
+    let _server = sequential_spec(&dir, Duration::from_millis(1500), 2);
     let run = |color: &str, experiment: &str| -> String {
         let command = format!(
             "{BIN} run a.yaml --experiment {experiment} --color {color} --storage store.db"

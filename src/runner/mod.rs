@@ -9,9 +9,9 @@
 //! the stored reply rather than sent again.
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
-mod auth;
 mod files;
 mod progress;
+mod refusal;
 mod sample;
 
 pub use files::fit_open_files;
@@ -35,7 +35,7 @@ use crate::model::ModelClient;
 use crate::spec::Evaluation;
 use crate::store::writer::{update_wall, Writer, WriterConfig, QUEUE};
 use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError, StoredReply};
-use auth::AuthWatch;
+use refusal::RefusalWatch;
 use sample::SampleContext;
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.
@@ -91,9 +91,10 @@ pub enum RunError {
         "{0} samples were lost to an internal error; run the same command again to resume them"
     )]
     Lost(u64),
-    /// Every request of the first window was refused with 401 or 403.
-    #[error("{}", auth_message(*status, *refused, key_var.as_deref()))]
-    Auth {
+    /// Every request of the first window was refused with one status (401,
+    /// 403, or a 4xx that refuses the request as written).
+    #[error("{}", refusal_message(*status, *refused, key_var.as_deref()))]
+    Refused {
         status: u16,
         /// Samples refused before the run stopped.
         refused: u64,
@@ -102,15 +103,22 @@ pub enum RunError {
     },
 }
 
-fn auth_message(status: u16, refused: u64, key_var: Option<&str>) -> String {
-    let what = match status {
-        401 => "401 Unauthorized",
-        403 => "403 Forbidden",
-        _ => "a refusal",
-    };
+fn refusal_message(status: u16, refused: u64, key_var: Option<&str>) -> String {
     let first = match refused {
         1 => "the first request was".to_owned(),
         n => format!("all of the first {n} requests were"),
+    };
+    let what = match status {
+        401 => "401 Unauthorized",
+        403 => "403 Forbidden",
+        _ => {
+            return format!(
+                "stopped early: {first} answered HTTP {status}, so the rest would be too; \
+                 the server refuses the request as written: check `model.name`, `base_url` \
+                 and `params` in the spec (`dotevals show EXPERIMENT --errors` has the server's \
+                 message), then run the same command again to resume"
+            )
+        }
     };
     match key_var {
         Some(var) => format!(
@@ -309,7 +317,7 @@ pub async fn run(
         client,
         started,
         writer.sender(),
-        AuthWatch::new(limiter.limit(), plan.pending, key_var),
+        RefusalWatch::new(limiter.limit(), plan.pending, key_var),
         rate,
         pause,
     ));
@@ -330,7 +338,7 @@ pub async fn run(
         DispatchEnd::Failed(e) => Some(e),
         _ => None,
     };
-    if matches!(failure, Some(RunError::Auth { .. })) {
+    if matches!(failure, Some(RunError::Refused { .. })) {
         // The requests still out carry the same refused key.
         tasks.set.abort_all();
     } else if !interrupted {
@@ -339,7 +347,7 @@ pub async fn run(
         tokio::select! {
             _ = tasks.join_all() => {}
             _ = interrupt.reached(1) => interrupted = true,
-            _ = ctx.auth.tripped() => tasks.set.abort_all(),
+            _ = ctx.refusals.tripped() => tasks.set.abort_all(),
         }
     }
     if interrupted {
@@ -355,8 +363,8 @@ pub async fn run(
     // sample: say so, never report success.
     tasks.join_all().await;
     let lost = tasks.lost;
-    if failure.is_none() && !interrupted && ctx.auth.is_tripped() {
-        failure = Some(ctx.auth.error());
+    if failure.is_none() && !interrupted && ctx.refusals.is_tripped() {
+        failure = Some(ctx.refusals.error());
     }
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -469,7 +477,7 @@ async fn dispatch(
         let slot = tokio::select! {
             biased;
             _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
-            _ = ctx.auth.tripped() => return DispatchEnd::Failed(ctx.auth.error()),
+            _ = ctx.refusals.tripped() => return DispatchEnd::Failed(ctx.refusals.error()),
             // The writer stopped (its error is reported when it is joined):
             // sending more would throw results away.
             slot = ctx.reserve() => match slot {
@@ -480,7 +488,7 @@ async fn dispatch(
         let permit = tokio::select! {
             biased;
             _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
-            _ = ctx.auth.tripped() => return DispatchEnd::Failed(ctx.auth.error()),
+            _ = ctx.refusals.tripped() => return DispatchEnd::Failed(ctx.refusals.error()),
             _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
             p = limiter.acquire() => p,
         };

@@ -8,7 +8,7 @@ use std::time::Instant;
 use minijinja::Value;
 use tokio::sync::mpsc::{OwnedPermit, Sender};
 
-use super::auth::{is_refusal, AuthWatch};
+use super::refusal::{is_refusal, RefusalWatch};
 use super::Sample;
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::{estimate_tokens, RateLimit};
@@ -30,7 +30,7 @@ pub struct SampleContext {
     started: Instant,
     records: Sender<SampleRecord>,
     /// Stops the run when the server refuses the credentials.
-    pub auth: AuthWatch,
+    pub refusals: RefusalWatch,
     /// The API key and spec credentials, scrubbed from every record.
     secrets: Secrets,
     /// The endpoint's shared rate limit, if the spec sets one.
@@ -45,7 +45,7 @@ impl SampleContext {
         client: ModelClient,
         started: Instant,
         records: Sender<SampleRecord>,
-        auth: AuthWatch,
+        refusals: RefusalWatch,
         rate: Option<Arc<RateLimit>>,
         pause: Arc<Pause>,
     ) -> Self {
@@ -62,7 +62,7 @@ impl SampleContext {
             retry: Retry::new(eval.model.retry).with_pause(pause),
             started,
             records,
-            auth,
+            refusals,
             secrets,
             rate,
             max_tokens,
@@ -262,7 +262,7 @@ pub(super) async fn process(
     record.throttled = throttled;
     // Backoff, hints and endpoint pauses, and rate-limit waits.
     record.wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
-    ctx.auth.observe(match &attempts.result {
+    ctx.refusals.observe(match &attempts.result {
         Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
         _ => None,
     });

@@ -276,6 +276,57 @@ fn a_rejected_api_key_stops_the_run_early_and_names_the_variable() {
     assert!(eval.samples.recorded <= 8);
 }
 
+/// The same 4xx for every request of the first window (here LiteLLM's answer
+/// to a model name it does not serve) stops the run too; refusals that differ
+/// from sample to sample do not.
+#[test]
+fn the_same_refusal_for_the_whole_first_window_stops_the_run() {
+    const N: usize = 200;
+    let dir = TestDir::new();
+    let server = TestServer::builder()
+        .respond(|_| {
+            Reply::status(
+                400,
+                "{\"error\": {\"message\": \"Invalid model name passed in model=gtp-4o\"}}",
+            )
+        })
+        .start();
+    dir.write("spec.yaml", &spec("model", &server.url(), N, "", ""));
+    let out = dir
+        .cmd(["run", "spec.yaml", "--experiment", "x", "-c", "4"])
+        .output();
+    out.assert_exit_code(1)
+        .assert_stderr_contains("answered HTTP 400, so the rest would be too")
+        .assert_stderr_contains("`model.name`");
+    assert!(server.count() <= 8, "{} requests sent", server.count());
+
+    // 400 for one prompt in three, 200 for the rest: every sample is sent.
+    let dir = TestDir::new();
+    let server = TestServer::builder()
+        .respond(|r| {
+            let n: usize = r.prompt.trim_start_matches("sample ").parse().unwrap_or(0);
+            if n % 3 == 0 {
+                Reply::status(400, "{\"error\": {\"message\": \"too long\"}}")
+            } else {
+                Reply::text(r.prompt.clone())
+            }
+        })
+        .start();
+    dir.write("spec.yaml", &spec("mixed", &server.url(), 30, "", ""));
+    dir.cmd([
+        "run",
+        "spec.yaml",
+        "--experiment",
+        "x",
+        "-c",
+        "4",
+        "--quiet",
+    ])
+    .output()
+    .assert_exit_code(1);
+    assert_eq!(server.count(), 30);
+}
+
 #[test]
 fn a_forbidden_reply_without_a_key_says_none_was_sent() {
     let dir = TestDir::new();

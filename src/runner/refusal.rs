@@ -1,11 +1,14 @@
-//! Stops a run whose credentials the server refuses.
+//! Stops a run whose requests the server refuses as written.
 //!
-//! A wrong or missing API key makes every request fail the same way, so
-//! sending the rest of the dataset only burns time (and, at some providers,
-//! counts against the account). The watch judges the first window's worth of
-//! samples that reach the server: if every one of them ends in 401 or 403, the
-//! run stops. One sample that ends any other way (a reply, a timeout, a 500)
-//! disarms it for the rest of the run: a key that worked once is not judged.
+//! A wrong or missing API key, a model name the server does not serve or a
+//! bad path in `base_url` makes every request fail the same way, so sending
+//! the rest of the dataset only burns time (and, at some providers, counts
+//! against the account). The watch judges the first window's worth of samples
+//! that reach the server: if every one of them is refused with the same status
+//! (401, 403, or a 4xx such as 400, 404 or 422 that is not about load), the
+//! run stops. One sample that ends any other way (a reply, a timeout, a 500,
+//! another status) disarms it for the rest of the run: a request that worked
+//! once, or refusals that differ, are about samples, not the setup.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -18,7 +21,7 @@ use super::RunError;
 const MIN_JUDGED: u64 = 3;
 
 /// Watches the first samples' outcomes for authentication failures.
-pub struct AuthWatch {
+pub struct RefusalWatch {
     /// Samples to judge: the first window's worth (fewer if fewer are pending).
     need: u64,
     /// The variable the key came from, when a key was sent.
@@ -38,11 +41,11 @@ struct State {
     disarmed: bool,
 }
 
-impl AuthWatch {
+impl RefusalWatch {
     /// A watch over the first `window` samples (at least [`MIN_JUDGED`], at
     /// most `pending`); `key_var` names the variable of the key sent, if any.
-    pub fn new(window: usize, pending: u64, key_var: Option<String>) -> AuthWatch {
-        AuthWatch {
+    pub fn new(window: usize, pending: u64, key_var: Option<String>) -> RefusalWatch {
+        RefusalWatch {
             need: (window as u64).max(MIN_JUDGED).min(pending).max(1),
             key_var,
             state: Mutex::new(State::default()),
@@ -52,13 +55,14 @@ impl AuthWatch {
     }
 
     /// Sees how one sample that reached the server ended: `Some(status)` when
-    /// it was refused with 401 or 403, `None` for any other ending.
+    /// it was refused ([`is_refusal`]), `None` for any other ending.
     pub fn observe(&self, refused: Option<u16>) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.disarmed || self.tripped.load(Ordering::SeqCst) {
             return;
         }
         match refused {
+            Some(status) if s.refused > 0 && kind(status) != kind(s.status) => s.disarmed = true,
             Some(status) => {
                 s.refused += 1;
                 s.status = status;
@@ -90,7 +94,7 @@ impl AuthWatch {
     /// The error that stops the run.
     pub fn error(&self) -> RunError {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        RunError::Auth {
+        RunError::Refused {
             status: s.status,
             refused: s.refused,
             key_var: self.key_var.clone(),
@@ -98,9 +102,20 @@ impl AuthWatch {
     }
 }
 
-/// Whether `status` says the credentials are wrong.
+/// Refusals of one kind: 401 and 403 both mean the credentials; others by status.
+fn kind(status: u16) -> u16 {
+    if matches!(status, 401 | 403) {
+        401
+    } else {
+        status
+    }
+}
+
+/// Whether `status` refuses the request as written: credentials (401, 403) or
+/// the request itself. 408, 409, 425 and 429 are about timing or load, and a
+/// 413 about one sample's size, so they are not.
 pub fn is_refusal(status: u16) -> bool {
-    matches!(status, 401 | 403)
+    matches!(status, 400..=499) && !matches!(status, 408 | 409 | 413 | 425 | 429)
 }
 
 #[cfg(test)]
@@ -109,7 +124,7 @@ mod tests {
 
     #[test]
     fn trips_only_when_every_judged_sample_was_refused() {
-        let w = AuthWatch::new(4, 100, Some("KEY".into()));
+        let w = RefusalWatch::new(4, 100, Some("KEY".into()));
         for _ in 0..3 {
             w.observe(Some(401));
         }
@@ -122,7 +137,21 @@ mod tests {
             "{message}"
         );
 
-        let w = AuthWatch::new(4, 100, None);
+        let w = RefusalWatch::new(3, 100, None);
+        for status in [404, 404, 404] {
+            w.observe(Some(status));
+        }
+        assert!(w.is_tripped(), "the same 404 three times");
+        assert!(w.error().to_string().contains("HTTP 404"));
+
+        let w = RefusalWatch::new(3, 100, None);
+        for status in [400, 422, 400, 400, 400] {
+            w.observe(Some(status));
+        }
+        assert!(!w.is_tripped(), "refusals that differ are about samples");
+        assert!(!is_refusal(429) && !is_refusal(408) && !is_refusal(500));
+
+        let w = RefusalWatch::new(4, 100, None);
         w.observe(Some(401));
         w.observe(None);
         for _ in 0..10 {
@@ -133,14 +162,14 @@ mod tests {
 
     #[test]
     fn judges_at_least_three_and_at_most_what_is_pending() {
-        let w = AuthWatch::new(1, 100, None);
+        let w = RefusalWatch::new(1, 100, None);
         w.observe(Some(401));
         w.observe(Some(401));
         assert!(!w.is_tripped());
         w.observe(Some(401));
         assert!(w.is_tripped());
 
-        let w = AuthWatch::new(64, 2, None);
+        let w = RefusalWatch::new(64, 2, None);
         w.observe(Some(401));
         w.observe(Some(401));
         assert!(w.is_tripped());

@@ -305,7 +305,7 @@ fn the_same_refusal_for_the_whole_first_window_stops_the_run() {
     let server = TestServer::builder()
         .respond(|r| {
             let n: usize = r.prompt.trim_start_matches("sample ").parse().unwrap_or(0);
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 Reply::status(400, "{\"error\": {\"message\": \"too long\"}}")
             } else {
                 Reply::text(r.prompt.clone())

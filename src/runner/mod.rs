@@ -114,7 +114,7 @@ fn refusal_message(status: u16, refused: u64, key_var: Option<&str>) -> String {
         _ => {
             return format!(
                 "stopped early: {first} answered HTTP {status}, so the rest would be too; \
-                 the server refuses the request as written: check `model.name`, `base_url` \
+                 the server refuses the request as written: check the key, `model.name`, `base_url` \
                  and `params` in the spec (`dotevals show EXPERIMENT --errors` has the server's \
                  message), then run the same command again to resume"
             )

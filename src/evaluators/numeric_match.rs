@@ -1,6 +1,6 @@
 //! `numeric_match`: the last number in the output equals `expected` within `tolerance`.
 //!
-//! The grammar (README, Evaluators): a number is decimal digits with an optional
+//! The grammar (README, Evaluators): a number is ASCII decimal digits with an optional
 //! fraction (`.5`, `2.50`) and exponent (`1e3`, `1E-3`); thousands separators are
 //! commas in groups of exactly three (`1,234,567`); a sign (`-`, `+`, or the Unicode
 //! minus `−`) counts when it is not glued to a word or number before it. A number
@@ -21,7 +21,10 @@ use crate::template::Template;
 
 /// A number without its sign; neighbours are checked in code (no look-around in `regex`).
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?|\.(\d+))(?:[eE]([-+\x{2212}]?\d+))?")
+    // `[0-9]`, not `\d`: `\d` is any Unicode digit, which the digit strings below cannot hold.
+    Regex::new(
+        r"(?:([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.([0-9]+))?|\.([0-9]+))(?:[eE]([-+\x{2212}]?[0-9]+))?",
+    )
         .expect("static regex")
 });
 
@@ -312,6 +315,19 @@ mod tests {
         assert_eq!(score(&e, "2.73", context! { answer => 2.72 }), Ok(true));
         let e = from_yaml("type: numeric_match\nexpected: 42");
         assert_eq!(score(&e, "42", context! {}), Ok(true));
+    }
+
+    #[test]
+    fn only_ascii_digits_are_digits() {
+        // `\d` alone is Unicode: Arabic-Indic or fullwidth digits were read as 0.
+        for text in ["\u{664}\u{662}", "\u{ff14}\u{ff12}"] {
+            assert_eq!(last(text), None, "{text}");
+            assert!(parse_expected(text).is_err(), "{text}");
+        }
+        assert!(parse_expected("0.\u{665}").is_err());
+        let e = from_yaml("type: numeric_match\nexpected: 0");
+        assert_eq!(score(&e, "\u{ff14}\u{ff12}", context! {}), Ok(false));
+        assert_eq!(last("\u{ff14}\u{ff12} or 7"), Some(7.0));
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl Decimal {
             if d.digits.is_empty() {
                 return Some(0);
             }
-            let shift = usize::try_from(d.exponent - low).ok()?;
+            // Exponents span all of i64 (`1e-9223372036854775808`): the gap may not fit.
+            let shift = usize::try_from(d.exponent.checked_sub(low)?).ok()?;
             if d.digits.len() + shift > 38 {
                 return None;
             }
@@ -328,6 +329,15 @@ mod tests {
         let e = from_yaml("type: numeric_match\nexpected: 0");
         assert_eq!(score(&e, "\u{ff14}\u{ff12}", context! {}), Ok(false));
         assert_eq!(last("\u{ff14}\u{ff12} or 7"), Some(7.0));
+    }
+
+    #[test]
+    fn extreme_exponents_do_not_overflow_the_distance() {
+        let e = from_yaml("type: numeric_match\nexpected: 0.5\ntolerance: 0.1");
+        assert_eq!(score(&e, "1e9223372036854775807", context! {}), Ok(false));
+        let e = from_yaml("type: numeric_match\nexpected: 5\ntolerance: 0.1");
+        assert_eq!(score(&e, "1e-9223372036854775808", context! {}), Ok(false));
+        assert_eq!(score(&e, "5.05", context! {}), Ok(true));
     }
 
     #[test]

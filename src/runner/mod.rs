@@ -205,6 +205,10 @@ struct Sample {
     /// The model's stored reply, when an evaluator failed on it in an earlier
     /// run: scored again, not sent again.
     stored: Option<StoredReply>,
+    /// Sent in an earlier run, which recorded an error for it: a refusal now
+    /// says nothing about the setup (it may be this sample's own, such as a
+    /// prompt too long), so the refusal watch does not count it.
+    retried: bool,
 }
 
 /// Runs `plan` into `experiment` of `store`; rate limits are shared through
@@ -539,11 +543,13 @@ fn spawn_reader(
             let item = row.map_err(RunError::Dataset).and_then(|row| {
                 let key = dataset.sample_id(&row).map_err(RunError::Dataset)?;
                 let mut stored = None;
+                let mut retried = false;
                 if let Some(lookup) = &lookup {
                     match lookup.get(&key)? {
                         Some(s) if s.finished => return Ok(None),
                         Some(s) if s.rescore => stored = lookup.reply(&key)?,
-                        _ => {}
+                        Some(_) => retried = true,
+                        None => {}
                     }
                 }
                 let (variables, row_hash) = row_json(&row.values);
@@ -554,6 +560,7 @@ fn spawn_reader(
                     values: row.values,
                     variables,
                     stored,
+                    retried,
                 }))
             });
             let msg = match item {

@@ -9,6 +9,9 @@
 //! run stops. One sample that ends any other way (a reply, a timeout, a 500,
 //! another status) disarms it for the rest of the run: a request that worked
 //! once, or refusals that differ, are about samples, not the setup.
+//! Samples retried after an error in an earlier run are not judged (a refusal
+//! may be their own, such as a prompt too long), or every rerun would stop at
+//! them again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;

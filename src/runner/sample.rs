@@ -165,6 +165,7 @@ pub(super) async fn process(
 ) {
     let start_us = ctx.elapsed_us();
     let vars = crate::template::context(&sample.values);
+    let retried = sample.retried;
     if let Some(reply) = sample.stored.take() {
         drop(permit);
         let mut record = SampleRecord {
@@ -262,10 +263,15 @@ pub(super) async fn process(
     record.throttled = throttled;
     // Backoff, hints and endpoint pauses, and rate-limit waits.
     record.wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
-    ctx.refusals.observe(match &attempts.result {
+    let refused = match &attempts.result {
         Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
         _ => None,
-    });
+    };
+    // A sample refused in an earlier run may be refused for itself: judging it
+    // again would stop every rerun at the same samples. Its success still counts.
+    if !(retried && refused.is_some()) {
+        ctx.refusals.observe(refused);
+    }
     match attempts.result {
         Ok(completion) => {
             permit.report(&Outcome::Success {

@@ -327,6 +327,53 @@ fn the_same_refusal_for_the_whole_first_window_stops_the_run() {
     assert_eq!(server.count(), 30);
 }
 
+/// Per-sample refusals at the head of the dataset (400 "context too long" for
+/// its first rows) stop the first run, as the watch cannot tell them from a bad
+/// setup; but the rerun must not judge those same retried samples again, or the
+/// experiment could never get past them.
+#[test]
+fn retried_refusals_do_not_stop_a_rerun_again() {
+    const N: usize = 20;
+    let dir = TestDir::new();
+    let server = TestServer::builder()
+        .respond(|r| {
+            let n: usize = r.prompt.trim_start_matches("sample ").parse().unwrap_or(0);
+            if n < 4 {
+                Reply::status(400, "{\"error\": {\"message\": \"context too long\"}}")
+            } else {
+                Reply::text(r.prompt.clone())
+            }
+        })
+        .start();
+    dir.write("spec.yaml", &spec("long", &server.url(), N, "", ""));
+    let run = || {
+        dir.cmd([
+            "run",
+            "spec.yaml",
+            "--experiment",
+            "x",
+            "-c",
+            "1",
+            "--quiet",
+        ])
+        .output()
+    };
+    run().assert_exit_code(1);
+    let first = server.count();
+    assert!(first < N, "the first run stopped early ({first} sent)");
+    let out = run();
+    out.assert_exit_code(1);
+    assert!(
+        !out.stderr.contains("stopped early"),
+        "the rerun stopped again: {}",
+        out.stderr
+    );
+    let eval = dir.show_full("x");
+    let eval = eval.only();
+    assert_eq!(eval.samples.finished, (N - 4) as u64);
+    assert_eq!(eval.samples.errored, 4);
+}
+
 #[test]
 fn a_forbidden_reply_without_a_key_says_none_was_sent() {
     let dir = TestDir::new();

@@ -187,6 +187,9 @@ fn deep_flow(source: &str) -> Option<Pos> {
         }
         let mut mode = Mode::NodeStart;
         let mut key_column: Option<usize> = None;
+        // The last `- ` of the line: a block scalar right after it (`- |`) has
+        // content indented more than the dash, not more than the `|`.
+        let mut dash_column: Option<usize> = None;
         let mut i = 0;
         if chars.starts_with(b"---") && ws(chars.get(3).copied()) {
             i = 3;
@@ -243,10 +246,11 @@ fn deep_flow(source: &str) -> Option<Pos> {
                     quote = Some(c);
                 }
                 (Mode::NodeStart, b'|' | b'>') => {
-                    block_scalar = Some(key_column.unwrap_or(i));
+                    block_scalar = Some(key_column.or(dash_column).unwrap_or(i));
                     break;
                 }
-                (Mode::NodeStart, b'-' | b'?' | b':') if ws(next) => {}
+                (Mode::NodeStart, b'-') if ws(next) => dash_column = Some(i),
+                (Mode::NodeStart, b'?' | b':') if ws(next) => {}
                 (Mode::NodeStart, b'&' | b'!') => {
                     while i + 1 < chars.len() && !ws(Some(chars[i + 1])) {
                         i += 1;
@@ -460,6 +464,7 @@ mod tests {
             format!("- a: >-\n    {many}\n"),
             format!("a: b # {many}\n"),
             format!("a: [x, \"{many}\", '{many}'] # {many}\n"),
+            format!("rows:\n  - |\n    {many}\n  - - >\n      {many}\n    - 1\n"),
         ] {
             assert_eq!(deep_flow(&text), None, "{text}");
         }

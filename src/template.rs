@@ -7,6 +7,10 @@
 //! Rendering is bounded: a render may take at most [`MAX_STEPS`] engine steps and
 //! write at most [`MAX_OUTPUT_BYTES`], so a runaway template (three nested loops
 //! over a long text) fails its sample quickly instead of holding a worker for ever.
+//! The runner first renders within [`INLINE_STEPS`] on its async worker (real
+//! prompts take a few thousand steps, about 10 µs) and only a render that needs
+//! more goes to a blocking thread with the full budget, so a heavy template
+//! never stalls the workers that carry requests.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -21,6 +25,19 @@ const NAME: &str = "t";
 /// room for templates 500 times busier, and fails a runaway one within a fraction
 /// of a second.
 pub const MAX_STEPS: u64 = 1_000_000;
+
+/// The most steps a render may take on an async worker before it is moved to a
+/// blocking thread (a few-shot loop over 100 examples takes about 2,300).
+pub const INLINE_STEPS: u64 = 20_000;
+
+/// How much work a render may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// [`INLINE_STEPS`]: running out is [`RenderError::OverInline`], not a failure.
+    Inline,
+    /// [`MAX_STEPS`]: running out fails the render.
+    Full,
+}
 
 /// The most text one render may produce: four times the largest row we read.
 pub const MAX_OUTPUT_BYTES: usize = 4 * crate::dataset::MAX_ROW_BYTES;
@@ -76,7 +93,14 @@ pub fn context(values: &serde_json::Map<String, serde_json::Value>) -> Value {
 pub struct Template {
     source: Arc<str>,
     /// `None` for literal text.
-    env: Option<Arc<Environment<'static>>>,
+    env: Option<Arc<Engines>>,
+}
+
+/// One compiled template in two environments that differ only in their fuel.
+#[derive(Debug)]
+struct Engines {
+    full: Environment<'static>,
+    inline: Environment<'static>,
 }
 
 /// A template that does not compile: minijinja's message and the 1-based line
@@ -107,9 +131,11 @@ impl Template {
                 message: e.detail().unwrap_or("invalid template").to_owned(),
                 line: e.line(),
             })?;
+        let mut inline = env.clone();
+        inline.set_fuel(Some(INLINE_STEPS));
         Ok(Template {
             source: source.into(),
-            env: Some(Arc::new(env)),
+            env: Some(Arc::new(Engines { full: env, inline })),
         })
     }
 
@@ -118,7 +144,7 @@ impl Template {
         let Some(env) = &self.env else {
             return BTreeSet::new();
         };
-        match env.get_template(NAME) {
+        match env.full.get_template(NAME) {
             Ok(t) => t.undeclared_variables(false).into_iter().collect(),
             Err(_) => BTreeSet::new(),
         }
@@ -138,8 +164,17 @@ impl Template {
     /// [`render`](Self::render), telling a template that does too much work from
     /// one that fails on this row's values.
     pub fn render_checked(&self, ctx: &Value) -> Result<String, RenderError> {
+        self.render_within(ctx, Budget::Full)
+    }
+
+    /// [`render_checked`](Self::render_checked) within `budget`.
+    pub fn render_within(&self, ctx: &Value, budget: Budget) -> Result<String, RenderError> {
         let Some(env) = &self.env else {
             return Ok(self.source.to_string());
+        };
+        let env = match budget {
+            Budget::Full => &env.full,
+            Budget::Inline => &env.inline,
         };
         let template = env
             .get_template(NAME)
@@ -154,6 +189,9 @@ impl Template {
                 "template output is longer than {} MiB",
                 MAX_OUTPUT_BYTES / (1024 * 1024)
             ))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel && budget == Budget::Inline => {
+                Err(RenderError::OverInline)
+            }
             Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(RenderError::TooMuchWork(format!(
                 "template used more than {MAX_STEPS} steps (nested loops over a long text or list?)"
             ))),
@@ -173,12 +211,16 @@ pub enum RenderError {
     TooMuchWork(String),
     /// Anything else minijinja reports (an undefined value, a bad filter argument).
     Failed(String),
+    /// More than [`INLINE_STEPS`] with [`Budget::Inline`]: render it again with
+    /// [`Budget::Full`], off the async workers.
+    OverInline,
 }
 
 impl std::fmt::Display for RenderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RenderError::TooMuchWork(m) | RenderError::Failed(m) => f.write_str(m),
+            RenderError::OverInline => write!(f, "template used more than {INLINE_STEPS} steps"),
         }
     }
 }
@@ -273,11 +315,29 @@ mod tests {
     fn a_realistic_long_prompt_stays_far_under_the_step_budget() {
         let t = Template::compile(REALISTIC).unwrap();
         let env = t.env.as_ref().unwrap();
-        let template = env.get_template(NAME).unwrap();
+        let template = env.full.get_template(NAME).unwrap();
         let captured = template.render_captured(realistic_context()).unwrap();
         let (used, _) = captured.state().fuel_levels().unwrap();
         println!("a realistic long prompt used {used} steps of {MAX_STEPS}");
         assert!(used * 100 < MAX_STEPS, "used {used} steps");
+        assert!(used * 4 < INLINE_STEPS, "renders inline: {used} steps");
+        assert!(t
+            .render_within(&realistic_context(), Budget::Inline)
+            .is_ok());
+    }
+
+    #[test]
+    fn heavy_templates_leave_the_inline_budget_and_finish_with_the_full_one() {
+        // 300 x 300 iterations: legal, but too much for an async worker.
+        let t =
+            Template::compile("{% for a in text %}{% for b in text %}{% endfor %}{% endfor %}done")
+                .unwrap();
+        let ctx = minijinja::context! { text => "x".repeat(300) };
+        assert_eq!(
+            t.render_within(&ctx, Budget::Inline),
+            Err(RenderError::OverInline)
+        );
+        assert_eq!(t.render_within(&ctx, Budget::Full).as_deref(), Ok("done"));
     }
 
     #[test]

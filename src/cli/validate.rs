@@ -131,8 +131,8 @@ fn render_first_rows(eval: &Evaluation) -> Result<(), CliError> {
             let (message, hint) = match template.render_checked(ctx) {
                 Ok(_) => continue,
                 Err(RenderError::Failed(_)) if !is_prompt => continue,
-                Err(RenderError::TooMuchWork(m)) => (
-                    m,
+                Err(e @ (RenderError::TooMuchWork(_) | RenderError::OverInline)) => (
+                    e.to_string(),
                     "a render may take at most this much work; loop over less (a slice such as `text[:200]`)",
                 ),
                 Err(RenderError::Failed(m)) => (

@@ -19,6 +19,7 @@ use crate::model::{ClientError, Message, ModelClient};
 use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt};
 use crate::store::writer::SampleRecord;
+use crate::template::{Budget, RenderError};
 
 /// What every sample task of one run shares.
 pub struct SampleContext {
@@ -102,11 +103,30 @@ impl SampleContext {
         self.started.elapsed().as_micros() as u64
     }
 
-    /// The messages for `vars`, and the prompt to store as JSON (a string or a list of messages).
-    fn render(&self, vars: &Value) -> Result<(Vec<Message>, String), String> {
+    /// The messages for `vars`, and the prompt to store as JSON (a string or a
+    /// list of messages): within [`INLINE_STEPS`](crate::template::INLINE_STEPS)
+    /// here, and on a blocking thread with the full budget when that is not enough.
+    async fn render(self: &Arc<Self>, vars: &Value) -> Result<(Vec<Message>, String), String> {
+        match self.render_within(vars, Budget::Inline) {
+            Err(RenderError::OverInline) => {
+                let (ctx, vars) = (Arc::clone(self), vars.clone());
+                tokio::task::spawn_blocking(move || ctx.render_within(&vars, Budget::Full))
+                    .await
+                    .unwrap_or_else(|e| Err(RenderError::Failed(format!("render task: {e}"))))
+            }
+            done => done,
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn render_within(
+        &self,
+        vars: &Value,
+        budget: Budget,
+    ) -> Result<(Vec<Message>, String), RenderError> {
         match &self.prompt {
             Prompt::Text(t) => {
-                let content = t.render(vars)?;
+                let content = t.render_within(vars, budget)?;
                 let stored = serde_json::to_string(&content).unwrap_or_default();
                 Ok((
                     vec![Message {
@@ -121,7 +141,7 @@ impl SampleContext {
                 for (role, t) in parts {
                     messages.push(Message {
                         role: role.clone(),
-                        content: t.render(vars)?,
+                        content: t.render_within(vars, budget)?,
                     });
                 }
                 let stored = serde_json::to_string(&messages).unwrap_or_default();
@@ -214,6 +234,7 @@ pub(super) async fn process(
     // Render and encode once; every attempt sends the same bytes.
     let prepared = ctx
         .render(&vars)
+        .await
         .map_err(|e| ("template", format!("prompt: {e}")))
         .and_then(|(messages, stored)| {
             record.prompt = stored;

@@ -68,6 +68,22 @@ fn a_runaway_template_fails_its_sample_with_a_step_error() {
     );
 }
 
+/// A template that is heavy but within bounds (90,000 loop steps, past what a
+/// render may take on an async worker) is rendered on a blocking thread and sent.
+#[test]
+fn a_heavy_template_within_the_budget_renders_and_is_sent() {
+    let dir = TestDir::new();
+    let server = TestServer::echo();
+    let dataset = format!("  rows:\n    - {{text: {}}}\n", "x".repeat(300));
+    let heavy = "\"{% for a in text %}{% for b in text %}{% endfor %}{% endfor %}{{ text[:5] }}\"";
+    dir.write(
+        "spec.yaml",
+        &spec(&server.url(), &dataset, heavy, CONTAINS_X),
+    );
+    run(&dir).assert_exit_code(0);
+    assert_eq!(server.prompts(), vec!["xxxxx".to_owned()]);
+}
+
 #[test]
 fn validate_refuses_a_runaway_template_at_the_prompt() {
     let dir = TestDir::new();

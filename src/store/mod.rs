@@ -32,7 +32,7 @@
 
 pub mod read;
 pub mod records;
-pub mod sqlite;
+mod sqlite;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

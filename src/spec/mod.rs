@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::concurrency::rate::RateLimitSpec;
+use crate::concurrency::retry::RetryPolicy;
 use crate::concurrency::{AdaptiveConfig, StrategySpec};
 use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
@@ -85,30 +86,6 @@ pub struct ModelSpec {
     /// Client-side request and token quotas.
     pub rate_limit: Option<RateLimitSpec>,
     pub mock: Option<MockSpec>,
-}
-
-/// When and how long to wait before trying a request again.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts that may end in a transient failure other than throttling
-    /// (timeouts, connection errors, 408, 5xx but 503), the first included.
-    pub max_attempts: u32,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-    /// The longest one sample may spend waiting on throttling (429, 503):
-    /// server hints, backoff after them and endpoint pauses, added up.
-    pub max_wait: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            max_wait: Duration::from_secs(5 * 60),
-        }
-    }
 }
 
 /// The built-in mock model: keyword rules and a fixed latency.

@@ -17,7 +17,7 @@ use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
 use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
-use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
+use crate::spec::{ApiKeyEnv, Evaluation, ModelSpec};
 use crate::store::lock::{lock, LockError};
 use crate::store::{SampleLookup, Store, StoreError};
 use crate::Exit;
@@ -123,7 +123,8 @@ pub fn run(
         progress.note(&format!("experiment: {experiment}"));
     }
     for plan in &mut plans {
-        let (fitted, note) = runner::fit_open_files(plan.strategy, plan.eval.model.mock.is_some());
+        let (fitted, note) =
+            runner::fit_open_files(plan.strategy, plan.eval.model.mock().is_some());
         plan.strategy = fitted;
         if let Some(note) = note {
             progress.note(&format!("{}: {note}", plan.eval.name));
@@ -335,16 +336,18 @@ fn refuse_removed_rows(
 
 /// The API key from the variable the spec names. A named variable must be set;
 /// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint,
-/// and is never sent to a `base_url` written in the spec (see `spec::ModelSpec`).
+/// and is never sent to a `base_url` written in the spec (see `spec::ApiKeyEnv`).
 /// `validate` makes the same check.
 pub(super) fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
-    let Some((var, named)) = &model.api_key_env else {
+    let key_env = model.provider.http().and_then(|h| h.api_key_env.as_ref());
+    let Some(ApiKeyEnv { var, required }) = key_env else {
         return Ok(None);
     };
     match std::env::var(var) {
         Ok(key) if !key.trim().is_empty() => {
             let key = key.trim().to_owned();
-            if reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+            // Every provider sends the key in a header.
+            if reqwest::header::HeaderValue::from_str(&key).is_err() {
                 return Err(CliError::usage(
                     format!("{}: the value of {var} cannot be sent in an HTTP header", spec.display()),
                     Some(format!("{var} holds a control character or non-ASCII text; check how it was exported")),
@@ -352,7 +355,7 @@ pub(super) fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, 
             }
             Ok(Some(key))
         }
-        _ if *named || model.base_url.as_deref() == Some(DEFAULT_BASE_URL) => Err(CliError::usage(
+        _ if *required => Err(CliError::usage(
             format!("{}: the API key variable {var} is not set", spec.display()),
             Some(format!(
                 "export {var}=... first; the key is read from the environment and never stored"

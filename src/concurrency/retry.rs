@@ -6,7 +6,7 @@
 //!
 //! - A throttling answer (429, 503) is retried until the time this sample has
 //!   spent waiting on throttling would exceed `max_wait`; it does not use up
-//!   `max_attempts`. A server's hint (see `model::retry_hint`) is honoured as
+//!   `max_attempts`. A server's hint (see `model::Api::retry_hint`) is honoured as
 //!   given, up to `max_wait`: it pauses the whole endpoint (see
 //!   [`Pause`](crate::concurrency::pause::Pause)), and a hint longer than the budget left
 //!   gives up at once instead of sleeping. Without a hint, the wait is the

@@ -72,14 +72,13 @@ impl Transport {
             if status.is_redirection() {
                 return Err(redirect(&response, secrets));
             }
-            let throttled = !status.is_success() && api.is_throttled(status.as_u16());
-            let retry_after = throttled
-                .then(|| api.retry_hint(status.as_u16(), response.headers()))
-                .flatten();
+            // Read before the body consumes the response: `Some(hint)` when throttled.
+            let throttled = (!status.is_success() && api.is_throttled(status.as_u16()))
+                .then(|| api.retry_hint(status.as_u16(), response.headers()));
             let bytes = read_capped(response, self.timeout).await?;
-            Ok::<_, ClientError>((status, throttled, retry_after, bytes))
+            Ok::<_, ClientError>((status, throttled, bytes))
         };
-        let (status, throttled, retry_after, bytes) = tokio::time::timeout(self.timeout, attempt)
+        let (status, throttled, bytes) = tokio::time::timeout(self.timeout, attempt)
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
         let latency = started.elapsed();
@@ -88,12 +87,12 @@ impl Transport {
         }
         let (status, body) = (status.as_u16(), excerpt(&bytes, secrets));
         Err(match throttled {
-            true => ClientError::Throttled {
+            Some(retry_after) => ClientError::Throttled {
                 status,
                 body,
                 retry_after,
             },
-            false => ClientError::Status { status, body },
+            None => ClientError::Status { status, body },
         })
     }
 }

@@ -30,7 +30,7 @@ pub struct MockServerArgs {
 
 pub fn serve(args: MockServerArgs) -> Result<Exit, CliError> {
     let eval = crate::spec::load(&args.spec)?;
-    let Some(mut mock) = eval.model.mock else {
+    let Some(mut mock) = eval.model.mock().cloned() else {
         return Err(CliError::usage(
             format!("{} does not use `provider: mock`", args.spec.display()),
             Some(

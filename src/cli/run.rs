@@ -112,7 +112,8 @@ pub fn run(
         progress.note(&format!("experiment: {experiment}"));
     }
     for plan in &mut plans {
-        let (fitted, note) = runner::fit_open_files(plan.strategy, plan.eval.model.mock.is_some());
+        let (fitted, note) =
+            runner::fit_open_files(plan.strategy, plan.eval.model.mock().is_some());
         plan.strategy = fitted;
         if let Some(note) = note {
             progress.note(&format!("{}: {note}", plan.eval.name));

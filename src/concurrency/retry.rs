@@ -6,7 +6,7 @@
 //!
 //! - A throttling answer (429, 503) is retried until the time this sample has
 //!   spent waiting on throttling would exceed `max_wait`; it does not use up
-//!   `max_attempts`. A server's hint (see `model::retry_hint`) is honoured as
+//!   `max_attempts`. A server's hint (see `model::Api::retry_hint`) is honoured as
 //!   given, up to `max_wait`: it pauses the whole endpoint (see
 //!   [`Pause`](crate::concurrency::pause::Pause)), and a hint longer than the budget left
 //!   gives up at once instead of sleeping. Without a hint, the wait is the
@@ -24,11 +24,34 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::concurrency::pause::Pause;
-use crate::spec::RetryPolicy;
 
 /// The least a throttled sample waits before trying again, whatever a hint or
 /// the backoff says, so a server answering "retry in 0 s" cannot make us spin.
 pub const MIN_THROTTLE_WAIT: Duration = Duration::from_millis(10);
+
+/// When and how long to wait before trying a request again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts that may end in a transient failure other than throttling
+    /// (timeouts, connection errors, 408, 5xx but 503), the first included.
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest one sample may spend waiting on throttling (429, 503):
+    /// server hints, backoff after them and endpoint pauses, added up.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_wait: Duration::from_secs(5 * 60),
+        }
+    }
+}
 
 /// An error that knows whether trying again could help.
 pub trait Retryable {

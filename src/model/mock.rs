@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,7 +19,34 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::spec::MockSpec;
+/// The built-in mock model: keyword rules and a fixed latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockSpec {
+    pub latency: Duration,
+    pub rules: Vec<MockRule>,
+}
+
+/// The first rule whose words occur in the prompt gives the reply; no words always matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockRule {
+    /// Lower-cased words.
+    pub when_contains: Vec<String>,
+    pub reply: String,
+}
+
+impl MockSpec {
+    /// The reply to `prompt` (case-insensitive word match, first rule wins).
+    pub fn reply(&self, prompt: &str) -> &str {
+        let lower = prompt.to_lowercase();
+        self.rules
+            .iter()
+            .find(|r| {
+                r.when_contains.is_empty()
+                    || r.when_contains.iter().any(|w| lower.contains(w.as_str()))
+            })
+            .map_or("", |r| r.reply.as_str())
+    }
+}
 
 /// Counters the server keeps.
 #[derive(Debug, Default, Serialize)]
@@ -170,9 +198,8 @@ fn error(status: StatusCode, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Message, ModelClient};
-    use crate::spec::MockRule;
-    use std::time::Duration;
+    use crate::model::openai::OpenAi;
+    use crate::model::{Endpoint, Message, ModelClient, Role};
 
     #[tokio::test]
     async fn serves_rules_through_the_real_client() {
@@ -192,18 +219,19 @@ mod tests {
         let server = MockServer::start(spec, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let client = ModelClient::new(
-            &server.base_url(),
-            "mock",
-            None,
-            Default::default(),
-            Duration::from_secs(5),
-            4,
-        )
+        let client = ModelClient::new(Endpoint {
+            api: std::sync::Arc::new(OpenAi),
+            base_url: &server.base_url(),
+            model: "mock",
+            api_key: None,
+            params: Default::default(),
+            timeout: Duration::from_secs(5),
+            max_connections: 4,
+        })
         .unwrap();
         let msg = |t: &str| {
             vec![Message {
-                role: "user".into(),
+                role: Role::User,
                 content: t.into(),
             }]
         };

@@ -9,6 +9,7 @@
 //! the stored reply rather than sent again.
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
+mod client;
 mod files;
 mod plan;
 mod progress;
@@ -31,8 +32,6 @@ use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::Limiter;
 use crate::dataset::{row_json, Dataset, Values};
-use crate::model::mock::MockServer;
-use crate::model::ModelClient;
 use crate::store::writer::{WriterConfig, QUEUE};
 use crate::store::{
     now, EvaluationMeta, EvaluationStatus, RunTotals, SampleLookup, Store, StoreError, StoredReply,
@@ -215,29 +214,17 @@ pub async fn run(
         return nothing_to_do(plan, experiment, store, progress);
     }
     // The mock lives as long as this run, on loopback, behind the same client code.
-    let mock = match &eval.model.mock {
-        Some(spec) => Some(
-            MockServer::start(spec.clone(), ([127, 0, 0, 1], 0).into())
-                .await
-                .map_err(RunError::Mock)?,
-        ),
-        None => None,
-    };
-    let base_url = match (&mock, &eval.model.base_url) {
-        (Some(m), _) => m.base_url(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => crate::spec::DEFAULT_BASE_URL.to_owned(),
-    };
-    let client = ModelClient::new(
-        &base_url,
-        &eval.model.name,
+    let client::Connection {
+        client,
+        base_url,
+        mock,
+    } = client::connect(
+        &eval.model,
         plan.api_key.as_deref(),
-        eval.model.params.clone(),
-        eval.model.timeout,
         plan.strategy.max_concurrency(),
     )
-    .map_err(RunError::Client)?
-    .with_secrets(&eval.secrets);
+    .await?;
+    let client = client.with_secrets(&eval.secrets);
 
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
     let identity = eval.identity.to_string();
@@ -302,8 +289,9 @@ pub async fn run(
     let key_var = plan
         .api_key
         .as_ref()
-        .and(eval.model.api_key_env.as_ref())
-        .map(|(var, _)| var.clone());
+        .and(eval.model.provider.http())
+        .and_then(|http| http.api_key_env.as_ref())
+        .map(|key| key.var.clone());
     let ctx = Arc::new(SampleContext::new(
         eval,
         client,

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
-use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
+use crate::spec::{ApiKeyEnv, Evaluation, ModelSpec};
 use crate::store::{SampleLookup, Store, StoreError};
 
 /// One evaluation, checked and ready, with what resume found.
@@ -168,13 +168,15 @@ fn refuse_removed_rows(
 /// and is never sent to a `base_url` written in the spec (see `spec::ModelSpec`).
 /// `validate` makes the same check.
 pub fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, PlanError> {
-    let Some((var, named)) = &model.api_key_env else {
+    let key_env = model.provider.http().and_then(|h| h.api_key_env.as_ref());
+    let Some(ApiKeyEnv { var, required }) = key_env else {
         return Ok(None);
     };
     match std::env::var(var) {
         Ok(key) if !key.trim().is_empty() => {
             let key = key.trim().to_owned();
-            if reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+            // Every provider sends the key in a header.
+            if reqwest::header::HeaderValue::from_str(&key).is_err() {
                 return Err(PlanError::Refused {
                     message: format!("{}: the value of {var} cannot be sent in an HTTP header", spec.display()),
                     hint: format!("{var} holds a control character or non-ASCII text; check how it was exported"),
@@ -182,14 +184,12 @@ pub fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, PlanErr
             }
             Ok(Some(key))
         }
-        _ if *named || model.base_url.as_deref() == Some(DEFAULT_BASE_URL) => {
-            Err(PlanError::Refused {
-                message: format!("{}: the API key variable {var} is not set", spec.display()),
-                hint: format!(
-                    "export {var}=... first; the key is read from the environment and never stored"
-                ),
-            })
-        }
+        _ if *required => Err(PlanError::Refused {
+            message: format!("{}: the API key variable {var} is not set", spec.display()),
+            hint: format!(
+                "export {var}=... first; the key is read from the environment and never stored"
+            ),
+        }),
         _ => Ok(None),
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use minijinja::Value;
 use tokio::sync::mpsc::{OwnedPermit, Sender};
 
+use super::client::outcome;
 use super::refusal::{is_refusal, RefusalWatch};
 use super::Sample;
 use crate::concurrency::pause::Pause;
@@ -15,7 +16,7 @@ use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::retry::{self, Retry};
 use crate::concurrency::{Outcome, Permit};
 use crate::evaluators::Evaluator;
-use crate::model::{ClientError, Message, ModelClient};
+use crate::model::{ClientError, Message, ModelClient, Role};
 use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt};
 use crate::store::writer::SampleRecord;
@@ -130,7 +131,7 @@ impl SampleContext {
                 let stored = serde_json::to_string(&content).unwrap_or_default();
                 Ok((
                     vec![Message {
-                        role: "user".into(),
+                        role: Role::User,
                         content,
                     }],
                     stored,
@@ -140,7 +141,7 @@ impl SampleContext {
                 let mut messages = Vec::with_capacity(parts.len());
                 for (role, t) in parts {
                     messages.push(Message {
-                        role: role.clone(),
+                        role: *role,
                         content: t.render_within(vars, budget)?,
                     });
                 }
@@ -274,7 +275,7 @@ pub(super) async fn process(
             ctx.client.complete(&body).await
         },
         |e| {
-            let outcome = e.outcome();
+            let outcome = outcome(e);
             throttled += u32::from(matches!(outcome, Outcome::Throttled));
             permit.report(&outcome);
         },

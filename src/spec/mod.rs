@@ -18,10 +18,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::concurrency::rate::RateLimitSpec;
+use crate::concurrency::retry::RetryPolicy;
 use crate::concurrency::{AdaptiveConfig, StrategySpec};
 use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::evaluators::{self, Evaluator};
+use crate::model::mock::{MockRule, MockSpec};
+use crate::model::Role;
 use crate::secrets::Secrets;
 use crate::template::Template;
 use locate::{parse_path, Locator, Step};
@@ -65,78 +68,75 @@ pub enum Prompt {
     /// One user message.
     Text(Template),
     /// Role-tagged messages.
-    Messages(Vec<(String, Template)>),
+    Messages(Vec<(Role, Template)>),
 }
 
-/// The model endpoint and how to call it.
+/// The model and how to call it.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
-    pub provider: Provider,
-    /// `None` for the mock, whose address is known only once it listens.
-    pub base_url: Option<String>,
     /// Sent as the request's `model`.
     pub name: String,
-    /// Variable holding the API key, and whether the spec named it (then it must be
-    /// set). `None` when the spec names its own `base_url` but no variable.
-    pub api_key_env: Option<(String, bool)>,
     pub params: Map<String, Value>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
     /// Client-side request and token quotas.
     pub rate_limit: Option<RateLimitSpec>,
-    pub mock: Option<MockSpec>,
+    /// Who serves the model, with the settings only that provider takes.
+    pub provider: ProviderSpec,
 }
 
-/// When and how long to wait before trying a request again.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts that may end in a transient failure other than throttling
-    /// (timeouts, connection errors, 408, 5xx but 503), the first included.
-    pub max_attempts: u32,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-    /// The longest one sample may spend waiting on throttling (429, 503):
-    /// server hints, backoff after them and endpoint pauses, added up.
-    pub max_wait: Duration,
+/// One variant per provider.
+#[derive(Debug, Clone)]
+pub enum ProviderSpec {
+    /// An OpenAI-compatible server.
+    Openai(HttpEndpoint),
+    /// The built-in mock, served on loopback for the run (it speaks the OpenAI API).
+    Mock(MockSpec),
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            max_wait: Duration::from_secs(5 * 60),
+/// A server reached over the network.
+#[derive(Debug, Clone)]
+pub struct HttpEndpoint {
+    /// Without a trailing slash.
+    pub base_url: String,
+    /// The variable holding the API key, when one is sent.
+    pub api_key_env: Option<ApiKeyEnv>,
+}
+
+/// Where the API key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyEnv {
+    pub var: String,
+    /// Unset is an error: the spec named the variable, or the endpoint is the
+    /// provider's own (which answers nothing without a key).
+    pub required: bool,
+}
+
+impl ProviderSpec {
+    /// The name written in specs and shown in reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderSpec::Openai(_) => Provider::Openai.as_str(),
+            ProviderSpec::Mock(_) => Provider::Mock.as_str(),
+        }
+    }
+
+    /// The server's address; `None` for the mock, known only once it listens.
+    pub fn http(&self) -> Option<&HttpEndpoint> {
+        match self {
+            ProviderSpec::Openai(endpoint) => Some(endpoint),
+            ProviderSpec::Mock(_) => None,
         }
     }
 }
 
-/// The built-in mock model: keyword rules and a fixed latency.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MockSpec {
-    pub latency: Duration,
-    pub rules: Vec<MockRule>,
-}
-
-/// The first rule whose words occur in the prompt gives the reply; no words always matches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MockRule {
-    /// Lower-cased words.
-    pub when_contains: Vec<String>,
-    pub reply: String,
-}
-
-impl MockSpec {
-    /// The reply to `prompt` (case-insensitive word match, first rule wins).
-    pub fn reply(&self, prompt: &str) -> &str {
-        let lower = prompt.to_lowercase();
-        self.rules
-            .iter()
-            .find(|r| {
-                r.when_contains.is_empty()
-                    || r.when_contains.iter().any(|w| lower.contains(w.as_str()))
-            })
-            .map_or("", |r| r.reply.as_str())
+impl ModelSpec {
+    /// The mock's rules, when the mock serves this model.
+    pub fn mock(&self) -> Option<&MockSpec> {
+        match &self.provider {
+            ProviderSpec::Mock(mock) => Some(mock),
+            _ => None,
+        }
     }
 }
 
@@ -314,7 +314,8 @@ impl Checker<'_> {
         if let Some(model_json) = identity.get_mut("model") {
             // The endpoint actually called, even when it comes from $OPENAI_BASE_URL:
             // results from two servers must not be mixed on resume.
-            if let (Some(url), Value::Object(m)) = (&model.base_url, &mut *model_json) {
+            if let (Some(http), Value::Object(m)) = (model.provider.http(), &mut *model_json) {
+                let url = &http.base_url;
                 secrets.take_from_url(url);
                 m.insert("base_url".into(), Value::String(url.clone()));
             }
@@ -535,15 +536,12 @@ impl Checker<'_> {
                     })
                     .collect();
                 Ok(ModelSpec {
-                    provider: Provider::Mock,
-                    base_url: None,
                     name: m.name.clone().unwrap_or_else(|| "mock".into()),
-                    api_key_env: None,
                     params: m.params.clone(),
                     timeout,
                     retry,
                     rate_limit,
-                    mock: Some(MockSpec {
+                    provider: ProviderSpec::Mock(MockSpec {
                         latency: m.latency.map_or(Duration::ZERO, |d| d.0),
                         rules,
                     }),
@@ -596,21 +594,28 @@ impl Checker<'_> {
                 // The default key goes only where the user's environment points
                 // ($OPENAI_BASE_URL or OpenAI): a spec from elsewhere that names its
                 // own server must ask for a key by name to get one.
+                let base_url = base_url.trim_end_matches('/').to_owned();
                 let api_key_env = match (&m.api_key_env, &m.base_url) {
-                    (Some(v), _) => Some((v.clone(), true)),
-                    (None, None) => Some((DEFAULT_API_KEY_ENV.to_owned(), false)),
+                    (Some(v), _) => Some(ApiKeyEnv {
+                        var: v.clone(),
+                        required: true,
+                    }),
+                    (None, None) => Some(ApiKeyEnv {
+                        var: DEFAULT_API_KEY_ENV.to_owned(),
+                        required: base_url == DEFAULT_BASE_URL,
+                    }),
                     (None, Some(_)) => None,
                 };
                 Ok(ModelSpec {
-                    provider: Provider::Openai,
-                    base_url: Some(base_url.trim_end_matches('/').to_owned()),
                     name,
-                    api_key_env,
                     params: m.params.clone(),
                     timeout,
                     retry,
                     rate_limit,
-                    mock: None,
+                    provider: ProviderSpec::Openai(HttpEndpoint {
+                        base_url,
+                        api_key_env,
+                    }),
                 })
             }
         }
@@ -631,20 +636,19 @@ impl Checker<'_> {
                 }
                 let mut out = Vec::with_capacity(msgs.len());
                 for (i, m) in msgs.iter().enumerate() {
-                    const ROLES: [&str; 4] = ["system", "user", "assistant", "developer"];
-                    if !ROLES.contains(&m.role.as_str()) {
+                    let Some(role) = Role::from_name(&m.role) else {
                         return Err(self
                             .at_value(
                                 &format!("messages[{i}].role"),
                                 format!("unknown role `{}`", m.role),
                             )
                             .with_hint_opt(
-                                did_you_mean(&m.role, ROLES)
+                                did_you_mean(&m.role, Role::NAMES)
                                     .map(|r| format!("did you mean `{r}`?")),
                             ));
-                    }
+                    };
                     out.push((
-                        m.role.clone(),
+                        role,
                         self.template(&format!("messages[{i}].content"), &m.content.0)?,
                     ));
                 }

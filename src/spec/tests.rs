@@ -31,7 +31,7 @@ fn loads_a_good_spec() {
         e.required_columns.iter().collect::<Vec<_>>(),
         ["expected", "text"]
     );
-    let mock = e.model.mock.unwrap();
+    let mock = e.model.mock().unwrap();
     assert_eq!(mock.latency, Duration::from_secs(1));
     assert_eq!(mock.reply("An AMAZING film"), "positive");
     assert_eq!(mock.reply("meh"), "neutral");

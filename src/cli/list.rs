@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use super::{emit, format, json, open_for_reading, CliError, Format, Style};
+use super::output::print;
+use super::{open_for_reading, CliError, Style};
 use crate::report::{self, ListReport};
 use crate::Exit;
 
@@ -11,10 +12,6 @@ pub fn list(storage: &Path, style: Style) -> Result<Exit, CliError> {
         Some(store) => store.experiments()?.iter().map(report::summary).collect(),
         None => Vec::new(),
     };
-    let report = ListReport { experiments };
-    match style.format {
-        Format::Json => emit(&json(&report)?)?,
-        Format::Table => emit(&format::list(&report))?,
-    }
+    print(style, &ListReport { experiments })?;
     Ok(Exit::Success)
 }

@@ -1,7 +1,7 @@
 //! Reports: what `show`, `list` and `run` print, as serde view structs.
 //!
 //! These types *are* the documented `--format json` shape (README, "JSON
-//! output"); they are built from store rows here, so renaming a column never
+//! output"; committed as `schema/dotevals.schema.json`); they are built from store rows here, so renaming a column never
 //! changes what scripts see. Percentiles come from an HDR histogram.
 
 use serde::Serialize;

@@ -13,6 +13,7 @@ mod errors;
 mod evaluators;
 mod json_output;
 mod resume;
+mod schema;
 mod validation;
 
 // Robustness: adaptive limits, rate limits, faults, crashes, concurrent

@@ -1,11 +1,12 @@
 //! Reports: what `show`, `list` and `run` print, as serde view structs.
 //!
 //! These types *are* the documented `--format json` shape (README, "JSON
-//! output"); they are built from store rows here, so renaming a column never
+//! output"; committed as `schema/dotevals.schema.json`); they are built from store rows here, so renaming a column never
 //! changes what scripts see. Percentiles come from an HDR histogram.
 
 use serde::Serialize;
 
+use crate::concurrency::{StrategyName, UnknownStrategy};
 use crate::store::read::{EvaluationRow, ExperimentRow, LimitStep, RunRow, SampleRow};
 
 /// `dotevals show NAME --format json` (and `run --format json`).
@@ -31,8 +32,8 @@ pub struct EvaluationReport {
     pub provider: String,
     /// The model name sent in requests.
     pub model: String,
-    /// Strategy of the latest run: `sequential`, `sliding_window` or `adaptive`.
-    pub strategy: String,
+    /// Strategy of the latest run.
+    pub strategy: StrategyName,
     pub max_concurrency: u64,
     pub status: String,
     pub started_at: String,
@@ -126,7 +127,7 @@ pub struct Timing {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
     pub run: u64,
-    pub strategy: String,
+    pub strategy: StrategyName,
     pub wall_seconds: f64,
     /// Samples that sent a request in this run.
     pub samples: u64,
@@ -282,7 +283,11 @@ const MIN_UNLOADED: u64 = 3;
 /// Builds an evaluation's report; `latencies` are successful latencies in µs,
 /// ascending; `runs` its recorded runs (none for stores before schema 3, or a
 /// run killed before it could write its row).
-pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> EvaluationReport {
+pub fn evaluation(
+    e: &EvaluationRow,
+    latencies: &[u64],
+    runs: &[RunRow],
+) -> Result<EvaluationReport, UnknownStrategy> {
     let wall = e.wall_us as f64 / US;
     let sum = |f: fn(&RunRow) -> u64| runs.iter().map(f).sum::<u64>();
     // Figures from the runs' own rows are over the walls of those runs only.
@@ -303,12 +308,12 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
             sum(|r| r.throttled),
         )
     };
-    EvaluationReport {
+    Ok(EvaluationReport {
         name: e.name.clone(),
         spec: e.spec_path.clone(),
         provider: e.provider.clone(),
         model: e.model.clone(),
-        strategy: e.strategy.clone(),
+        strategy: e.strategy.parse()?,
         max_concurrency: e.max_concurrency,
         status: e.status.to_string(),
         started_at: e.started_at.clone(),
@@ -344,18 +349,20 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
             concurrency_limit: None,
             runs: runs
                 .iter()
-                .map(|r| RunReport {
-                    run: r.run,
-                    strategy: r.strategy.clone(),
-                    wall_seconds: r.wall_us as f64 / US,
-                    samples: r.samples,
-                    retries: r.attempts - r.samples.min(r.attempts),
-                    throttled: r.throttled,
-                    blocked_seconds: r.blocked_us as f64 / US,
-                    mean_in_flight: ratio(r.held_us as f64, r.wall_us as f64),
-                    limit: None,
+                .map(|r| {
+                    Ok(RunReport {
+                        run: r.run,
+                        strategy: r.strategy.parse()?,
+                        wall_seconds: r.wall_us as f64 / US,
+                        samples: r.samples,
+                        retries: r.attempts - r.samples.min(r.attempts),
+                        throttled: r.throttled,
+                        blocked_seconds: r.blocked_us as f64 / US,
+                        mean_in_flight: ratio(r.held_us as f64, r.wall_us as f64),
+                        limit: None,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, UnknownStrategy>>()?,
         },
         tokens: Tokens {
             prompt: e.prompt_tokens,
@@ -364,7 +371,7 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
         error_kinds: None,
         errors: None,
         records: None,
-    }
+    })
 }
 
 /// p50/p90/p99/max/mean of ascending microsecond latencies.

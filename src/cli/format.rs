@@ -1,5 +1,5 @@
-//! Human-readable rendering of reports: aligned blocks for `show`, tables for
-//! `list`, `--errors` and `--full`.
+//! Table text of the reports: aligned blocks for `show` (and `run`), tables
+//! for `list`, `--errors` and `--full`.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -7,6 +7,8 @@ use std::fmt::Write;
 use tabled::settings::{object::Columns, Modify, Style, Width};
 use tabled::{builder::Builder, Table};
 
+use super::output::Render;
+use crate::concurrency::StrategyName;
 use crate::report::{EvaluationReport, ExperimentReport, ListReport};
 
 /// Seconds as `850 ms`, `2.01 s` or `3m 20s`.
@@ -66,28 +68,29 @@ fn percent(x: Option<f64>) -> String {
 }
 
 /// The report `show` (and `run`) prints.
-pub fn experiment(r: &ExperimentReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "experiment {} · created {} · {}",
-        printable(&r.experiment),
-        printable(&r.created_at),
-        printable(&r.status)
-    );
-    for e in &r.evaluations {
-        out.push('\n');
-        evaluation(&mut out, e);
+impl Render for ExperimentReport {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "experiment {} · created {} · {}",
+            printable(&self.experiment),
+            printable(&self.created_at),
+            printable(&self.status)
+        );
+        for e in &self.evaluations {
+            out.push('\n');
+            evaluation(&mut out, e);
+        }
+        out
     }
-    out
 }
 
 fn evaluation(out: &mut String, e: &EvaluationReport) {
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
-    let strategy = match e.strategy.as_str() {
-        "sequential" => "sequential, 1 in flight".to_owned(),
-        "adaptive" => format!("adaptive, up to {} in flight", e.max_concurrency),
+    let strategy = match e.strategy {
+        StrategyName::Sequential => "sequential, 1 in flight".to_owned(),
         s => format!("{s}, up to {} in flight", e.max_concurrency),
     };
     rows.push(("strategy".into(), strategy));
@@ -300,39 +303,42 @@ fn table(b: Builder, wrap: usize) -> Table {
 }
 
 /// The table `list` prints.
-pub fn list(r: &ListReport) -> String {
-    if r.experiments.is_empty() {
-        return "no experiments yet: run one with `dotevals run SPEC --experiment NAME`\n".into();
+impl Render for ListReport {
+    fn table(&self) -> String {
+        if self.experiments.is_empty() {
+            return "no experiments yet: run one with `dotevals run SPEC --experiment NAME`\n"
+                .into();
+        }
+        let mut b = Builder::default();
+        b.push_record([
+            "experiment",
+            "created",
+            "evals",
+            "samples",
+            "errors",
+            "accuracy",
+            "wall time",
+            "status",
+        ]);
+        for x in &self.experiments {
+            push_row(
+                &mut b,
+                [
+                    x.name.clone(),
+                    x.created_at.clone(),
+                    x.evaluations.to_string(),
+                    format!("{}/{}", x.samples.recorded, x.samples.total),
+                    x.samples.errored.to_string(),
+                    percent(x.accuracy),
+                    duration(x.wall_seconds),
+                    x.status.clone(),
+                ],
+            );
+        }
+        let mut t = b.build();
+        t.with(Style::rounded());
+        format!("{t}\n")
     }
-    let mut b = Builder::default();
-    b.push_record([
-        "experiment",
-        "created",
-        "evals",
-        "samples",
-        "errors",
-        "accuracy",
-        "wall time",
-        "status",
-    ]);
-    for x in &r.experiments {
-        push_row(
-            &mut b,
-            [
-                x.name.clone(),
-                x.created_at.clone(),
-                x.evaluations.to_string(),
-                format!("{}/{}", x.samples.recorded, x.samples.total),
-                x.samples.errored.to_string(),
-                percent(x.accuracy),
-                duration(x.wall_seconds),
-                x.status.clone(),
-            ],
-        );
-    }
-    let mut t = b.build();
-    t.with(Style::rounded());
-    format!("{t}\n")
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `dotevals list`: every experiment with date, samples, accuracy, wall time and status.
 
-use super::{emit, format, json, open_for_reading, CliError, Format, Style};
+use super::output::print;
+use super::{open_for_reading, CliError, Style};
 use crate::report::{self, ListReport};
 use crate::store::Storage;
 use crate::Exit;
@@ -10,10 +11,6 @@ pub fn list(storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
         Some(store) => store.experiments()?.iter().map(report::summary).collect(),
         None => Vec::new(),
     };
-    let report = ListReport { experiments };
-    match style.format {
-        Format::Json => emit(&json(&report)?)?,
-        Format::Table => emit(&format::list(&report))?,
-    }
+    print(style, &ListReport { experiments })?;
     Ok(Exit::Success)
 }

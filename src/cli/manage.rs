@@ -1,12 +1,10 @@
 //! `dotevals delete` and `dotevals rename`.
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
-use super::{
-    emit, json as to_json, known_experiment, open_for_writing, unknown_experiment, CliError,
-    Format, Style,
-};
+use super::output::{print, Render};
+use super::{known_experiment, open_for_writing, unknown_experiment, CliError, Style};
 use crate::store::{Storage, Store};
 use crate::Exit;
 
@@ -52,15 +50,13 @@ pub fn delete(args: DeleteArgs, storage: &dyn Storage, style: Style) -> Result<E
     let samples = store
         .delete_experiment(&args.name)
         .map_err(|e| known_experiment(store.as_ref(), &args.name, e))?;
-    match style.format {
-        Format::Json => emit(&to_json(
-            &json!({"deleted": args.name, "samples": samples}),
-        )?)?,
-        Format::Table => emit(&format!(
-            "deleted experiment {} ({samples} samples)\n",
-            args.name
-        ))?,
-    }
+    print(
+        style,
+        &Deleted {
+            deleted: args.name,
+            samples,
+        },
+    )?;
     Ok(Exit::Success)
 }
 
@@ -69,12 +65,45 @@ pub fn rename(args: RenameArgs, storage: &dyn Storage, style: Style) -> Result<E
     store
         .rename_experiment(&args.from, &args.to)
         .map_err(|e| known_experiment(store.as_ref(), &args.from, e))?;
-    match style.format {
-        Format::Json => emit(&to_json(&json!({"renamed": args.from, "to": args.to}))?)?,
-        Format::Table => emit(&format!(
-            "renamed experiment {} to {}\n",
-            args.from, args.to
-        ))?,
-    }
+    print(
+        style,
+        &Renamed {
+            renamed: args.from,
+            to: args.to,
+        },
+    )?;
     Ok(Exit::Success)
+}
+
+/// What `delete` prints.
+#[derive(Debug, Serialize)]
+struct Deleted {
+    /// The experiment's name.
+    deleted: String,
+    /// Sample records deleted with it.
+    samples: u64,
+}
+
+impl Render for Deleted {
+    fn table(&self) -> String {
+        format!(
+            "deleted experiment {} ({} samples)\n",
+            self.deleted, self.samples
+        )
+    }
+}
+
+/// What `rename` prints.
+#[derive(Debug, Serialize)]
+struct Renamed {
+    /// The old name.
+    renamed: String,
+    /// The new name.
+    to: String,
+}
+
+impl Render for Renamed {
+    fn table(&self) -> String {
+        format!("renamed experiment {} to {}\n", self.renamed, self.to)
+    }
 }

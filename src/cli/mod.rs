@@ -6,6 +6,7 @@ mod format;
 mod list;
 mod manage;
 mod mock_server;
+mod output;
 mod run;
 mod show;
 mod validate;
@@ -172,6 +173,12 @@ impl From<Diagnostic> for CliError {
     }
 }
 
+impl From<crate::concurrency::UnknownStrategy> for CliError {
+    fn from(e: crate::concurrency::UnknownStrategy) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -245,24 +252,6 @@ fn print_error(e: &CliError, color: bool) {
         } => writeln!(err, "{label}: {message}\n  hint: {hint}"),
         other => writeln!(err, "{label}: {other}"),
     };
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn emit(text: &str) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(CliError::Failed(format!("cannot write output: {e}")))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Pretty JSON plus a newline.
-fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value)
-        .map(|s| s + "\n")
-        .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 /// The longest experiment name, in characters.

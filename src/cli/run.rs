@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::output::print;
 use super::show::{build, Detail};
-use super::{emit, format, json, CliError, Format, Style};
+use super::{CliError, Format, Style};
 use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
@@ -158,10 +159,7 @@ pub fn run(
         .find_map(|s| s.as_ref().err())
         .map(|e| CliError::Failed(e.to_string()));
     match (report, failure) {
-        (Ok(report), _) => match style.format {
-            Format::Json => emit(&json(&report)?)?,
-            Format::Table => emit(&format::experiment(&report))?,
-        },
+        (Ok(report), _) => print(style, &report)?,
         (Err(e), None) => return Err(e),
         (Err(_), Some(_)) => {}
     }

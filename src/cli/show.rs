@@ -2,10 +2,9 @@
 
 use clap::Args;
 
-use super::{
-    emit, format, json, known_experiment, open_for_reading, unknown_experiment, CliError, Format,
-    Style,
-};
+use super::output::print;
+use super::{known_experiment, open_for_reading, unknown_experiment, CliError, Style};
+use crate::concurrency::StrategyName;
 use crate::report::{self, ExperimentReport};
 use crate::store::{Storage, Store};
 use crate::Exit;
@@ -35,10 +34,7 @@ pub fn show(args: ShowArgs, storage: &dyn Storage, style: Style) -> Result<Exit,
         },
         None,
     )?;
-    match style.format {
-        Format::Json => emit(&json(&report)?)?,
-        Format::Table => emit(&format::experiment(&report))?,
-    }
+    print(style, &report)?;
     Ok(Exit::Success)
 }
 
@@ -64,8 +60,8 @@ pub fn build(
         if only.is_some_and(|names| !names.contains(&e.name)) {
             continue;
         }
-        let mut r = report::evaluation(e, &store.latencies(e.id)?, &store.runs(e.id)?);
-        if e.strategy == "adaptive" {
+        let mut r = report::evaluation(e, &store.latencies(e.id)?, &store.runs(e.id)?)?;
+        if r.strategy == StrategyName::Adaptive {
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
         }
@@ -83,7 +79,7 @@ pub fn build(
             .timing
             .runs
             .iter_mut()
-            .filter(|r| r.strategy == "adaptive")
+            .filter(|r| r.strategy == StrategyName::Adaptive)
         {
             run.limit = if Some(run.run) == latest {
                 // The latest run's summary is the timeline shown beside it.

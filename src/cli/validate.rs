@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use super::output::{print, Render};
 use super::run::{api_key, check_unique};
-use super::{emit, json, print_error, CliError, Format, Style};
+use super::{print_error, CliError, Style};
 use crate::diagnostic::Diagnostic;
 use crate::spec::locate::{parse_path, Locator};
 use crate::spec::{Evaluation, Prompt};
@@ -27,7 +28,12 @@ pub struct ValidateArgs {
     pub specs: Vec<PathBuf>,
 }
 
-/// One valid spec, as `--format json` prints it.
+/// The valid specs, as `validate` prints them (a JSON list).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Validated(Vec<Checked>);
+
+/// One valid spec.
 #[derive(Debug, Serialize)]
 struct Checked {
     spec: String,
@@ -36,7 +42,31 @@ struct Checked {
     provider: String,
     model: String,
     evaluators: Vec<String>,
+    /// The strategy with its settings, such as `sliding_window(4)`.
     strategy: String,
+}
+
+impl Render for Validated {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        for c in &self.0 {
+            out += &format!(
+                "ok  {}: {} · {} samples · {} ({}) · {} · {}\n",
+                c.spec,
+                c.name,
+                c.samples,
+                c.model,
+                c.provider,
+                c.strategy,
+                if c.evaluators.is_empty() {
+                    "no evaluators".into()
+                } else {
+                    c.evaluators.join(", ")
+                }
+            );
+        }
+        out
+    }
 }
 
 pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
@@ -55,29 +85,7 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
             }
         }
     }
-    match style.format {
-        Format::Json => emit(&json(&checked)?)?,
-        Format::Table => {
-            let mut out = String::new();
-            for c in &checked {
-                out += &format!(
-                    "ok  {}: {} · {} samples · {} ({}) · {} · {}\n",
-                    c.spec,
-                    c.name,
-                    c.samples,
-                    c.model,
-                    c.provider,
-                    c.strategy,
-                    if c.evaluators.is_empty() {
-                        "no evaluators".into()
-                    } else {
-                        c.evaluators.join(", ")
-                    }
-                );
-            }
-            emit(&out)?;
-        }
-    }
+    print(style, &Validated(checked))?;
     Ok(if failed { Exit::Usage } else { Exit::Success })
 }
 

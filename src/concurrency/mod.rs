@@ -44,14 +44,64 @@ pub enum StrategySpec {
     Adaptive(AdaptiveConfig),
 }
 
+/// A strategy's name, as written in specs (`strategy:`) and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    Sequential,
+    SlidingWindow,
+    Adaptive,
+}
+
+impl StrategyName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyName::Sequential => "sequential",
+            StrategyName::SlidingWindow => "sliding_window",
+            StrategyName::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl std::fmt::Display for StrategyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored strategy name this version does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("the store names an unknown strategy `{0}`")]
+pub struct UnknownStrategy(pub String);
+
+impl std::str::FromStr for StrategyName {
+    type Err = UnknownStrategy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            StrategyName::Sequential,
+            StrategyName::SlidingWindow,
+            StrategyName::Adaptive,
+        ]
+        .into_iter()
+        .find(|n| n.as_str() == s)
+        .ok_or_else(|| UnknownStrategy(s.to_owned()))
+    }
+}
+
 impl StrategySpec {
+    /// Which strategy this is.
+    pub fn kind(&self) -> StrategyName {
+        match self {
+            StrategySpec::Sequential => StrategyName::Sequential,
+            StrategySpec::SlidingWindow(_) => StrategyName::SlidingWindow,
+            StrategySpec::Adaptive(_) => StrategyName::Adaptive,
+        }
+    }
+
     /// The name used in specs and reports.
     pub fn name(&self) -> &'static str {
-        match self {
-            StrategySpec::Sequential => "sequential",
-            StrategySpec::SlidingWindow(_) => "sliding_window",
-            StrategySpec::Adaptive(_) => "adaptive",
-        }
+        self.kind().as_str()
     }
 
     /// The largest number of requests it lets run at once.

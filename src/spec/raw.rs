@@ -121,13 +121,7 @@ pub struct RawConcurrency {
     pub max: Option<usize>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyName {
-    Sequential,
-    SlidingWindow,
-    Adaptive,
-}
+pub use crate::concurrency::StrategyName;
 
 /// Text that YAML may have typed as a number or boolean (`expected: 42`).
 #[derive(Debug, Serialize, Clone, PartialEq, Eq)]

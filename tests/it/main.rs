@@ -14,6 +14,7 @@ mod evaluators;
 mod golden;
 mod json_output;
 mod resume;
+mod schema;
 mod validation;
 
 // Robustness: adaptive limits, rate limits, faults, crashes, concurrent

@@ -1,0 +1,46 @@
+//! The one place that turns a command's result into stdout text.
+//!
+//! Every command builds a view (a serde struct whose JSON is the documented
+//! shape, committed as `schema/dotevals.schema.json`) and hands it to
+//! [`print`], which picks the format. A new command's output is one [`Render`]
+//! impl (plus a schema definition); a new format is one [`Format`] variant and
+//! one arm here.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::{CliError, Format, Style};
+
+/// A command's result as people (table) and scripts (JSON, from `Serialize`) see it.
+pub trait Render: Serialize {
+    /// The text `--format table` prints, ending in a newline.
+    fn table(&self) -> String;
+}
+
+/// Prints `view` on stdout in the chosen format.
+pub fn print<T: Render>(style: Style, view: &T) -> Result<(), CliError> {
+    let text = match style.format {
+        Format::Table => view.table(),
+        Format::Json => json(view)?,
+    };
+    emit(&text)
+}
+
+/// Pretty JSON plus a newline.
+fn json<T: Serialize>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("cannot write output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}

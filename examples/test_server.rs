@@ -16,14 +16,14 @@
 //! included), `throttled` (429s sent), `faults`, `peak_in_service` (the most
 //! in service at once in capacity, serial and batching modes), `answered`
 //! (2xx replies) and `answered_prompts` (distinct prompts among them). Every
-//! reply echoes the prompt. The modes are documented in `tests/it/server.rs`.
+//! reply echoes the prompt. The modes are documented in `tests/it/server/mod.rs`.
 //!
 //! Options of every mode: `--port P` (default: a free one), `--latency D` (added
 //! to every answer), `--seed N` (random latencies and faults).
 //! Faulty mode also takes `--reset-rate`, `--trickle-rate`, `--huge-rate`,
 //! `--not-json-rate`, `--no-choices-rate` and `--wrong-types-rate`.
 
-#[path = "../tests/it/server.rs"]
+#[path = "../tests/it/server/mod.rs"]
 mod server;
 
 use std::collections::HashMap;

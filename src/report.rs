@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::store::read::{EvaluationRow, ExperimentRow, RunRow, SampleRow};
+use crate::store::read::{EvaluationRow, ExperimentRow, LimitStep, RunRow, SampleRow};
 
 /// `dotevals show NAME --format json` (and `run --format json`).
 #[derive(Debug, Clone, Serialize)]
@@ -256,7 +256,7 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 /// The status of an experiment from its evaluations'.
 fn experiment_status(evals: &[EvaluationRow]) -> String {
     for s in ["running", "failed", "interrupted", "completed_with_errors"] {
-        if evals.iter().any(|e| e.status == s) {
+        if evals.iter().any(|e| e.status.as_str() == s) {
             return s.into();
         }
     }
@@ -310,7 +310,7 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
         model: e.model.clone(),
         strategy: e.strategy.clone(),
         max_concurrency: e.max_concurrency,
-        status: e.status.clone(),
+        status: e.status.to_string(),
         started_at: e.started_at.clone(),
         ended_at: e.ended_at.clone(),
         runs: e.runs,
@@ -319,11 +319,11 @@ pub fn evaluation(e: &EvaluationRow, latencies: &[u64], runs: &[RunRow]) -> Eval
             .evaluators
             .iter()
             .zip(&e.scores)
-            .map(|(name, (scored, sum))| EvaluatorReport {
+            .map(|(name, s)| EvaluatorReport {
                 name: name.clone(),
-                scored: *scored,
-                passed: sum.round() as u64,
-                accuracy: ratio(*sum, *scored as f64),
+                scored: s.scored,
+                passed: s.sum.round() as u64,
+                accuracy: ratio(s.sum, s.scored as f64),
             })
             .collect(),
         timing: Timing {
@@ -388,19 +388,22 @@ pub fn percentiles(sorted_us: &[u64]) -> Option<Latency> {
 /// Sparkline width in characters.
 const SPARK_WIDTH: usize = 40;
 
-/// The time-weighted min, median and max of limit `steps` ((µs since start,
-/// limit), ascending) over a run of `span` µs. `None` without steps.
-pub fn limit_summary(steps: &[(u64, u64)], span: u64) -> Option<LimitSummary> {
+/// The time-weighted min, median and max of limit `steps` (ascending) over a
+/// run of `span` µs. `None` without steps.
+pub fn limit_summary(steps: &[LimitStep], span: u64) -> Option<LimitSummary> {
     let first = steps.first()?;
-    let span = span.max(steps.last()?.0).max(1);
+    let span = span.max(steps.last()?.t_us).max(1);
     // How long each limit was in force.
     let mut weighted: Vec<(u64, u64)> = steps
         .iter()
         .enumerate()
-        .map(|(i, (t, v))| {
+        .map(|(i, s)| {
             (
-                *v,
-                steps.get(i + 1).map_or(span, |n| n.0).saturating_sub(*t),
+                s.limit,
+                steps
+                    .get(i + 1)
+                    .map_or(span, |n| n.t_us)
+                    .saturating_sub(s.t_us),
             )
         })
         .collect();
@@ -412,30 +415,30 @@ pub fn limit_summary(steps: &[(u64, u64)], span: u64) -> Option<LimitSummary> {
         acc * 2 >= total
     });
     Some(LimitSummary {
-        min: steps.iter().map(|s| s.1).min()?,
-        median: median.map_or(first.1, |m| m.0),
-        max: steps.iter().map(|s| s.1).max()?,
+        min: steps.iter().map(|s| s.limit).min()?,
+        median: median.map_or(first.limit, |m| m.0),
+        max: steps.iter().map(|s| s.limit).max()?,
     })
 }
 
-/// Summarises limit `steps` ((µs since start, limit), ascending) over a run whose
-/// samples finished at `ends` (µs, ascending). `None` when there is nothing to show.
-pub fn limit_report(steps: &[(u64, u64)], ends: &[u64]) -> Option<LimitReport> {
+/// Summarises limit `steps` (ascending) over a run whose samples finished at
+/// `ends` (µs, ascending). `None` when there is nothing to show.
+pub fn limit_report(steps: &[LimitStep], ends: &[u64]) -> Option<LimitReport> {
     let first = steps.first()?;
     let span = ends
         .last()
         .copied()
         .unwrap_or(0)
-        .max(steps.last()?.0)
+        .max(steps.last()?.t_us)
         .max(1);
     let summary = limit_summary(steps, span)?;
     let slice = span as f64 / SPARK_WIDTH as f64;
     let limit_at = |t: f64| {
         steps
             .iter()
-            .take_while(|(s, _)| (*s as f64) <= t)
+            .take_while(|s| (s.t_us as f64) <= t)
             .last()
-            .map_or(first.1, |s| s.1) as f64
+            .map_or(first.limit, |s| s.limit) as f64
     };
     let limits: Vec<f64> = (0..SPARK_WIDTH)
         .map(|i| limit_at((i as f64 + 0.5) * slice))
@@ -495,9 +498,9 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         samples.recorded += c.recorded;
         samples.finished += c.finished;
         samples.errored += c.errored;
-        for (n, sum) in &e.scores {
-            scored += n;
-            passed += sum;
+        for s in &e.scores {
+            scored += s.scored;
+            passed += s.sum;
         }
         wall_us += e.wall_us;
     }
@@ -552,7 +555,8 @@ mod tests {
     #[test]
     fn limit_report_is_time_weighted() {
         // 4 for 1 s, 32 for 8 s, 16 for 1 s.
-        let steps = [(0, 4), (1_000_000, 32), (9_000_000, 16)];
+        let steps = [(0, 4), (1_000_000, 32), (9_000_000, 16)]
+            .map(|(t_us, limit)| LimitStep { t_us, limit });
         let ends: Vec<u64> = (1..=100).map(|i| i * 100_000).collect();
         let r = limit_report(&steps, &ends).unwrap();
         assert_eq!((r.min, r.median, r.max, r.changes), (4, 32, 32, 2));

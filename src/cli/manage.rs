@@ -1,7 +1,5 @@
 //! `dotevals delete` and `dotevals rename`.
 
-use std::path::Path;
-
 use clap::Args;
 use serde_json::json;
 
@@ -9,7 +7,7 @@ use super::{
     emit, json as to_json, known_experiment, open_for_writing, unknown_experiment, CliError,
     Format, Style,
 };
-use crate::store::Store;
+use crate::store::{Storage, Store};
 use crate::Exit;
 
 #[derive(Debug, Args)]
@@ -28,15 +26,15 @@ pub struct RenameArgs {
 }
 
 /// Opens the store and checks that experiment `name` exists and no run of it is alive.
-fn open_idle(storage: &Path, name: &str) -> Result<Store, CliError> {
+fn open_idle(storage: &dyn Storage, name: &str) -> Result<Box<dyn Store>, CliError> {
     let store = open_for_writing(storage)?.ok_or_else(|| unknown_experiment(name, &[]))?;
     let x = store
         .experiment(name)
-        .map_err(|e| known_experiment(&store, name, e))?;
+        .map_err(|e| known_experiment(store.as_ref(), name, e))?;
     if let Some(e) = x
         .evaluations
         .iter()
-        .find(|e| crate::store::lock::is_held(store.path(), name, &e.name))
+        .find(|e| store.is_running(name, &e.name))
     {
         return Err(CliError::usage(
             format!(
@@ -49,11 +47,11 @@ fn open_idle(storage: &Path, name: &str) -> Result<Store, CliError> {
     Ok(store)
 }
 
-pub fn delete(args: DeleteArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+pub fn delete(args: DeleteArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
     let store = open_idle(storage, &args.name)?;
     let samples = store
         .delete_experiment(&args.name)
-        .map_err(|e| known_experiment(&store, &args.name, e))?;
+        .map_err(|e| known_experiment(store.as_ref(), &args.name, e))?;
     match style.format {
         Format::Json => emit(&to_json(
             &json!({"deleted": args.name, "samples": samples}),
@@ -66,11 +64,11 @@ pub fn delete(args: DeleteArgs, storage: &Path, style: Style) -> Result<Exit, Cl
     Ok(Exit::Success)
 }
 
-pub fn rename(args: RenameArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+pub fn rename(args: RenameArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
     let store = open_idle(storage, &args.from)?;
     store
         .rename_experiment(&args.from, &args.to)
-        .map_err(|e| known_experiment(&store, &args.from, e))?;
+        .map_err(|e| known_experiment(store.as_ref(), &args.from, e))?;
     match style.format {
         Format::Json => emit(&to_json(&json!({"renamed": args.from, "to": args.to}))?)?,
         Format::Table => emit(&format!(

@@ -15,7 +15,7 @@ use std::io::{IsTerminal, Write};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::diagnostic::Diagnostic;
-use crate::store::StoreError;
+use crate::store::{Storage, Store, StoreError};
 use crate::Exit;
 
 const AFTER_HELP: &str = "\
@@ -210,14 +210,15 @@ impl From<StoreError> for CliError {
 /// Runs the parsed command line and returns the exit status.
 pub fn main(cli: Cli) -> Exit {
     let style = Style::resolve(&cli.global);
-    let storage = crate::store::resolve_path(cli.global.storage.as_deref());
+    let storage = crate::store::locate(cli.global.storage.as_deref());
+    let storage = storage.as_ref();
     let result = match cli.command {
-        Command::Run(args) => run::run(args, &storage, cli.global.storage.as_deref(), style),
-        Command::Show(args) => show::show(args, &storage, style),
-        Command::List => list::list(&storage, style),
+        Command::Run(args) => run::run(args, storage, cli.global.storage.as_deref(), style),
+        Command::Show(args) => show::show(args, storage, style),
+        Command::List => list::list(storage, style),
         Command::Validate(args) => validate::validate(args, style),
-        Command::Delete(args) => manage::delete(args, &storage, style),
-        Command::Rename(args) => manage::rename(args, &storage, style),
+        Command::Delete(args) => manage::delete(args, storage, style),
+        Command::Rename(args) => manage::rename(args, storage, style),
         Command::MockServer(args) => mock_server::serve(args),
     };
     match result {
@@ -290,17 +291,17 @@ pub fn experiment_name(s: &str) -> Result<String, String> {
 }
 
 /// Opens the store for a read command, read-only; a missing store means no experiments.
-fn open_for_reading(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
-    Ok(crate::store::Store::open_read_only(storage)?)
+fn open_for_reading(storage: &dyn Storage) -> Result<Option<Box<dyn Store>>, CliError> {
+    Ok(storage.open_read_only()?)
 }
 
 /// Opens the store for a command that changes it; a missing store means no experiments.
-fn open_for_writing(storage: &std::path::Path) -> Result<Option<crate::store::Store>, CliError> {
-    Ok(crate::store::Store::open_existing(storage)?)
+fn open_for_writing(storage: &dyn Storage) -> Result<Option<Box<dyn Store>>, CliError> {
+    Ok(storage.open_existing()?)
 }
 
 /// A store error about experiment `name`, with a suggestion when it does not exist.
-fn known_experiment(store: &crate::store::Store, name: &str, e: StoreError) -> CliError {
+fn known_experiment(store: &dyn Store, name: &str, e: StoreError) -> CliError {
     match e {
         StoreError::UnknownExperiment(_) => {
             unknown_experiment(name, &store.experiment_names().unwrap_or_default())

@@ -4,7 +4,7 @@
 //! All specs are loaded, every dataset row is read and resume state is compared
 //! before the first request, so a bad spec or an edited dataset costs nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -14,13 +14,15 @@ use super::{emit, format, json, CliError, Format, Style};
 use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
-use crate::dataset::{row_hash, scan};
-use crate::diagnostic::Diagnostic;
-use crate::runner::{self, Interrupt, Planned, Progress, RunStatus};
-use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
-use crate::store::lock::{lock, LockError};
-use crate::store::{SampleLookup, Store, StoreError};
+use crate::runner::{
+    self, fresh_name, plan, shell_quote, Interrupt, PlanError, Progress, RunStatus,
+};
+use crate::spec::Evaluation;
+use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
+
+/// `validate` makes the same check of the API key.
+pub(super) use crate::runner::api_key;
 
 pub const AFTER_HELP: &str = "\
 Running an experiment again resumes it: finished samples are kept and never re-sent, errored
@@ -60,7 +62,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// `storage_arg` is `--storage` as the user wrote it, for the resume command.
 pub fn run(
     args: RunArgs,
-    storage: &Path,
+    storage: &dyn Storage,
     storage_arg: Option<&str>,
     style: Style,
 ) -> Result<Exit, CliError> {
@@ -75,47 +77,34 @@ pub fn run(
     }
     // Nothing is written until every check has passed: a bad spec or dataset
     // leaves no store behind.
-    let existing = Store::open_existing(storage)?;
+    let existing = storage.open_existing()?;
     let experiment = match &args.experiment {
         Some(name) => name.clone(),
-        None => fresh_name(existing.as_ref())?,
+        None => fresh_name(existing.as_deref())?,
     };
     // Lock before reading resume state, so two runs of one evaluation never interleave.
     let mut locks = evals
         .iter()
-        .map(|e| lock(storage, &experiment, &e.name))
+        .map(|e| storage.lock(&experiment, &e.name))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| match e {
-            LockError::Busy { .. } => CliError::usage(
+            StoreError::Lock(e @ LockError::Busy { .. }) => CliError::usage(
                 e.to_string(),
                 Some("wait for it to finish, or run this one under another --experiment".into()),
             ),
-            // The lock file lives beside the store: a folder this user cannot
-            // write refuses it as it would refuse the store.
-            LockError::Io { ref source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-                ) =>
-            {
-                StoreError::ReadOnly {
-                    path: storage.to_owned(),
-                    folder: true,
-                }
-                .into()
-            }
-            other => CliError::Failed(other.to_string()),
+            StoreError::Lock(other) => CliError::Failed(other.to_string()),
+            other => other.into(),
         })?;
     // Released last-first, so the one that created the store's folder goes last
     // and, when this run is refused before the store exists, takes the folder along.
     locks.reverse();
     let mut plans = evals
         .into_iter()
-        .map(|eval| plan(eval, existing.as_ref(), &experiment, args.concurrency))
+        .map(|eval| plan(eval, existing.as_deref(), &experiment, args.concurrency))
         .collect::<Result<Vec<_>, _>>()?;
     let mut store = match existing {
         Some(store) => store,
-        None => Store::open(storage)?,
+        None => storage.open_or_create()?,
     };
 
     let progress = Arc::new(Progress::new(style.progress, style.color));
@@ -139,7 +128,7 @@ pub fn run(
             let status = runner::run(
                 plan,
                 &experiment,
-                &mut store,
+                store.as_mut(),
                 &progress,
                 &interrupt,
                 &rates,
@@ -162,7 +151,7 @@ pub fn run(
     // Whatever happened, show what was recorded; a failed run's own error is
     // the one to report, not a failure to build the report.
     let names: Vec<String> = plans.iter().map(|p| p.eval.name.clone()).collect();
-    let report = build(&store, &experiment, Detail::default(), Some(&names));
+    let report = build(store.as_ref(), &experiment, Detail::default(), Some(&names));
     let failure = outcome
         .iter()
         .find_map(|s| s.as_ref().err())
@@ -216,174 +205,14 @@ pub(super) fn check_unique(earlier: &[Evaluation], eval: &Evaluation) -> Result<
     }
 }
 
-/// Checks one evaluation against the store and reads its whole dataset.
-fn plan(
-    eval: Evaluation,
-    store: Option<&Store>,
-    experiment: &str,
-    concurrency: Option<StrategySpec>,
-) -> Result<Planned, CliError> {
-    let existing = match store {
-        Some(store) => store.find_evaluation(experiment, &eval.name)?,
-        None => None,
-    };
-    if let Some(old) = &existing {
-        if old.spec_hash != eval.spec_hash {
-            let old_identity = serde_json::from_str(&old.identity).unwrap_or_default();
-            let changed = crate::spec::changed_parts(&old_identity, &eval.identity).join(", ");
-            return Err(CliError::usage(
-                format!(
-                    "experiment `{experiment}` already holds evaluation `{}` from a different spec (changed: {changed})",
-                    eval.name
-                ),
-                Some(format!(
-                    "results from two specs cannot be mixed: use a new name (--experiment {}), or drop the old results with `dotevals delete {}`", shell_quote(&format!("{experiment}-2")), shell_quote(experiment)
-                )),
-            ));
+impl From<PlanError> for CliError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Refused { message, hint } => CliError::usage(message, Some(hint)),
+            PlanError::Input(d) => CliError::Input(d),
+            PlanError::Store(e) => e.into(),
         }
     }
-    let lookup = match (store, &existing) {
-        (Some(store), Some(e)) => Some((SampleLookup::open(store.path(), e.id)?, store.path())),
-        _ => None,
-    };
-    let mut pending = 0u64;
-    let mut matched = 0u64;
-    let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
-        let stored = match &lookup {
-            Some((l, path)) => l
-                .get(id)
-                .map_err(|e| Diagnostic::new(path, 0, 0, e.to_string()))?,
-            None => None,
-        };
-        matched += u64::from(stored.is_some());
-        match stored {
-            Some(s) if s.row_hash != row_hash(&row.values) => Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
-                "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
-            ))
-            .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))))),
-            Some(s) if s.finished => Ok(()),
-            _ => {
-                pending += 1;
-                Ok(())
-            }
-        }
-    })?;
-    if let Some((lookup, _)) = &lookup {
-        refuse_removed_rows(&eval, lookup, summary.rows, matched, experiment)?;
-    }
-    let api_key = api_key(&eval.model, &eval.spec_path)?;
-    Ok(Planned {
-        strategy: concurrency.unwrap_or(eval.concurrency),
-        total: summary.rows,
-        pending,
-        resuming: existing.is_some(),
-        api_key,
-        eval,
-    })
-}
-
-/// Refuses to resume when samples the experiment recorded have no row any more:
-/// its totals would count rows the dataset no longer has. `rows` were read and
-/// `matched` of them have a record. Rows past `--samples N` were not read, so
-/// a run cut short by it cannot tell and is let through.
-fn refuse_removed_rows(
-    eval: &Evaluation,
-    lookup: &SampleLookup,
-    rows: u64,
-    matched: u64,
-    experiment: &str,
-) -> Result<(), CliError> {
-    if eval.dataset.limit.is_some_and(|n| rows >= n) {
-        return Ok(());
-    }
-    let recorded = lookup.count()?;
-    if recorded <= matched {
-        return Ok(());
-    }
-    let missing = recorded - matched;
-    // Name a few: read the ids again (this is the error path).
-    let mut ids = std::collections::HashSet::new();
-    for row in eval.dataset.rows()? {
-        ids.insert(eval.dataset.sample_id(&row?)?);
-    }
-    let examples: Vec<String> = lookup
-        .keys()?
-        .into_iter()
-        .filter(|k| !ids.contains(k))
-        .take(3)
-        .map(|k| format!("`{k}`"))
-        .collect();
-    let (noun, verb) = if missing == 1 {
-        ("sample", "is")
-    } else {
-        ("samples", "are")
-    };
-    Err(Diagnostic::new(
-        eval.dataset.file(),
-        0,
-        0,
-        format!(
-            "{missing} {noun} that experiment `{experiment}` recorded {verb} no longer in the dataset (rows were removed; e.g. {})",
-            examples.join(", ")
-        ),
-    )
-    .with_hint(format!(
-        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))
-    ))
-    .into())
-}
-
-/// The API key from the variable the spec names. A named variable must be set;
-/// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint,
-/// and is never sent to a `base_url` written in the spec (see `spec::ModelSpec`).
-/// `validate` makes the same check.
-pub(super) fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, CliError> {
-    let Some((var, named)) = &model.api_key_env else {
-        return Ok(None);
-    };
-    match std::env::var(var) {
-        Ok(key) if !key.trim().is_empty() => {
-            let key = key.trim().to_owned();
-            if reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
-                return Err(CliError::usage(
-                    format!("{}: the value of {var} cannot be sent in an HTTP header", spec.display()),
-                    Some(format!("{var} holds a control character or non-ASCII text; check how it was exported")),
-                ));
-            }
-            Ok(Some(key))
-        }
-        _ if *named || model.base_url.as_deref() == Some(DEFAULT_BASE_URL) => Err(CliError::usage(
-            format!("{}: the API key variable {var} is not set", spec.display()),
-            Some(format!(
-                "export {var}=... first; the key is read from the environment and never stored"
-            )),
-        )),
-        _ => Ok(None),
-    }
-}
-
-/// `run-YYYYMMDD-HHMMSS`, with a suffix if that name is taken.
-fn fresh_name(store: Option<&Store>) -> Result<String, CliError> {
-    let stamp: String = crate::store::now()
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .collect();
-    let base = format!(
-        "run-{}-{}",
-        &stamp[..8.min(stamp.len())],
-        &stamp[8.min(stamp.len())..]
-    );
-    let taken = match store {
-        Some(store) => store.experiment_names()?,
-        None => Vec::new(),
-    };
-    let mut name = base.clone();
-    let mut n = 2;
-    while taken.contains(&name) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    Ok(name)
 }
 
 /// The command that resumes an interrupted run.
@@ -411,14 +240,4 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
         parts.push(format!("--storage {}", shell_quote(storage)));
     }
     parts.join(" ")
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }

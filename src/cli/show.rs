@@ -1,7 +1,5 @@
 //! `dotevals show NAME`: one experiment's accuracy, errors and timing.
 
-use std::path::Path;
-
 use clap::Args;
 
 use super::{
@@ -9,7 +7,7 @@ use super::{
     Style,
 };
 use crate::report::{self, ExperimentReport};
-use crate::store::Store;
+use crate::store::{Storage, Store};
 use crate::Exit;
 
 #[derive(Debug, Args)]
@@ -24,12 +22,12 @@ pub struct ShowArgs {
     pub full: bool,
 }
 
-pub fn show(args: ShowArgs, storage: &Path, style: Style) -> Result<Exit, CliError> {
+pub fn show(args: ShowArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
     let Some(store) = open_for_reading(storage)? else {
         return Err(unknown_experiment(&args.name, &[]));
     };
     let report = build(
-        &store,
+        store.as_ref(),
         &args.name,
         Detail {
             errors: args.errors || args.full,
@@ -53,7 +51,7 @@ pub struct Detail {
 
 /// The report of experiment `name`, limited to evaluations in `only` when given.
 pub fn build(
-    store: &Store,
+    store: &dyn Store,
     name: &str,
     detail: Detail,
     only: Option<&[String]>,

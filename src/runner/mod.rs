@@ -10,15 +10,16 @@
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
 mod files;
+mod plan;
 mod progress;
 mod refusal;
 mod sample;
 
 pub use files::fit_open_files;
+pub use plan::{api_key, fresh_name, plan, shell_quote, PlanError, Planned};
 
 pub use progress::{Progress, ProgressMode};
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,31 +29,19 @@ use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
-use crate::concurrency::{Limiter, StrategySpec};
+use crate::concurrency::Limiter;
 use crate::dataset::{row_json, Dataset, Values};
 use crate::model::mock::MockServer;
 use crate::model::ModelClient;
-use crate::spec::Evaluation;
-use crate::store::writer::{update_wall, Writer, WriterConfig, QUEUE};
-use crate::store::{now, EvaluationMeta, RunTotals, SampleLookup, Store, StoreError, StoredReply};
+use crate::store::writer::{WriterConfig, QUEUE};
+use crate::store::{
+    now, EvaluationMeta, EvaluationStatus, RunTotals, SampleLookup, Store, StoreError, StoredReply,
+};
 use refusal::RefusalWatch;
 use sample::SampleContext;
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.
 pub const GRACE: Duration = Duration::from_secs(5);
-
-/// One evaluation, checked and ready, with what resume found.
-pub struct Planned {
-    pub eval: Evaluation,
-    pub strategy: StrategySpec,
-    /// Rows in the dataset (after `limit`).
-    pub total: u64,
-    /// Rows without a finished record: what this run will send.
-    pub pending: u64,
-    /// Whether the store already has records of this evaluation.
-    pub resuming: bool,
-    pub api_key: Option<String>,
-}
 
 /// How a run of one evaluation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +54,12 @@ pub enum RunStatus {
     Interrupted,
 }
 
-impl RunStatus {
-    /// The name stored and shown.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RunStatus::Completed => "completed",
-            RunStatus::CompletedWithErrors => "completed_with_errors",
-            RunStatus::Interrupted => "interrupted",
+impl From<RunStatus> for EvaluationStatus {
+    fn from(status: RunStatus) -> EvaluationStatus {
+        match status {
+            RunStatus::Completed => EvaluationStatus::Completed,
+            RunStatus::CompletedWithErrors => EvaluationStatus::CompletedWithErrors,
+            RunStatus::Interrupted => EvaluationStatus::Interrupted,
         }
     }
 }
@@ -216,7 +204,7 @@ struct Sample {
 pub async fn run(
     plan: &Planned,
     experiment: &str,
-    store: &mut Store,
+    store: &mut dyn Store,
     progress: &Arc<Progress>,
     interrupt: &Arc<Interrupt>,
     rates: &RateLimits,
@@ -268,8 +256,8 @@ pub async fn run(
         max_concurrency: plan.strategy.max_concurrency(),
         total: plan.total,
     };
-    let (evaluation_id, run_number, base_wall_us) =
-        store.start_evaluation(experiment, &meta, &now())?;
+    let started_evaluation = store.start_evaluation(experiment, &meta, &now())?;
+    let evaluation_id = started_evaluation.id;
 
     let started = Instant::now();
     let limiter = Limiter::new(plan.strategy.build());
@@ -287,28 +275,28 @@ pub async fn run(
     progress.start(plan, &limiter, rate.clone(), Arc::clone(&pause));
     let config = WriterConfig {
         evaluation_id,
-        run: run_number,
+        run: started_evaluation.run,
         resuming: plan.resuming,
-        base_wall_us,
+        base_wall_us: started_evaluation.wall_us,
         started,
     };
     let on_commit = progress.on_commit();
     // Every sample reserves its record's place when it starts, so the queue has
     // room for a full window plus a backlog the writer may fall behind by.
-    let writer = Writer::with_capacity(
-        store.path(),
+    let writer = store.writer(
         config.clone(),
         plan.strategy.max_concurrency().saturating_add(QUEUE),
-        on_commit,
+        Box::new(on_commit),
     )?;
 
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
-    let reader = spawn_reader(
-        plan.eval.dataset.clone(),
-        plan.resuming
-            .then(|| (store.path().to_owned(), evaluation_id)),
-        rows_tx,
-    );
+    // A lookup that fails to open is reported through the rows, as the
+    // reader's other errors are, so the run still settles the store.
+    let lookup = plan
+        .resuming
+        .then(|| store.lookup(evaluation_id))
+        .transpose();
+    let reader = spawn_reader(plan.eval.dataset.clone(), lookup, rows_tx);
 
     // The variable the key came from, when one is sent.
     let key_var = plan
@@ -379,26 +367,30 @@ pub async fn run(
     // failure of the dispatch loop, so it goes first.
     writer.finish()?;
     drop(mock);
-    store.record_limits(evaluation_id, run_number, &limiter.history())?;
+    store.record_limits(evaluation_id, config.run, &limiter.history())?;
     store.record_run(
         evaluation_id,
-        run_number,
+        config.run,
         &RunTotals {
             strategy: strategy.to_owned(),
             wall: started.elapsed(),
             limiter: limiter.totals(),
         },
     )?;
-    update_wall(store.conn(), &config)?;
+    store.record_wall(evaluation_id, config.wall_us())?;
 
-    let (recorded, errored) = store.counts(evaluation_id)?;
+    let counts = store.counts(evaluation_id)?;
     let status = match failure.or((lost > 0).then_some(RunError::Lost(lost))) {
         Some(e) => Err(e),
         None if interrupted => Ok(RunStatus::Interrupted),
-        None if errored > 0 || recorded < plan.total => Ok(RunStatus::CompletedWithErrors),
+        None if counts.errored > 0 || counts.recorded < plan.total => {
+            Ok(RunStatus::CompletedWithErrors)
+        }
         None => Ok(RunStatus::Completed),
     };
-    let stored = status.as_ref().map_or("failed", RunStatus::as_str);
+    let stored = status
+        .as_ref()
+        .map_or(EvaluationStatus::Failed, |s| (*s).into());
     store.finish_evaluation(evaluation_id, stored, &now())?;
     progress.finish();
     status
@@ -410,11 +402,11 @@ pub async fn run(
 fn nothing_to_do(
     plan: &Planned,
     experiment: &str,
-    store: &mut Store,
+    store: &mut dyn Store,
     progress: &Progress,
 ) -> Result<RunStatus, RunError> {
     if let Some(existing) = store.find_evaluation(experiment, &plan.eval.name)? {
-        let completed = RunStatus::Completed.as_str();
+        let completed = EvaluationStatus::Completed;
         if existing.status != completed {
             store.finish_evaluation(existing.id, completed, &now())?;
         }
@@ -518,14 +510,11 @@ async fn dispatch(
 /// already has as finished. Stops when the dispatcher hangs up.
 fn spawn_reader(
     dataset: Dataset,
-    resume: Option<(PathBuf, i64)>,
+    lookup: Result<Option<Box<dyn SampleLookup>>, StoreError>,
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let lookup = match resume
-            .map(|(path, id)| SampleLookup::open(&path, id))
-            .transpose()
-        {
+        let lookup = match lookup {
             Ok(l) => l,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e.into()));

@@ -1,10 +1,7 @@
-//! Read queries behind `show` and `list`. Totals come from per-evaluation
-//! counters the schema's triggers keep, so `list` reads one row per evaluation
-//! however many samples it holds; `show` also reads the latencies (an index).
+//! What `show` and `list` read: experiments, evaluations with their totals,
+//! runs, errors, limits and whole sample records.
 
-use rusqlite::{params, OptionalExtension, Row};
-
-use super::{Store, StoreError};
+use super::EvaluationStatus;
 
 /// An experiment and its evaluations.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +27,7 @@ pub struct EvaluationRow {
     pub ended_at: Option<String>,
     pub wall_us: u64,
     pub runs: u64,
-    pub status: String,
+    pub status: EvaluationStatus,
     /// Sample records (finished or errored).
     pub recorded: u64,
     pub errored: u64,
@@ -43,8 +40,17 @@ pub struct EvaluationRow {
     pub throttled: u64,
     /// Time samples spent waiting on backoff and rate limits.
     pub wait_us: u64,
-    /// Per evaluator, in spec order: (samples scored, sum of scores).
-    pub scores: Vec<(u64, f64)>,
+    /// Per evaluator, in spec order.
+    pub scores: Vec<ScoreTotal>,
+}
+
+/// One evaluator's scores over an evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScoreTotal {
+    /// Samples it scored.
+    pub scored: u64,
+    /// The sum of their scores.
+    pub sum: f64,
 }
 
 /// An errored sample.
@@ -60,10 +66,18 @@ pub struct ErrorRow {
 /// The concurrency limit over one run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitTimeline {
-    /// (µs since the run started, limit) at each change, the first included.
-    pub steps: Vec<(u64, u64)>,
+    /// The limit at each change, the first included.
+    pub steps: Vec<LimitStep>,
     /// When each of the run's samples finished, µs, ascending.
     pub ends: Vec<u64>,
+}
+
+/// The concurrency limit from one moment of a run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitStep {
+    /// µs since the run started.
+    pub t_us: u64,
+    pub limit: u64,
 }
 
 /// Errored samples of one kind.
@@ -95,15 +109,6 @@ pub struct SampleRow {
     pub completion_tokens: Option<u64>,
 }
 
-/// An evaluation with its totals (kept in their own table, see the schema's version 4).
-const EVALUATION_COLUMNS: &str =
-    "e.id, e.name, e.spec_path, e.provider, e.model, e.evaluators, e.strategy,
-    e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
-    coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
-    coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0)
-    FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
-
 /// One run of an evaluation, as recorded at its end (`runs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -121,303 +126,4 @@ pub struct RunRow {
     /// Replies that had the server alone, and their summed latency.
     pub unloaded: u64,
     pub unloaded_us: u64,
-}
-
-fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
-    let evaluators: String = r.get(5)?;
-    // Counters are never negative; the clamp only guards the cast.
-    let count = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
-    Ok(EvaluationRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        spec_path: r.get(2)?,
-        provider: r.get(3)?,
-        model: r.get(4)?,
-        evaluators: serde_json::from_str(&evaluators).unwrap_or_default(),
-        strategy: r.get(6)?,
-        max_concurrency: count(7)?,
-        total: count(8)?,
-        started_at: r.get(9)?,
-        ended_at: r.get(10)?,
-        wall_us: count(11)?,
-        runs: count(12)?,
-        status: r.get(13)?,
-        recorded: count(14)?,
-        errored: count(15)?,
-        latency_sum_us: count(16)?,
-        prompt_tokens: count(17)?,
-        completion_tokens: count(18)?,
-        retries: count(19)?,
-        throttled: count(20)?,
-        wait_us: count(21)?,
-        scores: Vec::new(),
-    })
-}
-
-impl Store {
-    /// Every experiment, newest first, with aggregates.
-    pub fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError> {
-        let mut stmt = self.conn().prepare(
-            "SELECT id, name, created_at FROM experiments ORDER BY created_at DESC, id DESC",
-        )?;
-        let heads: Vec<(i64, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        heads
-            .into_iter()
-            .map(|(id, name, created_at)| {
-                let evaluations = self.evaluations(id, &name)?;
-                Ok(ExperimentRow {
-                    name,
-                    created_at,
-                    evaluations,
-                })
-            })
-            .collect()
-    }
-
-    /// One experiment, or `UnknownExperiment`.
-    pub fn experiment(&self, name: &str) -> Result<ExperimentRow, StoreError> {
-        let head: Option<(i64, String)> = self
-            .conn()
-            .query_row(
-                "SELECT id, created_at FROM experiments WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (id, created_at) =
-            head.ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
-        Ok(ExperimentRow {
-            name: name.to_owned(),
-            created_at,
-            evaluations: self.evaluations(id, name)?,
-        })
-    }
-
-    /// Names of all experiments (for "did you mean").
-    pub fn experiment_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn().prepare("SELECT name FROM experiments")?;
-        let names = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(names)
-    }
-
-    fn evaluations(
-        &self,
-        experiment_id: i64,
-        experiment: &str,
-    ) -> Result<Vec<EvaluationRow>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {EVALUATION_COLUMNS} WHERE e.experiment_id = ?1 ORDER BY e.id"
-        ))?;
-        let mut rows: Vec<EvaluationRow> = stmt
-            .query_map([experiment_id], evaluation)?
-            .collect::<Result<_, _>>()?;
-        for e in &mut rows {
-            // "running" with nobody holding the run's lock means the run died (kill -9,
-            // power loss): its finished samples are kept and a rerun resumes it.
-            if e.status == "running" && !super::lock::is_held(self.path(), experiment, &e.name) {
-                e.status = "interrupted".into();
-            }
-            let mut scores = self.conn().prepare_cached(
-                "SELECT evaluator, scored, total FROM evaluation_scores WHERE evaluation_id = ?1",
-            )?;
-            let mut per = vec![(0u64, 0f64); e.evaluators.len()];
-            for row in scores.query_map([e.id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, f64>(2)?,
-                ))
-            })? {
-                let (i, n, sum) = row?;
-                if let Some(slot) = per.get_mut(i as usize) {
-                    *slot = (n as u64, sum);
-                }
-            }
-            e.scores = per;
-        }
-        Ok(rows)
-    }
-
-    /// Latencies of successful samples, in microseconds, ascending.
-    pub fn latencies(&self, evaluation_id: i64) -> Result<Vec<u64>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT latency_us FROM samples INDEXED BY samples_latency
-             WHERE evaluation_id = ?1 AND latency_us IS NOT NULL ORDER BY latency_us",
-        )?;
-        let out = stmt
-            .query_map([evaluation_id], |r| Ok(r.get::<_, i64>(0)? as u64))?
-            .collect::<Result<_, _>>()?;
-        Ok(out)
-    }
-
-    /// Errored samples, in dataset order.
-    pub fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT sample_key, row_index, error_kind, coalesce(error, ''), attempts FROM samples
-             WHERE evaluation_id = ?1 AND error_kind IS NOT NULL ORDER BY row_index",
-        )?;
-        let out = stmt
-            .query_map([evaluation_id], |r| {
-                Ok(ErrorRow {
-                    key: r.get(0)?,
-                    index: r.get::<_, i64>(1)? as u64,
-                    kind: r.get(2)?,
-                    message: r.get(3)?,
-                    attempts: r.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(out)
-    }
-
-    /// Every recorded run of an evaluation, in order.
-    pub fn runs(&self, evaluation_id: i64) -> Result<Vec<RunRow>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT run, strategy, wall_us, samples, attempts, throttled, held_us, at_server_us,
-                    blocked_us, unloaded, unloaded_us
-             FROM runs WHERE evaluation_id = ?1 ORDER BY run",
-        )?;
-        let rows = stmt
-            .query_map([evaluation_id], |r| {
-                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
-                Ok(RunRow {
-                    run: n(0)?,
-                    strategy: r.get(1)?,
-                    wall_us: n(2)?,
-                    samples: n(3)?,
-                    attempts: n(4)?,
-                    throttled: n(5)?,
-                    held_us: n(6)?,
-                    at_server_us: n(7)?,
-                    blocked_us: n(8)?,
-                    unloaded: n(9)?,
-                    unloaded_us: n(10)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
-    /// (µs since the run started, limit) at each change of run `run`.
-    pub fn limit_steps(&self, evaluation_id: i64, run: u64) -> Result<Vec<(u64, u64)>, StoreError> {
-        let mut steps = self.conn().prepare_cached(
-            "SELECT t_us, value FROM limits WHERE evaluation_id = ?1 AND run = ?2 ORDER BY t_us",
-        )?;
-        let steps = steps
-            .query_map(params![evaluation_id, run as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?.max(0) as u64,
-                    r.get::<_, i64>(1)?.max(0) as u64,
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(steps)
-    }
-
-    /// How the concurrency limit moved in the latest run of an evaluation.
-    pub fn limit_timeline(&self, evaluation_id: i64) -> Result<LimitTimeline, StoreError> {
-        let run: Option<i64> = self.conn().query_row(
-            "SELECT max(run) FROM limits WHERE evaluation_id = ?1",
-            [evaluation_id],
-            |r| r.get(0),
-        )?;
-        let Some(run) = run else {
-            return Ok(LimitTimeline::default());
-        };
-        let steps = self.limit_steps(evaluation_id, run.max(0) as u64)?;
-        let mut ends = self.conn().prepare_cached(
-            "SELECT end_us FROM samples WHERE evaluation_id = ?1 AND run = ?2 ORDER BY end_us",
-        )?;
-        let ends = ends
-            .query_map(params![evaluation_id, run], |r| {
-                Ok(r.get::<_, i64>(0)? as u64)
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(LimitTimeline { steps, ends })
-    }
-
-    /// Errored samples grouped by kind, most frequent first, with one example each.
-    pub fn error_groups(&self, evaluation_id: i64) -> Result<Vec<ErrorGroup>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT error_kind, count(*) AS n FROM samples INDEXED BY samples_errors
-             WHERE evaluation_id = ?1 AND error_kind IS NOT NULL GROUP BY error_kind ORDER BY n DESC, error_kind",
-        )?;
-        let kinds: Vec<(String, i64)> = stmt
-            .query_map([evaluation_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut example = self.conn().prepare_cached(
-            "SELECT sample_key, coalesce(error, '') FROM samples
-             WHERE evaluation_id = ?1 AND error_kind = ?2 ORDER BY row_index LIMIT 1",
-        )?;
-        kinds
-            .into_iter()
-            .map(|(kind, count)| {
-                let (example_key, message) = example
-                    .query_row(params![evaluation_id, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(ErrorGroup {
-                    kind,
-                    count: count as u64,
-                    example_key,
-                    example: message,
-                })
-            })
-            .collect()
-    }
-
-    /// Every sample record with its scores, in dataset order.
-    pub fn samples(
-        &self,
-        evaluation_id: i64,
-        evaluators: usize,
-    ) -> Result<Vec<SampleRow>, StoreError> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT s.id, sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
-                    start_us, end_us, prompt_tokens, completion_tokens
-             FROM samples s WHERE evaluation_id = ?1 ORDER BY row_index",
-        )?;
-        let mut scores = self
-            .conn()
-            .prepare_cached("SELECT evaluator, value FROM scores WHERE sample_id = ?1")?;
-        let rows: Vec<(i64, SampleRow)> = stmt
-            .query_map(params![evaluation_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    SampleRow {
-                        key: r.get(1)?,
-                        index: r.get::<_, i64>(2)? as u64,
-                        variables: r.get(3)?,
-                        prompt: r.get(4)?,
-                        output: r.get(5)?,
-                        scores: Vec::new(),
-                        error_kind: r.get(6)?,
-                        error: r.get(7)?,
-                        attempts: r.get(8)?,
-                        latency_us: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                        start_us: r.get::<_, i64>(10)? as u64,
-                        end_us: r.get::<_, i64>(11)? as u64,
-                        prompt_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
-                        completion_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
-                    },
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, mut row) in rows {
-            row.scores = vec![None; evaluators];
-            for s in scores.query_map([id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?))
-            })? {
-                let (i, v) = s?;
-                if let Some(slot) = row.scores.get_mut(i as usize) {
-                    *slot = v;
-                }
-            }
-            out.push(row);
-        }
-        Ok(out)
-    }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::server::TestServer;
-use crate::support::{only, prompt, show_json, spec, uint, wait_bounded};
-use crate::util::TestDir;
+use crate::support::{only, show_json, spec, uint, wait_bounded};
+use crate::util::{prompt, TestDir};
 
 /// The server's capacity.
 const K: usize = 8;

@@ -11,18 +11,17 @@ use std::process::Child;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::support::sample_rows;
-use crate::util::{openai_model, ExperimentReport, TestDir};
+use crate::util::{openai_model, ExperimentReport, Spec, TestDir};
 
 const LATENCY: Duration = Duration::from_millis(200);
 
 /// A spec of `n` rows against `url`, with `extra` appended (e.g. a `concurrency:` block).
 fn spec(url: &str, n: usize, extra: &str) -> String {
-    format!(
-        "name: window\ndataset:\n  rows: {}\n{}prompt: \"{{{{ text }}}}\"\n{extra}",
-        sample_rows(n),
-        openai_model(url)
-    )
+    Spec::new("window", url)
+        .samples(n)
+        .quick()
+        .tail(extra)
+        .to_string()
 }
 
 /// Waits for a run started with `spawn_logged(dir, name)` and checks it exited 0.

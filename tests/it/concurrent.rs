@@ -9,11 +9,8 @@ use std::process::Child;
 use std::time::Duration;
 
 use crate::server::TestServer;
-use crate::support::{prompt, spec, wait_bounded};
-use crate::util::{wait_until, TestDir};
-
-const FAST_RETRY: &str =
-    "  timeout: 5s\n  retry: {max_attempts: 3, backoff: 10ms, max_backoff: 50ms}\n";
+use crate::support::{spec, wait_bounded};
+use crate::util::{prompt, wait_until, TestDir, QUICK};
 
 /// Times each prompt was received.
 fn counts(server: &TestServer) -> BTreeMap<String, usize> {
@@ -31,8 +28,8 @@ fn race(dir: &TestDir, n: usize) -> Result<(), String> {
         .latency(Duration::from_millis(10))
         .reply(|p| p.to_owned())
         .start();
-    dir.write("a.yaml", &spec("alpha", &server.url(), n, FAST_RETRY, ""));
-    dir.write("b.yaml", &spec("beta", &server.url(), n, FAST_RETRY, ""));
+    dir.write("a.yaml", &spec("alpha", &server.url(), n, QUICK, ""));
+    dir.write("b.yaml", &spec("beta", &server.url(), n, QUICK, ""));
     let children: Vec<(&str, Child)> = [("a", "a.yaml"), ("b", "b.yaml")]
         .iter()
         .map(|(experiment, file)| {
@@ -77,7 +74,7 @@ fn different_experiments_on_one_store_at_once_both_complete() {
     // On a store that exists: two writers side by side.
     let dir = TestDir::new();
     let warm = TestServer::echo();
-    dir.write("warm.yaml", &spec("warm", &warm.url(), 1, FAST_RETRY, ""));
+    dir.write("warm.yaml", &spec("warm", &warm.url(), 1, QUICK, ""));
     dir.cmd(["run", "warm.yaml", "--experiment", "warm", "--quiet"])
         .output()
         .assert_exit_code(0);
@@ -111,7 +108,7 @@ fn same_evaluation_twice_at_once_is_refused_and_the_lock_dies_with_its_holder() 
             "locked",
             &server.url(),
             N,
-            FAST_RETRY,
+            QUICK,
             "concurrency: {strategy: sliding_window, max_concurrency: 2}\n",
         ),
     );
@@ -119,7 +116,7 @@ fn same_evaluation_twice_at_once_is_refused_and_the_lock_dies_with_its_holder() 
     // test is about the lock alone; creating a store from two processes is
     // the test above.
     let warm = TestServer::echo();
-    dir.write("warm.yaml", &spec("warm", &warm.url(), 1, FAST_RETRY, ""));
+    dir.write("warm.yaml", &spec("warm", &warm.url(), 1, QUICK, ""));
     dir.cmd(["run", "warm.yaml", "--experiment", "warm", "--quiet"])
         .output()
         .assert_exit_code(0);

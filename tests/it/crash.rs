@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::server::{TestServer, XorShift};
 use crate::support::{finished, stored_rows, wait_bounded};
-use crate::util::{wait_until, TestDir};
+use crate::util::{wait_until, Spec, TestDir};
 
 /// Samples in the dataset: more than the kills let finish, so every kill lands mid-run.
 const N: usize = 2400;
@@ -41,10 +41,13 @@ fn sigkill_at_random_moments_loses_nothing_and_resends_nothing_finished() {
     dir.write("data.jsonl", &data);
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: crashy\ndataset:\n  path: data.jsonl\n  id: id\nmodel:\n  provider: openai\n  base_url: {}\n  name: m\n  timeout: 5s\nprompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: sample}}\nconcurrency: {{strategy: sliding_window, max_concurrency: 8}}\n",
-            server.url()
-        ),
+        &Spec::new("crashy", &server.url())
+            .dataset("  path: data.jsonl\n  id: id\n")
+            .model_name("m")
+            .model("  timeout: 5s\n")
+            .evaluator("{type: contains, expected: sample}")
+            .tail("concurrency: {strategy: sliding_window, max_concurrency: 8}\n")
+            .to_string(),
     );
     let run = || dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"]);
 

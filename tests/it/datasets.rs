@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::server::TestServer;
-use crate::util::{openai_model, TestDir};
+use crate::util::{Spec, TestDir};
 
 /// Writes `spec.yaml` with `dataset` (the YAML lines under `dataset:`), runs it
 /// sequentially with `extra` arguments, and returns the prompts the server got, in order.
@@ -14,10 +14,12 @@ fn prompts_for(dir: &TestDir, dataset: &str, prompt: &str, extra: &[&str]) -> Ve
     let server = TestServer::echo();
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: data\ndataset:\n{dataset}{}prompt: {prompt}\nevaluators:\n  - {{type: contains, expected: \"x\"}}\n",
-            openai_model(&server.url())
-        ),
+        &Spec::new("data", &server.url())
+            .dataset(dataset)
+            .quick()
+            .prompt(prompt)
+            .evaluator("{type: contains, expected: \"x\"}")
+            .to_string(),
     );
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .args(["--concurrency", "sequential"])

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::util::{closed_port, EvaluationReport, ExperimentReport, Out, TestDir};
+use crate::util::{closed_port, EvaluationReport, ExperimentReport, Out, Spec, TestDir};
 
 /// A spec with one row per prompt, model settings `model_extra` (YAML lines
 /// under `model:`), run into experiment `x`.
@@ -24,10 +24,11 @@ fn run(
         .collect();
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: failing\ndataset:\n  rows: [{}]\nmodel:\n  provider: openai\n  base_url: {url}\n  name: test-model\n{model_extra}prompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: ok}}\n",
-            rows.join(", ")
-        ),
+        &Spec::new("failing", url)
+            .rows(&format!("[{}]", rows.join(", ")))
+            .model(model_extra)
+            .evaluator("{type: contains, expected: ok}")
+            .to_string(),
     );
     let out = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])

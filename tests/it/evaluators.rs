@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::server::TestServer;
-use crate::util::{openai_model, EvaluationReport, Out, TestDir};
+use crate::util::{EvaluationReport, Out, Spec, TestDir};
 
 /// One sample: its id, the reply the server gives it, and its other columns.
 struct Case {
@@ -43,11 +43,15 @@ fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationReport) {
         })
         .collect();
     let dir = TestDir::new();
-    let spec = format!(
-        "name: scoring\ndataset:\n  id: id\n  rows: {}\n{}prompt: \"question {{{{ id }}}}\"\nevaluators:\n{evaluators}",
-        serde_json::to_string(&rows).unwrap(),
-        openai_model(&server.url()),
-    );
+    let spec = Spec::new("scoring", &server.url())
+        .dataset(&format!(
+            "  id: id\n  rows: {}\n",
+            serde_json::to_string(&rows).unwrap()
+        ))
+        .quick()
+        .prompt("\"question {{ id }}\"")
+        .evaluators(evaluators)
+        .to_string();
     dir.write("spec.yaml", &spec);
     let out = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::server::{Fault, Faults, Reply, TestServer};
-use crate::support::{only, prompt, show_json, spec, uint};
-use crate::util::{wait_until, TestDir};
+use crate::support::{only, show_json, spec, uint};
+use crate::util::{prompt, text_rows, wait_until, Spec, TestDir};
 
 const ATTEMPTS: usize = 3;
 
@@ -209,17 +209,16 @@ fn hostile_bodies_are_recorded_never_a_crash_or_hang() {
     let dir = TestDir::new();
     let mut prompts: Vec<&str> = cases.iter().map(|c| c.0).collect();
     prompts.push("fine");
-    let rows: Vec<String> = prompts
-        .iter()
-        .map(|p| format!("{{text: \"{p}\"}}"))
-        .collect();
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: hostile\ndataset:\n  rows: [{}]\nmodel:\n  provider: openai\n  base_url: {}\n  name: m\n  timeout: 1500ms\n  retry: {{max_attempts: 2, backoff: 10ms, max_backoff: 20ms}}\nprompt: \"{{{{ text }}}}\"\nconcurrency: {{strategy: sliding_window, max_concurrency: 8}}\n",
-            rows.join(", "),
-            server.url()
-        ),
+        &Spec::new("hostile", &server.url())
+            .rows(&text_rows(&prompts))
+            .model_name("m")
+            .model(
+                "  timeout: 1500ms\n  retry: {max_attempts: 2, backoff: 10ms, max_backoff: 20ms}\n",
+            )
+            .tail("concurrency: {strategy: sliding_window, max_concurrency: 8}\n")
+            .to_string(),
     );
     let out = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])

@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use crate::server::TestServer;
-use crate::util::{openai_model, Out, TestDir};
+use crate::util::{Out, Spec, TestDir};
 
 /// `spec.yaml` for the server at `url`: `dataset` is the YAML under `dataset:`.
 fn spec(url: &str, dataset: &str, prompt: &str, evaluators: &str) -> String {
-    format!(
-        "name: data\ndataset:\n{dataset}{}prompt: {prompt}\nevaluators:\n{evaluators}",
-        openai_model(url)
-    )
+    Spec::new("data", url)
+        .dataset(dataset)
+        .quick()
+        .prompt(prompt)
+        .evaluators(evaluators)
+        .to_string()
 }
 
 const CONTAINS_X: &str = "  - {type: contains, expected: \"x\"}\n";

@@ -15,19 +15,17 @@ use serde_json::json;
 
 use crate::server::{Reply, TestServer, XorShift};
 use crate::support::{contains_bytes, files_under, show_json};
-use crate::util::{Out, TestDir};
+use crate::util::{text_rows, Out, Spec, TestDir};
 
 /// A spec of one sample per prompt against `url`, with `model_extra` lines
 /// under `model:`.
 fn spec(url: &str, prompts: &[&str], model_extra: &str) -> String {
-    let rows: Vec<String> = prompts
-        .iter()
-        .map(|p| format!("{{text: \"{p}\"}}"))
-        .collect();
-    format!(
-        "name: hardened\ndataset:\n  rows: [{}]\nmodel:\n  provider: openai\n  base_url: {url}\n  name: m\n  timeout: 5s\n  retry: {{max_attempts: 3, backoff: 10ms, max_backoff: 20ms}}\n{model_extra}prompt: \"{{{{ text }}}}\"\n",
-        rows.join(", ")
-    )
+    Spec::new("hardened", url)
+        .rows(&text_rows(prompts))
+        .model_name("m")
+        .model("  timeout: 5s\n  retry: {max_attempts: 3, backoff: 10ms, max_backoff: 20ms}\n")
+        .model(model_extra)
+        .to_string()
 }
 
 /// A tiny HTTP/1.1 server on loopback answering each request with what

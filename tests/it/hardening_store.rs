@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::server::TestServer;
 use crate::support::{spec, wait_bounded};
-use crate::util::{openai_model, wait_until, Out, TestDir, BIN};
-
-const FAST_RETRY: &str =
-    "  timeout: 5s\n  retry: {max_attempts: 3, backoff: 10ms, max_backoff: 50ms}\n";
+use crate::util::{wait_until, Out, Spec, TestDir, BIN, QUICK};
 
 /// The uid of `nobody`, used when the tests run as root.
 const NOBODY: u32 = 65534;
@@ -152,10 +149,7 @@ fn locks_live_beside_the_store_and_are_removed_when_runs_end() {
         .latency(Duration::from_millis(100))
         .reply(|p| p.to_owned())
         .start();
-    dir.write(
-        "spec.yaml",
-        &spec("locked", &server.url(), 6, FAST_RETRY, ""),
-    );
+    dir.write("spec.yaml", &spec("locked", &server.url(), 6, QUICK, ""));
     let store_dir = dir.store().parent().unwrap().to_path_buf();
 
     // While a run is alive its lock is a file next to the store.
@@ -220,7 +214,7 @@ fn locks_live_beside_the_store_and_are_removed_when_runs_end() {
 fn a_run_refused_before_its_store_exists_leaves_no_folder_behind() {
     let dir = TestDir::new();
     let server = TestServer::echo();
-    let model = format!("{FAST_RETRY}  api_key_env: DOTEVALS_TEST_UNSET_KEY\n");
+    let model = format!("{QUICK}  api_key_env: DOTEVALS_TEST_UNSET_KEY\n");
     dir.write("a.yaml", &spec("a", &server.url(), 2, &model, ""));
     dir.write("b.yaml", &spec("b", &server.url(), 2, &model, ""));
     let out = dir
@@ -239,10 +233,7 @@ fn a_lock_left_by_a_killed_run_is_cleaned_up_and_does_not_block() {
         .latency(Duration::from_millis(200))
         .reply(|p| p.to_owned())
         .start();
-    dir.write(
-        "spec.yaml",
-        &spec("locked", &server.url(), 20, FAST_RETRY, ""),
-    );
+    dir.write("spec.yaml", &spec("locked", &server.url(), 20, QUICK, ""));
     let store_dir = dir.store().parent().unwrap().to_path_buf();
     let mut child = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
@@ -282,7 +273,7 @@ fn a_second_user_can_run_after_the_first() {
     }
     let server = TestServer::echo();
     let first = TestDir::new();
-    first.write("spec.yaml", &spec("mine", &server.url(), 2, FAST_RETRY, ""));
+    first.write("spec.yaml", &spec("mine", &server.url(), 2, QUICK, ""));
     run_as(
         &first,
         None,
@@ -294,10 +285,7 @@ fn a_second_user_can_run_after_the_first() {
     let second = TestDir::new();
     chmod(second.path(), 0o755);
     std::os::unix::fs::chown(second.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-    second.write(
-        "spec.yaml",
-        &spec("theirs", &server.url(), 2, FAST_RETRY, ""),
-    );
+    second.write("spec.yaml", &spec("theirs", &server.url(), 2, QUICK, ""));
     run_as(
         &second,
         Some(NOBODY),
@@ -317,7 +305,7 @@ fn a_second_user_can_run_after_the_first() {
 fn a_read_only_store_can_be_listed_and_shown_and_run_says_it_is_read_only() {
     let dir = TestDir::new();
     let server = TestServer::echo();
-    dir.write("spec.yaml", &spec("ro", &server.url(), 3, FAST_RETRY, ""));
+    dir.write("spec.yaml", &spec("ro", &server.url(), 3, QUICK, ""));
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
         .assert_exit_code(0);
@@ -372,7 +360,7 @@ fn a_new_store_in_a_read_only_folder_is_refused_as_read_only() {
     };
     let dir = TestDir::new();
     let server = TestServer::echo();
-    dir.write("spec.yaml", &spec("ro", &server.url(), 2, FAST_RETRY, ""));
+    dir.write("spec.yaml", &spec("ro", &server.url(), 2, QUICK, ""));
     let folder = dir.path().join("ro");
     std::fs::create_dir(&folder).unwrap();
     chmod(&folder, 0o555);
@@ -416,10 +404,10 @@ fn resuming_with_rows_removed_from_the_dataset_is_refused() {
     dir.write("rows.jsonl", &jsonl(0..10));
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: shrinking\ndataset:\n  path: rows.jsonl\n{}prompt: \"{{{{ text }}}}\"\n",
-            openai_model(&server.url())
-        ),
+        &Spec::new("shrinking", &server.url())
+            .dataset("  path: rows.jsonl\n")
+            .quick()
+            .to_string(),
     );
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
@@ -455,10 +443,10 @@ fn resuming_with_rows_removed_from_the_dataset_is_refused() {
 
     // With an id column, one row taken out of the middle.
     dir.write("rows.jsonl", &jsonl(0..10));
-    let with_ids = format!(
-        "name: ids\ndataset:\n  path: rows.jsonl\n  id: id\n{}prompt: \"{{{{ text }}}}\"\n",
-        openai_model(&server.url())
-    );
+    let with_ids = Spec::new("ids", &server.url())
+        .dataset("  path: rows.jsonl\n  id: id\n")
+        .quick()
+        .to_string();
     dir.write("ids.yaml", &with_ids);
     dir.cmd(["run", "ids.yaml", "--experiment", "y", "--quiet"])
         .output()
@@ -483,10 +471,12 @@ fn a_sample_whose_evaluator_errored_is_rescored_on_resume_not_resent() {
     let server = TestServer::builder().reply(|_| "42".to_owned()).start();
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: numbers\ndataset:\n  rows:\n    - {{q: one, answer: \"42\"}}\n    - {{q: two, answer: \"n/a\"}}\n{}prompt: \"{{{{ q }}}}\"\nevaluators:\n  - {{type: numeric_match, expected: \"{{{{ answer }}}}\"}}\n",
-            openai_model(&server.url())
-        ),
+        &Spec::new("numbers", &server.url())
+            .dataset("  rows:\n    - {q: one, answer: \"42\"}\n    - {q: two, answer: \"n/a\"}\n")
+            .quick()
+            .prompt("\"{{ q }}\"")
+            .evaluator("{type: numeric_match, expected: \"{{ answer }}\"}")
+            .to_string(),
     );
     for _ in 0..3 {
         let out = dir

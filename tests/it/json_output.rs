@@ -6,19 +6,17 @@
 use serde_json::Value;
 
 use crate::server::{Reply, TestServer};
-use crate::util::{openai_model, Checked, ExperimentReport, ListReport, TestDir};
+use crate::util::{text_rows, Checked, ExperimentReport, ListReport, Spec, TestDir};
 
 /// A spec named `name` with `n` rows; prompts are `NAME i`, and a prompt
 /// ending in `7` is answered 400 by [`server`].
 fn spec(name: &str, url: &str, n: usize) -> String {
-    let rows: Vec<String> = (0..n)
-        .map(|i| format!("{{text: \"{name} {i}\"}}"))
-        .collect();
-    format!(
-        "name: {name}\ndataset:\n  rows: [{}]\n{}prompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: \"{name}\"}}\n  - {{type: regex, name: even, pattern: '[02468]$'}}\n",
-        rows.join(", "),
-        openai_model(url)
-    )
+    Spec::new(name, url)
+        .rows(&text_rows((0..n).map(|i| format!("{name} {i}"))))
+        .quick()
+        .evaluator(&format!("{{type: contains, expected: \"{name}\"}}"))
+        .evaluator("{type: regex, name: even, pattern: '[02468]$'}")
+        .to_string()
 }
 
 /// Answers `ok PROMPT`, but 400 to prompts ending in 7.

@@ -11,6 +11,7 @@ mod concurrency;
 mod datasets;
 mod errors;
 mod evaluators;
+mod golden;
 mod json_output;
 mod resume;
 mod validation;

@@ -11,16 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::support::sample_rows;
-use crate::util::{openai_model, wait_until, TestDir};
+use crate::util::{wait_until, Spec, TestDir};
 
 /// A spec of `n` inline rows whose prompts are `sample 0`, `sample 1`, ...
 fn spec(url: &str, n: usize) -> String {
-    format!(
-        "name: resumable\ndataset:\n  rows: {}\n{}prompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: sample}}\n",
-        sample_rows(n),
-        openai_model(url)
-    )
+    Spec::new("resumable", url)
+        .samples(n)
+        .quick()
+        .evaluator("{type: contains, expected: sample}")
+        .to_string()
 }
 
 fn all_prompts(n: usize) -> BTreeSet<String> {
@@ -411,10 +410,10 @@ fn changed_dataset_source_is_refused() {
     let rows = "{\"text\": \"a\"}\n{\"text\": \"b\"}\n";
     dir.write("one.jsonl", rows);
     dir.write("two.jsonl", rows);
-    let text = format!(
-        "name: resumable\ndataset:\n  path: one.jsonl\n{}prompt: \"{{{{ text }}}}\"\n",
-        openai_model(&server.url())
-    );
+    let text = Spec::new("resumable", &server.url())
+        .dataset("  path: one.jsonl\n")
+        .quick()
+        .to_string();
     dir.write("spec.yaml", &text);
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
@@ -436,10 +435,10 @@ fn edited_dataset_row_is_refused_and_appended_rows_are_run() {
     dir.write("rows.jsonl", rows);
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: resumable\ndataset:\n  path: rows.jsonl\n{}prompt: \"{{{{ text }}}}\"\n",
-            openai_model(&server.url())
-        ),
+        &Spec::new("resumable", &server.url())
+            .dataset("  path: rows.jsonl\n")
+            .quick()
+            .to_string(),
     );
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
@@ -477,10 +476,10 @@ fn one_refused_spec_stops_every_spec_of_the_run() {
     let dir = TestDir::new();
     let server = TestServer::echo();
     dir.write("a.jsonl", "{\"text\": \"a0\"}\n{\"text\": \"a1\"}\n");
-    let a = format!(
-        "name: first\ndataset:\n  path: a.jsonl\n{}prompt: \"{{{{ text }}}}\"\n",
-        openai_model(&server.url())
-    );
+    let a = Spec::new("first", &server.url())
+        .dataset("  path: a.jsonl\n")
+        .quick()
+        .to_string();
     let b = spec(&server.url(), 2);
     dir.write("a.yaml", &a);
     dir.write("b.yaml", &b);

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::server::{Reply, TestServer, XorShift};
 use crate::support::{contains_bytes, files_under};
-use crate::util::{wait_until, Out, TestDir};
+use crate::util::{text_rows, wait_until, Out, Spec, TestDir};
 
 /// The planted values: an API key in the environment and one in `params`.
 struct Planted {
@@ -37,11 +37,14 @@ impl Planted {
 /// A spec of `n` samples against `url` naming the key variable and carrying a
 /// key in `params`.
 fn spec(url: &str, n: usize, param_key: &str) -> String {
-    let rows: Vec<String> = (0..n).map(|i| format!("{{text: \"q{i}\"}}")).collect();
-    format!(
-        "name: leaky\ndataset:\n  rows: [{}]\nmodel:\n  provider: openai\n  base_url: {url}\n  name: m\n  api_key_env: OPENAI_API_KEY\n  params: {{temperature: 0, api_key: \"{param_key}\"}}\n  timeout: 5s\n  retry: {{max_attempts: 2, backoff: 10ms, max_backoff: 20ms}}\nprompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: q}}\n",
-        rows.join(", ")
-    )
+    Spec::new("leaky", url)
+        .rows(&text_rows((0..n).map(|i| format!("q{i}"))))
+        .model_name("m")
+        .model(&format!(
+            "  api_key_env: OPENAI_API_KEY\n  params: {{temperature: 0, api_key: \"{param_key}\"}}\n  timeout: 5s\n  retry: {{max_attempts: 2, backoff: 10ms, max_backoff: 20ms}}\n"
+        ))
+        .evaluator("{type: contains, expected: q}")
+        .to_string()
 }
 
 /// What the server got, as one line a reply or an error can quote.
@@ -224,14 +227,13 @@ fn a_key_cut_in_half_by_the_error_excerpt_is_not_leaked() {
         })
         .start();
     // Pads from 270 to 299: the key's last characters fall past 300 bytes in turn.
-    let rows: Vec<String> = (270..300).map(|i| format!("{{text: \"q{i}\"}}")).collect();
     dir.write(
         "spec.yaml",
-        &format!(
-            "name: cut\ndataset:\n  rows: [{}]\nmodel:\n  provider: openai\n  base_url: {}\n  name: m\n  api_key_env: OPENAI_API_KEY\n  retry: {{max_attempts: 1}}\nprompt: \"{{{{ text }}}}\"\n",
-            rows.join(", "),
-            server.url()
-        ),
+        &Spec::new("cut", &server.url())
+            .rows(&text_rows((270..300).map(|i| format!("q{i}"))))
+            .model_name("m")
+            .model("  api_key_env: OPENAI_API_KEY\n  retry: {max_attempts: 1}\n")
+            .to_string(),
     );
     let run = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])

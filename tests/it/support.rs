@@ -13,29 +13,18 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
-use crate::util::TestDir;
-
-/// `sample 0`, `sample 1`, ...: the prompt of sample `i`.
-pub fn prompt(i: usize) -> String {
-    format!("sample {i}")
-}
+use crate::util::{Spec, TestDir};
 
 /// A spec named `name` whose `n` inline rows are prompted as `sample i`, against
 /// the OpenAI-compatible server at `url`, with `model_extra` lines under
 /// `model:` (indented by two spaces) and `tail` appended (e.g. `concurrency:`).
 pub fn spec(name: &str, url: &str, n: usize, model_extra: &str, tail: &str) -> String {
-    format!(
-        "name: {name}\ndataset:\n  rows: {}\nmodel:\n  provider: openai\n  base_url: {url}\n  name: test-model\n{model_extra}prompt: \"{{{{ text }}}}\"\nevaluators:\n  - {{type: contains, expected: sample}}\n{tail}",
-        sample_rows(n)
-    )
-}
-
-/// `n` inline rows, `[{text: "sample 0"}, ...]`, whose prompts are [`prompt`]`(i)`.
-pub fn sample_rows(n: usize) -> String {
-    let rows: Vec<String> = (0..n)
-        .map(|i| format!("{{text: \"{}\"}}", prompt(i)))
-        .collect();
-    format!("[{}]", rows.join(", "))
+    Spec::new(name, url)
+        .samples(n)
+        .model(model_extra)
+        .evaluator("{type: contains, expected: sample}")
+        .tail(tail)
+        .to_string()
 }
 
 /// `dotevals show NAME ARGS... --format json` as raw JSON; panics unless it exits 0.

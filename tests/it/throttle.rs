@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::server::TestServer;
-use crate::support::{only, prompt, show_json, spec, uint};
-use crate::util::TestDir;
+use crate::support::{only, show_json, spec, uint};
+use crate::util::{prompt, TestDir};
 
 const LITELLM_HEADER: &str = "llm_provider-retry-after";
 

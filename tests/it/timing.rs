@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::support::{only, prompt, show_json, spec, uint};
-use crate::util::TestDir;
+use crate::support::{only, show_json, spec, uint};
+use crate::util::{prompt, TestDir};
 
 const RETRY: &str = "  timeout: 5s\n  retry: {max_attempts: 2, backoff: 10ms, max_backoff: 20ms}\n";
 

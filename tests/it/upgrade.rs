@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use crate::server::TestServer;
-use crate::support::{prompt, show_json, spec};
-use crate::util::{ListReport, TestDir};
+use crate::support::{show_json, spec};
+use crate::util::{prompt, ListReport, TestDir};
 use rusqlite::{params, Connection};
 
 /// The schema as version 1 shipped it (a copy of `V1` in src/store/schema.rs:

@@ -232,12 +232,154 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
     }
 }
 
+/// Model lines for short timeouts and quick retries, so failure paths stay fast.
+pub const QUICK: &str =
+    "  timeout: 5s\n  retry: {max_attempts: 3, backoff: 10ms, max_backoff: 50ms}\n";
+
 /// The `model:` block for an OpenAI-compatible server at `base_url`, with
-/// short timeouts and quick retries so failure paths stay fast.
+/// [`QUICK`] timeouts and retries.
 pub fn openai_model(base_url: &str) -> String {
-    format!(
-        "model:\n  provider: openai\n  base_url: {base_url}\n  name: test-model\n  timeout: 5s\n  retry: {{max_attempts: 3, backoff: 10ms, max_backoff: 50ms}}\n"
-    )
+    model_block(base_url, "test-model", QUICK)
+}
+
+/// `model:` for the OpenAI-compatible server at `url`, model `name`, then `lines`.
+fn model_block(url: &str, name: &str, lines: &str) -> String {
+    format!("model:\n  provider: openai\n  base_url: {url}\n  name: {name}\n{lines}")
+}
+
+/// `sample 0`, `sample 1`, ...: the prompt of sample `i` in [`sample_rows`].
+pub fn prompt(i: usize) -> String {
+    format!("sample {i}")
+}
+
+/// `n` inline rows, `[{text: "sample 0"}, ...]`, whose prompts are [`prompt`]`(i)`.
+pub fn sample_rows(n: usize) -> String {
+    text_rows((0..n).map(prompt))
+}
+
+/// Inline rows `[{text: "A"}, {text: "B"}, ...]`, one per text, quoted as is.
+pub fn text_rows<T: std::fmt::Display>(texts: impl IntoIterator<Item = T>) -> String {
+    let rows: Vec<String> = texts
+        .into_iter()
+        .map(|t| format!("{{text: \"{t}\"}}"))
+        .collect();
+    format!("[{}]", rows.join(", "))
+}
+
+/// A spec in the tests' usual shape, against an OpenAI-compatible server,
+/// rendered to YAML text by `to_string()`:
+///
+/// ```text
+/// name: NAME
+/// dataset:
+///   rows: [{text: "sample 0"}]     (or the lines given to `dataset`)
+/// model:
+///   provider: openai
+///   base_url: URL
+///   name: test-model
+///   ...                            (the lines given to `model`)
+/// prompt: "{{ text }}"
+/// evaluators:                      (only if some were given)
+///   - {type: contains, expected: sample}
+/// TAIL
+/// ```
+///
+/// Tests that check positions in error messages write their YAML by hand.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    name: String,
+    url: String,
+    dataset: String,
+    model_name: String,
+    model: String,
+    prompt: String,
+    evaluators: String,
+    tail: String,
+}
+
+impl Spec {
+    /// One row, `sample 0`, prompted as is; model `test-model`; no evaluators.
+    pub fn new(name: &str, url: &str) -> Spec {
+        Spec {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            dataset: String::new(),
+            model_name: "test-model".to_owned(),
+            model: String::new(),
+            prompt: "\"{{ text }}\"".to_owned(),
+            evaluators: String::new(),
+            tail: String::new(),
+        }
+        .rows(&sample_rows(1))
+    }
+
+    /// `n` rows prompted `sample 0`, `sample 1`, ... ([`sample_rows`]).
+    pub fn samples(self, n: usize) -> Spec {
+        self.rows(&sample_rows(n))
+    }
+
+    /// Inline rows as a YAML flow list (e.g. from [`text_rows`]).
+    pub fn rows(self, rows: &str) -> Spec {
+        self.dataset(&format!("  rows: {rows}\n"))
+    }
+
+    /// The lines under `dataset:`, indented by two spaces, in place of the rows.
+    pub fn dataset(mut self, lines: &str) -> Spec {
+        lines.clone_into(&mut self.dataset);
+        self
+    }
+
+    /// The model's `name`.
+    pub fn model_name(mut self, name: &str) -> Spec {
+        name.clone_into(&mut self.model_name);
+        self
+    }
+
+    /// More lines under `model:`, indented by two spaces (e.g. [`QUICK`]).
+    pub fn model(mut self, lines: &str) -> Spec {
+        self.model.push_str(lines);
+        self
+    }
+
+    /// [`QUICK`] timeouts and retries.
+    pub fn quick(self) -> Spec {
+        self.model(QUICK)
+    }
+
+    /// The `prompt:` value, as YAML (quote it).
+    pub fn prompt(mut self, yaml: &str) -> Spec {
+        yaml.clone_into(&mut self.prompt);
+        self
+    }
+
+    /// One evaluator as a YAML flow mapping: `{type: contains, expected: x}`.
+    pub fn evaluator(self, flow: &str) -> Spec {
+        self.evaluators(&format!("  - {flow}\n"))
+    }
+
+    /// More lines under `evaluators:`, indented by two spaces.
+    pub fn evaluators(mut self, lines: &str) -> Spec {
+        self.evaluators.push_str(lines);
+        self
+    }
+
+    /// Text appended after the evaluators (e.g. a `concurrency:` block).
+    pub fn tail(mut self, text: &str) -> Spec {
+        self.tail.push_str(text);
+        self
+    }
+}
+
+impl std::fmt::Display for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "name: {}\ndataset:\n{}", self.name, self.dataset)?;
+        f.write_str(&model_block(&self.url, &self.model_name, &self.model))?;
+        writeln!(f, "prompt: {}", self.prompt)?;
+        if !self.evaluators.is_empty() {
+            write!(f, "evaluators:\n{}", self.evaluators)?;
+        }
+        f.write_str(&self.tail)
+    }
 }
 
 /// A port on loopback that nothing listens on (bound, then released).

@@ -1,5 +1,7 @@
-use super::writer::*;
 use super::*;
+use crate::store::read::ScoreTotal;
+use crate::store::writer::{SampleRecord, Writer, QUEUE};
+use crate::store::{now, StoredSample, DEFAULT_PATH};
 use std::time::Instant;
 
 fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
@@ -45,8 +47,12 @@ fn records_survive_and_aggregate() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     let names = vec!["exact_match".to_string()];
-    let mut store = Store::open(&path).unwrap();
-    let (id, run, wall) = store
+    let mut store = SqliteStore::open(&path).unwrap();
+    let StartedEvaluation {
+        id,
+        run,
+        wall_us: wall,
+    } = store
         .start_evaluation("baseline", &meta(&names), &now())
         .unwrap();
     assert_eq!((run, wall), (1, 0));
@@ -57,7 +63,7 @@ fn records_survive_and_aggregate() {
         base_wall_us: 0,
         started: Instant::now(),
     };
-    let writer = Writer::spawn(&path, config, |_| {}).unwrap();
+    let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
     let tx = writer.sender();
     tx.blocking_send(record("0", 0, Some(1.0), false)).unwrap();
     tx.blocking_send(record("1", 1, Some(0.0), false)).unwrap();
@@ -68,17 +74,25 @@ fn records_survive_and_aggregate() {
     let x = store.experiment("baseline").unwrap();
     let e = &x.evaluations[0];
     assert_eq!((e.recorded, e.errored, e.latency_sum_us), (3, 1, 3000));
-    assert_eq!(e.scores, vec![(2, 1.0)]);
+    assert_eq!(
+        e.scores,
+        vec![ScoreTotal {
+            scored: 2,
+            sum: 1.0
+        }]
+    );
     assert_eq!(store.latencies(id).unwrap(), vec![1000, 2000]);
     assert_eq!(store.errors(id).unwrap()[0].kind, "timeout");
     assert_eq!(store.samples(id, 1).unwrap()[1].scores, vec![Some(0.0)]);
 
     // Resume: the errored sample is replaced, the lookup sees its new state.
-    let (id2, run2, _) = store
+    let StartedEvaluation {
+        id: id2, run: run2, ..
+    } = store
         .start_evaluation("baseline", &meta(&names), &now())
         .unwrap();
     assert_eq!((id2, run2), (id, 2));
-    let lookup = SampleLookup::open(&path, id).unwrap();
+    let lookup = SqliteLookup::open(&path, id).unwrap();
     assert_eq!(
         lookup.get("2").unwrap(),
         Some(StoredSample {
@@ -94,7 +108,7 @@ fn records_survive_and_aggregate() {
         base_wall_us: 0,
         started: Instant::now(),
     };
-    let writer = Writer::spawn(&path, config, |_| {}).unwrap();
+    let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
     writer
         .sender()
         .blocking_send(record("2", 2, Some(1.0), false))
@@ -109,7 +123,17 @@ fn records_survive_and_aggregate() {
         })
     );
     let e = &store.experiment("baseline").unwrap().evaluations[0];
-    assert_eq!((e.recorded, e.errored, e.scores[0]), (3, 0, (3, 2.0)));
+    assert_eq!(
+        (e.recorded, e.errored, e.scores[0]),
+        (
+            3,
+            0,
+            ScoreTotal {
+                scored: 3,
+                sum: 2.0
+            }
+        )
+    );
 }
 
 #[test]
@@ -117,7 +141,7 @@ fn rename_delete_and_foreign_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     let names = vec!["exact_match".to_string()];
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     store.start_evaluation("a", &meta(&names), &now()).unwrap();
     store.start_evaluation("b", &meta(&names), &now()).unwrap();
     assert!(matches!(
@@ -138,7 +162,7 @@ fn rename_delete_and_foreign_files() {
         .unwrap();
     drop(conn);
     assert!(matches!(
-        Store::open(&foreign),
+        SqliteStore::open(&foreign),
         Err(StoreError::NotAStore { .. })
     ));
     let text = dir.path().join("notes.txt");
@@ -147,7 +171,7 @@ fn rename_delete_and_foreign_files() {
         "hello, not a database at all, just some text that is long enough",
     )
     .unwrap();
-    assert!(Store::open(&text).is_err());
+    assert!(SqliteStore::open(&text).is_err());
     assert_eq!(
         std::fs::read_to_string(&text).unwrap(),
         "hello, not a database at all, just some text that is long enough"
@@ -168,9 +192,9 @@ fn storage_argument_forms() {
 }
 
 /// The counters the triggers keep, next to the same totals recomputed from the rows.
-fn totals_both_ways(store: &Store, id: i64) -> (Vec<i64>, Vec<i64>) {
+fn totals_both_ways(store: &SqliteStore, id: i64) -> (Vec<i64>, Vec<i64>) {
     let kept: Vec<i64> = store
-        .conn()
+        .conn
         .query_row(
             "SELECT recorded, errored, latency_sum_us, prompt_tokens, completion_tokens, retries, throttled, wait_us,
                     (SELECT coalesce(sum(scored), 0) FROM evaluation_scores WHERE evaluation_id = ?1),
@@ -181,7 +205,7 @@ fn totals_both_ways(store: &Store, id: i64) -> (Vec<i64>, Vec<i64>) {
         )
         .unwrap();
     let fresh: Vec<i64> = store
-        .conn()
+        .conn
         .query_row(
             "SELECT count(*), count(error_kind), coalesce(sum(latency_us), 0), coalesce(sum(prompt_tokens), 0),
                     coalesce(sum(completion_tokens), 0), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
@@ -208,13 +232,13 @@ proptest::proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let names = vec!["a".to_string(), "b".to_string()];
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         let mut id = 0;
         for run in runs {
-            let (eid, n, _) = store.start_evaluation("x", &meta(&names), &now()).unwrap();
+            let StartedEvaluation { id: eid, run: n, .. } = store.start_evaluation("x", &meta(&names), &now()).unwrap();
             id = eid;
             let config = WriterConfig { evaluation_id: eid, run: n, resuming: n > 1, base_wall_us: 0, started: Instant::now() };
-            let writer = Writer::spawn(&path, config, |_| {}).unwrap();
+            let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
             let mut seen = std::collections::HashSet::new();
             for (key, score, error, attempts) in run {
                 if !seen.insert(key) {
@@ -232,7 +256,7 @@ proptest::proptest! {
             proptest::prop_assert_eq!(kept, fresh);
         }
         store.delete_experiment("x").unwrap();
-        let left: i64 = store.conn().query_row("SELECT count(*) FROM evaluation_scores", [], |r| r.get(0)).unwrap();
+        let left: i64 = store.conn.query_row("SELECT count(*) FROM evaluation_scores", [], |r| r.get(0)).unwrap();
         proptest::prop_assert_eq!(left, 0);
         let _ = id;
     }
@@ -259,14 +283,20 @@ fn a_version_1_store_is_upgraded_with_its_totals() {
     ))
     .unwrap();
     drop(conn);
-    let store = Store::open_existing(&path).unwrap().unwrap();
+    let store = SqliteStore::open_existing(&path).unwrap().unwrap();
     let x = store.experiment("old").unwrap();
     let e = &x.evaluations[0];
     assert_eq!(
         (e.recorded, e.errored, e.latency_sum_us, e.retries),
         (2, 0, 2_000_000, 1)
     );
-    assert_eq!(e.scores, vec![(2, 1.0)]);
+    assert_eq!(
+        e.scores,
+        vec![ScoreTotal {
+            scored: 2,
+            sum: 1.0
+        }]
+    );
     let (kept, fresh) = totals_both_ways(&store, e.id);
     assert_eq!(kept, fresh);
 }
@@ -278,19 +308,19 @@ fn a_write_protected_store_is_read_only_for_writes_and_readable() {
     // Characters a URI would misread, for the immutable fallback.
     let path = dir.path().join("a b%?#").join("s.db");
     let names = vec!["exact_match".to_string()];
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     store.start_evaluation("x", &meta(&names), &now()).unwrap();
     drop(store);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     assert!(matches!(
-        Store::open_existing(&path),
+        SqliteStore::open_existing(&path),
         Err(StoreError::ReadOnly { folder: false, .. })
     ));
     assert!(matches!(
-        Store::open(&path),
+        SqliteStore::open(&path),
         Err(StoreError::ReadOnly { folder: false, .. })
     ));
-    let store = Store::open_read_only(&path).unwrap().unwrap();
+    let store = SqliteStore::open_read_only(&path).unwrap().unwrap();
     assert_eq!(store.experiment_names().unwrap(), ["x"]);
     // The fallback for a folder where no shared-memory file can be made.
     let conn = Connection::open_with_flags(

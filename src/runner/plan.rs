@@ -1,0 +1,230 @@
+//! Planning: everything checked before the first request. Each evaluation is
+//! compared with what the store recorded (a changed spec, an edited or
+//! shortened dataset is refused), its whole dataset is read to count what is
+//! left to send, and its API key is read from the environment.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::concurrency::StrategySpec;
+use crate::dataset::{row_hash, scan};
+use crate::diagnostic::Diagnostic;
+use crate::spec::{Evaluation, ModelSpec, DEFAULT_BASE_URL};
+use crate::store::{SampleLookup, Store, StoreError};
+
+/// One evaluation, checked and ready, with what resume found.
+pub struct Planned {
+    pub eval: Evaluation,
+    pub strategy: StrategySpec,
+    /// Rows in the dataset (after `limit`).
+    pub total: u64,
+    /// Rows without a finished record: what this run will send.
+    pub pending: u64,
+    /// Whether the store already has records of this evaluation.
+    pub resuming: bool,
+    pub api_key: Option<String>,
+}
+
+/// Why an evaluation cannot be run as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The setup is refused as written (a changed spec, an API key missing or
+    /// unfit for a header); `hint` says what to do.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
+    /// The dataset is unreadable, or differs from what the experiment recorded.
+    #[error("{0}")]
+    Input(Box<Diagnostic>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Diagnostic> for PlanError {
+    fn from(d: Diagnostic) -> Self {
+        PlanError::Input(Box::new(d))
+    }
+}
+
+/// Checks one evaluation against `store` (none yet: a fresh start) and reads
+/// its whole dataset; `concurrency` overrides the spec's strategy.
+pub fn plan(
+    eval: Evaluation,
+    store: Option<&dyn Store>,
+    experiment: &str,
+    concurrency: Option<StrategySpec>,
+) -> Result<Planned, PlanError> {
+    let existing = match store {
+        Some(store) => store.find_evaluation(experiment, &eval.name)?,
+        None => None,
+    };
+    if let Some(old) = &existing {
+        if old.spec_hash != eval.spec_hash {
+            let old_identity = serde_json::from_str(&old.identity).unwrap_or_default();
+            let changed = crate::spec::changed_parts(&old_identity, &eval.identity).join(", ");
+            return Err(PlanError::Refused {
+                message: format!(
+                    "experiment `{experiment}` already holds evaluation `{}` from a different spec (changed: {changed})",
+                    eval.name
+                ),
+                hint: format!(
+                    "results from two specs cannot be mixed: use a new name (--experiment {}), or drop the old results with `dotevals delete {}`", shell_quote(&format!("{experiment}-2")), shell_quote(experiment)
+                ),
+            });
+        }
+    }
+    let lookup = match (store, &existing) {
+        (Some(store), Some(e)) => Some((store.lookup(e.id)?, store.location())),
+        _ => None,
+    };
+    let mut pending = 0u64;
+    let mut matched = 0u64;
+    let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
+        let stored = match &lookup {
+            Some((l, location)) => l
+                .get(id)
+                .map_err(|e| Diagnostic::new(location, 0, 0, e.to_string()))?,
+            None => None,
+        };
+        matched += u64::from(stored.is_some());
+        match stored {
+            Some(s) if s.row_hash != row_hash(&row.values) => Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
+                "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
+            ))
+            .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))))),
+            Some(s) if s.finished => Ok(()),
+            _ => {
+                pending += 1;
+                Ok(())
+            }
+        }
+    })?;
+    if let Some((lookup, _)) = &lookup {
+        refuse_removed_rows(&eval, lookup.as_ref(), summary.rows, matched, experiment)?;
+    }
+    let api_key = api_key(&eval.model, &eval.spec_path)?;
+    Ok(Planned {
+        strategy: concurrency.unwrap_or(eval.concurrency),
+        total: summary.rows,
+        pending,
+        resuming: existing.is_some(),
+        api_key,
+        eval,
+    })
+}
+
+/// Refuses to resume when samples the experiment recorded have no row any more:
+/// its totals would count rows the dataset no longer has. `rows` were read and
+/// `matched` of them have a record. Rows past `--samples N` were not read, so
+/// a run cut short by it cannot tell and is let through.
+fn refuse_removed_rows(
+    eval: &Evaluation,
+    lookup: &dyn SampleLookup,
+    rows: u64,
+    matched: u64,
+    experiment: &str,
+) -> Result<(), PlanError> {
+    if eval.dataset.limit.is_some_and(|n| rows >= n) {
+        return Ok(());
+    }
+    let recorded = lookup.count()?;
+    if recorded <= matched {
+        return Ok(());
+    }
+    let missing = recorded - matched;
+    // Name a few: read the ids again (this is the error path).
+    let mut ids = HashSet::new();
+    for row in eval.dataset.rows()? {
+        ids.insert(eval.dataset.sample_id(&row?)?);
+    }
+    let examples: Vec<String> = lookup
+        .keys()?
+        .into_iter()
+        .filter(|k| !ids.contains(k))
+        .take(3)
+        .map(|k| format!("`{k}`"))
+        .collect();
+    let (noun, verb) = if missing == 1 {
+        ("sample", "is")
+    } else {
+        ("samples", "are")
+    };
+    Err(Diagnostic::new(
+        eval.dataset.file(),
+        0,
+        0,
+        format!(
+            "{missing} {noun} that experiment `{experiment}` recorded {verb} no longer in the dataset (rows were removed; e.g. {})",
+            examples.join(", ")
+        ),
+    )
+    .with_hint(format!(
+        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))
+    ))
+    .into())
+}
+
+/// The API key from the variable the spec names. A named variable must be set;
+/// the default `OPENAI_API_KEY` is only required by the default (OpenAI) endpoint,
+/// and is never sent to a `base_url` written in the spec (see `spec::ModelSpec`).
+/// `validate` makes the same check.
+pub fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, PlanError> {
+    let Some((var, named)) = &model.api_key_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(key) if !key.trim().is_empty() => {
+            let key = key.trim().to_owned();
+            if reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+                return Err(PlanError::Refused {
+                    message: format!("{}: the value of {var} cannot be sent in an HTTP header", spec.display()),
+                    hint: format!("{var} holds a control character or non-ASCII text; check how it was exported"),
+                });
+            }
+            Ok(Some(key))
+        }
+        _ if *named || model.base_url.as_deref() == Some(DEFAULT_BASE_URL) => {
+            Err(PlanError::Refused {
+                message: format!("{}: the API key variable {var} is not set", spec.display()),
+                hint: format!(
+                    "export {var}=... first; the key is read from the environment and never stored"
+                ),
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `run-YYYYMMDD-HHMMSS`, with a suffix if that name is taken in `store`.
+pub fn fresh_name(store: Option<&dyn Store>) -> Result<String, StoreError> {
+    let stamp: String = crate::store::now()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let base = format!(
+        "run-{}-{}",
+        &stamp[..8.min(stamp.len())],
+        &stamp[8.min(stamp.len())..]
+    );
+    let taken = match store {
+        Some(store) => store.experiment_names()?,
+        None => Vec::new(),
+    };
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(name)
+}
+
+/// `s` as one shell word: as is when safe, else single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

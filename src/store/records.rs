@@ -1,0 +1,137 @@
+//! What a run records about an evaluation, and what resume reads back.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How an evaluation stands, as stored (`status`) and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvaluationStatus {
+    /// A run is sending its samples (or died: see [`crate::store::Store::is_running`]).
+    Running,
+    /// Every sample has a finished record.
+    Completed,
+    /// Every sample was tried; some are recorded with errors.
+    CompletedWithErrors,
+    /// Stopped by Ctrl-C or SIGTERM, or found running with no run alive; resumable.
+    Interrupted,
+    /// Stopped by an error the run could not go on after.
+    Failed,
+}
+
+impl EvaluationStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvaluationStatus::Running => "running",
+            EvaluationStatus::Completed => "completed",
+            EvaluationStatus::CompletedWithErrors => "completed_with_errors",
+            EvaluationStatus::Interrupted => "interrupted",
+            EvaluationStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for EvaluationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name the store does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown evaluation status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for EvaluationStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            EvaluationStatus::Running,
+            EvaluationStatus::Completed,
+            EvaluationStatus::CompletedWithErrors,
+            EvaluationStatus::Interrupted,
+            EvaluationStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// What a run records about an evaluation before its first sample.
+#[derive(Debug, Clone)]
+pub struct EvaluationMeta<'a> {
+    pub name: &'a str,
+    pub spec_path: &'a str,
+    pub spec_text: &'a str,
+    pub spec_hash: &'a str,
+    pub identity: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// Evaluator names, in score order.
+    pub evaluators: &'a [String],
+    pub strategy: &'a str,
+    pub max_concurrency: usize,
+    pub total: u64,
+}
+
+/// An evaluation already in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvaluation {
+    pub id: i64,
+    pub spec_hash: String,
+    pub identity: String,
+    pub status: EvaluationStatus,
+}
+
+/// An evaluation a run has just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartedEvaluation {
+    pub id: i64,
+    /// This run's number: 1 for a fresh evaluation.
+    pub run: i64,
+    /// The wall time earlier runs recorded.
+    pub wall_us: u64,
+}
+
+/// An evaluation's sample counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleCounts {
+    /// Sample records, finished or errored.
+    pub recorded: u64,
+    pub errored: u64,
+}
+
+/// What one run of an evaluation saw, for its row in `runs`.
+#[derive(Debug, Clone)]
+pub struct RunTotals {
+    pub strategy: String,
+    pub wall: std::time::Duration,
+    pub limiter: crate::concurrency::Totals,
+}
+
+/// A stored sample's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredSample {
+    pub row_hash: u64,
+    /// Finished without error: never sent again.
+    pub finished: bool,
+    /// The model answered but an evaluator failed on the answer: scored again
+    /// from the stored reply (see [`crate::store::SampleLookup::reply`]), never sent again.
+    pub rescore: bool,
+}
+
+/// What a sample's stored record says about its model call, to score it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReply {
+    /// The prompt as stored (JSON).
+    pub prompt: String,
+    pub output: String,
+    pub attempts: u32,
+    pub throttled: u32,
+    pub wait_us: u64,
+    pub latency_us: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}

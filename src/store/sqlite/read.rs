@@ -1,0 +1,324 @@
+//! Read queries behind `show` and `list`. Totals come from per-evaluation
+//! counters the schema's triggers keep, so `list` reads one row per evaluation
+//! however many samples it holds; `show` also reads the latencies (an index).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::store::read::{
+    ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, LimitStep, LimitTimeline, RunRow,
+    SampleRow, ScoreTotal,
+};
+use crate::store::{EvaluationStatus, StoreError};
+
+/// An evaluation with its totals (kept in their own table, see the schema's version 4).
+const EVALUATION_COLUMNS: &str =
+    "e.id, e.name, e.spec_path, e.provider, e.model, e.evaluators, e.strategy,
+    e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
+    coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
+    coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0)
+    FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
+
+fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
+    let evaluators: String = r.get(5)?;
+    // Counters are never negative; the clamp only guards the cast.
+    let count = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+    Ok(EvaluationRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        spec_path: r.get(2)?,
+        provider: r.get(3)?,
+        model: r.get(4)?,
+        evaluators: serde_json::from_str(&evaluators).unwrap_or_default(),
+        strategy: r.get(6)?,
+        max_concurrency: count(7)?,
+        total: count(8)?,
+        started_at: r.get(9)?,
+        ended_at: r.get(10)?,
+        wall_us: count(11)?,
+        runs: count(12)?,
+        status: r.get(13)?,
+        recorded: count(14)?,
+        errored: count(15)?,
+        latency_sum_us: count(16)?,
+        prompt_tokens: count(17)?,
+        completion_tokens: count(18)?,
+        retries: count(19)?,
+        throttled: count(20)?,
+        wait_us: count(21)?,
+        scores: Vec::new(),
+    })
+}
+
+/// Every experiment, newest first, with aggregates.
+pub fn experiments(conn: &Connection, path: &Path) -> Result<Vec<ExperimentRow>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, created_at FROM experiments ORDER BY created_at DESC, id DESC",
+    )?;
+    let heads: Vec<(i64, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    heads
+        .into_iter()
+        .map(|(id, name, created_at)| {
+            let evaluations = evaluations(conn, path, id, &name)?;
+            Ok(ExperimentRow {
+                name,
+                created_at,
+                evaluations,
+            })
+        })
+        .collect()
+}
+
+/// One experiment, or `UnknownExperiment`.
+pub fn experiment(conn: &Connection, path: &Path, name: &str) -> Result<ExperimentRow, StoreError> {
+    let head: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, created_at FROM experiments WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (id, created_at) = head.ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
+    Ok(ExperimentRow {
+        name: name.to_owned(),
+        created_at,
+        evaluations: evaluations(conn, path, id, name)?,
+    })
+}
+
+/// Names of all experiments (for "did you mean").
+pub fn experiment_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name FROM experiments")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(names)
+}
+
+/// The evaluations of one experiment, with their totals and scores.
+fn evaluations(
+    conn: &Connection,
+    path: &Path,
+    experiment_id: i64,
+    experiment: &str,
+) -> Result<Vec<EvaluationRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVALUATION_COLUMNS} WHERE e.experiment_id = ?1 ORDER BY e.id"
+    ))?;
+    let mut rows: Vec<EvaluationRow> = stmt
+        .query_map([experiment_id], evaluation)?
+        .collect::<Result<_, _>>()?;
+    let mut scores = conn.prepare_cached(
+        "SELECT evaluator, scored, total FROM evaluation_scores WHERE evaluation_id = ?1",
+    )?;
+    for e in &mut rows {
+        // "running" with nobody holding the run's lock means the run died (kill -9,
+        // power loss): its finished samples are kept and a rerun resumes it.
+        if e.status == EvaluationStatus::Running && !super::lock::is_held(path, experiment, &e.name)
+        {
+            e.status = EvaluationStatus::Interrupted;
+        }
+        let mut per = vec![ScoreTotal::default(); e.evaluators.len()];
+        for row in scores.query_map([e.id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })? {
+            let (i, n, sum) = row?;
+            if let Some(slot) = per.get_mut(i as usize) {
+                *slot = ScoreTotal {
+                    scored: n as u64,
+                    sum,
+                };
+            }
+        }
+        e.scores = per;
+    }
+    Ok(rows)
+}
+
+/// Latencies of successful samples, in microseconds, ascending.
+pub fn latencies(conn: &Connection, evaluation_id: i64) -> Result<Vec<u64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT latency_us FROM samples INDEXED BY samples_latency
+         WHERE evaluation_id = ?1 AND latency_us IS NOT NULL ORDER BY latency_us",
+    )?;
+    let out = stmt
+        .query_map([evaluation_id], |r| Ok(r.get::<_, i64>(0)? as u64))?
+        .collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// Errored samples, in dataset order.
+pub fn errors(conn: &Connection, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sample_key, row_index, error_kind, coalesce(error, ''), attempts FROM samples
+         WHERE evaluation_id = ?1 AND error_kind IS NOT NULL ORDER BY row_index",
+    )?;
+    let out = stmt
+        .query_map([evaluation_id], |r| {
+            Ok(ErrorRow {
+                key: r.get(0)?,
+                index: r.get::<_, i64>(1)? as u64,
+                kind: r.get(2)?,
+                message: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// Every recorded run of an evaluation, in order.
+pub fn runs(conn: &Connection, evaluation_id: i64) -> Result<Vec<RunRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run, strategy, wall_us, samples, attempts, throttled, held_us, at_server_us,
+                blocked_us, unloaded, unloaded_us
+         FROM runs WHERE evaluation_id = ?1 ORDER BY run",
+    )?;
+    let rows = stmt
+        .query_map([evaluation_id], |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok(RunRow {
+                run: n(0)?,
+                strategy: r.get(1)?,
+                wall_us: n(2)?,
+                samples: n(3)?,
+                attempts: n(4)?,
+                throttled: n(5)?,
+                held_us: n(6)?,
+                at_server_us: n(7)?,
+                blocked_us: n(8)?,
+                unloaded: n(9)?,
+                unloaded_us: n(10)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The concurrency limit at each change of run `run`.
+pub fn limit_steps(
+    conn: &Connection,
+    evaluation_id: i64,
+    run: u64,
+) -> Result<Vec<LimitStep>, StoreError> {
+    let mut steps = conn.prepare_cached(
+        "SELECT t_us, value FROM limits WHERE evaluation_id = ?1 AND run = ?2 ORDER BY t_us",
+    )?;
+    let steps = steps
+        .query_map(params![evaluation_id, run as i64], |r| {
+            Ok(LimitStep {
+                t_us: r.get::<_, i64>(0)?.max(0) as u64,
+                limit: r.get::<_, i64>(1)?.max(0) as u64,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(steps)
+}
+
+/// How the concurrency limit moved in the latest run of an evaluation.
+pub fn limit_timeline(conn: &Connection, evaluation_id: i64) -> Result<LimitTimeline, StoreError> {
+    let run: Option<i64> = conn.query_row(
+        "SELECT max(run) FROM limits WHERE evaluation_id = ?1",
+        [evaluation_id],
+        |r| r.get(0),
+    )?;
+    let Some(run) = run else {
+        return Ok(LimitTimeline::default());
+    };
+    let steps = limit_steps(conn, evaluation_id, run.max(0) as u64)?;
+    let mut ends = conn.prepare_cached(
+        "SELECT end_us FROM samples WHERE evaluation_id = ?1 AND run = ?2 ORDER BY end_us",
+    )?;
+    let ends = ends
+        .query_map(params![evaluation_id, run], |r| {
+            Ok(r.get::<_, i64>(0)? as u64)
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(LimitTimeline { steps, ends })
+}
+
+/// Errored samples grouped by kind, most frequent first, with one example each.
+pub fn error_groups(conn: &Connection, evaluation_id: i64) -> Result<Vec<ErrorGroup>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT error_kind, count(*) AS n FROM samples INDEXED BY samples_errors
+         WHERE evaluation_id = ?1 AND error_kind IS NOT NULL GROUP BY error_kind ORDER BY n DESC, error_kind",
+    )?;
+    let kinds: Vec<(String, i64)> = stmt
+        .query_map([evaluation_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut example = conn.prepare_cached(
+        "SELECT sample_key, coalesce(error, '') FROM samples
+         WHERE evaluation_id = ?1 AND error_kind = ?2 ORDER BY row_index LIMIT 1",
+    )?;
+    kinds
+        .into_iter()
+        .map(|(kind, count)| {
+            let (example_key, message) =
+                example.query_row(params![evaluation_id, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(ErrorGroup {
+                kind,
+                count: count as u64,
+                example_key,
+                example: message,
+            })
+        })
+        .collect()
+}
+
+/// Every sample record with its scores, in dataset order: one query, each
+/// sample's scores on the rows that follow it.
+pub fn samples(
+    conn: &Connection,
+    evaluation_id: i64,
+    evaluators: usize,
+) -> Result<Vec<SampleRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
+                start_us, end_us, prompt_tokens, completion_tokens, sc.evaluator, sc.value
+         FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
+         WHERE s.evaluation_id = ?1 ORDER BY s.row_index, s.id, sc.evaluator",
+    )?;
+    let mut out: Vec<SampleRow> = Vec::new();
+    let mut last_id = None;
+    let mut rows = stmt.query(params![evaluation_id])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        if last_id != Some(id) {
+            last_id = Some(id);
+            out.push(SampleRow {
+                key: r.get(1)?,
+                index: r.get::<_, i64>(2)? as u64,
+                variables: r.get(3)?,
+                prompt: r.get(4)?,
+                output: r.get(5)?,
+                scores: vec![None; evaluators],
+                error_kind: r.get(6)?,
+                error: r.get(7)?,
+                attempts: r.get(8)?,
+                latency_us: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                start_us: r.get::<_, i64>(10)? as u64,
+                end_us: r.get::<_, i64>(11)? as u64,
+                prompt_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+                completion_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+            });
+        }
+        let (Some(i), value) = (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<f64>>(15)?) else {
+            continue;
+        };
+        if let Some(slot) = out
+            .last_mut()
+            .and_then(|row| row.scores.get_mut(i as usize))
+        {
+            *slot = value;
+        }
+    }
+    Ok(out)
+}

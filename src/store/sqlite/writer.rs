@@ -1,0 +1,206 @@
+//! The SQLite [`RecordSink`]: one transaction per batch of finished samples,
+//! on a connection of its own.
+
+use rusqlite::{params, Connection};
+
+use crate::store::writer::{SampleRecord, WriterConfig};
+use crate::store::{RecordSink, StoreError};
+
+/// Commits one run's records.
+pub struct SqliteSink {
+    pub(super) conn: Connection,
+    pub(super) config: WriterConfig,
+}
+
+impl RecordSink for SqliteSink {
+    fn commit(&mut self, batch: &[SampleRecord]) -> Result<(), StoreError> {
+        commit(&mut self.conn, &self.config, batch)
+    }
+}
+
+fn commit(
+    conn: &mut Connection,
+    config: &WriterConfig,
+    batch: &[SampleRecord],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut delete =
+            tx.prepare_cached("DELETE FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO samples (evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
+                 error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens,
+                 throttled, wait_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )?;
+        let mut score = tx.prepare_cached("INSERT INTO scores (sample_id, evaluation_id, evaluator, value) VALUES (?1, ?2, ?3, ?4)")?;
+        for r in batch {
+            if config.resuming {
+                delete.execute(params![config.evaluation_id, r.key])?;
+            }
+            insert.execute(params![
+                config.evaluation_id,
+                r.key,
+                r.index as i64,
+                r.row_hash as i64,
+                config.run,
+                r.variables,
+                r.prompt,
+                r.output,
+                r.error_kind,
+                r.error,
+                r.attempts,
+                r.latency_us.map(|v| v as i64),
+                r.start_us as i64,
+                r.end_us as i64,
+                r.prompt_tokens.map(|v| v as i64),
+                r.completion_tokens.map(|v| v as i64),
+                r.throttled,
+                r.wait_us as i64,
+            ])?;
+            let sample_id = tx.last_insert_rowid();
+            for (i, value) in r.scores.iter().enumerate() {
+                score.execute(params![sample_id, config.evaluation_id, i as i64, value])?;
+            }
+        }
+        update_wall(&tx, config.evaluation_id, config.wall_us())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Records the evaluation's wall time, earlier runs included.
+pub(super) fn update_wall(
+    conn: &Connection,
+    evaluation_id: i64,
+    wall_us: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE evaluation_totals SET wall_us = ?2 WHERE evaluation_id = ?1",
+        params![evaluation_id, wall_us as i64],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::writer::Writer;
+    use crate::store::{now, EvaluationMeta, Store};
+
+    fn record(key: &str) -> SampleRecord {
+        SampleRecord {
+            key: key.into(),
+            index: 0,
+            row_hash: 1,
+            variables: "{}".into(),
+            prompt: "\"p\"".into(),
+            output: Some("out".into()),
+            scores: vec![Some(1.0)],
+            error_kind: None,
+            error: None,
+            attempts: 2,
+            throttled: 1,
+            wait_us: 5,
+            latency_us: Some(1000),
+            start_us: 0,
+            end_us: 1000,
+            prompt_tokens: Some(3),
+            completion_tokens: Some(1),
+        }
+    }
+
+    fn started(path: &Path, spec_text: &str) -> (SqliteStore, WriterConfig) {
+        let mut store = SqliteStore::open(path).unwrap();
+        let evaluators = vec!["contains".to_string()];
+        let meta = EvaluationMeta {
+            name: "e",
+            spec_path: "e.yaml",
+            spec_text,
+            spec_hash: "h",
+            identity: "{}",
+            provider: "mock",
+            model: "mock",
+            evaluators: &evaluators,
+            strategy: "sliding_window",
+            max_concurrency: 4,
+            total: 10,
+        };
+        let started = store.start_evaluation("x", &meta, &now()).unwrap();
+        let config = WriterConfig {
+            evaluation_id: started.id,
+            run: started.run,
+            resuming: true,
+            base_wall_us: started.wall_us,
+            started: Instant::now(),
+        };
+        (store, config)
+    }
+
+    /// Committing samples (and replacing them on resume) never rewrites the
+    /// evaluation's row, which holds the spec snapshot, however big it is.
+    #[test]
+    fn commits_leave_the_row_holding_the_spec_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (_store, config) = started(&path, &"# a big spec\n".repeat(1000));
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TEMP TABLE touched (n INTEGER);
+             CREATE TEMP TRIGGER evaluation_touched AFTER UPDATE ON main.evaluations BEGIN
+                 INSERT INTO touched VALUES (1);
+             END;",
+        )
+        .unwrap();
+        for round in 0..2 {
+            let batch: Vec<SampleRecord> =
+                (0..5).map(|i| record(&format!("{round}-{i}"))).collect();
+            commit(&mut conn, &config, &batch).unwrap();
+            commit(&mut conn, &config, &batch[..2]).unwrap();
+        }
+        let touched: i64 = conn
+            .query_row("SELECT count(*) FROM touched", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(touched, 0, "per-sample writes updated `evaluations`");
+        let (recorded, wall): (i64, i64) = conn
+            .query_row(
+                "SELECT recorded, wall_us FROM evaluation_totals WHERE evaluation_id = ?1",
+                [config.evaluation_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(recorded, 10);
+        assert!(wall >= 0);
+    }
+
+    /// While the writer cannot commit, its queue takes no more than its capacity.
+    #[test]
+    fn the_queue_is_bounded_while_the_writer_is_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (store, config) = started(&path, "name: e");
+        let lock = Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let writer = Writer::spawn(store.sink(config).unwrap(), 8, |_| {}).unwrap();
+        let tx = writer.sender();
+        let mut taken = 0;
+        for i in 0..100 {
+            if tx.try_send(record(&i.to_string())).is_ok() {
+                taken += 1;
+            }
+            // Let the writer take its first batch and block on the lock.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(
+            taken <= 8 + 8,
+            "{taken} records queued past a capacity of 8"
+        );
+        lock.execute_batch("ROLLBACK").unwrap();
+        drop(tx);
+        writer.finish().unwrap();
+    }
+}

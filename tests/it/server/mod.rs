@@ -1,0 +1,485 @@
+//! A loopback OpenAI-compatible server for tests (oha's pattern: a real server
+//! that reports what it received).
+//!
+//! Each [`TestServer`] listens on `127.0.0.1:0` with its own single-threaded
+//! tokio runtime on a background thread, so tests run in parallel without
+//! sharing ports or executors. It answers `POST /v1/chat/completions` with
+//! whatever the test's responder returns for each request (a reply computed
+//! from the prompt, an HTTP error with or without `Retry-After`, a malformed
+//! body, or no answer at all), after a latency the test may change while a
+//! run is going. It records every request body, the prompt (message contents
+//! joined by newlines), the time each request was in flight, and the most
+//! requests it ever had in flight at once. `GET /stats` reports its counters
+//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`,
+//! `peak_in_service`, `answered`, `answered_prompts`): see [`Stats`].
+//!
+//! Server behaviours on top of the responder, all set on the [`Builder`]:
+//! - **capacity** ([`Builder::capacity`]): at most K requests are served at a
+//!   time; the others queue first come, first served, so latency grows with
+//!   load beyond K, like a vLLM or TGI server. Service time is a base latency
+//!   times a random factor in `[1 - jitter, 1 + jitter]`, or with
+//!   [`Builder::capacity_lognormal`] times `exp(sigma × N(0, 1))` (median
+//!   `base`, a long right tail, as real generation times have).
+//! - **serial** ([`Builder::serial`]): capacity 1 with a fixed service time,
+//!   first come, first served: llama.cpp on a CPU, one request at a time.
+//!   Latency is the service time alone and grows by one service time per
+//!   request waiting ahead; throughput is flat whatever the load.
+//! - **batching** ([`Builder::batching`]): a GPU server batching requests
+//!   (vLLM, TGI). At most B are in service at once and the rest queue first
+//!   come, first served; a request that enters service with `n` in service
+//!   (itself included) takes `base × (1 + (max_factor − 1) × (n − 1) / (B − 1))`,
+//!   from `base` alone to `max_factor × base` in a full batch. Throughput
+//!   keeps rising until the batch is full while latency rises mildly.
+//!   [`Builder::batching_lognormal`] adds `exp(sigma × N(0, 1))` noise.
+//!   `GET /stats` reports `peak_in_service` (the fullest batch) next to
+//!   `peak_in_flight` (which counts the queue too).
+//! - **requests per minute** ([`Builder::requests_per_minute`]): a token bucket
+//!   of `n / 60` tokens a second with a burst of about one second's worth;
+//!   over the limit the answer is 429 with `Retry-After` (whole seconds, at
+//!   least 1), like a hosted API.
+//! - **requests per fixed window** ([`Builder::requests_per_window`]): `n`
+//!   requests per window of fixed length, windows counted from the first
+//!   request, like LiteLLM's proxy; over the quota the answer is 429 with the
+//!   whole seconds until the window resets (at least 1). Refused requests do
+//!   not count against the quota.
+//! - **throttling for a while** ([`Builder::throttle_first`],
+//!   [`Builder::throttle_during`]): 429s to the first requests, or for a time.
+//! - **the header a 429 carries its wait in** ([`Builder::retry_header`]):
+//!   `Retry-After` unless told otherwise; LiteLLM's proxy, for one, sends only
+//!   `llm_provider-retry-after: 60`. It applies to every 429 the server makes
+//!   itself (the throttles and limiters above), not to a responder's replies.
+//! - **faults** ([`Builder::faults`]): per request, with given probabilities, a
+//!   5xx, a hang, a connection reset mid-body, a body trickling one byte per
+//!   100 ms, a 100 MB body, a body that is not JSON, one without `choices`, one
+//!   with the wrong types. Which request gets which fault is a pure function of
+//!   the seed, the prompt and the attempt number ([`Faults::decide`]), so a
+//!   test can work out what each sample went through.
+//!
+//! Replies that break HTTP itself (a reset mid-body, a trickle, a huge body)
+//! are written by a small hand-written HTTP/1.1 server on a raw
+//! [`tokio::net::TcpListener`]; [`Builder::raw_http`] selects it (faults do so
+//! by themselves). Otherwise axum serves.
+//!
+//! One file per concern: [`Builder`] and [`TestServer`] here, the replies and
+//! faults in `replies`, the service shapes (capacity, serial, batching) in
+//! `shapes`, the 429 limits in `limits`, the path of a request in `shared`,
+//! and the two HTTP servers in `http` (axum) and `raw_http`.
+//!
+//! The module has no test-only dependencies: `examples/test_server.rs` includes
+//! it with `#[path]` to serve the same servers to the benchmark script.
+
+#![allow(dead_code)]
+
+mod http;
+mod limits;
+mod raw_http;
+mod replies;
+mod rng;
+mod shapes;
+mod shared;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+// The tests and the example each use a part of what is re-exported.
+#[allow(unused_imports)]
+pub use limits::RETRY_AFTER;
+#[allow(unused_imports)]
+pub use replies::{Fault, Faults, Reply, HUGE_BYTES, TRICKLE_INTERVAL};
+#[allow(unused_imports)]
+pub use rng::XorShift;
+#[allow(unused_imports)]
+pub use shapes::Spread;
+
+use http::{chat, stats};
+use raw_http::serve_raw;
+use shapes::ServiceShape;
+use shared::Shared;
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// 0-based arrival order over the server's life.
+    pub index: usize,
+    /// Message contents joined by newlines.
+    pub prompt: String,
+    /// The whole JSON body (`Value::Null` if it was not JSON).
+    pub body: Value,
+    pub authorization: Option<String>,
+    /// 1 for the first request with this prompt, 2 for the second, ...
+    pub attempt: usize,
+    /// When it arrived, from the server's start.
+    pub at: Duration,
+}
+
+/// When a request started and ended (only requests that were answered in
+/// full: a text, a status or a raw body).
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub prompt: String,
+    pub start: Duration,
+    pub end: Duration,
+    /// The HTTP status sent.
+    pub status: u16,
+}
+
+/// The server's counters, as `GET /stats` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: usize,
+    pub in_flight: usize,
+    pub peak_in_flight: usize,
+    /// 429 answers sent.
+    pub throttled: usize,
+    /// Faults injected by [`Builder::faults`].
+    pub faults: usize,
+    /// The most requests ever in service at once at a capacity, serial or
+    /// batching server (0 for the others): `peak_in_flight` less the queue.
+    pub peak_in_service: usize,
+    /// 2xx answers sent.
+    pub answered: usize,
+    /// Distinct prompts among the 2xx answers: `answered` less this is how
+    /// many prompts were answered more than once.
+    pub answered_prompts: usize,
+}
+
+type Responder = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+/// Builds a [`TestServer`].
+pub struct Builder {
+    responder: Responder,
+    latency: Duration,
+    latency_range: Option<(Duration, Duration)>,
+    throttle_first: usize,
+    throttle_after: String,
+    throttle_during: Option<(Duration, String)>,
+    capacity: Option<ServiceShape>,
+    per_minute: Option<(u32, f64)>,
+    per_window: Option<(u32, Duration)>,
+    retry_header: String,
+    faults: Option<Faults>,
+    seed: u64,
+    raw: bool,
+    port: u16,
+}
+
+impl Builder {
+    /// Fixed latency for every answer (changeable later with [`TestServer::set_latency`]).
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// A random extra latency, uniform in `[lo, hi]`, for every answer.
+    pub fn latency_between(mut self, lo: Duration, hi: Duration) -> Self {
+        self.latency_range = Some((lo, hi));
+        self
+    }
+
+    /// Answer with a text computed from the prompt.
+    pub fn reply(mut self, f: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.responder = Arc::new(move |r: &Received| Reply::Text(f(&r.prompt)));
+        self
+    }
+
+    /// Answer with whatever `f` returns for each request.
+    pub fn respond(mut self, f: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Self {
+        self.responder = Arc::new(f);
+        self
+    }
+
+    /// Answer 429 with `Retry-After: after` (or the [`Builder::retry_header`])
+    /// to the first `n` requests, whatever they are.
+    pub fn throttle_first(mut self, n: usize, after: &str) -> Self {
+        self.throttle_first = n;
+        self.throttle_after = after.to_owned();
+        self
+    }
+
+    /// Answer 429 with `Retry-After: after` (or the [`Builder::retry_header`])
+    /// to every request that arrives within `window` of the first one.
+    pub fn throttle_during(mut self, window: Duration, after: &str) -> Self {
+        self.throttle_during = Some((window, after.to_owned()));
+        self
+    }
+
+    /// Serve at most `k` requests at a time, each for `base` times a random
+    /// factor in `[1 - jitter, 1 + jitter]`; the others wait in line.
+    pub fn capacity(self, k: usize, base: Duration, jitter: f64) -> Self {
+        self.service(k, base, Spread::Uniform(jitter.clamp(0.0, 1.0)), 1.0)
+    }
+
+    /// Serve at most `k` requests at a time, each for `base × exp(sigma × N(0, 1))`
+    /// (median `base`); the others wait in line.
+    pub fn capacity_lognormal(self, k: usize, base: Duration, sigma: f64) -> Self {
+        self.service(k, base, Spread::Lognormal(sigma.max(0.0)), 1.0)
+    }
+
+    /// One request at a time, each for exactly `service`, the others in line
+    /// first come, first served (llama.cpp on a CPU): `capacity(1, service, 0.0)`.
+    pub fn serial(self, service: Duration) -> Self {
+        self.capacity(1, service, 0.0)
+    }
+
+    /// A batching server: at most `batch` requests in service, the others in
+    /// line; one entering service with `n` in service (itself included) takes
+    /// `base × (1 + (max_factor − 1) × (n − 1) / (batch − 1))`.
+    pub fn batching(self, batch: usize, base: Duration, max_factor: f64) -> Self {
+        self.batching_lognormal(batch, base, max_factor, 0.0)
+    }
+
+    /// [`Builder::batching`] with each service time also multiplied by
+    /// `exp(sigma × N(0, 1))`.
+    pub fn batching_lognormal(
+        self,
+        batch: usize,
+        base: Duration,
+        max_factor: f64,
+        sigma: f64,
+    ) -> Self {
+        self.service(
+            batch,
+            base,
+            Spread::Lognormal(sigma.max(0.0)),
+            max_factor.max(0.0),
+        )
+    }
+
+    fn service(mut self, slots: usize, base: Duration, spread: Spread, max_factor: f64) -> Self {
+        self.capacity = Some(ServiceShape {
+            slots: slots.max(1),
+            base,
+            spread,
+            max_factor,
+        });
+        self
+    }
+
+    /// Accept `n` requests a minute (a burst of one second's worth, plus one
+    /// for clock jitter); answer the rest 429 with `Retry-After`.
+    pub fn requests_per_minute(self, n: u32) -> Self {
+        let burst = (f64::from(n) / 60.0).ceil() + 1.0;
+        self.requests_per_minute_with_burst(n, burst)
+    }
+
+    /// [`Builder::requests_per_minute`] with an explicit burst.
+    pub fn requests_per_minute_with_burst(mut self, n: u32, burst: f64) -> Self {
+        self.per_minute = Some((n.max(1), burst.max(1.0)));
+        self
+    }
+
+    /// Accept `n` requests per fixed window of `window`, windows counted from
+    /// the first request (LiteLLM's proxy limits this way); answer the rest
+    /// 429 with the whole seconds until the window resets, at least 1.
+    /// Refused requests do not count. Combines with the other limits: a
+    /// request must pass every one.
+    pub fn requests_per_window(mut self, n: u32, window: Duration) -> Self {
+        self.per_window = Some((n, window.max(Duration::from_millis(1))));
+        self
+    }
+
+    /// Put the wait of every 429 the server makes itself (throttle_first,
+    /// throttle_during, the per-minute and per-window limits) in header
+    /// `name` instead of `Retry-After`, as LiteLLM's proxy does with
+    /// `llm_provider-retry-after`. A responder's own replies keep `Retry-After`.
+    pub fn retry_header(mut self, name: &str) -> Self {
+        self.retry_header = name.to_ascii_lowercase();
+        self
+    }
+
+    /// Inject faults (selects the raw HTTP server).
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self.raw = true;
+        self
+    }
+
+    /// Seed of the server's random latencies.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Serve with the hand-written HTTP/1.1 server instead of axum (needed for
+    /// replies that break HTTP: resets, trickles, huge bodies).
+    pub fn raw_http(mut self) -> Self {
+        self.raw = true;
+        self
+    }
+
+    /// Listen on this port (0, the default, picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    pub fn start(self) -> TestServer {
+        let (raw, port) = (self.raw, self.port);
+        let shared = Arc::new(Shared::new(self));
+        let serving = Arc::clone(&shared);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("test-server".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("test server runtime");
+                runtime.block_on(async move {
+                    let listener = TcpListener::bind(("127.0.0.1", port))
+                        .await
+                        .expect("bind the test server");
+                    addr_tx
+                        .send(listener.local_addr().expect("local address"))
+                        .expect("report the address");
+                    if raw {
+                        tokio::select! {
+                            _ = serve_raw(listener, serving) => {}
+                            _ = stop_rx => {}
+                        }
+                    } else {
+                        let app = Router::new()
+                            .route("/v1/chat/completions", post(chat))
+                            .route("/stats", get(stats))
+                            .with_state(serving);
+                        tokio::select! {
+                            _ = axum::serve(listener, app) => {}
+                            _ = stop_rx => {}
+                        }
+                    }
+                });
+                // Dropping the runtime cancels requests still hanging.
+            })
+            .expect("spawn the test server thread");
+        let addr = addr_rx.recv().expect("test server address");
+        TestServer {
+            addr,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A running test server; stops when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server that answers "ok" at once; configure it with the builder's methods.
+    pub fn builder() -> Builder {
+        Builder {
+            responder: Arc::new(|_: &Received| Reply::text("ok")),
+            latency: Duration::ZERO,
+            latency_range: None,
+            throttle_first: 0,
+            throttle_after: String::new(),
+            throttle_during: None,
+            capacity: None,
+            per_minute: None,
+            per_window: None,
+            retry_header: RETRY_AFTER.to_owned(),
+            faults: None,
+            seed: 0x5EED,
+            raw: false,
+            port: 0,
+        }
+    }
+
+    /// A server answering every prompt with the prompt itself.
+    pub fn echo() -> TestServer {
+        TestServer::builder().reply(|p| p.to_owned()).start()
+    }
+
+    /// The `base_url` for specs: `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes the latency of answers from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// The prompts received so far, in arrival order.
+    pub fn prompts(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.prompt).collect()
+    }
+
+    /// The prompts received so far, sorted.
+    pub fn sorted_prompts(&self) -> Vec<String> {
+        let mut p = self.prompts();
+        p.sort();
+        p
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests ever handled at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
+    /// 429 answers sent so far.
+    pub fn throttled(&self) -> usize {
+        self.shared.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Start and end of every answered request.
+    pub fn spans(&self) -> Vec<Span> {
+        self.shared.spans.lock().unwrap().clone()
+    }
+
+    /// The counters `GET /stats` reports.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The faults this server injects, if any.
+    pub fn faults(&self) -> Option<Faults> {
+        self.shared.faults
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

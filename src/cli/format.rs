@@ -281,7 +281,7 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             let mut row = vec![r.id.clone(), r.output.clone().unwrap_or_default()];
             for ev in &e.evaluators {
                 row.push(match r.scores.get(&ev.name).and_then(|v| v.as_f64()) {
-                    Some(v) if v >= 1.0 => "pass".into(),
+                    Some(v) if crate::evaluators::passes(v) => "pass".into(),
                     Some(_) => "fail".into(),
                     None => "–".into(),
                 });

@@ -1,33 +1,43 @@
 //! `contains`: the output contains `expected`.
 
-use minijinja::Value;
+use std::sync::Arc;
 
-use super::{ArgError, Args, Score};
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+
+use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use crate::spec::raw::Text;
 use crate::template::Template;
 
-pub struct Contains {
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    expected: Option<Text>,
+    ignore_case: Option<bool>,
+}
+
+impl Arguments for Args {
+    fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
+        Ok(Arc::new(Contains {
+            expected: required_template(Self::TYPE, "expected", self.expected.as_ref())?,
+            ignore_case: self.ignore_case.unwrap_or(false),
+        }))
+    }
+}
+
+struct Contains {
     expected: Template,
     ignore_case: bool,
 }
 
-impl Contains {
-    pub(super) fn build(args: &Args) -> Result<Self, ArgError> {
-        args.only(&["expected", "ignore_case"])?;
-        Ok(Contains {
-            expected: args.template("expected", args.raw.expected.as_ref())?,
-            ignore_case: args.raw.ignore_case.unwrap_or(false),
-        })
-    }
-}
-
 impl Score for Contains {
-    fn score(&self, output: &str, ctx: &Value) -> Result<bool, String> {
-        let expected = self.expected.render(ctx)?;
-        Ok(if self.ignore_case {
+    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+        let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
+        Ok(score_of(if self.ignore_case {
             output.to_lowercase().contains(&expected.to_lowercase())
         } else {
             output.contains(&expected)
-        })
+        }))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -45,13 +55,13 @@ mod tests {
         let e = from_yaml("type: contains\nexpected: \"{{ city }}\"");
         assert_eq!(
             score(&e, "The capital is Paris.", context! { city => "Paris" }),
-            Ok(true)
+            PASS
         );
         assert_eq!(
             score(&e, "The capital is paris.", context! { city => "Paris" }),
-            Ok(false)
+            FAIL
         );
         let e = from_yaml("type: contains\nexpected: Paris\nignore_case: true");
-        assert_eq!(score(&e, "PARIS", context! {}), Ok(true));
+        assert_eq!(score(&e, "PARIS", context! {}), PASS);
     }
 }

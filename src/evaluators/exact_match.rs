@@ -1,34 +1,44 @@
 //! `exact_match`: the trimmed output equals `expected`.
 
-use minijinja::Value;
+use std::sync::Arc;
 
-use super::{ArgError, Args, Score};
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+
+use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use crate::spec::raw::Text;
 use crate::template::Template;
 
-pub struct ExactMatch {
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    expected: Option<Text>,
+    ignore_case: Option<bool>,
+}
+
+impl Arguments for Args {
+    fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
+        Ok(Arc::new(ExactMatch {
+            expected: required_template(Self::TYPE, "expected", self.expected.as_ref())?,
+            ignore_case: self.ignore_case.unwrap_or(false),
+        }))
+    }
+}
+
+struct ExactMatch {
     expected: Template,
     ignore_case: bool,
 }
 
-impl ExactMatch {
-    pub(super) fn build(args: &Args) -> Result<Self, ArgError> {
-        args.only(&["expected", "ignore_case"])?;
-        Ok(ExactMatch {
-            expected: args.template("expected", args.raw.expected.as_ref())?,
-            ignore_case: args.raw.ignore_case.unwrap_or(false),
-        })
-    }
-}
-
 impl Score for ExactMatch {
-    fn score(&self, output: &str, ctx: &Value) -> Result<bool, String> {
-        let expected = self.expected.render(ctx)?;
+    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+        let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
         let (a, b) = (output.trim(), expected.trim());
-        Ok(if self.ignore_case {
+        Ok(score_of(if self.ignore_case {
             a.to_lowercase() == b.to_lowercase()
         } else {
             a == b
-        })
+        }))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -46,21 +56,21 @@ mod tests {
         let e = from_yaml("type: exact_match\nexpected: \"{{ expected }}\"");
         assert_eq!(
             score(&e, " positive\n", context! { expected => "positive" }),
-            Ok(true)
+            PASS
         );
         assert_eq!(
             score(&e, "Positive", context! { expected => "positive" }),
-            Ok(false)
+            FAIL
         );
         assert_eq!(
             score(&e, "positive!", context! { expected => "positive" }),
-            Ok(false)
+            FAIL
         );
     }
 
     #[test]
     fn ignore_case() {
         let e = from_yaml("type: exact_match\nexpected: positive\nignore_case: true");
-        assert_eq!(score(&e, "POSITIVE", context! {}), Ok(true));
+        assert_eq!(score(&e, "POSITIVE", context! {}), PASS);
     }
 }

@@ -1,10 +1,14 @@
 //! Evaluators: each turns a model reply into one score per sample.
 //!
-//! One file per evaluator behind the [`Score`] trait; [`build`] is the registry
-//! that maps a spec's `type:` to a constructor. Construction checks arguments (a
-//! bad regex or JSON Schema fails at load, before any request); scoring is pure.
+//! One file per evaluator: its argument struct (the spec entry, minus `type` and
+//! `name`) implements [`Arguments`], and what it builds implements [`Score`]. The
+//! [`registry!`] below is the one place that maps a spec's `type:` to a file.
+//! Building checks arguments (a bad regex or JSON Schema fails at load, before any
+//! request); scoring is pure. [`passes`] is the one rule that turns a score into
+//! pass or fail.
 
 mod contains;
+mod entry;
 mod exact_match;
 mod numeric_match;
 mod regex;
@@ -13,26 +17,103 @@ mod valid_json;
 use std::sync::Arc;
 
 use minijinja::Value;
+use serde::{Deserialize, Serialize};
 
-use crate::spec::raw::RawEvaluator;
+use crate::spec::raw::Text;
 use crate::template::Template;
+pub use entry::{entry_error, Entry, EntryError};
+pub use numeric_match::NumberError;
 
-/// The evaluator types the registry knows, in the order `--help` lists them.
-pub const TYPES: &[&str] = &[
-    "exact_match",
-    "contains",
-    "regex",
-    "numeric_match",
-    "valid_json",
-];
+/// The registry: `"type"` => `Variant(its argument struct)`, in the order hints list them.
+/// Adding an evaluator is a new file plus one line here.
+macro_rules! registry {
+    ($($name:literal => $variant:ident($args:ty),)+) => {
+        /// One spec entry: `type` picks the variant, the other keys are its arguments.
+        #[derive(Debug, Deserialize, Serialize)]
+        #[serde(tag = "type", expecting = "a mapping with `type` and its arguments")]
+        pub enum EvaluatorSpec {
+            $(#[serde(rename = $name)] $variant(Entry<$args>),)+
+        }
+
+        /// The evaluator types, in the order hints list them.
+        pub const TYPES: &[&str] = &[$($name),+];
+
+        $(impl TypeName for $args { const TYPE: &'static str = $name; })+
+
+        impl EvaluatorSpec {
+            /// The entry's type, display name and arguments.
+            fn parts(&self) -> (&'static str, Option<&str>, &dyn Arguments) {
+                match self {
+                    $(Self::$variant(e) => ($name, e.name.as_deref(), &e.args),)+
+                }
+            }
+        }
+
+        /// Every argument key some evaluator takes, in registry order.
+        fn argument_keys() -> Vec<&'static str> {
+            let mut keys: Vec<&'static str> = Vec::new();
+            $(for key in entry::keys::<$args>() {
+                if !keys.contains(key) {
+                    keys.push(key);
+                }
+            })+
+            keys
+        }
+    };
+}
+
+registry! {
+    "exact_match" => ExactMatch(exact_match::Args),
+    "contains" => Contains(contains::Args),
+    "regex" => Regex(regex::Args),
+    "numeric_match" => NumericMatch(numeric_match::Args),
+    "valid_json" => ValidJson(valid_json::Args),
+}
+
+/// The `type:` an argument struct is registered under (implemented by [`registry!`]).
+pub trait TypeName {
+    const TYPE: &'static str;
+}
+
+/// An evaluator's arguments as written in the spec, checked into a scorer.
+pub trait Arguments: std::fmt::Debug + Send + Sync {
+    /// Checks the arguments and builds the scorer (templates and patterns compiled).
+    fn build(&self) -> Result<Arc<dyn Score>, ArgError>;
+}
 
 /// Scores one output. `ctx` holds the sample's variables plus `output`.
 pub trait Score: Send + Sync {
-    /// `Ok(true)` passes, `Ok(false)` fails, `Err` means the evaluator itself could not
+    /// A score in [0, 1] (see [`passes`]); `Err` means the evaluator itself could not
     /// decide (for example, `expected` did not render to a number).
-    fn score(&self, output: &str, ctx: &Value) -> Result<bool, String>;
+    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError>;
     /// The templated arguments, by key, so the loader can check their variables.
     fn templates(&self) -> Vec<(&'static str, &Template)>;
+}
+
+/// The score a sample needs to pass. Today's evaluators score 0 or 1, so passing
+/// means scoring 1.
+pub const PASS_THRESHOLD: f64 = 1.0;
+
+/// Whether `score` passes: the one place that decides.
+pub fn passes(score: f64) -> bool {
+    score >= PASS_THRESHOLD
+}
+
+/// Why an evaluator could not score one output (recorded as an `evaluator` error).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    /// A templated argument did not render for this sample.
+    #[error("{0}")]
+    Render(String),
+    /// A templated pattern rendered to something that is not a regex.
+    #[error("invalid regex `{pattern}`: {message}")]
+    Regex { pattern: String, message: String },
+    /// `expected` did not render to a number.
+    #[error(transparent)]
+    Number(#[from] NumberError),
+    /// A scorer broke the [0, 1] contract.
+    #[error("score {0} is outside [0, 1]")]
+    OutOfRange(f64),
 }
 
 /// A built evaluator with its display name; clones share the scorer.
@@ -43,6 +124,16 @@ pub struct Evaluator {
     pub scorer: Arc<dyn Score>,
 }
 
+impl Evaluator {
+    /// Scores `output`, holding the scorer to [0, 1].
+    pub fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+        match self.scorer.score(output, ctx)? {
+            s if (0.0..=1.0).contains(&s) => Ok(s),
+            s => Err(ScoreError::OutOfRange(s)),
+        }
+    }
+}
+
 impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
@@ -51,11 +142,22 @@ impl std::fmt::Debug for Evaluator {
     }
 }
 
+impl EvaluatorSpec {
+    /// Builds the evaluator this entry describes.
+    pub fn build(&self) -> Result<Evaluator, ArgError> {
+        let (kind, name, args) = self.parts();
+        Ok(Evaluator {
+            name: name.unwrap_or(kind).to_owned(),
+            scorer: args.build()?,
+        })
+    }
+}
+
 /// An argument problem, naming the key at fault so the loader can point at it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArgError {
     /// The key within the evaluator entry (`type`, `expected`, ...).
-    pub key: &'static str,
+    pub key: String,
     pub message: String,
     pub hint: Option<String>,
     /// 1-based line inside a template argument, for template syntax errors.
@@ -63,9 +165,9 @@ pub struct ArgError {
 }
 
 impl ArgError {
-    fn new(key: &'static str, message: impl Into<String>) -> Self {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ArgError {
-            key,
+            key: key.into(),
             message: message.into(),
             hint: None,
             template_line: None,
@@ -78,81 +180,28 @@ impl ArgError {
     }
 }
 
-/// Builds the evaluator a spec entry describes.
-pub fn build(raw: &RawEvaluator) -> Result<Evaluator, ArgError> {
-    let Some(kind) = TYPES.iter().copied().find(|t| *t == raw.kind) else {
-        let hint = match crate::diagnostic::did_you_mean(&raw.kind, TYPES.iter().copied()) {
-            Some(t) => format!("did you mean `{t}`? Known types: {}", TYPES.join(", ")),
-            None => format!("known types: {}", TYPES.join(", ")),
-        };
-        return Err(
-            ArgError::new("type", format!("unknown evaluator type `{}`", raw.kind)).hint(hint),
-        );
+/// The required template argument `key` of evaluator type `kind`, compiled.
+fn required_template(
+    kind: &str,
+    key: &'static str,
+    value: Option<&Text>,
+) -> Result<Template, ArgError> {
+    let Some(text) = value else {
+        return Err(ArgError::new(key, format!("{kind} needs `{key}`"))
+            .hint(format!("add `{key}: ...` to this evaluator")));
     };
-    let args = Args { raw, kind };
-    let scorer: Arc<dyn Score> = match kind {
-        "exact_match" => Arc::new(exact_match::ExactMatch::build(&args)?),
-        "contains" => Arc::new(contains::Contains::build(&args)?),
-        "regex" => Arc::new(regex::RegexMatch::build(&args)?),
-        "numeric_match" => Arc::new(numeric_match::NumericMatch::build(&args)?),
-        _ => Arc::new(valid_json::ValidJson::build(&args)?),
-    };
-    Ok(Evaluator {
-        name: raw.name.clone().unwrap_or_else(|| kind.to_owned()),
-        scorer,
+    Template::compile(&text.0).map_err(|e| ArgError {
+        template_line: e.line,
+        ..ArgError::new(key, format!("template error in `{key}`: {}", e.message))
     })
 }
 
-/// Typed access to an entry's arguments that rejects keys the type does not take.
-struct Args<'a> {
-    raw: &'a RawEvaluator,
-    kind: &'static str,
-}
-
-impl Args<'_> {
-    /// Fails if any key outside `allowed` is set.
-    fn only(&self, allowed: &[&'static str]) -> Result<(), ArgError> {
-        let r = self.raw;
-        let present = [
-            ("expected", r.expected.is_some()),
-            ("ignore_case", r.ignore_case.is_some()),
-            ("pattern", r.pattern.is_some()),
-            ("tolerance", r.tolerance.is_some()),
-            ("schema", r.schema.is_some()),
-        ];
-        for (key, set) in present {
-            if set && !allowed.contains(&key) {
-                let takes = if allowed.is_empty() {
-                    "no arguments".to_owned()
-                } else {
-                    allowed.join(", ")
-                };
-                return Err(ArgError::new(
-                    key,
-                    format!("`{key}` is not an argument of {}", self.kind),
-                )
-                .hint(format!("{} takes: {takes}", self.kind)));
-            }
-        }
-        Ok(())
-    }
-
-    /// A required template argument.
-    fn template(
-        &self,
-        key: &'static str,
-        value: Option<&crate::spec::raw::Text>,
-    ) -> Result<Template, ArgError> {
-        let Some(text) = value else {
-            return Err(ArgError::new(key, format!("{} needs `{key}`", self.kind))
-                .hint(format!("add `{key}: ...` to this evaluator")));
-        };
-        Template::compile(&text.0).map_err(|e| ArgError {
-            key,
-            message: format!("template error in `{key}`: {}", e.message),
-            hint: None,
-            template_line: e.line,
-        })
+/// A pass or a fail, as a score.
+fn score_of(passed: bool) -> f64 {
+    if passed {
+        1.0
+    } else {
+        0.0
     }
 }
 
@@ -160,43 +209,58 @@ impl Args<'_> {
 pub(crate) mod test_support {
     use super::*;
 
+    fn parse(yaml: &str) -> EvaluatorSpec {
+        serde_yaml::from_str(yaml).expect("valid evaluator yaml")
+    }
+
     /// Builds an evaluator from a YAML entry, panicking on bad input (tests only).
     pub fn from_yaml(yaml: &str) -> Evaluator {
-        let raw: RawEvaluator = serde_yaml::from_str(yaml).expect("valid evaluator yaml");
-        build(&raw).expect("evaluator builds")
+        parse(yaml).build().expect("evaluator builds")
     }
 
     pub fn build_err(yaml: &str) -> ArgError {
-        let raw: RawEvaluator = serde_yaml::from_str(yaml).expect("valid evaluator yaml");
-        build(&raw).expect_err("evaluator must be rejected")
+        parse(yaml).build().expect_err("evaluator must be rejected")
     }
 
-    pub fn score(e: &Evaluator, output: &str, ctx: Value) -> Result<bool, String> {
-        e.scorer.score(output, &ctx)
+    pub fn score(e: &Evaluator, output: &str, ctx: Value) -> Result<f64, ScoreError> {
+        e.score(output, &ctx)
     }
+
+    /// A pass or a fail, as [`score`] returns them.
+    pub const PASS: Result<f64, ScoreError> = Ok(1.0);
+    pub const FAIL: Result<f64, ScoreError> = Ok(0.0);
 }
 
 #[cfg(test)]
 mod tests {
     use super::test_support::*;
-
-    #[test]
-    fn unknown_type_suggests() {
-        let e = build_err("type: exact_mach\nexpected: x");
-        assert_eq!(e.key, "type");
-        assert!(e.hint.unwrap().contains("did you mean `exact_match`"));
-    }
-
-    #[test]
-    fn foreign_argument_is_rejected() {
-        let e = build_err("type: exact_match\nexpected: x\npattern: y");
-        assert_eq!(e.key, "pattern");
-        assert!(e.hint.unwrap().contains("expected, ignore_case"));
-    }
+    use super::*;
 
     #[test]
     fn missing_argument_is_named() {
         let e = build_err("type: contains");
         assert_eq!(e.key, "expected");
+        assert_eq!(e.message, "contains needs `expected`");
+    }
+
+    #[test]
+    fn the_name_defaults_to_the_type() {
+        assert_eq!(from_yaml("type: valid_json").name, "valid_json");
+        assert_eq!(from_yaml("{type: valid_json, name: j}").name, "j");
+    }
+
+    #[test]
+    fn one_threshold_decides() {
+        assert!(passes(1.0));
+        assert!(!passes(0.0));
+        assert!(!passes(0.99));
+    }
+
+    #[test]
+    fn argument_keys_are_every_evaluators_in_registry_order() {
+        assert_eq!(
+            argument_keys(),
+            ["expected", "ignore_case", "pattern", "tolerance", "schema"]
+        );
     }
 }

@@ -11,12 +11,14 @@
 //! 20-digit integers that differ in their last digit differ; `tolerance` is
 //! applied to the exact difference.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use ::regex::Regex;
 use minijinja::Value;
+use serde::{Deserialize, Serialize};
 
-use super::{ArgError, Args, Score};
+use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use crate::spec::raw::Text;
 use crate::template::Template;
 
 /// A number without its sign; neighbours are checked in code (no look-around in `regex`).
@@ -30,34 +32,49 @@ static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
 
 const MINUS: char = '\u{2212}';
 
-pub struct NumericMatch {
-    expected: Template,
-    tolerance: f64,
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    expected: Option<Text>,
+    tolerance: Option<f64>,
 }
 
-impl NumericMatch {
-    pub(super) fn build(args: &Args) -> Result<Self, ArgError> {
-        args.only(&["expected", "tolerance"])?;
-        let tolerance = args.raw.tolerance.unwrap_or(0.0);
+impl Arguments for Args {
+    fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
+        let tolerance = self.tolerance.unwrap_or(0.0);
         if !(tolerance.is_finite() && tolerance >= 0.0) {
             return Err(ArgError::new(
                 "tolerance",
                 "tolerance must be a number >= 0",
             ));
         }
-        let expected = args.template("expected", args.raw.expected.as_ref())?;
+        let expected = required_template(Self::TYPE, "expected", self.expected.as_ref())?;
         if let Some(text) = expected.literal() {
-            parse_expected(text).map_err(|message| {
-                ArgError::new("expected", message).hint(
+            parse_expected(text).map_err(|e| {
+                ArgError::new("expected", e.to_string()).hint(
                     "write a finite number such as 42, -1.5, 1,234 or 2.5e3 (quote integers longer than 15 digits, or YAML reads them as floats)",
                 )
             })?;
         }
-        Ok(NumericMatch {
+        Ok(Arc::new(NumericMatch {
             expected,
             tolerance,
-        })
+        }))
     }
+}
+
+struct NumericMatch {
+    expected: Template,
+    tolerance: f64,
+}
+
+/// Why `expected` is not a number this evaluator can compare with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NumberError {
+    #[error("expected `{0}` is not a number")]
+    NotANumber(String),
+    #[error("expected `{0}` is too large (the limit is about 1.8e308)")]
+    TooLarge(String),
 }
 
 /// A number as written, exactly: `(-1)^negative × digits × 10^exponent`.
@@ -162,7 +179,7 @@ pub fn last_number(text: &str) -> Option<Decimal> {
 }
 
 /// `text` (trimmed) as one finite number, or why not.
-pub fn parse_expected(text: &str) -> Result<Decimal, String> {
+pub fn parse_expected(text: &str) -> Result<Decimal, NumberError> {
     let trimmed = text.trim();
     let unsigned = trimmed.strip_prefix(['-', '+', MINUS]).unwrap_or(trimmed);
     let whole = NUMBER
@@ -170,22 +187,20 @@ pub fn parse_expected(text: &str) -> Result<Decimal, String> {
         .is_some_and(|m| m.start() == 0 && m.end() == unsigned.len());
     let number = match numbers(trimmed).next() {
         Some(n) if whole => n,
-        _ => return Err(format!("expected `{trimmed}` is not a number")),
+        _ => return Err(NumberError::NotANumber(trimmed.to_owned())),
     };
     if !number.to_f64().is_finite() {
-        return Err(format!(
-            "expected `{trimmed}` is too large (the limit is about 1.8e308)"
-        ));
+        return Err(NumberError::TooLarge(trimmed.to_owned()));
     }
     Ok(number)
 }
 
 impl Score for NumericMatch {
-    fn score(&self, output: &str, ctx: &Value) -> Result<bool, String> {
-        let expected = parse_expected(&self.expected.render(ctx)?)?;
-        Ok(last_number(output).is_some_and(|got| {
+    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+        let expected = parse_expected(&self.expected.render(ctx).map_err(ScoreError::Render)?)?;
+        Ok(score_of(last_number(output).is_some_and(|got| {
             got == expected || (self.tolerance > 0.0 && got.distance(&expected) <= self.tolerance)
-        }))
+        })))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -258,9 +273,9 @@ mod tests {
         assert!(parse_expected("1e308").is_ok());
         let e = from_yaml("type: numeric_match\nexpected: \"{{ answer }}\"");
         let err = score(&e, "5", context! { answer => "1e309" }).unwrap_err();
-        assert!(err.contains("`1e309` is too large"), "{err}");
+        assert!(err.to_string().contains("`1e309` is too large"), "{err}");
         let err = score(&e, "5", context! { answer => "NaN" }).unwrap_err();
-        assert!(err.contains("`NaN` is not a number"), "{err}");
+        assert!(err.to_string().contains("`NaN` is not a number"), "{err}");
     }
 
     #[test]
@@ -281,24 +296,24 @@ mod tests {
     fn big_integers_compare_exactly() {
         let e = from_yaml("type: numeric_match\nexpected: \"{{ answer }}\"");
         let ctx = || context! { answer => "12345678901234567890" };
-        assert_eq!(score(&e, "12345678901234567891", ctx()), Ok(false));
-        assert_eq!(score(&e, "12345678901234567890", ctx()), Ok(true));
-        assert_eq!(score(&e, "12,345,678,901,234,567,890", ctx()), Ok(true));
+        assert_eq!(score(&e, "12345678901234567891", ctx()), FAIL);
+        assert_eq!(score(&e, "12345678901234567890", ctx()), PASS);
+        assert_eq!(score(&e, "12,345,678,901,234,567,890", ctx()), PASS);
         let e = from_yaml("type: numeric_match\nexpected: \"{{ answer }}\"\ntolerance: 0.5");
-        assert_eq!(score(&e, "12345678901234567891", ctx()), Ok(false));
+        assert_eq!(score(&e, "12345678901234567891", ctx()), FAIL);
         let e = from_yaml("type: numeric_match\nexpected: \"{{ answer }}\"\ntolerance: 1");
-        assert_eq!(score(&e, "12345678901234567891", ctx()), Ok(true));
+        assert_eq!(score(&e, "12345678901234567891", ctx()), PASS);
     }
 
     #[test]
     fn equal_values_written_differently_match() {
         let e = from_yaml("type: numeric_match\nexpected: \"1000\"");
         for output in ["1e3", "1,000", "1000.00", "+1000", "1.000e3"] {
-            assert_eq!(score(&e, output, context! {}), Ok(true), "{output}");
+            assert_eq!(score(&e, output, context! {}), PASS, "{output}");
         }
         let e = from_yaml("type: numeric_match\nexpected: 0");
-        assert_eq!(score(&e, "-0", context! {}), Ok(true));
-        assert_eq!(score(&e, "0.000", context! {}), Ok(true));
+        assert_eq!(score(&e, "-0", context! {}), PASS);
+        assert_eq!(score(&e, "0.000", context! {}), PASS);
     }
 
     #[test]
@@ -306,16 +321,16 @@ mod tests {
         let e = from_yaml("type: numeric_match\nexpected: \"{{ answer }}\"\ntolerance: 0.01");
         assert_eq!(
             score(&e, "The answer is 2.71828", context! { answer => 2.72 }),
-            Ok(true)
+            PASS
         );
         assert_eq!(
             score(&e, "The answer is 2.8", context! { answer => 2.72 }),
-            Ok(false)
+            FAIL
         );
-        assert_eq!(score(&e, "no idea", context! { answer => 2.72 }), Ok(false));
-        assert_eq!(score(&e, "2.73", context! { answer => 2.72 }), Ok(true));
+        assert_eq!(score(&e, "no idea", context! { answer => 2.72 }), FAIL);
+        assert_eq!(score(&e, "2.73", context! { answer => 2.72 }), PASS);
         let e = from_yaml("type: numeric_match\nexpected: 42");
-        assert_eq!(score(&e, "42", context! {}), Ok(true));
+        assert_eq!(score(&e, "42", context! {}), PASS);
     }
 
     #[test]
@@ -327,17 +342,17 @@ mod tests {
         }
         assert!(parse_expected("0.\u{665}").is_err());
         let e = from_yaml("type: numeric_match\nexpected: 0");
-        assert_eq!(score(&e, "\u{ff14}\u{ff12}", context! {}), Ok(false));
+        assert_eq!(score(&e, "\u{ff14}\u{ff12}", context! {}), FAIL);
         assert_eq!(last("\u{ff14}\u{ff12} or 7"), Some(7.0));
     }
 
     #[test]
     fn extreme_exponents_do_not_overflow_the_distance() {
         let e = from_yaml("type: numeric_match\nexpected: 0.5\ntolerance: 0.1");
-        assert_eq!(score(&e, "1e9223372036854775807", context! {}), Ok(false));
+        assert_eq!(score(&e, "1e9223372036854775807", context! {}), FAIL);
         let e = from_yaml("type: numeric_match\nexpected: 5\ntolerance: 0.1");
-        assert_eq!(score(&e, "1e-9223372036854775808", context! {}), Ok(false));
-        assert_eq!(score(&e, "5.05", context! {}), Ok(true));
+        assert_eq!(score(&e, "1e-9223372036854775808", context! {}), FAIL);
+        assert_eq!(score(&e, "5.05", context! {}), PASS);
     }
 
     #[test]

@@ -1,35 +1,45 @@
 //! `valid_json`: the output parses as JSON and, when `schema` is given, validates
 //! against that JSON Schema (checked with the `jsonschema` crate).
 
-use minijinja::Value;
+use std::sync::Arc;
 
-use super::{ArgError, Args, Score};
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+
+use super::{score_of, ArgError, Arguments, Score, ScoreError};
 use crate::template::Template;
 
-pub struct ValidJson {
-    validator: Option<jsonschema::Validator>,
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    schema: Option<serde_json::Value>,
 }
 
-impl ValidJson {
-    pub(super) fn build(args: &Args) -> Result<Self, ArgError> {
-        args.only(&["schema"])?;
-        let validator = match &args.raw.schema {
+impl Arguments for Args {
+    fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
+        let validator = match &self.schema {
             None => None,
             Some(schema) => Some(jsonschema::validator_for(schema).map_err(|e| {
                 ArgError::new("schema", format!("invalid JSON Schema: {e}"))
                     .hint("write a JSON Schema object, e.g. {type: object, required: [answer]}")
             })?),
         };
-        Ok(ValidJson { validator })
+        Ok(Arc::new(ValidJson { validator }))
     }
 }
 
+struct ValidJson {
+    validator: Option<jsonschema::Validator>,
+}
+
 impl Score for ValidJson {
-    fn score(&self, output: &str, _ctx: &Value) -> Result<bool, String> {
+    fn score(&self, output: &str, _ctx: &Value) -> Result<f64, ScoreError> {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(output.trim()) else {
-            return Ok(false);
+            return Ok(0.0);
         };
-        Ok(self.validator.as_ref().is_none_or(|v| v.is_valid(&value)))
+        Ok(score_of(
+            self.validator.as_ref().is_none_or(|v| v.is_valid(&value)),
+        ))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -45,8 +55,8 @@ mod tests {
     #[test]
     fn parses_json() {
         let e = from_yaml("type: valid_json");
-        assert_eq!(score(&e, " {\"a\": 1} ", context! {}), Ok(true));
-        assert_eq!(score(&e, "{a: 1}", context! {}), Ok(false));
+        assert_eq!(score(&e, " {\"a\": 1} ", context! {}), PASS);
+        assert_eq!(score(&e, "{a: 1}", context! {}), FAIL);
     }
 
     #[test]
@@ -54,9 +64,9 @@ mod tests {
         let e = from_yaml(
             "type: valid_json\nschema: {type: object, required: [answer], properties: {answer: {type: integer}}}",
         );
-        assert_eq!(score(&e, "{\"answer\": 4}", context! {}), Ok(true));
-        assert_eq!(score(&e, "{\"answer\": \"four\"}", context! {}), Ok(false));
-        assert_eq!(score(&e, "{}", context! {}), Ok(false));
+        assert_eq!(score(&e, "{\"answer\": 4}", context! {}), PASS);
+        assert_eq!(score(&e, "{\"answer\": \"four\"}", context! {}), FAIL);
+        assert_eq!(score(&e, "{}", context! {}), FAIL);
     }
 
     #[test]

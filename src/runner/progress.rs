@@ -255,7 +255,7 @@ impl Progress {
                 errors += u64::from(r.error_kind.is_some());
                 if let Some(Some(v)) = r.scores.first() {
                     scored += 1;
-                    passed += u64::from(*v >= 1.0);
+                    passed += u64::from(crate::evaluators::passes(*v));
                 }
             }
             let done = c.done.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;

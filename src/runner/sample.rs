@@ -158,8 +158,8 @@ impl SampleContext {
         let mut failures = Vec::new();
         record.scores.clear();
         for evaluator in &self.evaluators {
-            match evaluator.scorer.score(output, &scoring) {
-                Ok(passed) => record.scores.push(Some(if passed { 1.0 } else { 0.0 })),
+            match evaluator.score(output, &scoring) {
+                Ok(score) => record.scores.push(Some(score)),
                 Err(e) => {
                     record.scores.push(None);
                     failures.push(format!("{}: {e}", evaluator.name));

@@ -22,7 +22,7 @@ use crate::concurrency::retry::RetryPolicy;
 use crate::concurrency::{AdaptiveConfig, StrategySpec};
 use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::evaluators::{self, Evaluator};
+use crate::evaluators::{self, EntryError, Evaluator};
 use crate::model::mock::{MockRule, MockSpec};
 use crate::model::Role;
 use crate::secrets::Secrets;
@@ -192,10 +192,29 @@ fn parse(path: &Path, text: &str, locator: &Locator) -> Result<RawSpec, Diagnost
     }
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
-        let key_path = err.path().to_string();
-        let steps = parse_path(&key_path);
+        let mut key_path = err.path().to_string();
+        let mut steps = parse_path(&key_path);
         let inner = err.inner();
-        let message = strip_location(&inner.to_string());
+        let mut message = strip_location(&inner.to_string());
+        // Inside an evaluator entry: its own refusal, or serde's about one of its keys.
+        match evaluators::entry_error(&steps, &inner.to_string()) {
+            Some((entry, EntryError::Arg { key, message, hint })) => {
+                let steps = parse_path(&format!("{entry}.{key}"));
+                let (line, column) = locator
+                    .key(&steps)
+                    .or_else(|| locate::find_key_text(text, &steps))
+                    .map_or((0, 0), |p| (p.line, p.column));
+                return Diagnostic::new(path, line, column, message)
+                    .with_hint_opt(hint)
+                    .with_source(text);
+            }
+            Some((entry, EntryError::At { key, message: m })) => {
+                key_path = key.map_or(entry.clone(), |k| format!("{entry}.{k}"));
+                steps = parse_path(&key_path);
+                message = m;
+            }
+            None => {}
+        }
         let (message, hint, pos) = if let Some((word, expected)) = unknown_name(&message) {
             let is_field = message.starts_with("unknown field");
             let hint = did_you_mean(&word, expected.iter().map(String::as_str))
@@ -222,7 +241,7 @@ fn parse(path: &Path, text: &str, locator: &Locator) -> Result<RawSpec, Diagnost
             let place = if steps.is_empty() {
                 String::new()
             } else {
-                format!("`{}`: ", err.path())
+                format!("`{key_path}`: ")
             };
             (format!("{place}{message}"), None, locator.value(&steps))
         };
@@ -347,7 +366,7 @@ impl Checker<'_> {
         let prompt = self.prompt(&raw)?;
         let mut evals = Vec::with_capacity(raw.evaluators.len());
         for (i, e) in raw.evaluators.iter().enumerate() {
-            let built = evaluators::build(e).map_err(|err| {
+            let built = e.build().map_err(|err| {
                 let key = format!("evaluators[{i}].{}", err.key);
                 let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
                 if let Some(line) = err.template_line {
@@ -840,10 +859,29 @@ fn identity(raw: &RawSpec) -> Value {
                 m.remove(key);
             }
         }
+        // Evaluator entries once had every argument, null when unset; stored
+        // experiments hash them so, and must still resume.
+        if let Some(Value::Array(evaluators)) = top.get_mut("evaluators") {
+            for e in evaluators.iter_mut().filter_map(Value::as_object_mut) {
+                for key in EVALUATOR_KEYS_OF_V1 {
+                    e.entry(key).or_insert(Value::Null);
+                }
+            }
+        }
         top.retain(|_, v| !v.is_null());
     }
     v
 }
+
+/// The keys an evaluator entry held before each type had its own arguments.
+const EVALUATOR_KEYS_OF_V1: [&str; 6] = [
+    "name",
+    "expected",
+    "ignore_case",
+    "pattern",
+    "tolerance",
+    "schema",
+];
 
 /// Top-level parts of two identities that differ, for "what changed" messages.
 pub fn changed_parts(old: &Value, new: &Value) -> Vec<String> {

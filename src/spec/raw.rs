@@ -4,6 +4,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::evaluators::EvaluatorSpec;
+
 /// The whole spec file.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -14,8 +16,9 @@ pub struct RawSpec {
     pub model: RawModel,
     pub prompt: Option<Text>,
     pub messages: Option<Vec<RawMessage>>,
+    /// `type` picks the evaluator; the other keys are its arguments.
     #[serde(default)]
-    pub evaluators: Vec<RawEvaluator>,
+    pub evaluators: Vec<EvaluatorSpec>,
     pub concurrency: Option<RawConcurrency>,
 }
 
@@ -94,21 +97,6 @@ pub struct RawReply {
 pub struct RawMessage {
     pub role: String,
     pub content: Text,
-}
-
-/// One evaluator entry. `type` picks the evaluator; the other keys are its arguments.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEvaluator {
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Optional display name, to tell two evaluators of one type apart.
-    pub name: Option<String>,
-    pub expected: Option<Text>,
-    pub ignore_case: Option<bool>,
-    pub pattern: Option<Text>,
-    pub tolerance: Option<f64>,
-    pub schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -1,0 +1,577 @@
+//! The checks of meaning that turn a [`RawSpec`] into an [`Evaluation`]: one
+//! dataset source, templates that compile and name only known columns,
+//! evaluators whose arguments fit, a model and a concurrency that make sense.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::identity::identity;
+use super::locate::{self, parse_path, Locator, Step};
+use super::raw::{self, Provider, RawSpec, StrategyName};
+use super::{
+    ApiKeyEnv, Evaluation, HttpEndpoint, ModelSpec, Prompt, ProviderSpec, DEFAULT_API_KEY_ENV,
+    DEFAULT_BASE_URL, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
+};
+use crate::concurrency::rate::RateLimitSpec;
+use crate::concurrency::retry::RetryPolicy;
+use crate::concurrency::{AdaptiveConfig, StrategySpec};
+use crate::dataset::{Dataset, Format, Source};
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::evaluators::Evaluator;
+use crate::model::mock::{MockRule, MockSpec};
+use crate::model::Role;
+use crate::secrets::Secrets;
+use crate::template::Template;
+
+/// Semantic checks, with the file's positions at hand.
+pub(super) struct Checker<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
+    pub(super) locator: &'a Locator,
+}
+
+impl Checker<'_> {
+    /// A diagnostic at the key `path` names (`"model.latency"`).
+    pub(super) fn at_key(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let steps = parse_path(path);
+        let pos = self
+            .locator
+            .key(&steps)
+            .or_else(|| locate::find_key_text(self.text, &steps));
+        self.at(pos, message)
+    }
+
+    /// A diagnostic at the value `path` names.
+    pub(super) fn at_value(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let steps = parse_path(path);
+        let pos = self
+            .locator
+            .value(&steps)
+            .or_else(|| locate::find_key_text(self.text, &steps));
+        self.at(pos, message)
+    }
+
+    fn at(&self, pos: Option<locate::Pos>, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = pos.map_or((0, 0), |p| (p.line, p.column));
+        Diagnostic::new(self.path, line, column, message).with_source(self.text)
+    }
+
+    pub(super) fn check(&self, raw: RawSpec, text: &str) -> Result<Evaluation, Diagnostic> {
+        let model = self.model(&raw.model)?;
+        let mut secrets = Secrets::default();
+        let mut identity = identity(&raw);
+        if let Some(model_json) = identity.get_mut("model") {
+            // The endpoint actually called, even when it comes from $OPENAI_BASE_URL:
+            // results from two servers must not be mixed on resume.
+            if let (Some(http), Value::Object(m)) = (model.provider.http(), &mut *model_json) {
+                let url = &http.base_url;
+                secrets.take_from_url(url);
+                m.insert("base_url".into(), Value::String(url.clone()));
+            }
+            secrets.take_from_json(model_json);
+        }
+        if !secrets.is_empty() {
+            let text = secrets.scrub(&identity.to_string()).into_owned();
+            identity = serde_json::from_str(&text).unwrap_or(identity);
+        }
+        let spec_hash = format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(identity.to_string().as_bytes())
+        );
+        let name = match &raw.name {
+            Some(n) if n.trim().is_empty() => return Err(self.at_value("name", "`name` is empty")),
+            // Names are printed in progress lines and typed back (`--eval NAME`).
+            Some(n) if n.chars().any(char::is_control) => {
+                return Err(self
+                    .at_value("name", "`name` may not hold control characters")
+                    .with_hint("use letters, digits, spaces and punctuation"))
+            }
+            Some(n) => n.clone(),
+            None => self
+                .path
+                .file_stem()
+                .map_or("evaluation".into(), |s| s.to_string_lossy().into_owned()),
+        };
+        let dataset = self.dataset(&raw)?;
+        let prompt = self.prompt(&raw)?;
+        let mut evals = Vec::with_capacity(raw.evaluators.len());
+        for (i, e) in raw.evaluators.iter().enumerate() {
+            let built = e.build().map_err(|err| {
+                let key = format!("evaluators[{i}].{}", err.key);
+                let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
+                if let Some(line) = err.template_line {
+                    d.message.push_str(&format!(" (template line {line})"));
+                }
+                d
+            })?;
+            evals.push(built);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, e) in evals.iter().enumerate() {
+            if !seen.insert(e.name.clone()) {
+                return Err(self
+                    .at_key(
+                        &format!("evaluators[{i}]"),
+                        format!("two evaluators are named `{}`", e.name),
+                    )
+                    .with_hint("give one of them a `name:` of its own"));
+            }
+        }
+        let concurrency = self.concurrency(&raw)?;
+        let required_columns = self.check_variables(&dataset, &prompt, &evals)?;
+        Ok(Evaluation {
+            name,
+            spec_path: self.path.to_path_buf(),
+            spec_text: secrets.scrub(text).into_owned(),
+            secrets,
+            spec_hash,
+            identity,
+            dataset,
+            model,
+            prompt,
+            evaluators: evals,
+            concurrency,
+            required_columns,
+        })
+    }
+
+    fn dataset(&self, raw: &RawSpec) -> Result<Dataset, Diagnostic> {
+        let d = &raw.dataset;
+        let source = match (&d.rows, &d.path) {
+            (Some(_), Some(_)) => {
+                return Err(self
+                    .at_key("dataset.path", "`dataset` has both `rows` and `path`")
+                    .with_hint("keep one: inline `rows`, or a `path` to a data file"))
+            }
+            (None, None) => {
+                return Err(self
+                    .at_key("dataset", "`dataset` needs `rows` or `path`")
+                    .with_hint(
+                        "write `path: data/file.jsonl` (relative to this spec) or `rows: [...]`",
+                    ))
+            }
+            (Some(rows), None) => {
+                let rows_key = [Step::Key("dataset".into()), Step::Key("rows".into())];
+                let fallback = locate::find_key_text(self.text, &rows_key);
+                let positions = (0..rows.len())
+                    .map(|i| {
+                        let row = [rows_key[0].clone(), rows_key[1].clone(), Step::Index(i)];
+                        let p = self.locator.value(&row).or(fallback);
+                        p.map_or((0, 0), |p| (p.line, p.column))
+                    })
+                    .collect();
+                Source::Inline {
+                    spec_file: self.path.to_path_buf(),
+                    rows: Arc::new(rows.clone()),
+                    positions: Arc::new(positions),
+                }
+            }
+            (None, Some(p)) => {
+                let base = self.path.parent().unwrap_or(Path::new(""));
+                let path = base.join(p);
+                let Some(format) = Format::from_path(&path) else {
+                    return Err(self
+                        .at_value("dataset.path", format!("cannot tell the format of `{p}`"))
+                        .with_hint("use a .jsonl, .ndjson, .json, .csv or .tsv file"));
+                };
+                if !path.is_file() {
+                    return Err(self
+                        .at_value(
+                            "dataset.path",
+                            format!("dataset file `{}` not found", path.display()),
+                        )
+                        .with_hint("`path` is relative to the spec file's folder"));
+                }
+                if matches!(format, Format::Csv | Format::Tsv) && d.columns.is_some() {
+                    return Err(self
+                        .at_key(
+                            "dataset.columns",
+                            "`columns` does not apply to CSV/TSV files",
+                        )
+                        .with_hint("the header row names the columns; remove `columns`"));
+                }
+                Source::File { path, format }
+            }
+        };
+        if let Some(cols) = &d.columns {
+            let mut seen = BTreeSet::new();
+            for c in cols {
+                if !seen.insert(c) {
+                    return Err(
+                        self.at_value("dataset.columns", format!("column `{c}` is named twice"))
+                    );
+                }
+            }
+        }
+        if d.limit == Some(0) {
+            return Err(self.at_value("dataset.limit", "`limit` must be at least 1"));
+        }
+        Ok(Dataset {
+            source,
+            columns: d.columns.clone(),
+            id_column: d.id.clone(),
+            limit: d.limit,
+        })
+    }
+
+    fn model(&self, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
+        self.reserved_params(&m.params)?;
+        let rate_limit = match &m.rate_limit {
+            None => None,
+            Some(r) => {
+                for (key, value) in [
+                    ("requests_per_minute", r.requests_per_minute),
+                    ("tokens_per_minute", r.tokens_per_minute),
+                ] {
+                    if value == Some(0) {
+                        return Err(self
+                            .at_value(
+                                &format!("model.rate_limit.{key}"),
+                                format!("`{key}` must be at least 1"),
+                            )
+                            .with_hint("leave it out for no limit"));
+                    }
+                }
+                Some(RateLimitSpec {
+                    requests_per_minute: r.requests_per_minute,
+                    tokens_per_minute: r.tokens_per_minute,
+                })
+            }
+        };
+        let timeout = m.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        if timeout.is_zero() {
+            return Err(self.at_value("model.timeout", "`timeout` must be greater than zero"));
+        }
+        let defaults = RetryPolicy::default();
+        let retry = match &m.retry {
+            None => defaults,
+            Some(r) => {
+                if r.max_attempts == Some(0) {
+                    return Err(self
+                        .at_value(
+                            "model.retry.max_attempts",
+                            "`max_attempts` must be at least 1",
+                        )
+                        .with_hint("1 means no retries"));
+                }
+                RetryPolicy {
+                    max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts),
+                    backoff: r.backoff.map_or(defaults.backoff, |d| d.0),
+                    max_backoff: r.max_backoff.map_or(defaults.max_backoff, |d| d.0),
+                    max_wait: r.max_wait.map_or(defaults.max_wait, |d| d.0),
+                }
+            }
+        };
+        match m.provider {
+            Provider::Mock => {
+                for (key, set) in [
+                    ("base_url", m.base_url.is_some()),
+                    ("api_key_env", m.api_key_env.is_some()),
+                ] {
+                    if set {
+                        return Err(self.at_key(&format!("model.{key}"), format!("`{key}` does not apply to provider `mock`"))
+                            .with_hint("the mock is served on loopback by dotevals itself; remove this key"));
+                    }
+                }
+                let Some(replies) = &m.replies else {
+                    return Err(self.at_key("model.provider", "provider `mock` needs `replies`")
+                        .with_hint("add `replies: [{when_contains: [great], reply: positive}, {reply: neutral}]`"));
+                };
+                let rules = replies
+                    .iter()
+                    .map(|r| MockRule {
+                        when_contains: r.when_contains.iter().map(|w| w.to_lowercase()).collect(),
+                        reply: r.reply.0.clone(),
+                    })
+                    .collect();
+                Ok(ModelSpec {
+                    name: m.name.clone().unwrap_or_else(|| "mock".into()),
+                    params: m.params.clone(),
+                    timeout,
+                    retry,
+                    rate_limit,
+                    provider: ProviderSpec::Mock(MockSpec {
+                        latency: m.latency.map_or(Duration::ZERO, |d| d.0),
+                        rules,
+                    }),
+                })
+            }
+            Provider::Openai => {
+                for (key, set) in [
+                    ("latency", m.latency.is_some()),
+                    ("replies", m.replies.is_some()),
+                ] {
+                    if set {
+                        return Err(self.at_key(
+                            &format!("model.{key}"),
+                            format!("`{key}` only applies to provider `mock`"),
+                        ));
+                    }
+                }
+                let Some(name) = m.name.clone() else {
+                    return Err(self
+                        .at_key(
+                            "model.provider",
+                            "provider `openai` needs the model's `name`",
+                        )
+                        .with_hint("add `name: gpt-4o-mini` (sent as the request's \"model\")"));
+                };
+                let base_url = match &m.base_url {
+                    Some(u) => u.clone(),
+                    None => std::env::var("OPENAI_BASE_URL")
+                        .ok()
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+                };
+                let parsed = reqwest::Url::parse(&base_url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"));
+                if parsed.is_none() {
+                    let d = if m.base_url.is_some() {
+                        self.at_value(
+                            "model.base_url",
+                            format!("`{base_url}` is not an http(s) URL"),
+                        )
+                    } else {
+                        self.at_key(
+                            "model.provider",
+                            format!("$OPENAI_BASE_URL `{base_url}` is not an http(s) URL"),
+                        )
+                    };
+                    return Err(d.with_hint("write e.g. http://127.0.0.1:8000/v1"));
+                }
+                // The default key goes only where the user's environment points
+                // ($OPENAI_BASE_URL or OpenAI): a spec from elsewhere that names its
+                // own server must ask for a key by name to get one.
+                let base_url = base_url.trim_end_matches('/').to_owned();
+                let api_key_env = match (&m.api_key_env, &m.base_url) {
+                    (Some(v), _) => Some(ApiKeyEnv {
+                        var: v.clone(),
+                        required: true,
+                    }),
+                    (None, None) => Some(ApiKeyEnv {
+                        var: DEFAULT_API_KEY_ENV.to_owned(),
+                        required: base_url == DEFAULT_BASE_URL,
+                    }),
+                    (None, Some(_)) => None,
+                };
+                Ok(ModelSpec {
+                    name,
+                    params: m.params.clone(),
+                    timeout,
+                    retry,
+                    rate_limit,
+                    provider: ProviderSpec::Openai(HttpEndpoint {
+                        base_url,
+                        api_key_env,
+                    }),
+                })
+            }
+        }
+    }
+
+    fn prompt(&self, raw: &RawSpec) -> Result<Prompt, Diagnostic> {
+        match (&raw.prompt, &raw.messages) {
+            (Some(_), Some(_)) => Err(self
+                .at_key("messages", "the spec has both `prompt` and `messages`")
+                .with_hint("keep one: `prompt` sends a single user message")),
+            (None, None) => Err(self
+                .at(None, "the spec needs `prompt` or `messages`")
+                .with_hint("add e.g. `prompt: \"Classify: {{ text }}\"`")),
+            (Some(p), None) => Ok(Prompt::Text(self.template("prompt", &p.0)?)),
+            (None, Some(msgs)) => {
+                if msgs.is_empty() {
+                    return Err(self.at_value("messages", "`messages` is empty"));
+                }
+                let mut out = Vec::with_capacity(msgs.len());
+                for (i, m) in msgs.iter().enumerate() {
+                    let Some(role) = Role::from_name(&m.role) else {
+                        return Err(self
+                            .at_value(
+                                &format!("messages[{i}].role"),
+                                format!("unknown role `{}`", m.role),
+                            )
+                            .with_hint_opt(
+                                did_you_mean(&m.role, Role::NAMES)
+                                    .map(|r| format!("did you mean `{r}`?")),
+                            ));
+                    };
+                    out.push((
+                        role,
+                        self.template(&format!("messages[{i}].content"), &m.content.0)?,
+                    ));
+                }
+                Ok(Prompt::Messages(out))
+            }
+        }
+    }
+
+    fn template(&self, key: &str, source: &str) -> Result<Template, Diagnostic> {
+        Template::compile(source).map_err(|e| {
+            let mut d = self.at_value(key, format!("template error in `{key}`: {}", e.message));
+            if let (Some(line), true) = (e.line, source.contains('\n')) {
+                d.message.push_str(&format!(" (template line {line})"));
+            }
+            d
+        })
+    }
+
+    fn concurrency(&self, raw: &RawSpec) -> Result<StrategySpec, Diagnostic> {
+        let Some(c) = &raw.concurrency else {
+            return Ok(StrategySpec::SlidingWindow(DEFAULT_WINDOW));
+        };
+        for (key, set) in [
+            ("initial", c.initial.is_some()),
+            ("min", c.min.is_some()),
+            ("max", c.max.is_some()),
+        ] {
+            if set && c.strategy != Some(StrategyName::Adaptive) {
+                return Err(self.at_key(
+                    &format!("concurrency.{key}"),
+                    format!("`{key}` only applies to `strategy: adaptive`"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("max_concurrency", c.max_concurrency),
+            ("max", c.max),
+            ("min", c.min),
+            ("initial", c.initial),
+        ] {
+            if value.is_some_and(|v| v > crate::concurrency::MAX_WINDOW) {
+                return Err(self.at_value(
+                    &format!("concurrency.{key}"),
+                    format!("`{key}` may be at most {}", crate::concurrency::MAX_WINDOW),
+                ));
+            }
+        }
+        match (c.strategy, c.max_concurrency) {
+            (_, Some(0)) => Err(self.at_value(
+                "concurrency.max_concurrency",
+                "`max_concurrency` must be at least 1",
+            )),
+            (Some(StrategyName::Sequential), Some(n)) if n != 1 => Err(self
+                .at_key(
+                    "concurrency.max_concurrency",
+                    "`sequential` runs one request at a time",
+                )
+                .with_hint(format!(
+                    "for {n} at a time write `strategy: sliding_window`"
+                ))),
+            (Some(StrategyName::Sequential), _) => Ok(StrategySpec::Sequential),
+            (Some(StrategyName::Adaptive), Some(_)) => Err(self
+                .at_key(
+                    "concurrency.max_concurrency",
+                    "`adaptive` finds its own limit",
+                )
+                .with_hint("bound it with `min` and `max` instead of `max_concurrency`")),
+            (Some(StrategyName::Adaptive), None) => {
+                let d = AdaptiveConfig::default();
+                let min = c.min.unwrap_or(d.min);
+                let max = c.max.unwrap_or(d.max.max(min));
+                let initial = c.initial.unwrap_or(d.initial.clamp(min, max.max(min)));
+                let config = AdaptiveConfig { initial, min, max };
+                for (key, value) in [
+                    ("min", config.min),
+                    ("initial", config.initial),
+                    ("max", config.max),
+                ] {
+                    if value == 0 {
+                        return Err(self.at_value(
+                            &format!("concurrency.{key}"),
+                            format!("`{key}` must be at least 1"),
+                        ));
+                    }
+                }
+                if config.min > config.max {
+                    return Err(self.at_value(
+                        "concurrency.min",
+                        format!("`min` ({}) is above `max` ({})", config.min, config.max),
+                    ));
+                }
+                if !(config.min..=config.max).contains(&config.initial) {
+                    return Err(self.at_value(
+                        "concurrency.initial",
+                        format!(
+                            "`initial` ({}) must lie between `min` ({}) and `max` ({})",
+                            config.initial, config.min, config.max
+                        ),
+                    ));
+                }
+                Ok(StrategySpec::Adaptive(config))
+            }
+            (Some(StrategyName::SlidingWindow) | None, n) => {
+                Ok(StrategySpec::SlidingWindow(n.unwrap_or(DEFAULT_WINDOW)))
+            }
+        }
+    }
+
+    /// Every template variable must be a dataset column (or `output`, in evaluator
+    /// arguments). Returns the columns the templates need.
+    fn check_variables(
+        &self,
+        dataset: &Dataset,
+        prompt: &Prompt,
+        evals: &[Evaluator],
+    ) -> Result<BTreeSet<String>, Diagnostic> {
+        let mut uses: Vec<(String, &Template, bool)> = match prompt {
+            Prompt::Text(t) => vec![("prompt".into(), t, false)],
+            Prompt::Messages(ms) => ms
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| (format!("messages[{i}].content"), t, false))
+                .collect(),
+        };
+        for (i, e) in evals.iter().enumerate() {
+            for (key, t) in e.scorer.templates() {
+                uses.push((format!("evaluators[{i}].{key}"), t, true));
+            }
+        }
+        let columns = dataset.known_columns()?;
+        let mut required = BTreeSet::new();
+        for (key, template, is_evaluator) in &uses {
+            for var in template.variables() {
+                if *is_evaluator && var == "output" {
+                    continue;
+                }
+                // The whole row (`row["review text"]`) and the engine's own globals.
+                let builtin = var == crate::template::ROW || crate::template::is_builtin(&var);
+                if builtin && !columns.contains(&var) {
+                    continue;
+                }
+                if !columns.contains(&var) {
+                    let mut names: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    if *is_evaluator {
+                        names.push("output");
+                    }
+                    // A name that is not an identifier is read as `row["review text"]`.
+                    let refs = names
+                        .iter()
+                        .map(|n| crate::template::column_reference(n))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let hint = match did_you_mean(&var, names.iter().copied()) {
+                        Some(m) => format!(
+                            "did you mean `{}`? Available: {refs}",
+                            crate::template::column_reference(m)
+                        ),
+                        None => format!("available variables: {refs}"),
+                    };
+                    let output_note = if !*is_evaluator && var == "output" {
+                        " (`output` exists only in evaluator arguments)"
+                    } else {
+                        ""
+                    };
+                    return Err(self.at_value(key, format!("template in `{key}` uses `{var}`, which is not a dataset column{output_note}"))
+                        .with_hint(hint));
+                }
+                required.insert(var);
+            }
+        }
+        Ok(required)
+    }
+}

@@ -1,0 +1,62 @@
+//! What makes two specs the same evaluation: the hash a resume compares, and
+//! the names of the parts that changed when it differs.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::raw::RawSpec;
+
+/// The parts of a spec that decide each sample's result: dataset source, model
+/// identity and parameters, prompt and evaluators. Timeouts, retries, latency,
+/// limits and concurrency may change between runs of one experiment.
+pub(super) fn identity(raw: &RawSpec) -> Value {
+    let mut v = serde_json::to_value(raw).unwrap_or(Value::Null);
+    if let Value::Object(top) = &mut v {
+        for key in ["description", "concurrency", "name"] {
+            top.remove(key);
+        }
+        if let Some(Value::Object(d)) = top.get_mut("dataset") {
+            d.remove("limit");
+        }
+        if let Some(Value::Object(m)) = top.get_mut("model") {
+            for key in ["timeout", "retry", "rate_limit", "latency", "api_key_env"] {
+                m.remove(key);
+            }
+        }
+        // Evaluator entries once had every argument, null when unset; stored
+        // experiments hash them so, and must still resume.
+        if let Some(Value::Array(evaluators)) = top.get_mut("evaluators") {
+            for e in evaluators.iter_mut().filter_map(Value::as_object_mut) {
+                for key in EVALUATOR_KEYS_OF_V1 {
+                    e.entry(key).or_insert(Value::Null);
+                }
+            }
+        }
+        top.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+/// The keys an evaluator entry held before each type had its own arguments.
+const EVALUATOR_KEYS_OF_V1: [&str; 6] = [
+    "name",
+    "expected",
+    "ignore_case",
+    "pattern",
+    "tolerance",
+    "schema",
+];
+
+/// Top-level parts of two identities that differ, for "what changed" messages.
+pub fn changed_parts(old: &Value, new: &Value) -> Vec<String> {
+    let (Value::Object(a), Value::Object(b)) = (old, new) else {
+        return vec!["spec".into()];
+    };
+    let mut keys: BTreeSet<&String> = a.keys().collect();
+    keys.extend(b.keys());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod concurrency;
 pub mod dataset;
 pub mod diagnostic;
+pub mod error_kind;
 pub mod evaluators;
 pub mod model;
 pub mod report;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::transport::MAX_BODY_BYTES;
+use crate::error_kind::ErrorKind;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -41,17 +42,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A short stable name for grouping: timeout, http_429, http_500, connection,
-    /// api_error, malformed.
-    pub fn kind(&self) -> String {
+    /// The kind the sample's error is grouped by.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ClientError::Timeout(_) => "timeout".into(),
-            ClientError::Connect(_) | ClientError::Certificate(_) => "connection".into(),
+            ClientError::Timeout(_) => ErrorKind::Timeout,
+            ClientError::Connect(_) | ClientError::Certificate(_) => ErrorKind::Connection,
             ClientError::Throttled { status, .. }
             | ClientError::Status { status, .. }
-            | ClientError::Redirect { status, .. } => format!("http_{status}"),
-            ClientError::ErrorReply(_) => "api_error".into(),
-            ClientError::Malformed(_) | ClientError::TooLarge => "malformed".into(),
+            | ClientError::Redirect { status, .. } => ErrorKind::Http(*status),
+            ClientError::ErrorReply(_) => ErrorKind::ApiError,
+            ClientError::Malformed(_) | ClientError::TooLarge => ErrorKind::Malformed,
         }
     }
 
@@ -93,7 +93,7 @@ mod tests {
             location: Some("http://elsewhere.test/v1".into()),
         };
         assert!(!e.is_retryable());
-        assert_eq!(e.kind(), "http_302");
+        assert_eq!(e.kind().to_string(), "http_302");
         assert!(e.to_string().contains("http://elsewhere.test/v1"), "{e}");
     }
 
@@ -105,7 +105,7 @@ mod tests {
             retry_after: None,
         };
         assert!(e.is_retryable());
-        assert_eq!(e.kind(), "http_429");
+        assert_eq!(e.kind().to_string(), "http_429");
         let e = ClientError::Status {
             status: 400,
             body: String::new(),

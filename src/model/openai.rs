@@ -272,7 +272,7 @@ mod tests {
             let e = parse(body).unwrap_err();
             assert_eq!(e, ClientError::ErrorReply(message.into()), "{body}");
             assert!(e.is_retryable());
-            assert_eq!(e.kind(), "api_error");
+            assert_eq!(e.kind().to_string(), "api_error");
         }
         // `"error": null` beside a good answer is no error.
         let c = parse(r#"{"choices":[{"message":{"content":"ok"}}],"error":null}"#).unwrap();

@@ -15,6 +15,7 @@ use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::retry::{self, Retry};
 use crate::concurrency::{Outcome, Permit};
+use crate::error_kind::ErrorKind;
 use crate::evaluators::Evaluator;
 use crate::model::{ClientError, Message, ModelClient, Role};
 use crate::secrets::Secrets;
@@ -169,7 +170,7 @@ impl SampleContext {
         (record.error_kind, record.error) = if failures.is_empty() {
             (None, None)
         } else {
-            (Some("evaluator".into()), Some(failures.join("; ")))
+            (Some(ErrorKind::Evaluator), Some(failures.join("; ")))
         };
     }
 }
@@ -236,21 +237,21 @@ pub(super) async fn process(
     let prepared = ctx
         .render(&vars)
         .await
-        .map_err(|e| ("template", format!("prompt: {e}")))
+        .map_err(|e| (ErrorKind::Template, format!("prompt: {e}")))
         .and_then(|(messages, stored)| {
             record.prompt = stored;
             let chars = messages.iter().map(|m| m.content.chars().count()).sum();
             let body = ctx
                 .client
                 .request(&messages)
-                .map_err(|e| ("malformed", e.to_string()))?;
+                .map_err(|e| (ErrorKind::Malformed, e.to_string()))?;
             Ok((body, chars))
         });
     let (body, prompt_chars) = match prepared {
         Ok(prepared) => prepared,
         Err((kind, message)) => {
             drop(permit);
-            record.error_kind = Some(kind.into());
+            record.error_kind = Some(kind);
             record.error = Some(message);
             ctx.record(slot, record);
             return;

@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 use super::{RecordSink, StoreError};
+use crate::error_kind::ErrorKind;
 
 /// Most records per transaction.
 pub const MAX_BATCH: usize = 2048;
@@ -36,7 +37,7 @@ pub struct SampleRecord {
     pub output: Option<String>,
     /// One per evaluator, in spec order; `None` when the evaluator could not decide.
     pub scores: Vec<Option<f64>>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
     pub attempts: u32,
     /// Answers that said slow down (429/503).

@@ -29,7 +29,7 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
         prompt: "p".into(),
         output: (!error).then(|| "positive".into()),
         scores: if error { vec![] } else { vec![score] },
-        error_kind: error.then(|| "timeout".into()),
+        error_kind: error.then_some(crate::error_kind::ErrorKind::Timeout),
         error: error.then(|| "no reply".into()),
         attempts: 1,
         throttled: 0,

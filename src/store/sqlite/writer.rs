@@ -47,7 +47,7 @@ fn commit(
                 r.variables,
                 r.prompt,
                 r.output,
-                r.error_kind,
+                r.error_kind.map(|k| k.to_string()),
                 r.error,
                 r.attempts,
                 r.latency_us.map(|v| v as i64),

@@ -1,0 +1,59 @@
+//! The kinds a sample's error is grouped by: one name per cause, stored and
+//! printed as short stable text (`timeout`, `http_429`, `evaluator`, ...).
+//! `show` groups errors by it and scripts match on it, so the text never changes.
+
+use std::fmt;
+
+/// Why a sample has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The prompt template failed on this row.
+    Template,
+    /// An evaluator could not score the reply.
+    Evaluator,
+    /// No full reply within the timeout.
+    Timeout,
+    /// No connection, or a refused certificate.
+    Connection,
+    /// An HTTP status that is not success (redirects and throttling included).
+    Http(u16),
+    /// A 2xx reply whose body is an error.
+    ApiError,
+    /// A body that cannot be read as a reply, or a request that cannot be encoded.
+    Malformed,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Template => f.write_str("template"),
+            ErrorKind::Evaluator => f.write_str("evaluator"),
+            ErrorKind::Timeout => f.write_str("timeout"),
+            ErrorKind::Connection => f.write_str("connection"),
+            ErrorKind::Http(status) => write!(f, "http_{status}"),
+            ErrorKind::ApiError => f.write_str("api_error"),
+            ErrorKind::Malformed => f.write_str("malformed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn the_stored_text_is_stable() {
+        let all = [
+            (ErrorKind::Template, "template"),
+            (ErrorKind::Evaluator, "evaluator"),
+            (ErrorKind::Timeout, "timeout"),
+            (ErrorKind::Connection, "connection"),
+            (ErrorKind::Http(429), "http_429"),
+            (ErrorKind::ApiError, "api_error"),
+            (ErrorKind::Malformed, "malformed"),
+        ];
+        for (kind, text) in all {
+            assert_eq!(kind.to_string(), text);
+        }
+    }
+}

@@ -31,6 +31,11 @@ impl<'de, A: DeserializeOwned + TypeName> Deserialize<'de> for Entry<A> {
         let mut map = serde_yaml::Mapping::deserialize(d)?;
         let name = match map.remove("name") {
             None => None,
+            // The entry was buffered, so YAML has already typed `name: 2024` or
+            // `name: true`; the name is the scalar as text, as it was read when
+            // entries were one struct.
+            Some(serde_yaml::Value::Number(n)) => Some(n.to_string()),
+            Some(serde_yaml::Value::Bool(b)) => Some(b.to_string()),
             Some(v) => serde_yaml::from_value(v).map_err(|e| {
                 EntryError::At {
                     key: Some("name".into()),

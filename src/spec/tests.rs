@@ -148,3 +148,21 @@ fn retry_max_wait_defaults_parses_and_is_located_when_bad() {
         check(&with("  retry: {max_wait: 1m}\n")).unwrap().spec_hash
     );
 }
+
+#[test]
+fn an_evaluator_name_yaml_types_as_a_number_or_boolean_is_taken_as_written() {
+    // `name: 2024` read as the text `2024` before evaluator entries were a
+    // tagged enum, and specs stored with such names must load and resume.
+    for (written, name) in [("2024", "2024"), ("true", "true"), ("-7", "-7")] {
+        let spec = |value: &str| {
+            GOOD.replace(
+                "  - type: exact_match\n",
+                &format!("  - type: exact_match\n    name: {value}\n"),
+            )
+        };
+        let plain = check(&spec(written)).unwrap_or_else(|e| panic!("{written}: {e}"));
+        let quoted = check(&spec(&format!("\"{written}\""))).unwrap();
+        assert_eq!(plain.evaluators[0].name, name);
+        assert_eq!(plain.spec_hash, quoted.spec_hash, "{written}");
+    }
+}

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::concurrency::{StrategyName, UnknownStrategy};
 use crate::store::read::{EvaluationRow, ExperimentRow, LimitStep, RunRow, SampleRow};
+use crate::store::EvaluationStatus;
 
 /// `dotevals show NAME --format json` (and `run --format json`).
 #[derive(Debug, Clone, Serialize)]
@@ -16,9 +17,7 @@ pub struct ExperimentReport {
     pub experiment: String,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
-    /// `completed`, `completed_with_errors`, `running`, `interrupted`, `failed`, or
-    /// `partial` when some evaluations have samples not run yet.
-    pub status: String,
+    pub status: ExperimentStatus,
     pub evaluations: Vec<EvaluationReport>,
 }
 
@@ -35,7 +34,7 @@ pub struct EvaluationReport {
     /// Strategy of the latest run.
     pub strategy: StrategyName,
     pub max_concurrency: u64,
-    pub status: String,
+    pub status: EvaluationStatus,
     pub started_at: String,
     pub ended_at: Option<String>,
     /// Invocations that ran this evaluation (resumes add one each).
@@ -238,7 +237,7 @@ pub struct ListReport {
 pub struct ExperimentSummary {
     pub name: String,
     pub created_at: String,
-    pub status: String,
+    pub status: ExperimentStatus,
     /// Number of evaluations.
     pub evaluations: u64,
     pub samples: SampleCounts,
@@ -254,17 +253,53 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
+/// How an experiment stands: its most pressing evaluation status, or `partial`
+/// when every evaluation ended but some have samples not run yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExperimentStatus {
+    Running,
+    Failed,
+    Interrupted,
+    CompletedWithErrors,
+    Partial,
+    Completed,
+}
+
+impl std::fmt::Display for ExperimentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExperimentStatus::Running => "running",
+            ExperimentStatus::Failed => "failed",
+            ExperimentStatus::Interrupted => "interrupted",
+            ExperimentStatus::CompletedWithErrors => "completed_with_errors",
+            ExperimentStatus::Partial => "partial",
+            ExperimentStatus::Completed => "completed",
+        })
+    }
+}
+
 /// The status of an experiment from its evaluations'.
-fn experiment_status(evals: &[EvaluationRow]) -> String {
-    for s in ["running", "failed", "interrupted", "completed_with_errors"] {
-        if evals.iter().any(|e| e.status.as_str() == s) {
-            return s.into();
+fn experiment_status(evals: &[EvaluationRow]) -> ExperimentStatus {
+    use EvaluationStatus as E;
+    let pressing = [
+        (E::Running, ExperimentStatus::Running),
+        (E::Failed, ExperimentStatus::Failed),
+        (E::Interrupted, ExperimentStatus::Interrupted),
+        (
+            E::CompletedWithErrors,
+            ExperimentStatus::CompletedWithErrors,
+        ),
+    ];
+    for (evaluation, experiment) in pressing {
+        if evals.iter().any(|e| e.status == evaluation) {
+            return experiment;
         }
     }
     if evals.iter().any(|e| e.recorded < e.total) {
-        return "partial".into();
+        return ExperimentStatus::Partial;
     }
-    "completed".into()
+    ExperimentStatus::Completed
 }
 
 fn counts(e: &EvaluationRow) -> SampleCounts {
@@ -315,7 +350,7 @@ pub fn evaluation(
         model: e.model.clone(),
         strategy: e.strategy.parse()?,
         max_concurrency: e.max_concurrency,
-        status: e.status.to_string(),
+        status: e.status,
         started_at: e.started_at.clone(),
         ended_at: e.ended_at.clone(),
         runs: e.runs,

@@ -10,6 +10,7 @@ use tabled::{builder::Builder, Table};
 use super::output::Render;
 use crate::concurrency::StrategyName;
 use crate::report::{EvaluationReport, ExperimentReport, ListReport};
+use crate::store::EvaluationStatus;
 
 /// Seconds as `850 ms`, `2.01 s` or `3m 20s`.
 pub fn duration(secs: f64) -> String {
@@ -76,7 +77,7 @@ impl Render for ExperimentReport {
             "experiment {} · created {} · {}",
             printable(&self.experiment),
             printable(&self.created_at),
-            printable(&self.status)
+            self.status
         );
         for e in &self.evaluations {
             out.push('\n');
@@ -214,7 +215,7 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             ),
         ));
     }
-    let status = if e.status == "interrupted" {
+    let status = if e.status == EvaluationStatus::Interrupted {
         " · interrupted: run it again to resume".to_owned()
     } else {
         format!(" · {}", e.status)
@@ -331,7 +332,7 @@ impl Render for ListReport {
                     x.samples.errored.to_string(),
                     percent(x.accuracy),
                     duration(x.wall_seconds),
-                    x.status.clone(),
+                    x.status.to_string(),
                 ],
             );
         }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How an evaluation stands, as stored (`status`) and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvaluationStatus {
     /// A run is sending its samples (or died: see [`crate::store::Store::is_running`]).
     Running,

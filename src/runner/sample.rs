@@ -191,48 +191,21 @@ pub(super) async fn process(
     if let Some(reply) = sample.stored.take() {
         drop(permit);
         let mut record = SampleRecord {
-            key: sample.key,
-            index: sample.index,
-            row_hash: sample.row_hash,
-            variables: sample.variables,
             prompt: reply.prompt,
-            output: None,
-            scores: Vec::new(),
-            error_kind: None,
-            error: None,
             attempts: reply.attempts,
             throttled: reply.throttled,
             wait_us: reply.wait_us,
             latency_us: reply.latency_us,
-            start_us,
-            end_us: start_us,
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
+            ..started(sample, start_us)
         };
         ctx.score(&reply.output, &vars, &mut record);
         record.output = Some(reply.output);
         ctx.record(slot, record);
         return;
     }
-    let mut record = SampleRecord {
-        key: sample.key,
-        index: sample.index,
-        row_hash: sample.row_hash,
-        variables: sample.variables,
-        prompt: String::new(),
-        output: None,
-        scores: Vec::new(),
-        error_kind: None,
-        error: None,
-        attempts: 0,
-        throttled: 0,
-        wait_us: 0,
-        latency_us: None,
-        start_us,
-        end_us: start_us,
-        prompt_tokens: None,
-        completion_tokens: None,
-    };
+    let mut record = started(sample, start_us);
     // Render and encode once; every attempt sends the same bytes.
     let prepared = ctx
         .render(&vars)
@@ -325,4 +298,27 @@ pub(super) async fn process(
         }
     }
     ctx.record(slot, record);
+}
+
+/// The record of `sample` begun at `start_us`, before anything is sent.
+fn started(sample: Sample, start_us: u64) -> SampleRecord {
+    SampleRecord {
+        key: sample.key,
+        index: sample.index,
+        row_hash: sample.row_hash,
+        variables: sample.variables,
+        prompt: String::new(),
+        output: None,
+        scores: Vec::new(),
+        error_kind: None,
+        error: None,
+        attempts: 0,
+        throttled: 0,
+        wait_us: 0,
+        latency_us: None,
+        start_us,
+        end_us: start_us,
+        prompt_tokens: None,
+        completion_tokens: None,
+    }
 }

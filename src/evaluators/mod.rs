@@ -7,6 +7,7 @@
 //! request); scoring is pure. [`passes`] is the one rule that turns a score into
 //! pass or fail.
 
+mod command;
 mod contains;
 mod entry;
 mod exact_match;
@@ -68,6 +69,7 @@ registry! {
     "regex" => Regex(regex::Args),
     "numeric_match" => NumericMatch(numeric_match::Args),
     "valid_json" => ValidJson(valid_json::Args),
+    "command" => Command(command::Args),
 }
 
 /// The `type:` an argument struct is registered under (implemented by [`registry!`]).
@@ -79,6 +81,12 @@ pub trait TypeName {
 pub trait Arguments: std::fmt::Debug + Send + Sync {
     /// Checks the arguments and builds the scorer (templates and patterns compiled).
     fn build(&self) -> Result<Arc<dyn Score>, ArgError>;
+    /// [`build`](Self::build) for a spec in `spec_dir` (`""` for the working
+    /// directory), for arguments that name files.
+    fn build_in(&self, spec_dir: &std::path::Path) -> Result<Arc<dyn Score>, ArgError> {
+        let _ = spec_dir;
+        self.build()
+    }
 }
 
 /// Scores one output. `ctx` holds the sample's variables plus `output`.
@@ -88,6 +96,30 @@ pub trait Score: Send + Sync {
     fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError>;
     /// The templated arguments, by key, so the loader can check their variables.
     fn templates(&self) -> Vec<(&'static str, &Template)>;
+    /// For an evaluator that waits on I/O (a program, a model): how to score
+    /// without blocking the runtime; the runner then awaits it instead of
+    /// calling [`score`](Self::score). `None` for the pure rules.
+    fn external(&self) -> Option<&dyn External> {
+        None
+    }
+}
+
+/// Scoring that waits (see `command.rs` for why it is a separate trait).
+pub trait External: Send + Sync {
+    /// Scores `output` of a sample whose dataset row is `variables` (a JSON
+    /// object, as stored).
+    fn score<'a>(
+        &'a self,
+        output: &'a str,
+        variables: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Scored, ScoreError>> + Send + 'a>>;
+}
+
+/// A score with the scorer's reason for it, when it gives one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub score: f64,
+    pub reason: Option<String>,
 }
 
 /// The score a sample needs to pass. Today's evaluators score 0 or 1, so passing
@@ -114,6 +146,9 @@ pub enum ScoreError {
     /// A scorer broke the [0, 1] contract.
     #[error("score {0} is outside [0, 1]")]
     OutOfRange(f64),
+    /// A `command` scorer did not answer with a score (its message says why).
+    #[error("{0}")]
+    Command(String),
 }
 
 /// A built evaluator with its display name; clones share the scorer.
@@ -132,6 +167,25 @@ impl Evaluator {
             s => Err(ScoreError::OutOfRange(s)),
         }
     }
+
+    /// Scores `output` of the sample whose row is `variables` (JSON text),
+    /// `ctx` being its template context plus `output`: inline for the pure
+    /// rules, awaited for [`External`] ones. The score's reason is not stored
+    /// yet, so only the score is returned.
+    pub async fn score_sample(
+        &self,
+        output: &str,
+        variables: &str,
+        ctx: &Value,
+    ) -> Result<f64, ScoreError> {
+        let Some(external) = self.scorer.external() else {
+            return self.score(output, ctx);
+        };
+        match external.score(output, variables).await?.score {
+            s if (0.0..=1.0).contains(&s) => Ok(s),
+            s => Err(ScoreError::OutOfRange(s)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -145,10 +199,16 @@ impl std::fmt::Debug for Evaluator {
 impl EvaluatorSpec {
     /// Builds the evaluator this entry describes.
     pub fn build(&self) -> Result<Evaluator, ArgError> {
+        self.build_in(std::path::Path::new(""))
+    }
+
+    /// Builds the evaluator of a spec in `spec_dir` (`command` resolves its
+    /// program and runs there).
+    pub fn build_in(&self, spec_dir: &std::path::Path) -> Result<Evaluator, ArgError> {
         let (kind, name, args) = self.parts();
         Ok(Evaluator {
             name: name.unwrap_or(kind).to_owned(),
-            scorer: args.build()?,
+            scorer: args.build_in(spec_dir)?,
         })
     }
 }
@@ -260,7 +320,17 @@ mod tests {
     fn argument_keys_are_every_evaluators_in_registry_order() {
         assert_eq!(
             argument_keys(),
-            ["expected", "ignore_case", "pattern", "tolerance", "schema"]
+            [
+                "expected",
+                "ignore_case",
+                "pattern",
+                "tolerance",
+                "schema",
+                "command",
+                "workers",
+                "timeout",
+                "config"
+            ]
         );
     }
 }

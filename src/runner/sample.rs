@@ -154,12 +154,15 @@ impl SampleContext {
 
     /// Scores `output` with every evaluator into `record`; an evaluator that
     /// cannot decide makes the record an `evaluator` error.
-    fn score(&self, output: &str, vars: &Value, record: &mut SampleRecord) {
+    async fn score(&self, output: &str, vars: &Value, record: &mut SampleRecord) {
         let scoring = minijinja::context! { output => output, ..vars.clone() };
         let mut failures = Vec::new();
         record.scores.clear();
         for evaluator in &self.evaluators {
-            match evaluator.score(output, &scoring) {
+            match evaluator
+                .score_sample(output, &record.variables, &scoring)
+                .await
+            {
                 Ok(score) => record.scores.push(Some(score)),
                 Err(e) => {
                     record.scores.push(None);
@@ -200,7 +203,7 @@ pub(super) async fn process(
             completion_tokens: reply.completion_tokens,
             ..started(sample, start_us)
         };
-        ctx.score(&reply.output, &vars, &mut record);
+        ctx.score(&reply.output, &vars, &mut record).await;
         record.output = Some(reply.output);
         ctx.record(slot, record);
         return;
@@ -285,7 +288,7 @@ pub(super) async fn process(
             record.latency_us = Some(completion.latency.as_micros() as u64);
             record.prompt_tokens = completion.prompt_tokens;
             record.completion_tokens = completion.completion_tokens;
-            ctx.score(&completion.content, &vars, &mut record);
+            ctx.score(&completion.content, &vars, &mut record).await;
             record.output = Some(completion.content);
         }
         Err(e) => {

@@ -99,8 +99,9 @@ impl Checker<'_> {
         let dataset = self.dataset(&raw)?;
         let prompt = self.prompt(&raw)?;
         let mut evals = Vec::with_capacity(raw.evaluators.len());
+        let spec_dir = self.path.parent().unwrap_or(Path::new(""));
         for (i, e) in raw.evaluators.iter().enumerate() {
-            let built = e.build().map_err(|err| {
+            let built = e.build_in(spec_dir).map_err(|err| {
                 let key = format!("evaluators[{i}].{}", err.key);
                 let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
                 if let Some(line) = err.template_line {

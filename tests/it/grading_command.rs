@@ -1,0 +1,327 @@
+//! `type: command`: the user's own scorer, a program speaking JSON lines,
+//! run against an echo server (each output is its prompt, `sample I`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use crate::server::TestServer;
+use crate::util::{EvaluationReport, Out, Spec, TestDir, BIN};
+
+/// The JSON-lines loop every test program shares; `answer(request)` returns the reply dict.
+const LOOP: &str = r#"
+import json, os, sys
+with open("starts.log", "a") as f:
+    f.write(f"{os.getpid()}\n")
+def main(answer):
+    for line in sys.stdin:
+        request = json.loads(line)
+        reply = answer(request)
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+def index(request):
+    return int(request["output"].split()[-1])
+"#;
+
+/// Writes `scorer.py` (the loop plus `body`, which calls `main`), runs `n`
+/// samples with `evaluator` (a flow mapping) and returns the run and the report.
+fn run(n: usize, body: &str, evaluator: &str) -> (TestDir, Out, EvaluationReport) {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    let spec = Spec::new("custom", &server.url())
+        .samples(n)
+        .quick()
+        .evaluator(evaluator)
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    let out = dir
+        .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output();
+    assert_eq!(server.count(), n, "one model request per sample");
+    let report = dir.show_full("x").only().clone();
+    (dir, out, report)
+}
+
+/// Scores and errors by sample index.
+fn by_index(
+    report: &EvaluationReport,
+    evaluator: &str,
+) -> BTreeMap<u64, (Option<f64>, Option<String>)> {
+    report
+        .records()
+        .iter()
+        .map(|r| {
+            let score = r.scores.get(evaluator).copied().flatten();
+            (r.index, (score, r.error.clone()))
+        })
+        .collect()
+}
+
+fn starts(dir: &TestDir) -> Vec<String> {
+    dir.read("starts.log").lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn a_crash_garbage_and_a_hang_leave_only_those_samples_unscored() {
+    let body = r#"
+import time
+def answer(request):
+    i = index(request)
+    if i == 2:
+        print("boom on sample 2", file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(3)
+    if i == 4:
+        return "this is not a reply"
+    if i == 6:
+        print("thinking forever", file=sys.stderr)
+        sys.stderr.flush()
+        time.sleep(60)
+    return {"id": request["id"], "score": 1}
+def answer_raw(request):
+    reply = answer(request)
+    return reply
+main(answer_raw)
+"#;
+    // `json.dumps("this is not a reply")` is a JSON string, not a reply object.
+    let (dir, out, report) = run(
+        10,
+        body,
+        "{type: command, name: mine, command: [python3, scorer.py], timeout: 1s}",
+    );
+    assert_eq!(
+        out.code,
+        Some(1),
+        "evaluator errors make the run exit 1: {out:?}"
+    );
+    let scores = by_index(&report, "mine");
+    for (i, (score, error)) in &scores {
+        match i {
+            2 => {
+                assert_eq!(*score, None);
+                let e = error.as_deref().unwrap_or_default();
+                assert!(
+                    e.contains("exited before replying") && e.contains("boom on sample 2"),
+                    "{e}"
+                );
+            }
+            4 => {
+                assert_eq!(*score, None);
+                let e = error.as_deref().unwrap_or_default();
+                assert!(
+                    e.contains("not a JSON reply: `\"this is not a reply\"`"),
+                    "{e}"
+                );
+            }
+            6 => {
+                assert_eq!(*score, None);
+                let e = error.as_deref().unwrap_or_default();
+                assert!(
+                    e.contains("gave no reply within 1s") && e.contains("thinking forever"),
+                    "{e}"
+                );
+            }
+            _ => assert_eq!((*score, error.as_deref()), (Some(1.0), None), "sample {i}"),
+        }
+    }
+    for i in [2, 4, 6] {
+        let r = report
+            .records()
+            .iter()
+            .find(|r| r.index == i)
+            .expect("record");
+        assert_eq!(r.error_kind.as_deref(), Some("evaluator"), "{r:?}");
+    }
+    assert_eq!(scores.len(), 10);
+    // Started once, then restarted at most once per fault: never once per sample.
+    let n = starts(&dir).len();
+    assert!((3..=4).contains(&n), "{n} starts");
+}
+
+#[test]
+fn replies_out_of_order_are_matched_by_id() {
+    // Reads whatever requests are waiting (up to 4, or 300 ms), then answers
+    // them last first; the score says which sample it is for.
+    let body = r#"
+import select
+def batches():
+    buf = b""
+    while True:
+        batch, deadline = [], None
+        while len(batch) < 4:
+            timeout = None if not batch else 0.3
+            ready, _, _ = select.select([0], [], [], timeout)
+            if not ready:
+                break
+            chunk = os.read(0, 65536)
+            if not chunk:
+                if batch:
+                    yield batch
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                batch.append(json.loads(line))
+        yield batch
+with open("batches.log", "a") as log:
+    for batch in batches():
+        log.write(f"{len(batch)}\n")
+        log.flush()
+        for request in reversed(batch):
+            reply = {"id": request["id"], "score": index(request) / 10}
+            sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+"#;
+    let (dir, out, report) = run(
+        8,
+        body,
+        "{type: command, command: [python3, scorer.py], timeout: 5s}",
+    );
+    out.assert_exit_code(0);
+    for (i, (score, error)) in by_index(&report, "command") {
+        assert_eq!((score, error), (Some(i as f64 / 10.0), None), "sample {i}");
+    }
+    let batches: Vec<usize> = dir
+        .read("batches.log")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert!(
+        batches.iter().any(|&b| b >= 2),
+        "some replies went out of order: {batches:?}"
+    );
+    assert_eq!(starts(&dir).len(), 1, "one program for the run");
+}
+
+#[test]
+fn workers_start_several_programs_that_share_the_samples() {
+    let body = r#"
+import time
+def answer(request):
+    time.sleep(0.2)
+    with open("served.log", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return {"id": request["id"], "score": 1, "reason": "fine"}
+main(answer)
+"#;
+    let (dir, out, report) = run(
+        8,
+        body,
+        "{type: command, command: [python3, scorer.py], workers: 2, config: {unused: true}}",
+    );
+    out.assert_exit_code(0);
+    assert!(by_index(&report, "command")
+        .values()
+        .all(|s| s.0 == Some(1.0)));
+    let started: BTreeSet<String> = starts(&dir).into_iter().collect();
+    assert_eq!(started.len(), 2, "two programs: {started:?}");
+    let served: BTreeSet<String> = dir.read("served.log").lines().map(str::to_owned).collect();
+    assert_eq!(served, started, "both programs scored samples");
+}
+
+#[test]
+fn the_program_gets_output_variables_and_config_and_its_errors_are_reported() {
+    let body = r#"
+def answer(request):
+    assert request["variables"] == {"text": request["output"]}, request
+    limit = request["config"]["limit"]
+    i = index(request)
+    if i == 0:
+        return {"id": request["id"], "error": "cannot judge this one"}
+    if i == 1:
+        return {"id": request["id"], "score": 1.5}
+    return {"id": request["id"], "score": min(1, i / limit)}
+main(answer)
+"#;
+    let (_dir, out, report) = run(
+        4,
+        body,
+        "{type: command, command: [python3, scorer.py], config: {limit: 4}}",
+    );
+    out.assert_exit_code(1);
+    let scores = by_index(&report, "command");
+    let e0 = scores[&0].1.as_deref().unwrap_or_default();
+    assert!(e0.contains("says: cannot judge this one"), "{e0}");
+    let e1 = scores[&1].1.as_deref().unwrap_or_default();
+    assert!(e1.contains("score 1.5 is outside [0, 1]"), "{e1}");
+    assert_eq!(scores[&2].0, Some(0.5));
+    assert_eq!(scores[&3].0, Some(0.75));
+}
+
+#[test]
+fn a_missing_program_or_bad_field_is_a_spec_error_before_any_request() {
+    for (evaluator, message) in [
+        (
+            "{type: command, command: [no-such-scorer-program]}",
+            "scorer program `no-such-scorer-program` not found in PATH",
+        ),
+        (
+            "{type: command, command: [./missing.sh]}",
+            "scorer program `./missing.sh` not found",
+        ),
+        ("{type: command, command: [scorer.py]}", "not found in PATH"),
+        (
+            "{type: command, command: [./scorer.py]}",
+            "is not an executable file",
+        ),
+        ("{type: command, command: []}", "`command` is empty"),
+        (
+            "{type: command, command: [python3], workers: 0}",
+            "`workers` must be between 1 and 64, not 0",
+        ),
+        (
+            "{type: command, command: [python3], timeout: soon}",
+            "invalid duration `soon`",
+        ),
+    ] {
+        let server = TestServer::echo();
+        let dir = TestDir::new();
+        dir.write("scorer.py", "print('not executable')\n");
+        let spec = Spec::new("custom", &server.url())
+            .evaluator(evaluator)
+            .to_string();
+        dir.write("spec.yaml", &spec);
+        let out = dir.cmd(["run", "spec.yaml", "--experiment", "x"]).output();
+        out.assert_exit_code(2).assert_stderr_contains(message);
+        // Located at the evaluator's line.
+        let line = spec
+            .lines()
+            .position(|l| l.contains("type: command"))
+            .unwrap_or(0)
+            + 1;
+        out.assert_stderr_contains(&format!("spec.yaml:{line}:"));
+        assert_eq!(server.count(), 0, "{evaluator}: nothing sent");
+    }
+}
+
+#[test]
+fn the_shipped_example_runs_from_the_repository_root() {
+    let dir = TestDir::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(BIN)
+        .current_dir(root)
+        .args([
+            "run",
+            "evals/custom-scorer.yaml",
+            "--experiment",
+            "x",
+            "--quiet",
+        ])
+        .env("DOTEVALS_STORAGE", dir.store())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run dotevals");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = dir.show_full("x").only().clone();
+    let scores: Vec<Option<f64>> = report
+        .records()
+        .iter()
+        .map(|r| r.scores.get("short").copied().flatten())
+        .collect();
+    assert_eq!(scores.len(), 4);
+    assert!(scores.contains(&Some(1.0)), "{scores:?}");
+    assert!(
+        scores.iter().any(|s| matches!(s, Some(x) if *x < 1.0)),
+        "{scores:?}"
+    );
+}

@@ -78,12 +78,9 @@ def answer(request):
         sys.stderr.flush()
         time.sleep(60)
     return {"id": request["id"], "score": 1}
-def answer_raw(request):
-    reply = answer(request)
-    return reply
-main(answer_raw)
+main(answer)
 "#;
-    // `json.dumps("this is not a reply")` is a JSON string, not a reply object.
+    // Sample 4's line is `"this is not a reply"`: JSON, but no reply object.
     let (dir, out, report) = run(
         10,
         body,

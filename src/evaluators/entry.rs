@@ -221,7 +221,7 @@ mod tests {
         assert_eq!(message, "unknown evaluator type `exact_mach`");
         assert_eq!(
             hint.as_deref(),
-            Some("did you mean `exact_match`? Known types: exact_match, contains, regex, numeric_match, valid_json")
+            Some("did you mean `exact_match`? Known types: exact_match, contains, regex, numeric_match, valid_json, f1, similarity, json_match, choice")
         );
     }
 
@@ -247,7 +247,7 @@ mod tests {
             found,
             EntryError::At {
                 key: Some("expectd".into()),
-                message: "unknown field `expectd`, expected one of `type`, `name`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`".into()
+                message: "unknown field `expectd`, expected one of `type`, `name`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`".into()
             }
         );
     }

@@ -7,11 +7,15 @@
 //! request); scoring is pure. [`passes`] is the one rule that turns a score into
 //! pass or fail.
 
+mod choice;
 mod contains;
 mod entry;
 mod exact_match;
+mod f1;
+mod json_match;
 mod numeric_match;
 mod regex;
+mod similarity;
 mod valid_json;
 
 use std::sync::Arc;
@@ -68,6 +72,10 @@ registry! {
     "regex" => Regex(regex::Args),
     "numeric_match" => NumericMatch(numeric_match::Args),
     "valid_json" => ValidJson(valid_json::Args),
+    "f1" => F1(f1::Args),
+    "similarity" => Similarity(similarity::Args),
+    "json_match" => JsonMatch(json_match::Args),
+    "choice" => Choice(choice::Args),
 }
 
 /// The `type:` an argument struct is registered under (implemented by [`registry!`]).
@@ -105,6 +113,9 @@ pub enum ScoreError {
     /// A templated argument did not render for this sample.
     #[error("{0}")]
     Render(String),
+    /// `expected` rendered to something the evaluator cannot compare with.
+    #[error("{0}")]
+    Expected(String),
     /// A templated pattern rendered to something that is not a regex.
     #[error("invalid regex `{pattern}`: {message}")]
     Regex { pattern: String, message: String },
@@ -260,7 +271,16 @@ mod tests {
     fn argument_keys_are_every_evaluators_in_registry_order() {
         assert_eq!(
             argument_keys(),
-            ["expected", "ignore_case", "pattern", "tolerance", "schema"]
+            [
+                "expected",
+                "ignore_case",
+                "pattern",
+                "tolerance",
+                "schema",
+                "method",
+                "path",
+                "choices"
+            ]
         );
     }
 }

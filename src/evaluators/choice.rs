@@ -265,4 +265,14 @@ mod tests {
         }
         assert_eq!(build_err("type: choice").key, "expected");
     }
+
+    proptest::proptest! {
+        /// Any text reads as at most one letter, without panicking.
+        #[test]
+        fn any_text_reads_safely(output in "(\\PC|\n|[()ABC.:]|answer|ANSWER: ){0,30}") {
+            if let Some(c) = answer(&output, ABCDE) {
+                proptest::prop_assert!(c.is_ascii_uppercase());
+            }
+        }
+    }
 }

@@ -152,4 +152,15 @@ mod tests {
         assert_eq!(score(&e, "PARIS.", context! { answer => "paris" }), PASS);
         assert_eq!(build_err("type: f1").key, "expected");
     }
+
+    proptest::proptest! {
+        /// F1 is symmetric, in [0, 1], and 1 for a text against itself.
+        #[test]
+        fn f1_is_a_symmetric_score(a in "\\PC{0,40}", b in "[a-c ,.]{0,20}") {
+            let s = f1(&a, &b);
+            proptest::prop_assert!((0.0..=1.0).contains(&s));
+            proptest::prop_assert!((s - f1(&b, &a)).abs() < 1e-12);
+            proptest::prop_assert_eq!(f1(&a, &a), 1.0);
+        }
+    }
 }

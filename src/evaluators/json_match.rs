@@ -132,9 +132,8 @@ fn parse_output(output: &str) -> Option<Json> {
         let after = &rest[start + 3..];
         // The info string (`json`, `JSON`, or nothing) runs to the end of the line.
         let (info, body) = after.split_once('\n').unwrap_or((after, ""));
-        let Some(end) = body.find("```") else {
-            return None;
-        };
+        // An unclosed fence holds nothing to read.
+        let end = body.find("```")?;
         let info = info.trim();
         if info.is_empty() || info.eq_ignore_ascii_case("json") {
             if let Ok(v) = serde_json::from_str(body[..end].trim()) {
@@ -284,5 +283,17 @@ mod tests {
             build_err("type: json_match\nexpected: \"{{ x\"").key,
             "expected"
         );
+    }
+
+    proptest::proptest! {
+        /// Reading arbitrary text (fences included) never panics, and a value
+        /// equals itself after a round trip through text.
+        #[test]
+        fn reading_is_total(output in "(\\PC|\n|```|json|[{}\":1]){0,40}") {
+            if let Some(v) = super::parse_output(&output) {
+                let again = super::parse_output(&v.to_string());
+                proptest::prop_assert!(again.is_some_and(|w| super::same(&v, &w)));
+            }
+        }
     }
 }

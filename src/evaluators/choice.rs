@@ -2,7 +2,7 @@
 //! with `expected`, a letter, case-insensitively.
 //!
 //! How the letter is read (README, Evaluators):
-//! 1. The last `ANSWER:` (any case, e.g. `Final answer: **(c)**`) that is followed by
+//! 1. The last `ANSWER:` (any case, e.g. `Final answer: **(c)**`, `**Answer**: c`) followed by
 //!    a lone letter, possibly in `( )` or `[ ]`, decides, whatever the letter.
 //! 2. Else the first upper-case letter among `choices` written as `(B)`, `B.` or
 //!    `B)` (not glued to a word: not `U.S.`, `AB.` or `B.5`), or alone on its line
@@ -25,7 +25,7 @@ use crate::template::Template;
 /// `ANSWER:` and what may stand between it and the letter; the letter's right side is
 /// checked in code (no look-around in `regex`).
 static ANSWER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i:\banswer)[ \t]*:[\s*_]*[(\[]?[ \t]*([A-Za-z])[)\]]?").expect("static regex")
+    Regex::new(r"(?i:\banswer)[ \t*_]*:[\s*_]*[(\[]?[ \t]*([A-Za-z])[)\]]?").expect("static regex")
 });
 
 const DEFAULT_CHOICES: &[char] = &['A', 'B', 'C', 'D', 'E'];
@@ -181,6 +181,8 @@ mod tests {
             ("Answer: (B)", Some('B')),
             ("answer: [c]", Some('C')),
             ("**Final answer:** D", Some('D')),
+            ("**Answer**: (a)", Some('A')),
+            ("Answers: none of them", None),
             ("Answer:\n\nE.", Some('E')),
             ("(B)", Some('B')),
             ("I think it is (C), because...", Some('C')),

@@ -12,6 +12,7 @@ mod datasets;
 mod errors;
 mod evaluators;
 mod golden;
+mod grading_scores;
 mod json_output;
 mod resume;
 mod schema;

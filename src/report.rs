@@ -268,7 +268,7 @@ pub struct ExperimentSummary {
     /// Number of evaluations.
     pub evaluations: u64,
     pub samples: SampleCounts,
-    /// All scores of all evaluators pooled: passed / scored.
+    /// Every evaluator's passes pooled: passed / scored over all evaluators.
     pub accuracy: Option<f64>,
     /// Wall time of all evaluations.
     pub wall_seconds: f64,

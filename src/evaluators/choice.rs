@@ -18,7 +18,7 @@ use ::regex::Regex;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{required_template, ArgError, Arguments, Score, ScoreError, Scored, TypeName};
 use crate::spec::raw::Text;
 use crate::template::Template;
 
@@ -80,10 +80,15 @@ struct Choice {
 }
 
 impl Score for Choice {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
         let expected = expected_letter(&expected, &self.choices)?;
-        Ok(score_of(answer(output, &self.choices) == Some(expected)))
+        // The letter read is the reason, so a misread can be seen in `show --full`.
+        Ok(match answer(output, &self.choices) {
+            None => Scored::because(0.0, "no answer letter found"),
+            Some(c) if c == expected => Scored::because(1.0, format!("answered {c}")),
+            Some(c) => Scored::because(0.0, format!("answered {c}, expected {expected}")),
+        })
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -238,6 +243,13 @@ mod tests {
         assert_eq!(score(&e, "(B)", context! { answer => " b " }), PASS);
         assert_eq!(score(&e, "(C)", context! { answer => "B" }), FAIL);
         assert_eq!(score(&e, "no idea", context! { answer => "B" }), FAIL);
+        let reason = |out: &str| e.score(out, &context! { answer => "b" }).map(|s| s.reason);
+        assert_eq!(reason("B)"), Ok(Some("answered B".into())));
+        assert_eq!(
+            reason("ANSWER: c"),
+            Ok(Some("answered C, expected B".into()))
+        );
+        assert_eq!(reason("hmm"), Ok(Some("no answer letter found".into())));
         assert_eq!(
             score(&e, "(B)", context! { answer => "F" }),
             Err(ScoreError::Expected(

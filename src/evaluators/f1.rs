@@ -12,7 +12,9 @@ use ::regex::Regex;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{required_template, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{
+    required_template, ArgError, Arguments, Score, ScoreError, Scored, TypeName, GRADED_THRESHOLD,
+};
 use crate::spec::raw::Text;
 use crate::template::Template;
 
@@ -32,6 +34,10 @@ impl Arguments for Args {
             expected: required_template(Self::TYPE, "expected", self.expected.as_ref())?,
         }))
     }
+
+    fn default_threshold(&self) -> f64 {
+        GRADED_THRESHOLD
+    }
 }
 
 struct F1 {
@@ -39,9 +45,9 @@ struct F1 {
 }
 
 impl Score for F1 {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
-        Ok(f1(output, &expected))
+        Ok(Scored::from(f1(output, &expected)))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -151,6 +157,8 @@ mod tests {
         assert!(close(s, 0.4), "{s}");
         assert_eq!(score(&e, "PARIS.", context! { answer => "paris" }), PASS);
         assert_eq!(build_err("type: f1").key, "expected");
+        // Graded: half an answer passes by default.
+        assert_eq!(e.threshold, super::super::GRADED_THRESHOLD);
     }
 
     proptest::proptest! {

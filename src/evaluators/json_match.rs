@@ -17,7 +17,7 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{score_of, ArgError, Arguments, Score, ScoreError, Scored, TypeName};
 use crate::template::Template;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -96,7 +96,7 @@ struct JsonMatch {
 }
 
 impl Score for JsonMatch {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let rendered;
         let expected = match &self.expected {
             Expected::Value(v) => v,
@@ -107,11 +107,19 @@ impl Score for JsonMatch {
             }
         };
         let Some(found) = parse_output(output) else {
-            return Ok(0.0);
+            return Ok(Scored::because(
+                0.0,
+                "the output is not JSON, nor holds JSON in a ``` fence",
+            ));
         };
-        Ok(score_of(
-            found.pointer(&self.path).is_some_and(|v| same(v, expected)),
-        ))
+        Ok(match found.pointer(&self.path) {
+            None => Scored::because(0.0, format!("the JSON has nothing at `{}`", self.path)),
+            Some(v) if same(v, expected) => score_of(true),
+            Some(v) => Scored::because(
+                0.0,
+                format!("found {}, expected {}", excerpt(v), excerpt(expected)),
+            ),
+        })
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -143,6 +151,15 @@ fn parse_output(output: &str) -> Option<Json> {
         rest = &body[end + 3..];
     }
     None
+}
+
+/// `value` as compact JSON, cut after 100 characters.
+fn excerpt(value: &Json) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(100) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// Structural equality, numbers by value.
@@ -260,6 +277,26 @@ mod tests {
         let e = from_yaml("type: json_match\npath: /answer\nexpected: null");
         assert_eq!(score(&e, r#"{"answer": null}"#, context! {}), PASS);
         assert_eq!(score(&e, r#"{}"#, context! {}), FAIL);
+    }
+
+    #[test]
+    fn a_fail_says_why() {
+        let e = from_yaml("type: json_match\npath: /a\nexpected: [1, 2]");
+        let reason = |out: &str| {
+            e.score(out, &context! {})
+                .expect("scored")
+                .reason
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            reason("nope"),
+            "the output is not JSON, nor holds JSON in a ``` fence"
+        );
+        assert_eq!(reason("{}"), "the JSON has nothing at `/a`");
+        assert_eq!(reason(r#"{"a": [2, 1]}"#), "found [2,1], expected [1,2]");
+        assert_eq!(reason(r#"{"a": [1, 2]}"#), "");
+        let long = format!(r#"{{"a": "{}"}}"#, "é".repeat(300));
+        assert_eq!(reason(&long).chars().filter(|c| *c == 'é').count(), 99);
     }
 
     #[test]

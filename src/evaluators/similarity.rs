@@ -9,7 +9,9 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{required_template, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{
+    required_template, ArgError, Arguments, Score, ScoreError, Scored, TypeName, GRADED_THRESHOLD,
+};
 use crate::spec::raw::Text;
 use crate::template::Template;
 
@@ -38,6 +40,10 @@ impl Arguments for Args {
             ignore_case: self.ignore_case.unwrap_or(false),
         }))
     }
+
+    fn default_threshold(&self) -> f64 {
+        GRADED_THRESHOLD
+    }
 }
 
 struct Similarity {
@@ -47,14 +53,14 @@ struct Similarity {
 }
 
 impl Score for Similarity {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
         let (a, b) = (output.trim(), expected.trim());
-        Ok(if self.ignore_case {
+        Ok(Scored::from(if self.ignore_case {
             similarity(self.method, &a.to_lowercase(), &b.to_lowercase())
         } else {
             similarity(self.method, a, b)
-        })
+        }))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
@@ -91,6 +97,9 @@ mod tests {
             score(&e, "Paris", context! { answer => "paris" }).ok(),
             Some(0.8)
         );
+        assert_eq!(e.threshold, super::super::GRADED_THRESHOLD);
+        let e = from_yaml("{type: similarity, expected: x, threshold: 0.9}");
+        assert_eq!(e.threshold, 0.9);
     }
 
     #[test]

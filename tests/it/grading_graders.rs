@@ -49,7 +49,10 @@ fn f1_scores_tokens_as_squad_does() {
             case("empty", "", json!({"answer": "the"})),
             case("unicode", "ÉCOLE normale", json!({"answer": "école"})),
         ],
-        "  - {type: f1, expected: \"{{ answer }}\"}\n",
+        concat!(
+            "  - {type: f1, expected: \"{{ answer }}\"}\n",
+            "  - {type: f1, name: strict, expected: \"{{ answer }}\", threshold: 1}\n",
+        ),
     );
     out.assert_exit_code(0);
     assert_close(score(&eval, "exact", "f1"), 1.0);
@@ -59,7 +62,9 @@ fn f1_scores_tokens_as_squad_does() {
     // Both sides normalise to no tokens: identical, as in SQuAD v2.
     assert_close(score(&eval, "empty", "f1"), 1.0);
     assert_close(score(&eval, "unicode", "f1"), 2.0 / 3.0);
-    assert_eq!(eval.evaluator("f1").scored, 6);
+    // Graded: passes from 0.5 by default (exact, longer, empty, unicode), or as set.
+    assert_summary(&eval, "f1", 6, 4);
+    assert_summary(&eval, "strict", 6, 2);
     assert_eq!(eval.samples.errored, 0);
 }
 
@@ -95,6 +100,11 @@ fn similarity_levenshtein_and_jaro_winkler() {
         strsim::jaro_winkler("cafe", "café"),
     );
     assert_close(score(&eval, "empty", "jw"), 1.0);
+    // Graded: 0.5 passes by default; kitten/sitting (0.571) does, PARIS/paris (0) only
+    // with ignore_case.
+    assert_summary(&eval, "similarity", 5, 4);
+    assert_summary(&eval, "ci", 5, 5);
+    assert_summary(&eval, "jw", 5, 4);
 }
 
 #[test]
@@ -134,6 +144,21 @@ fn json_match_compares_values_at_a_pointer() {
     );
     assert_summary(&eval, "json_match", 6, 3);
     assert_eq!(eval.samples.errored, 0);
+    // A fail says why; a pass says nothing.
+    let reason = |id: &str| eval.record(id).reasons.get("json_match").cloned();
+    assert_eq!(reason("plain"), None);
+    assert_eq!(
+        reason("string").as_deref(),
+        Some(r#"found "42", expected 42"#)
+    );
+    assert_eq!(
+        reason("prose").as_deref(),
+        Some("the output is not JSON, nor holds JSON in a ``` fence")
+    );
+    assert_eq!(
+        reason("missing").as_deref(),
+        Some("the JSON has nothing at `/answer`")
+    );
 }
 
 #[test]
@@ -243,6 +268,11 @@ fn choice_reads_the_answer_letter() {
         "{outside:?}"
     );
     assert_eq!(eval.samples.errored, 1);
+    // The letter read is kept as the reason.
+    let reason = |id: &str| eval.record(id).reasons.get("choice").cloned();
+    assert_eq!(reason("changed").as_deref(), Some("answered C"));
+    assert_eq!(reason("wrong").as_deref(), Some("answered A, expected B"));
+    assert_eq!(reason("none").as_deref(), Some("no answer letter found"));
     out.assert_exit_code(1);
 }
 

@@ -13,6 +13,7 @@ mod errors;
 mod evaluators;
 mod golden;
 mod grading_graders;
+mod grading_scores;
 mod json_output;
 mod resume;
 mod schema;

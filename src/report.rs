@@ -7,7 +7,8 @@
 use serde::Serialize;
 
 use crate::concurrency::{StrategyName, UnknownStrategy};
-use crate::store::read::{EvaluationRow, ExperimentRow, LimitStep, RunRow, SampleRow};
+use crate::store::read::{EvaluationRow, ExperimentRow, LimitStep, RunRow, SampleRow, ScoreTotal};
+use crate::store::writer::ScoreRecord;
 use crate::store::EvaluationStatus;
 
 /// `dotevals show NAME --format json` (and `run --format json`).
@@ -73,10 +74,30 @@ pub struct EvaluatorReport {
     pub name: String,
     /// Samples it scored.
     pub scored: u64,
-    /// Samples that passed.
+    /// Samples that passed: scored at least the evaluator's threshold.
     pub passed: u64,
-    /// passed / scored; null when nothing was scored.
+    /// passed / scored; null when nothing was scored. Kept for scripts: equal
+    /// to `pass_rate`.
     pub accuracy: Option<f64>,
+    /// Mean score of the scored samples, in [0, 1]; null when nothing was scored.
+    pub mean: Option<f64>,
+    /// passed / scored; null when nothing was scored.
+    pub pass_rate: Option<f64>,
+}
+
+impl EvaluatorReport {
+    /// An evaluator's figures from its stored totals.
+    pub fn new(name: &str, s: &ScoreTotal) -> Self {
+        let pass_rate = ratio(s.passed as f64, s.scored as f64);
+        EvaluatorReport {
+            name: name.to_owned(),
+            scored: s.scored,
+            passed: s.passed,
+            accuracy: pass_rate,
+            mean: ratio(s.sum, s.scored as f64),
+            pass_rate,
+        }
+    }
 }
 
 /// Timing of an evaluation, summed over its runs.
@@ -213,8 +234,14 @@ pub struct RecordReport {
     /// The rendered prompt (a list of messages when the spec uses `messages`).
     pub prompt: serde_json::Value,
     pub output: Option<String>,
-    /// Evaluator name to score (1 pass, 0 fail, null undecided).
+    /// Evaluator name to score in [0, 1] (null: not scored).
     pub scores: serde_json::Map<String, serde_json::Value>,
+    /// Evaluator name to whether the sample passed it (null: not scored).
+    pub passed: serde_json::Map<String, serde_json::Value>,
+    /// Evaluator name to the reason it gave; only evaluators that gave one,
+    /// and left out when none did.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub reasons: serde_json::Map<String, serde_json::Value>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub attempts: u32,
@@ -241,7 +268,7 @@ pub struct ExperimentSummary {
     /// Number of evaluations.
     pub evaluations: u64,
     pub samples: SampleCounts,
-    /// All scores of all evaluators pooled: passed / scored.
+    /// Every evaluator's passes pooled: passed / scored over all evaluators.
     pub accuracy: Option<f64>,
     /// Wall time of all evaluations.
     pub wall_seconds: f64,
@@ -359,12 +386,7 @@ pub fn evaluation(
             .evaluators
             .iter()
             .zip(&e.scores)
-            .map(|(name, s)| EvaluatorReport {
-                name: name.clone(),
-                scored: s.scored,
-                passed: s.sum.round() as u64,
-                accuracy: ratio(s.sum, s.scored as f64),
-            })
+            .map(|(name, s)| EvaluatorReport::new(name, s))
             .collect(),
         timing: Timing {
             wall_seconds: wall,
@@ -533,7 +555,7 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         finished: 0,
         errored: 0,
     };
-    let (mut scored, mut passed, mut wall_us) = (0u64, 0f64, 0u64);
+    let (mut scored, mut passed, mut wall_us) = (0u64, 0u64, 0u64);
     for e in &x.evaluations {
         let c = counts(e);
         samples.total += c.total;
@@ -542,7 +564,7 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         samples.errored += c.errored;
         for s in &e.scores {
             scored += s.scored;
-            passed += s.sum;
+            passed += s.passed;
         }
         wall_us += e.wall_us;
     }
@@ -552,7 +574,7 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         status: experiment_status(&x.evaluations),
         evaluations: x.evaluations.len() as u64,
         samples,
-        accuracy: ratio(passed, scored as f64),
+        accuracy: ratio(passed as f64, scored as f64),
         wall_seconds: wall_us as f64 / US,
     }
 }
@@ -563,22 +585,29 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordReport {
         serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
     };
     let prompt = parse(&row.prompt);
+    let per = |f: &dyn Fn(&ScoreRecord) -> serde_json::Value| -> serde_json::Map<_, _> {
+        evaluators
+            .iter()
+            .zip(&row.scores)
+            .map(|(n, s)| (n.clone(), s.as_ref().map_or(serde_json::Value::Null, f)))
+            .collect()
+    };
+    let scores = per(&|s| s.value.into());
+    let passed = per(&|s| s.passed.into());
+    let reasons = evaluators
+        .iter()
+        .zip(&row.scores)
+        .filter_map(|(n, s)| Some((n.clone(), s.as_ref()?.reason.clone()?.into())))
+        .collect();
     RecordReport {
         id: row.key,
         index: row.index,
         variables: parse(&row.variables),
         prompt,
         output: row.output,
-        scores: evaluators
-            .iter()
-            .zip(row.scores)
-            .map(|(n, v)| {
-                (
-                    n.clone(),
-                    v.map_or(serde_json::Value::Null, serde_json::Value::from),
-                )
-            })
-            .collect(),
+        scores,
+        passed,
+        reasons,
         error_kind: row.error_kind,
         error: row.error,
         attempts: row.attempts,
@@ -608,6 +637,83 @@ mod tests {
         assert_eq!(chars[20], '█');
         assert!(chars[39] < chars[20]);
         assert!(limit_report(&[], &ends).is_none());
+    }
+
+    #[test]
+    fn evaluator_figures_count_passes_not_rounded_sums() {
+        // Three scores of 0.7 under threshold 0.8: the mean is 0.7, no sample passed.
+        let r = EvaluatorReport::new(
+            "graded",
+            &ScoreTotal {
+                scored: 3,
+                sum: 2.1,
+                passed: 0,
+            },
+        );
+        assert_eq!((r.scored, r.passed), (3, 0));
+        assert!((r.mean.unwrap() - 0.7).abs() < 1e-9);
+        assert_eq!(r.pass_rate, Some(0.0));
+        assert_eq!(r.accuracy, r.pass_rate);
+        let r = EvaluatorReport::new(
+            "graded",
+            &ScoreTotal {
+                scored: 4,
+                sum: 1.0,
+                passed: 3,
+            },
+        );
+        assert_eq!(
+            (r.mean, r.pass_rate, r.accuracy),
+            (Some(0.25), Some(0.75), Some(0.75))
+        );
+        let none = EvaluatorReport::new("x", &ScoreTotal::default());
+        assert_eq!(
+            (none.mean, none.pass_rate, none.accuracy),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_record_shows_reasons_only_where_given() {
+        let row = SampleRow {
+            key: "a".into(),
+            index: 0,
+            variables: "{}".into(),
+            prompt: "\"p\"".into(),
+            output: Some("o".into()),
+            scores: vec![
+                Some(ScoreRecord {
+                    value: 0.5,
+                    passed: true,
+                    reason: Some("half right".into()),
+                }),
+                Some(ScoreRecord::of(0.0)),
+                None,
+            ],
+            error_kind: None,
+            error: None,
+            attempts: 1,
+            latency_us: None,
+            start_us: 0,
+            end_us: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
+        };
+        let names = ["j".to_string(), "e".to_string(), "n".to_string()];
+        let r = serde_json::to_value(record(row.clone(), &names)).unwrap();
+        assert_eq!(
+            r["scores"],
+            serde_json::json!({"j": 0.5, "e": 0.0, "n": null})
+        );
+        assert_eq!(
+            r["passed"],
+            serde_json::json!({"j": true, "e": false, "n": null})
+        );
+        assert_eq!(r["reasons"], serde_json::json!({"j": "half right"}));
+        let mut plain = row;
+        plain.scores[0] = Some(ScoreRecord::of(1.0));
+        let r = serde_json::to_value(record(plain, &names)).unwrap();
+        assert!(r.get("reasons").is_none(), "{r}");
     }
 
     #[test]

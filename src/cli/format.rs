@@ -106,10 +106,15 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
     }
     rows.push(("samples".into(), samples));
     for ev in &e.evaluators {
-        rows.push((
-            ev.name.clone(),
-            format!("{} ({}/{})", percent(ev.accuracy), ev.passed, ev.scored),
-        ));
+        let mut line = format!("{} ({}/{})", percent(ev.pass_rate), ev.passed, ev.scored);
+        // The mean says more than the pass rate only for fractional scores or a
+        // threshold below 1.
+        if let (Some(mean), Some(rate)) = (ev.mean, ev.pass_rate) {
+            if (mean - rate).abs() > 1e-9 {
+                let _ = write!(line, " · mean score {mean:.2}");
+            }
+        }
+        rows.push((ev.name.clone(), line));
     }
     let t = &e.timing;
     let runs = if e.runs > 1 {
@@ -277,21 +282,44 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         let mut head = vec!["id".to_owned(), "output".to_owned()];
         head.extend(e.evaluators.iter().map(|x| x.name.clone()));
         head.extend(["latency".to_owned(), "error".to_owned()]);
+        // Reasons get a column only when some evaluator gave one.
+        let reasons = records.iter().any(|r| !r.reasons.is_empty());
+        if reasons {
+            head.push("reason".to_owned());
+        }
         push_row(&mut b, head);
         for r in records {
             let mut row = vec![r.id.clone(), r.output.clone().unwrap_or_default()];
             for ev in &e.evaluators {
-                row.push(match r.scores.get(&ev.name).and_then(|v| v.as_f64()) {
-                    Some(v) if crate::evaluators::passes(v) => "pass".into(),
-                    Some(_) => "fail".into(),
-                    None => "–".into(),
+                let score = r.scores.get(&ev.name).and_then(|v| v.as_f64());
+                let passed = r.passed.get(&ev.name).and_then(|v| v.as_bool());
+                row.push(match (score, passed) {
+                    (Some(v), Some(p)) if v != 0.0 && v != 1.0 => {
+                        format!("{} {v:.2}", if p { "pass" } else { "fail" })
+                    }
+                    (_, Some(true)) => "pass".into(),
+                    (_, Some(false)) => "fail".into(),
+                    _ => "–".into(),
                 });
             }
             row.push(r.latency_seconds.map_or("–".into(), duration));
             row.push(r.error.clone().unwrap_or_default());
+            if reasons {
+                let text: Vec<String> = r
+                    .reasons
+                    .iter()
+                    .map(|(name, why)| format!("{name}: {}", why.as_str().unwrap_or_default()))
+                    .collect();
+                row.push(text.join("; "));
+            }
             push_row(&mut b, row);
         }
-        let _ = writeln!(out, "{}", table(b, 1));
+        let mut t = table(b, 1);
+        if reasons {
+            let last = 4 + e.evaluators.len();
+            t.with(Modify::new(Columns::one(last)).with(Width::wrap(60)));
+        }
+        let _ = writeln!(out, "{t}");
     }
 }
 

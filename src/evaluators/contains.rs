@@ -5,7 +5,9 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{
+    required_template, score_of, ArgError, Arguments, Score, ScoreError, Scored, TypeName,
+};
 use crate::spec::raw::Text;
 use crate::template::Template;
 
@@ -31,7 +33,7 @@ struct Contains {
 }
 
 impl Score for Contains {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
         Ok(score_of(if self.ignore_case {
             output.to_lowercase().contains(&expected.to_lowercase())

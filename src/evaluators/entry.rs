@@ -17,11 +17,16 @@ use super::{argument_keys, ArgError, TypeName, TYPES};
 use crate::diagnostic::did_you_mean;
 use crate::spec::locate::Step;
 
-/// An evaluator entry: its optional display name and its type's arguments.
+/// An evaluator entry: its optional display name and threshold, and its type's arguments.
 #[derive(Debug, Serialize)]
 pub struct Entry<A> {
     /// Optional display name, to tell two evaluators of one type apart.
     pub name: Option<String>,
+    /// The score a sample needs to pass, in [0, 1]; `None`: the type's default.
+    /// Left out of the serialized entry when unset, so specs written before
+    /// thresholds keep their identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     #[serde(flatten)]
     pub args: A,
 }
@@ -44,9 +49,34 @@ impl<'de, A: DeserializeOwned + TypeName> Deserialize<'de> for Entry<A> {
                 .into_serde::<D::Error>()
             })?,
         };
+        let threshold = match map.remove("threshold") {
+            None => None,
+            Some(v) => Some(threshold(v).map_err(|e| e.into_serde::<D::Error>())?),
+        };
         let args = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(map))
             .map_err(|e| explain::<A>(e).into_serde::<D::Error>())?;
-        Ok(Entry { name, args })
+        Ok(Entry {
+            name,
+            threshold,
+            args,
+        })
+    }
+}
+
+/// A `threshold` value: a number in [0, 1].
+fn threshold(v: serde_yaml::Value) -> Result<f64, EntryError> {
+    let t: f64 = serde_yaml::from_value(v).map_err(|e| EntryError::At {
+        key: Some("threshold".into()),
+        message: e.to_string(),
+    })?;
+    if (0.0..=1.0).contains(&t) {
+        Ok(t)
+    } else {
+        Err(EntryError::Arg {
+            key: "threshold".into(),
+            message: format!("threshold {t} is outside [0, 1]"),
+            hint: Some("a sample passes when its score (0 to 1) is at least the threshold".into()),
+        })
     }
 }
 
@@ -143,7 +173,7 @@ fn explain<A: DeserializeOwned + TypeName>(
         }
         // Unknown to every evaluator: list every key an entry may have.
         (Some(key), Some(_)) => {
-            let all: Vec<String> = ["type", "name"]
+            let all: Vec<String> = ["type", "name", "threshold"]
                 .into_iter()
                 .chain(argument_keys())
                 .map(|k| format!("`{k}`"))
@@ -221,7 +251,7 @@ mod tests {
         assert_eq!(message, "unknown evaluator type `exact_mach`");
         assert_eq!(
             hint.as_deref(),
-            Some("did you mean `exact_match`? Known types: exact_match, contains, regex, numeric_match, valid_json, command")
+            Some("did you mean `exact_match`? Known types: exact_match, contains, regex, numeric_match, valid_json, f1, similarity, json_match, choice, command")
         );
     }
 
@@ -247,9 +277,22 @@ mod tests {
             found,
             EntryError::At {
                 key: Some("expectd".into()),
-                message: "unknown field `expectd`, expected one of `type`, `name`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `command`, `workers`, `timeout`, `config`".into()
+                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`".into()
             }
         );
+    }
+
+    #[test]
+    fn threshold_outside_0_1_is_refused() {
+        for t in ["1.5", "-0.1", ".nan"] {
+            let (_, EntryError::Arg { key, message, .. }) =
+                error(&format!("type: valid_json\nthreshold: {t}"))
+            else {
+                panic!("{t}")
+            };
+            assert_eq!(key, "threshold");
+            assert!(message.ends_with("is outside [0, 1]"), "{message}");
+        }
     }
 
     #[test]
@@ -264,6 +307,7 @@ mod tests {
                 "tolerance",
             ),
             ("type: valid_json\nname: [j]", "name"),
+            ("type: valid_json\nthreshold: high", "threshold"),
         ] {
             let (_, EntryError::At { key, message }) = error(yaml) else {
                 panic!("{yaml}")

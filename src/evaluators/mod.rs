@@ -5,14 +5,19 @@
 //! [`registry!`] below is the one place that maps a spec's `type:` to a file.
 //! Building checks arguments (a bad regex or JSON Schema fails at load, before any
 //! request); scoring is pure. [`passes`] is the one rule that turns a score into
-//! pass or fail.
+//! pass or fail: a sample passes when its score is at least the evaluator's
+//! `threshold` (the entry's key, else [`Arguments::default_threshold`]).
 
+mod choice;
 mod command;
 mod contains;
 mod entry;
 mod exact_match;
+mod f1;
+mod json_match;
 mod numeric_match;
 mod regex;
+mod similarity;
 mod valid_json;
 
 use std::sync::Arc;
@@ -43,9 +48,9 @@ macro_rules! registry {
 
         impl EvaluatorSpec {
             /// The entry's type, display name and arguments.
-            fn parts(&self) -> (&'static str, Option<&str>, &dyn Arguments) {
+            fn parts(&self) -> (&'static str, Option<&str>, Option<f64>, &dyn Arguments) {
                 match self {
-                    $(Self::$variant(e) => ($name, e.name.as_deref(), &e.args),)+
+                    $(Self::$variant(e) => ($name, e.name.as_deref(), e.threshold, &e.args),)+
                 }
             }
         }
@@ -69,6 +74,10 @@ registry! {
     "regex" => Regex(regex::Args),
     "numeric_match" => NumericMatch(numeric_match::Args),
     "valid_json" => ValidJson(valid_json::Args),
+    "f1" => F1(f1::Args),
+    "similarity" => Similarity(similarity::Args),
+    "json_match" => JsonMatch(json_match::Args),
+    "choice" => Choice(choice::Args),
     "command" => Command(command::Args),
 }
 
@@ -81,6 +90,12 @@ pub trait TypeName {
 pub trait Arguments: std::fmt::Debug + Send + Sync {
     /// Checks the arguments and builds the scorer (templates and patterns compiled).
     fn build(&self) -> Result<Arc<dyn Score>, ArgError>;
+    /// The `threshold` used when the entry sets none: [`DEFAULT_THRESHOLD`] (pass
+    /// means a perfect score, right for rules that score 0 or 1); a graded
+    /// evaluator overrides this, usually with [`GRADED_THRESHOLD`].
+    fn default_threshold(&self) -> f64 {
+        DEFAULT_THRESHOLD
+    }
     /// [`build`](Self::build) for a spec in `spec_dir` (`""` for the working
     /// directory), for arguments that name files.
     fn build_in(&self, spec_dir: &std::path::Path) -> Result<Arc<dyn Score>, ArgError> {
@@ -93,7 +108,7 @@ pub trait Arguments: std::fmt::Debug + Send + Sync {
 pub trait Score: Send + Sync {
     /// A score in [0, 1] (see [`passes`]); `Err` means the evaluator itself could not
     /// decide (for example, `expected` did not render to a number).
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError>;
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError>;
     /// The templated arguments, by key, so the loader can check their variables.
     fn templates(&self) -> Vec<(&'static str, &Template)>;
     /// For an evaluator that waits on I/O (a program, a model): how to score
@@ -104,7 +119,7 @@ pub trait Score: Send + Sync {
     }
 }
 
-/// Scoring that waits (see `command.rs` for why it is a separate trait).
+/// Scoring that waits (see `command/mod.rs` for why it is a separate trait).
 pub trait External: Send + Sync {
     /// Scores `output` of a sample whose dataset row is `variables` (a JSON
     /// object, as stored).
@@ -115,20 +130,44 @@ pub trait External: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Scored, ScoreError>> + Send + 'a>>;
 }
 
-/// A score with the scorer's reason for it, when it gives one.
+/// One evaluator's verdict on one output: a score in [0, 1] and, when the
+/// evaluator has one to give, why (stored with the sample, shown by `show --full`).
+/// `Scored::from(0.7)` is a score without a reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     pub score: f64,
     pub reason: Option<String>,
 }
 
-/// The score a sample needs to pass. Today's evaluators score 0 or 1, so passing
-/// means scoring 1.
-pub const PASS_THRESHOLD: f64 = 1.0;
+impl Scored {
+    /// A score with its reason.
+    pub fn because(score: f64, reason: impl Into<String>) -> Self {
+        Scored {
+            score,
+            reason: Some(reason.into()),
+        }
+    }
+}
 
-/// Whether `score` passes: the one place that decides.
-pub fn passes(score: f64) -> bool {
-    score >= PASS_THRESHOLD
+impl From<f64> for Scored {
+    fn from(score: f64) -> Self {
+        Scored {
+            score,
+            reason: None,
+        }
+    }
+}
+
+/// The threshold of an evaluator whose entry sets none and whose type declares
+/// none: a sample passes only with a perfect score (the string rules score 0 or 1).
+pub const DEFAULT_THRESHOLD: f64 = 1.0;
+
+/// The usual default threshold of a graded evaluator (see [`Arguments::default_threshold`]).
+pub const GRADED_THRESHOLD: f64 = 0.5;
+
+/// Whether `score` passes an evaluator with `threshold`: the one place that decides.
+pub fn passes(score: f64, threshold: f64) -> bool {
+    score >= threshold
 }
 
 /// Why an evaluator could not score one output (recorded as an `evaluator` error).
@@ -137,6 +176,9 @@ pub enum ScoreError {
     /// A templated argument did not render for this sample.
     #[error("{0}")]
     Render(String),
+    /// `expected` rendered to something the evaluator cannot compare with.
+    #[error("{0}")]
+    Expected(String),
     /// A templated pattern rendered to something that is not a regex.
     #[error("invalid regex `{pattern}`: {message}")]
     Regex { pattern: String, message: String },
@@ -156,35 +198,44 @@ pub enum ScoreError {
 pub struct Evaluator {
     /// Name shown in reports: the spec's `name`, else the type.
     pub name: String,
+    /// The score a sample needs to pass, in [0, 1].
+    pub threshold: f64,
     pub scorer: Arc<dyn Score>,
 }
 
 impl Evaluator {
     /// Scores `output`, holding the scorer to [0, 1].
-    pub fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
-        match self.scorer.score(output, ctx)? {
-            s if (0.0..=1.0).contains(&s) => Ok(s),
-            s => Err(ScoreError::OutOfRange(s)),
-        }
+    pub fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
+        in_range(self.scorer.score(output, ctx)?)
     }
 
     /// Scores `output` of the sample whose row is `variables` (JSON text),
     /// `ctx` being its template context plus `output`: inline for the pure
-    /// rules, awaited for [`External`] ones. The score's reason is not stored
-    /// yet, so only the score is returned.
+    /// rules, awaited for [`External`] ones.
     pub async fn score_sample(
         &self,
         output: &str,
         variables: &str,
         ctx: &Value,
-    ) -> Result<f64, ScoreError> {
-        let Some(external) = self.scorer.external() else {
-            return self.score(output, ctx);
-        };
-        match external.score(output, variables).await?.score {
-            s if (0.0..=1.0).contains(&s) => Ok(s),
-            s => Err(ScoreError::OutOfRange(s)),
+    ) -> Result<Scored, ScoreError> {
+        match self.scorer.external() {
+            None => self.score(output, ctx),
+            Some(external) => in_range(external.score(output, variables).await?),
         }
+    }
+
+    /// Whether `score` passes this evaluator (see [`passes`]).
+    pub fn passes(&self, score: f64) -> bool {
+        passes(score, self.threshold)
+    }
+}
+
+/// Holds a scorer to [0, 1].
+fn in_range(scored: Scored) -> Result<Scored, ScoreError> {
+    if (0.0..=1.0).contains(&scored.score) {
+        Ok(scored)
+    } else {
+        Err(ScoreError::OutOfRange(scored.score))
     }
 }
 
@@ -192,6 +243,7 @@ impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
             .field("name", &self.name)
+            .field("threshold", &self.threshold)
             .finish()
     }
 }
@@ -205,9 +257,10 @@ impl EvaluatorSpec {
     /// Builds the evaluator of a spec in `spec_dir` (`command` resolves its
     /// program and runs there).
     pub fn build_in(&self, spec_dir: &std::path::Path) -> Result<Evaluator, ArgError> {
-        let (kind, name, args) = self.parts();
+        let (kind, name, threshold, args) = self.parts();
         Ok(Evaluator {
             name: name.unwrap_or(kind).to_owned(),
+            threshold: threshold.unwrap_or_else(|| args.default_threshold()),
             scorer: args.build_in(spec_dir)?,
         })
     }
@@ -256,13 +309,9 @@ fn required_template(
     })
 }
 
-/// A pass or a fail, as a score.
-fn score_of(passed: bool) -> f64 {
-    if passed {
-        1.0
-    } else {
-        0.0
-    }
+/// A pass or a fail, as a score (without a reason).
+fn score_of(passed: bool) -> Scored {
+    Scored::from(if passed { 1.0 } else { 0.0 })
 }
 
 #[cfg(test)]
@@ -283,7 +332,7 @@ pub(crate) mod test_support {
     }
 
     pub fn score(e: &Evaluator, output: &str, ctx: Value) -> Result<f64, ScoreError> {
-        e.score(output, &ctx)
+        e.score(output, &ctx).map(|s| s.score)
     }
 
     /// A pass or a fail, as [`score`] returns them.
@@ -311,9 +360,27 @@ mod tests {
 
     #[test]
     fn one_threshold_decides() {
-        assert!(passes(1.0));
-        assert!(!passes(0.0));
-        assert!(!passes(0.99));
+        assert!(passes(1.0, DEFAULT_THRESHOLD));
+        assert!(!passes(0.0, DEFAULT_THRESHOLD));
+        assert!(!passes(0.99, DEFAULT_THRESHOLD));
+        assert!(passes(0.5, GRADED_THRESHOLD));
+        assert!(!passes(0.49, GRADED_THRESHOLD));
+        assert!(passes(0.0, 0.0));
+    }
+
+    #[test]
+    fn threshold_defaults_per_type_and_is_kept() {
+        assert_eq!(from_yaml("type: valid_json").threshold, DEFAULT_THRESHOLD);
+        let e = from_yaml("{type: valid_json, threshold: 0.25}");
+        assert_eq!(e.threshold, 0.25);
+        assert!(e.passes(0.25));
+        assert!(!e.passes(0.2));
+    }
+
+    #[test]
+    fn a_reason_is_optional() {
+        assert_eq!(Scored::from(0.5).reason, None);
+        assert_eq!(Scored::because(0.5, "half").reason.as_deref(), Some("half"));
     }
 
     #[test]
@@ -326,6 +393,9 @@ mod tests {
                 "pattern",
                 "tolerance",
                 "schema",
+                "method",
+                "path",
+                "choices",
                 "command",
                 "workers",
                 "timeout",

@@ -17,7 +17,9 @@ use ::regex::Regex;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{
+    required_template, score_of, ArgError, Arguments, Score, ScoreError, Scored, TypeName,
+};
 use crate::spec::raw::Text;
 use crate::template::Template;
 
@@ -196,7 +198,7 @@ pub fn parse_expected(text: &str) -> Result<Decimal, NumberError> {
 }
 
 impl Score for NumericMatch {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let expected = parse_expected(&self.expected.render(ctx).map_err(ScoreError::Render)?)?;
         Ok(score_of(last_number(output).is_some_and(|got| {
             got == expected || (self.tolerance > 0.0 && got.distance(&expected) <= self.tolerance)

@@ -9,7 +9,9 @@ use ::regex::Regex;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{required_template, score_of, ArgError, Arguments, Score, ScoreError, TypeName};
+use super::{
+    required_template, score_of, ArgError, Arguments, Score, ScoreError, Scored, TypeName,
+};
 use crate::spec::raw::Text;
 use crate::template::Template;
 
@@ -44,7 +46,7 @@ enum RegexMatch {
 }
 
 impl Score for RegexMatch {
-    fn score(&self, output: &str, ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
         let matched = match self {
             RegexMatch::Fixed(re) => re.is_match(output),
             RegexMatch::PerSample(template) => {

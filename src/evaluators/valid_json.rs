@@ -6,7 +6,7 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{score_of, ArgError, Arguments, Score, ScoreError};
+use super::{score_of, ArgError, Arguments, Score, ScoreError, Scored};
 use crate::template::Template;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -33,9 +33,9 @@ struct ValidJson {
 }
 
 impl Score for ValidJson {
-    fn score(&self, output: &str, _ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, output: &str, _ctx: &Value) -> Result<Scored, ScoreError> {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(output.trim()) else {
-            return Ok(0.0);
+            return Ok(score_of(false));
         };
         Ok(score_of(
             self.validator.as_ref().is_none_or(|v| v.is_valid(&value)),

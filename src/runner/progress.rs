@@ -253,9 +253,9 @@ impl Progress {
             let (mut scored, mut passed) = (0, 0);
             for r in batch {
                 errors += u64::from(r.error_kind.is_some());
-                if let Some(Some(v)) = r.scores.first() {
+                if let Some(Some(s)) = r.scores.first() {
                     scored += 1;
-                    passed += u64::from(crate::evaluators::passes(*v));
+                    passed += u64::from(s.passed);
                 }
             }
             let done = c.done.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;

@@ -20,7 +20,7 @@ use crate::evaluators::Evaluator;
 use crate::model::{ClientError, Message, ModelClient, Role};
 use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt};
-use crate::store::writer::SampleRecord;
+use crate::store::writer::{SampleRecord, ScoreRecord};
 use crate::template::{Budget, RenderError};
 
 /// What every sample task of one run shares.
@@ -163,7 +163,11 @@ impl SampleContext {
                 .score_sample(output, &record.variables, &scoring)
                 .await
             {
-                Ok(score) => record.scores.push(Some(score)),
+                Ok(scored) => record.scores.push(Some(ScoreRecord {
+                    passed: evaluator.passes(scored.score),
+                    value: scored.score,
+                    reason: scored.reason,
+                })),
                 Err(e) => {
                     record.scores.push(None);
                     failures.push(format!("{}: {e}", evaluator.name));

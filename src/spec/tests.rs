@@ -166,3 +166,32 @@ fn an_evaluator_name_yaml_types_as_a_number_or_boolean_is_taken_as_written() {
         assert_eq!(plain.spec_hash, quoted.spec_hash, "{written}");
     }
 }
+
+#[test]
+fn a_threshold_is_part_of_the_identity_and_absent_when_unset() {
+    // Passes are stored as decided by the threshold, so a changed threshold is a
+    // changed evaluation; a spec without one hashes as it did before thresholds.
+    let plain = check(GOOD).unwrap();
+    assert!(
+        plain.identity["evaluators"][0].get("threshold").is_none(),
+        "{}",
+        plain.identity
+    );
+    let with = |t: &str| {
+        GOOD.replace(
+            "    expected: \"{{ expected }}\"\n",
+            &format!("    expected: \"{{{{ expected }}}}\"\n    threshold: {t}\n"),
+        )
+    };
+    let half = check(&with("0.5")).unwrap();
+    assert_eq!(half.evaluators[0].threshold, 0.5);
+    assert_eq!(plain.evaluators[0].threshold, 1.0);
+    assert_ne!(plain.spec_hash, half.spec_hash);
+    assert_eq!(
+        changed_parts(&plain.identity, &half.identity),
+        vec!["evaluators".to_string()]
+    );
+    let err = check(&with("1.01")).unwrap_err();
+    assert_eq!((err.line, err.column), (17, 5), "{err}");
+    assert_eq!(err.message, "threshold 1.01 is outside [0, 1]");
+}

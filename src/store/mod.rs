@@ -45,7 +45,7 @@ pub use records::{
 };
 pub use sqlite::lock::LockError;
 pub use sqlite::schema::VERSION as SCHEMA_VERSION;
-pub use writer::{SampleRecord, Writer, WriterConfig};
+pub use writer::{SampleRecord, ScoreRecord, Writer, WriterConfig};
 
 use read::LimitStep;
 

@@ -1,6 +1,7 @@
 //! What `show` and `list` read: experiments, evaluations with their totals,
 //! runs, errors, limits and whole sample records.
 
+use super::writer::ScoreRecord;
 use super::EvaluationStatus;
 
 /// An experiment and its evaluations.
@@ -51,6 +52,8 @@ pub struct ScoreTotal {
     pub scored: u64,
     /// The sum of their scores.
     pub sum: f64,
+    /// Samples whose score reached the evaluator's threshold.
+    pub passed: u64,
 }
 
 /// An errored sample.
@@ -98,7 +101,8 @@ pub struct SampleRow {
     pub variables: String,
     pub prompt: String,
     pub output: Option<String>,
-    pub scores: Vec<Option<f64>>,
+    /// One per evaluator, in spec order; `None` when not scored.
+    pub scores: Vec<Option<ScoreRecord>>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub attempts: u32,

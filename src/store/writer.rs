@@ -36,7 +36,7 @@ pub struct SampleRecord {
     pub prompt: String,
     pub output: Option<String>,
     /// One per evaluator, in spec order; `None` when the evaluator could not decide.
-    pub scores: Vec<Option<f64>>,
+    pub scores: Vec<Option<ScoreRecord>>,
     pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
     pub attempts: u32,
@@ -50,6 +50,29 @@ pub struct SampleRecord {
     pub end_us: u64,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+}
+
+/// One evaluator's verdict on one sample, as stored and read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRecord {
+    /// In [0, 1].
+    pub value: f64,
+    /// Whether `value` reached the evaluator's threshold when it was scored.
+    pub passed: bool,
+    /// Why, when the evaluator said.
+    pub reason: Option<String>,
+}
+
+impl ScoreRecord {
+    /// A score without a reason, passing when it is 1 (as every score stored
+    /// before thresholds did).
+    pub fn of(value: f64) -> Self {
+        ScoreRecord {
+            value,
+            passed: value >= crate::evaluators::DEFAULT_THRESHOLD,
+            reason: None,
+        }
+    }
 }
 
 /// What sees each committed batch (the run's progress counters).

@@ -1,5 +1,6 @@
 //! Each evaluator end to end: the test server gives a chosen reply per sample,
 //! and the per-sample scores are read back from `show --full --format json`.
+//! Its harness ([`run`]) is shared with the modules of newer evaluators.
 
 use std::collections::HashMap;
 
@@ -9,19 +10,19 @@ use crate::server::TestServer;
 use crate::util::{EvaluationReport, Out, Spec, TestDir};
 
 /// One sample: its id, the reply the server gives it, and its other columns.
-struct Case {
+pub(crate) struct Case {
     id: &'static str,
     reply: &'static str,
     columns: Value,
 }
 
-fn case(id: &'static str, reply: &'static str, columns: Value) -> Case {
+pub(crate) fn case(id: &'static str, reply: &'static str, columns: Value) -> Case {
     Case { id, reply, columns }
 }
 
 /// Runs `cases` through a spec with `evaluators` (YAML list items) and returns
 /// the run's output and the evaluation's full report.
-fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationReport) {
+pub(crate) fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationReport) {
     let replies: HashMap<String, String> = cases
         .iter()
         .map(|c| (format!("question {}", c.id), c.reply.to_owned()))
@@ -78,7 +79,11 @@ fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationReport) {
 
 /// Asserts the scores of `evaluator` per sample id.
 #[track_caller]
-fn assert_scores(eval: &EvaluationReport, evaluator: &str, expected: &[(&str, Option<f64>)]) {
+pub(crate) fn assert_scores(
+    eval: &EvaluationReport,
+    evaluator: &str,
+    expected: &[(&str, Option<f64>)],
+) {
     let got: Vec<(String, Option<f64>)> = expected
         .iter()
         .map(|(id, _)| (id.to_string(), eval.score(id, evaluator)))
@@ -91,7 +96,7 @@ fn assert_scores(eval: &EvaluationReport, evaluator: &str, expected: &[(&str, Op
 }
 
 #[track_caller]
-fn assert_summary(eval: &EvaluationReport, evaluator: &str, scored: u64, passed: u64) {
+pub(crate) fn assert_summary(eval: &EvaluationReport, evaluator: &str, scored: u64, passed: u64) {
     let e = eval.evaluator(evaluator);
     assert_eq!((e.scored, e.passed), (scored, passed), "{e:?}");
     let accuracy = e.accuracy.expect("accuracy when something was scored");
@@ -101,8 +106,8 @@ fn assert_summary(eval: &EvaluationReport, evaluator: &str, scored: u64, passed:
     );
 }
 
-const PASS: Option<f64> = Some(1.0);
-const FAIL: Option<f64> = Some(0.0);
+pub(crate) const PASS: Option<f64> = Some(1.0);
+pub(crate) const FAIL: Option<f64> = Some(0.0);
 
 #[test]
 fn exact_match_trims_and_ignore_case_folds() {

@@ -210,6 +210,10 @@ main(answer)
     assert!(by_index(&report, "command")
         .values()
         .all(|s| s.0 == Some(1.0)));
+    for r in report.records() {
+        let reason = r.reasons.get("command").map(String::as_str);
+        assert_eq!(reason, Some("fine"), "the program's reason is stored");
+    }
     let started: BTreeSet<String> = starts(&dir).into_iter().collect();
     assert_eq!(started.len(), 2, "two programs: {started:?}");
     let served: BTreeSet<String> = dir.read("served.log").lines().map(str::to_owned).collect();
@@ -320,5 +324,20 @@ fn the_shipped_example_runs_from_the_repository_root() {
     assert!(
         scores.iter().any(|s| matches!(s, Some(x) if *x < 1.0)),
         "{scores:?}"
+    );
+    let short = report.evaluator("short");
+    assert_eq!(
+        (short.scored, short.passed),
+        (4, 2),
+        "0.42 fails the graded threshold 0.5: {short:?}"
+    );
+    let reasons: Vec<&str> = report
+        .records()
+        .iter()
+        .filter_map(|r| r.reasons.get("short").map(String::as_str))
+        .collect();
+    assert!(
+        reasons.contains(&"12 words, over the limit of 5"),
+        "{reasons:?}"
     );
 }

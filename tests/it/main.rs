@@ -13,6 +13,8 @@ mod errors;
 mod evaluators;
 mod golden;
 mod grading_command;
+mod grading_graders;
+mod grading_scores;
 mod json_output;
 mod resume;
 mod schema;

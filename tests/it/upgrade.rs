@@ -217,6 +217,14 @@ fn version_1_store_is_migrated_on_first_use_and_resumes() {
     assert_eq!(e["records"][0]["latency_seconds"], 0.25);
     assert_eq!(e["tokens"]["completion"], 7);
     assert_eq!(e["timing"]["retries"], 0, "{:#}", e["timing"]);
+    // A score stored before thresholds passed at 1, and counts as a pass.
+    assert_eq!(e["records"][0]["passed"]["contains"], true, "{e:#}");
+    let ev = &e["evaluators"][0];
+    assert_eq!(
+        (&ev["scored"], &ev["passed"], &ev["mean"], &ev["pass_rate"]),
+        (&1.into(), &1.into(), &1.0.into(), &1.0.into()),
+        "{ev:#}"
+    );
 
     // A resumed run sends only what v1 had not finished, and completes.
     dir.cmd(["run", "spec.yaml", "--experiment", "legacy", "--quiet"])
@@ -238,6 +246,15 @@ fn version_1_store_is_migrated_on_first_use_and_resumes() {
     for i in 1..N {
         assert_eq!(e.record(&i.to_string()).output, Some(prompt(i)));
     }
+    // Passes counted across the migration: the v1 sample and the resumed ones.
+    let report = show_json(&dir, "legacy", &[]);
+    let ev = &report["evaluations"][0]["evaluators"][0];
+    assert_eq!(
+        (&ev["scored"], &ev["passed"]),
+        (&(N as u64).into(), &(N as u64).into()),
+        "{ev:#}"
+    );
+    assert_eq!(ev["pass_rate"], 1.0);
 }
 
 /// Bytes of every file in `dir`, by name.

@@ -502,6 +502,9 @@ pub struct RecordReport {
     #[serde(deserialize_with = "nullable")]
     pub output: Option<String>,
     pub scores: BTreeMap<String, Option<f64>>,
+    /// Why, per evaluator that said (the key is absent when none did).
+    #[serde(default)]
+    pub reasons: BTreeMap<String, String>,
     #[serde(deserialize_with = "nullable")]
     pub error_kind: Option<String>,
     #[serde(deserialize_with = "nullable")]

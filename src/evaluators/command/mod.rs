@@ -13,6 +13,8 @@
 //! stdin: `{"id": 7, "output": "...", "variables": {...}, "config": {...}}`. It
 //! answers one line per request on stdout, `{"id": 7, "score": 0.8, "reason": "..."}`
 //! or `{"id": 7, "error": "..."}`, in any order: replies are matched by `id`.
+//! The `reason` is stored with the sample, and a sample passes at `threshold`
+//! 0.5 unless the entry sets another (the program grades).
 //! A score outside [0, 1], a reply without a number `score`, or an `error`
 //! leaves that sample unscored (error kind `evaluator`) and the program keeps
 //! running. A crash, a line that is not a JSON reply, or no reply within
@@ -50,7 +52,7 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ArgError, Arguments, External, Score, ScoreError, Scored};
+use super::{ArgError, Arguments, External, Score, ScoreError, Scored, GRADED_THRESHOLD};
 use crate::spec::raw::DurationText;
 use crate::template::Template;
 
@@ -70,6 +72,11 @@ pub struct Args {
 const MAX_WORKERS: u64 = 64;
 
 impl Arguments for Args {
+    /// The user's program grades: half marks pass unless `threshold` says otherwise.
+    fn default_threshold(&self) -> f64 {
+        GRADED_THRESHOLD
+    }
+
     fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
         self.build_in(Path::new(""))
     }
@@ -218,7 +225,7 @@ impl CommandScorer {
 }
 
 impl Score for CommandScorer {
-    fn score(&self, _output: &str, _ctx: &Value) -> Result<f64, ScoreError> {
+    fn score(&self, _output: &str, _ctx: &Value) -> Result<Scored, ScoreError> {
         Err(ScoreError::Command(
             "a command scorer is only run through `external`".into(),
         ))

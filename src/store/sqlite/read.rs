@@ -10,6 +10,7 @@ use crate::store::read::{
     ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, LimitStep, LimitTimeline, RunRow,
     SampleRow, ScoreTotal,
 };
+use crate::store::writer::ScoreRecord;
 use crate::store::{EvaluationStatus, StoreError};
 
 /// An evaluation with its totals (kept in their own table, see the schema's version 4).
@@ -113,7 +114,7 @@ fn evaluations(
         .query_map([experiment_id], evaluation)?
         .collect::<Result<_, _>>()?;
     let mut scores = conn.prepare_cached(
-        "SELECT evaluator, scored, total FROM evaluation_scores WHERE evaluation_id = ?1",
+        "SELECT evaluator, scored, total, passed FROM evaluation_scores WHERE evaluation_id = ?1",
     )?;
     for e in &mut rows {
         // "running" with nobody holding the run's lock means the run died (kill -9,
@@ -128,13 +129,15 @@ fn evaluations(
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, f64>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })? {
-            let (i, n, sum) = row?;
+            let (i, n, sum, passed) = row?;
             if let Some(slot) = per.get_mut(i as usize) {
                 *slot = ScoreTotal {
-                    scored: n as u64,
+                    scored: n.max(0) as u64,
                     sum,
+                    passed: passed.max(0) as u64,
                 };
             }
         }
@@ -282,7 +285,8 @@ pub fn samples(
 ) -> Result<Vec<SampleRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
-                start_us, end_us, prompt_tokens, completion_tokens, sc.evaluator, sc.value
+                start_us, end_us, prompt_tokens, completion_tokens, sc.evaluator, sc.value,
+                sc.passed, sc.reason
          FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
          WHERE s.evaluation_id = ?1 ORDER BY s.row_index, s.id, sc.evaluator",
     )?;
@@ -310,14 +314,19 @@ pub fn samples(
                 completion_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
             });
         }
-        let (Some(i), value) = (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<f64>>(15)?) else {
+        let (Some(i), Some(value)) = (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<f64>>(15)?)
+        else {
             continue;
         };
         if let Some(slot) = out
             .last_mut()
             .and_then(|row| row.scores.get_mut(i as usize))
         {
-            *slot = value;
+            *slot = Some(ScoreRecord {
+                value,
+                passed: r.get::<_, Option<bool>>(16)?.unwrap_or(false),
+                reason: r.get(17)?,
+            });
         }
     }
     Ok(out)

@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"
@@ -231,6 +231,37 @@ CREATE TRIGGER samples_remove AFTER DELETE ON samples BEGIN
         throttled = throttled - OLD.throttled,
         wait_us = wait_us - OLD.wait_us
     WHERE evaluation_id = OLD.evaluation_id;
+END;
+"#,
+    // 5: scores are numbers in [0, 1] and a sample passes an evaluator when its
+    // score reaches that evaluator's threshold, so whether it passed is stored
+    // with the score (rounding the sum of fractional scores is no pass count),
+    // with the evaluator's reason when it gave one. Scores stored before
+    // thresholds passed at 1.
+    r#"
+ALTER TABLE scores ADD COLUMN passed INTEGER;
+ALTER TABLE scores ADD COLUMN reason TEXT;
+UPDATE scores SET passed = (value >= 1.0) WHERE value IS NOT NULL;
+ALTER TABLE evaluation_scores ADD COLUMN passed INTEGER NOT NULL DEFAULT 0;
+UPDATE evaluation_scores SET passed = (
+    SELECT count(*) FROM scores s
+    WHERE s.evaluation_id = evaluation_scores.evaluation_id
+      AND s.evaluator = evaluation_scores.evaluator AND s.passed = 1);
+DROP TRIGGER scores_add;
+DROP TRIGGER scores_remove;
+CREATE TRIGGER scores_add AFTER INSERT ON scores BEGIN
+    INSERT INTO evaluation_scores (evaluation_id, evaluator, scored, total, passed)
+    VALUES (NEW.evaluation_id, NEW.evaluator, NEW.value IS NOT NULL, coalesce(NEW.value, 0),
+        coalesce(NEW.passed, 0))
+    ON CONFLICT (evaluation_id, evaluator) DO UPDATE SET
+        scored = scored + excluded.scored, total = total + excluded.total,
+        passed = passed + excluded.passed;
+END;
+CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
+    UPDATE evaluation_scores SET
+        scored = scored - (OLD.value IS NOT NULL), total = total - coalesce(OLD.value, 0),
+        passed = passed - coalesce(OLD.passed, 0)
+    WHERE evaluation_id = OLD.evaluation_id AND evaluator = OLD.evaluator;
 END;
 "#,
 ];

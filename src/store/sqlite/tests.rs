@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::read::ScoreTotal;
+use crate::store::writer::ScoreRecord;
 use crate::store::writer::{SampleRecord, Writer, QUEUE};
 use crate::store::{now, StoredSample, DEFAULT_PATH};
 use std::time::Instant;
@@ -28,7 +29,11 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
         variables: "{}".into(),
         prompt: "p".into(),
         output: (!error).then(|| "positive".into()),
-        scores: if error { vec![] } else { vec![score] },
+        scores: if error {
+            vec![]
+        } else {
+            vec![score.map(ScoreRecord::of)]
+        },
         error_kind: error.then_some(crate::error_kind::ErrorKind::Timeout),
         error: error.then(|| "no reply".into()),
         attempts: 1,
@@ -78,12 +83,16 @@ fn records_survive_and_aggregate() {
         e.scores,
         vec![ScoreTotal {
             scored: 2,
-            sum: 1.0
+            sum: 1.0,
+            passed: 1
         }]
     );
     assert_eq!(store.latencies(id).unwrap(), vec![1000, 2000]);
     assert_eq!(store.errors(id).unwrap()[0].kind, "timeout");
-    assert_eq!(store.samples(id, 1).unwrap()[1].scores, vec![Some(0.0)]);
+    assert_eq!(
+        store.samples(id, 1).unwrap()[1].scores,
+        vec![Some(ScoreRecord::of(0.0))]
+    );
 
     // Resume: the errored sample is replaced, the lookup sees its new state.
     let StartedEvaluation {
@@ -130,7 +139,8 @@ fn records_survive_and_aggregate() {
             0,
             ScoreTotal {
                 scored: 3,
-                sum: 2.0
+                sum: 2.0,
+                passed: 2
             }
         )
     );
@@ -198,10 +208,11 @@ fn totals_both_ways(store: &SqliteStore, id: i64) -> (Vec<i64>, Vec<i64>) {
         .query_row(
             "SELECT recorded, errored, latency_sum_us, prompt_tokens, completion_tokens, retries, throttled, wait_us,
                     (SELECT coalesce(sum(scored), 0) FROM evaluation_scores WHERE evaluation_id = ?1),
-                    (SELECT coalesce(sum(total), 0) FROM evaluation_scores WHERE evaluation_id = ?1)
+                    (SELECT coalesce(sum(total), 0) FROM evaluation_scores WHERE evaluation_id = ?1),
+                    (SELECT coalesce(sum(passed), 0) FROM evaluation_scores WHERE evaluation_id = ?1)
              FROM evaluation_totals WHERE evaluation_id = ?1",
             [id],
-            |r| (0..10).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
+            |r| (0..11).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
         )
         .unwrap();
     let fresh: Vec<i64> = store
@@ -211,10 +222,11 @@ fn totals_both_ways(store: &SqliteStore, id: i64) -> (Vec<i64>, Vec<i64>) {
                     coalesce(sum(completion_tokens), 0), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
                     coalesce(sum(wait_us), 0),
                     (SELECT count(value) FROM scores WHERE evaluation_id = ?1),
-                    (SELECT coalesce(sum(value), 0) FROM scores WHERE evaluation_id = ?1)
+                    (SELECT coalesce(sum(value), 0) FROM scores WHERE evaluation_id = ?1),
+                    (SELECT coalesce(sum(passed), 0) FROM scores WHERE evaluation_id = ?1)
              FROM samples WHERE evaluation_id = ?1",
             [id],
-            |r| (0..10).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
+            |r| (0..11).map(|i| r.get::<_, f64>(i).map(|v| v as i64)).collect(),
         )
         .unwrap();
     (kept, fresh)
@@ -294,7 +306,8 @@ fn a_version_1_store_is_upgraded_with_its_totals() {
         e.scores,
         vec![ScoreTotal {
             scored: 2,
-            sum: 1.0
+            sum: 1.0,
+            passed: 1
         }]
     );
     let (kept, fresh) = totals_both_ways(&store, e.id);
@@ -332,4 +345,60 @@ fn a_write_protected_store_is_read_only_for_writes_and_readable() {
         .query_row("SELECT count(*) FROM experiments", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 1);
+}
+
+#[test]
+fn passes_are_counted_by_threshold_not_by_rounding_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let names = vec!["graded".to_string()];
+    let mut store = SqliteStore::open(&path).unwrap();
+    let started = store.start_evaluation("x", &meta(&names), &now()).unwrap();
+    let config = WriterConfig {
+        evaluation_id: started.id,
+        run: started.run,
+        resuming: true,
+        base_wall_us: 0,
+        started: Instant::now(),
+    };
+    // Threshold 0.8: three scores of 0.7 sum to 2.1 (2 by rounding) yet none passes;
+    // 0.9 passes with a reason.
+    let writer = Writer::spawn(store.sink(config.clone()).unwrap(), QUEUE, |_| {}).unwrap();
+    for (i, value) in [0.7, 0.7, 0.7, 0.9].into_iter().enumerate() {
+        let mut r = record(&i.to_string(), i as u64, None, false);
+        r.scores = vec![Some(ScoreRecord {
+            value,
+            passed: value >= 0.8,
+            reason: (value > 0.8).then(|| "close enough".into()),
+        })];
+        writer.sender().blocking_send(r).unwrap();
+    }
+    writer.finish().unwrap();
+    let e = &store.experiment("x").unwrap().evaluations[0];
+    assert_eq!(e.scores[0].scored, 4);
+    assert_eq!(e.scores[0].passed, 1);
+    assert!((e.scores[0].sum - 3.0).abs() < 1e-9);
+    let samples = store.samples(started.id, 1).unwrap();
+    let reasons: Vec<_> = samples
+        .iter()
+        .map(|s| s.scores[0].as_ref().unwrap().reason.clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [None, None, None, Some("close enough".to_string())]
+    );
+    // Replacing a sample on resume takes its pass back out of the count.
+    let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
+    let mut r = record("3", 3, None, false);
+    r.scores = vec![Some(ScoreRecord {
+        value: 0.1,
+        passed: false,
+        reason: None,
+    })];
+    writer.sender().blocking_send(r).unwrap();
+    writer.finish().unwrap();
+    let e = &store.experiment("x").unwrap().evaluations[0];
+    assert_eq!((e.scores[0].scored, e.scores[0].passed), (4, 0));
+    let (kept, fresh) = totals_both_ways(&store, started.id);
+    assert_eq!(kept, fresh);
 }

@@ -33,7 +33,10 @@ fn commit(
                  throttled, wait_us)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
-        let mut score = tx.prepare_cached("INSERT INTO scores (sample_id, evaluation_id, evaluator, value) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut score = tx.prepare_cached(
+            "INSERT INTO scores (sample_id, evaluation_id, evaluator, value, passed, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         for r in batch {
             if config.resuming {
                 delete.execute(params![config.evaluation_id, r.key])?;
@@ -59,8 +62,15 @@ fn commit(
                 r.wait_us as i64,
             ])?;
             let sample_id = tx.last_insert_rowid();
-            for (i, value) in r.scores.iter().enumerate() {
-                score.execute(params![sample_id, config.evaluation_id, i as i64, value])?;
+            for (i, s) in r.scores.iter().enumerate() {
+                score.execute(params![
+                    sample_id,
+                    config.evaluation_id,
+                    i as i64,
+                    s.as_ref().map(|s| s.value),
+                    s.as_ref().map(|s| s.passed),
+                    s.as_ref().and_then(|s| s.reason.as_deref()),
+                ])?;
             }
         }
         update_wall(&tx, config.evaluation_id, config.wall_us())?;
@@ -100,7 +110,7 @@ mod tests {
             variables: "{}".into(),
             prompt: "\"p\"".into(),
             output: Some("out".into()),
-            scores: vec![Some(1.0)],
+            scores: vec![Some(crate::store::writer::ScoreRecord::of(1.0))],
             error_kind: None,
             error: None,
             attempts: 2,

@@ -341,3 +341,35 @@ fn the_shipped_example_runs_from_the_repository_root() {
         "{reasons:?}"
     );
 }
+
+/// A program that writes a line of several MiB (no newline) is cut off at the
+/// cap (not read into memory to the end), so that sample is unscored and the
+/// others are scored, by a restarted program when any were still waiting.
+#[test]
+fn an_endless_reply_line_is_cut_off_and_the_program_restarted() {
+    let body = r#"
+import time
+def answer(request):
+    if index(request) == 1:
+        sys.stdout.write("x" * (3 << 20))
+        sys.stdout.flush()
+        time.sleep(60)
+    return {"id": request["id"], "score": 1}
+main(answer)
+"#;
+    let (_dir, out, report) = run(
+        4,
+        body,
+        "{type: command, name: mine, command: [python3, scorer.py], timeout: 20s}",
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    for (i, (score, error)) in by_index(&report, "mine") {
+        if i == 1 {
+            assert_eq!(score, None);
+            let e = error.unwrap_or_default();
+            assert!(e.contains("wrote a line longer than 1 MiB"), "{e}");
+        } else {
+            assert_eq!((score, error.as_deref()), (Some(1.0), None), "sample {i}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -44,6 +44,9 @@ pub fn spawn(launch: Arc<Launch>) -> mpsc::UnboundedSender<Request> {
 }
 
 /// The stderr kept for error messages: at most this many lines and bytes.
+/// The longest reply line read: a longer one is not a reply, and is not held in memory.
+const MAX_REPLY_LINE: usize = 1 << 20;
+
 const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 2048;
 
@@ -78,11 +81,48 @@ impl Tail {
     }
 }
 
+/// The program's stdout as reply lines of at most [`MAX_REPLY_LINE`] bytes.
+struct ReplyLines {
+    reader: BufReader<ChildStdout>,
+    /// The line read so far: kept across calls, so a `select!` that drops
+    /// [`next`](Self::next) loses nothing.
+    buf: Vec<u8>,
+}
+
+impl ReplyLines {
+    /// The next line without its newline, `Err` for one over the cap (the
+    /// program is then restarted), `None` at the end of the output.
+    async fn next(&mut self) -> std::io::Result<Option<Result<String, String>>> {
+        loop {
+            let room = (MAX_REPLY_LINE + 1).saturating_sub(self.buf.len()) as u64;
+            let n = (&mut self.reader)
+                .take(room)
+                .read_until(b'\n', &mut self.buf)
+                .await?;
+            if self.buf.last() == Some(&b'\n') {
+                self.buf.pop();
+                let line = std::mem::take(&mut self.buf);
+                return Ok(Some(Ok(String::from_utf8_lossy(&line).into_owned())));
+            }
+            if self.buf.len() > MAX_REPLY_LINE {
+                self.buf = Vec::new();
+                return Ok(Some(Err(format!(
+                    "wrote a line longer than {} MiB",
+                    MAX_REPLY_LINE >> 20
+                ))));
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
 /// A running copy of the program.
 struct Running {
     child: Child,
     stdin: mpsc::UnboundedSender<Vec<u8>>,
-    stdout: Lines<BufReader<ChildStdout>>,
+    stdout: ReplyLines,
     stderr: Arc<Mutex<Tail>>,
     stderr_done: tokio::task::JoinHandle<()>,
 }
@@ -128,7 +168,7 @@ struct Worker {
 /// What the worker waits for next.
 enum Event {
     Request(Option<Request>),
-    Line(std::io::Result<Option<String>>),
+    Line(std::io::Result<Option<Result<String, String>>>),
     Timeout,
 }
 
@@ -151,7 +191,7 @@ impl Worker {
             let event = match &mut self.running {
                 Some(running) => tokio::select! {
                     r = requests.recv() => Event::Request(r),
-                    line = running.stdout.next_line() => Event::Line(line),
+                    line = running.stdout.next() => Event::Line(line),
                     _ = tokio::time::sleep_until(deadline), if !self.pending.is_empty() => Event::Timeout,
                 },
                 None => Event::Request(requests.recv().await),
@@ -159,7 +199,8 @@ impl Worker {
             match event {
                 Event::Request(None) => break,
                 Event::Request(Some(request)) => self.send(request),
-                Event::Line(Ok(Some(line))) => self.reply(&line).await,
+                Event::Line(Ok(Some(Ok(line)))) => self.reply(&line).await,
+                Event::Line(Ok(Some(Err(what)))) => self.fail_oldest(true, &what).await,
                 Event::Line(Ok(None) | Err(_)) => {
                     self.fail_oldest(false, "exited before replying to this sample")
                         .await
@@ -242,7 +283,10 @@ impl Worker {
         Ok(Running {
             child,
             stdin: tx,
-            stdout: BufReader::new(stdout).lines(),
+            stdout: ReplyLines {
+                reader: BufReader::new(stdout),
+                buf: Vec::new(),
+            },
             stderr: tail,
             stderr_done,
         })

@@ -53,8 +53,8 @@ mod worker;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use minijinja::Value;
@@ -141,7 +141,7 @@ impl Arguments for Args {
             }),
             workers: workers as usize,
             config,
-            next_id: AtomicU64::new(0),
+            next_id: Mutex::new(0),
             pool: OnceLock::new(),
         }))
     }
@@ -187,7 +187,10 @@ struct CommandScorer {
     workers: usize,
     /// `config` as JSON text, spliced into every request.
     config: String,
-    next_id: AtomicU64,
+    /// The next request id. Held while a request is handed to its worker, so
+    /// ids reach every worker in increasing order and the lowest pending id is
+    /// the oldest request (the one a crash or a timeout is blamed on).
+    next_id: Mutex<u64>,
     pool: OnceLock<Vec<Handle>>,
 }
 
@@ -256,8 +259,6 @@ impl External for CommandScorer {
         variables: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Scored, ScoreError>> + Send + 'a>> {
         Box::pin(async move {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let line = self.request(id, output, variables)?;
             let pool = self.pool();
             let handle = pool
                 .iter()
@@ -266,10 +267,16 @@ impl External for CommandScorer {
             let (reply, answer) = oneshot::channel();
             handle.in_flight.fetch_add(1, Ordering::Relaxed);
             let _done = InFlight(&handle.in_flight);
-            handle
-                .requests
-                .send(worker::Request { id, line, reply })
-                .map_err(|_| ScoreError::Command("the scorer's worker has stopped".into()))?;
+            {
+                let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+                let id = *next;
+                *next += 1;
+                let line = self.request(id, output, variables)?;
+                handle
+                    .requests
+                    .send(worker::Request { id, line, reply })
+                    .map_err(|_| ScoreError::Command("the scorer's worker has stopped".into()))?;
+            }
             match answer.await {
                 Ok(result) => result.map_err(ScoreError::Command),
                 Err(_) => Err(ScoreError::Command(

@@ -6,12 +6,12 @@
 //! Runs that only sleep on the server are started side by side to keep the
 //! suite fast; each has its own server, so their counts never mix.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::util::{openai_model, ExperimentReport, Spec, TestDir};
+use crate::util::{http_get, openai_model, ExperimentReport, Spec, TestDir};
 
 const LATENCY: Duration = Duration::from_millis(200);
 
@@ -248,26 +248,6 @@ fn tutorial_on_the_builtin_mock() {
         sequential / window8 >= 3.0,
         "window 8 ({window8} s) should be at least 3x faster than sequential ({sequential} s)"
     );
-}
-
-/// GET `path` from `host:port` over plain HTTP/1.1; returns the body.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the mock server");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
 }
 
 /// Kills a child on drop, so a failing test leaves no server behind.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::server::TestServer;
 use crate::support::spec;
-use crate::util::{TestDir, BIN};
+use crate::util::{http_get, TestDir, BIN};
 
 /// Model output, a model name and an error message holding ESC, CR, NUL and a
 /// bidi override reach `show --full`, `show --errors` and `list` escaped.
@@ -197,30 +197,16 @@ fn mock_server_lists_its_model() {
         .last()
         .expect("a URL on the first line")
         .to_owned();
-    let body = ureq_get(&format!("{base}/models"));
+    let addr = base
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("an http URL");
+    let body = http_get(addr, "/v1/models");
     let _ = child.kill();
     let _ = child.wait();
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(json["object"], "list", "{json}");
     assert_eq!(json["data"][0]["id"], "tiny-mock", "{json}");
-}
-
-/// A plain HTTP/1.1 GET over a TCP socket (the tests avoid an HTTP client crate).
-fn ureq_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').expect("a path");
-    let mut s = std::net::TcpStream::connect(host).expect("connect");
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a body");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
 }
 
 /// Every hint that names an experiment can be pasted back into a shell.

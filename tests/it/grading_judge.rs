@@ -319,3 +319,33 @@ fn judge_mistakes_are_located_before_any_request() {
     out.assert_stderr_contains("DOTEVALS_TEST_NO_SUCH_KEY is not set");
     assert_eq!(model.count(), 0);
 }
+
+#[test]
+fn the_shipped_judge_example_grades_as_the_readme_says() {
+    let dir = TestDir::new();
+    let out = std::process::Command::new(crate::util::BIN)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "evals/judge.yaml", "--experiment", "x", "--quiet"])
+        .env("DOTEVALS_STORAGE", dir.store())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run dotevals");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let e = evaluation(&dir, "x");
+    let correct = &e["evaluators"][1];
+    assert_eq!(correct["name"], "correct");
+    assert_eq!(
+        (correct["scored"].as_u64(), correct["passed"].as_u64()),
+        (Some(4), Some(3))
+    );
+    assert!((correct["mean"].as_f64().unwrap() - 0.625).abs() < 1e-9);
+    assert_eq!(correct["judge"]["calls"], 4);
+    let scores: Vec<Option<f64>> = (0..4)
+        .map(|i| record(&e, i)["scores"]["correct"].as_f64())
+        .collect();
+    assert_eq!(scores, [Some(1.0), Some(1.0), Some(0.0), Some(0.5)]);
+    assert_eq!(
+        record(&e, 2)["judges"]["correct"]["reason"],
+        "The answer names Sydney; the capital is Canberra."
+    );
+}

@@ -89,7 +89,7 @@ fn judge_replies_as_json_fenced_json_grade_lines_and_garbage() {
         assert_eq!(call["reason"].as_str(), reason, "sample {i}");
         assert_eq!(call["attempts"], 1);
         assert!(call["latency_seconds"].as_f64().is_some());
-        assert!(call["prompt"][1]["content"]
+        assert!(call["prompt"][0]["content"]
             .as_str()
             .unwrap()
             .contains(&format!("The reply repeats sample {i}.")));

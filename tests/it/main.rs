@@ -14,6 +14,7 @@ mod evaluators;
 mod golden;
 mod grading_command;
 mod grading_graders;
+mod grading_rescore;
 mod grading_scores;
 mod json_output;
 mod resume;

@@ -350,3 +350,94 @@ fn an_edited_or_shortened_dataset_file_is_refused() {
     );
     assert_eq!(server.count(), 2);
 }
+
+/// A scorer of one's own (`type: command`) is run by rescore as by `run`;
+/// Ctrl-C stops it as it stops a run: what was rescored is saved, the new
+/// experiment says `interrupted`, the original is untouched, and exit is 130.
+#[test]
+fn a_command_scorer_rescores_and_ctrl_c_stops_it_cleanly() {
+    const N: usize = 20;
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write(
+        "slow.py",
+        r#"
+import json, sys, time
+for line in sys.stdin:
+    request = json.loads(line)
+    time.sleep(0.2)
+    sys.stdout.write(json.dumps({"id": request["id"], "score": 1, "reason": "slow"}) + "\n")
+    sys.stdout.flush()
+"#,
+    );
+    let base = Spec::new("custom", &server.url()).samples(N).quick();
+    dir.write(
+        "spec.yaml",
+        &base
+            .clone()
+            .evaluator("{type: contains, expected: nope}")
+            .to_string(),
+    );
+    dir.write(
+        "edited.yaml",
+        &base
+            .evaluator("{type: command, name: mine, command: [python3, slow.py], timeout: 5s}")
+            .to_string(),
+    );
+    dir.cmd(["run", "spec.yaml", "--experiment", "A", "--quiet"])
+        .output()
+        .assert_exit_code(0);
+    assert_eq!(server.count(), N);
+    let before = shows(&dir, "A");
+
+    let mut child = dir
+        .cmd(["rescore", "A", "--spec", "edited.yaml"])
+        .spawn_logged(&dir, "rescore");
+    crate::util::wait_until(
+        std::time::Duration::from_secs(20),
+        "2 rescored samples",
+        || {
+            dir.try_show("A-rescored").is_some_and(|r| {
+                r.evaluations
+                    .first()
+                    .is_some_and(|e| e.samples.recorded >= 2)
+            })
+        },
+    );
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    // Every sample is being scored at once (a stored reply takes no model
+    // slot): a second Ctrl-C cancels those still waiting on the scorer.
+    crate::util::wait_until(
+        std::time::Duration::from_secs(20),
+        "the interrupt noted",
+        || dir.read("rescore.err").contains("Ctrl-C again"),
+    );
+    let again = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(again.success());
+    let status = child.wait().expect("wait for rescore");
+    assert_eq!(status.code(), Some(130), "{}", dir.read("rescore.err"));
+    let stderr = dir.read("rescore.err");
+    for part in [
+        "dotevals delete A-rescored",
+        "dotevals rescore A --spec edited.yaml --into A-rescored",
+    ] {
+        assert!(stderr.contains(part), "{stderr}");
+    }
+    let new = dir.show_full("A-rescored");
+    let new = new.only();
+    assert_eq!(new.status, "interrupted");
+    assert!(new.samples.recorded < N as u64, "{:?}", new.samples);
+    for r in new.records() {
+        assert_eq!(r.scores.get("mine"), Some(&Some(1.0)), "{r:?}");
+        assert_eq!(r.reasons.get("mine").map(String::as_str), Some("slow"));
+    }
+    assert_eq!(server.count(), N);
+    assert_eq!(shows(&dir, "A"), before);
+}

@@ -223,7 +223,7 @@ pub async fn rescore(
     );
     let ctx = Arc::new(SampleContext::new(
         eval,
-        idle_client(eval)?,
+        idle_client(eval)?.with_secrets(&eval.secrets),
         started,
         writer.sender(),
         RefusalWatch::new(limiter.limit(), 0, None),

@@ -11,6 +11,9 @@ pub enum ErrorKind {
     Template,
     /// An evaluator could not score the reply.
     Evaluator,
+    /// An `llm_judge` evaluator got no score from its judge: the judge's
+    /// request failed, or its reply held no score.
+    Judge,
     /// No full reply within the timeout.
     Timeout,
     /// No connection, or a refused certificate.
@@ -28,6 +31,7 @@ impl fmt::Display for ErrorKind {
         match self {
             ErrorKind::Template => f.write_str("template"),
             ErrorKind::Evaluator => f.write_str("evaluator"),
+            ErrorKind::Judge => f.write_str("judge"),
             ErrorKind::Timeout => f.write_str("timeout"),
             ErrorKind::Connection => f.write_str("connection"),
             ErrorKind::Http(status) => write!(f, "http_{status}"),
@@ -68,6 +72,7 @@ mod tests {
         let all = [
             (ErrorKind::Template, "template"),
             (ErrorKind::Evaluator, "evaluator"),
+            (ErrorKind::Judge, "judge"),
             (ErrorKind::Timeout, "timeout"),
             (ErrorKind::Connection, "connection"),
             (ErrorKind::Http(429), "http_429"),

@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use crate::concurrency::{StrategyName, UnknownStrategy};
-use crate::store::read::{EvaluationRow, ExperimentRow, LimitStep, RunRow, SampleRow, ScoreTotal};
+use crate::store::read::{
+    EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, RunRow, SampleRow, ScoreTotal,
+};
 use crate::store::writer::ScoreRecord;
 use crate::store::EvaluationStatus;
 
@@ -83,6 +85,45 @@ pub struct EvaluatorReport {
     pub mean: Option<f64>,
     /// passed / scored; null when nothing was scored.
     pub pass_rate: Option<f64>,
+    /// Samples it could not score (a judge without a score, a scorer that
+    /// failed): counted apart, excluded from `mean` and `pass_rate`.
+    pub unscored: u64,
+    /// For an `llm_judge`: its calls, apart from the model's requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeReport>,
+}
+
+/// A judge's calls over an evaluation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JudgeReport {
+    pub calls: u64,
+    /// Calls that gave no score: the request failed, or the reply held none.
+    pub failed: u64,
+    pub retries: u64,
+    /// Answers that said slow down (HTTP 429 or 503).
+    pub throttled: u64,
+    /// Time calls waited on the judge's window, backoff, pauses and its rate limit, summed.
+    pub wait_seconds: f64,
+    /// Latency of the calls that got a reply; null when none did.
+    pub latency_seconds: Option<Latency>,
+    pub tokens: Tokens,
+}
+
+impl JudgeReport {
+    pub fn new(t: &JudgeTotal) -> Self {
+        JudgeReport {
+            calls: t.calls,
+            failed: t.failed,
+            retries: t.retries,
+            throttled: t.throttled,
+            wait_seconds: t.wait_us as f64 / US,
+            latency_seconds: percentiles(&t.latencies_us),
+            tokens: Tokens {
+                prompt: t.prompt_tokens,
+                completion: t.completion_tokens,
+            },
+        }
+    }
 }
 
 impl EvaluatorReport {
@@ -96,6 +137,8 @@ impl EvaluatorReport {
             accuracy: pass_rate,
             mean: ratio(s.sum, s.scored as f64),
             pass_rate,
+            unscored: s.unscored,
+            judge: None,
         }
     }
 }
@@ -218,7 +261,7 @@ pub struct ErrorReport {
     /// Sample id (dataset `id` column, else the row index).
     pub id: String,
     pub index: u64,
-    /// `timeout`, `connection`, `http_<status>`, `api_error`, `malformed`, `template` or `evaluator`.
+    /// `timeout`, `connection`, `http_<status>`, `api_error`, `malformed`, `template`, `evaluator` or `judge`.
     pub kind: String,
     pub message: String,
     pub attempts: u32,
@@ -249,6 +292,30 @@ pub struct RecordReport {
     /// Offsets from the start of the run that recorded it.
     pub start_seconds: f64,
     pub end_seconds: f64,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// Evaluator name to the call its judge made for this sample; left out
+    /// when no judge was called.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub judges: std::collections::BTreeMap<String, JudgeCallReport>,
+}
+
+/// One judge call, in a record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JudgeCallReport {
+    /// The messages sent to the judge.
+    pub prompt: serde_json::Value,
+    /// The judge's raw reply; null when none came.
+    pub reply: Option<String>,
+    /// The score read from the reply and its reason (null: none).
+    pub score: Option<f64>,
+    pub reason: Option<String>,
+    /// Why the call gave no score.
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub throttled: u32,
+    pub wait_seconds: f64,
+    pub latency_seconds: Option<f64>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
 }
@@ -599,6 +666,28 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordReport {
         .zip(&row.scores)
         .filter_map(|(n, s)| Some((n.clone(), s.as_ref()?.reason.clone()?.into())))
         .collect();
+    let judges = row
+        .judge_calls
+        .into_iter()
+        .filter_map(|call| {
+            let name = evaluators.get(call.evaluator)?.clone();
+            let score = row.scores.get(call.evaluator).cloned().flatten();
+            let report = JudgeCallReport {
+                prompt: parse(&call.prompt),
+                reply: call.reply,
+                score: score.as_ref().map(|s| s.value),
+                reason: score.and_then(|s| s.reason),
+                error: call.error,
+                attempts: call.attempts,
+                throttled: call.throttled,
+                wait_seconds: call.wait_us as f64 / US,
+                latency_seconds: call.latency_us.map(|v| v as f64 / US),
+                prompt_tokens: call.prompt_tokens,
+                completion_tokens: call.completion_tokens,
+            };
+            Some((name, report))
+        })
+        .collect();
     RecordReport {
         id: row.key,
         index: row.index,
@@ -616,6 +705,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordReport {
         end_seconds: row.end_us as f64 / US,
         prompt_tokens: row.prompt_tokens,
         completion_tokens: row.completion_tokens,
+        judges,
     }
 }
 
@@ -648,6 +738,7 @@ mod tests {
                 scored: 3,
                 sum: 2.1,
                 passed: 0,
+                unscored: 0,
             },
         );
         assert_eq!((r.scored, r.passed), (3, 0));
@@ -660,6 +751,7 @@ mod tests {
                 scored: 4,
                 sum: 1.0,
                 passed: 3,
+                unscored: 0,
             },
         );
         assert_eq!(
@@ -698,6 +790,7 @@ mod tests {
             end_us: 0,
             prompt_tokens: None,
             completion_tokens: None,
+            judge_calls: Vec::new(),
         };
         let names = ["j".to_string(), "e".to_string(), "n".to_string()];
         let r = serde_json::to_value(record(row.clone(), &names)).unwrap();

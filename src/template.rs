@@ -88,6 +88,15 @@ pub fn context(values: &serde_json::Map<String, serde_json::Value>) -> Value {
     minijinja::context! { row => columns.clone(), ..columns }
 }
 
+/// `text` in a Markdown code fence longer than any run of backticks inside it,
+/// so nothing in `text` can close the block (how a judge's prompt keeps an
+/// output from writing instructions after its data; `{{ output | fence }}`).
+pub fn fence(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}\n{text}\n{fence}")
+}
+
 /// A compiled template, cheap to clone and safe to render from any thread.
 #[derive(Clone)]
 pub struct Template {
@@ -126,6 +135,7 @@ impl Template {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_fuel(Some(MAX_STEPS));
+        env.add_filter("fence", |text: String| fence(&text));
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| TemplateError {
                 message: e.detail().unwrap_or("invalid template").to_owned(),
@@ -255,6 +265,18 @@ impl std::fmt::Debug for Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_outlasts_every_backtick_run() {
+        assert_eq!(fence("plain"), "```\nplain\n```");
+        assert_eq!(fence("a ```` b"), "`````\na ```` b\n`````");
+        let t = Template::compile("{{ output | fence }}").unwrap();
+        assert_eq!(
+            t.render(&minijinja::context! { output => "x ``` y" })
+                .unwrap(),
+            "````\nx ``` y\n````"
+        );
+    }
 
     #[test]
     fn renders_and_lists_variables() {

@@ -9,7 +9,7 @@ use tabled::{builder::Builder, Table};
 
 use super::output::Render;
 use crate::concurrency::StrategyName;
-use crate::report::{EvaluationReport, ExperimentReport, ListReport};
+use crate::report::{EvaluationReport, ExperimentReport, JudgeReport, ListReport};
 use crate::store::EvaluationStatus;
 
 /// Seconds as `850 ms`, `2.01 s` or `3m 20s`.
@@ -87,6 +87,28 @@ impl Render for ExperimentReport {
     }
 }
 
+/// What a judge's calls took, under its evaluator's line.
+fn judge_line(j: &JudgeReport) -> String {
+    let mut line = format!("{} calls", j.calls);
+    if j.failed > 0 {
+        let _ = write!(line, " · {} without a score", j.failed);
+    }
+    if let Some(l) = &j.latency_seconds {
+        let _ = write!(line, " · p50 {} · p90 {}", duration(l.p50), duration(l.p90));
+    }
+    if j.retries + j.throttled > 0 {
+        let _ = write!(line, " · {} retries · {} throttled", j.retries, j.throttled);
+    }
+    if j.tokens.prompt + j.tokens.completion > 0 {
+        let _ = write!(
+            line,
+            " · {} prompt · {} completion tokens",
+            j.tokens.prompt, j.tokens.completion
+        );
+    }
+    line
+}
+
 fn evaluation(out: &mut String, e: &EvaluationReport) {
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
@@ -114,7 +136,13 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
                 let _ = write!(line, " · mean score {mean:.2}");
             }
         }
+        if ev.unscored > 0 {
+            let _ = write!(line, " · {} unscored", ev.unscored);
+        }
         rows.push((ev.name.clone(), line));
+        if let Some(j) = &ev.judge {
+            rows.push(("judge".into(), judge_line(j)));
+        }
     }
     let t = &e.timing;
     let runs = if e.runs > 1 {

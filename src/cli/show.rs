@@ -65,6 +65,11 @@ pub fn build(
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
         }
+        for judge in store.judge_totals(e.id)? {
+            if let Some(ev) = r.evaluators.get_mut(judge.evaluator) {
+                ev.judge = Some(report::JudgeReport::new(&judge));
+            }
+        }
         let latest = r.timing.runs.last().map(|run| run.run);
         let shown = r
             .timing

@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(message, "unknown evaluator type `exact_mach`");
         assert_eq!(
             hint.as_deref(),
-            Some("did you mean `exact_match`? Known types: exact_match, contains, regex, numeric_match, valid_json, f1, similarity, json_match, choice, command")
+            Some("did you mean `exact_match`? Known types: exact_match, contains, regex, numeric_match, valid_json, f1, similarity, json_match, choice, command, llm_judge")
         );
     }
 
@@ -277,7 +277,7 @@ mod tests {
             found,
             EntryError::At {
                 key: Some("expectd".into()),
-                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`".into()
+                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`, `rubric`, `prompt`, `messages`, `model`, `max_concurrency`".into()
             }
         );
     }

@@ -15,6 +15,7 @@ mod entry;
 mod exact_match;
 mod f1;
 mod json_match;
+pub mod llm_judge;
 mod numeric_match;
 mod regex;
 mod similarity;
@@ -25,7 +26,9 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::raw::Text;
+use crate::spec::raw::{RawModel, Text};
+use crate::spec::ModelSpec;
+use crate::store::writer::JudgeRecord;
 use crate::template::Template;
 pub use entry::{entry_error, Entry, EntryError};
 pub use numeric_match::NumberError;
@@ -79,6 +82,7 @@ registry! {
     "json_match" => JsonMatch(json_match::Args),
     "choice" => Choice(choice::Args),
     "command" => Command(command::Args),
+    "llm_judge" => LlmJudge(llm_judge::Args),
 }
 
 /// The `type:` an argument struct is registered under (implemented by [`registry!`]).
@@ -96,11 +100,39 @@ pub trait Arguments: std::fmt::Debug + Send + Sync {
     fn default_threshold(&self) -> f64 {
         DEFAULT_THRESHOLD
     }
-    /// [`build`](Self::build) for a spec in `spec_dir` (`""` for the working
-    /// directory), for arguments that name files.
-    fn build_in(&self, spec_dir: &std::path::Path) -> Result<Arc<dyn Score>, ArgError> {
-        let _ = spec_dir;
+    /// [`build`](Self::build) with what the rest of the spec gives: its folder,
+    /// for arguments that name files, and the model a judge calls.
+    fn build_in(&self, with: &Build<'_>) -> Result<Arc<dyn Score>, ArgError> {
+        let _ = with;
         self.build()
+    }
+    /// A `model:` block written in the entry, which the loader checks as it
+    /// checks the evaluation's own and hands back in [`Build::model`].
+    fn model_block(&self) -> Option<&RawModel> {
+        None
+    }
+}
+
+/// What building an evaluator may need from the rest of the spec.
+#[derive(Debug, Clone, Copy)]
+pub struct Build<'a> {
+    /// The spec's folder (`""` for the working directory).
+    pub spec_dir: &'a std::path::Path,
+    /// The model the evaluator may call: the entry's own `model:` block,
+    /// checked, else the evaluation's model.
+    pub model: Option<&'a ModelSpec>,
+    /// Whether `model` is the entry's own block rather than the evaluation's.
+    pub own_model: bool,
+}
+
+impl Default for Build<'_> {
+    /// Nothing around the entry: the working directory and no model.
+    fn default() -> Self {
+        Build {
+            spec_dir: std::path::Path::new(""),
+            model: None,
+            own_model: false,
+        }
     }
 }
 
@@ -111,6 +143,16 @@ pub trait Score: Send + Sync {
     fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError>;
     /// The templated arguments, by key, so the loader can check their variables.
     fn templates(&self) -> Vec<(&'static str, &Template)>;
+    /// Variables this evaluator gives its templates besides the dataset
+    /// columns and `output` (a judge's prompt may use `rubric`).
+    fn provides(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// For an evaluator that calls a model: the judge, for the runner to
+    /// connect before the first sample.
+    fn judge(&self) -> Option<&llm_judge::Judge> {
+        None
+    }
     /// For an evaluator that waits on I/O (a program, a model): how to score
     /// without blocking the runtime; the runner then awaits it instead of
     /// calling [`score`](Self::score). `None` for the pure rules.
@@ -122,11 +164,13 @@ pub trait Score: Send + Sync {
 /// Scoring that waits (see `command/mod.rs` for why it is a separate trait).
 pub trait External: Send + Sync {
     /// Scores `output` of a sample whose dataset row is `variables` (a JSON
-    /// object, as stored).
+    /// object, as stored) and whose template context is `ctx` (the row plus
+    /// `output`).
     fn score<'a>(
         &'a self,
         output: &'a str,
         variables: &'a str,
+        ctx: &'a Value,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Scored, ScoreError>> + Send + 'a>>;
 }
 
@@ -137,6 +181,8 @@ pub trait External: Send + Sync {
 pub struct Scored {
     pub score: f64,
     pub reason: Option<String>,
+    /// The judge's call, for an evaluator that asked one.
+    pub judged: Option<Box<JudgeRecord>>,
 }
 
 impl Scored {
@@ -145,6 +191,7 @@ impl Scored {
         Scored {
             score,
             reason: Some(reason.into()),
+            judged: None,
         }
     }
 }
@@ -154,6 +201,7 @@ impl From<f64> for Scored {
         Scored {
             score,
             reason: None,
+            judged: None,
         }
     }
 }
@@ -191,6 +239,23 @@ pub enum ScoreError {
     /// A `command` scorer did not answer with a score (its message says why).
     #[error("{0}")]
     Command(String),
+    /// A judge gave no score: its request failed or its reply held none. The
+    /// call is kept, raw reply included.
+    #[error("{message}")]
+    Judge {
+        message: String,
+        call: Option<Box<JudgeRecord>>,
+    },
+}
+
+impl ScoreError {
+    /// The error kind a sample gets when this is its evaluator's failure.
+    pub fn kind(&self) -> crate::error_kind::ErrorKind {
+        match self {
+            ScoreError::Judge { .. } => crate::error_kind::ErrorKind::Judge,
+            _ => crate::error_kind::ErrorKind::Evaluator,
+        }
+    }
 }
 
 /// A built evaluator with its display name; clones share the scorer.
@@ -220,7 +285,7 @@ impl Evaluator {
     ) -> Result<Scored, ScoreError> {
         match self.scorer.external() {
             None => self.score(output, ctx),
-            Some(external) => in_range(external.score(output, variables).await?),
+            Some(external) => in_range(external.score(output, variables, ctx).await?),
         }
     }
 
@@ -251,18 +316,23 @@ impl std::fmt::Debug for Evaluator {
 impl EvaluatorSpec {
     /// Builds the evaluator this entry describes.
     pub fn build(&self) -> Result<Evaluator, ArgError> {
-        self.build_in(std::path::Path::new(""))
+        self.build_in(&Build::default())
     }
 
-    /// Builds the evaluator of a spec in `spec_dir` (`command` resolves its
-    /// program and runs there).
-    pub fn build_in(&self, spec_dir: &std::path::Path) -> Result<Evaluator, ArgError> {
+    /// Builds the evaluator with what the rest of the spec gives (`command`
+    /// resolves its program in the spec's folder; a judge calls `with.model`).
+    pub fn build_in(&self, with: &Build<'_>) -> Result<Evaluator, ArgError> {
         let (kind, name, threshold, args) = self.parts();
         Ok(Evaluator {
             name: name.unwrap_or(kind).to_owned(),
             threshold: threshold.unwrap_or_else(|| args.default_threshold()),
-            scorer: args.build_in(spec_dir)?,
+            scorer: args.build_in(with)?,
         })
+    }
+
+    /// The entry's own `model:` block, for an evaluator that takes one.
+    pub fn model_block(&self) -> Option<&RawModel> {
+        self.parts().3.model_block()
     }
 }
 
@@ -399,7 +469,12 @@ mod tests {
                 "command",
                 "workers",
                 "timeout",
-                "config"
+                "config",
+                "rubric",
+                "prompt",
+                "messages",
+                "model",
+                "max_concurrency"
             ]
         );
     }

@@ -4,9 +4,15 @@
 
 use std::sync::Arc;
 
-use super::RunError;
+use tokio::sync::Semaphore;
+
+use super::{Planned, RunError};
+use crate::concurrency::pause::Pauses;
+use crate::concurrency::rate::RateLimits;
+use crate::concurrency::retry::Retry;
 use crate::concurrency::retry::Retryable;
 use crate::concurrency::Outcome;
+use crate::evaluators::llm_judge::Link;
 use crate::model::mock::MockServer;
 use crate::model::openai::OpenAi;
 use crate::model::{Api, ClientError, Endpoint, ModelClient};
@@ -51,21 +57,79 @@ pub async fn connect(
             )));
         }
     };
-    let client = ModelClient::new(Endpoint {
+    let client = client_at(model, &base_url, api_key, max_connections)?;
+    Ok(Connection {
+        client,
+        base_url,
+        mock,
+    })
+}
+
+/// The client for `model` served at `base_url`.
+fn client_at(
+    model: &ModelSpec,
+    base_url: &str,
+    api_key: Option<&str>,
+    max_connections: usize,
+) -> Result<ModelClient, RunError> {
+    ModelClient::new(Endpoint {
         api: api(&model.provider),
-        base_url: &base_url,
+        base_url,
         model: &model.name,
         api_key,
         params: model.params.clone(),
         timeout: model.timeout,
         max_connections,
     })
-    .map_err(RunError::Client)?;
-    Ok(Connection {
-        client,
-        base_url,
-        mock,
-    })
+    .map_err(RunError::Client)
+}
+
+/// Connects every judge of `plan` for this run: each gets its own client and
+/// window, its model block's retries, and the rate limit and pause of its
+/// endpoint, shared with the evaluation (`model_url`) when they call the same
+/// endpoint and model. A judge without a model block of its own calls the
+/// evaluation's endpoint (its mock included). Returns the mocks started for
+/// judges, which serve while they live.
+pub async fn connect_judges(
+    plan: &Planned,
+    model_url: &str,
+    rates: &RateLimits,
+    pauses: &Pauses,
+) -> Result<Vec<MockServer>, RunError> {
+    let eval = &plan.eval;
+    let mut mocks = Vec::new();
+    for (evaluator, key) in eval.evaluators.iter().zip(&plan.judge_keys) {
+        let Some(judge) = evaluator.scorer.judge() else {
+            continue;
+        };
+        let model = judge.model();
+        let window = judge
+            .window()
+            .unwrap_or_else(|| plan.strategy.max_concurrency());
+        let (client, url) = if judge.own_model() {
+            let connection = connect(model, key.as_deref(), window).await?;
+            mocks.extend(connection.mock);
+            (connection.client, connection.base_url)
+        } else {
+            let client = client_at(model, model_url, key.as_deref(), window)?;
+            (client, model_url.to_owned())
+        };
+        let rate = model
+            .rate_limit
+            .map(|spec| rates.get(&rate_key(&url, model), spec).0);
+        judge.connect(Link {
+            client: client.with_secrets(&eval.secrets),
+            retry: Retry::new(model.retry).with_pause(pauses.get(&url)),
+            rate,
+            window: Semaphore::new(window),
+        });
+    }
+    Ok(mocks)
+}
+
+/// What a rate limit is shared by: one endpoint and model.
+pub fn rate_key(base_url: &str, model: &ModelSpec) -> String {
+    format!("{base_url} {}", model.name)
 }
 
 /// How a concurrency strategy should read a failed attempt.

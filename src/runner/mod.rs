@@ -227,6 +227,7 @@ pub async fn run(
     )
     .await?;
     let client = client.with_secrets(&eval.secrets);
+    let judge_mocks = client::connect_judges(plan, &base_url, rates, pauses).await?;
 
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
     let identity = eval.identity.to_string();
@@ -251,7 +252,7 @@ pub async fn run(
     let started = Instant::now();
     let limiter = Limiter::new(plan.strategy.build());
     let rate = eval.model.rate_limit.map(|spec| {
-        let (rate, first) = rates.get(&format!("{base_url} {}", eval.model.name), spec);
+        let (rate, first) = rates.get(&client::rate_key(&base_url, &eval.model), spec);
         if first != spec {
             progress.note(&format!(
                 "warning: {} shares its endpoint with an earlier evaluation of this run; that one's rate_limit applies",
@@ -357,6 +358,7 @@ pub async fn run(
     // failure of the dispatch loop, so it goes first.
     writer.finish()?;
     drop(mock);
+    drop(judge_mocks);
     store.record_limits(evaluation_id, config.run, &limiter.history())?;
     store.record_run(
         evaluation_id,

@@ -23,6 +23,8 @@ pub struct Planned {
     /// Whether the store already has records of this evaluation.
     pub resuming: bool,
     pub api_key: Option<String>,
+    /// Per evaluator, the key its judge sends (`None` for the rest).
+    pub judge_keys: Vec<Option<String>>,
 }
 
 /// Why an evaluation cannot be run as asked.
@@ -102,12 +104,24 @@ pub fn plan(
         refuse_removed_rows(&eval, lookup.as_ref(), summary.rows, matched, experiment)?;
     }
     let api_key = api_key(&eval.model, &eval.spec_path)?;
+    // A judge on the evaluation's own endpoint sends its key; one with a model
+    // block of its own needs that block's key, checked now, before any request.
+    let judge_keys = eval
+        .evaluators
+        .iter()
+        .map(|e| match e.scorer.judge() {
+            Some(judge) if judge.own_model() => self::api_key(judge.model(), &eval.spec_path),
+            Some(_) => Ok(api_key.clone()),
+            None => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Planned {
         strategy: concurrency.unwrap_or(eval.concurrency),
         total: summary.rows,
         pending,
         resuming: existing.is_some(),
         api_key,
+        judge_keys,
         eval,
     })
 }

@@ -16,7 +16,7 @@ use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::retry::{self, Retry};
 use crate::concurrency::{Outcome, Permit};
 use crate::error_kind::ErrorKind;
-use crate::evaluators::Evaluator;
+use crate::evaluators::{Evaluator, ScoreError};
 use crate::model::{ClientError, Message, ModelClient, Role};
 use crate::secrets::Secrets;
 use crate::spec::{Evaluation, Prompt};
@@ -96,6 +96,12 @@ impl SampleContext {
             {
                 self.secrets.scrub_string(text);
             }
+            for call in &mut record.judge_calls {
+                self.secrets.scrub_string(&mut call.prompt);
+                for text in [&mut call.reply, &mut call.error].into_iter().flatten() {
+                    self.secrets.scrub_string(text);
+                }
+            }
         }
         // The place was reserved when the sample started: this never waits.
         slot.send(record);
@@ -152,33 +158,46 @@ impl SampleContext {
         }
     }
 
-    /// Scores `output` with every evaluator into `record`; an evaluator that
-    /// cannot decide makes the record an `evaluator` error.
+    /// Scores `output` with every evaluator into `record`, with the calls any
+    /// judge made; an evaluator that cannot decide makes the record an error of
+    /// the first such evaluator's kind (`evaluator`, or `judge`).
     async fn score(&self, output: &str, vars: &Value, record: &mut SampleRecord) {
         let scoring = minijinja::context! { output => output, ..vars.clone() };
         let mut failures = Vec::new();
+        let mut kind = None;
         record.scores.clear();
-        for evaluator in &self.evaluators {
-            match evaluator
+        record.judge_calls.clear();
+        for (i, evaluator) in self.evaluators.iter().enumerate() {
+            let (score, call) = match evaluator
                 .score_sample(output, &record.variables, &scoring)
                 .await
             {
-                Ok(scored) => record.scores.push(Some(ScoreRecord {
-                    passed: evaluator.passes(scored.score),
-                    value: scored.score,
-                    reason: scored.reason,
-                })),
+                Ok(scored) => (
+                    Some(ScoreRecord {
+                        passed: evaluator.passes(scored.score),
+                        value: scored.score,
+                        reason: scored.reason,
+                    }),
+                    scored.judged,
+                ),
                 Err(e) => {
-                    record.scores.push(None);
+                    kind = kind.or(Some(e.kind()));
                     failures.push(format!("{}: {e}", evaluator.name));
+                    let call = match e {
+                        ScoreError::Judge { call, .. } => call,
+                        _ => None,
+                    };
+                    (None, call)
                 }
+            };
+            record.scores.push(score);
+            if let Some(mut call) = call {
+                call.evaluator = i;
+                record.judge_calls.push(*call);
             }
         }
-        (record.error_kind, record.error) = if failures.is_empty() {
-            (None, None)
-        } else {
-            (Some(ErrorKind::Evaluator), Some(failures.join("; ")))
-        };
+        record.error_kind = kind;
+        record.error = (!failures.is_empty()).then(|| failures.join("; "));
     }
 }
 
@@ -327,5 +346,6 @@ fn started(sample: Sample, start_us: u64) -> SampleRecord {
         end_us: start_us,
         prompt_tokens: None,
         completion_tokens: None,
+        judge_calls: Vec::new(),
     }
 }

@@ -21,11 +21,23 @@ use crate::concurrency::retry::RetryPolicy;
 use crate::concurrency::{AdaptiveConfig, StrategySpec};
 use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::evaluators::Evaluator;
+use crate::evaluators::{Build, Evaluator};
 use crate::model::mock::{MockRule, MockSpec};
 use crate::model::Role;
 use crate::secrets::Secrets;
 use crate::template::Template;
+
+/// Pins the endpoint actually called into a model block's identity, even when
+/// it comes from $OPENAI_BASE_URL (results from two servers must not be mixed
+/// on resume), and takes the block's credentials into `secrets`.
+fn pin_endpoint(model_json: &mut Value, model: &ModelSpec, secrets: &mut Secrets) {
+    if let (Some(http), Value::Object(m)) = (model.provider.http(), &mut *model_json) {
+        let url = &http.base_url;
+        secrets.take_from_url(url);
+        m.insert("base_url".into(), Value::String(url.clone()));
+    }
+    secrets.take_from_json(model_json);
+}
 
 /// Semantic checks, with the file's positions at hand.
 pub(super) struct Checker<'a> {
@@ -61,18 +73,29 @@ impl Checker<'_> {
     }
 
     pub(super) fn check(&self, raw: RawSpec, text: &str) -> Result<Evaluation, Diagnostic> {
-        let model = self.model(&raw.model)?;
+        let model = self.model("model", &raw.model)?;
+        // Judges' own model blocks, checked as the evaluation's is.
+        let judge_models = raw
+            .evaluators
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                e.model_block()
+                    .map(|block| self.model(&format!("evaluators[{i}].model"), block))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut secrets = Secrets::default();
         let mut identity = identity(&raw);
         if let Some(model_json) = identity.get_mut("model") {
-            // The endpoint actually called, even when it comes from $OPENAI_BASE_URL:
-            // results from two servers must not be mixed on resume.
-            if let (Some(http), Value::Object(m)) = (model.provider.http(), &mut *model_json) {
-                let url = &http.base_url;
-                secrets.take_from_url(url);
-                m.insert("base_url".into(), Value::String(url.clone()));
+            pin_endpoint(model_json, &model, &mut secrets);
+        }
+        if let Some(Value::Array(entries)) = identity.get_mut("evaluators") {
+            for (entry, judge) in entries.iter_mut().zip(&judge_models) {
+                if let (Some(model_json), Some(judge)) = (entry.get_mut("model"), judge) {
+                    pin_endpoint(model_json, judge, &mut secrets);
+                }
             }
-            secrets.take_from_json(model_json);
         }
         if !secrets.is_empty() {
             let text = secrets.scrub(&identity.to_string()).into_owned();
@@ -100,8 +123,13 @@ impl Checker<'_> {
         let prompt = self.prompt(&raw)?;
         let mut evals = Vec::with_capacity(raw.evaluators.len());
         let spec_dir = self.path.parent().unwrap_or(Path::new(""));
-        for (i, e) in raw.evaluators.iter().enumerate() {
-            let built = e.build_in(spec_dir).map_err(|err| {
+        for (i, (e, own)) in raw.evaluators.iter().zip(&judge_models).enumerate() {
+            let with = Build {
+                spec_dir,
+                model: Some(own.as_ref().unwrap_or(&model)),
+                own_model: own.is_some(),
+            };
+            let built = e.build_in(&with).map_err(|err| {
                 let key = format!("evaluators[{i}].{}", err.key);
                 let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
                 if let Some(line) = err.template_line {
@@ -219,8 +247,9 @@ impl Checker<'_> {
         })
     }
 
-    fn model(&self, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
-        self.reserved_params(&m.params)?;
+    /// Checks the model block at `at` (`model`, or a judge's `evaluators[2].model`).
+    fn model(&self, at: &str, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
+        self.reserved_params(at, &m.params)?;
         let rate_limit = match &m.rate_limit {
             None => None,
             Some(r) => {
@@ -231,7 +260,7 @@ impl Checker<'_> {
                     if value == Some(0) {
                         return Err(self
                             .at_value(
-                                &format!("model.rate_limit.{key}"),
+                                &format!("{at}.rate_limit.{key}"),
                                 format!("`{key}` must be at least 1"),
                             )
                             .with_hint("leave it out for no limit"));
@@ -245,7 +274,10 @@ impl Checker<'_> {
         };
         let timeout = m.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         if timeout.is_zero() {
-            return Err(self.at_value("model.timeout", "`timeout` must be greater than zero"));
+            return Err(self.at_value(
+                &format!("{at}.timeout"),
+                "`timeout` must be greater than zero",
+            ));
         }
         let defaults = RetryPolicy::default();
         let retry = match &m.retry {
@@ -254,7 +286,7 @@ impl Checker<'_> {
                 if r.max_attempts == Some(0) {
                     return Err(self
                         .at_value(
-                            "model.retry.max_attempts",
+                            &format!("{at}.retry.max_attempts"),
                             "`max_attempts` must be at least 1",
                         )
                         .with_hint("1 means no retries"));
@@ -274,12 +306,12 @@ impl Checker<'_> {
                     ("api_key_env", m.api_key_env.is_some()),
                 ] {
                     if set {
-                        return Err(self.at_key(&format!("model.{key}"), format!("`{key}` does not apply to provider `mock`"))
+                        return Err(self.at_key(&format!("{at}.{key}"), format!("`{key}` does not apply to provider `mock`"))
                             .with_hint("the mock is served on loopback by dotevals itself; remove this key"));
                     }
                 }
                 let Some(replies) = &m.replies else {
-                    return Err(self.at_key("model.provider", "provider `mock` needs `replies`")
+                    return Err(self.at_key(&format!("{at}.provider"), "provider `mock` needs `replies`")
                         .with_hint("add `replies: [{when_contains: [great], reply: positive}, {reply: neutral}]`"));
                 };
                 let rules = replies
@@ -308,7 +340,7 @@ impl Checker<'_> {
                 ] {
                     if set {
                         return Err(self.at_key(
-                            &format!("model.{key}"),
+                            &format!("{at}.{key}"),
                             format!("`{key}` only applies to provider `mock`"),
                         ));
                     }
@@ -316,7 +348,7 @@ impl Checker<'_> {
                 let Some(name) = m.name.clone() else {
                     return Err(self
                         .at_key(
-                            "model.provider",
+                            &format!("{at}.provider"),
                             "provider `openai` needs the model's `name`",
                         )
                         .with_hint("add `name: gpt-4o-mini` (sent as the request's \"model\")"));
@@ -334,12 +366,12 @@ impl Checker<'_> {
                 if parsed.is_none() {
                     let d = if m.base_url.is_some() {
                         self.at_value(
-                            "model.base_url",
+                            &format!("{at}.base_url"),
                             format!("`{base_url}` is not an http(s) URL"),
                         )
                     } else {
                         self.at_key(
-                            "model.provider",
+                            &format!("{at}.provider"),
                             format!("$OPENAI_BASE_URL `{base_url}` is not an http(s) URL"),
                         )
                     };
@@ -519,24 +551,31 @@ impl Checker<'_> {
         prompt: &Prompt,
         evals: &[Evaluator],
     ) -> Result<BTreeSet<String>, Diagnostic> {
-        let mut uses: Vec<(String, &Template, bool)> = match prompt {
-            Prompt::Text(t) => vec![("prompt".into(), t, false)],
+        // Each template, with the names an evaluator gives its own templates
+        // (`output`, and what it `provides`); `None` for the prompt's.
+        let mut uses: Vec<(String, &Template, Option<&[&str]>)> = match prompt {
+            Prompt::Text(t) => vec![("prompt".into(), t, None)],
             Prompt::Messages(ms) => ms
                 .iter()
                 .enumerate()
-                .map(|(i, (_, t))| (format!("messages[{i}].content"), t, false))
+                .map(|(i, (_, t))| (format!("messages[{i}].content"), t, None))
                 .collect(),
         };
         for (i, e) in evals.iter().enumerate() {
             for (key, t) in e.scorer.templates() {
-                uses.push((format!("evaluators[{i}].{key}"), t, true));
+                uses.push((
+                    format!("evaluators[{i}].{key}"),
+                    t,
+                    Some(e.scorer.provides()),
+                ));
             }
         }
         let columns = dataset.known_columns()?;
         let mut required = BTreeSet::new();
-        for (key, template, is_evaluator) in &uses {
+        for (key, template, provided) in &uses {
+            let is_evaluator = provided.is_some();
             for var in template.variables() {
-                if *is_evaluator && var == "output" {
+                if is_evaluator && var == "output" || provided.is_some_and(|p| p.contains(&&*var)) {
                     continue;
                 }
                 // The whole row (`row["review text"]`) and the engine's own globals.
@@ -546,8 +585,9 @@ impl Checker<'_> {
                 }
                 if !columns.contains(&var) {
                     let mut names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                    if *is_evaluator {
+                    if let Some(provided) = provided {
                         names.push("output");
+                        names.extend(provided.iter());
                     }
                     // A name that is not an identifier is read as `row["review text"]`.
                     let refs = names
@@ -562,7 +602,7 @@ impl Checker<'_> {
                         ),
                         None => format!("available variables: {refs}"),
                     };
-                    let output_note = if !*is_evaluator && var == "output" {
+                    let output_note = if !is_evaluator && var == "output" {
                         " (`output` exists only in evaluator arguments)"
                     } else {
                         ""

@@ -19,10 +19,8 @@ pub(super) fn identity(raw: &RawSpec) -> Value {
         if let Some(Value::Object(d)) = top.get_mut("dataset") {
             d.remove("limit");
         }
-        if let Some(Value::Object(m)) = top.get_mut("model") {
-            for key in ["timeout", "retry", "rate_limit", "latency", "api_key_env"] {
-                m.remove(key);
-            }
+        if let Some(model) = top.get_mut("model") {
+            drop_pacing(model);
         }
         // Evaluator entries once had every argument, null when unset; stored
         // experiments hash them so, and must still resume.
@@ -31,11 +29,26 @@ pub(super) fn identity(raw: &RawSpec) -> Value {
                 for key in EVALUATOR_KEYS_OF_V1 {
                     e.entry(key).or_insert(Value::Null);
                 }
+                // A judge's pacing may change between runs, as the model's may.
+                e.remove("max_concurrency");
+                if let Some(model) = e.get_mut("model") {
+                    drop_pacing(model);
+                }
             }
         }
         top.retain(|_, v| !v.is_null());
     }
     v
+}
+
+/// Removes from a model block what only paces requests (timeouts, retries,
+/// limits, the mock's latency) or finds the key: none of it changes a reply.
+fn drop_pacing(model: &mut Value) {
+    if let Value::Object(m) = model {
+        for key in ["timeout", "retry", "rate_limit", "latency", "api_key_env"] {
+            m.remove(key);
+        }
+    }
 }
 
 /// The keys an evaluator entry held before each type had its own arguments.

@@ -27,7 +27,11 @@ const RESERVED: [(&str, &str); 3] = [
 impl Checker<'_> {
     /// Refuses a `params` key the client sets itself. `stream: false` is
     /// what is sent anyway, so it is let through.
-    pub(super) fn reserved_params(&self, params: &Map<String, Value>) -> Result<(), Diagnostic> {
+    pub(super) fn reserved_params(
+        &self,
+        at: &str,
+        params: &Map<String, Value>,
+    ) -> Result<(), Diagnostic> {
         for (key, hint) in RESERVED {
             match params.get(key) {
                 None => {}
@@ -35,7 +39,7 @@ impl Checker<'_> {
                 Some(_) => {
                     return Err(self
                         .at_key(
-                            &format!("model.params.{key}"),
+                            &format!("{at}.params.{key}"),
                             format!(
                                 "`params` may not set `{key}`: dotevals sets it in every request"
                             ),

@@ -38,7 +38,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use read::{ErrorGroup, ErrorRow, ExperimentRow, LimitTimeline, RunRow, SampleRow};
+pub use read::{ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RunRow, SampleRow};
 pub use records::{
     EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredEvaluation,
     StoredFailure, StoredReply, StoredSample,
@@ -195,8 +195,12 @@ pub trait Store {
     /// How the concurrency limit moved in the latest run of an evaluation.
     fn limit_timeline(&self, evaluation_id: i64) -> Result<LimitTimeline, StoreError>;
 
-    /// Every sample record with its scores (`evaluators` of them), in dataset order.
+    /// Every sample record with its scores (`evaluators` of them) and judge
+    /// calls, in dataset order.
     fn samples(&self, evaluation_id: i64, evaluators: usize) -> Result<Vec<SampleRow>, StoreError>;
+
+    /// Each judging evaluator's calls, in evaluator order (none without judges).
+    fn judge_totals(&self, evaluation_id: i64) -> Result<Vec<JudgeTotal>, StoreError>;
 }
 
 /// Commits batches of finished samples for one run, on the writer thread.

@@ -1,7 +1,7 @@
 //! What `show` and `list` read: experiments, evaluations with their totals,
 //! runs, errors, limits and whole sample records.
 
-use super::writer::ScoreRecord;
+use super::writer::{JudgeRecord, ScoreRecord};
 use super::EvaluationStatus;
 
 /// An experiment and its evaluations.
@@ -54,6 +54,25 @@ pub struct ScoreTotal {
     pub sum: f64,
     /// Samples whose score reached the evaluator's threshold.
     pub passed: u64,
+    /// Samples it was asked to score and could not (excluded from the mean).
+    pub unscored: u64,
+}
+
+/// One judging evaluator's calls over an evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JudgeTotal {
+    /// The evaluator's index in the spec.
+    pub evaluator: usize,
+    pub calls: u64,
+    /// Calls that gave no score (failed requests, replies without one).
+    pub failed: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub wait_us: u64,
+    /// Latencies of the calls that got a reply, in microseconds, ascending.
+    pub latencies_us: Vec<u64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 /// An errored sample.
@@ -111,6 +130,8 @@ pub struct SampleRow {
     pub end_us: u64,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// The calls judges made for this sample.
+    pub judge_calls: Vec<JudgeRecord>,
 }
 
 /// One run of an evaluation, as recorded at its end (`runs`).

@@ -50,6 +50,31 @@ pub struct SampleRecord {
     pub end_us: u64,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// The calls judges made to grade this sample, one per judging evaluator.
+    pub judge_calls: Vec<JudgeRecord>,
+}
+
+/// One call an `llm_judge` evaluator made for one sample: what it sent, what
+/// came back and what it cost, apart from the model's own request. The score
+/// and reason it gave are the evaluator's [`ScoreRecord`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JudgeRecord {
+    /// The evaluator's index in the spec.
+    pub evaluator: usize,
+    /// The rendered messages, as JSON.
+    pub prompt: String,
+    /// The judge's raw reply; `None` when no reply came.
+    pub reply: Option<String>,
+    /// Why the call gave no score: the request failed, or the reply held none.
+    pub error: Option<String>,
+    pub attempts: u32,
+    /// Answers that said slow down (429/503).
+    pub throttled: u32,
+    /// Time waiting on backoff, pauses, the rate limit and the judges' window.
+    pub wait_us: u64,
+    pub latency_us: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
 }
 
 /// One evaluator's verdict on one sample, as stored and read back.

@@ -10,7 +10,9 @@ use crate::util::TestDir;
 const SCHEMA: &str = include_str!("../../schema/dotevals.schema.json");
 
 /// Four rows on the mock; row 1's `expected` is not a number, so
-/// `numeric_match` errors on it (an `evaluator` error with a null score).
+/// `numeric_match` errors on it (an `evaluator` error with a null score). A
+/// judge on a mock of its own scores the "great" rows and cannot read its
+/// reply on the others (its calls appear in the records).
 const ALPHA: &str = r#"name: alpha
 dataset:
   rows:
@@ -28,6 +30,13 @@ prompt: "{{ text }}"
 evaluators:
   - {type: numeric_match, expected: "{{ expected }}"}
   - {type: contains, expected: "2"}
+  - type: llm_judge
+    rubric: "The answer is a number."
+    model:
+      provider: mock
+      replies:
+        - {when_contains: ["\n1\n"], reply: '{"score": 1, "reason": "a number"}'}
+        - {reply: "no idea"}
 "#;
 
 /// Messages, the adaptive strategy and no evaluators.
@@ -106,6 +115,12 @@ fn every_command_output_matches_the_schema() {
     let alpha = &full["evaluations"][0];
     assert_eq!(alpha["errors"][0]["kind"], "evaluator");
     assert!(alpha["records"][1]["scores"]["numeric_match"].is_null());
+    assert_eq!(alpha["records"][0]["judges"]["llm_judge"]["score"], 1.0);
+    assert_eq!(
+        alpha["records"][2]["judges"]["llm_judge"]["reply"],
+        "no idea"
+    );
+    assert_eq!(alpha["evaluators"][2]["judge"]["calls"], 4);
     assert!(full["evaluations"][1]["timing"]["concurrency_limit"].is_object());
     check(&dir, &["show", "x", "--errors"], 0, "show");
     check(&dir, &["show", "x"], 0, "show");

@@ -61,7 +61,7 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ArgError, Arguments, External, Score, ScoreError, Scored, GRADED_THRESHOLD};
+use super::{ArgError, Arguments, Build, External, Score, ScoreError, Scored, GRADED_THRESHOLD};
 use crate::spec::raw::DurationText;
 use crate::template::Template;
 
@@ -87,10 +87,11 @@ impl Arguments for Args {
     }
 
     fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
-        self.build_in(Path::new(""))
+        self.build_in(&Build::default())
     }
 
-    fn build_in(&self, spec_dir: &Path) -> Result<Arc<dyn Score>, ArgError> {
+    fn build_in(&self, with: &Build<'_>) -> Result<Arc<dyn Score>, ArgError> {
+        let spec_dir = with.spec_dir;
         let command = self.command.as_deref().unwrap_or_default();
         let Some((program, args)) = command.split_first() else {
             let what = if self.command.is_some() {
@@ -257,6 +258,7 @@ impl External for CommandScorer {
         &'a self,
         output: &'a str,
         variables: &'a str,
+        _ctx: &'a Value,
     ) -> Pin<Box<dyn Future<Output = Result<Scored, ScoreError>> + Send + 'a>> {
         Box::pin(async move {
             let pool = self.pool();

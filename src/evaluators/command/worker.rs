@@ -397,7 +397,14 @@ fn parse_reply(line: &str) -> Option<(u64, Answer)> {
         Some(serde_json::Value::String(s)) => Some(s),
         Some(other) => Some(other.to_string()),
     };
-    Some((id, Ok(Scored { score, reason })))
+    Some((
+        id,
+        Ok(Scored {
+            score,
+            reason,
+            judged: None,
+        }),
+    ))
 }
 
 #[cfg(test)]

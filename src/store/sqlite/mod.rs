@@ -505,6 +505,13 @@ impl Store for SqliteStore {
     fn samples(&self, evaluation_id: i64, evaluators: usize) -> Result<Vec<SampleRow>, StoreError> {
         read::samples(&self.conn, evaluation_id, evaluators)
     }
+
+    fn judge_totals(
+        &self,
+        evaluation_id: i64,
+    ) -> Result<Vec<crate::store::JudgeTotal>, StoreError> {
+        read::judge_totals(&self.conn, evaluation_id)
+    }
 }
 
 /// Statuses are stored as their names.

@@ -7,10 +7,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::read::{
-    ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, LimitStep, LimitTimeline, RunRow,
-    SampleRow, ScoreTotal,
+    ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, LimitTimeline,
+    RunRow, SampleRow, ScoreTotal,
 };
-use crate::store::writer::ScoreRecord;
+use crate::store::writer::{JudgeRecord, ScoreRecord};
 use crate::store::{EvaluationStatus, StoreError};
 
 /// An evaluation with its totals (kept in their own table, see the schema's version 4).
@@ -116,6 +116,9 @@ fn evaluations(
     let mut scores = conn.prepare_cached(
         "SELECT evaluator, scored, total, passed FROM evaluation_scores WHERE evaluation_id = ?1",
     )?;
+    let mut unscored = conn.prepare_cached(
+        "SELECT evaluator, count(*) FROM scores WHERE evaluation_id = ?1 AND value IS NULL GROUP BY evaluator",
+    )?;
     for e in &mut rows {
         // "running" with nobody holding the run's lock means the run died (kill -9,
         // power loss): its finished samples are kept and a rerun resumes it.
@@ -138,12 +141,88 @@ fn evaluations(
                     scored: n.max(0) as u64,
                     sum,
                     passed: passed.max(0) as u64,
+                    unscored: 0,
                 };
+            }
+        }
+        // Evaluators that could not score a sample store a null score: few,
+        // found through the scores' index (nulls sort first).
+        for row in unscored.query_map([e.id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (i, n) = row?;
+            if let Some(slot) = per.get_mut(i as usize) {
+                slot.unscored = n.max(0) as u64;
             }
         }
         e.scores = per;
     }
     Ok(rows)
+}
+
+/// Every judge call of an evaluation, by sample id, in evaluator order.
+fn judge_calls(
+    conn: &Connection,
+    evaluation_id: i64,
+) -> Result<std::collections::HashMap<i64, Vec<JudgeRecord>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sample_id, evaluator, prompt, reply, error, attempts, throttled, wait_us, latency_us,
+                prompt_tokens, completion_tokens
+         FROM judge_calls WHERE evaluation_id = ?1 ORDER BY sample_id, evaluator",
+    )?;
+    let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    let mut out: std::collections::HashMap<i64, Vec<JudgeRecord>> = Default::default();
+    let mut rows = stmt.query([evaluation_id])?;
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?).or_default().push(JudgeRecord {
+            evaluator: r.get::<_, i64>(1)?.max(0) as usize,
+            prompt: r.get(2)?,
+            reply: r.get(3)?,
+            error: r.get(4)?,
+            attempts: r.get(5)?,
+            throttled: r.get(6)?,
+            wait_us: r.get::<_, i64>(7)?.max(0) as u64,
+            latency_us: n(r.get(8)?),
+            prompt_tokens: n(r.get(9)?),
+            completion_tokens: n(r.get(10)?),
+        });
+    }
+    Ok(out)
+}
+
+/// Each judging evaluator's calls over an evaluation, in evaluator order.
+pub fn judge_totals(conn: &Connection, evaluation_id: i64) -> Result<Vec<JudgeTotal>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT evaluator, count(*), count(error), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
+                coalesce(sum(wait_us), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0)
+         FROM judge_calls WHERE evaluation_id = ?1 GROUP BY evaluator ORDER BY evaluator",
+    )?;
+    let u = |v: i64| v.max(0) as u64;
+    let mut totals: Vec<JudgeTotal> = stmt
+        .query_map([evaluation_id], |r| {
+            Ok(JudgeTotal {
+                evaluator: r.get::<_, i64>(0)?.max(0) as usize,
+                calls: u(r.get(1)?),
+                failed: u(r.get(2)?),
+                retries: u(r.get(3)?),
+                throttled: u(r.get(4)?),
+                wait_us: u(r.get(5)?),
+                latencies_us: Vec::new(),
+                prompt_tokens: u(r.get(6)?),
+                completion_tokens: u(r.get(7)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut latencies = conn.prepare_cached(
+        "SELECT latency_us FROM judge_calls
+         WHERE evaluation_id = ?1 AND evaluator = ?2 AND latency_us IS NOT NULL ORDER BY latency_us",
+    )?;
+    for t in &mut totals {
+        t.latencies_us = latencies
+            .query_map(params![evaluation_id, t.evaluator as i64], |r| {
+                Ok(r.get::<_, i64>(0)?.max(0) as u64)
+            })?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(totals)
 }
 
 /// Latencies of successful samples, in microseconds, ascending.
@@ -290,6 +369,7 @@ pub fn samples(
          FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
          WHERE s.evaluation_id = ?1 ORDER BY s.row_index, s.id, sc.evaluator",
     )?;
+    let mut calls = judge_calls(conn, evaluation_id)?;
     let mut out: Vec<SampleRow> = Vec::new();
     let mut last_id = None;
     let mut rows = stmt.query(params![evaluation_id])?;
@@ -312,6 +392,7 @@ pub fn samples(
                 end_us: r.get::<_, i64>(11)? as u64,
                 prompt_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
                 completion_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                judge_calls: calls.remove(&id).unwrap_or_default(),
             });
         }
         let (Some(i), Some(value)) = (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<f64>>(15)?)

@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"
@@ -263,6 +263,27 @@ CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
         passed = passed - coalesce(OLD.passed, 0)
     WHERE evaluation_id = OLD.evaluation_id AND evaluator = OLD.evaluator;
 END;
+"#,
+    // 6: what each `llm_judge` call sent and got back, apart from the model's
+    // request: the prompt, the raw reply (kept when it held no score), and its
+    // own attempts, waits, latency and tokens. Its score is the sample's score row.
+    r#"
+CREATE TABLE judge_calls (
+    sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+    evaluation_id INTEGER NOT NULL,
+    evaluator INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    reply TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    throttled INTEGER NOT NULL,
+    wait_us INTEGER NOT NULL,
+    latency_us INTEGER,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    PRIMARY KEY (sample_id, evaluator)
+) WITHOUT ROWID;
+CREATE INDEX judge_calls_by_evaluation ON judge_calls (evaluation_id, evaluator);
 "#,
 ];
 

@@ -44,6 +44,7 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
         end_us: 1000,
         prompt_tokens: Some(3),
         completion_tokens: Some(1),
+        judge_calls: Vec::new(),
     }
 }
 
@@ -84,7 +85,8 @@ fn records_survive_and_aggregate() {
         vec![ScoreTotal {
             scored: 2,
             sum: 1.0,
-            passed: 1
+            passed: 1,
+            unscored: 0,
         }]
     );
     assert_eq!(store.latencies(id).unwrap(), vec![1000, 2000]);
@@ -140,7 +142,8 @@ fn records_survive_and_aggregate() {
             ScoreTotal {
                 scored: 3,
                 sum: 2.0,
-                passed: 2
+                passed: 2,
+                unscored: 0,
             }
         )
     );
@@ -307,7 +310,8 @@ fn a_version_1_store_is_upgraded_with_its_totals() {
         vec![ScoreTotal {
             scored: 2,
             sum: 1.0,
-            passed: 1
+            passed: 1,
+            unscored: 0,
         }]
     );
     let (kept, fresh) = totals_both_ways(&store, e.id);

@@ -37,6 +37,11 @@ fn commit(
             "INSERT INTO scores (sample_id, evaluation_id, evaluator, value, passed, reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
+        let mut judge = tx.prepare_cached(
+            "INSERT INTO judge_calls (sample_id, evaluation_id, evaluator, prompt, reply, error, attempts,
+                 throttled, wait_us, latency_us, prompt_tokens, completion_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
         for r in batch {
             if config.resuming {
                 delete.execute(params![config.evaluation_id, r.key])?;
@@ -70,6 +75,22 @@ fn commit(
                     s.as_ref().map(|s| s.value),
                     s.as_ref().map(|s| s.passed),
                     s.as_ref().and_then(|s| s.reason.as_deref()),
+                ])?;
+            }
+            for j in &r.judge_calls {
+                judge.execute(params![
+                    sample_id,
+                    config.evaluation_id,
+                    j.evaluator as i64,
+                    j.prompt,
+                    j.reply,
+                    j.error,
+                    j.attempts,
+                    j.throttled,
+                    j.wait_us as i64,
+                    j.latency_us.map(|v| v as i64),
+                    j.prompt_tokens.map(|v| v as i64),
+                    j.completion_tokens.map(|v| v as i64),
                 ])?;
             }
         }
@@ -121,6 +142,7 @@ mod tests {
             end_us: 1000,
             prompt_tokens: Some(3),
             completion_tokens: Some(1),
+            judge_calls: Vec::new(),
         }
     }
 

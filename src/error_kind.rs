@@ -49,6 +49,7 @@ impl std::str::FromStr for ErrorKind {
         Ok(match s {
             "template" => ErrorKind::Template,
             "evaluator" => ErrorKind::Evaluator,
+            "judge" => ErrorKind::Judge,
             "timeout" => ErrorKind::Timeout,
             "connection" => ErrorKind::Connection,
             "api_error" => ErrorKind::ApiError,

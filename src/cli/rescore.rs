@@ -11,6 +11,8 @@ use super::output::print;
 use super::run::{check_unique, runtime};
 use super::show::{build, Detail};
 use super::{known_experiment, unknown_experiment, CliError, Format, Style};
+use crate::concurrency::pause::Pauses;
+use crate::concurrency::rate::RateLimits;
 use crate::runner::{self, plan_rescore, shell_quote, Interrupt, Progress, RunStatus};
 use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
@@ -130,10 +132,20 @@ pub fn rescore(
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         let interrupt = Interrupt::install();
+        let rates = RateLimits::default();
+        let pauses = Pauses::default();
         let mut statuses = Vec::new();
         for plan in &plans {
-            let status =
-                runner::rescore(plan, &target, store.as_mut(), &progress, &interrupt).await;
+            let status = runner::rescore(
+                plan,
+                &target,
+                store.as_mut(),
+                &progress,
+                &interrupt,
+                &rates,
+                &pauses,
+            )
+            .await;
             let stop = !matches!(
                 status,
                 Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)

@@ -18,7 +18,9 @@
 //! reply, so it is scored by [`SampleContext`]'s `score` and keeps the model's
 //! stored latency, tokens, attempts and waits; its start and end are the
 //! rescore's. A sample the model failed (no output) is copied with its error as
-//! it was.
+//! it was. Judges (`llm_judge`) are connected as a run connects them and are
+//! called; a judge without a model block of its own grades with the
+//! evaluation's model, so only then is that endpoint reached (its mock started).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +32,8 @@ use super::progress::Progress;
 use super::refusal::RefusalWatch;
 use super::sample::SampleContext;
 use super::{dispatch, DispatchEnd, Interrupt, RunError, RunStatus, Sample, Tasks, GRACE};
-use crate::concurrency::pause::Pause;
+use crate::concurrency::pause::{Pause, Pauses};
+use crate::concurrency::rate::RateLimits;
 use crate::concurrency::Limiter;
 use crate::dataset::{row_json, scan, Dataset};
 use crate::diagnostic::Diagnostic;
@@ -138,6 +141,24 @@ pub fn plan_rescore(
         .with_hint("rescore with the dataset the experiment ran; rows cannot be dropped while grading again")
         .into());
     }
+    // Judges are called: one on the evaluation's own endpoint sends its key
+    // (read only then), one with a model block of its own that block's key.
+    let api_key = if shares_endpoint(&eval) {
+        super::plan::api_key(&eval.model, &eval.spec_path)?
+    } else {
+        None
+    };
+    let judge_keys = eval
+        .evaluators
+        .iter()
+        .map(|e| match e.scorer.judge() {
+            Some(judge) if judge.own_model() => {
+                super::plan::api_key(judge.model(), &eval.spec_path)
+            }
+            Some(_) => Ok(api_key.clone()),
+            None => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Rescore {
         rows: summary.rows,
         missing: summary.rows - matched,
@@ -147,10 +168,19 @@ pub fn plan_rescore(
             total: matched,
             pending: matched,
             resuming: false,
-            api_key: None,
+            api_key,
+            judge_keys,
             eval,
         },
     })
+}
+
+/// Whether a judge calls the evaluation's own endpoint (it has no model block
+/// of its own): only then is that endpoint's address needed (and its mock started).
+fn shares_endpoint(eval: &Evaluation) -> bool {
+    eval.evaluators
+        .iter()
+        .any(|e| e.scorer.judge().is_some_and(|j| !j.own_model()))
 }
 
 /// A client that is never called: scoring a stored output sends nothing, and
@@ -176,8 +206,26 @@ pub async fn rescore(
     store: &mut dyn Store,
     progress: &Arc<Progress>,
     interrupt: &Arc<Interrupt>,
+    rates: &RateLimits,
+    pauses: &Pauses,
 ) -> Result<RunStatus, RunError> {
     let eval = &plan.planned.eval;
+    // The model under test is never called; its endpoint (its mock) is only
+    // reached by a judge that grades with the evaluation's own model.
+    let shared = match shares_endpoint(eval) {
+        true => Some(
+            super::client::connect(
+                &eval.model,
+                plan.planned.api_key.as_deref(),
+                plan.planned.strategy.max_concurrency(),
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let model_url = shared.as_ref().map_or("", |c| c.base_url.as_str());
+    let judge_mocks =
+        super::client::connect_judges(&plan.planned, model_url, rates, pauses).await?;
     let strategy = plan.planned.strategy;
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
     let identity = eval.identity.to_string();
@@ -270,6 +318,8 @@ pub async fn rescore(
     drop(ctx);
     let _ = reader.join();
     writer.finish()?;
+    drop(judge_mocks);
+    drop(shared);
     store.record_limits(evaluation_id, config.run, &limiter.history())?;
     store.record_run(
         evaluation_id,
@@ -359,6 +409,7 @@ fn spawn_reader(
                         end_us: at,
                         prompt_tokens: failure.prompt_tokens,
                         completion_tokens: failure.completion_tokens,
+                        judge_calls: Vec::new(),
                     };
                     records
                         .blocking_send(record)

@@ -441,3 +441,28 @@ for line in sys.stdin:
     assert_eq!(server.count(), N);
     assert_eq!(shows(&dir, "A"), before);
 }
+
+/// A judge added in the edited spec is called once per stored output (never for
+/// a copied model error), on its own endpoint; the model under test is not.
+#[test]
+fn a_judge_added_by_the_edit_is_called_and_the_model_is_not() {
+    let server = server();
+    let judge = TestServer::builder()
+        .reply(|_| "{\"score\": 1, \"reason\": \"fine\"}".to_owned())
+        .start();
+    let dir = run_a(&server);
+    let judged = spec(&server, CONTAINS).evaluators(&format!(
+        "  - type: llm_judge\n    rubric: \"The answer is right.\"\n    model: {{provider: openai, base_url: {}, name: judge}}\n",
+        judge.url()
+    ));
+    dir.write("judged.yaml", &judged.to_string());
+    dir.cmd(["rescore", "A", "--spec", "judged.yaml", "--quiet"])
+        .output()
+        .assert_exit_code(1);
+    assert_eq!(server.count(), 4, "the model under test was called");
+    assert_eq!(judge.count(), 3, "one judge call per stored output");
+    let new = dir.show_full("A-rescored");
+    let new = new.only();
+    assert_eq!(new.evaluator("llm_judge").passed, 3);
+    assert_eq!(new.record("d").error_kind.as_deref(), Some("http_400"));
+}

@@ -41,6 +41,29 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+impl std::str::FromStr for ErrorKind {
+    type Err = ();
+
+    /// Reads the stored text back (`rescore` copies stored errors).
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "template" => ErrorKind::Template,
+            "evaluator" => ErrorKind::Evaluator,
+            "judge" => ErrorKind::Judge,
+            "timeout" => ErrorKind::Timeout,
+            "connection" => ErrorKind::Connection,
+            "api_error" => ErrorKind::ApiError,
+            "malformed" => ErrorKind::Malformed,
+            other => ErrorKind::Http(
+                other
+                    .strip_prefix("http_")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or(())?,
+            ),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ErrorKind;
@@ -59,6 +82,8 @@ mod tests {
         ];
         for (kind, text) in all {
             assert_eq!(kind.to_string(), text);
+            assert_eq!(text.parse(), Ok(kind));
         }
+        assert_eq!("http_x".parse::<ErrorKind>(), Err(()));
     }
 }

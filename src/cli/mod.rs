@@ -7,6 +7,7 @@ mod list;
 mod manage;
 mod mock_server;
 mod output;
+mod rescore;
 mod run;
 mod show;
 mod validate;
@@ -24,6 +25,7 @@ Examples:
   dotevals run evals/sentiment.yaml --experiment baseline
   dotevals run evals/sentiment.yaml --experiment fast --concurrency 8
   dotevals show baseline
+  dotevals rescore baseline --spec edited.yaml
   dotevals list
   dotevals validate evals/*.yaml
 
@@ -71,6 +73,9 @@ pub enum Command {
     /// Run one or more specs into an experiment
     #[command(after_help = run::AFTER_HELP)]
     Run(run::RunArgs),
+    /// Grade an experiment's stored outputs again with edited evaluators, into a new experiment (no model requests)
+    #[command(after_help = rescore::AFTER_HELP)]
+    Rescore(rescore::RescoreArgs),
     /// Show an experiment: accuracy, errors and timing per evaluation
     Show(show::ShowArgs),
     /// List experiments with date, samples, accuracy, wall time and status
@@ -221,6 +226,9 @@ pub fn main(cli: Cli) -> Exit {
     let storage = storage.as_ref();
     let result = match cli.command {
         Command::Run(args) => run::run(args, storage, cli.global.storage.as_deref(), style),
+        Command::Rescore(args) => {
+            rescore::rescore(args, storage, cli.global.storage.as_deref(), style)
+        }
         Command::Show(args) => show::show(args, storage, style),
         Command::List => list::list(storage, style),
         Command::Validate(args) => validate::validate(args, style),

@@ -14,12 +14,14 @@ mod files;
 mod plan;
 mod progress;
 mod refusal;
+mod rescore;
 mod sample;
 
 pub use files::fit_open_files;
 pub use plan::{api_key, fresh_name, plan, shell_quote, PlanError, Planned};
 
 pub use progress::{Progress, ProgressMode};
+pub use rescore::{plan_rescore, rescore, Rescore};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -41,7 +41,7 @@ use std::time::Duration;
 pub use read::{ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RunRow, SampleRow};
 pub use records::{
     EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredEvaluation,
-    StoredReply, StoredSample,
+    StoredFailure, StoredReply, StoredSample,
 };
 pub use sqlite::lock::LockError;
 pub use sqlite::schema::VERSION as SCHEMA_VERSION;
@@ -224,6 +224,10 @@ pub trait SampleLookup: Send {
 
     /// The stored model reply of sample `key`, if it has one.
     fn reply(&self, key: &str) -> Result<Option<StoredReply>, StoreError>;
+
+    /// The stored error of sample `key`, when it has no output (`rescore`
+    /// copies such samples as they are).
+    fn failure(&self, key: &str) -> Result<Option<StoredFailure>, StoreError>;
 }
 
 /// Why the store could not be used.

@@ -136,3 +136,20 @@ pub struct StoredReply {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
 }
+
+/// What a sample's stored record says about a model call that gave no output
+/// (an error), to copy it as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFailure {
+    /// The prompt as stored (JSON; empty when it failed to render).
+    pub prompt: String,
+    /// The error kind as stored (`timeout`, `http_500`, ...).
+    pub error_kind: String,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub throttled: u32,
+    pub wait_us: u64,
+    pub latency_us: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}

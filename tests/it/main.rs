@@ -15,6 +15,7 @@ mod golden;
 mod grading_command;
 mod grading_graders;
 mod grading_judge;
+mod grading_rescore;
 mod grading_scores;
 mod json_output;
 mod resume;

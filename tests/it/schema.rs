@@ -125,6 +125,16 @@ fn every_command_output_matches_the_schema() {
     check(&dir, &["show", "x", "--errors"], 0, "show");
     check(&dir, &["show", "x"], 0, "show");
     check(&dir, &["list"], 0, "list");
+    // `rescore` prints the report `run` prints, of the experiment it wrote.
+    let rescore = [
+        "rescore",
+        "x",
+        "--spec",
+        "alpha.yaml",
+        "--spec",
+        "beta.yaml",
+    ];
+    check(&dir, &[&rescore[..], &["-q"]].concat(), 1, "show");
 
     check(&dir, &["rename", "x", "y"], 0, "rename");
     check(&dir, &["delete", "y"], 0, "delete");

@@ -1,0 +1,202 @@
+//! `dotevals rescore NAME --spec FILE [--into NEW]`: grade an experiment's
+//! stored outputs again with a spec's (edited) evaluators, into a new
+//! experiment, without a request to the model under test.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::output::print;
+use super::run::{check_unique, runtime};
+use super::show::{build, Detail};
+use super::{known_experiment, unknown_experiment, CliError, Format, Style};
+use crate::concurrency::pause::Pauses;
+use crate::concurrency::rate::RateLimits;
+use crate::runner::{self, plan_rescore, shell_quote, Interrupt, Progress, RunStatus};
+use crate::store::{LockError, Storage, StoreError};
+use crate::Exit;
+
+pub const AFTER_HELP: &str = "\
+Example: grade again with `contains` instead of `exact_match`, keeping the original:
+  cp evals/sentiment.yaml edited.yaml      # edit only its `evaluators:`
+  dotevals rescore baseline --spec edited.yaml
+  dotevals show baseline-rescored
+
+Nothing is sent to the model under test: every sample with a stored output is scored again
+from it (keeping the model's latency and tokens), and a sample the model failed is copied with
+its error. The spec must be the one the experiment ran except for its evaluators (matched by
+its `name:`); a changed dataset, model or prompt is refused. Rows the experiment never
+recorded are left out; `dotevals run SPEC --experiment NEW` sends them (and retries the copied
+errors) with the edited evaluators. The original experiment is never changed.";
+
+#[derive(Debug, Args)]
+pub struct RescoreArgs {
+    /// Experiment whose stored outputs are scored again (it is not changed)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The spec with the evaluators to use; repeat for several evaluations of NAME
+    #[arg(long, required = true, value_name = "FILE")]
+    pub spec: Vec<PathBuf>,
+
+    /// Experiment to write (must not exist yet) [default: NAME-rescored]
+    #[arg(long, value_name = "NEW", value_parser = super::experiment_name)]
+    pub into: Option<String>,
+}
+
+/// `storage_arg` is `--storage` as the user wrote it, for the hints.
+pub fn rescore(
+    args: RescoreArgs,
+    storage: &dyn Storage,
+    storage_arg: Option<&str>,
+    style: Style,
+) -> Result<Exit, CliError> {
+    let source = args.name.as_str();
+    let target = match &args.into {
+        Some(into) => into.clone(),
+        None => super::experiment_name(&format!("{source}-rescored")).map_err(|why| {
+            CliError::usage(
+                format!("cannot name the new experiment `{source}-rescored`: {why}"),
+                Some("name it with --into NEW".into()),
+            )
+        })?,
+    };
+    let mut evals = Vec::with_capacity(args.spec.len());
+    for path in &args.spec {
+        let eval = crate::spec::load(path)?;
+        check_unique(&evals, &eval)?;
+        evals.push(eval);
+    }
+    let storage_flag = storage_arg
+        .map(|s| format!(" --storage {}", shell_quote(s)))
+        .unwrap_or_default();
+    let mut store = storage
+        .open_existing()?
+        .ok_or_else(|| unknown_experiment(source, &[]))?;
+    store
+        .experiment(source)
+        .map_err(|e| known_experiment(store.as_ref(), source, e))?;
+    if store.experiment(&target).is_ok() {
+        return Err(CliError::usage(
+            format!("experiment `{target}` already exists"),
+            Some(format!(
+                "rescore into another name with --into NEW, or drop the old one first with `dotevals delete {}{storage_flag}`",
+                shell_quote(&target)
+            )),
+        ));
+    }
+    if let Some(e) = evals.iter().find(|e| store.is_running(source, &e.name)) {
+        return Err(CliError::usage(
+            format!(
+                "experiment `{source}` is being run right now (evaluation `{}`)",
+                e.name
+            ),
+            Some("wait for the run to finish, then rescore it".into()),
+        ));
+    }
+    let _locks = evals
+        .iter()
+        .map(|e| storage.lock(&target, &e.name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| match e {
+            StoreError::Lock(e @ LockError::Busy { .. }) => CliError::usage(
+                e.to_string(),
+                Some("another command writes that experiment; wait for it, or rescore --into another name".into()),
+            ),
+            StoreError::Lock(other) => CliError::Failed(other.to_string()),
+            other => other.into(),
+        })?;
+    let plans = evals
+        .into_iter()
+        .map(|eval| plan_rescore(eval, store.as_ref(), source))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let progress = Arc::new(Progress::new(style.progress, style.color));
+    progress.note(&format!(
+        "rescoring the stored outputs of `{source}` into `{target}`; nothing is sent to the model"
+    ));
+    for plan in &plans {
+        if plan.missing > 0 {
+            let eval = &plan.planned.eval;
+            progress.note(&format!(
+                "{}: {} of {} rows have no record in `{source}` and are left out (not sent); `dotevals run {} --experiment {}{storage_flag}` sends them",
+                eval.name,
+                plan.missing,
+                plan.rows,
+                shell_quote(&eval.spec_path.display().to_string()),
+                shell_quote(&target),
+            ));
+        }
+    }
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(async {
+        let interrupt = Interrupt::install();
+        let rates = RateLimits::default();
+        let pauses = Pauses::default();
+        let mut statuses = Vec::new();
+        for plan in &plans {
+            let status = runner::rescore(
+                plan,
+                &target,
+                store.as_mut(),
+                &progress,
+                &interrupt,
+                &rates,
+                &pauses,
+            )
+            .await;
+            let stop = !matches!(
+                status,
+                Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)
+            );
+            statuses.push(status);
+            if stop {
+                break;
+            }
+        }
+        statuses
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+
+    let names: Vec<String> = plans.iter().map(|p| p.planned.eval.name.clone()).collect();
+    let report = build(store.as_ref(), &target, Detail::default(), Some(&names));
+    let failure = outcome
+        .iter()
+        .find_map(|s| s.as_ref().err())
+        .map(|e| CliError::Failed(e.to_string()));
+    match (report, failure) {
+        (Ok(report), _) => print(style, &report)?,
+        (Err(e), None) => return Err(e),
+        (Err(_), Some(_)) => {}
+    }
+    let mut exit = Exit::Success;
+    for status in outcome {
+        match status {
+            Ok(RunStatus::Completed) => {}
+            Ok(RunStatus::CompletedWithErrors) => exit = exit.max(Exit::Failure),
+            Ok(RunStatus::Interrupted) => {
+                progress.note(&format!(
+                    "interrupted; the samples rescored so far are saved in `{target}`. To rescore all of them, drop it and start again:\n  dotevals delete {t}{storage_flag} && dotevals rescore {s} {specs} --into {t}{storage_flag}",
+                    t = shell_quote(&target),
+                    s = shell_quote(source),
+                    specs = args
+                        .spec
+                        .iter()
+                        .map(|p| format!("--spec {}", shell_quote(&p.display().to_string())))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ));
+                return Ok(Exit::Interrupted);
+            }
+            Err(e) => return Err(CliError::Failed(e.to_string())),
+        }
+    }
+    if style.format == Format::Table {
+        progress.note(&format!(
+            "saved as experiment `{target}`: dotevals show {}{storage_flag}",
+            shell_quote(&target)
+        ));
+    }
+    Ok(exit)
+}

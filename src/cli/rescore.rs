@@ -7,13 +7,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::output::print;
-use super::run::{check_unique, runtime};
-use super::show::{build, Detail};
+use super::run::{check_unique, execute, Ended};
 use super::{known_experiment, unknown_experiment, CliError, Format, Style};
-use crate::concurrency::pause::Pauses;
-use crate::concurrency::rate::RateLimits;
-use crate::runner::{self, plan_rescore, shell_quote, Interrupt, Progress, RunStatus};
+use crate::runner::{plan_rescore, shell_quote, Progress};
 use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
 
@@ -117,86 +113,41 @@ pub fn rescore(
         "rescoring the stored outputs of `{source}` into `{target}`; nothing is sent to the model"
     ));
     for plan in &plans {
-        if plan.missing > 0 {
-            let eval = &plan.planned.eval;
+        let missing = plan.total - plan.pending;
+        if missing > 0 {
+            let eval = &plan.eval;
             progress.note(&format!(
-                "{}: {} of {} rows have no record in `{source}` and are left out (not sent); `dotevals run {} --experiment {}{storage_flag}` sends them",
+                "{}: {missing} of {} rows have no record in `{source}` and are left out (not sent); `dotevals run {} --experiment {}{storage_flag}` sends them",
                 eval.name,
-                plan.missing,
-                plan.rows,
+                plan.total,
                 shell_quote(&eval.spec_path.display().to_string()),
                 shell_quote(&target),
             ));
         }
     }
-    let runtime = runtime()?;
-    let outcome = runtime.block_on(async {
-        let interrupt = Interrupt::install();
-        let rates = RateLimits::default();
-        let pauses = Pauses::default();
-        let mut statuses = Vec::new();
-        for plan in &plans {
-            let status = runner::rescore(
-                plan,
-                &target,
-                store.as_mut(),
-                &progress,
-                &interrupt,
-                &rates,
-                &pauses,
-            )
-            .await;
-            let stop = !matches!(
-                status,
-                Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)
-            );
-            statuses.push(status);
-            if stop {
-                break;
-            }
+    match execute(&plans, &target, store.as_mut(), &progress, style)? {
+        Ended::Interrupted => {
+            progress.note(&format!(
+                "interrupted; the samples rescored so far are saved in `{target}`. To rescore all of them, drop it and start again:\n  dotevals delete {t}{storage_flag} && dotevals rescore {s} {specs} --into {t}{storage_flag}",
+                t = shell_quote(&target),
+                s = shell_quote(source),
+                specs = args
+                    .spec
+                    .iter()
+                    .map(|p| format!("--spec {}", shell_quote(&p.display().to_string())))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ));
+            Ok(Exit::Interrupted)
         }
-        statuses
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-
-    let names: Vec<String> = plans.iter().map(|p| p.planned.eval.name.clone()).collect();
-    let report = build(store.as_ref(), &target, Detail::default(), Some(&names));
-    let failure = outcome
-        .iter()
-        .find_map(|s| s.as_ref().err())
-        .map(|e| CliError::Failed(e.to_string()));
-    match (report, failure) {
-        (Ok(report), _) => print(style, &report)?,
-        (Err(e), None) => return Err(e),
-        (Err(_), Some(_)) => {}
-    }
-    let mut exit = Exit::Success;
-    for status in outcome {
-        match status {
-            Ok(RunStatus::Completed) => {}
-            Ok(RunStatus::CompletedWithErrors) => exit = exit.max(Exit::Failure),
-            Ok(RunStatus::Interrupted) => {
+        Ended::Done(exit) => {
+            if style.format == Format::Table {
                 progress.note(&format!(
-                    "interrupted; the samples rescored so far are saved in `{target}`. To rescore all of them, drop it and start again:\n  dotevals delete {t}{storage_flag} && dotevals rescore {s} {specs} --into {t}{storage_flag}",
-                    t = shell_quote(&target),
-                    s = shell_quote(source),
-                    specs = args
-                        .spec
-                        .iter()
-                        .map(|p| format!("--spec {}", shell_quote(&p.display().to_string())))
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    "saved as experiment `{target}`: dotevals show {}{storage_flag}",
+                    shell_quote(&target)
                 ));
-                return Ok(Exit::Interrupted);
             }
-            Err(e) => return Err(CliError::Failed(e.to_string())),
+            Ok(exit)
         }
     }
-    if style.format == Format::Table {
-        progress.note(&format!(
-            "saved as experiment `{target}`: dotevals show {}{storage_flag}",
-            shell_quote(&target)
-        ));
-    }
-    Ok(exit)
 }

@@ -16,10 +16,10 @@ use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
 use crate::runner::{
-    self, fresh_name, plan, shell_quote, Interrupt, PlanError, Progress, RunStatus,
+    self, fresh_name, plan, shell_quote, Interrupt, PlanError, Planned, Progress, RunStatus,
 };
 use crate::spec::Evaluation;
-use crate::store::{LockError, Storage, StoreError};
+use crate::store::{LockError, Storage, Store, StoreError};
 use crate::Exit;
 
 /// `validate` makes the same check of the API key.
@@ -120,21 +120,54 @@ pub fn run(
             progress.note(&format!("{}: {note}", plan.eval.name));
         }
     }
+    match execute(&plans, &experiment, store.as_mut(), &progress, style)? {
+        Ended::Interrupted => {
+            progress.note(&format!(
+                "interrupted; finished samples are saved. Resume with:\n  {}",
+                resume_command(&args, &experiment, storage_arg)
+            ));
+            Ok(Exit::Interrupted)
+        }
+        Ended::Done(exit) => {
+            if style.format == Format::Table {
+                let mut show = format!("dotevals show {}", shell_quote(&experiment));
+                if let Some(storage) = storage_arg {
+                    show += &format!(" --storage {}", shell_quote(storage));
+                }
+                progress.note(&format!("saved as experiment `{experiment}`: {show}"));
+            }
+            Ok(exit)
+        }
+    }
+}
+
+/// How the runs of one command ended.
+pub(super) enum Ended {
+    /// Every plan ran: success, or failure when samples errored.
+    Done(Exit),
+    /// Ctrl-C or SIGTERM stopped a run; what finished is saved.
+    Interrupted,
+}
+
+/// Runs `plans` into `experiment` one after another, stopping at the first
+/// that does not complete, then prints the report of what was recorded
+/// (whatever happened; a run's own error is the one to report).
+pub(super) fn execute(
+    plans: &[Planned],
+    experiment: &str,
+    store: &mut dyn Store,
+    progress: &Arc<Progress>,
+    style: Style,
+) -> Result<Ended, CliError> {
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
         let interrupt = Interrupt::install();
         let rates = RateLimits::default();
         let pauses = Pauses::default();
         let mut statuses = Vec::new();
-        for plan in &plans {
+        for plan in plans {
             let status = runner::run(
-                plan,
-                &experiment,
-                store.as_mut(),
-                &progress,
-                &interrupt,
-                &rates,
-                &pauses,
+                plan, experiment, store, progress, &interrupt, &rates, &pauses,
             )
             .await;
             let stop = !matches!(
@@ -150,10 +183,8 @@ pub fn run(
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
 
-    // Whatever happened, show what was recorded; a failed run's own error is
-    // the one to report, not a failure to build the report.
     let names: Vec<String> = plans.iter().map(|p| p.eval.name.clone()).collect();
-    let report = build(store.as_ref(), &experiment, Detail::default(), Some(&names));
+    let report = build(store, experiment, Detail::default(), Some(&names));
     let failure = outcome
         .iter()
         .find_map(|s| s.as_ref().err())
@@ -168,24 +199,11 @@ pub fn run(
         match status {
             Ok(RunStatus::Completed) => {}
             Ok(RunStatus::CompletedWithErrors) => exit = exit.max(Exit::Failure),
-            Ok(RunStatus::Interrupted) => {
-                progress.note(&format!(
-                    "interrupted; finished samples are saved. Resume with:\n  {}",
-                    resume_command(&args, &experiment, storage_arg)
-                ));
-                return Ok(Exit::Interrupted);
-            }
+            Ok(RunStatus::Interrupted) => return Ok(Ended::Interrupted),
             Err(e) => return Err(CliError::Failed(e.to_string())),
         }
     }
-    if style.format == Format::Table {
-        let mut show = format!("dotevals show {}", shell_quote(&experiment));
-        if let Some(storage) = storage_arg {
-            show += &format!(" --storage {}", shell_quote(storage));
-        }
-        progress.note(&format!("saved as experiment `{experiment}`: {show}"));
-    }
-    Ok(exit)
+    Ok(Ended::Done(exit))
 }
 
 /// Two evaluations of one run (or one `validate`) must not share a name.

@@ -18,10 +18,10 @@ mod rescore;
 mod sample;
 
 pub use files::fit_open_files;
-pub use plan::{api_key, fresh_name, plan, shell_quote, PlanError, Planned};
+pub use plan::{api_key, fresh_name, plan, shell_quote, PlanError, Planned, Replies};
 
 pub use progress::{Progress, ProgressMode};
-pub use rescore::{plan_rescore, rescore, Rescore};
+pub use rescore::plan_rescore;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use crate::concurrency::Limiter;
 use crate::dataset::{row_json, Dataset, Values};
 use crate::store::writer::{WriterConfig, QUEUE};
 use crate::store::{
-    now, EvaluationMeta, EvaluationStatus, RunTotals, SampleLookup, Store, StoreError, StoredReply,
+    now, EvaluationMeta, EvaluationStatus, RunTotals, SampleLookup, Store, StoreError, StoredCall,
 };
 use refusal::RefusalWatch;
 use sample::SampleContext;
@@ -191,9 +191,10 @@ struct Sample {
     values: Values,
     /// `values` as JSON, as stored (and hashed into `row_hash`).
     variables: String,
-    /// The model's stored reply, when an evaluator failed on it in an earlier
-    /// run: scored again, not sent again.
-    stored: Option<StoredReply>,
+    /// The model's stored call: when resuming, the reply an evaluator failed
+    /// on in an earlier run; when rescoring, whatever the source recorded.
+    /// Scored again (or, without a reply, copied), never sent again.
+    stored: Option<StoredCall>,
     /// Sent in an earlier run, which recorded an error for it: a refusal now
     /// says nothing about the setup (it may be this sample's own, such as a
     /// prompt too long), so the refusal watch does not count it.
@@ -215,19 +216,21 @@ pub async fn run(
     if plan.resuming && plan.pending == 0 {
         return nothing_to_do(plan, experiment, store, progress);
     }
-    // The mock lives as long as this run, on loopback, behind the same client code.
-    let client::Connection {
-        client,
-        base_url,
-        mock,
-    } = client::connect(
-        &eval.model,
-        plan.api_key.as_deref(),
-        plan.strategy.max_concurrency(),
-    )
-    .await?;
-    let client = client.with_secrets(&eval.secrets);
-    let judge_mocks = client::connect_judges(plan, &base_url, rates, pauses).await?;
+    // The mock lives as long as this run, on loopback, behind the same client
+    // code. A rescore connects to the model only for a judge that grades with it.
+    let connection = match plan.replies {
+        Replies::Stored { .. } if !rescore::judge_calls_model(eval) => None,
+        _ => Some(
+            client::connect(
+                &eval.model,
+                plan.api_key.as_deref(),
+                plan.strategy.max_concurrency(),
+            )
+            .await?,
+        ),
+    };
+    let base_url = connection.as_ref().map_or("", |c| c.base_url.as_str());
+    let judge_mocks = client::connect_judges(plan, base_url, rates, pauses).await?;
 
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
     let identity = eval.identity.to_string();
@@ -251,8 +254,8 @@ pub async fn run(
 
     let started = Instant::now();
     let limiter = Limiter::new(plan.strategy.build());
-    let rate = eval.model.rate_limit.map(|spec| {
-        let (rate, first) = rates.get(&client::rate_key(&base_url, &eval.model), spec);
+    let rate = eval.model.rate_limit.filter(|_| connection.is_some()).map(|spec| {
+        let (rate, first) = rates.get(&client::rate_key(base_url, &eval.model), spec);
         if first != spec {
             progress.note(&format!(
                 "warning: {} shares its endpoint with an earlier evaluation of this run; that one's rate_limit applies",
@@ -261,7 +264,10 @@ pub async fn run(
         }
         rate
     });
-    let pause = pauses.get(&base_url);
+    let pause = match &connection {
+        Some(c) => pauses.get(&c.base_url),
+        None => Arc::default(),
+    };
     progress.start(plan, &limiter, rate.clone(), Arc::clone(&pause));
     let config = WriterConfig {
         evaluation_id,
@@ -282,11 +288,14 @@ pub async fn run(
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
     // A lookup that fails to open is reported through the rows, as the
     // reader's other errors are, so the run still settles the store.
-    let lookup = plan
-        .resuming
-        .then(|| store.lookup(evaluation_id))
-        .transpose();
-    let reader = spawn_reader(plan.eval.dataset.clone(), lookup, rows_tx);
+    let lookup = match plan.replies {
+        Replies::Model => plan
+            .resuming
+            .then(|| store.lookup(evaluation_id))
+            .transpose(),
+        Replies::Stored { evaluation_id } => store.lookup(evaluation_id).map(Some),
+    };
+    let reader = spawn_reader(plan.eval.dataset.clone(), lookup, plan.replies, rows_tx);
 
     // The variable the key came from, when one is sent.
     let key_var = plan
@@ -295,6 +304,10 @@ pub async fn run(
         .and(eval.model.provider.http())
         .and_then(|http| http.api_key_env.as_ref())
         .map(|key| key.var.clone());
+    let (client, mock) = match connection {
+        Some(c) => (Some(c.client.with_secrets(&eval.secrets)), c.mock),
+        None => (None, None),
+    };
     let ctx = Arc::new(SampleContext::new(
         eval,
         client,
@@ -498,11 +511,15 @@ async fn dispatch(
     }
 }
 
-/// Streams rows to the dispatcher on a thread, skipping samples the store
-/// already has as finished. Stops when the dispatcher hangs up.
+/// Streams rows to the dispatcher on a thread. When resuming, samples the
+/// store has as finished are skipped and one whose evaluator failed on its
+/// reply carries that reply; when rescoring, every sample the source recorded
+/// carries its stored call and the rest are skipped. Stops when the
+/// dispatcher hangs up.
 fn spawn_reader(
     dataset: Dataset,
     lookup: Result<Option<Box<dyn SampleLookup>>, StoreError>,
+    replies: Replies,
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -526,11 +543,14 @@ fn spawn_reader(
                 let mut stored = None;
                 let mut retried = false;
                 if let Some(lookup) = &lookup {
-                    match lookup.get(&key)? {
-                        Some(s) if s.finished => return Ok(None),
-                        Some(s) if s.rescore => stored = lookup.reply(&key)?,
-                        Some(_) => retried = true,
-                        None => {}
+                    let found = lookup.get(&key)?;
+                    match (replies, found) {
+                        (Replies::Model, Some(s)) if s.finished => return Ok(None),
+                        (Replies::Model, Some(s)) if s.rescore => stored = lookup.call(&key)?,
+                        (Replies::Model, Some(_)) => retried = true,
+                        (Replies::Model, None) => {}
+                        (Replies::Stored { .. }, Some(_)) => stored = lookup.call(&key)?,
+                        (Replies::Stored { .. }, None) => return Ok(None),
                     }
                 }
                 let (variables, row_hash) = row_json(&row.values);

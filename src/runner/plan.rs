@@ -25,6 +25,18 @@ pub struct Planned {
     pub api_key: Option<String>,
     /// Per evaluator, the key its judge sends (`None` for the rest).
     pub judge_keys: Vec<Option<String>>,
+    /// Where the samples' replies come from.
+    pub replies: Replies,
+}
+
+/// Where a run's replies come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replies {
+    /// The model (samples a resumed experiment already finished are skipped).
+    Model,
+    /// The outputs evaluation `evaluation_id` stored (`rescore`): nothing is
+    /// sent to the model under test.
+    Stored { evaluation_id: i64 },
 }
 
 /// Why an evaluation cannot be run as asked.
@@ -122,6 +134,7 @@ pub fn plan(
         resuming: existing.is_some(),
         api_key,
         judge_keys,
+        replies: Replies::Model,
         eval,
     })
 }

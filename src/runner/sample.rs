@@ -27,7 +27,8 @@ use crate::template::{Budget, RenderError};
 pub struct SampleContext {
     prompt: Prompt,
     evaluators: Vec<Evaluator>,
-    client: ModelClient,
+    /// `None` when every reply comes from the store (a rescore).
+    client: Option<ModelClient>,
     /// The retry policy, with the endpoint's shared pause.
     retry: Retry,
     started: Instant,
@@ -45,7 +46,7 @@ pub struct SampleContext {
 impl SampleContext {
     pub fn new(
         eval: &Evaluation,
-        client: ModelClient,
+        client: Option<ModelClient>,
         started: Instant,
         records: Sender<SampleRecord>,
         refusals: RefusalWatch,
@@ -57,7 +58,9 @@ impl SampleContext {
             .get("max_tokens")
             .or_else(|| params.get("max_completion_tokens"))
             .and_then(|v| v.as_u64());
-        let secrets = client.secrets().clone();
+        let secrets = client
+            .as_ref()
+            .map_or_else(|| eval.secrets.clone(), |c| c.secrets().clone());
         SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
@@ -214,24 +217,43 @@ pub(super) async fn process(
     let start_us = ctx.elapsed_us();
     let vars = crate::template::context(&sample.values);
     let retried = sample.retried;
-    if let Some(reply) = sample.stored.take() {
+    if let Some(call) = sample.stored.take() {
         drop(permit);
         let mut record = SampleRecord {
-            prompt: reply.prompt,
-            attempts: reply.attempts,
-            throttled: reply.throttled,
-            wait_us: reply.wait_us,
-            latency_us: reply.latency_us,
-            prompt_tokens: reply.prompt_tokens,
-            completion_tokens: reply.completion_tokens,
+            prompt: call.prompt,
+            attempts: call.attempts,
+            throttled: call.throttled,
+            wait_us: call.wait_us,
+            latency_us: call.latency_us,
+            prompt_tokens: call.prompt_tokens,
+            completion_tokens: call.completion_tokens,
             ..started(sample, start_us)
         };
-        ctx.score(&reply.output, &vars, &mut record).await;
-        record.output = Some(reply.output);
+        match call.output {
+            Some(output) => {
+                ctx.score(&output, &vars, &mut record).await;
+                record.output = Some(output);
+            }
+            // A rescore copies a failed call as it was (a kind this build
+            // cannot read back is no reply either).
+            None => {
+                let kind = call.error_kind.as_deref().map(str::parse);
+                record.error_kind = Some(kind.and_then(Result::ok).unwrap_or(ErrorKind::Malformed));
+                record.error = call.error;
+            }
+        }
         ctx.record(slot, record);
         return;
     }
     let mut record = started(sample, start_us);
+    let Some(client) = &ctx.client else {
+        // The reader gives a rescore only samples with a stored call.
+        drop(permit);
+        record.error_kind = Some(ErrorKind::Malformed);
+        record.error = Some("no stored reply to score, and a rescore sends nothing".into());
+        ctx.record(slot, record);
+        return;
+    };
     // Render and encode once; every attempt sends the same bytes.
     let prepared = ctx
         .render(&vars)
@@ -240,8 +262,7 @@ pub(super) async fn process(
         .and_then(|(messages, stored)| {
             record.prompt = stored;
             let chars = messages.iter().map(|m| m.content.chars().count()).sum();
-            let body = ctx
-                .client
+            let body = client
                 .request(&messages)
                 .map_err(|e| (ErrorKind::Malformed, e.to_string()))?;
             Ok((body, chars))
@@ -272,7 +293,7 @@ pub(super) async fn process(
                 rate_wait_us.fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             let _at_server = permit.sending();
-            ctx.client.complete(&body).await
+            client.complete(&body).await
         },
         |e| {
             let outcome = outcome(e);

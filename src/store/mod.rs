@@ -40,8 +40,8 @@ use std::time::Duration;
 
 pub use read::{ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RunRow, SampleRow};
 pub use records::{
-    EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredEvaluation,
-    StoredFailure, StoredReply, StoredSample,
+    EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredCall,
+    StoredEvaluation, StoredSample,
 };
 pub use sqlite::lock::LockError;
 pub use sqlite::schema::VERSION as SCHEMA_VERSION;
@@ -211,7 +211,7 @@ pub trait RecordSink: Send {
     fn commit(&mut self, batch: &[SampleRecord]) -> Result<(), StoreError>;
 }
 
-/// What resume needs to know about one evaluation's stored samples.
+/// What resume and rescore need to know about one evaluation's stored samples.
 pub trait SampleLookup: Send {
     /// Samples recorded for the evaluation, finished or errored.
     fn count(&self) -> Result<u64, StoreError>;
@@ -222,12 +222,8 @@ pub trait SampleLookup: Send {
     /// The stored state of sample `key`, if any.
     fn get(&self, key: &str) -> Result<Option<StoredSample>, StoreError>;
 
-    /// The stored model reply of sample `key`, if it has one.
-    fn reply(&self, key: &str) -> Result<Option<StoredReply>, StoreError>;
-
-    /// The stored error of sample `key`, when it has no output (`rescore`
-    /// copies such samples as they are).
-    fn failure(&self, key: &str) -> Result<Option<StoredFailure>, StoreError>;
+    /// What sample `key`'s model call left: its reply, or its error.
+    fn call(&self, key: &str) -> Result<Option<StoredCall>, StoreError>;
 }
 
 /// Why the store could not be used.

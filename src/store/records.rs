@@ -119,32 +119,20 @@ pub struct StoredSample {
     /// Finished without error: never sent again.
     pub finished: bool,
     /// The model answered but an evaluator failed on the answer: scored again
-    /// from the stored reply (see [`crate::store::SampleLookup::reply`]), never sent again.
+    /// from the stored reply (see [`crate::store::SampleLookup::call`]), never sent again.
     pub rescore: bool,
 }
 
-/// What a sample's stored record says about its model call, to score it again.
+/// What a sample's stored record says about its model call: the reply, to
+/// score again, or the error it ended with (`rescore` copies those as they are).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredReply {
-    /// The prompt as stored (JSON).
-    pub prompt: String,
-    pub output: String,
-    pub attempts: u32,
-    pub throttled: u32,
-    pub wait_us: u64,
-    pub latency_us: Option<u64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-}
-
-/// What a sample's stored record says about a model call that gave no output
-/// (an error), to copy it as it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredFailure {
+pub struct StoredCall {
     /// The prompt as stored (JSON; empty when it failed to render).
     pub prompt: String,
-    /// The error kind as stored (`timeout`, `http_500`, ...).
-    pub error_kind: String,
+    /// The model's reply; `None` when the call failed.
+    pub output: Option<String>,
+    /// The error kind as stored (`timeout`, `http_500`, `evaluator`, ...).
+    pub error_kind: Option<String>,
     pub error: Option<String>,
     pub attempts: u32,
     pub throttled: u32,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::store::{SampleLookup, StoreError, StoredFailure, StoredReply, StoredSample};
+use crate::store::{SampleLookup, StoreError, StoredCall, StoredSample};
 
 /// Looks up stored samples by key while a dataset is read, on its own connection.
 pub struct SqliteLookup {
@@ -66,46 +66,26 @@ impl SampleLookup for SqliteLookup {
             .optional()?)
     }
 
-    fn reply(&self, key: &str) -> Result<Option<StoredReply>, StoreError> {
+    fn call(&self, key: &str) -> Result<Option<StoredCall>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT prompt, output, attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens
-             FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2 AND output IS NOT NULL",
+            "SELECT prompt, output, error_kind, error, attempts, throttled, wait_us, latency_us, prompt_tokens,
+                    completion_tokens
+             FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2",
         )?;
         let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
         Ok(stmt
             .query_row(params![self.evaluation_id, key], |r| {
-                Ok(StoredReply {
+                Ok(StoredCall {
                     prompt: r.get(0)?,
                     output: r.get(1)?,
-                    attempts: r.get(2)?,
-                    throttled: r.get(3)?,
-                    wait_us: r.get::<_, i64>(4)?.max(0) as u64,
-                    latency_us: n(r.get(5)?),
-                    prompt_tokens: n(r.get(6)?),
-                    completion_tokens: n(r.get(7)?),
-                })
-            })
-            .optional()?)
-    }
-
-    fn failure(&self, key: &str) -> Result<Option<StoredFailure>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT prompt, error_kind, error, attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens
-             FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2 AND output IS NULL AND error_kind IS NOT NULL",
-        )?;
-        let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
-        Ok(stmt
-            .query_row(params![self.evaluation_id, key], |r| {
-                Ok(StoredFailure {
-                    prompt: r.get(0)?,
-                    error_kind: r.get(1)?,
-                    error: r.get(2)?,
-                    attempts: r.get(3)?,
-                    throttled: r.get(4)?,
-                    wait_us: r.get::<_, i64>(5)?.max(0) as u64,
-                    latency_us: n(r.get(6)?),
-                    prompt_tokens: n(r.get(7)?),
-                    completion_tokens: n(r.get(8)?),
+                    error_kind: r.get(2)?,
+                    error: r.get(3)?,
+                    attempts: r.get(4)?,
+                    throttled: r.get(5)?,
+                    wait_us: r.get::<_, i64>(6)?.max(0) as u64,
+                    latency_us: n(r.get(7)?),
+                    prompt_tokens: n(r.get(8)?),
+                    completion_tokens: n(r.get(9)?),
                 })
             })
             .optional()?)

@@ -64,6 +64,13 @@ impl RateLimit {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// [`admit`](Self::admit), returning how long it waited.
+    pub async fn admit_timed(&self, estimated_tokens: u32) -> std::time::Duration {
+        let waited = std::time::Instant::now();
+        self.admit(estimated_tokens).await;
+        waited.elapsed()
+    }
+
     /// Waits until one request of about `estimated_tokens` tokens may go out.
     pub async fn admit(&self, estimated_tokens: u32) {
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -77,6 +84,18 @@ impl RateLimit {
             take(tokens, *burst, (i64::from(estimated_tokens) - spent) as u64).await;
         }
         self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// [`settle`](Self::settle) from a reply's `usage`, when it gave both counts.
+    pub async fn settle_usage(
+        &self,
+        estimated_tokens: u32,
+        prompt: Option<u64>,
+        completion: Option<u64>,
+    ) {
+        if let (Some(p), Some(c)) = (prompt, completion) {
+            self.settle(estimated_tokens, p + c).await;
+        }
     }
 
     /// Corrects the token bucket once `usage` tells what a request really used.

@@ -288,9 +288,8 @@ pub(super) async fn process(
         &ctx.retry,
         || async {
             if let Some(rate) = &ctx.rate {
-                let waited = Instant::now();
-                rate.admit(estimate).await;
-                rate_wait_us.fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let waited = rate.admit_timed(estimate).await;
+                rate_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
             }
             let _at_server = permit.sending();
             client.complete(&body).await
@@ -322,12 +321,9 @@ pub(super) async fn process(
                 completion_tokens: completion.completion_tokens,
             });
             drop(permit);
-            if let (Some(rate), Some(p), Some(c)) = (
-                &ctx.rate,
-                completion.prompt_tokens,
-                completion.completion_tokens,
-            ) {
-                rate.settle(estimate, p + c).await;
+            if let Some(rate) = &ctx.rate {
+                let (p, c) = (completion.prompt_tokens, completion.completion_tokens);
+                rate.settle_usage(estimate, p, c).await;
             }
             record.latency_us = Some(completion.latency.as_micros() as u64);
             record.prompt_tokens = completion.prompt_tokens;

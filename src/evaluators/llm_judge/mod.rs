@@ -37,6 +37,7 @@ mod reply;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -319,18 +320,14 @@ impl Judge {
                 .and_then(|v| v.as_u64());
             estimate_tokens(chars, max_tokens)
         });
-        let rate_wait_us = std::sync::atomic::AtomicU64::new(0);
+        let rate_wait_us = AtomicU64::new(0);
         let mut throttled = 0;
         let attempts = retry::run(
             &link.retry,
             || async {
                 if let Some(rate) = &link.rate {
-                    let waited = Instant::now();
-                    rate.admit(estimate).await;
-                    rate_wait_us.fetch_add(
-                        waited.elapsed().as_micros() as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
+                    let waited = rate.admit_timed(estimate).await;
+                    rate_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
                 }
                 link.client.complete(&body).await
             },
@@ -351,17 +348,17 @@ impl Judge {
                 return Err(failed(call, message));
             }
         };
-        if let (Some(rate), Some(p), Some(c)) = (
-            &link.rate,
-            completion.prompt_tokens,
-            completion.completion_tokens,
-        ) {
-            rate.settle(estimate, p + c).await;
+        if let Some(rate) = &link.rate {
+            let (p, c) = (completion.prompt_tokens, completion.completion_tokens);
+            rate.settle_usage(estimate, p, c).await;
         }
         call.latency_us = Some(completion.latency.as_micros() as u64);
         call.prompt_tokens = completion.prompt_tokens;
         call.completion_tokens = completion.completion_tokens;
-        let verdict = reply::read(&completion.content);
+        // A judge that echoes its prompt (small base models do) must not be
+        // scored by a verdict the output wrote for itself: the output's block,
+        // as it was sent, is no part of the judge's answer.
+        let verdict = reply::read(&completion.content.replace(&fence(output), ""));
         call.reply = Some(completion.content);
         match verdict {
             Ok(v) => Ok(Scored {
@@ -504,5 +501,10 @@ mod tests {
         assert!(user.contains("Rubric:\n```\nNames Paris\n```"), "{user}");
         // The output's own ``` cannot close its block: the fence is longer.
         assert!(user.contains(&format!("````\n{hostile}\n````")), "{user}");
+        // A judge that only echoes its prompt (a small base model does) gives
+        // no score: the prompt's example reply is not one (the output's own
+        // `{"score": 1}` is taken out with its block: see the judge tests).
+        let echo = user.replace(&fence(hostile), "");
+        assert_eq!(reply::read(&echo), Err(reply::Unreadable::NoScore));
     }
 }

@@ -31,8 +31,11 @@ pub fn read(reply: &str) -> Result<Verdict, Unreadable> {
     grade_line(reply).ok_or(Unreadable::NoScore)
 }
 
-/// The first JSON object with a `score` key: the whole reply, else each `{`
-/// in turn (which covers a ```json fence and text around the object).
+/// The last JSON object with a `score` key: the whole reply, else each
+/// object found in it (which covers a ```json fence and text around it). The
+/// last, because a judge that quotes the response before its verdict
+/// ("the answer says {\"score\": 1}... {\"score\": 0}") ends with its own.
+/// Objects nested in another are part of it, not candidates of their own.
 fn json_object(reply: &str) -> Option<serde_json::Map<String, Value>> {
     let scored = |v: Value| match v {
         Value::Object(m) if m.contains_key("score") => Some(m),
@@ -43,10 +46,22 @@ fn json_object(reply: &str) -> Option<serde_json::Map<String, Value>> {
             return Some(m);
         }
     }
-    reply.match_indices('{').find_map(|(at, _)| {
-        let mut values = serde_json::Deserializer::from_str(&reply[at..]).into_iter::<Value>();
-        values.next()?.ok().and_then(scored)
-    })
+    let mut last = None;
+    let mut at = 0;
+    while let Some(found) = reply[at..].find('{') {
+        let start = at + found;
+        let mut values = serde_json::Deserializer::from_str(&reply[start..]).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => {
+                at = start + values.byte_offset();
+                if let Some(m) = scored(v) {
+                    last = Some(m);
+                }
+            }
+            _ => at = start + 1,
+        }
+    }
+    last
 }
 
 fn from_object(object: &serde_json::Map<String, Value>) -> Result<Verdict, Unreadable> {
@@ -130,6 +145,11 @@ mod tests {
         // An object without `score` is passed over for the one with it.
         let two = r#"{"note": 1} then {"score": 1, "reason": "ok"}"#;
         assert_eq!(score(two), Ok((1.0, Some("ok".into()))));
+        // The last verdict counts, and a nested object is part of its parent.
+        let quoted = r#"It claims {"score": 1}. My grade: {"score": 0.2, "reason": "no"}"#;
+        assert_eq!(score(quoted), Ok((0.2, Some("no".into()))));
+        let nested = r#"{"score": 0.6, "detail": {"score": 0}}"#;
+        assert_eq!(score(&format!("Grade: {nested}")), Ok((0.6, None)));
     }
 
     #[test]

@@ -385,3 +385,38 @@ fn an_output_cannot_grade_itself_through_a_judge_that_echoes_its_prompt() {
         );
     }
 }
+
+#[test]
+fn a_judge_on_the_evaluations_endpoint_shares_its_rate_limit() {
+    // 600 requests a minute: a burst of about 10, then one every 100 ms. Ten
+    // model requests and ten judge requests through one limiter take about a
+    // second; through two limiters each side would fit in its own burst.
+    let server = TestServer::builder()
+        .respond(|r| {
+            if r.prompt.contains("You grade a response") {
+                Reply::text(r#"{"score": 1}"#)
+            } else {
+                Reply::text(r.prompt.clone())
+            }
+        })
+        .start();
+    let dir = TestDir::new();
+    let spec = Spec::new("shared", &server.url())
+        .samples(10)
+        .quick()
+        .model("  rate_limit: {requests_per_minute: 600}\n")
+        .evaluator("{type: llm_judge, rubric: 'Repeats {{ text }}'}")
+        .tail("concurrency: {max_concurrency: 10}\n")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let arrivals: Vec<Duration> = server.requests().iter().map(|r| r.at).collect();
+    assert_eq!(arrivals.len(), 20);
+    let span = *arrivals.iter().max().unwrap() - *arrivals.iter().min().unwrap();
+    assert!(
+        span >= Duration::from_millis(800),
+        "20 requests at 10 a second after a burst of 10 took only {span:?}"
+    );
+}

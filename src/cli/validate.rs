@@ -90,7 +90,8 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
 }
 
 /// The checks `run` makes, in its order: the spec, a name no earlier spec took,
-/// every dataset row, the API key; then the first rows rendered.
+/// every dataset row, the API keys (the model's and its judges'); then the
+/// first rows rendered.
 fn check(
     path: &std::path::Path,
     earlier: &[Evaluation],
@@ -98,7 +99,8 @@ fn check(
     let eval = crate::spec::load(path)?;
     check_unique(earlier, &eval)?;
     let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |_, _| Ok(()))?;
-    api_key(&eval.model, &eval.spec_path)?;
+    let key = api_key(&eval.model, &eval.spec_path)?;
+    crate::runner::judge_keys(&eval, key.as_ref())?;
     render_first_rows(&eval)?;
     let checked = Checked {
         spec: path.display().to_string(),

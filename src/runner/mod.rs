@@ -18,7 +18,7 @@ mod rescore;
 mod sample;
 
 pub use files::fit_open_files;
-pub use plan::{api_key, fresh_name, plan, shell_quote, PlanError, Planned, Replies};
+pub use plan::{api_key, fresh_name, judge_keys, plan, shell_quote, PlanError, Planned, Replies};
 
 pub use progress::{Progress, ProgressMode};
 pub use rescore::plan_rescore;

@@ -116,17 +116,7 @@ pub fn plan(
         refuse_removed_rows(&eval, lookup.as_ref(), summary.rows, matched, experiment)?;
     }
     let api_key = api_key(&eval.model, &eval.spec_path)?;
-    // A judge on the evaluation's own endpoint sends its key; one with a model
-    // block of its own needs that block's key, checked now, before any request.
-    let judge_keys = eval
-        .evaluators
-        .iter()
-        .map(|e| match e.scorer.judge() {
-            Some(judge) if judge.own_model() => self::api_key(judge.model(), &eval.spec_path),
-            Some(_) => Ok(api_key.clone()),
-            None => Ok(None),
-        })
-        .collect::<Result<_, _>>()?;
+    let judge_keys = judge_keys(&eval, api_key.as_ref())?;
     Ok(Planned {
         strategy: concurrency.unwrap_or(eval.concurrency),
         total: summary.rows,
@@ -219,6 +209,23 @@ pub fn api_key(model: &ModelSpec, spec: &Path) -> Result<Option<String>, PlanErr
         }),
         _ => Ok(None),
     }
+}
+
+/// Per evaluator, the key its judge sends: a judge on the evaluation's own
+/// endpoint sends `api_key`; one with a model block of its own, that block's
+/// key, checked now, before any request. `None` for the other evaluators.
+pub fn judge_keys(
+    eval: &Evaluation,
+    api_key: Option<&String>,
+) -> Result<Vec<Option<String>>, PlanError> {
+    eval.evaluators
+        .iter()
+        .map(|e| match e.scorer.judge() {
+            Some(judge) if judge.own_model() => self::api_key(judge.model(), &eval.spec_path),
+            Some(_) => Ok(api_key.cloned()),
+            None => Ok(None),
+        })
+        .collect()
 }
 
 /// `run-YYYYMMDD-HHMMSS`, with a suffix if that name is taken in `store`.

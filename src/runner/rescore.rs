@@ -114,17 +114,7 @@ pub fn plan_rescore(
     } else {
         None
     };
-    let judge_keys = eval
-        .evaluators
-        .iter()
-        .map(|e| match e.scorer.judge() {
-            Some(judge) if judge.own_model() => {
-                super::plan::api_key(judge.model(), &eval.spec_path)
-            }
-            Some(_) => Ok(api_key.clone()),
-            None => Ok(None),
-        })
-        .collect::<Result<_, _>>()?;
+    let judge_keys = super::plan::judge_keys(&eval, api_key.as_ref())?;
     Ok(Planned {
         strategy: eval.concurrency,
         total: summary.rows,

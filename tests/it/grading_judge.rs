@@ -317,6 +317,9 @@ fn judge_mistakes_are_located_before_any_request() {
     let out = dir.cmd(["run", "spec.yaml", "-e", "x"]).output();
     out.assert_exit_code(2);
     out.assert_stderr_contains("DOTEVALS_TEST_NO_SUCH_KEY is not set");
+    let out = dir.cmd(["validate", "spec.yaml"]).output();
+    out.assert_exit_code(2);
+    out.assert_stderr_contains("DOTEVALS_TEST_NO_SUCH_KEY is not set");
     assert_eq!(model.count(), 0);
 }
 

@@ -737,6 +737,7 @@ mod tests {
             &ScoreTotal {
                 scored: 3,
                 sum: 2.1,
+                sum_sq: 1.47,
                 passed: 0,
                 unscored: 0,
             },
@@ -750,6 +751,7 @@ mod tests {
             &ScoreTotal {
                 scored: 4,
                 sum: 1.0,
+                sum_sq: 1.0,
                 passed: 3,
                 unscored: 0,
             },

@@ -79,6 +79,9 @@ pub struct Dataset {
     pub id_column: Option<String>,
     /// Read at most this many rows.
     pub limit: Option<u64>,
+    /// Column whose values group samples (questions about one passage, say):
+    /// standard errors are clustered by it.
+    pub cluster: Option<String>,
 }
 
 /// A stream of rows.
@@ -344,6 +347,7 @@ mod tests {
             columns: columns.map(|c| c.into_iter().map(String::from).collect()),
             id_column: id.map(String::from),
             limit: None,
+            cluster: None,
         }
     }
 

@@ -248,6 +248,7 @@ pub async fn run(
         strategy,
         max_concurrency: plan.strategy.max_concurrency(),
         total: plan.total,
+        cluster: eval.dataset.cluster.as_deref(),
     };
     let started_evaluation = store.start_evaluation(experiment, &meta, &now())?;
     let evaluation_id = started_evaluation.id;

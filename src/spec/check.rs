@@ -151,7 +151,24 @@ impl Checker<'_> {
             }
         }
         let concurrency = self.concurrency(&raw)?;
-        let required_columns = self.check_variables(&dataset, &prompt, &evals)?;
+        let mut required_columns = self.check_variables(&dataset, &prompt, &evals)?;
+        if let Some(column) = &dataset.cluster {
+            let columns = dataset.known_columns()?;
+            if !columns.contains(column) {
+                let hint = match did_you_mean(column, columns.iter().map(String::as_str)) {
+                    Some(c) => format!("did you mean `{c}`? Columns: {}", columns.join(", ")),
+                    None => format!("columns: {}", columns.join(", ")),
+                };
+                return Err(self
+                    .at_value(
+                        "dataset.cluster",
+                        format!("`cluster` names `{column}`, which is not a dataset column"),
+                    )
+                    .with_hint(hint));
+            }
+            // Every row must say which cluster it is in.
+            required_columns.insert(column.clone());
+        }
         Ok(Evaluation {
             name,
             spec_path: self.path.to_path_buf(),
@@ -239,11 +256,16 @@ impl Checker<'_> {
         if d.limit == Some(0) {
             return Err(self.at_value("dataset.limit", "`limit` must be at least 1"));
         }
+        if d.cluster.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(self.at_value("dataset.cluster", "`cluster` is empty")
+                .with_hint("name the column whose values group the samples, e.g. `cluster: passage_id`"));
+        }
         Ok(Dataset {
             source,
             columns: d.columns.clone(),
             id_column: d.id.clone(),
             limit: d.limit,
+            cluster: d.cluster.clone(),
         })
     }
 

@@ -16,8 +16,10 @@ pub(super) fn identity(raw: &RawSpec) -> Value {
         for key in ["description", "concurrency", "name"] {
             top.remove(key);
         }
+        // How much to read and how to cluster errors never change a sample's result.
         if let Some(Value::Object(d)) = top.get_mut("dataset") {
             d.remove("limit");
+            d.remove("cluster");
         }
         if let Some(model) = top.get_mut("model") {
             drop_pacing(model);

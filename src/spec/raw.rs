@@ -30,6 +30,9 @@ pub struct RawDataset {
     pub path: Option<String>,
     pub id: Option<String>,
     pub limit: Option<u64>,
+    /// Left out when unset, so specs without it keep their identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]

@@ -201,6 +201,23 @@ pub trait Store {
 
     /// Each judging evaluator's calls, in evaluator order (none without judges).
     fn judge_totals(&self, evaluation_id: i64) -> Result<Vec<JudgeTotal>, StoreError>;
+
+    /// Every recorded sample's key, row hash and scores (`evaluators` of
+    /// them), ordered by key (byte order), for pairing with another evaluation.
+    fn sample_scores(
+        &self,
+        evaluation_id: i64,
+        evaluators: usize,
+    ) -> Result<Vec<SampleScores>, StoreError>;
+
+    /// Sums over the clusters of `column` of one evaluator's scores: per
+    /// cluster value, the scored samples and their sum (`dataset.cluster`).
+    fn cluster_sums(
+        &self,
+        evaluation_id: i64,
+        evaluator: usize,
+        column: &str,
+    ) -> Result<Vec<(u64, f64)>, StoreError>;
 }
 
 /// Commits batches of finished samples for one run, on the writer thread.

@@ -43,6 +43,8 @@ pub struct EvaluationRow {
     pub wait_us: u64,
     /// Per evaluator, in spec order.
     pub scores: Vec<ScoreTotal>,
+    /// The dataset column standard errors are clustered by (`dataset.cluster`).
+    pub cluster: Option<String>,
 }
 
 /// One evaluator's scores over an evaluation.
@@ -52,6 +54,8 @@ pub struct ScoreTotal {
     pub scored: u64,
     /// The sum of their scores.
     pub sum: f64,
+    /// The sum of their squares (for the standard error of a graded mean).
+    pub sum_sq: f64,
     /// Samples whose score reached the evaluator's threshold.
     pub passed: u64,
     /// Samples it was asked to score and could not (excluded from the mean).
@@ -151,4 +155,20 @@ pub struct RunRow {
     /// Replies that had the server alone, and their summed latency.
     pub unloaded: u64,
     pub unloaded_us: u64,
+}
+
+/// One sample's scores, for pairing two evaluations sample by sample (`compare`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleScores {
+    pub key: String,
+    pub row_hash: u64,
+    /// One per evaluator, in spec order; `None` when not scored.
+    pub scores: Vec<Option<ScorePoint>>,
+}
+
+/// A score and whether it passed, without the reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScorePoint {
+    pub value: f64,
+    pub passed: bool,
 }

@@ -75,6 +75,8 @@ pub struct EvaluationMeta<'a> {
     pub strategy: &'a str,
     pub max_concurrency: usize,
     pub total: u64,
+    /// The dataset column standard errors are clustered by, if any.
+    pub cluster: Option<&'a str>,
 }
 
 /// An evaluation already in the store.

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::read::{
     ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, LimitTimeline,
-    RunRow, SampleRow, ScoreTotal,
+    RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
 use crate::store::{EvaluationStatus, StoreError};
@@ -19,7 +19,7 @@ const EVALUATION_COLUMNS: &str =
     e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0)
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -50,6 +50,7 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         throttled: count(20)?,
         wait_us: count(21)?,
         scores: Vec::new(),
+        cluster: r.get(22)?,
     })
 }
 
@@ -114,7 +115,7 @@ fn evaluations(
         .query_map([experiment_id], evaluation)?
         .collect::<Result<_, _>>()?;
     let mut scores = conn.prepare_cached(
-        "SELECT evaluator, scored, total, passed FROM evaluation_scores WHERE evaluation_id = ?1",
+        "SELECT evaluator, scored, total, passed, total_sq FROM evaluation_scores WHERE evaluation_id = ?1",
     )?;
     let mut unscored = conn.prepare_cached(
         "SELECT evaluator, count(*) FROM scores WHERE evaluation_id = ?1 AND value IS NULL GROUP BY evaluator",
@@ -133,14 +134,16 @@ fn evaluations(
                 r.get::<_, i64>(1)?,
                 r.get::<_, f64>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, f64>(4)?,
             ))
         })? {
-            let (i, n, sum, passed) = row?;
+            let (i, n, sum, passed, sum_sq) = row?;
             if let Some(slot) = per.get_mut(i as usize) {
                 *slot = ScoreTotal {
                     scored: n.max(0) as u64,
                     sum,
                     passed: passed.max(0) as u64,
+                    sum_sq,
                     unscored: 0,
                 };
             }
@@ -223,6 +226,68 @@ pub fn judge_totals(conn: &Connection, evaluation_id: i64) -> Result<Vec<JudgeTo
             .collect::<Result<_, _>>()?;
     }
     Ok(totals)
+}
+
+/// Every recorded sample's key, row hash and scores, by key (one query, each
+/// sample's scores on the rows that follow it).
+pub fn sample_scores(
+    conn: &Connection,
+    evaluation_id: i64,
+    evaluators: usize,
+) -> Result<Vec<SampleScores>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.sample_key, s.row_hash, sc.evaluator, sc.value, sc.passed
+         FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
+         WHERE s.evaluation_id = ?1 ORDER BY s.sample_key, sc.evaluator",
+    )?;
+    let mut out: Vec<SampleScores> = Vec::new();
+    let mut last_id = None;
+    let mut rows = stmt.query([evaluation_id])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        if last_id != Some(id) {
+            last_id = Some(id);
+            out.push(SampleScores {
+                key: r.get(1)?,
+                row_hash: r.get::<_, i64>(2)? as u64,
+                scores: vec![None; evaluators],
+            });
+        }
+        let (Some(i), Some(value)) = (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<f64>>(4)?)
+        else {
+            continue;
+        };
+        if let Some(slot) = out.last_mut().and_then(|s| s.scores.get_mut(i as usize)) {
+            *slot = Some(ScorePoint {
+                value,
+                passed: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Per value of dataset column `column`, the scored samples of `evaluator`
+/// and the sum of their scores.
+pub fn cluster_sums(
+    conn: &Connection,
+    evaluation_id: i64,
+    evaluator: usize,
+    column: &str,
+) -> Result<Vec<(u64, f64)>, StoreError> {
+    // A JSON path quotes the key, so any column name reads as itself.
+    let path = format!("$.{}", serde_json::to_string(column).unwrap_or_default());
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*), sum(sc.value) FROM scores sc JOIN samples s ON s.id = sc.sample_id
+         WHERE sc.evaluation_id = ?1 AND sc.evaluator = ?2 AND sc.value IS NOT NULL
+         GROUP BY json_extract(s.variables, ?3)",
+    )?;
+    let sums = stmt
+        .query_map(params![evaluation_id, evaluator as i64, path], |r| {
+            Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, f64>(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(sums)
 }
 
 /// Latencies of successful samples, in microseconds, ascending.

@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"
@@ -284,6 +284,34 @@ CREATE TABLE judge_calls (
     PRIMARY KEY (sample_id, evaluator)
 ) WITHOUT ROWID;
 CREATE INDEX judge_calls_by_evaluation ON judge_calls (evaluation_id, evaluator);
+"#,
+    // 7: error bars. The sum of squared scores per evaluator, kept by the
+    // triggers beside the sum, gives a graded mean its standard error without
+    // reading the scores; `cluster` names the dataset column whose groups the
+    // standard error is clustered by (`dataset.cluster`), null for none.
+    r#"
+ALTER TABLE evaluation_scores ADD COLUMN total_sq REAL NOT NULL DEFAULT 0;
+UPDATE evaluation_scores SET total_sq = (
+    SELECT coalesce(sum(s.value * s.value), 0) FROM scores s
+    WHERE s.evaluation_id = evaluation_scores.evaluation_id AND s.evaluator = evaluation_scores.evaluator);
+DROP TRIGGER scores_add;
+DROP TRIGGER scores_remove;
+CREATE TRIGGER scores_add AFTER INSERT ON scores BEGIN
+    INSERT INTO evaluation_scores (evaluation_id, evaluator, scored, total, passed, total_sq)
+    VALUES (NEW.evaluation_id, NEW.evaluator, NEW.value IS NOT NULL, coalesce(NEW.value, 0),
+        coalesce(NEW.passed, 0), coalesce(NEW.value * NEW.value, 0))
+    ON CONFLICT (evaluation_id, evaluator) DO UPDATE SET
+        scored = scored + excluded.scored, total = total + excluded.total,
+        passed = passed + excluded.passed, total_sq = total_sq + excluded.total_sq;
+END;
+CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
+    UPDATE evaluation_scores SET
+        scored = scored - (OLD.value IS NOT NULL), total = total - coalesce(OLD.value, 0),
+        passed = passed - coalesce(OLD.passed, 0),
+        total_sq = total_sq - coalesce(OLD.value * OLD.value, 0)
+    WHERE evaluation_id = OLD.evaluation_id AND evaluator = OLD.evaluator;
+END;
+ALTER TABLE evaluations ADD COLUMN cluster TEXT;
 "#,
 ];
 

@@ -18,6 +18,7 @@ fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
         strategy: "sliding_window",
         max_concurrency: 4,
         total: 3,
+        cluster: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn records_survive_and_aggregate() {
         vec![ScoreTotal {
             scored: 2,
             sum: 1.0,
+            sum_sq: 1.0,
             passed: 1,
             unscored: 0,
         }]
@@ -142,6 +144,7 @@ fn records_survive_and_aggregate() {
             ScoreTotal {
                 scored: 3,
                 sum: 2.0,
+                sum_sq: 2.0,
                 passed: 2,
                 unscored: 0,
             }
@@ -310,6 +313,7 @@ fn a_version_1_store_is_upgraded_with_its_totals() {
         vec![ScoreTotal {
             scored: 2,
             sum: 1.0,
+            sum_sq: 1.0,
             passed: 1,
             unscored: 0,
         }]

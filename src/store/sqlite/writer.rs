@@ -161,6 +161,7 @@ mod tests {
             strategy: "sliding_window",
             max_concurrency: 4,
             total: 10,
+            cluster: None,
         };
         let started = store.start_evaluation("x", &meta, &now()).unwrap();
         let config = WriterConfig {

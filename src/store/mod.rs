@@ -38,7 +38,10 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use read::{ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RunRow, SampleRow};
+pub use read::{
+    ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RunRow, SampleRow,
+    SampleScores, ScorePoint,
+};
 pub use records::{
     EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredCall,
     StoredEvaluation, StoredSample,

@@ -514,6 +514,23 @@ impl Store for SqliteStore {
     ) -> Result<Vec<crate::store::JudgeTotal>, StoreError> {
         read::judge_totals(&self.conn, evaluation_id)
     }
+
+    fn sample_scores(
+        &self,
+        evaluation_id: i64,
+        evaluators: usize,
+    ) -> Result<Vec<crate::store::SampleScores>, StoreError> {
+        read::sample_scores(&self.conn, evaluation_id, evaluators)
+    }
+
+    fn cluster_sums(
+        &self,
+        evaluation_id: i64,
+        evaluator: usize,
+        column: &str,
+    ) -> Result<Vec<(u64, f64)>, StoreError> {
+        read::cluster_sums(&self.conn, evaluation_id, evaluator, column)
+    }
 }
 
 /// Statuses are stored as their names.

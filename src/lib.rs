@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compare;
 pub mod concurrency;
 pub mod dataset;
 pub mod diagnostic;

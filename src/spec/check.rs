@@ -257,8 +257,11 @@ impl Checker<'_> {
             return Err(self.at_value("dataset.limit", "`limit` must be at least 1"));
         }
         if d.cluster.as_deref().is_some_and(|c| c.trim().is_empty()) {
-            return Err(self.at_value("dataset.cluster", "`cluster` is empty")
-                .with_hint("name the column whose values group the samples, e.g. `cluster: passage_id`"));
+            return Err(self
+                .at_value("dataset.cluster", "`cluster` is empty")
+                .with_hint(
+                    "name the column whose values group the samples, e.g. `cluster: passage_id`",
+                ));
         }
         Ok(Dataset {
             source,

@@ -1,0 +1,241 @@
+//! Pairing two evaluations sample by sample, for `dotevals compare`.
+//!
+//! Samples are matched by id and row hash (both sides hold the scores of the
+//! same dataset row); an id on one side only, or one whose row differs, is
+//! counted and named, never silently dropped. Per evaluator that both sides
+//! have (matched by name), [`pair`] gathers what a paired test needs: the
+//! 2x2 table of passes, the sums of the scores and of their differences, and
+//! the samples whose verdict flipped. It is one merge over two key-ordered
+//! lists: O(n), no allocation per sample but the flips.
+
+use crate::store::{SampleScores, ScorePoint};
+
+/// Two evaluations' samples, paired.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pairing {
+    /// Samples in both with the same row.
+    pub matched: u64,
+    /// Ids recorded only in A, and only in B.
+    pub only_a: Vec<String>,
+    pub only_b: Vec<String>,
+    /// Ids in both whose rows differ (the dataset was edited): not compared.
+    pub changed: Vec<String>,
+    /// One per evaluator both sides have, in A's order.
+    pub evaluators: Vec<Paired>,
+}
+
+/// One evaluator's scores on the matched samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Paired {
+    pub name: String,
+    /// Matched samples scored on both sides: the ones compared.
+    pub n: u64,
+    /// Matched samples left unscored on one side or both.
+    pub unscored: u64,
+    pub sum_a: f64,
+    pub sum_b: f64,
+    /// Sums of the differences `b - a` and of their squares.
+    pub sum_d: f64,
+    pub sum_d2: f64,
+    /// The 2x2 table of verdicts: both passed, A only (pass to fail), B only
+    /// (fail to pass), neither.
+    pub both: u64,
+    pub pass_to_fail: u64,
+    pub fail_to_pass: u64,
+    pub neither: u64,
+    /// Every score on both sides is 0 or 1: a pass/fail evaluator.
+    pub binary: bool,
+    /// Samples whose verdict changed, in key order.
+    pub flips: Vec<Flip>,
+}
+
+/// A sample that passed on one side and failed on the other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flip {
+    pub key: String,
+    pub a: f64,
+    pub b: f64,
+}
+
+/// Pairs `a` and `b` (each ordered by key, as the store reads them), whose
+/// evaluators are named `a_names` and `b_names`.
+pub fn pair(
+    a: &[SampleScores],
+    a_names: &[String],
+    b: &[SampleScores],
+    b_names: &[String],
+) -> Pairing {
+    let columns: Vec<(usize, usize)> = a_names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| Some((i, b_names.iter().position(|n| n == name)?)))
+        .collect();
+    let mut out = Pairing {
+        evaluators: columns
+            .iter()
+            .map(|&(i, _)| Paired {
+                name: a_names[i].clone(),
+                binary: true,
+                ..Paired::default()
+            })
+            .collect(),
+        ..Pairing::default()
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.key == y.key => {
+                if x.row_hash == y.row_hash {
+                    out.matched += 1;
+                    for (paired, &(ia, ib)) in out.evaluators.iter_mut().zip(&columns) {
+                        let sa = x.scores.get(ia).copied().flatten();
+                        let sb = y.scores.get(ib).copied().flatten();
+                        paired.add(&x.key, sa, sb);
+                    }
+                } else {
+                    out.changed.push(x.key.clone());
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.key < y.key => {
+                out.only_a.push(x.key.clone());
+                i += 1;
+            }
+            (Some(_), Some(y)) | (None, Some(y)) => {
+                out.only_b.push(y.key.clone());
+                j += 1;
+            }
+            (Some(x), None) => {
+                out.only_a.push(x.key.clone());
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+impl Paired {
+    fn add(&mut self, key: &str, a: Option<ScorePoint>, b: Option<ScorePoint>) {
+        let (Some(a), Some(b)) = (a, b) else {
+            self.unscored += 1;
+            return;
+        };
+        self.n += 1;
+        self.sum_a += a.value;
+        self.sum_b += b.value;
+        let d = b.value - a.value;
+        self.sum_d += d;
+        self.sum_d2 += d * d;
+        let binary = |v: f64| v == 0.0 || v == 1.0;
+        self.binary &= binary(a.value) && binary(b.value);
+        match (a.passed, b.passed) {
+            (true, true) => self.both += 1,
+            (false, false) => self.neither += 1,
+            (true, false) => self.pass_to_fail += 1,
+            (false, true) => self.fail_to_pass += 1,
+        }
+        if a.passed != b.passed {
+            self.flips.push(Flip {
+                key: key.to_owned(),
+                a: a.value,
+                b: b.value,
+            });
+        }
+    }
+
+    /// Mean score of A and of B over the compared samples.
+    pub fn means(&self) -> Option<(f64, f64)> {
+        (self.n > 0).then(|| (self.sum_a / self.n as f64, self.sum_b / self.n as f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &str, row_hash: u64, scores: &[Option<f64>]) -> SampleScores {
+        SampleScores {
+            key: key.into(),
+            row_hash,
+            scores: scores
+                .iter()
+                .map(|s| {
+                    s.map(|value| ScorePoint {
+                        value,
+                        passed: value >= 0.5,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn samples_pair_by_id_and_row_and_the_rest_are_named() {
+        let a = [
+            sample("1", 1, &[Some(1.0)]),
+            sample("2", 2, &[Some(0.0)]),
+            sample("3", 3, &[Some(1.0)]),
+            sample("5", 5, &[None]),
+        ];
+        let b = [
+            sample("2", 2, &[Some(1.0)]),
+            sample("3", 9, &[Some(1.0)]),
+            sample("4", 4, &[Some(1.0)]),
+            sample("5", 5, &[Some(1.0)]),
+        ];
+        let p = pair(&a, &names(&["m"]), &b, &names(&["m"]));
+        assert_eq!(p.matched, 2);
+        assert_eq!(p.only_a, ["1"]);
+        assert_eq!(p.only_b, ["4"]);
+        assert_eq!(p.changed, ["3"]);
+        let m = &p.evaluators[0];
+        assert_eq!((m.n, m.unscored), (1, 1));
+        assert_eq!(
+            (m.fail_to_pass, m.pass_to_fail, m.both, m.neither),
+            (1, 0, 0, 0)
+        );
+        assert_eq!(
+            m.flips,
+            [Flip {
+                key: "2".into(),
+                a: 0.0,
+                b: 1.0
+            }]
+        );
+        assert!(m.binary);
+    }
+
+    #[test]
+    fn evaluators_pair_by_name_and_graded_scores_are_summed() {
+        let a = [
+            sample("1", 1, &[Some(0.25), Some(1.0)]),
+            sample("2", 2, &[Some(0.75), Some(0.0)]),
+        ];
+        let b = [
+            sample("1", 1, &[Some(1.0), Some(0.5)]),
+            sample("2", 2, &[Some(0.0), Some(0.5)]),
+        ];
+        let p = pair(&a, &names(&["x", "g"]), &b, &names(&["g", "y"]));
+        assert_eq!(p.evaluators.len(), 1, "only `g` is on both sides");
+        let g = &p.evaluators[0];
+        assert_eq!(g.name, "g");
+        assert_eq!(g.n, 2);
+        // A's g is column 1 (1.0, 0.0); B's g is column 0 (1.0, 0.0).
+        assert_eq!((g.sum_a, g.sum_b, g.sum_d, g.sum_d2), (1.0, 1.0, 0.0, 0.0));
+        let p = pair(&a, &names(&["g", "x"]), &b, &names(&["g", "x"]));
+        let g = &p.evaluators[0];
+        assert!(!g.binary);
+        assert_eq!(g.means(), Some((0.5, 0.5)));
+        assert_eq!(
+            (g.sum_d, g.sum_d2),
+            (0.0, 0.75f64.powi(2) + 0.75f64.powi(2))
+        );
+        assert_eq!((g.pass_to_fail, g.fail_to_pass), (1, 1));
+    }
+}

@@ -30,6 +30,8 @@ pub enum Exit {
     Success,
     /// Some samples errored, or the run failed.
     Failure,
+    /// An evaluator's mean score is below its `fail_under` bar (the CI gate).
+    BelowBar,
     /// Bad usage or a bad spec; nothing was sent.
     Usage,
     /// Interrupted; the store is consistent and the run resumable.
@@ -42,6 +44,7 @@ impl From<Exit> for std::process::ExitCode {
             Exit::Success => 0,
             Exit::Failure => 1,
             Exit::Usage => 2,
+            Exit::BelowBar => 3,
             Exit::Interrupted => 130,
         })
     }

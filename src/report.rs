@@ -91,6 +91,13 @@ pub struct EvaluatorReport {
     /// For an `llm_judge`: its calls, apart from the model's requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeReport>,
+    /// The CI gate's bar (`fail_under`), when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_under: Option<f64>,
+    /// With a bar: whether the mean is below it (or nothing was scored),
+    /// which makes `run` and `show` exit 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below_fail_under: Option<bool>,
 }
 
 /// A judge's calls over an evaluation.
@@ -139,7 +146,17 @@ impl EvaluatorReport {
             pass_rate,
             unscored: s.unscored,
             judge: None,
+            fail_under: None,
+            below_fail_under: None,
         }
+    }
+
+    /// The same, held to the CI gate's `bar` when there is one: a mean below
+    /// it, or no mean at all, fails.
+    pub fn with_bar(mut self, bar: Option<f64>) -> Self {
+        self.fail_under = bar;
+        self.below_fail_under = bar.map(|bar| self.mean.is_none_or(|m| m < bar));
+        self
     }
 }
 
@@ -453,7 +470,10 @@ pub fn evaluation(
             .evaluators
             .iter()
             .zip(&e.scores)
-            .map(|(name, s)| EvaluatorReport::new(name, s))
+            .enumerate()
+            .map(|(i, (name, s))| {
+                EvaluatorReport::new(name, s).with_bar(e.fail_under.get(i).copied().flatten())
+            })
             .collect(),
         timing: Timing {
             wall_seconds: wall,

@@ -139,6 +139,10 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         if ev.unscored > 0 {
             let _ = write!(line, " · {} unscored", ev.unscored);
         }
+        if let (Some(bar), Some(below)) = (ev.fail_under, ev.below_fail_under) {
+            let verdict = if below { "BELOW" } else { "met" };
+            let _ = write!(line, " · fail_under {bar}: {verdict}");
+        }
         rows.push((ev.name.clone(), line));
         if let Some(j) = &ev.judge {
             rows.push(("judge".into(), judge_line(j)));

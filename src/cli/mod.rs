@@ -3,6 +3,7 @@
 //! arguments into plain values and calls the library.
 
 mod format;
+mod gate;
 mod list;
 mod manage;
 mod mock_server;

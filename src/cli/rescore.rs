@@ -125,7 +125,7 @@ pub fn rescore(
             ));
         }
     }
-    match execute(&plans, &target, store.as_mut(), &progress, style)? {
+    match execute(&plans, &target, store.as_mut(), &progress, style, None)? {
         Ended::Interrupted => {
             progress.note(&format!(
                 "interrupted; the samples rescored so far are saved in `{target}`. To rescore all of them, drop it and start again:\n  dotevals delete {t}{storage_flag} && dotevals rescore {s} {specs} --into {t}{storage_flag}",

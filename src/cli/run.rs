@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::output::print;
 use super::show::{build, Detail};
-use super::{CliError, Format, Style};
+use super::{gate, CliError, Format, Style};
 use crate::concurrency::pause::Pauses;
 use crate::concurrency::rate::RateLimits;
 use crate::concurrency::StrategySpec;
@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// Run only the first N samples of each dataset (a later run completes the rest)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub samples: Option<u64>,
+
+    /// CI gate: exit 3 when any evaluator's mean score is below SCORE (0 to 1); replaces the
+    /// spec's per-evaluator `fail_under:`
+    #[arg(long, value_name = "SCORE", value_parser = super::gate::parse_bar)]
+    pub fail_under: Option<f64>,
 }
 
 /// The runtime every async command uses.
@@ -120,7 +125,14 @@ pub fn run(
             progress.note(&format!("{}: {note}", plan.eval.name));
         }
     }
-    match execute(&plans, &experiment, store.as_mut(), &progress, style)? {
+    match execute(
+        &plans,
+        &experiment,
+        store.as_mut(),
+        &progress,
+        style,
+        args.fail_under,
+    )? {
         Ended::Interrupted => {
             progress.note(&format!(
                 "interrupted; finished samples are saved. Resume with:\n  {}",
@@ -151,13 +163,15 @@ pub(super) enum Ended {
 
 /// Runs `plans` into `experiment` one after another, stopping at the first
 /// that does not complete, then prints the report of what was recorded
-/// (whatever happened; a run's own error is the one to report).
+/// (whatever happened; a run's own error is the one to report) and holds it
+/// to the CI gate (`bar` replacing the spec's).
 pub(super) fn execute(
     plans: &[Planned],
     experiment: &str,
     store: &mut dyn Store,
     progress: &Arc<Progress>,
     style: Style,
+    bar: Option<f64>,
 ) -> Result<Ended, CliError> {
     let runtime = runtime()?;
     let outcome = runtime.block_on(async {
@@ -189,12 +203,21 @@ pub(super) fn execute(
         .iter()
         .find_map(|s| s.as_ref().err())
         .map(|e| CliError::Failed(e.to_string()));
+    let mut exit = Exit::Success;
     match (report, failure) {
-        (Ok(report), _) => print(style, &report)?,
+        (Ok(mut report), _) => {
+            if let Some(bar) = bar {
+                gate::raise(&mut report, bar);
+            }
+            print(style, &report)?;
+            for line in gate::failures(&report) {
+                progress.note(&line);
+                exit = Exit::BelowBar;
+            }
+        }
         (Err(e), None) => return Err(e),
         (Err(_), Some(_)) => {}
     }
-    let mut exit = Exit::Success;
     for status in outcome {
         match status {
             Ok(RunStatus::Completed) => {}
@@ -252,6 +275,9 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     if let Some(n) = args.samples {
         parts.push(format!("--samples {n}"));
+    }
+    if let Some(bar) = args.fail_under {
+        parts.push(format!("--fail-under {bar}"));
     }
     if let Some(storage) = storage {
         parts.push(format!("--storage {}", shell_quote(storage)));

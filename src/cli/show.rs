@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::output::print;
-use super::{known_experiment, open_for_reading, unknown_experiment, CliError, Style};
+use super::{gate, known_experiment, open_for_reading, unknown_experiment, CliError, Style};
 use crate::concurrency::StrategyName;
 use crate::report::{self, ExperimentReport};
 use crate::store::{Storage, Store};
@@ -19,13 +19,17 @@ pub struct ShowArgs {
     /// Also list every sample: output, scores, latency, error (JSON adds variables and prompt)
     #[arg(long)]
     pub full: bool,
+    /// CI gate: exit 3 when any evaluator's mean score is below SCORE (0 to 1); replaces the
+    /// bars (`fail_under:`) the spec had when it ran
+    #[arg(long, value_name = "SCORE", value_parser = super::gate::parse_bar)]
+    pub fail_under: Option<f64>,
 }
 
 pub fn show(args: ShowArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
     let Some(store) = open_for_reading(storage)? else {
         return Err(unknown_experiment(&args.name, &[]));
     };
-    let report = build(
+    let mut report = build(
         store.as_ref(),
         &args.name,
         Detail {
@@ -34,8 +38,19 @@ pub fn show(args: ShowArgs, storage: &dyn Storage, style: Style) -> Result<Exit,
         },
         None,
     )?;
+    if let Some(bar) = args.fail_under {
+        gate::raise(&mut report, bar);
+    }
     print(style, &report)?;
-    Ok(Exit::Success)
+    let below = gate::failures(&report);
+    for line in &below {
+        eprintln!("{line}");
+    }
+    Ok(if below.is_empty() {
+        Exit::Success
+    } else {
+        Exit::BelowBar
+    })
 }
 
 /// How much per-sample detail a report carries.

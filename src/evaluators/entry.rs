@@ -27,6 +27,9 @@ pub struct Entry<A> {
     /// thresholds keep their identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+    /// The CI gate: a run whose mean score falls below it exits 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_under: Option<f64>,
     #[serde(flatten)]
     pub args: A,
 }
@@ -51,31 +54,40 @@ impl<'de, A: DeserializeOwned + TypeName> Deserialize<'de> for Entry<A> {
         };
         let threshold = match map.remove("threshold") {
             None => None,
-            Some(v) => Some(threshold(v).map_err(|e| e.into_serde::<D::Error>())?),
+            Some(v) => Some(fraction("threshold", v).map_err(|e| e.into_serde::<D::Error>())?),
+        };
+        let fail_under = match map.remove("fail_under") {
+            None => None,
+            Some(v) => Some(fraction("fail_under", v).map_err(|e| e.into_serde::<D::Error>())?),
         };
         let args = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(map))
             .map_err(|e| explain::<A>(e).into_serde::<D::Error>())?;
         Ok(Entry {
             name,
             threshold,
+            fail_under,
             args,
         })
     }
 }
 
-/// A `threshold` value: a number in [0, 1].
-fn threshold(v: serde_yaml::Value) -> Result<f64, EntryError> {
+/// A `threshold` or `fail_under` value (`key`): a number in [0, 1].
+fn fraction(key: &str, v: serde_yaml::Value) -> Result<f64, EntryError> {
     let t: f64 = serde_yaml::from_value(v).map_err(|e| EntryError::At {
-        key: Some("threshold".into()),
+        key: Some(key.into()),
         message: e.to_string(),
     })?;
     if (0.0..=1.0).contains(&t) {
         Ok(t)
     } else {
+        let hint = match key {
+            "threshold" => "a sample passes when its score (0 to 1) is at least the threshold",
+            _ => "a run fails its gate (exit 3) when the evaluator's mean score (0 to 1) is below this",
+        };
         Err(EntryError::Arg {
-            key: "threshold".into(),
-            message: format!("threshold {t} is outside [0, 1]"),
-            hint: Some("a sample passes when its score (0 to 1) is at least the threshold".into()),
+            key: key.into(),
+            message: format!("{key} {t} is outside [0, 1]"),
+            hint: Some(hint.into()),
         })
     }
 }
@@ -173,7 +185,7 @@ fn explain<A: DeserializeOwned + TypeName>(
         }
         // Unknown to every evaluator: list every key an entry may have.
         (Some(key), Some(_)) => {
-            let all: Vec<String> = ["type", "name", "threshold"]
+            let all: Vec<String> = ["type", "name", "threshold", "fail_under"]
                 .into_iter()
                 .chain(argument_keys())
                 .map(|k| format!("`{k}`"))
@@ -277,7 +289,7 @@ mod tests {
             found,
             EntryError::At {
                 key: Some("expectd".into()),
-                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`, `rubric`, `prompt`, `messages`, `model`, `max_concurrency`".into()
+                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `fail_under`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`, `rubric`, `prompt`, `messages`, `model`, `max_concurrency`".into()
             }
         );
     }

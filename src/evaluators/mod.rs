@@ -51,9 +51,9 @@ macro_rules! registry {
 
         impl EvaluatorSpec {
             /// The entry's type, display name and arguments.
-            fn parts(&self) -> (&'static str, Option<&str>, Option<f64>, &dyn Arguments) {
+            fn parts(&self) -> (&'static str, Option<&str>, [Option<f64>; 2], &dyn Arguments) {
                 match self {
-                    $(Self::$variant(e) => ($name, e.name.as_deref(), e.threshold, &e.args),)+
+                    $(Self::$variant(e) => ($name, e.name.as_deref(), [e.threshold, e.fail_under], &e.args),)+
                 }
             }
         }
@@ -265,6 +265,8 @@ pub struct Evaluator {
     pub name: String,
     /// The score a sample needs to pass, in [0, 1].
     pub threshold: f64,
+    /// The mean score below which a run fails its gate (`fail_under:`).
+    pub fail_under: Option<f64>,
     pub scorer: Arc<dyn Score>,
 }
 
@@ -322,10 +324,11 @@ impl EvaluatorSpec {
     /// Builds the evaluator with what the rest of the spec gives (`command`
     /// resolves its program in the spec's folder; a judge calls `with.model`).
     pub fn build_in(&self, with: &Build<'_>) -> Result<Evaluator, ArgError> {
-        let (kind, name, threshold, args) = self.parts();
+        let (kind, name, [threshold, fail_under], args) = self.parts();
         Ok(Evaluator {
             name: name.unwrap_or(kind).to_owned(),
             threshold: threshold.unwrap_or_else(|| args.default_threshold()),
+            fail_under,
             scorer: args.build_in(with)?,
         })
     }

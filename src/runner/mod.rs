@@ -233,6 +233,7 @@ pub async fn run(
     let judge_mocks = client::connect_judges(plan, base_url, rates, pauses).await?;
 
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
+    let fail_under: Vec<Option<f64>> = eval.evaluators.iter().map(|e| e.fail_under).collect();
     let identity = eval.identity.to_string();
     let spec_path = eval.spec_path.display().to_string();
     let strategy = plan.strategy.name();
@@ -249,6 +250,7 @@ pub async fn run(
         max_concurrency: plan.strategy.max_concurrency(),
         total: plan.total,
         cluster: eval.dataset.cluster.as_deref(),
+        fail_under: &fail_under,
     };
     let started_evaluation = store.start_evaluation(experiment, &meta, &now())?;
     let evaluation_id = started_evaluation.id;

@@ -45,6 +45,8 @@ pub struct EvaluationRow {
     pub scores: Vec<ScoreTotal>,
     /// The dataset column standard errors are clustered by (`dataset.cluster`).
     pub cluster: Option<String>,
+    /// Per evaluator, its `fail_under` bar (empty when none was stored).
+    pub fail_under: Vec<Option<f64>>,
 }
 
 /// One evaluator's scores over an evaluation.

@@ -77,6 +77,8 @@ pub struct EvaluationMeta<'a> {
     pub total: u64,
     /// The dataset column standard errors are clustered by, if any.
     pub cluster: Option<&'a str>,
+    /// Per evaluator, its `fail_under` bar.
+    pub fail_under: &'a [Option<f64>],
 }
 
 /// An evaluation already in the store.

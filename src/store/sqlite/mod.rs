@@ -289,11 +289,11 @@ impl Store for SqliteStore {
         let evaluators = serde_json::to_string(meta.evaluators).unwrap_or_else(|_| "[]".into());
         tx.execute(
             "INSERT INTO evaluations (experiment_id, name, spec_path, spec_text, spec_hash, identity, provider, model,
-                 evaluators, strategy, max_concurrency, total, started_at, status, cluster)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'running', ?14)
+                 evaluators, strategy, max_concurrency, total, started_at, status, cluster, fail_under)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'running', ?14, ?15)
              ON CONFLICT (experiment_id, name) DO UPDATE SET
                  spec_path = excluded.spec_path, spec_text = excluded.spec_text, strategy = excluded.strategy,
-                 cluster = excluded.cluster,
+                 cluster = excluded.cluster, fail_under = excluded.fail_under,
                  max_concurrency = excluded.max_concurrency, total = max(total, excluded.total), status = 'running'",
             params![
                 experiment_id,
@@ -309,7 +309,8 @@ impl Store for SqliteStore {
                 meta.max_concurrency as i64,
                 meta.total as i64,
                 now,
-                meta.cluster
+                meta.cluster,
+                serde_json::to_string(meta.fail_under).ok()
             ],
         )?;
         let (id, run): (i64, i64) = tx.query_row(

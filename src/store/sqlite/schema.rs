@@ -288,7 +288,9 @@ CREATE INDEX judge_calls_by_evaluation ON judge_calls (evaluation_id, evaluator)
     // 7: error bars. The sum of squared scores per evaluator, kept by the
     // triggers beside the sum, gives a graded mean its standard error without
     // reading the scores; `cluster` names the dataset column whose groups the
-    // standard error is clustered by (`dataset.cluster`), null for none.
+    // standard error is clustered by (`dataset.cluster`), null for none; and
+    // `fail_under` holds each evaluator's CI gate bar (a JSON list, null
+    // entries for none), so `show` applies the bars the run had.
     r#"
 ALTER TABLE evaluation_scores ADD COLUMN total_sq REAL NOT NULL DEFAULT 0;
 UPDATE evaluation_scores SET total_sq = (
@@ -312,6 +314,7 @@ CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
     WHERE evaluation_id = OLD.evaluation_id AND evaluator = OLD.evaluator;
 END;
 ALTER TABLE evaluations ADD COLUMN cluster TEXT;
+ALTER TABLE evaluations ADD COLUMN fail_under TEXT;
 "#,
 ];
 

@@ -19,6 +19,7 @@ fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
         max_concurrency: 4,
         total: 3,
         cluster: None,
+        fail_under: &[],
     }
 }
 

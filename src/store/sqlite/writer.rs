@@ -162,6 +162,7 @@ mod tests {
             max_concurrency: 4,
             total: 10,
             cluster: None,
+            fail_under: &[],
         };
         let started = store.start_evaluation("x", &meta, &now()).unwrap();
         let config = WriterConfig {

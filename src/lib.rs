@@ -18,6 +18,7 @@ pub mod report;
 pub mod runner;
 pub mod secrets;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod template;
 

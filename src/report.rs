@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::concurrency::{StrategyName, UnknownStrategy};
+use crate::stats;
 use crate::store::read::{
     EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, RunRow, SampleRow, ScoreTotal,
 };
@@ -85,6 +86,18 @@ pub struct EvaluatorReport {
     pub mean: Option<f64>,
     /// passed / scored; null when nothing was scored.
     pub pass_rate: Option<f64>,
+    /// Standard error of `mean`; null with fewer than 2 scored samples (or,
+    /// clustered, fewer than 2 clusters).
+    pub stderr: Option<f64>,
+    /// 95% interval of `mean` as `[lo, hi]`, clipped to [0, 1]; null when
+    /// there is none (see `interval`).
+    pub ci95: Option<[f64; 2]>,
+    /// How `ci95` was made: `wilson` (scores all 0 or 1: a pass rate),
+    /// `t` (graded scores), or `clustered_t` (`dataset.cluster` set).
+    pub interval: IntervalMethod,
+    /// With `dataset.cluster`: the clusters the standard error is clustered over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<u64>,
     /// Samples it could not score (a judge without a score, a scorer that
     /// failed): counted apart, excluded from `mean` and `pass_rate`.
     pub unscored: u64,
@@ -133,10 +146,45 @@ impl JudgeReport {
     }
 }
 
+/// How an evaluator's interval was made.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalMethod {
+    Wilson,
+    T,
+    ClusteredT,
+}
+
+impl From<stats::Method> for IntervalMethod {
+    fn from(m: stats::Method) -> Self {
+        match m {
+            stats::Method::Wilson => IntervalMethod::Wilson,
+            stats::Method::T => IntervalMethod::T,
+            stats::Method::ClusteredT => IntervalMethod::ClusteredT,
+        }
+    }
+}
+
+/// The error bars of scores with these totals: Wilson on a pass rate when
+/// every score is 0 or 1 (then x² = x, so the sums agree), else a t interval.
+fn error_bars(s: &ScoreTotal) -> stats::Summary {
+    let binary = (s.sum - s.sum_sq).abs() <= 1e-9 * s.scored.max(1) as f64;
+    if binary {
+        stats::Summary::pass_fail(s.sum.round() as u64, s.scored)
+    } else {
+        stats::Summary::graded(&stats::Sums {
+            n: s.scored,
+            sum: s.sum,
+            sum_sq: s.sum_sq,
+        })
+    }
+}
+
 impl EvaluatorReport {
     /// An evaluator's figures from its stored totals.
     pub fn new(name: &str, s: &ScoreTotal) -> Self {
         let pass_rate = ratio(s.passed as f64, s.scored as f64);
+        let bars = error_bars(s);
         EvaluatorReport {
             name: name.to_owned(),
             scored: s.scored,
@@ -144,11 +192,25 @@ impl EvaluatorReport {
             accuracy: pass_rate,
             mean: ratio(s.sum, s.scored as f64),
             pass_rate,
+            stderr: bars.stderr,
+            ci95: bars.ci95.map(stats::Interval::to_array),
+            interval: bars.method.into(),
+            clusters: None,
             unscored: s.unscored,
             judge: None,
             fail_under: None,
             below_fail_under: None,
         }
+    }
+
+    /// The same, with its standard error clustered as `clustered` says.
+    pub fn clustered(mut self, clustered: &stats::Clustered) -> Self {
+        let bars = stats::Summary::clustered(clustered);
+        self.stderr = bars.stderr;
+        self.ci95 = bars.ci95.map(stats::Interval::to_array);
+        self.interval = bars.method.into();
+        self.clusters = Some(clustered.clusters());
+        self
     }
 
     /// The same, held to the CI gate's `bar` when there is one: a mean below
@@ -354,6 +416,11 @@ pub struct ExperimentSummary {
     pub samples: SampleCounts,
     /// Every evaluator's passes pooled: passed / scored over all evaluators.
     pub accuracy: Option<f64>,
+    /// Wilson 95% interval of the pooled `accuracy` (treating every verdict
+    /// as independent); null when nothing was scored.
+    pub accuracy_ci95: Option<[f64; 2]>,
+    /// Verdicts pooled: scored samples summed over evaluators.
+    pub scored: u64,
     /// Wall time of all evaluations.
     pub wall_seconds: f64,
 }
@@ -662,6 +729,8 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         evaluations: x.evaluations.len() as u64,
         samples,
         accuracy: ratio(passed as f64, scored as f64),
+        accuracy_ci95: stats::wilson(passed, scored, stats::Z_975).map(stats::Interval::to_array),
+        scored,
         wall_seconds: wall_us as f64 / US,
     }
 }

@@ -68,6 +68,16 @@ fn percent(x: Option<f64>) -> String {
     x.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a))
 }
 
+/// `87.5% (53–98%)`: a rate and its 95% interval, in percent.
+fn with_interval(x: Option<f64>, ci: Option<[f64; 2]>) -> String {
+    match (x, ci) {
+        (Some(x), Some([lo, hi])) => {
+            format!("{:.1}% ({:.0}–{:.0}%)", 100.0 * x, 100.0 * lo, 100.0 * hi)
+        }
+        _ => percent(x),
+    }
+}
+
 /// The report `show` (and `run`) prints.
 impl Render for ExperimentReport {
     fn table(&self) -> String {
@@ -131,10 +141,29 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         let mut line = format!("{} ({}/{})", percent(ev.pass_rate), ev.passed, ev.scored);
         // The mean says more than the pass rate only for fractional scores or a
         // threshold below 1.
-        if let (Some(mean), Some(rate)) = (ev.mean, ev.pass_rate) {
-            if (mean - rate).abs() > 1e-9 {
-                let _ = write!(line, " · mean score {mean:.2}");
+        let mean_differs =
+            matches!((ev.mean, ev.pass_rate), (Some(m), Some(r)) if (m - r).abs() > 1e-9);
+        if let (Some(mean), true) = (ev.mean, mean_differs) {
+            let _ = write!(line, " · mean score {mean:.2}");
+        }
+        // The interval is the mean's: of the pass rate itself when they agree.
+        if let (Some(se), Some([lo, hi])) = (ev.stderr, ev.ci95) {
+            let _ = if mean_differs {
+                write!(line, " · 95% CI {lo:.2}–{hi:.2} (SE {se:.3}")
+            } else {
+                let p = |x: f64| 100.0 * x;
+                write!(
+                    line,
+                    " · 95% CI {:.1}–{:.1}% (SE {:.1} pts",
+                    p(lo),
+                    p(hi),
+                    p(se)
+                )
+            };
+            if let Some(k) = ev.clusters {
+                let _ = write!(line, ", clustered over {k} groups");
             }
+            line.push(')');
         }
         if ev.unscored > 0 {
             let _ = write!(line, " · {} unscored", ev.unscored);
@@ -390,7 +419,7 @@ impl Render for ListReport {
                     x.evaluations.to_string(),
                     format!("{}/{}", x.samples.recorded, x.samples.total),
                     x.samples.errored.to_string(),
-                    percent(x.accuracy),
+                    with_interval(x.accuracy, x.accuracy_ci95),
                     duration(x.wall_seconds),
                     x.status.to_string(),
                 ],

@@ -80,6 +80,15 @@ pub fn build(
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
         }
+        if let Some(column) = &e.cluster {
+            for (i, ev) in r.evaluators.iter_mut().enumerate() {
+                let mut clustered = crate::stats::Clustered::new();
+                for (n, sum, sum_sq) in store.cluster_sums(e.id, i, column)? {
+                    clustered.push_cluster(&crate::stats::Sums { n, sum, sum_sq });
+                }
+                *ev = ev.clone().clustered(&clustered);
+            }
+        }
         for judge in store.judge_totals(e.id)? {
             if let Some(ev) = r.evaluators.get_mut(judge.evaluator) {
                 ev.judge = Some(report::JudgeReport::new(&judge));

@@ -214,13 +214,14 @@ pub trait Store {
     ) -> Result<Vec<SampleScores>, StoreError>;
 
     /// Sums over the clusters of `column` of one evaluator's scores: per
-    /// cluster value, the scored samples and their sum (`dataset.cluster`).
+    /// cluster value, the scored samples, their sum and the sum of their
+    /// squares (`dataset.cluster`).
     fn cluster_sums(
         &self,
         evaluation_id: i64,
         evaluator: usize,
         column: &str,
-    ) -> Result<Vec<(u64, f64)>, StoreError>;
+    ) -> Result<Vec<(u64, f64, f64)>, StoreError>;
 }
 
 /// Commits batches of finished samples for one run, on the writer thread.

@@ -529,7 +529,7 @@ impl Store for SqliteStore {
         evaluation_id: i64,
         evaluator: usize,
         column: &str,
-    ) -> Result<Vec<(u64, f64)>, StoreError> {
+    ) -> Result<Vec<(u64, f64, f64)>, StoreError> {
         read::cluster_sums(&self.conn, evaluation_id, evaluator, column)
     }
 }

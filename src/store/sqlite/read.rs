@@ -271,24 +271,24 @@ pub fn sample_scores(
     Ok(out)
 }
 
-/// Per value of dataset column `column`, the scored samples of `evaluator`
-/// and the sum of their scores.
+/// Per value of dataset column `column`, the scored samples of `evaluator`,
+/// the sum of their scores and of their squares.
 pub fn cluster_sums(
     conn: &Connection,
     evaluation_id: i64,
     evaluator: usize,
     column: &str,
-) -> Result<Vec<(u64, f64)>, StoreError> {
+) -> Result<Vec<(u64, f64, f64)>, StoreError> {
     // A JSON path quotes the key, so any column name reads as itself.
     let path = format!("$.{}", serde_json::to_string(column).unwrap_or_default());
     let mut stmt = conn.prepare_cached(
-        "SELECT count(*), sum(sc.value) FROM scores sc JOIN samples s ON s.id = sc.sample_id
+        "SELECT count(*), sum(sc.value), sum(sc.value * sc.value) FROM scores sc JOIN samples s ON s.id = sc.sample_id
          WHERE sc.evaluation_id = ?1 AND sc.evaluator = ?2 AND sc.value IS NOT NULL
          GROUP BY json_extract(s.variables, ?3)",
     )?;
     let sums = stmt
         .query_map(params![evaluation_id, evaluator as i64, path], |r| {
-            Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, f64>(1)?))
+            Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?, r.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
     Ok(sums)

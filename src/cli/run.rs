@@ -135,9 +135,15 @@ pub fn run(
     }
     match execute(&plans, &experiment, store.as_mut(), &progress, style)? {
         Ended::Interrupted => {
+            // A credential given with --set is not printed back.
+            let mut secrets = crate::secrets::Secrets::default();
+            for plan in &plans {
+                secrets.extend(&plan.eval.secrets);
+            }
+            let command = resume_command(&args, &experiment, storage_arg);
             progress.note(&format!(
                 "interrupted; finished samples are saved. Resume with:\n  {}",
-                resume_command(&args, &experiment, storage_arg)
+                secrets.scrub(&command)
             ));
             Ok(Exit::Interrupted)
         }

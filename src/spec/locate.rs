@@ -466,6 +466,27 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_path_written_at_a_position() {
+        let loc = Locator::new(DOC);
+        let at = |line, column| loc.path_at(Pos { line, column });
+        assert_eq!(
+            at(6, 5),
+            Some((parse_path("evaluators[0].expected"), true))
+        );
+        assert_eq!(
+            at(6, 15),
+            Some((parse_path("evaluators[0].expected"), false))
+        );
+        // Inside a value: the node that starts before it on its line.
+        assert_eq!(
+            at(6, 20),
+            Some((parse_path("evaluators[0].expected"), false))
+        );
+        assert_eq!(at(1, 7), Some((parse_path("name"), false)));
+        assert_eq!(at(40, 1), None);
+    }
+
+    #[test]
     fn parses_paths() {
         assert_eq!(
             parse_path("a.b[2].c"),

@@ -402,3 +402,15 @@ fn rescore_takes_set_for_its_spec() {
         ["model.name=gpt-4o-mini", "evaluators.0.threshold=0.7"]
     );
 }
+
+#[test]
+fn a_credential_given_with_set_is_not_stored() {
+    let dir = dir();
+    let e = run(&dir, "x", &["model.params.api_key=sk-very-secret-1234"]);
+    assert_eq!(e.only().overrides, ["model.params.api_key=[REDACTED]"]);
+    let conn = rusqlite::Connection::open(dir.store()).unwrap();
+    let text: String = conn
+        .query_row("SELECT spec_text FROM evaluations", [], |r| r.get(0))
+        .unwrap();
+    assert!(!text.contains("sk-very-secret-1234"), "{text}");
+}

@@ -4,10 +4,13 @@
 //! How the letter is read (README, Evaluators):
 //! 1. The last `ANSWER:` (any case, e.g. `Final answer: **(c)**`, `**Answer**: c`) followed by
 //!    a lone letter, possibly in `( )` or `[ ]`, decides, whatever the letter.
-//! 2. Else the first upper-case letter among `choices` written as `(B)`, `B.` or
+//! 2. Else the last `answer is` or `answer would be` (any case, e.g. `The correct answer
+//!    is (C)`, `the answer would be: **B**`) followed by a lone upper-case letter among
+//!    `choices`, possibly in `( )`, `[ ]` or bold, and not glued to a word (`B.5`, `Bravo`).
+//! 3. Else the first upper-case letter among `choices` written as `(B)`, `B.` or
 //!    `B)` (not glued to a word: not `U.S.`, `AB.` or `B.5`), or alone on its line
 //!    (bold or quotes allowed: `**B**`).
-//! 3. Else there is no answer and the sample scores 0.
+//! 4. Else there is no answer and the sample scores 0.
 //!
 //! `choices` (default `[A, B, C, D, E]`) are the allowed letters; an `expected` that
 //! is not one of them is a spec error, or an `evaluator` error when rendered per row.
@@ -26,6 +29,15 @@ use crate::template::Template;
 /// checked in code (no look-around in `regex`).
 static ANSWER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i:\banswer)[ \t*_]*:[\s*_]*[(\[]?[ \t]*([A-Za-z])[)\]]?").expect("static regex")
+});
+
+/// `answer is X` in prose; the letter is upper case (so `the answer is a dog` reads no
+/// letter) and its right side is checked in code.
+static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i:\banswer[ \t]+(?:is|would[ \t]+be))[ \t]*:?[ \t*_]*[(\[]?[ \t]*([A-Z])[)\]]?[*_]*",
+    )
+    .expect("static regex")
 });
 
 const DEFAULT_CHOICES: &[char] = &['A', 'B', 'C', 'D', 'E'];
@@ -138,6 +150,24 @@ fn answer(output: &str, choices: &[char]) -> Option<char> {
     if let Some(c) = explicit {
         return Some(c.to_ascii_uppercase());
     }
+    let stated = ANSWER_IS
+        .captures_iter(output)
+        .filter(|m| {
+            let end = m.get(0).map_or(0, |m| m.end());
+            let mut rest = output[end..].chars();
+            // Not glued to a word: `Bravo`, `B's`, nor `B.5` (`B.` ends a sentence).
+            !match (rest.next(), rest.next()) {
+                (Some(c), _) if is_word(c) => true,
+                (Some('.' | '\'' | '-'), Some(d)) => is_word(d),
+                _ => false,
+            }
+        })
+        .filter_map(|m| m.get(1).and_then(|m| m.as_str().chars().next()))
+        .filter(|c| choices.contains(c))
+        .last();
+    if stated.is_some() {
+        return stated;
+    }
     let chars: Vec<char> = output.chars().collect();
     let mut line_start = 0;
     for (i, &c) in chars.iter().enumerate() {
@@ -227,6 +257,37 @@ mod tests {
         assert_eq!(answer("A. no. B. yes", ABCDE), Some('A'));
         // Answer: Paris has no letter, so the first marked one is taken.
         assert_eq!(answer("Answer: Paris (C)", ABCDE), Some('C'));
+    }
+
+    #[test]
+    fn reads_the_answer_in_a_sentence() {
+        for (output, letter) in [
+            ("The answer is B", Some('B')),
+            ("the correct answer is (C)", Some('C')),
+            ("The correct answer is: B", Some('B')),
+            ("So the answer would be **D**, since...", Some('D')),
+            ("I believe the answer is [A] here", Some('A')),
+            ("The answer is **(E)**", Some('E')),
+            ("ANSWER IS B because", Some('B')),
+            ("The answer is B, not C", Some('B')),
+            // A later statement revises an earlier one, and beats a marked letter.
+            ("The answer is A. No: the answer is C", Some('C')),
+            ("(A) looks right, but the answer is B", Some('B')),
+            // Glued to a word, lower case or outside the choices: not a letter.
+            ("The answer is Bravo", None),
+            ("The answer is B.5 units", None),
+            ("The answer is B's", None),
+            ("The answer is a dog", None),
+            ("The answer is F", None),
+            ("The answer is clear", None),
+            ("Their answer isn't C", None),
+            // `ANSWER:` still decides.
+            ("The answer is B.\nANSWER: C", Some('C')),
+        ] {
+            assert_eq!(answer(output, ABCDE), letter, "{output:?}");
+        }
+        // An explicit letter outside the choices falls back to the other rules.
+        assert_eq!(answer("The answer is F, or (B)", ABCDE), Some('B'));
     }
 
     #[test]

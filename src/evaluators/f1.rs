@@ -4,7 +4,13 @@
 //! `the` by a space, then split on whitespace. Tokens are counted as a multiset
 //! (a token that appears twice in both counts twice). As in SQuAD v2, when either side
 //! has no tokens the score is 1 if both have none, else 0.
+//!
+//! Several gold answers (SQuAD has several per question): `expected` may be a list,
+//! each item a template, or one template that renders to a JSON list of strings
+//! (`"{{ answers | tojson }}"`); the score is the best F1 over them, as SQuAD's
+//! `metric_max_over_ground_truths`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -25,14 +31,34 @@ static ARTICLES: LazyLock<Regex> =
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    expected: Option<Text>,
+    expected: Option<Golds>,
+}
+
+/// One gold answer, or several.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged, expecting = "a string, or a list of strings")]
+enum Golds {
+    One(Text),
+    Many(Vec<Text>),
 }
 
 impl Arguments for Args {
     fn build(&self) -> Result<Arc<dyn Score>, ArgError> {
-        Ok(Arc::new(F1 {
-            expected: required_template(Self::TYPE, "expected", self.expected.as_ref())?,
-        }))
+        let expected = match &self.expected {
+            Some(Golds::Many(list)) if list.is_empty() => {
+                return Err(ArgError::new("expected", "expected is an empty list")
+                    .hint("list at least one answer, or write one as a string"))
+            }
+            Some(Golds::Many(list)) => list
+                .iter()
+                .map(|text| required_template(Self::TYPE, "expected", Some(text)))
+                .collect::<Result<_, _>>()?,
+            Some(Golds::One(text)) => {
+                vec![required_template(Self::TYPE, "expected", Some(text))?]
+            }
+            None => vec![required_template(Self::TYPE, "expected", None)?],
+        };
+        Ok(Arc::new(F1 { expected }))
     }
 
     fn default_threshold(&self) -> f64 {
@@ -41,18 +67,40 @@ impl Arguments for Args {
 }
 
 struct F1 {
-    expected: Template,
+    /// Never empty.
+    expected: Vec<Template>,
 }
 
 impl Score for F1 {
     fn score(&self, output: &str, ctx: &Value) -> Result<Scored, ScoreError> {
-        let expected = self.expected.render(ctx).map_err(ScoreError::Render)?;
-        Ok(Scored::from(f1(output, &expected)))
+        let mut best = 0.0f64;
+        for template in &self.expected {
+            let rendered = template.render(ctx).map_err(ScoreError::Render)?;
+            for gold in golds(&rendered) {
+                best = best.max(f1(output, &gold));
+            }
+        }
+        Ok(Scored::from(best))
     }
 
     fn templates(&self) -> Vec<(&'static str, &Template)> {
-        vec![("expected", &self.expected)]
+        self.expected.iter().map(|t| ("expected", t)).collect()
     }
+}
+
+/// The gold answers in one rendered `expected`: the strings of a non-empty JSON list
+/// of strings (`["Denver Broncos", "Broncos"]`), else the text itself.
+fn golds(rendered: &str) -> Vec<Cow<'_, str>> {
+    let trimmed = rendered.trim();
+    if trimmed.starts_with('[') {
+        // `Cow` borrows where it can; a string with escapes is owned.
+        if let Ok(list) = serde_json::from_str::<Vec<Cow<'_, str>>>(trimmed) {
+            if !list.is_empty() {
+                return list;
+            }
+        }
+    }
+    vec![Cow::Borrowed(rendered)]
 }
 
 /// SQuAD's `normalize_answer`, then split into tokens.
@@ -159,6 +207,29 @@ mod tests {
         assert_eq!(build_err("type: f1").key, "expected");
         // Graded: half an answer passes by default.
         assert_eq!(e.threshold, super::super::GRADED_THRESHOLD);
+    }
+
+    #[test]
+    fn the_best_of_several_answers() {
+        // A list in the spec: each item a template; the best F1 counts.
+        let e = from_yaml("type: f1\nexpected: [\"{{ a }}\", Denver Broncos, \"{{ b }}\"]");
+        let ctx = || context! { a => "Santa Clara", b => "Broncos" };
+        assert_eq!(score(&e, "Broncos", ctx()), PASS);
+        assert!(close(score(&e, "Denver Broncos team", ctx()).unwrap(), 0.8));
+        assert!(close(score(&e, "Clara", ctx()).unwrap(), 2.0 / 3.0));
+        assert_eq!(score(&e, "Panthers", ctx()), FAIL);
+        assert_eq!(e.scorer.templates().len(), 3);
+        // One template that renders to a JSON list of strings (a SQuAD `answers` column).
+        let e = from_yaml("type: f1\nexpected: \"{{ answers | tojson }}\"");
+        let answers = || context! { answers => vec!["Denver Broncos", "the \"Broncos\""] };
+        assert_eq!(score(&e, "broncos", answers()), PASS);
+        assert!(close(score(&e, "Denver", answers()).unwrap(), 2.0 / 3.0));
+        // Anything else stays one answer: text, an empty list, a list of numbers.
+        for text in ["[Broncos]", "[]", "[1, 2]"] {
+            assert_eq!(golds(text), [text], "{text}");
+        }
+        assert_eq!(build_err("type: f1\nexpected: []").key, "expected");
+        assert_eq!(build_err("type: f1\nexpected: [\"{{ x\"]").key, "expected");
     }
 
     proptest::proptest! {

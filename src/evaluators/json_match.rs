@@ -1,7 +1,8 @@
 //! `json_match`: the output is JSON and the value at `path` equals `expected`.
 //!
 //! The output is read as JSON when the trimmed whole parses; else the first fenced
-//! block (```` ```json ```` or a bare ```` ``` ````) whose contents parse is taken.
+//! block (```` ```json ```` or a bare ```` ``` ````) whose contents parse is taken;
+//! else the first JSON object or array in the prose (`Result: {"a": 1}. Done.`).
 //! `path` is a JSON Pointer (RFC 6901: `/answer`, `/items/0/name`, `~1` for `/` and
 //! `~0` for `~` in a key); without it the whole value is compared. Equality is
 //! structural: object keys in any order, arrays in order, numbers by value (`1` equals
@@ -109,7 +110,7 @@ impl Score for JsonMatch {
         let Some(found) = parse_output(output) else {
             return Ok(Scored::because(
                 0.0,
-                "the output is not JSON, nor holds JSON in a ``` fence",
+                "the output is not JSON, nor holds a JSON object or array",
             ));
         };
         Ok(match found.pointer(&self.path) {
@@ -130,8 +131,25 @@ impl Score for JsonMatch {
     }
 }
 
-/// The output as JSON: the whole of it, else the first fenced block that parses.
+/// The output as JSON: the whole of it, else the first fenced block that parses,
+/// else the first object or array in the text.
 fn parse_output(output: &str) -> Option<Json> {
+    parse_whole_or_fenced(output).or_else(|| first_in_text(output))
+}
+
+/// The first `{...}` or `[...]` in `text` that parses, read from its opening bracket to
+/// where the value ends (what follows is prose). A bracket that does not start a value
+/// (`[1]` of a citation does) is passed over, so a value nested in broken JSON is found.
+fn first_in_text(text: &str) -> Option<Json> {
+    text.match_indices(['{', '[']).find_map(|(start, _)| {
+        serde_json::Deserializer::from_str(&text[start..])
+            .into_iter::<Json>()
+            .next()
+            .and_then(Result::ok)
+    })
+}
+
+fn parse_whole_or_fenced(output: &str) -> Option<Json> {
     if let Ok(v) = serde_json::from_str(output.trim()) {
         return Some(v);
     }
@@ -230,14 +248,40 @@ mod tests {
         // The first fence that parses is taken.
         let two = "```python\nprint(1)\n```\n```json\n{oops}\n```\n```JSON\n{\"answer\": 42}\n```";
         assert_eq!(score(&e, two, context! {}), PASS);
-        for not_json in [
-            "",
-            "42 is the answer",
-            "{answer: 42}",
-            "```json\n{\"answer\": 42}",
-        ] {
+        for not_json in ["", "42 is the answer", "{answer: 42}"] {
             assert_eq!(score(&e, not_json, context! {}), FAIL, "{not_json:?}");
         }
+        // An unclosed fence is no fence, but the object in its text is still found.
+        let unclosed = "```json\n{\"answer\": 42}";
+        assert_eq!(score(&e, unclosed, context! {}), PASS);
+    }
+
+    #[test]
+    fn json_in_prose() {
+        let e = from_yaml("type: json_match\npath: /a\nexpected: 1");
+        assert_eq!(
+            score(&e, r#"Here is the result: {"a": 1}. Done."#, context! {}),
+            PASS
+        );
+        // The first object or array that parses; broken ones and citations are passed over.
+        for out in [
+            r#"See [citation] and {oops}, then {"a": 1} and {"a": 2}."#,
+            r#"{"b": {"a": 1}"#,
+            "Sure!\n{\"a\": 1, \"b\": [2, 3]}\nAnything else?",
+            "```python\nx = 1\n```\n{\"a\": 1.0}",
+        ] {
+            assert_eq!(score(&e, out, context! {}), PASS, "{out:?}");
+        }
+        // An earlier value decides even when a later one would match.
+        assert_eq!(score(&e, r#"{"a": 2} or {"a": 1}"#, context! {}), FAIL);
+        // A fence that parses comes first; an array in the prose counts.
+        let fenced = "[0] first.\n```json\n{\"a\": 1}\n```";
+        assert_eq!(score(&e, fenced, context! {}), PASS);
+        let e = from_yaml("type: json_match\nexpected: [1, {x: y}]");
+        assert_eq!(score(&e, r#"It is [1, {"x": "y"}]."#, context! {}), PASS);
+        // A bare number or string in prose is not taken.
+        let e = from_yaml("type: json_match\nexpected: 42");
+        assert_eq!(score(&e, "The answer is 42.", context! {}), FAIL);
     }
 
     #[test]
@@ -290,7 +334,7 @@ mod tests {
         };
         assert_eq!(
             reason("nope"),
-            "the output is not JSON, nor holds JSON in a ``` fence"
+            "the output is not JSON, nor holds a JSON object or array"
         );
         assert_eq!(reason("{}"), "the JSON has nothing at `/a`");
         assert_eq!(reason(r#"{"a": [2, 1]}"#), "found [2,1], expected [1,2]");

@@ -153,7 +153,7 @@ fn json_match_compares_values_at_a_pointer() {
     );
     assert_eq!(
         reason("prose").as_deref(),
-        Some("the output is not JSON, nor holds JSON in a ``` fence")
+        Some("the output is not JSON, nor holds a JSON object or array")
     );
     assert_eq!(
         reason("missing").as_deref(),
@@ -287,6 +287,113 @@ fn choice_with_more_choices() {
     );
     out.assert_exit_code(0);
     assert_scores(&eval, "choice", &[("g", PASS), ("h", PASS)]);
+}
+
+#[test]
+fn f1_takes_the_best_of_several_answers() {
+    let answers = |list: &[&str]| json!({"answers": list, "first": list[0]});
+    let (out, eval) = run(
+        &[
+            case("second", "Broncos", answers(&["Denver Broncos", "Broncos"])),
+            case(
+                "first",
+                "Denver Broncos team",
+                answers(&["Denver Broncos", "x"]),
+            ),
+            case("none", "Panthers", answers(&["Denver Broncos", "Broncos"])),
+        ],
+        concat!(
+            "  - type: f1\n",
+            "    expected: [\"{{ first }}\", Broncos]\n",
+            "  - {type: f1, name: column, expected: \"{{ answers | tojson }}\"}\n",
+        ),
+    );
+    out.assert_exit_code(0);
+    for evaluator in ["f1", "column"] {
+        assert_close(score(&eval, "second", evaluator), 1.0);
+        assert_close(score(&eval, "first", evaluator), 0.8);
+        assert_close(score(&eval, "none", evaluator), 0.0);
+        assert_summary(&eval, evaluator, 3, 2);
+    }
+    // An empty list is refused before any request.
+    let line = "  - {type: f1, expected: []}";
+    assert_refused(
+        "{type: f1, expected: []}",
+        line.find("expected").unwrap() + 1,
+        "expected is an empty list",
+    );
+}
+
+#[test]
+fn json_match_finds_json_in_prose() {
+    let (out, eval) = run(
+        &[
+            case(
+                "prose",
+                r#"Here is the result: {"answer": 42}. Done."#,
+                json!({"answer": "42"}),
+            ),
+            case(
+                "skips",
+                r#"See [ref] and {oops}; the JSON is {"answer": 42, "n": [1]}."#,
+                json!({"answer": "42"}),
+            ),
+            case(
+                "first",
+                r#"{"answer": 41} or maybe {"answer": 42}"#,
+                json!({"answer": "42"}),
+            ),
+            case("none", "The answer is 42.", json!({"answer": "42"})),
+        ],
+        "  - {type: json_match, path: /answer, expected: \"{{ answer }}\"}\n",
+    );
+    out.assert_exit_code(0);
+    assert_scores(
+        &eval,
+        "json_match",
+        &[
+            ("prose", PASS),
+            ("skips", PASS),
+            ("first", FAIL),
+            ("none", FAIL),
+        ],
+    );
+    let reason = |id: &str| eval.record(id).reasons.get("json_match").cloned();
+    assert_eq!(reason("first").as_deref(), Some("found 41, expected 42"));
+}
+
+#[test]
+fn choice_reads_the_answer_in_a_sentence() {
+    let (out, eval) = run(
+        &[
+            case("is", "The answer is B", json!({"answer": "B"})),
+            case("colon", "The correct answer is: C", json!({"answer": "C"})),
+            case(
+                "would",
+                "(A) is tempting, but the answer would be **D**.",
+                json!({"answer": "D"}),
+            ),
+            case("glued", "The answer is Bravo", json!({"answer": "B"})),
+            case("wrong", "I think the answer is [A]", json!({"answer": "B"})),
+        ],
+        "  - {type: choice, expected: \"{{ answer }}\"}\n",
+    );
+    out.assert_exit_code(0);
+    assert_scores(
+        &eval,
+        "choice",
+        &[
+            ("is", PASS),
+            ("colon", PASS),
+            ("would", PASS),
+            ("glued", FAIL),
+            ("wrong", FAIL),
+        ],
+    );
+    let reason = |id: &str| eval.record(id).reasons.get("choice").cloned();
+    assert_eq!(reason("would").as_deref(), Some("answered D"));
+    assert_eq!(reason("wrong").as_deref(), Some("answered A, expected B"));
+    assert_eq!(reason("glued").as_deref(), Some("no answer letter found"));
 }
 
 /// `evaluator` (one flow mapping) is refused before any request, by `run` and

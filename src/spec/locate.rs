@@ -130,12 +130,14 @@ impl Locator {
     /// starting exactly at `pos` wins; failing that, the deepest one starting
     /// on its line at or before its column.
     pub fn path_at(&self, pos: Pos) -> Option<(Vec<Step>, bool)> {
+        /// (exact position, column, depth) to rank by, the path, at the key.
+        type Found = ((bool, usize, usize), Vec<Step>, bool);
         fn visit(
             node: &Node,
             path: &mut Vec<Step>,
             key: Option<Pos>,
             pos: Pos,
-            best: &mut Option<((bool, usize, usize), Vec<Step>, bool)>,
+            best: &mut Option<Found>,
         ) {
             let mut consider = |at: Pos, is_key: bool, path: &Vec<Step>| {
                 if at.line != pos.line || at.column > pos.column {
@@ -469,10 +471,7 @@ mod tests {
     fn finds_the_path_written_at_a_position() {
         let loc = Locator::new(DOC);
         let at = |line, column| loc.path_at(Pos { line, column });
-        assert_eq!(
-            at(6, 5),
-            Some((parse_path("evaluators[0].expected"), true))
-        );
+        assert_eq!(at(6, 5), Some((parse_path("evaluators[0].expected"), true)));
         assert_eq!(
             at(6, 15),
             Some((parse_path("evaluators[0].expected"), false))

@@ -32,8 +32,8 @@ use crate::secrets::Secrets;
 use crate::template::Template;
 use check::Checker;
 pub use identity::changed_parts;
-pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use locate::Locator;
+pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;
 use raw::Provider;
 

@@ -109,8 +109,7 @@ impl Override {
                         1 => "its only item is 0".to_owned(),
                         n => format!("its items are 0 to {}", n - 1),
                     };
-                    let whole =
-                        format!("or set the whole list as YAML: --set '{walked}=[...]'");
+                    let whole = format!("or set the whole list as YAML: --set '{walked}=[...]'");
                     let Ok(index) = step.parse::<usize>() else {
                         return Err((
                             format!("`{walked}` is a list, so `{step}` must be an item's index"),
@@ -119,8 +118,14 @@ impl Override {
                     };
                     if index >= len {
                         return Err((
-                            format!("`{walked}` has {len} item{}, so there is no `{here}`", if len == 1 { "" } else { "s" }),
-                            format!("use an index in range ({range}); to add an item, {}", &whole[3..]),
+                            format!(
+                                "`{walked}` has {len} item{}, so there is no `{here}`",
+                                if len == 1 { "" } else { "s" }
+                            ),
+                            format!(
+                                "use an index in range ({range}); to add an item, {}",
+                                &whole[3..]
+                            ),
                         ));
                     }
                     if i == last {
@@ -167,8 +172,10 @@ pub(super) fn from_text_with(
     };
     let Some(mut doc) = doc else {
         return from_text(path, text).and_then(|_| {
-            Err(Diagnostic::new(path, 0, 0, "the spec is not a YAML mapping")
-                .with_hint("`--set` changes the keys of a spec written as `key: value` lines"))
+            Err(
+                Diagnostic::new(path, 0, 0, "the spec is not a YAML mapping")
+                    .with_hint("`--set` changes the keys of a spec written as `key: value` lines"),
+            )
         });
     };
     for o in overrides {
@@ -240,9 +247,11 @@ fn relocate(
 pub fn at_value(spec_path: &Path, spec_text: &str, key: &str, message: String) -> Diagnostic {
     let steps = super::locate::parse_path(key);
     let recorded = recorded(spec_text);
-    if let Some(arg) = recorded.iter().rev().find(|arg| {
-        Override::parse(arg).is_ok_and(|o| o.covers(&steps))
-    }) {
+    if let Some(arg) = recorded
+        .iter()
+        .rev()
+        .find(|arg| Override::parse(arg).is_ok_and(|o| o.covers(&steps)))
+    {
         return Diagnostic::new(spec_path, 0, 0, format!("`--set {arg}`: {message}"));
     }
     let pos = Locator::new(spec_text).value(&steps);
@@ -324,7 +333,9 @@ mod tests {
         assert!(set(doc, "model.extra.deep=1").unwrap().contains("deep: 1"));
         let out = set(doc, "evaluators[1].type=z").unwrap();
         assert!(out.contains("type: x") && out.contains("type: z"), "{out}");
-        assert!(set(doc, "model.params.stop=[a, b]").unwrap().contains("- a"));
+        assert!(set(doc, "model.params.stop=[a, b]")
+            .unwrap()
+            .contains("- a"));
         assert!(set(doc, "model.name=\"001\"").unwrap().contains("'001'"));
     }
 
@@ -346,10 +357,14 @@ mod tests {
 
     #[test]
     fn parses_arguments() {
-        assert!(Override::parse("model.name").unwrap_err().contains("no `=`"));
+        assert!(Override::parse("model.name")
+            .unwrap_err()
+            .contains("no `=`"));
         assert!(Override::parse("=1").is_err());
         assert!(Override::parse("a..b=1").is_err());
-        assert!(Override::parse("a=[").unwrap_err().contains("not valid YAML"));
+        assert!(Override::parse("a=[")
+            .unwrap_err()
+            .contains("not valid YAML"));
         assert_eq!(Override::parse("a=").unwrap().value, Value::Null);
         assert_eq!(
             Override::parse("a=b=c").unwrap().value,

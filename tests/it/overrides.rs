@@ -39,7 +39,15 @@ fn dir() -> TestDir {
 
 /// `dotevals run spec.yaml -e NAME --set ...`, its JSON report.
 fn run(dir: &TestDir, experiment: &str, sets: &[&str]) -> ExperimentReport {
-    let mut args = vec!["run", "spec.yaml", "-e", experiment, "-q", "--format", "json"];
+    let mut args = vec![
+        "run",
+        "spec.yaml",
+        "-e",
+        experiment,
+        "-q",
+        "--format",
+        "json",
+    ];
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -104,10 +112,7 @@ fn a_whole_list_or_mapping_is_written_as_yaml() {
     assert_eq!(e.samples.total, 2);
     let names: Vec<&str> = e.evaluators.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["contains", "exact_match"]);
-    assert_eq!(
-        (e.evaluators[0].passed, e.evaluators[1].passed),
-        (2, 1)
-    );
+    assert_eq!((e.evaluators[0].passed, e.evaluators[1].passed), (2, 1));
     let full = dir.show_full("x");
     let prompts: Vec<String> = full
         .only()
@@ -128,7 +133,10 @@ fn dataset_limit_and_concurrency_are_fields_like_any() {
     );
     let e = e.only();
     assert_eq!((e.samples.total, e.samples.recorded), (2, 2));
-    assert_eq!((e.strategy.as_str(), e.max_concurrency), ("sliding_window", 8));
+    assert_eq!(
+        (e.strategy.as_str(), e.max_concurrency),
+        ("sliding_window", 8)
+    );
     let e = run(&dir, "y", &["concurrency.strategy=sequential"]);
     assert_eq!(
         (e.only().strategy.as_str(), e.only().max_concurrency),
@@ -145,7 +153,11 @@ fn dataset_limit_and_concurrency_are_fields_like_any() {
 #[test]
 fn quoting_keeps_a_string_and_a_list_value_is_a_list() {
     let dir = dir();
-    let e = run(&dir, "x", &["model.name=\"001\"", "model.params.stop=[a, b]"]);
+    let e = run(
+        &dir,
+        "x",
+        &["model.name=\"001\"", "model.params.stop=[a, b]"],
+    );
     assert_eq!(e.only().model, "001");
     // A list where the spec wants a string is refused at that --set.
     let err = refused(&self::dir(), "run", &["model.name=[a, b]"]);
@@ -242,21 +254,25 @@ fn validate_checks_the_spec_with_its_overrides() {
     assert!(err.contains("`--set evaluators.0.threshold=-1`"), "{err}");
     // A template that fails on a row, written by --set, names that --set.
     let err = refused(&dir, "validate", &["prompt=\"{{ text | int }}\""]);
-    assert!(
-        err.contains("`--set prompt=\"{{ text | int }}\"`"),
-        "{err}"
-    );
+    assert!(err.contains("`--set prompt=\"{{ text | int }}\"`"), "{err}");
 }
 
 #[test]
 fn the_snapshot_keeps_the_file_and_lists_the_overrides_and_show_prints_them() {
     let dir = dir();
-    run(&dir, "x", &["model.name=gpt-4o-mini", "prompt=two\nlines {{ text }}"]);
+    run(
+        &dir,
+        "x",
+        &["model.name=gpt-4o-mini", "prompt=two\nlines {{ text }}"],
+    );
     let conn = rusqlite::Connection::open(dir.store()).unwrap();
     let text: String = conn
         .query_row("SELECT spec_text FROM evaluations", [], |r| r.get(0))
         .unwrap();
-    assert!(text.starts_with(SPEC), "the file as written comes first:\n{text}");
+    assert!(
+        text.starts_with(SPEC),
+        "the file as written comes first:\n{text}"
+    );
     assert_eq!(
         &text[SPEC.len()..],
         "# dotevals: applied over the spec above, one `--set KEY=VALUE` a line:\n\
@@ -305,7 +321,11 @@ fn resume_needs_the_same_overrides() {
             .assert_stderr_contains("from a different spec (changed: model)");
     }
     // A setting that never decides a result may differ, as in a file.
-    let again = run(&dir, "x", &["model.name=gpt-4o-mini", "concurrency.max_concurrency=2"]);
+    let again = run(
+        &dir,
+        "x",
+        &["model.name=gpt-4o-mini", "concurrency.max_concurrency=2"],
+    );
     assert_eq!(again.only().samples.recorded, 4);
 }
 
@@ -331,8 +351,11 @@ fn ctrl_c_prints_a_resume_command_with_the_overrides() {
         ])
         .spawn_logged(&dir, "first");
     wait_until(Duration::from_secs(20), "a recorded sample", || {
-        dir.try_show("x")
-            .is_some_and(|r| r.evaluations.first().is_some_and(|e| e.samples.recorded >= 1))
+        dir.try_show("x").is_some_and(|r| {
+            r.evaluations
+                .first()
+                .is_some_and(|e| e.samples.recorded >= 1)
+        })
     });
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

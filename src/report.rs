@@ -35,6 +35,8 @@ pub struct EvaluationReport {
     pub provider: String,
     /// The model name sent in requests.
     pub model: String,
+    /// The `--set KEY=VALUE` arguments the latest run applied to the spec, in order.
+    pub overrides: Vec<String>,
     /// Strategy of the latest run.
     pub strategy: StrategyName,
     pub max_concurrency: u64,
@@ -526,6 +528,7 @@ pub fn evaluation(
         spec: e.spec_path.clone(),
         provider: e.provider.clone(),
         model: e.model.clone(),
+        overrides: e.overrides.clone(),
         strategy: e.strategy.parse()?,
         max_concurrency: e.max_concurrency,
         status: e.status,

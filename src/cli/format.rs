@@ -122,6 +122,11 @@ fn judge_line(j: &JudgeReport) -> String {
 fn evaluation(out: &mut String, e: &EvaluationReport) {
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
+    if !e.overrides.is_empty() {
+        // One line: a value's newline shows as `\n`.
+        let sets: Vec<String> = e.overrides.iter().map(|o| o.replace('\n', "\\n")).collect();
+        rows.push(("overrides".into(), sets.join(" · ")));
+    }
     let strategy = match e.strategy {
         StrategyName::Sequential => "sequential, 1 in flight".to_owned(),
         s => format!("{s}, up to {} in flight", e.max_concurrency),

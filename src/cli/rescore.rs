@@ -39,6 +39,10 @@ pub struct RescoreArgs {
     /// Experiment to write (must not exist yet) [default: NAME-rescored]
     #[arg(long, value_name = "NEW", value_parser = super::experiment_name)]
     pub into: Option<String>,
+
+    /// Override a field of each --spec by its dotted path, the value read as YAML (repeatable; as `run --set`)
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::spec::Override::parse)]
+    pub overrides: Vec<crate::spec::Override>,
 }
 
 /// `storage_arg` is `--storage` as the user wrote it, for the hints.
@@ -60,7 +64,7 @@ pub fn rescore(
     };
     let mut evals = Vec::with_capacity(args.spec.len());
     for path in &args.spec {
-        let eval = crate::spec::load(path)?;
+        let eval = crate::spec::load_with(path, &args.overrides)?;
         check_unique(&evals, &eval)?;
         evals.push(eval);
     }
@@ -135,6 +139,7 @@ pub fn rescore(
                     .spec
                     .iter()
                     .map(|p| format!("--spec {}", shell_quote(&p.display().to_string())))
+                    .chain(args.overrides.iter().map(|o| format!("--set {}", shell_quote(&o.arg))))
                     .collect::<Vec<_>>()
                     .join(" "),
             ));

@@ -18,7 +18,7 @@ use crate::concurrency::StrategySpec;
 use crate::runner::{
     self, fresh_name, plan, shell_quote, Interrupt, PlanError, Planned, Progress, RunStatus,
 };
-use crate::spec::Evaluation;
+use crate::spec::{Evaluation, Override};
 use crate::store::{LockError, Storage, Store, StoreError};
 use crate::Exit;
 
@@ -28,7 +28,14 @@ pub(super) use crate::runner::api_key;
 pub const AFTER_HELP: &str = "\
 Running an experiment again resumes it: finished samples are kept and never re-sent, errored
 and missing ones are sent (one whose evaluator failed is scored again from its stored reply). A changed spec is refused; pick a new --experiment for it.
-Ctrl-C stops sending, lets requests in flight finish, saves them and prints how to resume.";
+Ctrl-C stops sending, lets requests in flight finish, saves them and prints how to resume.
+
+--set KEY=VALUE changes the spec as if its file said so, then checks it as a file:
+  dotevals run evals/sentiment.yaml --set model.name=gpt-4o-mini --set evaluators.0.threshold=0.7
+KEY is a dotted path (a list item by its index); a key the spec lacks is added. VALUE is YAML:
+--set 'model.params.stop=[a, b]' is a list; quote to keep a string: --set 'model.name=\"001\"'.
+The --set arguments are part of the spec: resume with the same ones (the Ctrl-C hint repeats
+them). `dotevals show` lists each evaluation's --set.";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -55,6 +62,12 @@ pub struct RunArgs {
     /// spec's per-evaluator `fail_under:`
     #[arg(long, value_name = "SCORE", value_parser = super::gate::parse_bar)]
     pub fail_under: Option<f64>,
+
+    /// Override a spec field by its dotted path, the value read as YAML (repeatable):
+    /// `model.name=gpt-4o-mini`, `model.params.temperature=0.7`, `evaluators.0.threshold=0.7`.
+    /// Applied to every SPEC, recorded with the experiment and shown by `show`
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
+    pub overrides: Vec<Override>,
 }
 
 /// The runtime every async command uses.
@@ -74,7 +87,7 @@ pub fn run(
 ) -> Result<Exit, CliError> {
     let mut evals = Vec::with_capacity(args.specs.len());
     for path in &args.specs {
-        let mut eval = crate::spec::load(path)?;
+        let mut eval = crate::spec::load_with(path, &args.overrides)?;
         if let Some(n) = args.samples {
             eval.dataset.limit = Some(n);
         }
@@ -134,9 +147,15 @@ pub fn run(
         args.fail_under,
     )? {
         Ended::Interrupted => {
+            // A credential given with --set is not printed back.
+            let mut secrets = crate::secrets::Secrets::default();
+            for plan in &plans {
+                secrets.extend(&plan.eval.secrets);
+            }
+            let command = resume_command(&args, &experiment, storage_arg);
             progress.note(&format!(
                 "interrupted; finished samples are saved. Resume with:\n  {}",
-                resume_command(&args, &experiment, storage_arg)
+                secrets.scrub(&command)
             ));
             Ok(Exit::Interrupted)
         }
@@ -278,6 +297,9 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     if let Some(bar) = args.fail_under {
         parts.push(format!("--fail-under {bar}"));
+    }
+    for o in &args.overrides {
+        parts.push(format!("--set {}", shell_quote(&o.arg)));
     }
     if let Some(storage) = storage {
         parts.push(format!("--storage {}", shell_quote(storage)));

@@ -12,9 +12,7 @@ use serde::Serialize;
 use super::output::{print, Render};
 use super::run::{api_key, check_unique};
 use super::{print_error, CliError, Style};
-use crate::diagnostic::Diagnostic;
-use crate::spec::locate::{parse_path, Locator};
-use crate::spec::{Evaluation, Prompt};
+use crate::spec::{Evaluation, Override, Prompt};
 use crate::template::RenderError;
 use crate::Exit;
 
@@ -26,6 +24,10 @@ pub struct ValidateArgs {
     /// Spec files to check
     #[arg(required = true, value_name = "SPEC")]
     pub specs: Vec<PathBuf>,
+
+    /// Override a spec field by its dotted path, the value read as YAML (repeatable; as `run --set`)
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
+    pub overrides: Vec<Override>,
 }
 
 /// The valid specs, as `validate` prints them (a JSON list).
@@ -74,7 +76,7 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
     let mut loaded = Vec::new();
     let mut failed = false;
     for path in &args.specs {
-        match check(path, &loaded) {
+        match check(path, &args.overrides, &loaded) {
             Ok((c, eval)) => {
                 checked.push(c);
                 loaded.push(eval);
@@ -94,9 +96,10 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
 /// first rows rendered.
 fn check(
     path: &std::path::Path,
+    overrides: &[Override],
     earlier: &[Evaluation],
 ) -> Result<(Checked, Evaluation), CliError> {
-    let eval = crate::spec::load(path)?;
+    let eval = crate::spec::load_with(path, overrides)?;
     check_unique(earlier, &eval)?;
     let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |_, _| Ok(()))?;
     let key = api_key(&eval.model, &eval.spec_path)?;
@@ -150,13 +153,10 @@ fn render_first_rows(eval: &Evaluation) -> Result<(), CliError> {
                     "a run would record this error for the sample instead of a reply",
                 ),
             };
-            let steps = parse_path(key);
-            let locator = Locator::new(&eval.spec_text);
-            let (line, column) = locator.value(&steps).map_or((0, 0), |p| (p.line, p.column));
-            let d = Diagnostic::new(
+            let d = crate::spec::at_value(
                 &eval.spec_path,
-                line,
-                column,
+                &eval.spec_text,
+                key,
                 format!(
                     "template in `{key}` fails on row {} ({}:{}): {message}",
                     row.index + 1,
@@ -164,7 +164,6 @@ fn render_first_rows(eval: &Evaluation) -> Result<(), CliError> {
                     row.line
                 ),
             )
-            .with_source(&eval.spec_text)
             .with_hint(hint);
             return Err(d.into());
         }

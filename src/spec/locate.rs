@@ -125,6 +125,56 @@ impl Locator {
         self.walk(path).map(|(node, key)| key.unwrap_or(node.pos()))
     }
 
+    /// The path of the node or key written at `pos`, and whether it is the key:
+    /// the inverse of [`Locator::key`] and [`Locator::value`]. The deepest node
+    /// starting exactly at `pos` wins; failing that, the deepest one starting
+    /// on its line at or before its column.
+    pub fn path_at(&self, pos: Pos) -> Option<(Vec<Step>, bool)> {
+        /// (exact position, column, depth) to rank by, the path, at the key.
+        type Found = ((bool, usize, usize), Vec<Step>, bool);
+        fn visit(
+            node: &Node,
+            path: &mut Vec<Step>,
+            key: Option<Pos>,
+            pos: Pos,
+            best: &mut Option<Found>,
+        ) {
+            let mut consider = |at: Pos, is_key: bool, path: &Vec<Step>| {
+                if at.line != pos.line || at.column > pos.column {
+                    return;
+                }
+                let rank = (at == pos, at.column, path.len());
+                if best.as_ref().is_none_or(|(r, _, _)| rank >= *r) {
+                    *best = Some((rank, path.clone(), is_key));
+                }
+            };
+            if let Some(k) = key {
+                consider(k, true, path);
+            }
+            consider(node.pos(), false, path);
+            match node {
+                Node::Scalar(_) => {}
+                Node::Seq(_, items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        path.push(Step::Index(i));
+                        visit(item, path, None, pos, best);
+                        path.pop();
+                    }
+                }
+                Node::Map(_, entries) => {
+                    for (name, key_pos, value) in entries {
+                        path.push(Step::Key(name.clone()));
+                        visit(value, path, Some(*key_pos), pos, best);
+                        path.pop();
+                    }
+                }
+            }
+        }
+        let mut best = None;
+        visit(self.root.as_ref()?, &mut Vec::new(), None, pos, &mut best);
+        best.map(|(_, path, is_key)| (path, is_key))
+    }
+
     fn walk(&self, path: &[Step]) -> Option<(&Node, Option<Pos>)> {
         let mut node = self.root.as_ref()?;
         let mut key_pos = None;
@@ -415,6 +465,24 @@ mod tests {
             })
         );
         assert_eq!(find_key_text("unexpected: 1", &p), None);
+    }
+
+    #[test]
+    fn finds_the_path_written_at_a_position() {
+        let loc = Locator::new(DOC);
+        let at = |line, column| loc.path_at(Pos { line, column });
+        assert_eq!(at(6, 5), Some((parse_path("evaluators[0].expected"), true)));
+        assert_eq!(
+            at(6, 15),
+            Some((parse_path("evaluators[0].expected"), false))
+        );
+        // Inside a value: the node that starts before it on its line.
+        assert_eq!(
+            at(6, 20),
+            Some((parse_path("evaluators[0].expected"), false))
+        );
+        assert_eq!(at(1, 7), Some((parse_path("name"), false)));
+        assert_eq!(at(40, 1), None);
     }
 
     #[test]

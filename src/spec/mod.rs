@@ -9,6 +9,7 @@
 mod check;
 mod identity;
 pub mod locate;
+mod overrides;
 mod params;
 mod parse;
 pub mod raw;
@@ -32,6 +33,7 @@ use crate::template::Template;
 use check::Checker;
 pub use identity::changed_parts;
 use locate::Locator;
+pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;
 use raw::Provider;
 
@@ -147,6 +149,12 @@ impl ModelSpec {
 
 /// Reads and checks the spec at `path`.
 pub fn load(path: &Path) -> Result<Evaluation, Diagnostic> {
+    load_with(path, &[])
+}
+
+/// Reads the spec at `path`, applies `overrides` (`--set`) in order and checks
+/// the result as a spec file; the stored text records them (see [`overrides`]).
+pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Evaluation, Diagnostic> {
     let bytes = std::fs::read(path)
         .map_err(|e| Diagnostic::new(path, 0, 0, format!("cannot read spec: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -161,7 +169,11 @@ pub fn load(path: &Path) -> Result<Evaluation, Diagnostic> {
         Some(rest) => rest.to_owned(),
         None => text,
     };
-    from_text(path, text)
+    if overrides.is_empty() {
+        from_text(path, text)
+    } else {
+        overrides::from_text_with(path, text, overrides)
+    }
 }
 
 /// Checks spec `text` as if read from `path` (relative dataset paths resolve against it).

@@ -18,6 +18,7 @@ mod grading_judge;
 mod grading_rescore;
 mod grading_scores;
 mod json_output;
+mod overrides;
 mod resume;
 mod schema;
 mod validation;

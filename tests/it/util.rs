@@ -416,6 +416,8 @@ pub struct EvaluationReport {
     pub spec: String,
     pub provider: String,
     pub model: String,
+    /// The `--set KEY=VALUE` arguments, in order.
+    pub overrides: Vec<String>,
     pub strategy: String,
     pub max_concurrency: u64,
     pub status: String,

@@ -19,7 +19,7 @@ const EVALUATION_COLUMNS: &str =
     e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.spec_text
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -49,6 +49,7 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         retries: count(19)?,
         throttled: count(20)?,
         wait_us: count(21)?,
+        overrides: crate::spec::recorded_overrides(&r.get::<_, String>(24)?),
         scores: Vec::new(),
         cluster: r.get(22)?,
         fail_under: r

@@ -52,7 +52,7 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 }
 
 /// Adds a row of cells to a table, each made [`printable`].
-fn push_row<I, S>(b: &mut Builder, cells: I)
+pub(super) fn push_row<I, S>(b: &mut Builder, cells: I)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -390,7 +390,7 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
 }
 
 /// A table whose column `wrap` (long free text) is wrapped to fit a terminal.
-fn table(b: Builder, wrap: usize) -> Table {
+pub(super) fn table(b: Builder, wrap: usize) -> Table {
     let mut t = b.build();
     t.with(Style::rounded())
         .with(Modify::new(Columns::one(wrap)).with(Width::wrap(60)));

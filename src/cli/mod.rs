@@ -2,6 +2,7 @@
 //! output style. No module below `cli` imports clap; each subcommand turns its
 //! arguments into plain values and calls the library.
 
+mod compare;
 mod format;
 mod gate;
 mod list;
@@ -26,12 +27,14 @@ Examples:
   dotevals run evals/sentiment.yaml --experiment baseline
   dotevals run evals/sentiment.yaml --experiment fast --concurrency 8
   dotevals show baseline
+  dotevals compare baseline fast
   dotevals rescore baseline --spec edited.yaml
   dotevals list
   dotevals validate evals/*.yaml
 
 Results are stored in .dotevals/dotevals.db unless --storage or DOTEVALS_STORAGE says otherwise.
-Exit codes: 0 done, 1 samples errored or the run failed, 2 bad usage or spec (nothing sent), 130 interrupted.";
+Exit codes: 0 done, 1 samples errored or the run failed, 2 bad usage or spec (nothing sent),
+3 an evaluator's mean is below its --fail-under / fail_under bar, 130 interrupted.";
 
 /// Run LLM evaluations declared in YAML, fast.
 ///
@@ -79,6 +82,9 @@ pub enum Command {
     Rescore(rescore::RescoreArgs),
     /// Show an experiment: accuracy, errors and timing per evaluation
     Show(show::ShowArgs),
+    /// Compare two experiments sample by sample: B - A per evaluator, with error bars and p-values
+    #[command(after_help = compare::AFTER_HELP)]
+    Compare(compare::CompareArgs),
     /// List experiments with date, samples, accuracy, wall time and status
     List,
     /// Check specs and their datasets without sending a request
@@ -231,6 +237,7 @@ pub fn main(cli: Cli) -> Exit {
             rescore::rescore(args, storage, cli.global.storage.as_deref(), style)
         }
         Command::Show(args) => show::show(args, storage, style),
+        Command::Compare(args) => compare::compare(args, storage, style),
         Command::List => list::list(storage, style),
         Command::Validate(args) => validate::validate(args, style),
         Command::Delete(args) => manage::delete(args, storage, style),

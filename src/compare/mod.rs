@@ -8,7 +8,10 @@
 //! the samples whose verdict flipped. It is one merge over two key-ordered
 //! lists: O(n), no allocation per sample but the flips.
 
+use crate::stats::{Comparison, PairedSums, PassFailTable};
 use crate::store::{SampleScores, ScorePoint};
+
+pub mod report;
 
 /// Two evaluations' samples, paired.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,25 +28,17 @@ pub struct Pairing {
 }
 
 /// One evaluator's scores on the matched samples.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Paired {
     pub name: String,
-    /// Matched samples scored on both sides: the ones compared.
-    pub n: u64,
-    /// Matched samples left unscored on one side or both.
+    /// Matched samples left unscored on one side or both (not compared).
     pub unscored: u64,
-    pub sum_a: f64,
-    pub sum_b: f64,
-    /// Sums of the differences `b - a` and of their squares.
-    pub sum_d: f64,
-    pub sum_d2: f64,
-    /// The 2x2 table of verdicts: both passed, A only (pass to fail), B only
-    /// (fail to pass), neither.
-    pub both: u64,
-    pub pass_to_fail: u64,
-    pub fail_to_pass: u64,
-    pub neither: u64,
-    /// Every score on both sides is 0 or 1: a pass/fail evaluator.
+    /// The scores of the samples scored on both sides, and their differences.
+    pub scores: PairedSums,
+    /// Their verdicts, as a 2x2 table.
+    pub verdicts: PassFailTable,
+    /// Every score on both sides is 0 or 1: a pass/fail evaluator, compared
+    /// by McNemar's test on the verdicts; else by a paired t-test.
     pub binary: bool,
     /// Samples whose verdict changed, in key order.
     pub flips: Vec<Flip>,
@@ -75,8 +70,11 @@ pub fn pair(
             .iter()
             .map(|&(i, _)| Paired {
                 name: a_names[i].clone(),
+                unscored: 0,
+                scores: PairedSums::new(),
+                verdicts: PassFailTable::default(),
                 binary: true,
-                ..Paired::default()
+                flips: Vec::new(),
             })
             .collect(),
         ..Pairing::default()
@@ -122,20 +120,10 @@ impl Paired {
             self.unscored += 1;
             return;
         };
-        self.n += 1;
-        self.sum_a += a.value;
-        self.sum_b += b.value;
-        let d = b.value - a.value;
-        self.sum_d += d;
-        self.sum_d2 += d * d;
+        self.scores.push(a.value, b.value);
+        self.verdicts.push(a.passed, b.passed);
         let binary = |v: f64| v == 0.0 || v == 1.0;
         self.binary &= binary(a.value) && binary(b.value);
-        match (a.passed, b.passed) {
-            (true, true) => self.both += 1,
-            (false, false) => self.neither += 1,
-            (true, false) => self.pass_to_fail += 1,
-            (false, true) => self.fail_to_pass += 1,
-        }
         if a.passed != b.passed {
             self.flips.push(Flip {
                 key: key.to_owned(),
@@ -145,9 +133,19 @@ impl Paired {
         }
     }
 
-    /// Mean score of A and of B over the compared samples.
-    pub fn means(&self) -> Option<(f64, f64)> {
-        (self.n > 0).then(|| (self.sum_a / self.n as f64, self.sum_b / self.n as f64))
+    /// Samples compared: scored on both sides.
+    pub fn n(&self) -> u64 {
+        self.scores.diff.n
+    }
+
+    /// B against A: McNemar's exact test on the verdicts of a pass/fail
+    /// evaluator, a paired t-test on the scores of a graded one.
+    pub fn compare(&self) -> Comparison {
+        if self.binary {
+            self.verdicts.compare()
+        } else {
+            self.scores.compare()
+        }
     }
 }
 

@@ -1,0 +1,248 @@
+//! What `dotevals compare A B` prints: per evaluation, how the samples
+//! paired, and per evaluator B against A with its error bar, test and power;
+//! the timing side by side. These types are the documented `--format json`
+//! shape (README, "Comparing runs"; `compare` in the JSON Schema).
+
+use serde::Serialize;
+
+use super::{Flip, Paired, Pairing};
+use crate::report::EvaluationReport;
+use crate::stats::{Comparison, Test};
+
+/// `dotevals compare A B --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    /// The experiments compared: differences are B - A.
+    pub a: String,
+    pub b: String,
+    pub evaluations: Vec<EvaluationComparison>,
+}
+
+/// One evaluation both experiments ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationComparison {
+    pub name: String,
+    pub samples: PairedSamples,
+    pub evaluators: Vec<EvaluatorComparison>,
+    /// Evaluators only one side has (not compared).
+    pub not_compared: Vec<String>,
+    pub timing: SideBySide,
+}
+
+/// How the samples paired: by id and dataset row.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedSamples {
+    /// Samples recorded in A and in B.
+    pub a: u64,
+    pub b: u64,
+    /// In both, with the same row: the ones compared.
+    pub matched: u64,
+    pub only_in_a: Unmatched,
+    pub only_in_b: Unmatched,
+    /// In both under one id but with different rows (an edited dataset).
+    pub changed_rows: Unmatched,
+}
+
+/// Samples left out of the comparison: how many, and the first few ids.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unmatched {
+    pub count: u64,
+    /// At most [`EXAMPLES`] ids, in id order.
+    pub ids: Vec<String>,
+}
+
+/// Ids named per kind of unmatched sample.
+pub const EXAMPLES: usize = 10;
+
+/// One evaluator, B against A, on the samples both scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluatorComparison {
+    pub name: String,
+    /// `pass_fail` (every score 0 or 1) or `graded`.
+    pub kind: Kind,
+    /// Samples compared: matched and scored on both sides.
+    pub n: u64,
+    /// Matched samples one side or both could not score (not compared).
+    pub unscored: u64,
+    pub mean_a: Option<f64>,
+    pub mean_b: Option<f64>,
+    /// mean_b - mean_a.
+    pub difference: Option<f64>,
+    /// Paired standard error of the difference.
+    pub stderr: Option<f64>,
+    /// 95% interval of the difference, `[lo, hi]`.
+    pub ci95: Option<[f64; 2]>,
+    /// Two-sided p-value of "no difference".
+    pub p_value: Option<f64>,
+    /// `mcnemar_exact` (pass/fail) or `paired_t` (graded).
+    pub test: TestName,
+    /// The smallest true difference these samples detect with 80% power at
+    /// a two-sided 5% level.
+    pub min_detectable_difference: Option<f64>,
+    /// Samples that passed in A and failed in B, and the reverse.
+    pub pass_to_fail: u64,
+    pub fail_to_pass: u64,
+    /// Only with `--flips`: every sample whose verdict changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flips: Option<Vec<FlipReport>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    PassFail,
+    Graded,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TestName {
+    McnemarExact,
+    PairedT,
+}
+
+/// A sample whose verdict changed, with both outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlipReport {
+    pub id: String,
+    pub score_a: f64,
+    pub score_b: f64,
+    pub output_a: Option<String>,
+    pub output_b: Option<String>,
+}
+
+/// Both runs' timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideBySide {
+    pub a: TimingSummary,
+    pub b: TimingSummary,
+}
+
+/// The figures `show` reports that say what a run cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimingSummary {
+    pub wall_seconds: f64,
+    pub throughput_per_second: Option<f64>,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl From<&EvaluationReport> for TimingSummary {
+    fn from(r: &EvaluationReport) -> Self {
+        let latency = r.timing.latency_seconds.as_ref();
+        TimingSummary {
+            wall_seconds: r.timing.wall_seconds,
+            throughput_per_second: r.timing.throughput_per_second,
+            latency_p50_seconds: latency.map(|l| l.p50),
+            latency_p99_seconds: latency.map(|l| l.p99),
+            prompt_tokens: r.tokens.prompt,
+            completion_tokens: r.tokens.completion,
+        }
+    }
+}
+
+impl Unmatched {
+    fn of(ids: &[String]) -> Self {
+        Unmatched {
+            count: ids.len() as u64,
+            ids: ids.iter().take(EXAMPLES).cloned().collect(),
+        }
+    }
+}
+
+impl EvaluationComparison {
+    /// The comparison of evaluation `name` from its pairing and both sides'
+    /// reports; `outputs` gives a flipped sample's two outputs when `--flips`
+    /// asked for them.
+    pub fn new(
+        name: &str,
+        pairing: &Pairing,
+        reports: (&EvaluationReport, &EvaluationReport),
+        recorded: (u64, u64),
+        outputs: Option<&dyn Fn(&str) -> (Option<String>, Option<String>)>,
+    ) -> Self {
+        let (a, b) = reports;
+        let compared: Vec<&str> = pairing.evaluators.iter().map(|p| p.name.as_str()).collect();
+        let not_compared = a
+            .evaluators
+            .iter()
+            .chain(&b.evaluators)
+            .map(|e| e.name.clone())
+            .filter(|n| !compared.contains(&n.as_str()))
+            .collect();
+        EvaluationComparison {
+            name: name.to_owned(),
+            samples: PairedSamples {
+                a: recorded.0,
+                b: recorded.1,
+                matched: pairing.matched,
+                only_in_a: Unmatched::of(&pairing.only_a),
+                only_in_b: Unmatched::of(&pairing.only_b),
+                changed_rows: Unmatched::of(&pairing.changed),
+            },
+            evaluators: pairing
+                .evaluators
+                .iter()
+                .map(|p| EvaluatorComparison::new(p, outputs))
+                .collect(),
+            not_compared,
+            timing: SideBySide {
+                a: a.into(),
+                b: b.into(),
+            },
+        }
+    }
+}
+
+impl EvaluatorComparison {
+    fn new(p: &Paired, outputs: Option<&dyn Fn(&str) -> (Option<String>, Option<String>)>) -> Self {
+        let Comparison {
+            n,
+            mean_a,
+            mean_b,
+            diff,
+            stderr,
+            ci95,
+            p_value,
+            test,
+            mde,
+        } = p.compare();
+        EvaluatorComparison {
+            name: p.name.clone(),
+            kind: if p.binary {
+                Kind::PassFail
+            } else {
+                Kind::Graded
+            },
+            n,
+            unscored: p.unscored,
+            mean_a,
+            mean_b,
+            difference: diff,
+            stderr,
+            ci95: ci95.map(|i| i.to_array()),
+            p_value,
+            test: match test {
+                Test::McNemarExact { .. } => TestName::McnemarExact,
+                Test::PairedT { .. } => TestName::PairedT,
+            },
+            min_detectable_difference: mde,
+            pass_to_fail: p.verdicts.a_only,
+            fail_to_pass: p.verdicts.b_only,
+            flips: outputs.map(|outputs| p.flips.iter().map(|f| flip(f, outputs)).collect()),
+        }
+    }
+}
+
+fn flip(f: &Flip, outputs: &dyn Fn(&str) -> (Option<String>, Option<String>)) -> FlipReport {
+    let (output_a, output_b) = outputs(&f.key);
+    FlipReport {
+        id: f.key.clone(),
+        score_a: f.a,
+        score_b: f.b,
+        output_a,
+        output_b,
+    }
+}

@@ -101,8 +101,10 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
         ) else {
             continue;
         };
-        let scores_a = store.sample_scores(ea.id, ea.evaluators.len())?;
-        let scores_b = store.sample_scores(eb.id, eb.evaluators.len())?;
+        // Clustered by A's cluster column, when its spec set one.
+        let cluster = ea.cluster.as_deref();
+        let scores_a = store.sample_scores(ea.id, ea.evaluators.len(), cluster)?;
+        let scores_b = store.sample_scores(eb.id, eb.evaluators.len(), None)?;
         let pairing = pair(&scores_a, &ea.evaluators, &scores_b, &eb.evaluators);
         let side = |e: &crate::store::read::EvaluationRow| -> Result<_, CliError> {
             Ok(report::evaluation(
@@ -127,6 +129,7 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
         });
         evaluations.push(EvaluationComparison::new(
             name,
+            cluster,
             &pairing,
             (&ra, &rb),
             (scores_a.len() as u64, scores_b.len() as u64),
@@ -208,7 +211,9 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
                 or_dash(ev.mean_b, value),
                 or_dash(ev.difference, diff),
                 ev.ci95.map_or("–".to_owned(), |[lo, hi]| {
-                    format!("{} to {}", diff(lo), diff(hi))
+                    // `+7.0 to +18.0 pts`: the unit once.
+                    let lo = diff(lo);
+                    format!("{} to {}", lo.trim_end_matches(" pts"), diff(hi))
                 }),
                 or_dash(ev.p_value, p_value),
                 ev.pass_to_fail.to_string(),
@@ -219,6 +224,27 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         );
     }
     let _ = writeln!(out, "{}", table(b, 0));
+    let clustered: Vec<String> = e
+        .evaluators
+        .iter()
+        .filter_map(|ev| Some(format!("{} over {} groups", ev.name, ev.clusters?)))
+        .collect();
+    match (&e.cluster, clustered.is_empty()) {
+        (Some(column), false) => {
+            let _ = writeln!(
+                out,
+                "  p and CI: paired t on the differences, standard error clustered by `{}` ({})",
+                printable(column),
+                printable(&clustered.join(", "))
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  p: exact McNemar for pass/fail scores, paired t for graded ones"
+            );
+        }
+    }
     for ev in &e.evaluators {
         if ev.unscored > 0 {
             let _ = writeln!(

@@ -8,7 +8,9 @@
 //! the samples whose verdict flipped. It is one merge over two key-ordered
 //! lists: O(n), no allocation per sample but the flips.
 
-use crate::stats::{Comparison, PairedSums, PassFailTable};
+use std::collections::BTreeMap;
+
+use crate::stats::{self, Clustered, Comparison, PairedSums, PassFailTable, Sums};
 use crate::store::{SampleScores, ScorePoint};
 
 pub mod report;
@@ -42,6 +44,8 @@ pub struct Paired {
     pub binary: bool,
     /// Samples whose verdict changed, in key order.
     pub flips: Vec<Flip>,
+    /// With a cluster column: the differences `b - a`, per cluster of A's rows.
+    pub clusters: BTreeMap<String, Sums>,
 }
 
 /// A sample that passed on one side and failed on the other.
@@ -75,6 +79,7 @@ pub fn pair(
                 verdicts: PassFailTable::default(),
                 binary: true,
                 flips: Vec::new(),
+                clusters: BTreeMap::new(),
             })
             .collect(),
         ..Pairing::default()
@@ -88,7 +93,7 @@ pub fn pair(
                     for (paired, &(ia, ib)) in out.evaluators.iter_mut().zip(&columns) {
                         let sa = x.scores.get(ia).copied().flatten();
                         let sb = y.scores.get(ib).copied().flatten();
-                        paired.add(&x.key, sa, sb);
+                        paired.add(&x.key, x.cluster.as_deref(), sa, sb);
                     }
                 } else {
                     out.changed.push(x.key.clone());
@@ -115,12 +120,28 @@ pub fn pair(
 }
 
 impl Paired {
-    fn add(&mut self, key: &str, a: Option<ScorePoint>, b: Option<ScorePoint>) {
+    fn add(
+        &mut self,
+        key: &str,
+        cluster: Option<&str>,
+        a: Option<ScorePoint>,
+        b: Option<ScorePoint>,
+    ) {
         let (Some(a), Some(b)) = (a, b) else {
             self.unscored += 1;
             return;
         };
         self.scores.push(a.value, b.value);
+        if let Some(cluster) = cluster {
+            match self.clusters.get_mut(cluster) {
+                Some(sums) => sums.push(b.value - a.value),
+                None => {
+                    let mut sums = Sums::new();
+                    sums.push(b.value - a.value);
+                    self.clusters.insert(cluster.to_owned(), sums);
+                }
+            }
+        }
         self.verdicts.push(a.passed, b.passed);
         let binary = |v: f64| v == 0.0 || v == 1.0;
         self.binary &= binary(a.value) && binary(b.value);
@@ -138,10 +159,19 @@ impl Paired {
         self.scores.diff.n
     }
 
-    /// B against A: McNemar's exact test on the verdicts of a pass/fail
-    /// evaluator, a paired t-test on the scores of a graded one.
+    /// B against A: with a cluster column, a paired t-test on the clustered
+    /// standard error of the differences (samples in one group are not
+    /// independent, which McNemar's test and the plain paired t assume);
+    /// else McNemar's exact test on the verdicts of a pass/fail evaluator, a
+    /// paired t-test on the scores of a graded one.
     pub fn compare(&self) -> Comparison {
-        if self.binary {
+        if !self.clusters.is_empty() {
+            let mut diffs = Clustered::new();
+            for sums in self.clusters.values() {
+                diffs.push_cluster(sums);
+            }
+            stats::clustered_paired(&self.scores.a, &self.scores.b, &diffs)
+        } else if self.binary {
             self.verdicts.compare()
         } else {
             self.scores.compare()
@@ -157,6 +187,7 @@ mod tests {
         SampleScores {
             key: key.into(),
             row_hash,
+            cluster: None,
             scores: scores
                 .iter()
                 .map(|s| {

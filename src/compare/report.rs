@@ -22,6 +22,8 @@ pub struct CompareReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvaluationComparison {
     pub name: String,
+    /// The column A's spec clusters samples by (`dataset.cluster`), if any.
+    pub cluster: Option<String>,
     pub samples: PairedSamples,
     pub evaluators: Vec<EvaluatorComparison>,
     /// Evaluators only one side has (not compared).
@@ -77,11 +79,15 @@ pub struct EvaluatorComparison {
     pub ci95: Option<[f64; 2]>,
     /// Two-sided p-value of "no difference".
     pub p_value: Option<f64>,
-    /// `mcnemar_exact` (pass/fail) or `paired_t` (graded).
+    /// `mcnemar_exact` (pass/fail), `paired_t` (graded), or
+    /// `clustered_paired_t` (either, with `dataset.cluster`).
     pub test: TestName,
     /// The smallest true difference these samples detect with 80% power at
     /// a two-sided 5% level.
     pub min_detectable_difference: Option<f64>,
+    /// With `dataset.cluster`: the groups the standard error is clustered over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<u64>,
     /// Samples that passed in A and failed in B, and the reverse.
     pub pass_to_fail: u64,
     pub fail_to_pass: u64,
@@ -102,6 +108,8 @@ pub enum Kind {
 pub enum TestName {
     McnemarExact,
     PairedT,
+    /// A paired t-test on the differences' clustered standard error.
+    ClusteredPairedT,
 }
 
 /// A sample whose verdict changed, with both outputs.
@@ -161,6 +169,7 @@ impl EvaluationComparison {
     /// asked for them.
     pub fn new(
         name: &str,
+        cluster: Option<&str>,
         pairing: &Pairing,
         reports: (&EvaluationReport, &EvaluationReport),
         recorded: (u64, u64),
@@ -177,6 +186,7 @@ impl EvaluationComparison {
             .collect();
         EvaluationComparison {
             name: name.to_owned(),
+            cluster: cluster.map(str::to_owned),
             samples: PairedSamples {
                 a: recorded.0,
                 b: recorded.1,
@@ -230,8 +240,10 @@ impl EvaluatorComparison {
             test: match test {
                 Test::McNemarExact { .. } => TestName::McnemarExact,
                 Test::PairedT { .. } => TestName::PairedT,
+                Test::ClusteredPairedT { .. } => TestName::ClusteredPairedT,
             },
             min_detectable_difference: mde,
+            clusters: (!p.clusters.is_empty()).then_some(p.clusters.len() as u64),
             pass_to_fail: p.verdicts.a_only,
             fail_to_pass: p.verdicts.b_only,
             flips: outputs.map(|outputs| p.flips.iter().map(|f| flip(f, outputs)).collect()),

@@ -205,12 +205,14 @@ pub trait Store {
     /// Each judging evaluator's calls, in evaluator order (none without judges).
     fn judge_totals(&self, evaluation_id: i64) -> Result<Vec<JudgeTotal>, StoreError>;
 
-    /// Every recorded sample's key, row hash and scores (`evaluators` of
-    /// them), ordered by key (byte order), for pairing with another evaluation.
+    /// Every recorded sample's key, row hash, scores (`evaluators` of them)
+    /// and, when `cluster` names a column, its value there; ordered by key
+    /// (byte order), for pairing with another evaluation.
     fn sample_scores(
         &self,
         evaluation_id: i64,
         evaluators: usize,
+        cluster: Option<&str>,
     ) -> Result<Vec<SampleScores>, StoreError>;
 
     /// Sums over the clusters of `column` of one evaluator's scores: per

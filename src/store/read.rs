@@ -166,6 +166,8 @@ pub struct RunRow {
 pub struct SampleScores {
     pub key: String,
     pub row_hash: u64,
+    /// The value of the cluster column asked for, as JSON text.
+    pub cluster: Option<String>,
     /// One per evaluator, in spec order; `None` when not scored.
     pub scores: Vec<Option<ScorePoint>>,
 }

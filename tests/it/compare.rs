@@ -336,3 +336,59 @@ fn the_ci_gate_exits_3_naming_the_evaluator_below_its_bar() {
     let out = dir.cmd(["show", "A", "--fail-under", "80"]).output();
     out.assert_exit_code(2);
 }
+
+#[test]
+fn with_a_cluster_column_compare_clusters_the_paired_standard_error() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    // Differences b - a by group: g0 +1 +1 0, g1 0 0, g2 -1 +1 +1 0.
+    let rows = [
+        ("g0", "no", "yes"),
+        ("g0", "no", "yes"),
+        ("g0", "yes", "yes"),
+        ("g1", "yes", "yes"),
+        ("g1", "no", "no"),
+        ("g2", "yes", "no"),
+        ("g2", "no", "yes"),
+        ("g2", "no", "yes"),
+        ("g2", "yes", "yes"),
+    ];
+    let yaml: String = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (g, a, b))| format!("    - {{id: k{i}, group: {g}, a: {a}, b: {b}}}\n"))
+        .collect();
+    for (name, reply) in [("A", "a"), ("B", "b")] {
+        let spec = Spec::new("paired", &server.url())
+            .dataset(&format!("  id: id\n  cluster: group\n  rows:\n{yaml}"))
+            .quick()
+            .prompt(&format!("\"{{{{ {reply} }}}}\""))
+            .evaluators(EXACT)
+            .to_string();
+        dir.write(&format!("{name}.yaml"), &spec);
+        dir.cmd(["run", &format!("{name}.yaml"), "-e", name, "-q"])
+            .output();
+    }
+    let ev = json(&dir, &["compare", "A", "B"])["evaluations"][0]["evaluators"][0].clone();
+    assert_eq!(ev["test"], "clustered_paired_t");
+    assert_eq!(ev["clusters"], 3);
+    // The clustered SE of the mean difference, computed here as in Miller eq. 4.
+    let groups: [&[f64]; 3] = [&[1.0, 1.0, 0.0], &[0.0, 0.0], &[-1.0, 1.0, 1.0, 0.0]];
+    let d: Vec<f64> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let cross: f64 = groups
+        .iter()
+        .map(|g| {
+            let e: Vec<f64> = g.iter().map(|x| x - mean).collect();
+            e.iter().sum::<f64>().powi(2) - e.iter().map(|x| x * x).sum::<f64>()
+        })
+        .sum();
+    let se = (var / n + cross / (n * n)).sqrt();
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-12;
+    assert!(close(&ev["difference"], mean));
+    assert!(close(&ev["stderr"], se), "{} vs {se}", ev["stderr"]);
+    let out = dir.cmd(["compare", "A", "B"]).output();
+    out.assert_stdout_contains("standard error clustered by `group`");
+}

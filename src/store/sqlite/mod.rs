@@ -520,8 +520,9 @@ impl Store for SqliteStore {
         &self,
         evaluation_id: i64,
         evaluators: usize,
+        cluster: Option<&str>,
     ) -> Result<Vec<crate::store::SampleScores>, StoreError> {
-        read::sample_scores(&self.conn, evaluation_id, evaluators)
+        read::sample_scores(&self.conn, evaluation_id, evaluators, cluster)
     }
 
     fn cluster_sums(

@@ -239,15 +239,20 @@ pub fn sample_scores(
     conn: &Connection,
     evaluation_id: i64,
     evaluators: usize,
+    cluster: Option<&str>,
 ) -> Result<Vec<SampleScores>, StoreError> {
+    // The cluster's value as JSON text (`"g1"`, `3`), so values of any type compare.
     let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.sample_key, s.row_hash, sc.evaluator, sc.value, sc.passed
+        "SELECT s.id, s.sample_key, s.row_hash,
+                CASE WHEN ?2 IS NULL THEN NULL ELSE json_quote(json_extract(s.variables, ?2)) END,
+                sc.evaluator, sc.value, sc.passed
          FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
          WHERE s.evaluation_id = ?1 ORDER BY s.sample_key, sc.evaluator",
     )?;
+    let path = cluster.map(json_path);
     let mut out: Vec<SampleScores> = Vec::new();
     let mut last_id = None;
-    let mut rows = stmt.query([evaluation_id])?;
+    let mut rows = stmt.query(params![evaluation_id, path])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         if last_id != Some(id) {
@@ -255,21 +260,28 @@ pub fn sample_scores(
             out.push(SampleScores {
                 key: r.get(1)?,
                 row_hash: r.get::<_, i64>(2)? as u64,
+                cluster: r.get(3)?,
                 scores: vec![None; evaluators],
             });
         }
-        let (Some(i), Some(value)) = (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<f64>>(4)?)
+        let (Some(i), Some(value)) = (r.get::<_, Option<i64>>(4)?, r.get::<_, Option<f64>>(5)?)
         else {
             continue;
         };
         if let Some(slot) = out.last_mut().and_then(|s| s.scores.get_mut(i as usize)) {
             *slot = Some(ScorePoint {
                 value,
-                passed: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+                passed: r.get::<_, Option<bool>>(6)?.unwrap_or(false),
             });
         }
     }
     Ok(out)
+}
+
+/// The JSON path of column `column` of a stored row (`$."review text"`):
+/// quoted, so any column name reads as itself.
+fn json_path(column: &str) -> String {
+    format!("$.{}", serde_json::to_string(column).unwrap_or_default())
 }
 
 /// Per value of dataset column `column`, the scored samples of `evaluator`,
@@ -280,8 +292,7 @@ pub fn cluster_sums(
     evaluator: usize,
     column: &str,
 ) -> Result<Vec<(u64, f64, f64)>, StoreError> {
-    // A JSON path quotes the key, so any column name reads as itself.
-    let path = format!("$.{}", serde_json::to_string(column).unwrap_or_default());
+    let path = json_path(column);
     let mut stmt = conn.prepare_cached(
         "SELECT count(*), sum(sc.value), sum(sc.value * sc.value) FROM scores sc JOIN samples s ON s.id = sc.sample_id
          WHERE sc.evaluation_id = ?1 AND sc.evaluator = ?2 AND sc.value IS NOT NULL

@@ -294,7 +294,8 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
             continue;
         }
         let mut b = Builder::default();
-        b.push_record(["id", names.0, names.1, "output A", "output B"]);
+        let (out_a, out_b) = (format!("{} output", names.0), format!("{} output", names.1));
+        b.push_record(["id", names.0, names.1, &out_a, &out_b]);
         for f in flips {
             push_row(
                 &mut b,

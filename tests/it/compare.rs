@@ -392,3 +392,45 @@ fn with_a_cluster_column_compare_clusters_the_paired_standard_error() {
     let out = dir.cmd(["compare", "A", "B"]).output();
     out.assert_stdout_contains("standard error clustered by `group`");
 }
+
+#[test]
+fn the_shipped_comparison_gives_the_readme_figures() {
+    let dir = TestDir::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (spec, name) in [
+        ("evals/reviews.yaml", "baseline"),
+        ("evals/reviews-negation.yaml", "negation"),
+    ] {
+        let out = std::process::Command::new(crate::util::BIN)
+            .current_dir(root)
+            .args(["run", spec, "--experiment", name, "--quiet"])
+            .env("DOTEVALS_STORAGE", dir.store())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run dotevals");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let ev =
+        json(&dir, &["compare", "baseline", "negation"])["evaluations"][0]["evaluators"][0].clone();
+    assert_eq!(
+        (ev["mean_a"].as_f64(), ev["mean_b"].as_f64()),
+        (Some(0.85), Some(0.975))
+    );
+    assert_eq!(
+        (ev["pass_to_fail"].as_u64(), ev["fail_to_pass"].as_u64()),
+        (Some(5), Some(30))
+    );
+    assert_eq!(
+        (ev["test"].as_str(), ev["clusters"].as_u64()),
+        (Some("clustered_paired_t"), Some(10))
+    );
+    let out = dir.cmd(["compare", "baseline", "negation"]).output();
+    out.assert_stdout_contains("│ exact_match │ 85.0%    │ 97.5%    │ +12.5 pts │ +7.1 to +17.9 pts │ < 0.001 │ 5         │ 30        │ ±6.7 pts   │");
+    let out = dir
+        .cmd(["show", "baseline", "--fail-under", "0.9"])
+        .output();
+    out.assert_exit_code(3);
+    out.assert_stderr_contains(
+        "fail-under: reviews / exact_match has a mean score of 0.850, below its bar 0.9",
+    );
+}

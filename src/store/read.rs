@@ -49,6 +49,8 @@ pub struct EvaluationRow {
     pub cluster: Option<String>,
     /// Per evaluator, its `fail_under` bar (empty when none was stored).
     pub fail_under: Vec<Option<f64>>,
+    /// Times each sample was sent (`repeats`) by the latest run.
+    pub repeats: u32,
 }
 
 /// One evaluator's scores over an evaluation.

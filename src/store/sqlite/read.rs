@@ -19,7 +19,8 @@ const EVALUATION_COLUMNS: &str =
     e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.spec_text
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.spec_text,
+    e.repeats
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -56,6 +57,7 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
             .get::<_, Option<String>>(23)?
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default(),
+        repeats: r.get::<_, i64>(25)?.clamp(1, i64::from(u32::MAX)) as u32,
     })
 }
 

@@ -172,6 +172,19 @@ pub struct SampleScores {
     pub scores: Vec<Option<ScorePoint>>,
 }
 
+/// One dataset row's scores by one evaluator, summed over the row's repeats
+/// (`repeats`): what its per-sample mean and variance need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepeatSums {
+    /// Rows with the same number are in the same cluster of `dataset.cluster`
+    /// (all 0 without one), and come one after another.
+    pub cluster: u64,
+    /// Scored repeats, their sum and the sum of their squares.
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
 /// A score and whether it passed, without the reason.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScorePoint {

@@ -534,6 +534,15 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(u64, f64, f64)>, StoreError> {
         read::cluster_sums(&self.conn, evaluation_id, evaluator, column)
     }
+
+    fn repeat_sums(
+        &self,
+        evaluation_id: i64,
+        evaluator: usize,
+        cluster: Option<&str>,
+    ) -> Result<Vec<crate::store::RepeatSums>, StoreError> {
+        read::repeat_sums(&self.conn, evaluation_id, evaluator, cluster)
+    }
 }
 
 /// Statuses are stored as their names.

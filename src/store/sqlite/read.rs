@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::read::{
     ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, LimitTimeline,
-    RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
+    RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
 use crate::store::{EvaluationStatus, StoreError};
@@ -295,6 +295,43 @@ pub fn cluster_sums(
         })?
         .collect::<Result<_, _>>()?;
     Ok(sums)
+}
+
+/// One evaluator's scores summed per dataset row over its repeats, ordered by
+/// the value of `cluster` (a dataset column) when given, then by row.
+pub fn repeat_sums(
+    conn: &Connection,
+    evaluation_id: i64,
+    evaluator: usize,
+    cluster: Option<&str>,
+) -> Result<Vec<RepeatSums>, StoreError> {
+    // A JSON path quotes the key, so any column name reads as itself; without
+    // a column the path is null and so is every row's cluster value.
+    let path = cluster.map(|c| format!("$.{}", serde_json::to_string(c).unwrap_or_default()));
+    let mut stmt = conn.prepare_cached(
+        "SELECT json_extract(s.variables, ?3) AS c, count(*), sum(sc.value), sum(sc.value * sc.value)
+         FROM scores sc JOIN samples s ON s.id = sc.sample_id
+         WHERE sc.evaluation_id = ?1 AND sc.evaluator = ?2 AND sc.value IS NOT NULL
+         GROUP BY c, s.row_index ORDER BY c, s.row_index",
+    )?;
+    let mut rows = stmt.query(params![evaluation_id, evaluator as i64, path])?;
+    let mut out = Vec::new();
+    let mut last: Option<rusqlite::types::Value> = None;
+    let mut cluster = 0u64;
+    while let Some(r) = rows.next()? {
+        let value: rusqlite::types::Value = r.get(0)?;
+        if last.as_ref().is_some_and(|l| *l != value) {
+            cluster += 1;
+        }
+        last = Some(value);
+        out.push(RepeatSums {
+            cluster,
+            n: r.get::<_, i64>(1)?.max(0) as u64,
+            sum: r.get(2)?,
+            sum_sq: r.get(3)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Latencies of successful samples, in microseconds, ascending.

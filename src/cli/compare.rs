@@ -14,7 +14,7 @@ use super::format::{duration, printable, push_row, table};
 use super::output::{print, Render};
 use super::{known_experiment, open_for_reading, unknown_experiment, CliError, Style};
 use crate::compare::pair;
-use crate::compare::report::{CompareReport, EvaluationComparison, Kind, TimingSummary};
+use crate::compare::report::{CompareReport, EvaluationComparison, Kind, Outputs, TimingSummary};
 use crate::report;
 use crate::store::Storage;
 use crate::Exit;
@@ -130,9 +130,7 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
             &pairing,
             (&ra, &rb),
             (scores_a.len() as u64, scores_b.len() as u64),
-            outputs
-                .as_ref()
-                .map(|f| f as &dyn Fn(&str) -> (Option<String>, Option<String>)),
+            outputs.as_ref().map(|f| f as &Outputs<'_>),
         ));
     }
     print(
@@ -194,14 +192,14 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         "detectable",
     ]);
     for ev in &e.evaluators {
-        let (value, diff): (fn(f64) -> String, fn(f64) -> String) = match ev.kind {
+        let (value, diff): (Figure, Figure) = match ev.kind {
             Kind::PassFail => (
                 |x| format!("{:.1}%", 100.0 * x),
                 |x| format!("{:+.1} pts", 100.0 * x),
             ),
             Kind::Graded => (|x| format!("{x:.3}"), |x| format!("{x:+.3}")),
         };
-        let or_dash = |x: Option<f64>, f: fn(f64) -> String| x.map_or("–".to_owned(), f);
+        let or_dash = |x: Option<f64>, f: Figure| x.map_or("–".to_owned(), f);
         push_row(
             &mut b,
             [
@@ -292,6 +290,9 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         let _ = writeln!(out, "{t}");
     }
 }
+
+/// How a figure is written: a rate in percent or points, a graded mean as is.
+type Figure = fn(f64) -> String;
 
 /// `0.021`, `< 0.001`.
 fn p_value(p: f64) -> String {

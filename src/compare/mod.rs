@@ -193,11 +193,9 @@ mod tests {
         assert_eq!(p.only_b, ["4"]);
         assert_eq!(p.changed, ["3"]);
         let m = &p.evaluators[0];
-        assert_eq!((m.n, m.unscored), (1, 1));
-        assert_eq!(
-            (m.fail_to_pass, m.pass_to_fail, m.both, m.neither),
-            (1, 0, 0, 0)
-        );
+        assert_eq!((m.n(), m.unscored), (1, 1));
+        let v = m.verdicts;
+        assert_eq!((v.b_only, v.a_only, v.both, v.neither), (1, 0, 0, 0));
         assert_eq!(
             m.flips,
             [Flip {
@@ -223,17 +221,24 @@ mod tests {
         assert_eq!(p.evaluators.len(), 1, "only `g` is on both sides");
         let g = &p.evaluators[0];
         assert_eq!(g.name, "g");
-        assert_eq!(g.n, 2);
+        assert_eq!(g.n(), 2);
         // A's g is column 1 (1.0, 0.0); B's g is column 0 (1.0, 0.0).
-        assert_eq!((g.sum_a, g.sum_b, g.sum_d, g.sum_d2), (1.0, 1.0, 0.0, 0.0));
+        let s = g.scores;
+        assert_eq!((s.a.sum, s.b.sum, s.diff.sum), (1.0, 1.0, 0.0));
+        assert!(g.binary);
         let p = pair(&a, &names(&["g", "x"]), &b, &names(&["g", "x"]));
         let g = &p.evaluators[0];
         assert!(!g.binary);
-        assert_eq!(g.means(), Some((0.5, 0.5)));
         assert_eq!(
-            (g.sum_d, g.sum_d2),
-            (0.0, 0.75f64.powi(2) + 0.75f64.powi(2))
+            (g.scores.a.mean(), g.scores.b.mean()),
+            (Some(0.5), Some(0.5))
         );
-        assert_eq!((g.pass_to_fail, g.fail_to_pass), (1, 1));
+        let d = g.scores.diff;
+        assert_eq!((d.sum, d.sum_sq), (0.0, 2.0 * 0.75f64.powi(2)));
+        assert_eq!((g.verdicts.a_only, g.verdicts.b_only), (1, 1));
+        assert!(matches!(
+            g.compare().test,
+            crate::stats::Test::PairedT { .. }
+        ));
     }
 }

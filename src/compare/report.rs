@@ -51,6 +51,9 @@ pub struct Unmatched {
     pub ids: Vec<String>,
 }
 
+/// A flipped sample's output in A and in B, by id (for `--flips`).
+pub type Outputs<'a> = dyn Fn(&str) -> (Option<String>, Option<String>) + 'a;
+
 /// Ids named per kind of unmatched sample.
 pub const EXAMPLES: usize = 10;
 
@@ -161,7 +164,7 @@ impl EvaluationComparison {
         pairing: &Pairing,
         reports: (&EvaluationReport, &EvaluationReport),
         recorded: (u64, u64),
-        outputs: Option<&dyn Fn(&str) -> (Option<String>, Option<String>)>,
+        outputs: Option<&Outputs<'_>>,
     ) -> Self {
         let (a, b) = reports;
         let compared: Vec<&str> = pairing.evaluators.iter().map(|p| p.name.as_str()).collect();
@@ -197,7 +200,7 @@ impl EvaluationComparison {
 }
 
 impl EvaluatorComparison {
-    fn new(p: &Paired, outputs: Option<&dyn Fn(&str) -> (Option<String>, Option<String>)>) -> Self {
+    fn new(p: &Paired, outputs: Option<&Outputs<'_>>) -> Self {
         let Comparison {
             n,
             mean_a,
@@ -236,7 +239,7 @@ impl EvaluatorComparison {
     }
 }
 
-fn flip(f: &Flip, outputs: &dyn Fn(&str) -> (Option<String>, Option<String>)) -> FlipReport {
+fn flip(f: &Flip, outputs: &Outputs<'_>) -> FlipReport {
     let (output_a, output_b) = outputs(&f.key);
     FlipReport {
         id: f.key.clone(),

@@ -7,6 +7,7 @@
 mod server;
 mod util;
 
+mod compare;
 mod concurrency;
 mod datasets;
 mod errors;

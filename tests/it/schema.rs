@@ -136,6 +136,15 @@ fn every_command_output_matches_the_schema() {
     ];
     check(&dir, &[&rescore[..], &["-q"]].concat(), 1, "show");
 
+    // The experiment and its rescore, paired (flips included).
+    let compare = check(
+        &dir,
+        &["compare", "x", "x-rescored", "--flips"],
+        0,
+        "compare",
+    );
+    assert_eq!(compare["evaluations"].as_array().map(Vec::len), Some(2));
+
     check(&dir, &["rename", "x", "y"], 0, "rename");
     check(&dir, &["delete", "y"], 0, "delete");
 }

@@ -1,0 +1,338 @@
+//! `dotevals compare A B`, error bars in `show` and `list`, and the CI gate,
+//! on an echo server: each sample's output is a column of its row, so which
+//! samples pass on each side is known, and every figure is computed here by
+//! hand (or pasted from SciPy, with the line that computed it).
+
+use serde_json::Value;
+
+use crate::server::TestServer;
+use crate::util::{Spec, TestDir};
+
+/// Runs rows `rows` (YAML flow mappings with `id`) into experiment `name`, each
+/// output being column `reply` of its row, graded by `evaluators`.
+fn run(
+    dir: &TestDir,
+    server: &TestServer,
+    name: &str,
+    rows: &str,
+    reply: &str,
+    evaluators: &str,
+) -> i32 {
+    let spec = Spec::new("paired", &server.url())
+        .dataset(&format!("  id: id\n  rows:\n{rows}"))
+        .quick()
+        .prompt(&format!("\"{{{{ {reply} }}}}\""))
+        .evaluators(evaluators)
+        .to_string();
+    let file = format!("{name}.yaml");
+    dir.write(&file, &spec);
+    dir.cmd(["run", file.as_str(), "-e", name, "-q"])
+        .output()
+        .code
+        .unwrap_or(-1)
+}
+
+fn json(dir: &TestDir, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let out = dir.cmd(all).output();
+    out.assert_exit_code(0);
+    out.json()
+}
+
+/// 13 rows: both pass on 0-4, A only on 5-6, B only on 7-11, neither on 12.
+fn pass_fail_rows() -> String {
+    (0..13)
+        .map(|i| {
+            let (a, b) = match i {
+                0..=4 => ("yes", "yes"),
+                5 | 6 => ("yes", "no"),
+                7..=11 => ("no", "yes"),
+                _ => ("no", "no"),
+            };
+            format!("    - {{id: s{i:02}, a: {a}, b: {b}}}\n")
+        })
+        .collect()
+}
+
+const EXACT: &str = "  - {type: exact_match, expected: \"yes\"}\n";
+
+#[test]
+fn compare_reports_exactly_the_flipped_samples_and_hand_computed_figures() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let rows = pass_fail_rows();
+    assert_eq!(
+        run(&dir, &server, "A", &rows, "a", EXACT),
+        0,
+        "failed samples are no errors"
+    );
+    run(&dir, &server, "B", &rows, "b", EXACT);
+    let report = json(&dir, &["compare", "A", "B", "--flips"]);
+    assert_eq!(
+        (report["a"].as_str(), report["b"].as_str()),
+        (Some("A"), Some("B"))
+    );
+    let e = &report["evaluations"][0];
+    assert_eq!(e["samples"]["matched"], 13);
+    let ev = &e["evaluators"][0];
+    assert_eq!(ev["kind"], "pass_fail");
+    assert_eq!(ev["test"], "mcnemar_exact");
+    assert_eq!(
+        (ev["pass_to_fail"].as_u64(), ev["fail_to_pass"].as_u64()),
+        (Some(2), Some(5))
+    );
+    let flips: Vec<(&str, f64, f64, &str, &str)> = ev["flips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap(),
+                f["score_a"].as_f64().unwrap(),
+                f["score_b"].as_f64().unwrap(),
+                f["output_a"].as_str().unwrap(),
+                f["output_b"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        ("s05", 1.0, 0.0, "yes", "no"),
+        ("s06", 1.0, 0.0, "yes", "no"),
+    ];
+    expected.extend(["s07", "s08", "s09", "s10", "s11"].map(|id| (id, 0.0, 1.0, "no", "yes")));
+    assert_eq!(flips, expected);
+    // By hand: A passes 7 of 13, B 10; per-sample differences are -1 (twice),
+    // +1 (five times) and 0 (six times).
+    let n = 13.0;
+    let d: Vec<f64> = [-1.0; 2]
+        .into_iter()
+        .chain([1.0; 5])
+        .chain([0.0; 6])
+        .collect();
+    let mean = d.iter().sum::<f64>() / n;
+    let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let se = sd / n.sqrt();
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-12;
+    assert!(close(&ev["mean_a"], 7.0 / 13.0));
+    assert!(close(&ev["mean_b"], 10.0 / 13.0));
+    assert!(close(&ev["difference"], 3.0 / 13.0));
+    assert!(close(&ev["stderr"], se), "{} vs {se}", ev["stderr"]);
+    assert!(close(&ev["ci95"][0], mean - 1.959963984540054 * se));
+    assert!(close(&ev["ci95"][1], mean + 1.959963984540054 * se));
+    // Exact McNemar: 2 x P(X <= 2), X ~ Bin(7, 1/2) = 2 x 29/128
+    // (scipy.stats.binomtest(2, 7, 0.5).pvalue == 0.453125).
+    assert!(close(&ev["p_value"], 0.453125));
+    assert!(close(
+        &ev["min_detectable_difference"],
+        (1.959963984540054 + 0.8416212335729143) * se
+    ));
+    // The table says the same.
+    let out = dir.cmd(["compare", "A", "B"]).output();
+    out.assert_exit_code(0);
+    out.assert_stdout_contains("exact_match");
+    out.assert_stdout_contains("+23.1 pts");
+    out.assert_stdout_contains("0.453");
+}
+
+#[test]
+fn graded_scores_are_compared_by_a_paired_t_test() {
+    // similarity to "aaaa": each `b` in place of an `a` costs a quarter.
+    let word = |s: f64| ["bbbb", "abbb", "aabb", "aaab", "aaaa"][(s * 4.0) as usize];
+    let a = [0.5, 1.0, 0.25, 0.75, 1.0, 0.0, 0.5, 1.0];
+    let b = [1.0, 1.0, 0.5, 0.75, 0.5, 0.25, 1.0, 1.0];
+    let rows: String = (0..8)
+        .map(|i| format!("    - {{id: g{i}, a: {}, b: {}}}\n", word(a[i]), word(b[i])))
+        .collect();
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let sim = "  - {type: similarity, expected: aaaa}\n";
+    run(&dir, &server, "A", &rows, "a", sim);
+    run(&dir, &server, "B", &rows, "b", sim);
+    let ev = json(&dir, &["compare", "A", "B"])["evaluations"][0]["evaluators"][0].clone();
+    assert_eq!(
+        (ev["kind"].as_str(), ev["test"].as_str()),
+        (Some("graded"), Some("paired_t"))
+    );
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
+    // a = [0.5,1,0.25,0.75,1,0,0.5,1]; b = [1,1,0.5,0.75,0.5,0.25,1,1]
+    // scipy.stats.ttest_rel(b, a) -> statistic 1.0801234497346435, pvalue 0.3158906629549424
+    // d = b - a: mean 0.125, se d.std(ddof=1)/sqrt(8) = 0.11572751247156891,
+    // 95% CI mean -/+ t.ppf(0.975, 7) * se = [-0.1486520825667782, 0.3986520825667782]
+    assert!(close(&ev["difference"], 0.125));
+    assert!(close(&ev["stderr"], 0.11572751247156891));
+    assert!(close(&ev["p_value"], 0.3158906629549424));
+    assert!(close(&ev["ci95"][0], -0.1486520825667782));
+    assert!(close(&ev["ci95"][1], 0.3986520825667782));
+}
+
+#[test]
+fn unmatched_samples_are_counted_and_named_never_dropped_silently() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let rows = pass_fail_rows();
+    run(&dir, &server, "A", &rows, "a", EXACT);
+    // B lost s12, gained s13, and s11's row was edited.
+    let edited = rows
+        .replace(
+            "    - {id: s12, a: no, b: no}\n",
+            "    - {id: s13, a: no, b: yes}\n",
+        )
+        .replace("{id: s11, a: no, b: yes}", "{id: s11, a: maybe, b: yes}");
+    run(&dir, &server, "B", &edited, "b", EXACT);
+    let e = json(&dir, &["compare", "A", "B"])["evaluations"][0].clone();
+    let s = &e["samples"];
+    assert_eq!(s["matched"], 11);
+    assert_eq!(s["only_in_a"]["ids"], serde_json::json!(["s12"]));
+    assert_eq!(s["only_in_b"]["ids"], serde_json::json!(["s13"]));
+    assert_eq!(s["changed_rows"]["ids"], serde_json::json!(["s11"]));
+    assert_eq!(e["evaluators"][0]["n"], 11);
+    let out = dir.cmd(["compare", "A", "B"]).output();
+    out.assert_stdout_contains("only in A: 1 (s12)");
+    out.assert_stdout_contains("only in B: 1 (s13)");
+    out.assert_stdout_contains("rows edited: 1 (s11)");
+}
+
+#[test]
+fn compare_refuses_what_it_cannot_pair() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    run(&dir, &server, "A", &pass_fail_rows(), "a", EXACT);
+    let out = dir.cmd(["compare", "A", "Z"]).output();
+    out.assert_exit_code(2);
+    out.assert_stderr_contains("no experiment named `Z`");
+    let out = dir.cmd(["compare", "A", "A", "--eval", "other"]).output();
+    out.assert_exit_code(2);
+    out.assert_stderr_contains("do not both hold evaluation `other`");
+    out.assert_stderr_contains("`A` holds `paired`");
+}
+
+#[test]
+fn show_and_list_give_error_bars() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    // 7 of 8 pass.
+    let rows: String = (0..8)
+        .map(|i| {
+            format!(
+                "    - {{id: e{i}, a: {}}}\n",
+                if i == 3 { "no" } else { "yes" }
+            )
+        })
+        .collect();
+    run(&dir, &server, "A", &rows, "a", EXACT);
+    let ev = json(&dir, &["show", "A"])["evaluations"][0]["evaluators"][0].clone();
+    assert_eq!(ev["interval"], "wilson");
+    // statsmodels proportion_confint(7, 8, method='wilson') = (0.5291118177871466, 0.9775825085499434)
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
+    assert!(close(&ev["ci95"][0], 0.5291118177871466));
+    assert!(close(&ev["ci95"][1], 0.9775825085499434));
+    // sd of seven 1s and one 0 (n - 1 = 7) is sqrt(1/8); / sqrt(8) = 0.125.
+    assert!(close(&ev["stderr"], 0.125));
+    let list = json(&dir, &["list"]);
+    let x = &list["experiments"][0];
+    assert!(close(&x["accuracy_ci95"][0], 0.5291118177871466));
+    assert_eq!(x["scored"], 8);
+    let out = dir.cmd(["show", "A"]).output();
+    out.assert_stdout_contains("87.5% (7/8) · 95% CI 52.9–97.8% (SE 12.5 pts)");
+}
+
+#[test]
+fn a_cluster_column_clusters_the_standard_error() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    // Three groups: g0 all pass, g1 all fail, g2 half: outcomes cluster.
+    let outcomes = [
+        ("g0", "yes"),
+        ("g0", "yes"),
+        ("g0", "yes"),
+        ("g1", "no"),
+        ("g1", "no"),
+        ("g1", "no"),
+        ("g2", "yes"),
+        ("g2", "no"),
+    ];
+    let rows: String = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, (g, a))| format!("    - {{id: c{i}, group: {g}, a: {a}}}\n"))
+        .collect();
+    let spec = Spec::new("paired", &server.url())
+        .dataset(&format!("  id: id\n  cluster: group\n  rows:\n{rows}"))
+        .quick()
+        .prompt("\"{{ a }}\"")
+        .evaluators(EXACT)
+        .to_string();
+    dir.write("c.yaml", &spec);
+    dir.cmd(["run", "c.yaml", "-e", "C", "-q"]).output();
+    let ev = json(&dir, &["show", "C"])["evaluations"][0]["evaluators"][0].clone();
+    assert_eq!(ev["interval"], "clustered_t");
+    assert_eq!(ev["clusters"], 3);
+    // Miller eq. 4: SE^2 = s^2/n + (1/n^2) sum_c sum_{i != j in c} e_i e_j, with
+    // e = x - mean, s^2 the sample variance (n - 1).
+    let x: Vec<f64> = outcomes
+        .iter()
+        .map(|(_, a)| f64::from(u8::from(*a == "yes")))
+        .collect();
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let mut cross = 0.0;
+    for g in ["g0", "g1", "g2"] {
+        let e: Vec<f64> = outcomes
+            .iter()
+            .zip(&x)
+            .filter(|((c, _), _)| *c == g)
+            .map(|(_, v)| v - mean)
+            .collect();
+        let sum: f64 = e.iter().sum();
+        cross += sum * sum - e.iter().map(|v| v * v).sum::<f64>();
+    }
+    let se = (var / n + cross / (n * n)).sqrt();
+    assert!(
+        (ev["stderr"].as_f64().unwrap() - se).abs() < 1e-12,
+        "{} vs {se}",
+        ev["stderr"]
+    );
+    assert!(
+        se > (var / n).sqrt(),
+        "clustered outcomes widen the error bar"
+    );
+    // A column that is not there is a spec error.
+    let bad = spec.replace("cluster: group", "cluster: grp");
+    dir.write("bad.yaml", &bad);
+    let out = dir.cmd(["run", "bad.yaml", "-e", "D"]).output();
+    out.assert_exit_code(2);
+    out.assert_stderr_contains("`cluster` names `grp`, which is not a dataset column");
+    out.assert_stderr_contains("group");
+}
+
+#[test]
+fn the_ci_gate_exits_3_naming_the_evaluator_below_its_bar() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let rows = pass_fail_rows(); // A passes 7 of 13 (0.538)
+    assert_eq!(run(&dir, &server, "A", &rows, "a", EXACT), 0);
+    let out = dir.cmd(["show", "A", "--fail-under", "0.6"]).output();
+    out.assert_exit_code(3);
+    out.assert_stderr_contains(
+        "fail-under: paired / exact_match has a mean score of 0.538, below its bar 0.6",
+    );
+    dir.cmd(["show", "A", "--fail-under", "0.5"])
+        .output()
+        .assert_exit_code(0);
+    // The spec's own bar, kept with the experiment for `show`.
+    let gated = "  - {type: exact_match, expected: \"yes\", fail_under: 0.9}\n";
+    assert_eq!(run(&dir, &server, "G", &rows, "a", gated), 3);
+    let out = dir.cmd(["show", "G"]).output();
+    out.assert_exit_code(3);
+    out.assert_stdout_contains("fail_under 0.9: BELOW");
+    let ev = json(&dir, &["show", "G", "--fail-under", "0.5"]);
+    assert_eq!(
+        ev["evaluations"][0]["evaluators"][0]["below_fail_under"],
+        false
+    );
+    // A bar outside [0, 1] is a usage error.
+    let out = dir.cmd(["show", "A", "--fail-under", "80"]).output();
+    out.assert_exit_code(2);
+}

@@ -101,8 +101,15 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
         ) else {
             continue;
         };
-        let scores_a = store.sample_scores(ea.id, ea.evaluators.len())?;
-        let scores_b = store.sample_scores(eb.id, eb.evaluators.len())?;
+        // Samples sent several times (`repeats`) pair by sample id, one mean each.
+        let by_sample = |e: &crate::store::read::EvaluationRow| -> Result<_, CliError> {
+            let scores = store.sample_scores(e.id, e.evaluators.len())?;
+            Ok(match e.repeats {
+                1 => scores,
+                _ => crate::compare::collapse_repeats(&scores),
+            })
+        };
+        let (scores_a, scores_b) = (by_sample(ea)?, by_sample(eb)?);
         let pairing = pair(&scores_a, &ea.evaluators, &scores_b, &eb.evaluators);
         let side = |e: &crate::store::read::EvaluationRow| -> Result<_, CliError> {
             Ok(report::evaluation(

@@ -115,7 +115,11 @@ mod tests {
     #[test]
     fn bars_are_those_of_the_per_sample_means_with_the_within_variance() {
         // Two samples right 2 times of 3, one always right.
-        let rows = [row(0, &[1.0, 1.0, 0.0]), row(0, &[1.0, 0.0, 1.0]), row(0, &[1.0; 3])];
+        let rows = [
+            row(0, &[1.0, 1.0, 0.0]),
+            row(0, &[1.0, 0.0, 1.0]),
+            row(0, &[1.0; 3]),
+        ];
         let b = bars(&rows, Some(7.0 / 9.0), false);
         // Means 2/3, 2/3, 1: sd √(1/27), so SE = √(1/27)/√3 = 1/9.
         assert!((b.stderr.unwrap() - 1.0 / 9.0).abs() < 1e-12);
@@ -130,14 +134,31 @@ mod tests {
         let single = [row(0, &[1.0]), row(0, &[0.0])];
         assert_eq!(bars(&single, Some(0.5), false).within_sample_variance, None);
         // Clustered: each cluster holds per-sample means.
-        let rows = [row(0, &[1.0, 0.0]), row(0, &[1.0, 1.0]), row(1, &[0.0, 0.0]), row(2, &[1.0, 1.0])];
+        let rows = [
+            row(0, &[1.0, 0.0]),
+            row(0, &[1.0, 1.0]),
+            row(1, &[0.0, 0.0]),
+            row(2, &[1.0, 1.0]),
+        ];
         let b = bars(&rows, Some(0.625), true);
         assert_eq!(b.method, Method::ClusteredT);
         assert_eq!(b.clusters, Some(3));
         let mut c = Clustered::new();
-        c.push_cluster(&Sums { n: 2, sum: 1.5, sum_sq: 1.25 });
-        c.push_cluster(&Sums { n: 1, sum: 0.0, sum_sq: 0.0 });
-        c.push_cluster(&Sums { n: 1, sum: 1.0, sum_sq: 1.0 });
+        c.push_cluster(&Sums {
+            n: 2,
+            sum: 1.5,
+            sum_sq: 1.25,
+        });
+        c.push_cluster(&Sums {
+            n: 1,
+            sum: 0.0,
+            sum_sq: 0.0,
+        });
+        c.push_cluster(&Sums {
+            n: 1,
+            sum: 1.0,
+            sum_sq: 1.0,
+        });
         assert_eq!(b.stderr, c.stderr());
     }
 

@@ -237,10 +237,22 @@ mod tests {
         assert!(a.passed, "2 of 3 passed");
         assert_eq!(c[0].scores[1], None, "no repeat scored");
         assert_eq!(c[0].row_hash, 1);
-        assert_eq!(c[1].scores[0], Some(ScorePoint { value: 0.0, passed: false }));
-        assert_eq!(c[1].scores[1], Some(ScorePoint { value: 0.5, passed: true }), "1 of 2 passes");
+        assert_eq!(
+            c[1].scores[0],
+            Some(ScorePoint {
+                value: 0.0,
+                passed: false
+            })
+        );
+        assert_eq!(
+            c[1].scores[1],
+            Some(ScorePoint {
+                value: 0.5,
+                passed: true
+            }),
+            "1 of 2 passes"
+        );
     }
-
 
     fn sample(key: &str, row_hash: u64, scores: &[Option<f64>]) -> SampleScores {
         SampleScores {

@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use read::{
-    ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RepeatSums, RunRow,
-    SampleRow, SampleScores, ScorePoint,
+    ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RepeatSums, RunRow, SampleRow,
+    SampleScores, ScorePoint,
 };
 pub use records::{
     EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredCall,

@@ -25,9 +25,7 @@ fn spec(url: &str, n: usize, tail: &str) -> String {
 }
 
 fn show(dir: &TestDir, experiment: &str) -> Value {
-    let out = dir
-        .cmd(["show", experiment, "--format", "json"])
-        .output();
+    let out = dir.cmd(["show", experiment, "--format", "json"]).output();
     out.assert_exit_code(0);
     out.json()
 }
@@ -80,7 +78,11 @@ fn each_sample_is_sent_n_times_and_stored_under_repeat_keys() {
     assert_eq!(server.count(), 9, "3 samples x 3 repeats");
     let mut prompts = server.sorted_prompts();
     prompts.dedup();
-    assert_eq!(prompts, ["q0", "q1", "q2"], "each repeat sends its row as is");
+    assert_eq!(
+        prompts,
+        ["q0", "q1", "q2"],
+        "each repeat sends its row as is"
+    );
     assert_eq!(keys(&dir), expected_keys(&["q0", "q1", "q2"], 3));
     let report = show(&dir, "x");
     let e = &report["evaluations"][0];
@@ -135,7 +137,10 @@ fn resume_sends_only_missing_repeats_and_raising_repeats_sends_only_the_new_ones
     assert_eq!(keys(&dir), expected_keys(&["q0", "q1", "q2", "q3"], 3));
     let report = show(&dir, "x");
     let e = &report["evaluations"][0];
-    assert_eq!((e["repeats"].as_u64(), e["samples"]["total"].as_u64()), (Some(3), Some(12)));
+    assert_eq!(
+        (e["repeats"].as_u64(), e["samples"]["total"].as_u64()),
+        (Some(3), Some(12))
+    );
     assert_eq!(e["status"], "completed");
     // Nothing is left to send; fewer repeats than recorded are refused.
     dir.cmd(["run", "spec.yaml", "-e", "x", "-q", "--repeats", "3"])
@@ -159,7 +164,16 @@ fn an_interrupted_run_prints_a_resume_command_with_its_repeats() {
         .start();
     dir.write("spec.yaml", &spec(&server.url(), N, ""));
     let mut child = dir
-        .cmd(["run", "spec.yaml", "-e", "x", "--concurrency", "2", "--repeats", "2"])
+        .cmd([
+            "run",
+            "spec.yaml",
+            "-e",
+            "x",
+            "--concurrency",
+            "2",
+            "--repeats",
+            "2",
+        ])
         .spawn_logged(&dir, "first");
     wait_until(Duration::from_secs(20), "2 recorded samples", || {
         dir.try_show("x").is_some_and(|r| {
@@ -201,11 +215,18 @@ fn show_reports_error_bars_over_per_sample_means_and_the_within_sample_variance(
         .output()
         .assert_exit_code(0);
     let report = show(&dir, "x");
+    assert_eq!(
+        crate::schema::problems("show", &report),
+        Vec::<String>::new()
+    );
     let ev = &report["evaluations"][0]["evaluators"][0];
     // Scores: q0 and q1 1, 1, 0; q2 1, 1, 1. Mean of all 9: 7/9.
     let f = |v: &Value| v.as_f64().unwrap();
     assert!((f(&ev["mean"]) - 7.0 / 9.0).abs() < 1e-12, "{ev}");
-    assert_eq!((ev["passed"].as_u64(), ev["scored"].as_u64()), (Some(7), Some(9)));
+    assert_eq!(
+        (ev["passed"].as_u64(), ev["scored"].as_u64()),
+        (Some(7), Some(9))
+    );
     // Per-sample means 2/3, 2/3, 1: sd √(1/27), SE √(1/27)/√3 = 1/9.
     assert!((f(&ev["stderr"]) - 1.0 / 9.0).abs() < 1e-12, "{ev}");
     assert_eq!(ev["interval"], "t");
@@ -214,7 +235,10 @@ fn show_reports_error_bars_over_per_sample_means_and_the_within_sample_variance(
     assert!((f(&ev["ci95"][0]) - lo).abs() < 1e-9, "{ev}");
     assert_eq!(f(&ev["ci95"][1]), 1.0);
     // Variances of the repeats: 1/3, 1/3, 0; their mean 2/9.
-    assert!((f(&ev["within_sample_variance"]) - 2.0 / 9.0).abs() < 1e-12, "{ev}");
+    assert!(
+        (f(&ev["within_sample_variance"]) - 2.0 / 9.0).abs() < 1e-12,
+        "{ev}"
+    );
 
     let table = dir.cmd(["show", "x"]).output();
     table
@@ -226,7 +250,8 @@ fn show_reports_error_bars_over_per_sample_means_and_the_within_sample_variance(
 fn clustered_repeats_cluster_the_per_sample_means() {
     let dir = TestDir::new();
     let server = two_of_three();
-    let rows = "    - {id: q0, g: a}\n    - {id: q1, g: a}\n    - {id: q2, g: b}\n    - {id: q3, g: c}\n";
+    let rows =
+        "    - {id: q0, g: a}\n    - {id: q1, g: a}\n    - {id: q2, g: b}\n    - {id: q3, g: c}\n";
     let text = Spec::new("rep", &server.url())
         .dataset(&format!("  id: id\n  cluster: g\n  rows:\n{rows}"))
         .quick()
@@ -261,9 +286,7 @@ fn compare_pairs_a_repeated_experiment_with_a_single_one_by_sample_id() {
             .output()
             .assert_exit_code(0);
     }
-    let out = dir
-        .cmd(["compare", "A", "B", "--format", "json"])
-        .output();
+    let out = dir.cmd(["compare", "A", "B", "--format", "json"]).output();
     out.assert_exit_code(0);
     let report: Value = out.json();
     let e = &report["evaluations"][0];
@@ -280,7 +303,10 @@ fn compare_pairs_a_repeated_experiment_with_a_single_one_by_sample_id() {
     assert_eq!(f(&ev["mean_b"]), 1.0);
     assert!((f(&ev["difference"]) - 2.0 / 9.0).abs() < 1e-12, "{ev}");
     // 2 of 3 repeats passing is a pass: no verdict flipped.
-    assert_eq!((ev["pass_to_fail"].as_u64(), ev["fail_to_pass"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (ev["pass_to_fail"].as_u64(), ev["fail_to_pass"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 #[test]
@@ -288,7 +314,10 @@ fn bad_repeats_and_marked_ids_are_refused_before_any_request() {
     let dir = TestDir::new();
     let server = TestServer::builder().reply(|_| "right".into()).start();
     for bad in ["0", "101"] {
-        dir.write("spec.yaml", &spec(&server.url(), 1, &format!("repeats: {bad}\n")));
+        dir.write(
+            "spec.yaml",
+            &spec(&server.url(), 1, &format!("repeats: {bad}\n")),
+        );
         dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
             .output()
             .assert_exit_code(2)

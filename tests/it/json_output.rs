@@ -269,10 +269,12 @@ fn list_summarises_every_experiment() {
         keys(&raw["experiments"][0]),
         [
             "accuracy",
+            "accuracy_ci95",
             "created_at",
             "evaluations",
             "name",
             "samples",
+            "scored",
             "status",
             "wall_seconds"
         ]

@@ -349,3 +349,26 @@ fn bad_repeats_and_marked_ids_are_refused_before_any_request() {
         .assert_exit_code(0);
     assert_eq!(server.count(), 1);
 }
+
+#[test]
+fn rescore_grades_every_stored_repeat_without_sending() {
+    let dir = TestDir::new();
+    let server = two_of_three();
+    dir.write("spec.yaml", &spec(&server.url(), 3, "repeats: 3\n"));
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    // The edited evaluator passes `wrong` too; the spec's `repeats` is left out.
+    let edited = spec(&server.url(), 3, "").replace("expected: right", "expected: r");
+    dir.write("edited.yaml", &edited);
+    dir.cmd(["rescore", "x", "--spec", "edited.yaml", "-q"])
+        .output()
+        .assert_exit_code(0);
+    assert_eq!(server.count(), 9, "no request to the model");
+    let report = show(&dir, "x-rescored");
+    let e = &report["evaluations"][0];
+    assert_eq!(e["repeats"], 3);
+    assert_eq!(e["samples"]["recorded"], 9);
+    assert_eq!(e["evaluators"][0]["passed"], 9);
+    assert_eq!(e["evaluators"][0]["within_sample_variance"], 0.0);
+}

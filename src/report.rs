@@ -45,6 +45,9 @@ pub struct EvaluationReport {
     pub ended_at: Option<String>,
     /// Invocations that ran this evaluation (resumes add one each).
     pub runs: u64,
+    /// Times each sample was sent (`repeats`, the latest run's); `samples`
+    /// counts every repeat.
+    pub repeats: u32,
     pub samples: SampleCounts,
     pub evaluators: Vec<EvaluatorReport>,
     pub timing: Timing,
@@ -100,6 +103,10 @@ pub struct EvaluatorReport {
     /// With `dataset.cluster`: the clusters the standard error is clustered over.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clusters: Option<u64>,
+    /// With `repeats` above 1: the mean over samples of the variance of their
+    /// repeats' scores (`stderr` and `ci95` are then those of the per-sample
+    /// means); null with one repeat.
+    pub within_sample_variance: Option<f64>,
     /// Samples it could not score (a judge without a score, a scorer that
     /// failed): counted apart, excluded from `mean` and `pass_rate`.
     pub unscored: u64,
@@ -198,6 +205,7 @@ impl EvaluatorReport {
             ci95: bars.ci95.map(stats::Interval::to_array),
             interval: bars.method.into(),
             clusters: None,
+            within_sample_variance: None,
             unscored: s.unscored,
             judge: None,
             fail_under: None,
@@ -212,6 +220,17 @@ impl EvaluatorReport {
         self.ci95 = bars.ci95.map(stats::Interval::to_array);
         self.interval = bars.method.into();
         self.clusters = Some(clustered.clusters());
+        self
+    }
+
+    /// The same for samples sent several times (`repeats`): the error bars
+    /// of the per-sample means (see [`crate::repeats::bars`]).
+    pub fn repeated(mut self, bars: &crate::repeats::RepeatBars) -> Self {
+        self.stderr = bars.stderr;
+        self.ci95 = bars.ci95;
+        self.interval = bars.method.into();
+        self.clusters = bars.clusters;
+        self.within_sample_variance = bars.within_sample_variance;
         self
     }
 
@@ -535,6 +554,7 @@ pub fn evaluation(
         started_at: e.started_at.clone(),
         ended_at: e.ended_at.clone(),
         runs: e.runs,
+        repeats: e.repeats,
         samples: counts(e),
         evaluators: e
             .evaluators

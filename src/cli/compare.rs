@@ -101,10 +101,18 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
         ) else {
             continue;
         };
-        // Clustered by A's cluster column, when its spec set one.
+        // Clustered by A's cluster column, when its spec set one; samples
+        // sent several times (`repeats`) pair by sample id, one mean each.
         let cluster = ea.cluster.as_deref();
-        let scores_a = store.sample_scores(ea.id, ea.evaluators.len(), cluster)?;
-        let scores_b = store.sample_scores(eb.id, eb.evaluators.len(), None)?;
+        let by_sample =
+            |e: &crate::store::read::EvaluationRow, cluster: Option<&str>| -> Result<_, CliError> {
+                let scores = store.sample_scores(e.id, e.evaluators.len(), cluster)?;
+                Ok(match e.repeats {
+                    1 => scores,
+                    _ => crate::compare::collapse_repeats(&scores),
+                })
+            };
+        let (scores_a, scores_b) = (by_sample(ea, cluster)?, by_sample(eb, None)?);
         let pairing = pair(&scores_a, &ea.evaluators, &scores_b, &eb.evaluators);
         let side = |e: &crate::store::read::EvaluationRow| -> Result<_, CliError> {
             Ok(report::evaluation(

@@ -170,6 +170,13 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
             }
             line.push(')');
         }
+        if e.repeats > 1 {
+            // The interval above is over the per-sample means.
+            let _ = write!(line, " · repeats {}", e.repeats);
+            if let Some(v) = ev.within_sample_variance {
+                let _ = write!(line, " · within-sample variance {v:.3}");
+            }
+        }
         if ev.unscored > 0 {
             let _ = write!(line, " · {} unscored", ev.unscored);
         }

@@ -58,6 +58,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub samples: Option<u64>,
 
+    /// Send each sample N times (1 to 100); replaces the spec's `repeats:`. Raising it on a
+    /// resumed experiment sends only the new repeats
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::repeats::MAX as i64))]
+    pub repeats: Option<u32>,
+
     /// CI gate: exit 3 when any evaluator's mean score is below SCORE (0 to 1); replaces the
     /// spec's per-evaluator `fail_under:`
     #[arg(long, value_name = "SCORE", value_parser = super::gate::parse_bar)]
@@ -90,6 +95,9 @@ pub fn run(
         let mut eval = crate::spec::load_with(path, &args.overrides)?;
         if let Some(n) = args.samples {
             eval.dataset.limit = Some(n);
+        }
+        if let Some(n) = args.repeats {
+            eval.repeats = n;
         }
         check_unique(&evals, &eval)?;
         evals.push(eval);
@@ -294,6 +302,9 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     if let Some(n) = args.samples {
         parts.push(format!("--samples {n}"));
+    }
+    if let Some(n) = args.repeats {
+        parts.push(format!("--repeats {n}"));
     }
     if let Some(bar) = args.fail_under {
         parts.push(format!("--fail-under {bar}"));

@@ -80,7 +80,15 @@ pub fn build(
             let timeline = store.limit_timeline(e.id)?;
             r.timing.concurrency_limit = report::limit_report(&timeline.steps, &timeline.ends);
         }
-        if let Some(column) = &e.cluster {
+        if e.repeats > 1 {
+            // Repeats of a sample are not independent: the per-sample means are
+            // (clustered by `dataset.cluster` when set).
+            for (i, ev) in r.evaluators.iter_mut().enumerate() {
+                let rows = store.repeat_sums(e.id, i, e.cluster.as_deref())?;
+                let bars = crate::repeats::bars(&rows, ev.mean, e.cluster.is_some());
+                *ev = ev.clone().repeated(&bars);
+            }
+        } else if let Some(column) = &e.cluster {
             for (i, ev) in r.evaluators.iter_mut().enumerate() {
                 let mut clustered = crate::stats::Clustered::new();
                 for (n, sum, sum_sq) in store.cluster_sums(e.id, i, column)? {

@@ -101,7 +101,9 @@ fn check(
 ) -> Result<(Checked, Evaluation), CliError> {
     let eval = crate::spec::load_with(path, overrides)?;
     check_unique(earlier, &eval)?;
-    let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |_, _| Ok(()))?;
+    let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |row, id| {
+        crate::runner::refuse_marked_id(&eval, row.line, id)
+    })?;
     let key = api_key(&eval.model, &eval.spec_path)?;
     crate::runner::judge_keys(&eval, key.as_ref())?;
     render_first_rows(&eval)?;

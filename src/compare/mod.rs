@@ -179,9 +179,114 @@ impl Paired {
     }
 }
 
+/// One score per sample id for `compare`: the scores of an evaluation with
+/// more than one repeat (ordered by key, as the store reads them) collapsed
+/// over each sample's repeats, ordered by sample id. Per evaluator, the score
+/// is the mean of the scored repeats and the sample passes when at least half
+/// of them passed (so 2 of 3 pass, 1 of 3 fails, 1 of 2 passes); unscored
+/// when no repeat was scored. A mean that is not 0 or 1 makes the evaluator
+/// graded when the two sides are paired. The row hash is the first repeat's
+/// (every repeat of a row has the same).
+pub fn collapse_repeats(samples: &[SampleScores]) -> Vec<SampleScores> {
+    use std::collections::BTreeMap;
+    #[derive(Default, Clone, Copy)]
+    struct Acc {
+        n: u64,
+        sum: f64,
+        passed: u64,
+    }
+    let mut by_id: BTreeMap<&str, (u64, Option<&str>, Vec<Acc>)> = BTreeMap::new();
+    for s in samples {
+        let (_, _, accs) = by_id
+            .entry(crate::repeats::base_id(&s.key))
+            .or_insert_with(|| {
+                let accs = vec![Acc::default(); s.scores.len()];
+                (s.row_hash, s.cluster.as_deref(), accs)
+            });
+        if accs.len() < s.scores.len() {
+            accs.resize(s.scores.len(), Acc::default());
+        }
+        for (acc, score) in accs.iter_mut().zip(&s.scores) {
+            if let Some(p) = score {
+                acc.n += 1;
+                acc.sum += p.value;
+                acc.passed += u64::from(p.passed);
+            }
+        }
+    }
+    by_id
+        .into_iter()
+        .map(|(id, (row_hash, cluster, accs))| SampleScores {
+            key: id.to_owned(),
+            row_hash,
+            cluster: cluster.map(str::to_owned),
+            scores: accs
+                .iter()
+                .map(|a| {
+                    (a.n > 0).then(|| ScorePoint {
+                        value: a.sum / a.n as f64,
+                        passed: 2 * a.passed >= a.n,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keyed(key: &str, row_hash: u64, values: &[Option<f64>]) -> SampleScores {
+        SampleScores {
+            key: key.into(),
+            row_hash,
+            scores: values
+                .iter()
+                .map(|v| {
+                    v.map(|value| ScorePoint {
+                        value,
+                        passed: value >= 0.5,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn collapse_means_the_repeats_of_each_id_and_passes_on_half() {
+        // Byte order puts `a!` between `a` and `a#repeat-1`: grouping is by id.
+        let stored = [
+            keyed("a", 1, &[Some(1.0), None]),
+            keyed("a!", 2, &[Some(0.0), Some(0.0)]),
+            keyed("a#repeat-1", 1, &[Some(1.0), None]),
+            keyed("a#repeat-2", 1, &[Some(0.0), None]),
+            keyed("a!#repeat-1", 2, &[Some(0.0), Some(1.0)]),
+        ];
+        let c = collapse_repeats(&stored);
+        let keys: Vec<&str> = c.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["a", "a!"]);
+        let a = c[0].scores[0].unwrap();
+        assert!((a.value - 2.0 / 3.0).abs() < 1e-12);
+        assert!(a.passed, "2 of 3 passed");
+        assert_eq!(c[0].scores[1], None, "no repeat scored");
+        assert_eq!(c[0].row_hash, 1);
+        assert_eq!(
+            c[1].scores[0],
+            Some(ScorePoint {
+                value: 0.0,
+                passed: false
+            })
+        );
+        assert_eq!(
+            c[1].scores[1],
+            Some(ScorePoint {
+                value: 0.5,
+                passed: true
+            }),
+            "1 of 2 passes"
+        );
+    }
 
     fn sample(key: &str, row_hash: u64, scores: &[Option<f64>]) -> SampleScores {
         SampleScores {

@@ -18,7 +18,10 @@ mod rescore;
 mod sample;
 
 pub use files::fit_open_files;
-pub use plan::{api_key, fresh_name, judge_keys, plan, shell_quote, PlanError, Planned, Replies};
+pub use plan::{
+    api_key, fresh_name, judge_keys, plan, refuse_marked_id, shell_quote, PlanError, Planned,
+    Replies,
+};
 
 pub use progress::{Progress, ProgressMode};
 pub use rescore::plan_rescore;
@@ -186,6 +189,8 @@ async fn wait_for_signal() {
 /// One row to run.
 struct Sample {
     index: u64,
+    /// Which send of its row this is (`repeats`); its key says so too.
+    repeat: u32,
     key: String,
     row_hash: u64,
     values: Values,
@@ -251,6 +256,7 @@ pub async fn run(
         total: plan.total,
         cluster: eval.dataset.cluster.as_deref(),
         fail_under: &fail_under,
+        repeats: eval.repeats,
     };
     let started_evaluation = store.start_evaluation(experiment, &meta, &now())?;
     let evaluation_id = started_evaluation.id;
@@ -298,7 +304,13 @@ pub async fn run(
             .transpose(),
         Replies::Stored { evaluation_id } => store.lookup(evaluation_id).map(Some),
     };
-    let reader = spawn_reader(plan.eval.dataset.clone(), lookup, plan.replies, rows_tx);
+    let reader = spawn_reader(
+        plan.eval.dataset.clone(),
+        eval.repeats,
+        lookup,
+        plan.replies,
+        rows_tx,
+    );
 
     // The variable the key came from, when one is sent.
     let key_var = plan
@@ -517,10 +529,12 @@ async fn dispatch(
 /// Streams rows to the dispatcher on a thread. When resuming, samples the
 /// store has as finished are skipped and one whose evaluator failed on its
 /// reply carries that reply; when rescoring, every sample the source recorded
-/// carries its stored call and the rest are skipped. Stops when the
-/// dispatcher hangs up.
+/// carries its stored call and the rest are skipped. Each row is sent
+/// `repeats` times, each repeat a sample of its own (see [`crate::repeats`]).
+/// Stops when the dispatcher hangs up.
 fn spawn_reader(
     dataset: Dataset,
+    repeats: u32,
     lookup: Result<Option<Box<dyn SampleLookup>>, StoreError>,
     replies: Replies,
     tx: mpsc::Sender<Result<Sample, RunError>>,
@@ -541,40 +555,56 @@ fn spawn_reader(
             }
         };
         for row in rows {
-            let item = row.map_err(RunError::Dataset).and_then(|row| {
-                let key = dataset.sample_id(&row).map_err(RunError::Dataset)?;
-                let mut stored = None;
-                let mut retried = false;
-                if let Some(lookup) = &lookup {
-                    let found = lookup.get(&key)?;
-                    match (replies, found) {
-                        (Replies::Model, Some(s)) if s.finished => return Ok(None),
-                        (Replies::Model, Some(s)) if s.rescore => stored = lookup.call(&key)?,
-                        (Replies::Model, Some(_)) => retried = true,
-                        (Replies::Model, None) => {}
-                        (Replies::Stored { .. }, Some(_)) => stored = lookup.call(&key)?,
-                        (Replies::Stored { .. }, None) => return Ok(None),
-                    }
+            let read = row.and_then(|row| Ok((dataset.sample_id(&row)?, row)));
+            let (id, row) = match read {
+                Ok(read) => read,
+                Err(d) => {
+                    let _ = tx.blocking_send(Err(RunError::Dataset(d)));
+                    return;
                 }
-                let (variables, row_hash) = row_json(&row.values);
-                Ok(Some(Sample {
-                    index: row.index,
-                    row_hash,
-                    key,
-                    values: row.values,
-                    variables,
-                    stored,
-                    retried,
-                }))
-            });
-            let msg = match item {
-                Ok(None) => continue,
-                Ok(Some(sample)) => Ok(sample),
-                Err(e) => Err(e),
             };
-            let stop = msg.is_err();
-            if tx.blocking_send(msg).is_err() || stop {
-                return;
+            let (variables, row_hash) = row_json(&row.values);
+            // The last repeat takes the row's values; the others copy them.
+            let mut values = Some(row.values);
+            for repeat in 0..repeats {
+                let key = crate::repeats::key(&id, repeat).into_owned();
+                let item = (|| {
+                    let mut stored = None;
+                    let mut retried = false;
+                    if let Some(lookup) = &lookup {
+                        let found = lookup.get(&key)?;
+                        match (replies, found) {
+                            (Replies::Model, Some(s)) if s.finished => return Ok(None),
+                            (Replies::Model, Some(s)) if s.rescore => stored = lookup.call(&key)?,
+                            (Replies::Model, Some(_)) => retried = true,
+                            (Replies::Model, None) => {}
+                            (Replies::Stored { .. }, Some(_)) => stored = lookup.call(&key)?,
+                            (Replies::Stored { .. }, None) => return Ok(None),
+                        }
+                    }
+                    Ok::<_, RunError>(Some(Sample {
+                        index: row.index,
+                        repeat,
+                        row_hash,
+                        key,
+                        values: match repeat + 1 == repeats {
+                            true => values.take().unwrap_or_default(),
+                            false => values.clone().unwrap_or_default(),
+                        },
+                        variables: variables.clone(),
+                        stored,
+                        retried,
+                    }))
+                })();
+                let msg = match item {
+                    Ok(None) => continue,
+                    Ok(Some(sample)) => Ok(sample),
+                    Err(e) => Err(e),
+                };
+                let stop = msg.is_err();
+                if tx.blocking_send(msg).is_err() || stop {
+                    return;
+                }
             }
         }
     })

@@ -16,9 +16,10 @@ use crate::store::{SampleLookup, Store, StoreError};
 pub struct Planned {
     pub eval: Evaluation,
     pub strategy: StrategySpec,
-    /// Rows in the dataset (after `limit`).
+    /// Samples to send: rows in the dataset (after `limit`) times `repeats`.
     pub total: u64,
-    /// Rows without a finished record: what this run will send.
+    /// Samples (repeats counted apart) without a finished record: what this
+    /// run will send.
     pub pending: u64,
     /// Whether the store already has records of this evaluation.
     pub resuming: bool,
@@ -85,6 +86,19 @@ pub fn plan(
                 ),
             });
         }
+        if old.repeats > eval.repeats {
+            return Err(PlanError::Refused {
+                message: format!(
+                    "experiment `{experiment}` holds {} repeats of evaluation `{}`; this run asks for {}",
+                    old.repeats, eval.name, eval.repeats
+                ),
+                hint: format!(
+                    "resume with --repeats {} (or more, to send only the new repeats), or run the fewer repeats as a new experiment (--experiment {})",
+                    old.repeats,
+                    shell_quote(&format!("{experiment}-2"))
+                ),
+            });
+        }
     }
     let lookup = match (store, &existing) {
         (Some(store), Some(e)) => Some((store.lookup(e.id)?, store.location())),
@@ -93,24 +107,27 @@ pub fn plan(
     let mut pending = 0u64;
     let mut matched = 0u64;
     let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
-        let stored = match &lookup {
-            Some((l, location)) => l
-                .get(id)
-                .map_err(|e| Diagnostic::new(location, 0, 0, e.to_string()))?,
-            None => None,
-        };
-        matched += u64::from(stored.is_some());
-        match stored {
-            Some(s) if s.row_hash != row_hash(&row.values) => Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
-                "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
-            ))
-            .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))))),
-            Some(s) if s.finished => Ok(()),
-            _ => {
-                pending += 1;
-                Ok(())
+        refuse_marked_id(&eval, row.line, id)?;
+        // Each repeat of a row is a sample of its own, looked up by its key.
+        for repeat in 0..eval.repeats {
+            let key = crate::repeats::key(id, repeat);
+            let stored = match &lookup {
+                Some((l, location)) => l
+                    .get(&key)
+                    .map_err(|e| Diagnostic::new(location, 0, 0, e.to_string()))?,
+                None => None,
+            };
+            matched += u64::from(stored.is_some());
+            match stored {
+                Some(s) if s.row_hash != row_hash(&row.values) => return Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
+                    "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
+                ))
+                .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))))),
+                Some(s) if s.finished => {}
+                _ => pending += 1,
             }
         }
+        Ok(())
     })?;
     if let Some((lookup, _)) = &lookup {
         refuse_removed_rows(&eval, lookup.as_ref(), summary.rows, matched, experiment)?;
@@ -119,7 +136,7 @@ pub fn plan(
     let judge_keys = judge_keys(&eval, api_key.as_ref())?;
     Ok(Planned {
         strategy: concurrency.unwrap_or(eval.concurrency),
-        total: summary.rows,
+        total: summary.rows * u64::from(eval.repeats),
         pending,
         resuming: existing.is_some(),
         api_key,
@@ -127,6 +144,29 @@ pub fn plan(
         replies: Replies::Model,
         eval,
     })
+}
+
+/// Refuses, with more than one repeat, a sample id that holds the mark
+/// repeat keys are made with: its repeats' keys could not be told apart from
+/// another sample's (see [`crate::repeats`]). `validate` makes the same check.
+pub fn refuse_marked_id(eval: &Evaluation, line: usize, id: &str) -> Result<(), Diagnostic> {
+    if eval.repeats > 1 && id.contains(crate::repeats::MARK) {
+        return Err(Diagnostic::new(
+            eval.dataset.file(),
+            line,
+            1,
+            format!(
+                "sample id `{id}` holds `{}`, which marks repeat keys, and `repeats` is {}",
+                crate::repeats::MARK,
+                eval.repeats
+            ),
+        )
+        .with_hint(format!(
+            "rename the id (or pick another id column with `dataset.id`), or run with `repeats: 1`; repeat r of a sample is stored as `ID{}r`",
+            crate::repeats::MARK
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses to resume when samples the experiment recorded have no row any more:
@@ -156,7 +196,13 @@ fn refuse_removed_rows(
     let examples: Vec<String> = lookup
         .keys()?
         .into_iter()
-        .filter(|k| !ids.contains(k))
+        .filter(|k| {
+            let id = match eval.repeats {
+                1 => k.as_str(),
+                _ => crate::repeats::base_id(k),
+            };
+            !ids.contains(id)
+        })
         .take(3)
         .map(|k| format!("`{k}`"))
         .collect();

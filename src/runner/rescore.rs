@@ -28,7 +28,7 @@ use crate::store::Store;
 /// Checks `eval` against its evaluation in experiment `source` of `store`:
 /// recorded there, the same spec but for its evaluators, the same rows.
 pub fn plan_rescore(
-    eval: Evaluation,
+    mut eval: Evaluation,
     store: &dyn Store,
     source: &str,
 ) -> Result<Planned, PlanError> {
@@ -68,31 +68,38 @@ pub fn plan_rescore(
             ),
         });
     }
+    // Every repeat the source sent is graded again, whatever the spec says.
+    eval.repeats = old.repeats;
     let lookup = store.lookup(old.id)?;
     let location = store.location().to_owned();
     let mut matched = 0u64;
     let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
-        let stored = lookup
-            .get(id)
-            .map_err(|e| Diagnostic::new(&location, 0, 0, e.to_string()))?;
-        match stored {
-            Some(s) if s.row_hash != crate::dataset::row_hash(&row.values) => Err(Diagnostic::new(
-                eval.dataset.file(),
-                row.line,
-                1,
-                format!("sample `{id}` differs from the one experiment `{source}` recorded: the dataset was edited, so its stored output answers another row"),
-            )
-            .with_hint(format!(
-                "run the edited dataset as a new experiment, e.g. dotevals run {} --experiment {}",
-                shell_quote(&eval.spec_path.display().to_string()),
-                shell_quote(&format!("{source}-2"))
-            ))),
-            Some(_) => {
-                matched += 1;
-                Ok(())
-            }
-            None => Ok(()),
+        super::plan::refuse_marked_id(&eval, row.line, id)?;
+        for repeat in 0..eval.repeats {
+            let key = crate::repeats::key(id, repeat);
+            let stored = lookup
+                .get(&key)
+                .map_err(|e| Diagnostic::new(&location, 0, 0, e.to_string()))?;
+            match stored {
+                Some(s) if s.row_hash != crate::dataset::row_hash(&row.values) => Err(Diagnostic::new(
+                    eval.dataset.file(),
+                    row.line,
+                    1,
+                    format!("sample `{id}` differs from the one experiment `{source}` recorded: the dataset was edited, so its stored output answers another row"),
+                )
+                .with_hint(format!(
+                    "run the edited dataset as a new experiment, e.g. dotevals run {} --experiment {}",
+                    shell_quote(&eval.spec_path.display().to_string()),
+                    shell_quote(&format!("{source}-2"))
+                ))),
+                Some(_) => {
+                    matched += 1;
+                    Ok(())
+                }
+                None => Ok(()),
+            }?;
         }
+        Ok(())
     })?;
     let cut = eval.dataset.limit.is_some_and(|n| summary.rows >= n);
     let recorded = lookup.count()?;
@@ -117,7 +124,7 @@ pub fn plan_rescore(
     let judge_keys = super::plan::judge_keys(&eval, api_key.as_ref())?;
     Ok(Planned {
         strategy: eval.concurrency,
-        total: summary.rows,
+        total: summary.rows * u64::from(eval.repeats),
         pending: matched,
         resuming: false,
         api_key,

@@ -348,6 +348,7 @@ fn started(sample: Sample, start_us: u64) -> SampleRecord {
     SampleRecord {
         key: sample.key,
         index: sample.index,
+        repeat: sample.repeat,
         row_hash: sample.row_hash,
         variables: sample.variables,
         prompt: String::new(),

@@ -151,6 +151,18 @@ impl Checker<'_> {
             }
         }
         let concurrency = self.concurrency(&raw)?;
+        let repeats = match raw.repeats {
+            None => 1,
+            Some(n) if (1..=crate::repeats::MAX).contains(&n) => n,
+            Some(n) => {
+                return Err(self
+                    .at_value(
+                        "repeats",
+                        format!("`repeats` is {n}; it must be 1 to {}", crate::repeats::MAX),
+                    )
+                    .with_hint("the times each sample is sent, e.g. `repeats: 3`"))
+            }
+        };
         let mut required_columns = self.check_variables(&dataset, &prompt, &evals)?;
         if let Some(column) = &dataset.cluster {
             let columns = dataset.known_columns()?;
@@ -182,6 +194,7 @@ impl Checker<'_> {
             evaluators: evals,
             concurrency,
             required_columns,
+            repeats,
         })
     }
 

@@ -13,7 +13,9 @@ use super::raw::RawSpec;
 pub(super) fn identity(raw: &RawSpec) -> Value {
     let mut v = serde_json::to_value(raw).unwrap_or(Value::Null);
     if let Value::Object(top) = &mut v {
-        for key in ["description", "concurrency", "name"] {
+        // `repeats` says how many times to send each sample, not what a sample's
+        // result is: raising it on resume sends only the missing repeats.
+        for key in ["description", "concurrency", "name", "repeats"] {
             top.remove(key);
         }
         // How much to read and how to cluster errors never change a sample's result.

@@ -67,6 +67,8 @@ pub struct Evaluation {
     pub concurrency: StrategySpec,
     /// Dataset columns some template reads; every row must have them.
     pub required_columns: BTreeSet<String>,
+    /// Times each sample is sent (`repeats`, 1 to [`crate::repeats::MAX`]).
+    pub repeats: u32,
 }
 
 /// What is sent as the conversation.

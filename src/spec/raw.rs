@@ -20,6 +20,9 @@ pub struct RawSpec {
     #[serde(default)]
     pub evaluators: Vec<EvaluatorSpec>,
     pub concurrency: Option<RawConcurrency>,
+    /// Times each sample is sent (1 to 100); left out when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use read::{
-    ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RunRow, SampleRow,
+    ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RepeatSums, RunRow, SampleRow,
     SampleScores, ScorePoint,
 };
 pub use records::{
@@ -224,6 +224,16 @@ pub trait Store {
         evaluator: usize,
         column: &str,
     ) -> Result<Vec<(u64, f64, f64)>, StoreError>;
+
+    /// One evaluator's scores summed per dataset row over the row's repeats
+    /// (`repeats`), rows of one cluster of `cluster` (a dataset column) one
+    /// after another; rows without a score are left out.
+    fn repeat_sums(
+        &self,
+        evaluation_id: i64,
+        evaluator: usize,
+        cluster: Option<&str>,
+    ) -> Result<Vec<RepeatSums>, StoreError>;
 }
 
 /// Commits batches of finished samples for one run, on the writer thread.

@@ -49,6 +49,8 @@ pub struct EvaluationRow {
     pub cluster: Option<String>,
     /// Per evaluator, its `fail_under` bar (empty when none was stored).
     pub fail_under: Vec<Option<f64>>,
+    /// Times each sample was sent (`repeats`) by the latest run.
+    pub repeats: u32,
 }
 
 /// One evaluator's scores over an evaluation.
@@ -170,6 +172,19 @@ pub struct SampleScores {
     pub cluster: Option<String>,
     /// One per evaluator, in spec order; `None` when not scored.
     pub scores: Vec<Option<ScorePoint>>,
+}
+
+/// One dataset row's scores by one evaluator, summed over the row's repeats
+/// (`repeats`): what its per-sample mean and variance need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepeatSums {
+    /// Rows with the same number are in the same cluster of `dataset.cluster`
+    /// (all 0 without one), and come one after another.
+    pub cluster: u64,
+    /// Scored repeats, their sum and the sum of their squares.
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
 }
 
 /// A score and whether it passed, without the reason.

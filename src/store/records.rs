@@ -79,6 +79,8 @@ pub struct EvaluationMeta<'a> {
     pub cluster: Option<&'a str>,
     /// Per evaluator, its `fail_under` bar.
     pub fail_under: &'a [Option<f64>],
+    /// Times each sample is sent (`repeats`).
+    pub repeats: u32,
 }
 
 /// An evaluation already in the store.
@@ -88,6 +90,8 @@ pub struct StoredEvaluation {
     pub spec_hash: String,
     pub identity: String,
     pub status: EvaluationStatus,
+    /// Times each sample was sent (`repeats`) by the latest run.
+    pub repeats: u32,
 }
 
 /// An evaluation a run has just started.

@@ -29,6 +29,8 @@ pub const QUEUE: usize = 1024;
 pub struct SampleRecord {
     pub key: String,
     pub index: u64,
+    /// Which send of its row this is (`repeats`): 0 for the first.
+    pub repeat: u32,
     pub row_hash: u64,
     /// The row's values as a JSON object.
     pub variables: String,

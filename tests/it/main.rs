@@ -20,6 +20,7 @@ mod grading_rescore;
 mod grading_scores;
 mod json_output;
 mod overrides;
+mod repeats;
 mod resume;
 mod schema;
 mod validation;

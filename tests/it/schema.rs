@@ -68,7 +68,7 @@ fn validator(definition: &str) -> jsonschema::Validator {
 }
 
 /// Problems of `instance` against `definition`, one line each.
-fn problems(definition: &str, instance: &Value) -> Vec<String> {
+pub fn problems(definition: &str, instance: &Value) -> Vec<String> {
     validator(definition)
         .iter_errors(instance)
         .map(|e| format!("{}: {e}", e.instance_path))

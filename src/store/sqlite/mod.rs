@@ -255,7 +255,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .query_row(
-                "SELECT e.id, e.spec_hash, e.identity, e.status FROM evaluations e
+                "SELECT e.id, e.spec_hash, e.identity, e.status, e.repeats FROM evaluations e
                  JOIN experiments x ON x.id = e.experiment_id WHERE x.name = ?1 AND e.name = ?2",
                 params![experiment, name],
                 |r| {
@@ -264,6 +264,7 @@ impl Store for SqliteStore {
                         spec_hash: r.get(1)?,
                         identity: r.get(2)?,
                         status: r.get(3)?,
+                        repeats: r.get::<_, i64>(4)?.clamp(1, i64::from(u32::MAX)) as u32,
                     })
                 },
             )
@@ -289,11 +290,11 @@ impl Store for SqliteStore {
         let evaluators = serde_json::to_string(meta.evaluators).unwrap_or_else(|_| "[]".into());
         tx.execute(
             "INSERT INTO evaluations (experiment_id, name, spec_path, spec_text, spec_hash, identity, provider, model,
-                 evaluators, strategy, max_concurrency, total, started_at, status, cluster, fail_under)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'running', ?14, ?15)
+                 evaluators, strategy, max_concurrency, total, started_at, status, cluster, fail_under, repeats)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'running', ?14, ?15, ?16)
              ON CONFLICT (experiment_id, name) DO UPDATE SET
                  spec_path = excluded.spec_path, spec_text = excluded.spec_text, strategy = excluded.strategy,
-                 cluster = excluded.cluster, fail_under = excluded.fail_under,
+                 cluster = excluded.cluster, fail_under = excluded.fail_under, repeats = excluded.repeats,
                  max_concurrency = excluded.max_concurrency, total = max(total, excluded.total), status = 'running'",
             params![
                 experiment_id,
@@ -310,7 +311,8 @@ impl Store for SqliteStore {
                 meta.total as i64,
                 now,
                 meta.cluster,
-                serde_json::to_string(meta.fail_under).ok()
+                serde_json::to_string(meta.fail_under).ok(),
+                meta.repeats,
             ],
         )?;
         let (id, run): (i64, i64) = tx.query_row(
@@ -532,6 +534,15 @@ impl Store for SqliteStore {
         column: &str,
     ) -> Result<Vec<(u64, f64, f64)>, StoreError> {
         read::cluster_sums(&self.conn, evaluation_id, evaluator, column)
+    }
+
+    fn repeat_sums(
+        &self,
+        evaluation_id: i64,
+        evaluator: usize,
+        cluster: Option<&str>,
+    ) -> Result<Vec<crate::store::RepeatSums>, StoreError> {
+        read::repeat_sums(&self.conn, evaluation_id, evaluator, cluster)
     }
 }
 

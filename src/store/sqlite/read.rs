@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::read::{
     ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, LimitTimeline,
-    RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
+    RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
 use crate::store::{EvaluationStatus, StoreError};
@@ -19,7 +19,8 @@ const EVALUATION_COLUMNS: &str =
     e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.spec_text
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.spec_text,
+    e.repeats
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -56,6 +57,7 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
             .get::<_, Option<String>>(23)?
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default(),
+        repeats: r.get::<_, i64>(25)?.clamp(1, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -304,6 +306,43 @@ pub fn cluster_sums(
         })?
         .collect::<Result<_, _>>()?;
     Ok(sums)
+}
+
+/// One evaluator's scores summed per dataset row over its repeats, ordered by
+/// the value of `cluster` (a dataset column) when given, then by row.
+pub fn repeat_sums(
+    conn: &Connection,
+    evaluation_id: i64,
+    evaluator: usize,
+    cluster: Option<&str>,
+) -> Result<Vec<RepeatSums>, StoreError> {
+    // A JSON path quotes the key, so any column name reads as itself; without
+    // a column the path is null and so is every row's cluster value.
+    let path = cluster.map(|c| format!("$.{}", serde_json::to_string(c).unwrap_or_default()));
+    let mut stmt = conn.prepare_cached(
+        "SELECT json_extract(s.variables, ?3) AS c, count(*), sum(sc.value), sum(sc.value * sc.value)
+         FROM scores sc JOIN samples s ON s.id = sc.sample_id
+         WHERE sc.evaluation_id = ?1 AND sc.evaluator = ?2 AND sc.value IS NOT NULL
+         GROUP BY c, s.row_index ORDER BY c, s.row_index",
+    )?;
+    let mut rows = stmt.query(params![evaluation_id, evaluator as i64, path])?;
+    let mut out = Vec::new();
+    let mut last: Option<rusqlite::types::Value> = None;
+    let mut cluster = 0u64;
+    while let Some(r) = rows.next()? {
+        let value: rusqlite::types::Value = r.get(0)?;
+        if last.as_ref().is_some_and(|l| *l != value) {
+            cluster += 1;
+        }
+        last = Some(value);
+        out.push(RepeatSums {
+            cluster,
+            n: r.get::<_, i64>(1)?.max(0) as u64,
+            sum: r.get(2)?,
+            sum_sq: r.get(3)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Latencies of successful samples, in microseconds, ascending.

@@ -290,7 +290,10 @@ CREATE INDEX judge_calls_by_evaluation ON judge_calls (evaluation_id, evaluator)
     // reading the scores; `cluster` names the dataset column whose groups the
     // standard error is clustered by (`dataset.cluster`), null for none; and
     // `fail_under` holds each evaluator's CI gate bar (a JSON list, null
-    // entries for none), so `show` applies the bars the run had.
+    // entries for none), so `show` applies the bars the run had. Repeats:
+    // `evaluations.repeats` is the spec's `repeats` (the latest run's), and
+    // `samples.repeat` which send of its row a record is (0 for the first,
+    // whose key is the plain sample id; see `crate::repeats`).
     r#"
 ALTER TABLE evaluation_scores ADD COLUMN total_sq REAL NOT NULL DEFAULT 0;
 UPDATE evaluation_scores SET total_sq = (
@@ -315,6 +318,8 @@ CREATE TRIGGER scores_remove AFTER DELETE ON scores BEGIN
 END;
 ALTER TABLE evaluations ADD COLUMN cluster TEXT;
 ALTER TABLE evaluations ADD COLUMN fail_under TEXT;
+ALTER TABLE evaluations ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE samples ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

@@ -20,6 +20,7 @@ fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
         total: 3,
         cluster: None,
         fail_under: &[],
+        repeats: 1,
     }
 }
 
@@ -27,6 +28,7 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
     SampleRecord {
         key: key.into(),
         index,
+        repeat: 0,
         row_hash: 42,
         variables: "{}".into(),
         prompt: "p".into(),

@@ -30,8 +30,8 @@ fn commit(
         let mut insert = tx.prepare_cached(
             "INSERT INTO samples (evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
                  error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens,
-                 throttled, wait_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 throttled, wait_us, repeat)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?;
         let mut score = tx.prepare_cached(
             "INSERT INTO scores (sample_id, evaluation_id, evaluator, value, passed, reason)
@@ -65,6 +65,7 @@ fn commit(
                 r.completion_tokens.map(|v| v as i64),
                 r.throttled,
                 r.wait_us as i64,
+                r.repeat,
             ])?;
             let sample_id = tx.last_insert_rowid();
             for (i, s) in r.scores.iter().enumerate() {
@@ -127,6 +128,7 @@ mod tests {
         SampleRecord {
             key: key.into(),
             index: 0,
+            repeat: 0,
             row_hash: 1,
             variables: "{}".into(),
             prompt: "\"p\"".into(),
@@ -163,6 +165,7 @@ mod tests {
             total: 10,
             cluster: None,
             fail_under: &[],
+            repeats: 1,
         };
         let started = store.start_evaluation("x", &meta, &now()).unwrap();
         let config = WriterConfig {

@@ -237,31 +237,15 @@ pub fn collapse_repeats(samples: &[SampleScores]) -> Vec<SampleScores> {
 mod tests {
     use super::*;
 
-    fn keyed(key: &str, row_hash: u64, values: &[Option<f64>]) -> SampleScores {
-        SampleScores {
-            key: key.into(),
-            row_hash,
-            scores: values
-                .iter()
-                .map(|v| {
-                    v.map(|value| ScorePoint {
-                        value,
-                        passed: value >= 0.5,
-                    })
-                })
-                .collect(),
-        }
-    }
-
     #[test]
     fn collapse_means_the_repeats_of_each_id_and_passes_on_half() {
         // Byte order puts `a!` between `a` and `a#repeat-1`: grouping is by id.
         let stored = [
-            keyed("a", 1, &[Some(1.0), None]),
-            keyed("a!", 2, &[Some(0.0), Some(0.0)]),
-            keyed("a#repeat-1", 1, &[Some(1.0), None]),
-            keyed("a#repeat-2", 1, &[Some(0.0), None]),
-            keyed("a!#repeat-1", 2, &[Some(0.0), Some(1.0)]),
+            sample("a", 1, &[Some(1.0), None]),
+            sample("a!", 2, &[Some(0.0), Some(0.0)]),
+            sample("a#repeat-1", 1, &[Some(1.0), None]),
+            sample("a#repeat-2", 1, &[Some(0.0), None]),
+            sample("a!#repeat-1", 2, &[Some(0.0), Some(1.0)]),
         ];
         let c = collapse_repeats(&stored);
         let keys: Vec<&str> = c.iter().map(|s| s.key.as_str()).collect();

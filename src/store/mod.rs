@@ -71,8 +71,9 @@ impl RunLock {
     }
 }
 
-/// Where a store lives, before it is opened.
-pub trait Storage {
+/// Where a store lives, before it is opened. `Sync`, so a command may open
+/// a second connection on another thread (`compare` reads both sides at once).
+pub trait Storage: Sync {
     /// Where the store is, for messages.
     fn location(&self) -> &Path;
 

@@ -413,3 +413,46 @@ fn passes_are_counted_by_threshold_not_by_rounding_scores() {
     let (kept, fresh) = totals_both_ways(&store, started.id);
     assert_eq!(kept, fresh);
 }
+
+/// Two evaluations written at the same time interleave their sample ids; each
+/// one's pairing read holds its own samples and scores only, in key order.
+#[test]
+fn sample_scores_of_interleaved_evaluations_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let names = vec!["exact_match".to_string()];
+    let mut store = SqliteStore::open(&path).unwrap();
+    let mut sink = |experiment: &str| {
+        let started = store
+            .start_evaluation(experiment, &meta(&names), &now())
+            .unwrap();
+        let config = WriterConfig {
+            evaluation_id: started.id,
+            run: started.run,
+            resuming: false,
+            base_wall_us: 0,
+            started: Instant::now(),
+        };
+        (started.id, store.sink(config).unwrap())
+    };
+    let (a, mut sink_a) = sink("a");
+    let (b, mut sink_b) = sink("b");
+    for i in 0..4u64 {
+        sink_a
+            .commit(&[record(&format!("k{}", 3 - i), i, Some(1.0), false)])
+            .unwrap();
+        sink_b
+            .commit(&[record(&format!("k{i}"), i, Some(0.0), false)])
+            .unwrap();
+    }
+    for (id, score) in [(a, 1.0), (b, 0.0)] {
+        let rows = store.sample_scores(id, 1, None).unwrap();
+        let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["k0", "k1", "k2", "k3"]);
+        assert!(rows.iter().all(|r| r.scores
+            == [Some(crate::store::ScorePoint {
+                value: score,
+                passed: score == 1.0
+            })]));
+    }
+}

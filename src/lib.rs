@@ -13,6 +13,7 @@ pub mod dataset;
 pub mod diagnostic;
 pub mod error_kind;
 pub mod evaluators;
+pub mod html;
 pub mod model;
 pub mod repeats;
 pub mod report;

@@ -899,6 +899,7 @@ mod tests {
             error_kind: None,
             error: None,
             attempts: 1,
+            throttled: 0,
             latency_us: None,
             start_us: 0,
             end_us: 0,

@@ -53,7 +53,17 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
     let Some(store) = open_for_reading(storage)? else {
         return Err(unknown_experiment(&args.a, &[]));
     };
-    let store = store.as_ref();
+    let report = comparison(storage, store.as_ref(), &args)?;
+    print(style, &report)?;
+    Ok(Exit::Success)
+}
+
+/// The comparison `args` asks for (`report A B` builds one with `--flips`).
+pub(super) fn comparison(
+    storage: &dyn Storage,
+    store: &dyn Store,
+    args: &CompareArgs,
+) -> Result<CompareReport, CliError> {
     let a = store
         .experiment(&args.a)
         .map_err(|e| known_experiment(store, &args.a, e))?;
@@ -150,15 +160,11 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
             outputs.as_ref().map(|f| f as &Outputs<'_>),
         ));
     }
-    print(
-        style,
-        &CompareReport {
-            a: a.name.clone(),
-            b: b.name.clone(),
-            evaluations,
-        },
-    )?;
-    Ok(Exit::Success)
+    Ok(CompareReport {
+        a: a.name.clone(),
+        b: b.name.clone(),
+        evaluations,
+    })
 }
 
 impl Render for CompareReport {

@@ -9,6 +9,7 @@ mod list;
 mod manage;
 mod mock_server;
 mod output;
+mod report;
 mod rescore;
 mod run;
 mod show;
@@ -28,6 +29,7 @@ Examples:
   dotevals run evals/sentiment.yaml --experiment fast --concurrency 8
   dotevals show baseline
   dotevals compare baseline fast
+  dotevals report baseline               # baseline.html: summary, plots, every sample
   dotevals rescore baseline --spec edited.yaml
   dotevals list
   dotevals validate evals/*.yaml
@@ -85,6 +87,9 @@ pub enum Command {
     /// Compare two experiments sample by sample: B - A per evaluator, with error bars and p-values
     #[command(after_help = compare::AFTER_HELP)]
     Compare(compare::CompareArgs),
+    /// Write an experiment (or two, compared) as one self-contained HTML file: summary, plots, samples
+    #[command(after_help = report::AFTER_HELP)]
+    Report(report::ReportArgs),
     /// List experiments with date, samples, accuracy, wall time and status
     List,
     /// Check specs and their datasets without sending a request
@@ -238,6 +243,7 @@ pub fn main(cli: Cli) -> Exit {
         }
         Command::Show(args) => show::show(args, storage, style),
         Command::Compare(args) => compare::compare(args, storage, style),
+        Command::Report(args) => report::report(args, storage, style),
         Command::List => list::list(storage, style),
         Command::Validate(args) => validate::validate(args, style),
         Command::Delete(args) => manage::delete(args, storage, style),

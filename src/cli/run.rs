@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// Applied to every SPEC, recorded with the experiment and shown by `show`
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
     pub overrides: Vec<Override>,
+
+    /// When the run ends, also write the experiment as a self-contained HTML report to FILE
+    /// (as `dotevals report NAME -o FILE` would)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// The runtime every async command uses.
@@ -90,6 +95,9 @@ pub fn run(
     storage_arg: Option<&str>,
     style: Style,
 ) -> Result<Exit, CliError> {
+    if let Some(path) = &args.report {
+        super::report::check_target(path)?;
+    }
     let mut evals = Vec::with_capacity(args.specs.len());
     for path in &args.specs {
         let mut eval = crate::spec::load_with(path, &args.overrides)?;
@@ -146,14 +154,42 @@ pub fn run(
             progress.note(&format!("{}: {note}", plan.eval.name));
         }
     }
-    match execute(
+    let ended = execute(
         &plans,
         &experiment,
         store.as_mut(),
         &progress,
         style,
         args.fail_under,
-    )? {
+    )?;
+    // The run is saved whatever happens here: a report that cannot be
+    // written is an error message and exit 1, and `dotevals report` can
+    // write it later.
+    let ended = match (&args.report, ended) {
+        (Some(path), ended) => {
+            let written =
+                super::report::write_file(storage, store.as_ref(), &experiment, None, path);
+            match (written, ended) {
+                (Ok(bytes), ended) => {
+                    progress.note(&format!(
+                        "report: {} ({})",
+                        path.display(),
+                        super::report::size(bytes)
+                    ));
+                    ended
+                }
+                (Err(e), ended) => {
+                    super::print_error(&e, style.color);
+                    match ended {
+                        Ended::Done(exit) => Ended::Done(exit.max(Exit::Failure)),
+                        other => other,
+                    }
+                }
+            }
+        }
+        (None, ended) => ended,
+    };
+    match ended {
         Ended::Interrupted => {
             // A credential given with --set is not printed back.
             let mut secrets = crate::secrets::Secrets::default();
@@ -311,6 +347,9 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     for o in &args.overrides {
         parts.push(format!("--set {}", shell_quote(&o.arg)));
+    }
+    if let Some(path) = &args.report {
+        parts.push(format!("--report {}", shell_quote(&path.display().to_string())));
     }
     if let Some(storage) = storage {
         parts.push(format!("--storage {}", shell_quote(storage)));

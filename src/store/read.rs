@@ -135,6 +135,8 @@ pub struct SampleRow {
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub attempts: u32,
+    /// Answers that said slow down (HTTP 429 or 503).
+    pub throttled: u32,
     pub latency_us: Option<u64>,
     pub start_us: u64,
     pub end_us: u64,

@@ -503,7 +503,7 @@ pub fn samples(
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
                 start_us, end_us, prompt_tokens, completion_tokens, sc.evaluator, sc.value,
-                sc.passed, sc.reason
+                sc.passed, sc.reason, s.throttled
          FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
          WHERE s.evaluation_id = ?1 ORDER BY s.row_index, s.id, sc.evaluator",
     )?;
@@ -525,6 +525,7 @@ pub fn samples(
                 error_kind: r.get(6)?,
                 error: r.get(7)?,
                 attempts: r.get(8)?,
+                throttled: r.get(18)?,
                 latency_us: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
                 start_us: r.get::<_, i64>(10)? as u64,
                 end_us: r.get::<_, i64>(11)? as u64,

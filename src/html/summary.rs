@@ -1,0 +1,252 @@
+//! An evaluation's summary, and a comparison's, as plain HTML tables.
+
+use std::io::{self, Write};
+
+use super::escape;
+use crate::compare::report::{EvaluationComparison, Kind};
+use crate::report::{EvaluationReport, EvaluatorReport};
+
+/// `1.23 s`, `850 ms`, `2 min 5 s`.
+fn duration(s: f64) -> String {
+    if s >= 120.0 {
+        format!("{} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.1} ms", s * 1e3)
+    }
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn or_dash(x: Option<String>) -> String {
+    x.unwrap_or_else(|| "–".to_owned())
+}
+
+/// A mean with its 95% interval on [0, 1], as a small inline SVG.
+fn error_bar(ev: &EvaluatorReport) -> String {
+    let Some(mean) = ev.mean else {
+        return String::new();
+    };
+    let x = |v: f64| 2.0 + v.clamp(0.0, 1.0) * 116.0;
+    let interval = ev.ci95.map_or(String::new(), |[lo, hi]| {
+        format!(
+            r#"<line class="ci" x1="{:.1}" y1="7" x2="{:.1}" y2="7"/><line class="ci" x1="{:.1}" y1="3" x2="{:.1}" y2="11"/><line class="ci" x1="{:.1}" y1="3" x2="{:.1}" y2="11"/>"#,
+            x(lo),
+            x(hi),
+            x(lo),
+            x(lo),
+            x(hi),
+            x(hi)
+        )
+    });
+    format!(
+        r#"<svg class="errorbar" viewBox="0 0 120 14" width="120" height="14" role="img" aria-label="mean and 95% interval"><line class="track" x1="2" y1="7" x2="118" y2="7"/>{interval}<circle class="mean" cx="{:.1}" cy="7" r="3"/></svg>"#,
+        x(mean)
+    )
+}
+
+/// An evaluation's figures: run facts, evaluators with their intervals,
+/// errors by kind, timing and tokens.
+pub fn write(out: &mut impl Write, r: &EvaluationReport) -> io::Result<()> {
+    let s = &r.samples;
+    let t = &r.timing;
+    let mut facts: Vec<(&str, String)> = vec![
+        ("model", format!("{} ({})", r.model, r.provider)),
+        (
+            "strategy",
+            format!("{} (max {} in flight)", r.strategy, r.max_concurrency),
+        ),
+        ("status", r.status.to_string()),
+        (
+            "samples",
+            format!(
+                "{} of {} recorded · {} finished · {} errored",
+                s.recorded, s.total, s.finished, s.errored
+            ),
+        ),
+        ("runs", r.runs.to_string()),
+        ("wall time", duration(t.wall_seconds)),
+        (
+            "throughput",
+            or_dash(t.throughput_per_second.map(|x| format!("{x:.1} samples/s"))),
+        ),
+        (
+            "latency",
+            or_dash(t.latency_seconds.as_ref().map(|l| {
+                format!(
+                    "p50 {} · p90 {} · p99 {} · max {}",
+                    duration(l.p50),
+                    duration(l.p90),
+                    duration(l.p99),
+                    duration(l.max)
+                )
+            })),
+        ),
+        (
+            "in flight",
+            or_dash(t.mean_in_flight.map(|x| format!("{x:.1} on average"))),
+        ),
+        (
+            "retries",
+            format!("{} retries · {} throttled (429/503)", t.retries, t.throttled),
+        ),
+        (
+            "tokens",
+            format!(
+                "{} prompt · {} completion",
+                r.tokens.prompt, r.tokens.completion
+            ),
+        ),
+    ];
+    if r.repeats > 1 {
+        facts.insert(4, ("repeats", r.repeats.to_string()));
+    }
+    if let Some(l) = &t.concurrency_limit {
+        facts.push((
+            "adaptive limit",
+            format!(
+                "min {} · median {} · max {} · {} changes",
+                l.min, l.median, l.max, l.changes
+            ),
+        ));
+    }
+    out.write_all(b"<table class=\"facts\"><tbody>")?;
+    for (k, v) in facts {
+        write!(out, "<tr><th>{}</th><td>{}</td></tr>", k, escape(&v))?;
+    }
+    out.write_all(b"</tbody></table>")?;
+    if !r.evaluators.is_empty() {
+        out.write_all(b"<table class=\"evaluators\"><thead><tr><th>evaluator</th><th>scored</th><th>pass rate</th><th>mean</th><th>95% interval</th><th></th><th>&plusmn; stderr</th><th>unscored</th><th>judge</th></tr></thead><tbody>")?;
+        for ev in &r.evaluators {
+            let judge = ev.judge.as_ref().map_or(String::new(), |j| {
+                let latency = j
+                    .latency_seconds
+                    .as_ref()
+                    .map_or(String::new(), |l| format!(" · p50 {}", duration(l.p50)));
+                format!(
+                    "{} calls · {} failed · {} retries · {} throttled{latency} · {} tokens",
+                    j.calls,
+                    j.failed,
+                    j.retries,
+                    j.throttled,
+                    j.tokens.prompt + j.tokens.completion
+                )
+            });
+            let below = if ev.below_fail_under == Some(true) {
+                " class=\"below\""
+            } else {
+                ""
+            };
+            write!(
+                out,
+                "<tr{below}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&ev.name),
+                ev.scored,
+                or_dash(ev.pass_rate.map(percent)),
+                or_dash(ev.mean.map(|m| format!("{m:.3}"))),
+                or_dash(ev.ci95.map(|[lo, hi]| format!("{lo:.3} – {hi:.3}"))),
+                error_bar(ev),
+                or_dash(ev.stderr.map(|x| format!("{x:.3}"))),
+                ev.unscored,
+                escape(&judge)
+            )?;
+        }
+        out.write_all(b"</tbody></table>")?;
+    }
+    if let Some(kinds) = r.error_kinds.as_ref().filter(|k| !k.is_empty()) {
+        out.write_all(b"<table class=\"errors\"><thead><tr><th>error</th><th>samples</th><th>first</th><th>message</th></tr></thead><tbody>")?;
+        for k in kinds {
+            write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&k.kind),
+                k.count,
+                escape(&k.example_id),
+                escape(&k.example)
+            )?;
+        }
+        out.write_all(b"</tbody></table>")?;
+    }
+    Ok(())
+}
+
+/// A comparison of one evaluation: per evaluator B − A with its interval,
+/// then the samples whose verdict flipped, with both outputs.
+pub fn comparison(
+    out: &mut impl Write,
+    c: &EvaluationComparison,
+    names: (&str, &str),
+) -> io::Result<()> {
+    let (na, nb) = (escape(names.0), escape(names.1));
+    write!(
+        out,
+        r#"<p class="meta">{} samples paired · {} only in {na} · {} only in {nb} · {} rows edited</p>"#,
+        c.samples.matched,
+        c.samples.only_in_a.count,
+        c.samples.only_in_b.count,
+        c.samples.changed_rows.count
+    )?;
+    write!(out, "<table class=\"evaluators\"><thead><tr><th>evaluator</th><th>{na}</th><th>{nb}</th><th>B − A</th><th>95% interval</th><th>p</th><th>pass→fail</th><th>fail→pass</th></tr></thead><tbody>")?;
+    for ev in &c.evaluators {
+        let value = |x: f64| match ev.kind {
+            Kind::PassFail => percent(x),
+            Kind::Graded => format!("{x:.3}"),
+        };
+        let diff = |x: f64| match ev.kind {
+            Kind::PassFail => format!("{:+.1} pts", 100.0 * x),
+            Kind::Graded => format!("{x:+.3}"),
+        };
+        write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&ev.name),
+            or_dash(ev.mean_a.map(value)),
+            or_dash(ev.mean_b.map(value)),
+            or_dash(ev.difference.map(diff)),
+            or_dash(ev.ci95.map(|[lo, hi]| format!("{} to {}", diff(lo), diff(hi)))),
+            or_dash(ev.p_value.map(|p| if p < 0.001 { "< 0.001".into() } else { format!("{p:.3}") })),
+            ev.pass_to_fail,
+            ev.fail_to_pass
+        )?;
+    }
+    out.write_all(b"</tbody></table>")?;
+    for ev in &c.evaluators {
+        let Some(flips) = ev.flips.as_ref().filter(|f| !f.is_empty()) else {
+            continue;
+        };
+        write!(
+            out,
+            "<h3>{}: {} flipped</h3><table class=\"flips\"><thead><tr><th>id</th><th>{na}</th><th>{nb}</th><th>{na} output</th><th>{nb} output</th></tr></thead><tbody>",
+            escape(&ev.name),
+            flips.len()
+        )?;
+        for f in flips {
+            write!(
+                out,
+                "<tr class=\"flip\"><td>{}</td><td>{}</td><td>{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td></tr>",
+                escape(&f.id),
+                f.score_a,
+                f.score_b,
+                escape(f.output_a.as_deref().unwrap_or("")),
+                escape(f.output_b.as_deref().unwrap_or(""))
+            )?;
+        }
+        out.write_all(b"</tbody></table>")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(0.0123), "12.3 ms");
+        assert_eq!(duration(1.5), "1.50 s");
+        assert_eq!(duration(125.0), "2 min 5 s");
+    }
+}

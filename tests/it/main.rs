@@ -18,6 +18,7 @@ mod grading_graders;
 mod grading_judge;
 mod grading_rescore;
 mod grading_scores;
+mod html_report;
 mod json_output;
 mod overrides;
 mod repeats;

@@ -49,7 +49,13 @@ pub fn report(args: ReportArgs, storage: &dyn Storage, style: Style) -> Result<E
         PathBuf::from(format!("{stem}.html"))
     });
     check_target(&path)?;
-    let bytes = write_file(storage, store.as_ref(), &args.name, args.name2.as_deref(), &path)?;
+    let bytes = write_file(
+        storage,
+        store.as_ref(),
+        &args.name,
+        args.name2.as_deref(),
+        &path,
+    )?;
     if style.progress != crate::runner::ProgressMode::Off {
         eprintln!("wrote {} ({})", path.display(), size(bytes));
     }
@@ -67,7 +73,11 @@ pub(super) fn check_target(path: &Path) -> Result<(), CliError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             return Err(CliError::usage(
-                format!("cannot write {}: the folder {} does not exist", path.display(), dir.display()),
+                format!(
+                    "cannot write {}: the folder {} does not exist",
+                    path.display(),
+                    dir.display()
+                ),
                 Some(format!("create it first (mkdir -p {})", dir.display())),
             ));
         }
@@ -110,7 +120,8 @@ pub(super) fn write_file(
             Some((y, compared))
         }
     };
-    let failed = |e: std::io::Error| CliError::Failed(format!("cannot write {}: {e}", path.display()));
+    let failed =
+        |e: std::io::Error| CliError::Failed(format!("cannot write {}: {e}", path.display()));
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = PathBuf::from(tmp);

@@ -349,7 +349,10 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
         parts.push(format!("--set {}", shell_quote(&o.arg)));
     }
     if let Some(path) = &args.report {
-        parts.push(format!("--report {}", shell_quote(&path.display().to_string())));
+        parts.push(format!(
+            "--report {}",
+            shell_quote(&path.display().to_string())
+        ));
     }
     if let Some(storage) = storage {
         parts.push(format!("--storage {}", shell_quote(storage)));

@@ -83,7 +83,11 @@ pub fn write_single(out: &mut impl Write, x: &Experiment) -> io::Result<()> {
         n = x.recorded()
     )?;
     for e in &x.evaluations {
-        write!(out, r#"<section class="evaluation"><h2>{}</h2>"#, escape(&e.report.name))?;
+        write!(
+            out,
+            r#"<section class="evaluation"><h2>{}</h2>"#,
+            escape(&e.report.name)
+        )?;
         summary::write(out, &e.report)?;
         out.write_all(b"<h3>Over time</h3>")?;
         out.write_all(plots::timeline_svg(&[timeline(e, "")]).as_bytes())?;
@@ -122,13 +126,21 @@ pub fn write_comparison(
         n = a.recorded() + b.recorded()
     )?;
     for c in &compared.evaluations {
-        write!(out, r#"<section class="evaluation"><h2>{}</h2>"#, escape(&c.name))?;
+        write!(
+            out,
+            r#"<section class="evaluation"><h2>{}</h2>"#,
+            escape(&c.name)
+        )?;
         summary::comparison(out, c, (na, nb))?;
         out.write_all(b"</section>")?;
     }
     out.write_all(b"<section class=\"side-by-side\">")?;
     for x in [a, b] {
-        write!(out, r#"<div class="side"><h2>{}</h2>"#, escape(&x.report.experiment))?;
+        write!(
+            out,
+            r#"<div class="side"><h2>{}</h2>"#,
+            escape(&x.report.experiment)
+        )?;
         for e in &x.evaluations {
             write!(out, "<h3>{}</h3>", escape(&e.report.name))?;
             summary::write(out, &e.report)?;
@@ -156,7 +168,11 @@ pub fn write_comparison(
                 Some(timeline(e, label))
             })
             .collect();
-        write!(out, r#"<section class="evaluation"><h2>{}: over time</h2>"#, escape(name))?;
+        write!(
+            out,
+            r#"<section class="evaluation"><h2>{}: over time</h2>"#,
+            escape(name)
+        )?;
         out.write_all(plots::timeline_svg(&lines).as_bytes())?;
         out.write_all(b"</section>")?;
     }
@@ -177,8 +193,18 @@ fn plots_below(out: &mut impl Write, e: &Evaluation) -> io::Result<()> {
     out.write_all(b"<h3>Latency</h3>")?;
     out.write_all(plots::histogram_svg(&e.latencies).as_bytes())?;
     let end = |s: &SampleRow| s.end_us;
-    let retried: Vec<u64> = e.samples.iter().filter(|s| s.attempts > 1).map(end).collect();
-    let throttled: Vec<u64> = e.samples.iter().filter(|s| s.throttled > 0).map(end).collect();
+    let retried: Vec<u64> = e
+        .samples
+        .iter()
+        .filter(|s| s.attempts > 1)
+        .map(end)
+        .collect();
+    let throttled: Vec<u64> = e
+        .samples
+        .iter()
+        .filter(|s| s.throttled > 0)
+        .map(end)
+        .collect();
     let span = e.samples.iter().map(|s| s.end_us).max().unwrap_or(0);
     if let Some(svg) = plots::retries_svg(&retried, &throttled, span) {
         out.write_all(b"<h3>Retries and throttling</h3>")?;

@@ -27,7 +27,11 @@ pub const RATE_SLICES: usize = 50;
 /// Ticks of an axis from 0 to at least `max`: round steps (1, 2 or 5 times a
 /// power of ten), at most about `n` of them; the last tick is the axis' end.
 pub fn ticks(max: f64, n: usize) -> Vec<f64> {
-    let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
     let rough = max / n.max(1) as f64;
     let power = 10f64.powf(rough.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
@@ -178,7 +182,14 @@ pub fn timeline_svg(timelines: &[Timeline]) -> String {
         y_max: *left_ticks.last().unwrap_or(&1.0),
     };
     let right_max = *right_ticks.last().unwrap_or(&1.0);
-    axes(&mut svg, &frame, &x_ticks, &left_ticks, "time (s)", "requests in flight");
+    axes(
+        &mut svg,
+        &frame,
+        &x_ticks,
+        &left_ticks,
+        "time (s)",
+        "requests in flight",
+    );
     // Right axis: throughput.
     for t in &right_ticks {
         let y = TOP + (1.0 - t / right_max) * plot_h();
@@ -237,7 +248,10 @@ pub fn timeline_svg(timelines: &[Timeline]) -> String {
         } else {
             format!("{}: ", t.name)
         };
-        let mut items = vec![("flight", format!("{prefix}in flight")), ("rate", format!("{prefix}finished/s"))];
+        let mut items = vec![
+            ("flight", format!("{prefix}in flight")),
+            ("rate", format!("{prefix}finished/s")),
+        ];
         if !t.limit.is_empty() {
             items.push(("limit", format!("{prefix}adaptive limit")));
         }
@@ -268,7 +282,11 @@ pub fn histogram_svg(latencies_us: &[u64]) -> String {
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
     let (p50, p90, p99) = (at(0.5), at(0.9), at(0.99));
     let max = sorted[sorted.len() - 1] as f64 / 1e3;
-    let end = if max > 3.0 * p99 && p99 > 0.0 { 1.5 * p99 } else { max };
+    let end = if max > 3.0 * p99 && p99 > 0.0 {
+        1.5 * p99
+    } else {
+        max
+    };
     let x_ticks = ticks(end.max(0.001), 8);
     let x_max = *x_ticks.last().unwrap_or(&1.0);
     const BINS: usize = 40;
@@ -288,7 +306,14 @@ pub fn histogram_svg(latencies_us: &[u64]) -> String {
         x_max,
         y_max: *y_ticks.last().unwrap_or(&1.0),
     };
-    axes(&mut svg, &frame, &x_ticks, &y_ticks, "latency (ms)", "requests");
+    axes(
+        &mut svg,
+        &frame,
+        &x_ticks,
+        &y_ticks,
+        "latency (ms)",
+        "requests",
+    );
     let w = plot_w() / BINS as f64;
     for (i, &n) in bins.iter().enumerate() {
         if n == 0 {
@@ -316,7 +341,10 @@ pub fn histogram_svg(latencies_us: &[u64]) -> String {
         } else {
             (3.0, "start")
         };
-        let row = ["p50", "p90", "p99"].iter().position(|n| *n == name).unwrap_or(0);
+        let row = ["p50", "p90", "p99"]
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or(0);
         let _ = write!(
             svg,
             r#"<line class="marker" x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}"/><text class="legend" x="{:.1}" y="{:.1}" text-anchor="{anchor}">{name} {} ms</text>"#,
@@ -349,7 +377,10 @@ pub fn retries_svg(retried: &[u64], throttled: &[u64], span: u64) -> Option<Stri
         .max(1);
     let series = [
         ("retried samples", counts(retried, span, SLICES)),
-        ("throttled samples (429/503)", counts(throttled, span, SLICES)),
+        (
+            "throttled samples (429/503)",
+            counts(throttled, span, SLICES),
+        ),
     ];
     let mut svg = open("Retries and throttling over time");
     let x_ticks = ticks(span as f64 / 1e6, 8);
@@ -385,7 +416,11 @@ pub fn retries_svg(retried: &[u64], throttled: &[u64], span: u64) -> Option<Stri
     }
     let mut x = LEFT;
     for (k, (name, _)) in series.iter().enumerate() {
-        let total: u64 = if k == 0 { retried.len() } else { throttled.len() } as u64;
+        let total: u64 = if k == 0 {
+            retried.len()
+        } else {
+            throttled.len()
+        } as u64;
         let text = format!("{name}: {total}");
         let _ = write!(
             svg,
@@ -438,7 +473,14 @@ fn empty(svg: &mut String, note: &str) {
 }
 
 /// Grid, ticks and axis labels.
-fn axes(svg: &mut String, f: &Frame, x_ticks: &[f64], y_ticks: &[f64], x_label: &str, y_label: &str) {
+fn axes(
+    svg: &mut String,
+    f: &Frame,
+    x_ticks: &[f64],
+    y_ticks: &[f64],
+    x_label: &str,
+    y_label: &str,
+) {
     for t in y_ticks {
         let y = TOP + (1.0 - t / f.y_max) * plot_h();
         let _ = write!(
@@ -593,7 +635,10 @@ mod tests {
         let mut many: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
         many.push(1_000_000_000);
         let svg = histogram_svg(&many);
-        assert!(svg.contains("1 slower, up to 1000000 ms, not drawn"), "{svg}");
+        assert!(
+            svg.contains("1 slower, up to 1000000 ms, not drawn"),
+            "{svg}"
+        );
         assert!(svg.contains("latency (ms)"));
         assert!(svg.contains("p50 "));
     }

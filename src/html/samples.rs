@@ -72,10 +72,16 @@ pub fn write_json(out: &mut impl Write, sources: &[Source<'_>]) -> io::Result<()
                 out.write_all(b",")?;
             }
             first = false;
-            let scores: Vec<Option<f64>> =
-                s.scores.iter().map(|x| x.as_ref().map(|x| x.value)).collect();
-            let passed: Vec<Option<bool>> =
-                s.scores.iter().map(|x| x.as_ref().map(|x| x.passed)).collect();
+            let scores: Vec<Option<f64>> = s
+                .scores
+                .iter()
+                .map(|x| x.as_ref().map(|x| x.value))
+                .collect();
+            let passed: Vec<Option<bool>> = s
+                .scores
+                .iter()
+                .map(|x| x.as_ref().map(|x| x.passed))
+                .collect();
             let reasons: Vec<Option<&str>> = s
                 .scores
                 .iter()
@@ -141,7 +147,9 @@ mod tests {
     fn prompts_read_as_text() {
         assert_eq!(prompt_text(r#""hi""#), "hi");
         assert_eq!(
-            prompt_text(r#"[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]"#),
+            prompt_text(
+                r#"[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]"#
+            ),
             "system: be brief\n\nuser: hi"
         );
         assert_eq!(prompt_text(""), "");

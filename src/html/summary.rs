@@ -91,7 +91,10 @@ pub fn write(out: &mut impl Write, r: &EvaluationReport) -> io::Result<()> {
         ),
         (
             "retries",
-            format!("{} retries · {} throttled (429/503)", t.retries, t.throttled),
+            format!(
+                "{} retries · {} throttled (429/503)",
+                t.retries, t.throttled
+            ),
         ),
         (
             "tokens",

@@ -134,7 +134,9 @@ fn hostile_outputs_are_escaped() {
     // Also when the output lands in HTML: the errors table, a comparison's flips.
     let good = self::spec("a", "\"yes\"").replace("id: s4, text: c", "id: \"<b>s4</b>\", text: c");
     run(&dir, "good", &good, &[]);
-    dir.cmd(["report", "good", "evil"]).output().assert_exit_code(0);
+    dir.cmd(["report", "good", "evil"])
+        .output()
+        .assert_exit_code(0);
     let html = dir.read("good-vs-evil.html");
     assert!(!html.contains(HOSTILE));
     assert!(html.contains("&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -150,7 +152,10 @@ fn comparison_lists_the_flipped_samples_first() {
     out.assert_exit_code(0);
     let html = dir.read("a-vs-b.html");
     // s1 passed in A only, s2 in B only: both flipped, listed before the summaries.
-    let flips: Vec<usize> = html.match_indices("<tr class=\"flip\"><td>").map(|(i, _)| i).collect();
+    let flips: Vec<usize> = html
+        .match_indices("<tr class=\"flip\"><td>")
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(flips.len(), 2, "{html}");
     assert!(html[flips[0]..].starts_with("<tr class=\"flip\"><td>s1</td><td>1</td><td>0</td>"));
     assert!(html[flips[1]..].starts_with("<tr class=\"flip\"><td>s2</td><td>0</td><td>1</td>"));
@@ -171,7 +176,12 @@ fn comparison_lists_the_flipped_samples_first() {
 #[test]
 fn run_writes_the_report_when_it_ends() {
     let dir = TestDir::new();
-    run(&dir, "live", &spec("a", "no"), &["--report", "live-report.html", "-c", "adaptive"]);
+    run(
+        &dir,
+        "live",
+        &spec("a", "no"),
+        &["--report", "live-report.html", "-c", "adaptive"],
+    );
     let html = dir.read("live-report.html");
     assert!(html.contains(r#"data-count="4""#));
     // Adaptive: the limit is drawn beside the requests in flight.
@@ -186,7 +196,14 @@ fn a_report_that_cannot_be_written_keeps_the_run() {
     dir.write("kept.yaml", &spec("a", "no"));
     // A missing folder is refused before anything runs.
     let out = dir
-        .cmd(["run", "kept.yaml", "-e", "kept", "--report", "nowhere/r.html"])
+        .cmd([
+            "run",
+            "kept.yaml",
+            "-e",
+            "kept",
+            "--report",
+            "nowhere/r.html",
+        ])
         .output();
     out.assert_exit_code(2);
     out.assert_stderr_contains("the folder nowhere does not exist");

@@ -86,6 +86,12 @@ pub fn step_max(steps: &[(u64, u64)], span: u64, columns: usize) -> Vec<u64> {
     let mut current = 0u64;
     let mut i = 0;
     for (c, cell) in out.iter_mut().enumerate() {
+        // Changes at or before the slice's start only set what is in force.
+        let start = (c as u128 * span as u128).div_ceil(columns as u128) as u64;
+        while i < steps.len() && steps[i].0 <= start && slice(steps[i].0) <= c {
+            current = steps[i].1;
+            i += 1;
+        }
         let mut high = current;
         while i < steps.len() && slice(steps[i].0) <= c {
             current = steps[i].1;

@@ -227,3 +227,27 @@ fn unknown_experiment_is_a_usage_error() {
     assert!(!dir.path().join("bsae.html").exists());
     assert!(!dir.path().join("base-vs-other.html").exists());
 }
+
+#[test]
+fn retries_and_429s_are_drawn_when_there_were_any() {
+    let server = crate::server::TestServer::builder()
+        .throttle_first(2, "0")
+        .start();
+    let dir = TestDir::new();
+    let spec = crate::util::Spec::new("throttled", &server.url())
+        .samples(4)
+        .quick()
+        .to_string();
+    dir.write("t.yaml", &spec);
+    dir.cmd(["run", "t.yaml", "-e", "t", "-q", "--report", "t.html"])
+        .output()
+        .assert_exit_code(0);
+    assert_eq!(server.throttled(), 2);
+    let html = dir.read("t.html");
+    let svgs = plots(&html);
+    assert_eq!(svgs.len(), 3, "timeline, latency, retries");
+    assert!(svgs[2].contains("<rect class=\"bar e1\""), "{}", svgs[2]);
+    assert!(svgs[2].contains("throttled samples (429/503): 2"));
+    assert!(html.contains("<h3>Retries and throttling</h3>"));
+    // A run without any has no such plot: see the first test (two plots).
+}

@@ -8,6 +8,7 @@ mod server;
 mod util;
 
 mod compare;
+mod export;
 mod concurrency;
 mod datasets;
 mod errors;

@@ -42,6 +42,20 @@ fn evaluation(dir: &TestDir, experiment: &str) -> Value {
     out.json::<Value>()["evaluations"][0].clone()
 }
 
+/// One server for the model and its judge: a judge request (the default
+/// prompt) gets `verdict`, the model's request its own prompt back.
+fn judge_or_echo(verdict: &'static str) -> TestServer {
+    TestServer::builder()
+        .respond(move |r| {
+            if r.prompt.contains("You grade a response") {
+                Reply::text(verdict)
+            } else {
+                Reply::text(r.prompt.clone())
+            }
+        })
+        .start()
+}
+
 fn record(e: &Value, index: usize) -> &Value {
     &e["records"][index]
 }
@@ -220,15 +234,7 @@ fn a_failed_judge_is_asked_again_on_resume_without_resending_the_model() {
 
 #[test]
 fn without_a_model_block_the_judge_calls_the_evaluations_endpoint_without_its_params() {
-    let server = TestServer::builder()
-        .respond(|r| {
-            if r.prompt.contains("You grade a response") {
-                Reply::text(r#"{"score": 1, "reason": "ok"}"#)
-            } else {
-                Reply::text(r.prompt.clone())
-            }
-        })
-        .start();
+    let server = judge_or_echo(r#"{"score": 1, "reason": "ok"}"#);
     let dir = TestDir::new();
     let spec = Spec::new("own", &server.url())
         .samples(3)
@@ -394,15 +400,7 @@ fn a_judge_on_the_evaluations_endpoint_shares_its_rate_limit() {
     // 600 requests a minute: a burst of about 10, then one every 100 ms. Ten
     // model requests and ten judge requests through one limiter take about a
     // second; through two limiters each side would fit in its own burst.
-    let server = TestServer::builder()
-        .respond(|r| {
-            if r.prompt.contains("You grade a response") {
-                Reply::text(r#"{"score": 1}"#)
-            } else {
-                Reply::text(r.prompt.clone())
-            }
-        })
-        .start();
+    let server = judge_or_echo(r#"{"score": 1}"#);
     let dir = TestDir::new();
     let spec = Spec::new("shared", &server.url())
         .samples(10)

@@ -393,22 +393,7 @@ for line in sys.stdin:
     let mut child = dir
         .cmd(["rescore", "A", "--spec", "edited.yaml"])
         .spawn_logged(&dir, "rescore");
-    crate::util::wait_until(
-        std::time::Duration::from_secs(20),
-        "2 rescored samples",
-        || {
-            dir.try_show("A-rescored").is_some_and(|r| {
-                r.evaluations
-                    .first()
-                    .is_some_and(|e| e.samples.recorded >= 2)
-            })
-        },
-    );
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    crate::support::interrupt_once_recorded(&dir, &child, "A-rescored", 2);
     // Every sample is being scored at once (a stored reply takes no model
     // slot): a second Ctrl-C cancels those still waiting on the scorer.
     crate::util::wait_until(

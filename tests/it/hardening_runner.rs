@@ -8,19 +8,11 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::server::{Reply, TestServer};
-use crate::support::{spec, wait_bounded};
+use crate::support::{signal, spec, wait_bounded};
 use crate::util::{wait_until, TestDir, BIN};
 
 /// The runner's grace period for requests in flight after a first interrupt.
 const GRACE: Duration = Duration::from_secs(5);
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
 
 /// A server whose replies never come (sample 1) or come late (sample 0, after
 /// `late`), and a 2-row spec with a 600 s timeout and a single attempt: every

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::server::{Reply, TestServer};
-use crate::support::wait_bounded;
-use crate::util::{wait_until, Spec, TestDir};
+use crate::support::{interrupt_once_recorded, wait_bounded};
+use crate::util::{Spec, TestDir};
 
 /// `n` rows with ids `q0`, `q1`, ..., prompted as their id.
 fn spec(url: &str, n: usize, tail: &str) -> String {
@@ -175,18 +175,7 @@ fn an_interrupted_run_prints_a_resume_command_with_its_repeats() {
             "2",
         ])
         .spawn_logged(&dir, "first");
-    wait_until(Duration::from_secs(20), "2 recorded samples", || {
-        dir.try_show("x").is_some_and(|r| {
-            r.evaluations
-                .first()
-                .is_some_and(|e| e.samples.recorded >= 2)
-        })
-    });
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    interrupt_once_recorded(&dir, &child, "x", 2);
     let status = wait_bounded(&mut child, Duration::from_secs(20), "the interrupted run");
     let stderr = dir.read("first.err");
     assert_eq!(status.code(), Some(130), "stderr:\n{stderr}");

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
+use crate::support::{interrupt_once_recorded, signal};
 use crate::util::{wait_until, Spec, TestDir};
 
 /// A spec of `n` inline rows whose prompts are `sample 0`, `sample 1`, ...
@@ -146,18 +147,7 @@ fn sigint_lets_requests_in_flight_finish_and_exits_130() {
             "2",
         ])
         .spawn_logged(&dir, "first");
-    wait_until(Duration::from_secs(20), "2 recorded samples", || {
-        dir.try_show("x").is_some_and(|r| {
-            r.evaluations
-                .first()
-                .is_some_and(|e| e.samples.recorded >= 2)
-        })
-    });
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    interrupt_once_recorded(&dir, &child, "x", 2);
     let status = child.wait().unwrap();
     let stderr = dir.read("first.err");
     assert_eq!(status.code(), Some(130), "stderr:\n{stderr}");
@@ -193,14 +183,6 @@ fn sigint_lets_requests_in_flight_finish_and_exits_130() {
         .assert_exit_code(0);
     assert_eq!(server.count() - sent_before, N - sent_before);
     assert_complete(&dir, N);
-}
-
-fn signal(child: &std::process::Child, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
 }
 
 #[test]

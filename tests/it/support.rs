@@ -152,3 +152,29 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Sends signal `name` (`INT`, `TERM`) to `child`.
+pub fn signal(child: &Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Waits (20 s at most) until `experiment` holds `n` recorded samples, then
+/// sends `child` a Ctrl-C.
+pub fn interrupt_once_recorded(dir: &TestDir, child: &Child, experiment: &str, n: u64) {
+    crate::util::wait_until(
+        Duration::from_secs(20),
+        &format!("{n} recorded samples in {experiment}"),
+        || {
+            dir.try_show(experiment).is_some_and(|r| {
+                r.evaluations
+                    .first()
+                    .is_some_and(|e| e.samples.recorded >= n)
+            })
+        },
+    );
+    signal(child, "INT");
+}

@@ -86,7 +86,10 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
                 None => format!("it has: {}", names.join(", ")),
             };
             return Err(CliError::usage(
-                format!("experiment `{}` has no evaluation named `{wanted}`", args.name),
+                format!(
+                    "experiment `{}` has no evaluation named `{wanted}`",
+                    args.name
+                ),
                 Some(hint),
             ));
         }
@@ -192,7 +195,9 @@ impl Target {
                     .as_ref()
                     .ok_or_else(|| CliError::Failed(format!("{} is closed", path.display())))?
                     .try_clone()
-                    .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+                    .map_err(|e| {
+                        CliError::Failed(format!("cannot write {}: {e}", path.display()))
+                    })?;
                 Ok(Box::new(file))
             }
         }
@@ -489,7 +494,10 @@ mod tests {
         assert_eq!(cell(&serde_json::json!("a,b")), "a,b");
         assert_eq!(cell(&serde_json::json!(0.5)), "0.5");
         assert_eq!(cell(&serde_json::json!(true)), "true");
-        assert_eq!(cell(&serde_json::json!([{"role": "user"}])), r#"[{"role":"user"}]"#);
+        assert_eq!(
+            cell(&serde_json::json!([{"role": "user"}])),
+            r#"[{"role":"user"}]"#
+        );
         assert_eq!(number(1.0), "1.0");
     }
 }

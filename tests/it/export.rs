@@ -213,7 +213,11 @@ fn csv_has_a_header_a_column_per_evaluator_and_one_row_per_sample() {
     }
     // Quoting round-trips commas, quotes and line breaks; an evaluator the
     // evaluation does not have is an empty cell.
-    let outputs: Vec<&str> = rows.iter().take(4).map(|r| r[col("output")].as_str()).collect();
+    let outputs: Vec<&str> = rows
+        .iter()
+        .take(4)
+        .map(|r| r[col("output")].as_str())
+        .collect();
     assert_eq!(outputs, ["plain", "a, b", "say \"hi\"", "two\nlines"]);
     assert_eq!(rows[1][col("score.contains")], "1.0");
     assert_eq!(rows[3][col("passed.contains")], "false");
@@ -228,7 +232,8 @@ fn output_file_is_written_whole_and_nothing_else_is_left() {
     two_evaluations(&dir, &server);
     let stdout = dir.cmd(["export", "x"]).output().stdout;
     let out = dir.cmd(["export", "x", "-o", "out/x.jsonl"]).output();
-    out.assert_exit_code(2).assert_stderr_contains("out/x.jsonl");
+    out.assert_exit_code(2)
+        .assert_stderr_contains("out/x.jsonl");
     std::fs::create_dir(dir.path().join("out")).expect("mkdir");
     let out = dir.cmd(["export", "x", "-o", "out/x.jsonl"]).output();
     out.assert_exit_code(0);

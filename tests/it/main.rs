@@ -8,11 +8,11 @@ mod server;
 mod util;
 
 mod compare;
-mod export;
 mod concurrency;
 mod datasets;
 mod errors;
 mod evaluators;
+mod export;
 mod golden;
 mod grading_command;
 mod grading_graders;

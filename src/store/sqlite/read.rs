@@ -517,9 +517,8 @@ pub fn for_each_sample(
     evaluators: usize,
     each: &mut dyn FnMut(SampleRow) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
-    let mut ids = conn.prepare_cached(
-        "SELECT id FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, id",
-    )?;
+    let mut ids = conn
+        .prepare_cached("SELECT id FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, id")?;
     let mut record = conn.prepare_cached(
         "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
                 start_us, end_us, prompt_tokens, completion_tokens, repeat

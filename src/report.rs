@@ -905,6 +905,7 @@ mod tests {
             end_us: 0,
             prompt_tokens: None,
             completion_tokens: None,
+            repeat: 0,
             judge_calls: Vec::new(),
         };
         let names = ["j".to_string(), "e".to_string(), "n".to_string()];

@@ -3,6 +3,7 @@
 //! arguments into plain values and calls the library.
 
 mod compare;
+mod export;
 mod format;
 mod gate;
 mod list;
@@ -30,6 +31,7 @@ Examples:
   dotevals show baseline
   dotevals compare baseline fast
   dotevals report baseline               # baseline.html: summary, plots, every sample
+  dotevals export baseline --format csv -o baseline.csv
   dotevals rescore baseline --spec edited.yaml
   dotevals list
   dotevals validate evals/*.yaml
@@ -62,8 +64,13 @@ pub struct GlobalArgs {
     pub storage: Option<String>,
 
     /// Output for people (table) or scripts (json, on stdout; shape in README)
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    //
+    // A String rather than `Format`: `export` has a `--format` of its own
+    // (jsonl, csv) under the same id, which keeps this one off it, and clap
+    // copies a subcommand's value of a global id up here, so both must be one
+    // type. `Style::resolve` reads it.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["table", "json"], default_value = "table")]
+    pub format: String,
 
     /// No progress bar or progress lines on stderr
     #[arg(long, short, global = true)]
@@ -84,6 +91,9 @@ pub enum Command {
     Rescore(rescore::RescoreArgs),
     /// Show an experiment: accuracy, errors and timing per evaluation
     Show(show::ShowArgs),
+    /// Write every sample record of an experiment as JSON lines or CSV, streamed
+    #[command(after_help = export::AFTER_HELP)]
+    Export(export::ExportArgs),
     /// Compare two experiments sample by sample: B - A per evaluator, with error bars and p-values
     #[command(after_help = compare::AFTER_HELP)]
     Compare(compare::CompareArgs),
@@ -143,8 +153,14 @@ impl Style {
         } else {
             Mode::Lines
         };
+        // Anything but `json` here is a table, or export's own format.
+        let format = if g.format == "json" {
+            Format::Json
+        } else {
+            Format::Table
+        };
         Style {
-            format: g.format,
+            format,
             color,
             progress,
         }
@@ -244,6 +260,7 @@ pub fn main(cli: Cli) -> Exit {
         Command::Show(args) => show::show(args, storage, style),
         Command::Compare(args) => compare::compare(args, storage, style),
         Command::Report(args) => report::report(args, storage, style),
+        Command::Export(args) => export::export(args, storage),
         Command::List => list::list(storage, style),
         Command::Validate(args) => validate::validate(args, style),
         Command::Delete(args) => manage::delete(args, storage, style),

@@ -35,6 +35,7 @@ pub mod records;
 mod sqlite;
 pub mod writer;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -202,6 +203,15 @@ pub trait Store {
     /// Every sample record with its scores (`evaluators` of them) and judge
     /// calls, in dataset order.
     fn samples(&self, evaluation_id: i64, evaluators: usize) -> Result<Vec<SampleRow>, StoreError>;
+
+    /// The same records one at a time, in dataset order, without holding them
+    /// all (`export`); `each` answers [`ControlFlow::Break`] to stop early.
+    fn for_each_sample(
+        &self,
+        evaluation_id: i64,
+        evaluators: usize,
+        each: &mut dyn FnMut(SampleRow) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
 
     /// Each judging evaluator's calls, in evaluator order (none without judges).
     fn judge_totals(&self, evaluation_id: i64) -> Result<Vec<JudgeTotal>, StoreError>;

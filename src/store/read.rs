@@ -142,6 +142,8 @@ pub struct SampleRow {
     pub end_us: u64,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Which send of its dataset row this record is (0 for the first; see `repeats`).
+    pub repeat: u32,
     /// The calls judges made for this sample.
     pub judge_calls: Vec<JudgeRecord>,
 }

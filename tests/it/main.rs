@@ -12,6 +12,7 @@ mod concurrency;
 mod datasets;
 mod errors;
 mod evaluators;
+mod export;
 mod golden;
 mod grading_command;
 mod grading_graders;

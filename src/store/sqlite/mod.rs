@@ -511,6 +511,15 @@ impl Store for SqliteStore {
         read::samples(&self.conn, evaluation_id, evaluators)
     }
 
+    fn for_each_sample(
+        &self,
+        evaluation_id: i64,
+        evaluators: usize,
+        each: &mut dyn FnMut(SampleRow) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        read::for_each_sample(&self.conn, evaluation_id, evaluators, each)
+    }
+
     fn judge_totals(
         &self,
         evaluation_id: i64,

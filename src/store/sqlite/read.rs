@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use std::ops::ControlFlow;
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::read::{
@@ -168,31 +170,28 @@ fn evaluations(
     Ok(rows)
 }
 
-/// Every judge call of an evaluation, by sample id, in evaluator order.
-fn judge_calls(
-    conn: &Connection,
-    evaluation_id: i64,
-) -> Result<std::collections::HashMap<i64, Vec<JudgeRecord>>, StoreError> {
+/// The calls judges made for sample `sample_id`, in evaluator order.
+fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT sample_id, evaluator, prompt, reply, error, attempts, throttled, wait_us, latency_us,
+        "SELECT evaluator, prompt, reply, error, attempts, throttled, wait_us, latency_us,
                 prompt_tokens, completion_tokens
-         FROM judge_calls WHERE evaluation_id = ?1 ORDER BY sample_id, evaluator",
+         FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator",
     )?;
     let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
-    let mut out: std::collections::HashMap<i64, Vec<JudgeRecord>> = Default::default();
-    let mut rows = stmt.query([evaluation_id])?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([sample_id])?;
     while let Some(r) = rows.next()? {
-        out.entry(r.get(0)?).or_default().push(JudgeRecord {
-            evaluator: r.get::<_, i64>(1)?.max(0) as usize,
-            prompt: r.get(2)?,
-            reply: r.get(3)?,
-            error: r.get(4)?,
-            attempts: r.get(5)?,
-            throttled: r.get(6)?,
-            wait_us: r.get::<_, i64>(7)?.max(0) as u64,
-            latency_us: n(r.get(8)?),
-            prompt_tokens: n(r.get(9)?),
-            completion_tokens: n(r.get(10)?),
+        out.push(JudgeRecord {
+            evaluator: r.get::<_, i64>(0)?.max(0) as usize,
+            prompt: r.get(1)?,
+            reply: r.get(2)?,
+            error: r.get(3)?,
+            attempts: r.get(4)?,
+            throttled: r.get(5)?,
+            wait_us: r.get::<_, i64>(6)?.max(0) as u64,
+            latency_us: n(r.get(7)?),
+            prompt_tokens: n(r.get(8)?),
+            completion_tokens: n(r.get(9)?),
         });
     }
     Ok(out)
@@ -493,61 +492,95 @@ pub fn error_groups(conn: &Connection, evaluation_id: i64) -> Result<Vec<ErrorGr
         .collect()
 }
 
-/// Every sample record with its scores, in dataset order: one query, each
-/// sample's scores on the rows that follow it.
+/// Every sample record with its scores, in dataset order.
 pub fn samples(
     conn: &Connection,
     evaluation_id: i64,
     evaluators: usize,
 ) -> Result<Vec<SampleRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.id, sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
-                start_us, end_us, prompt_tokens, completion_tokens, sc.evaluator, sc.value,
-                sc.passed, sc.reason, s.throttled
-         FROM samples s LEFT JOIN scores sc ON sc.sample_id = s.id
-         WHERE s.evaluation_id = ?1 ORDER BY s.row_index, s.id, sc.evaluator",
+    let mut out = Vec::new();
+    for_each_sample(conn, evaluation_id, evaluators, &mut |row| {
+        out.push(row);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Hands every sample record of an evaluation, with its scores and judge
+/// calls, to `each` in dataset order, one at a time: memory stays flat however
+/// many samples there are. One query walks the ids in dataset order (SQLite
+/// sorts just the (row, id) pairs, spilling to a temporary file when large);
+/// each record, its scores and its judge calls are then read by key.
+pub fn for_each_sample(
+    conn: &Connection,
+    evaluation_id: i64,
+    evaluators: usize,
+    each: &mut dyn FnMut(SampleRow) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let mut ids = conn
+        .prepare_cached("SELECT id FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, id")?;
+    let mut record = conn.prepare_cached(
+        "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
+                start_us, end_us, prompt_tokens, completion_tokens, repeat, throttled
+         FROM samples WHERE id = ?1",
     )?;
-    let mut calls = judge_calls(conn, evaluation_id)?;
-    let mut out: Vec<SampleRow> = Vec::new();
-    let mut last_id = None;
-    let mut rows = stmt.query(params![evaluation_id])?;
+    let mut scores = conn.prepare_cached(
+        "SELECT evaluator, value, passed, reason FROM scores WHERE sample_id = ?1 ORDER BY evaluator",
+    )?;
+    let judged: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM judge_calls WHERE evaluation_id = ?1)",
+        [evaluation_id],
+        |r| r.get(0),
+    )?;
+    let mut rows = ids.query([evaluation_id])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        if last_id != Some(id) {
-            last_id = Some(id);
-            out.push(SampleRow {
-                key: r.get(1)?,
-                index: r.get::<_, i64>(2)? as u64,
-                variables: r.get(3)?,
-                prompt: r.get(4)?,
-                output: r.get(5)?,
-                scores: vec![None; evaluators],
-                error_kind: r.get(6)?,
-                error: r.get(7)?,
-                attempts: r.get(8)?,
-                throttled: r.get(18)?,
-                latency_us: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                start_us: r.get::<_, i64>(10)? as u64,
-                end_us: r.get::<_, i64>(11)? as u64,
-                prompt_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
-                completion_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
-                judge_calls: calls.remove(&id).unwrap_or_default(),
-            });
-        }
-        let (Some(i), Some(value)) = (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<f64>>(15)?)
+        let Some(mut row) = record
+            .query_row([id], |r| {
+                Ok(SampleRow {
+                    key: r.get(0)?,
+                    index: r.get::<_, i64>(1)?.max(0) as u64,
+                    variables: r.get(2)?,
+                    prompt: r.get(3)?,
+                    output: r.get(4)?,
+                    scores: vec![None; evaluators],
+                    error_kind: r.get(5)?,
+                    error: r.get(6)?,
+                    attempts: r.get(7)?,
+                    throttled: r.get(14)?,
+                    latency_us: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+                    start_us: r.get::<_, i64>(9)?.max(0) as u64,
+                    end_us: r.get::<_, i64>(10)?.max(0) as u64,
+                    prompt_tokens: r.get::<_, Option<i64>>(11)?.map(|v| v.max(0) as u64),
+                    completion_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v.max(0) as u64),
+                    repeat: r.get::<_, i64>(13)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    judge_calls: Vec::new(),
+                })
+            })
+            .optional()?
         else {
+            // Replaced by a resume since the walk began.
             continue;
         };
-        if let Some(slot) = out
-            .last_mut()
-            .and_then(|row| row.scores.get_mut(i as usize))
-        {
-            *slot = Some(ScoreRecord {
-                value,
-                passed: r.get::<_, Option<bool>>(16)?.unwrap_or(false),
-                reason: r.get(17)?,
-            });
+        let mut scored = scores.query([id])?;
+        while let Some(s) = scored.next()? {
+            let (i, Some(value)) = (s.get::<_, i64>(0)?, s.get::<_, Option<f64>>(1)?) else {
+                continue;
+            };
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| row.scores.get_mut(i)) {
+                *slot = Some(ScoreRecord {
+                    value,
+                    passed: s.get::<_, Option<bool>>(2)?.unwrap_or(false),
+                    reason: s.get(3)?,
+                });
+            }
+        }
+        if judged {
+            row.judge_calls = judge_calls_of(conn, id)?;
+        }
+        if each(row).is_break() {
+            break;
         }
     }
-    Ok(out)
+    Ok(())
 }

@@ -7,6 +7,7 @@
 mod server;
 mod util;
 
+mod browser;
 mod compare;
 mod concurrency;
 mod datasets;

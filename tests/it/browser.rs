@@ -1,0 +1,224 @@
+//! The HTML report in a real browser: headless Chromium (Debian's `chromium`
+//! package; `.ci/run` installs it) opens the file from a `file://` URL, with
+//! an empty profile and no network, and the test reads back the DOM the page
+//! built, what it wrote to the console, and a screenshot. Where Chromium is
+//! missing the test says so and skips, as the other tests of optional tools do.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::server::{Reply, TestServer};
+use crate::util::{Spec, TestDir};
+
+/// The Chromium binary, if this machine has one.
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// What one headless load of a page gave.
+struct Loaded {
+    dom: String,
+    /// Lines the page wrote to the console (its logs and uncaught errors).
+    console: Vec<String>,
+}
+
+/// Loads `url` in a fresh headless Chromium and dumps the DOM once the page
+/// has run its timers (virtual time).
+fn load(bin: &Path, dir: &TestDir, url: &str) -> Loaded {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .current_dir(dir.path());
+    let out = cmd
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium failed: {out:?}");
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    Loaded {
+        dom: String::from_utf8_lossy(&out.stdout).into_owned(),
+        console,
+    }
+}
+
+/// The number in `<span id="ID">N</span>` (or its `data-count`).
+fn number(dom: &str, id: &str) -> Option<u64> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let tag_end = at + dom[at..].find('>')?;
+    if let Some(count) = dom[at..tag_end].split("data-count=\"").nth(1) {
+        return count.split('"').next()?.parse().ok();
+    }
+    dom[tag_end + 1..].split('<').next()?.trim().parse().ok()
+}
+
+/// A 1280-pixel-wide PNG of `url` written to `path`, checked to be a PNG of
+/// some substance, and its bytes.
+fn screenshot(bin: &Path, url: &str, path: &Path) -> Vec<u8> {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--hide-scrollbars",
+        "--window-size=1280,1400",
+        "--virtual-time-budget=10000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("--screenshot={}", path.display()));
+    let out = cmd.arg(url).output().expect("run chromium");
+    assert!(out.status.success(), "{out:?}");
+    let png = std::fs::read(path).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    png
+}
+
+/// `<svg class="plot" ...>` elements holding a drawn path or bar.
+fn drawn_plots(dom: &str) -> usize {
+    dom.split("<svg")
+        .skip(1)
+        .filter(|svg| svg.starts_with(" class=\"plot") || svg.contains("class=\"plot"))
+        .filter(|svg| {
+            let body = svg.split("</svg>").next().unwrap_or("");
+            body.contains("<path") || body.contains("<rect") || body.contains("<polyline")
+        })
+        .count()
+}
+
+/// Console lines other than the page's own `dotevals:` notes: errors,
+/// uncaught exceptions, stray logs.
+fn console_errors(loaded: &Loaded) -> Vec<&String> {
+    loaded
+        .console
+        .iter()
+        .filter(|l| !l.contains("] \"dotevals:"))
+        .collect()
+}
+
+#[test]
+fn the_console_check_catches_a_failing_page() {
+    let Some(bin) = chromium() else {
+        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
+        return;
+    };
+    let dir = TestDir::new();
+    dir.write(
+        "bad.html",
+        "<!doctype html><script>console.error('boom'); missing();</script>",
+    );
+    let url = format!("file://{}/bad.html", dir.path().display());
+    let loaded = load(&bin, &dir, &url);
+    let errors = console_errors(&loaded);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[1].contains("Uncaught ReferenceError"), "{errors:?}");
+}
+
+#[test]
+fn the_report_renders_its_plots_and_filters_samples_in_chromium() {
+    let Some(bin) = chromium() else {
+        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
+        return;
+    };
+    // 12 samples: 8 pass, 3 fail, 1 refused by the server (an error).
+    let server = TestServer::builder()
+        .respond(|r| {
+            if r.prompt.contains("boom") {
+                Reply::status(400, "bad request")
+            } else {
+                Reply::text(r.prompt.clone())
+            }
+        })
+        .start();
+    let answers = [
+        "yes", "yes", "no", "yes", "yes", "boom", "no", "yes", "yes", "no", "yes", "yes",
+    ];
+    let rows: Vec<String> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{id: s{i:02}, a: {a}}}"))
+        .collect();
+    let dir = TestDir::new();
+    let spec = Spec::new("browsed", &server.url())
+        .dataset(&format!("  id: id\n  rows: [{}]\n", rows.join(", ")))
+        .quick()
+        .prompt("\"{{ a }}\"")
+        .evaluator("{type: exact_match, expected: \"yes\"}")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"]).output();
+    dir.cmd(["report", "x", "-o", "report.html"])
+        .output()
+        .assert_exit_code(0);
+    let url = format!("file://{}/report.html", dir.path().display());
+
+    let all = load(&bin, &dir, &format!("{url}#filter=all"));
+    assert!(
+        all.dom.contains("data-ready=\"1\""),
+        "the sample browser never finished"
+    );
+    assert_eq!(
+        console_errors(&all),
+        Vec::<&String>::new(),
+        "console errors"
+    );
+    assert_eq!(number(&all.dom, "sample-count"), Some(12));
+    assert_eq!(number(&all.dom, "shown-count"), Some(12));
+    assert!(all.dom.matches("<tr class=\"sample").count() >= 12);
+    assert!(
+        drawn_plots(&all.dom) >= 2,
+        "plots: {}",
+        drawn_plots(&all.dom)
+    );
+
+    // The pass/fail filter changes the rows shown.
+    for (filter, expected) in [("pass", 8), ("fail", 3), ("error", 1)] {
+        let page = load(&bin, &dir, &format!("{url}#filter={filter}"));
+        assert_eq!(
+            number(&page.dom, "shown-count"),
+            Some(expected),
+            "filter {filter}"
+        );
+        assert_eq!(
+            page.dom.matches("<tr class=\"sample").count() as u64,
+            expected,
+            "rows under filter {filter}"
+        );
+    }
+
+    // The summary and the plots need no JavaScript: they are in the file as
+    // written, not made by a script. (Headless Chromium cannot check this by
+    // itself: with `scriptEnabled=false` it dumps and captures nothing, and
+    // `--disable-javascript` leaves page scripts on.)
+    let raw = dir.read("report.html");
+    assert_eq!(number(&raw, "sample-count"), Some(12));
+    assert!(drawn_plots(&raw) >= 2);
+
+    // A screenshot, kept for the README (DOTEVALS_SCREENSHOT=docs/report.png).
+    let png = screenshot(&bin, &url, &dir.path().join("report.png"));
+    if let Some(keep) = std::env::var_os("DOTEVALS_SCREENSHOT") {
+        std::fs::write(keep, &png).expect("keep the screenshot");
+    }
+}

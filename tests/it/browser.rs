@@ -216,6 +216,42 @@ fn the_report_renders_its_plots_and_filters_samples_in_chromium() {
     assert_eq!(number(&raw, "sample-count"), Some(12));
     assert!(drawn_plots(&raw) >= 2);
 
+    // Two runs, compared: the page loads as cleanly and browses both. B's
+    // prompt turns every "no" into "yes": s02, s06 and s09 flip to pass.
+    let b_spec = spec.replace("{{ a }}", "{{ a | replace('no', 'yes') }}");
+    assert_ne!(b_spec, spec);
+    dir.write("b.yaml", &b_spec);
+    dir.cmd(["run", "b.yaml", "-e", "y", "-q"]).output();
+    dir.cmd(["report", "x", "y", "-o", "both.html"])
+        .output()
+        .assert_exit_code(0);
+    let both = load(
+        &bin,
+        &dir,
+        &format!("file://{}/both.html", dir.path().display()),
+    );
+    assert!(both.dom.contains("data-ready=\"1\""));
+    assert_eq!(
+        console_errors(&both),
+        Vec::<&String>::new(),
+        "console errors"
+    );
+    assert_eq!(number(&both.dom, "sample-count"), Some(24));
+    let flips: Vec<&str> = both
+        .dom
+        .split("<tr class=\"flip\"><td>")
+        .skip(1)
+        .filter_map(|row| row.split('<').next())
+        .collect();
+    assert_eq!(
+        flips,
+        ["s02", "s06", "s09"],
+        "the flipped samples, listed first"
+    );
+    let first_flip = both.dom.find("class=\"flip\"").unwrap_or(usize::MAX);
+    let browser = both.dom.find("id=\"samples\"").unwrap_or(0);
+    assert!(first_flip < browser, "flips come before the sample browser");
+
     // A screenshot, kept for the README (DOTEVALS_SCREENSHOT=docs/report.png).
     let png = screenshot(&bin, &url, &dir.path().join("report.png"));
     if let Some(keep) = std::env::var_os("DOTEVALS_SCREENSHOT") {

@@ -21,8 +21,7 @@ const EVALUATION_COLUMNS: &str =
     e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.spec_text,
-    e.repeats
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.repeats
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -52,14 +51,16 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         retries: count(19)?,
         throttled: count(20)?,
         wait_us: count(21)?,
-        overrides: crate::spec::recorded_overrides(&r.get::<_, String>(24)?),
+        // Read by `experiment` alone: `list` never shows them, and a spec
+        // snapshot may be megabytes.
+        overrides: Vec::new(),
         scores: Vec::new(),
         cluster: r.get(22)?,
         fail_under: r
             .get::<_, Option<String>>(23)?
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default(),
-        repeats: r.get::<_, i64>(25)?.clamp(1, i64::from(u32::MAX)) as u32,
+        repeats: r.get::<_, i64>(24)?.clamp(1, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -94,10 +95,16 @@ pub fn experiment(conn: &Connection, path: &Path, name: &str) -> Result<Experime
         )
         .optional()?;
     let (id, created_at) = head.ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
+    let mut evaluations = evaluations(conn, path, id, name)?;
+    let mut spec = conn.prepare_cached("SELECT spec_text FROM evaluations WHERE id = ?1")?;
+    for e in &mut evaluations {
+        let text: String = spec.query_row([e.id], |r| r.get(0))?;
+        e.overrides = crate::spec::recorded_overrides(&text);
+    }
     Ok(ExperimentRow {
         name: name.to_owned(),
         created_at,
-        evaluations: evaluations(conn, path, id, name)?,
+        evaluations,
     })
 }
 

@@ -1,98 +1,121 @@
-//! The `adaptive` strategy: the most throughput, at the lowest limit that
-//! reaches it (the knee of the throughput curve), found without tuning.
+//! The `adaptive` strategy, built on BBR (Cardwell et al., "BBR: Congestion-
+//! Based Congestion Control", ACM Queue 2016; IETF
+//! draft-cardwell-iccrg-bbr-congestion-control): the most throughput at the
+//! lowest limit that reaches it, found without being told the server's shape.
 //!
-//! By Little's law, throughput = requests at the server / latency. Raising the
-//! limit pays while latency rises more slowly than the limit (a server with
-//! free slots, or a batching GPU server that serves a fuller batch a little
-//! slower), and stops paying when latency rises in proportion (pure queueing,
-//! or a server that runs one request at a time). Every reply gives one sample
-//! of that curve: `n / latency`, where `n` is the number of requests at the
-//! server when it was sent (at a first-come-first-served server, what decides
-//! its latency) and latency is per output token when the server reports
-//! `usage`, so long answers are not mistaken for queueing. That ratio is the
-//! reply's *speed*; a *round* is the median speed of enough replies sent at
-//! one limit (at least the limit: about a round trip).
+//! From every reply it keeps two estimates, as BBR does:
+//! - the **bottleneck rate**: the highest delivery rate over the last
+//!   [`RATE_ROUNDS`] rounds (replies per second, or output tokens per second
+//!   when replies carry `usage`, so long answers are not mistaken for a slow
+//!   server). Each reply samples the rate at which the server delivered while
+//!   it was out ([`delivery`](super::delivery)); a round's rate is the median
+//!   of its samples, so one lucky reply does not size the window.
+//! - the **round-trip floor**: the lowest latency (per token where known) of
+//!   requests that were alone at the server for their whole life, over the
+//!   last [`FLOOR_WINDOW`]. A request that shared the server measures the
+//!   queue, not the server.
 //!
-//! - **Probe and ramp**: start at 2 in flight; the first request goes out
-//!   alone, so its latency is the unloaded reference. Then, like TCP's slow start,
-//!   every reply that found the window full adds [`RAMP_STEP`] to the limit
-//!   (the limit quadruples per round trip, with no round trip spent
-//!   measuring; never more than a step above the count really at the
-//!   server), until the median speed of the last [`RECENT`] replies is within
-//!   [`RAMP_GAIN`] of the [`RECENT`] before them, or their median latency
-//!   passes [`RAMP_EXIT`] times the reference (a queue: three replies say it).
-//! - **Search**: from twice the count at the server of the replies that
-//!   ended a flat ramp (they went out a round trip earlier), or from the
-//!   bandwidth-delay product when a queue ended it, measure rounds: double
-//!   while doubling pays at least [`GROWTH_GAIN`] of
-//!   its growth; then try below the lowest good limit what Little's law says
-//!   the best speed needs at unloaded latency (best speed x reference, the
-//!   bandwidth-delay product BBR sizes TCP windows by), and bisect between
-//!   the highest limit that fell short and the lowest that did not, for the
-//!   lowest limit whose speed is within [`TOLERANCE`] of the best measured.
-//! - **Hold and probe**: every [`PROBE_EVERY`] rounds, try a limit one
-//!   [`PROBE_STEP`] up or down (alternately) for [`PROBE_ROUNDS`] rounds. Up is kept if it
-//!   gained more than [`TOLERANCE`] over the mean of the rounds held (the
-//!   server freed up; excess is cheaper than lost throughput and the next
-//!   probe down takes it back),
-//!   down if it lost less than half its share
-//!   (the server slowed down: latency grew with in-flight at flat
-//!   throughput). A round whose latency passes [`LATENCY_ALARM`] times the
-//!   held level's starts a new base and probes down after a few rounds.
-//! - **Loss** (hosted APIs that throttle): a 429/503 or a timeout cuts the
-//!   limit once by [`LOSS_CUT`] per episode (outcomes of requests sent before
-//!   the cut belong to the same episode), holds it, and probes up again
-//!   after [`PROBE_AFTER_LOSS`] rounds, staying below the limit that drew the
-//!   loss until [`PROBE_EVERY`] rounds have passed.
+//! Their product is the bandwidth-delay product: by Little's law, the number
+//! of requests the server must hold to deliver at its best rate. The window
+//! is `rate x floor x gain`:
+//! - **Alone**: the first [`FIRST_ALONE`] requests go out one at a time, so
+//!   the floor is measured before anything is queued (and a cold first
+//!   request, often 3x slower, is outvoted by the second).
+//! - **Startup**: the gain is [`STARTUP_GAIN`] (2/ln 2, BBR's), so the window
+//!   doubles per round trip while the rate keeps up; it never runs ahead of
+//!   what the measured rate can fill. It ends after [`STARTUP_FLAT_ROUNDS`]
+//!   rounds without [`STARTUP_GROWTH`] growth of the rate (or at the first
+//!   throttling), and **drains** straight to the estimate (gain 1).
+//! - **Probing** (BBR's ProbeBW gain cycle): the window cruises for
+//!   [`CRUISE_ROUNDS`] rounds, then tries [`PROBE_UP`] times itself for a
+//!   round; it keeps the higher window only when the rate rose by at least
+//!   [`RISE`] of the window's growth (and then tries higher again), and
+//!   otherwise tries [`PROBE_DOWN`] for a round, which drains the queue the
+//!   probe made and keeps the lower window when the rate lost less than
+//!   [`FALL`] of the cut. What is kept is learned as the gain, so a batching
+//!   server, whose latency rises before its throughput stops growing, holds
+//!   a window above its bandwidth-delay product.
+//! - **ProbeRTT**: when no request has been alone for [`FLOOR_WINDOW`], the
+//!   window dips to 1 until [`PROBE_RTT_ALONE`] replies were alone, so a
+//!   stale or cold floor ages out.
+//! - **Throttling** (429, 503, 529) and timeouts cut the window once per
+//!   episode by [`LOSS_CUT`], and probes stay below the window that drew it
+//!   for [`LOSS_HOLD_ROUNDS`] rounds (BBR v2's `inflight_hi`).
 //!
-//! Only replies of requests that really waited on the server count: sent with
-//! at least [`FULL`] of their limit at the server. A run fed slowly by its
-//! dataset or held back by the client's own rate limiter never grows its
-//! limit on the strength of an idle window.
+//! Only requests sent with the window full at the server count towards the
+//! rate ([`FULL`]): a run fed slowly by its dataset, or held back by the
+//! client's own rate limiter, never grows its window on the strength of an
+//! idle one. Waits in the rate limiter or in backoff are not server latency:
+//! the limiter times each attempt at the server alone.
+
+mod filters;
 
 use std::time::Duration;
 
 use super::{Decision, Observation, Outcome, Strategy};
+use filters::{Floor, MaxFilter};
 
-/// Multiplicative cut on throttling or timeouts.
+/// Start-up's gain: 2/ln 2, the smallest that doubles delivery per round.
+pub const STARTUP_GAIN: f64 = 4.0;
+/// Rate growth per round that keeps start-up going.
+pub const STARTUP_GROWTH: f64 = 1.25;
+/// Rounds without that growth that end start-up.
+pub const STARTUP_FLAT_ROUNDS: u32 = 3;
+/// A round whose median latency passes this many floors (beyond the
+/// floor's own error) is a queue: start-up ends at once.
+pub const STARTUP_QUEUE: f64 = 2.0;
+/// Requests sent one at a time before start-up.
+pub const FIRST_ALONE: usize = 2;
+/// Rounds the bottleneck rate is remembered.
+pub const RATE_ROUNDS: u64 = 10;
+/// How long the floor is remembered before ProbeRTT measures it again (at
+/// least; see [`FLOOR_LATENCIES`]).
+pub const FLOOR_WINDOW: Duration = Duration::from_secs(10);
+/// ... and at least this many typical latencies: a dip costs about three
+/// latencies of throughput, so against a slow server the 10 s of TCP's BBR
+/// would cost a fifth of it.
+pub const FLOOR_LATENCIES: f64 = 150.0;
+/// Alone replies that end ProbeRTT.
+pub const PROBE_RTT_ALONE: usize = 1;
+/// Rounds between probes once the window has stood still for a while; a
+/// window that just moved (or was just cut) is probed again after
+/// [`FIRST_CRUISE`] rounds, and the wait doubles with each probe that
+/// changes nothing.
+pub const CRUISE_ROUNDS: u32 = 8;
+/// Rounds before the first probe after a change.
+pub const FIRST_CRUISE: u32 = 1;
+/// The probe up's gain (at least one request more).
+pub const PROBE_UP: f64 = 1.25;
+/// The probe down's gain (at least one request fewer).
+pub const PROBE_DOWN: f64 = 0.75;
+/// Share of a probe's growth the rate must show for the higher window to stay.
+pub const RISE: f64 = 0.5;
+/// Latency over the floor, at the window held, that makes a smaller window
+/// worth a try.
+pub const QUEUED: f64 = 1.5;
+/// Share of a probe's cut the rate may lose for the lower window to stay.
+pub const FALL: f64 = 0.2;
+/// The rate noise assumed before two rounds measured it: a round at window
+/// 1 of [`MIN_ROUND`] replies varying as lognormal sigma 0.3 (ordinary for
+/// LLM servers), about 0.13, and rounds at window `w` 0.3 / sqrt(w).
+const PRIOR_NOISE: f64 = 0.09;
+/// Weight of a new pair of rounds in the running noise.
+const NOISE_WEIGHT: f64 = 0.2;
+/// Standard errors a probe's rate must differ by to count as a change.
+pub const SIGNIFICANT: f64 = 2.0;
+/// Multiplicative cut on throttling or timeouts, once per episode.
 pub const LOSS_CUT: f64 = 0.7;
-/// Largest `initial` that still starts with the probe and ramp: the first
-/// request goes out alone, so its reply measures the unloaded latency.
-pub const PROBE_LIMIT: usize = 2;
-/// Most replies kept for the unloaded reference latency.
-const REFERENCE: usize = 16;
-/// Added to the limit per reply that found the window full, while ramping.
-pub const RAMP_STEP: usize = 3;
-/// Latency over the reference that ends the ramp at once.
-pub const RAMP_EXIT: f64 = 3.0;
-/// Speed gain between two groups of replies below which the ramp ends.
-pub const RAMP_GAIN: f64 = 0.15;
-/// Replies per group compared while ramping.
-pub const RECENT: usize = 8;
-/// Share of a doubling's growth that speed must show for it to pay.
-pub const GROWTH_GAIN: f64 = 0.25;
-/// How far below the best speed the settled limit may be.
-pub const TOLERANCE: f64 = 0.05;
-/// Bisection stops once the bracket is this tight.
-pub const BRACKET: f64 = 1.25;
-/// Rounds held between two probes.
-pub const PROBE_EVERY: u32 = 20;
-/// Rounds a probe is measured for before it is judged.
-pub const PROBE_ROUNDS: u32 = 2;
-/// Rounds held after a loss cut, or after the search settles, before probing up.
-pub const PROBE_AFTER_LOSS: u32 = 4;
-/// Size of a probe step (at least one request).
-pub const PROBE_STEP: f64 = 0.2;
-/// Latency over the held level's that triggers a probe down at once.
-pub const LATENCY_ALARM: f64 = 1.5;
-/// Share of its limit at the server for a reply to count.
+/// Rounds after a loss during which probes stay below the window that drew it.
+pub const LOSS_HOLD_ROUNDS: u32 = 20;
+/// Share of its window at the server for a request to sample the rate.
 pub const FULL: f64 = 0.8;
-/// A round is this many times the limit in replies (about as many round
-/// trips): one round trip's worth leaves ~7% of noise at sigma 0.3, more than
-/// the tolerance it is judged by. Doubling rounds are one round trip.
-const ROUND_FACTOR: usize = 2;
-/// Fewest replies in a round.
-const MIN_ROUND: usize = 8;
+/// Fewest replies in a round: one reply is too noisy a sample.
+pub const MIN_ROUND: usize = 8;
+/// A round ends after this many times its size and window in replies, even
+/// if some of its own never come back.
+const STRAGGLERS: usize = 3;
+/// Bounds on the learned gain.
+const GAIN_RANGE: (f64, f64) = (0.25, 16.0);
 
 /// `concurrency: {strategy: adaptive, initial, min, max}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,83 +128,197 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         AdaptiveConfig {
-            initial: 2,
+            initial: 1,
             min: 1,
             max: 256,
         }
     }
 }
 
-/// One measured limit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Level {
-    limit: usize,
-    /// Mean requests at the server / mean latency over the round (Little's law).
-    speed: f64,
-    /// Median latency (per token where known), seconds.
-    latency: f64,
+/// What a delivery is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Units {
+    /// Not decided until the first reply.
+    Unknown,
+    Replies,
+    /// Output tokens: the server reports `usage`.
+    Tokens,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
-    Ramp,
-    /// Measuring levels; `up` while doublings still pay.
-    Search {
-        up: bool,
-    },
-    Hold {
-        /// The first level measured here (its latency is the alarm's reference).
-        level: Option<Level>,
-        /// Sum and count of the speeds measured here: probes are judged
-        /// against their mean, steadier than any one round.
-        speeds: (f64, u32),
-        rounds: u32,
-        next_up: bool,
-    },
-    /// [`PROBE_ROUNDS`] rounds at a probe limit, judged on their mean speed
-    /// against `base` (the level held); `speeds` sums those measured so far.
-    Probe {
-        base: Level,
-        up: bool,
-        speeds: (f64, u32),
+    /// One request at a time until [`FIRST_ALONE`] replies measured the floor.
+    Alone,
+    /// `full`: the rate that last grew by [`STARTUP_GROWTH`]; `flat`: rounds since.
+    Startup { full: f64, flat: u32 },
+    /// Holding the window; `rounds` measured so far.
+    Cruise { rounds: u32 },
+    /// A round at a window above `from`.
+    Up { from: usize },
+    /// A round at a window below `from`.
+    Down { from: usize },
+    /// Window 1 until [`PROBE_RTT_ALONE`] alone replies since `since`; then
+    /// back to `resume` (or, with none held yet, to the estimate).
+    ProbeRtt {
+        since: Duration,
+        resume: Option<usize>,
     },
 }
 
-impl Phase {
-    /// Holding `level`, with the next probe (up or not) after `PROBE_EVERY - rounds` rounds.
-    fn hold(level: Option<Level>, rounds: u32, next_up: bool) -> Phase {
-        Phase::Hold {
-            level,
-            speeds: (0.0, 0),
-            rounds,
-            next_up,
-        }
-    }
-}
-
-/// Why the ramp ended.
-enum RampEnd {
-    /// Speed stopped growing; the median count at the server of the last replies.
-    Flat(f64),
-    /// Latency passed [`RAMP_EXIT`] times the reference; the bandwidth-delay product.
-    Slow(f64),
-    /// The limit reached `max`.
-    Max,
-}
-
-/// The replies of one cohort: the next requests sent at the current limit.
-/// All of them, not the first to come back: those are the fast ones, and a
-/// round of them would make a limit look faster than it is.
+/// The replies of one round: a cohort of the next requests dispatched, all
+/// of them back, not the first to return (those are the fast ones, and a
+/// round of them would make a window look faster than it is).
+#[derive(Debug, Clone)]
 struct Round {
     /// The cohort is the requests dispatched after `start_seq`, up to `end_seq`.
     start_seq: u64,
     end_seq: u64,
-    /// (latency, at_server) of each reply of a request sent with the window full.
-    samples: Vec<(f64, usize)>,
-    /// Replies of the cohort passed over: the window was not full when they went.
+    /// The window when it began.
+    window: usize,
+    /// Rate samples of requests sent with the window full.
+    rates: Vec<f64>,
+    /// Their latencies (per token where known).
+    latencies: Vec<f64>,
+    /// Replies of the cohort sent with the window not full.
     idle: usize,
-    /// Replies of later requests: enough of them and a straggler is given up on.
+    /// Replies of later requests: after [`STRAGGLERS`] cohorts' worth, the
+    /// round ends without those that never came back.
     later: usize,
+}
+
+impl Round {
+    /// The round of the `size` requests dispatched after the next `skip`
+    /// ones (`latest_seq` is the last dispatched so far).
+    fn new(latest_seq: u64, skip: usize, size: usize, window: usize) -> Round {
+        let size = size.max(MIN_ROUND);
+        let start_seq = latest_seq + skip as u64;
+        Round {
+            start_seq,
+            end_seq: start_seq + size as u64,
+            window,
+            rates: Vec::with_capacity(size),
+            latencies: Vec::with_capacity(size),
+            idle: 0,
+            later: 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        (self.end_seq - self.start_seq) as usize
+    }
+
+    /// Counts one reply: its rate, if it belongs to the cohort and the
+    /// window was full.
+    fn add(&mut self, seq: u64, rate: Option<f64>, latency: f64, full: bool) {
+        if seq <= self.start_seq {
+            return;
+        }
+        if seq > self.end_seq {
+            self.later += 1;
+            return;
+        }
+        match (rate, full) {
+            (Some(r), true) if latency.is_finite() => {
+                self.rates.push(r);
+                self.latencies.push(latency);
+            }
+            _ => self.idle += 1,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.rates.len() + self.idle >= self.size() || self.later >= STRAGGLERS * self.size()
+    }
+
+    /// The round's rate and latency: the medians of its samples, or `None`
+    /// when most of it was sent with the window not full (app-limited).
+    fn measure(&mut self) -> Option<Measured> {
+        if self.rates.is_empty() || self.rates.len() < self.idle {
+            return None;
+        }
+        // Rates vary by a factor, not a term: compare them as logarithms.
+        let mut logs: Vec<f64> = self
+            .rates
+            .iter()
+            .map(|r| r.max(f64::MIN_POSITIVE).ln())
+            .collect();
+        let log_rate = median(&mut logs);
+        Some(Measured {
+            log_rate,
+            window: self.window.max(1),
+            latency: median(&mut self.latencies),
+        })
+    }
+}
+
+/// What a round measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Measured {
+    /// The median of its rate samples' logarithms.
+    log_rate: f64,
+    /// The window it was measured at.
+    window: usize,
+    /// The median latency (per token where known).
+    latency: f64,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.log_rate.exp()
+    }
+}
+
+/// How much a round's log rate varies from round to round at a window of
+/// `window`, for a run whose noise is `noise` (see [`Adaptive::noise`]):
+/// a round counts about a window's worth of independent replies.
+fn round_variance(noise: f64, window: usize) -> f64 {
+    noise / window.max(1) as f64
+}
+
+/// The rounds measured at the window held, which probes are judged against.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Held {
+    /// Sums of the rounds' log rates and median latencies.
+    sum: f64,
+    latency: f64,
+    rounds: u32,
+    window: usize,
+    /// The last round's log rate.
+    last: Option<f64>,
+}
+
+impl Held {
+    fn add(&mut self, m: &Measured) {
+        self.sum += m.log_rate;
+        self.latency += m.latency;
+        self.rounds += 1;
+        self.window = m.window;
+        self.last = Some(m.log_rate);
+    }
+
+    fn of(m: &Measured) -> Held {
+        let mut held = Held::default();
+        held.add(m);
+        held
+    }
+
+    /// The mean of the rounds' median latencies.
+    fn latency(&self) -> Option<f64> {
+        (self.rounds > 0).then(|| self.latency / f64::from(self.rounds))
+    }
+
+    /// How `m` compares: its rate over the mean held, and how many standard
+    /// errors apart the two are, given the run's `noise`. `None` before
+    /// anything was held.
+    fn compare(&self, m: &Measured, noise: f64) -> Option<(f64, f64)> {
+        if self.rounds == 0 {
+            return None;
+        }
+        let k = f64::from(self.rounds);
+        let diff = m.log_rate - self.sum / k;
+        let variance = round_variance(noise, self.window) / k + round_variance(noise, m.window);
+        Some((diff.exp(), diff / variance.sqrt().max(f64::MIN_POSITIVE)))
+    }
 }
 
 /// The controller's state.
@@ -189,17 +326,39 @@ pub struct Adaptive {
     config: AdaptiveConfig,
     limit: usize,
     phase: Phase,
+    units: Units,
+    /// Bottleneck rate: the highest round rate over [`RATE_ROUNDS`].
+    rate: MaxFilter,
+    /// Start-up's bottleneck rate: the highest median of its last replies.
+    startup_max: f64,
+    /// The (latency, rate) of start-up's last replies sent with the window full.
+    recent: Vec<(f64, f64)>,
+    floor: Floor,
+    /// Learned gain: the window is `rate x floor x gain` outside start-up.
+    gain: f64,
+    rounds: u64,
     round: Round,
-    /// Latencies of replies that had the server to themselves.
-    reference: Vec<f64>,
-    /// The last replies while ramping: (latency, at_server).
-    recent: Vec<(f64, usize)>,
-    /// Limits measured since the search began.
-    levels: Vec<Level>,
+    /// The rounds measured at the window held: a probe is judged against
+    /// their mean, steadier than any one round.
+    held: Held,
     /// Throttles of requests dispatched up to here belong to the last cut.
     episode_end_seq: u64,
-    /// The limit that drew the last loss, and rounds measured since.
+    /// The window that drew the last loss, and rounds measured since.
     loss: Option<(usize, u32)>,
+    /// The last request dispatched, as of the last outcome seen.
+    latest_seq: u64,
+    /// Probes up kept in a row: each one in a streak adds twice the last
+    /// step (BBR v2's ProbeBW_UP), so a server with much more room is
+    /// reached in a few rounds.
+    streak: u32,
+    /// Rounds to cruise before the next probe.
+    cruise: u32,
+    /// A running mean of reply latencies, seconds.
+    typical: f64,
+    /// The run's rate noise: the variance of a round's log rate times its
+    /// window, learnt from consecutive rounds at one window (a round's
+    /// rate varies less the more replies it counts).
+    noise: f64,
 }
 
 impl Adaptive {
@@ -207,24 +366,29 @@ impl Adaptive {
         let mut a = Adaptive {
             config,
             limit: 1,
-            phase: Phase::Ramp,
-            round: Round {
-                start_seq: 0,
-                end_seq: 0,
-                samples: Vec::with_capacity(64),
-                idle: 0,
-                later: 0,
-            },
-            reference: Vec::with_capacity(REFERENCE),
-            recent: Vec::with_capacity(2 * RECENT),
-            levels: Vec::new(),
+            phase: Phase::Alone,
+            units: Units::Unknown,
+            rate: MaxFilter::new(RATE_ROUNDS),
+            startup_max: 0.0,
+            recent: Vec::with_capacity(MIN_ROUND),
+            floor: Floor::new(FLOOR_WINDOW),
+            gain: 1.0,
+            rounds: 0,
+            round: Round::new(0, 0, MIN_ROUND, 1),
+            held: Held::default(),
             episode_end_seq: 0,
             loss: None,
+            latest_seq: 0,
+            streak: 0,
+            cruise: FIRST_CRUISE,
+            typical: 0.0,
+            noise: PRIOR_NOISE,
         };
-        a.set(config.initial, 0);
-        if a.limit > PROBE_LIMIT {
-            // Told where to start: measure from there instead of probing.
-            a.phase = Phase::Search { up: true };
+        a.limit = a.clamp(config.initial);
+        if a.limit > 1 {
+            // Told where to start: start-up from there; the floor is measured
+            // by ProbeRTT once start-up ends.
+            a.phase = Phase::Startup { full: 0.0, flat: 0 };
         }
         a
     }
@@ -233,304 +397,100 @@ impl Adaptive {
         limit.clamp(self.config.min.max(1), self.config.max.max(1))
     }
 
-    /// Moves to `limit` and starts a fresh round with requests sent from now on.
-    fn set(&mut self, limit: usize, latest_seq: u64) {
-        self.limit = self.clamp(limit);
-        let r = &mut self.round;
-        r.samples.clear();
-        r.idle = 0;
-        r.later = 0;
-        r.start_seq = latest_seq;
-        // Doubling asks a coarse question (did speed grow a quarter of the
-        // limit's growth?): one round trip answers it, and above the knee a
-        // longer round only keeps latency high for longer.
-        let factor = match self.phase {
-            Phase::Search { up: true } => 1,
-            _ => ROUND_FACTOR,
-        };
-        r.end_seq = latest_seq + (factor * self.limit).max(MIN_ROUND) as u64;
+    /// How long a floor stands before ProbeRTT measures it again.
+    fn floor_window(&self) -> Duration {
+        FLOOR_WINDOW.max(Duration::from_secs_f64(FLOOR_LATENCIES * self.typical))
     }
 
-    /// The round's measurement once every reply of its cohort is in: Little's
-    /// law on means (a median would read a queue, whose waits add up toward
-    /// the mean, as slower than the free slots below it by the gap between
-    /// median and mean), each latency capped at 4 times the round's median so
-    /// one stuck reply cannot decide it.
-    fn measure(&mut self) -> Option<Level> {
-        let size = (self.round.end_seq - self.round.start_seq) as usize;
-        let samples = &self.round.samples;
-        if samples.len() + self.round.idle < size && self.round.later < size {
-            return None;
-        }
-        if samples.is_empty() {
-            return None;
-        }
-        let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
-        let latency = median(&mut latencies);
-        let cap = 4.0 * latency;
-        let n = samples.len() as f64;
-        let mean_latency = samples.iter().map(|s| s.0.min(cap)).sum::<f64>() / n;
-        let mean_at_server = samples.iter().map(|s| s.1 as f64).sum::<f64>() / n;
-        (mean_latency > 0.0).then(|| Level {
-            limit: self.limit,
-            speed: mean_at_server / mean_latency,
-            latency,
+    /// Rate x floor: the requests the server must hold to deliver at its best.
+    fn bdp(&self) -> Option<f64> {
+        Some(self.rate.get()? * self.floor.get()?)
+    }
+
+    /// The window `rate x floor x gain`, or the current one while either
+    /// estimate is missing.
+    fn target(&self, gain: f64) -> usize {
+        self.bdp().map_or(self.limit, |bdp| {
+            self.clamp((bdp * gain).round().max(1.0) as usize)
         })
     }
 
-    /// While ramping: grows on a full window; says when and why to stop.
-    fn ramp(&mut self, latency: f64, o: &Observation) -> Option<RampEnd> {
-        if o.seq > self.round.start_seq {
-            if self.recent.len() == 2 * RECENT {
-                self.recent.remove(0);
-            }
-            self.recent.push((latency, o.at_server));
+    /// Holds `window` from now on, learning the gain that makes it the target.
+    fn hold(&mut self, window: usize) {
+        self.limit = self.clamp(window);
+        if let Some(bdp) = self.bdp().filter(|b| *b > 0.0) {
+            self.gain = (self.limit as f64 / bdp).clamp(GAIN_RANGE.0, GAIN_RANGE.1);
         }
-        let speeds = |r: &[(f64, usize)]| {
-            let mut v: Vec<f64> = r.iter().map(|(l, n)| *n as f64 / l.max(1e-9)).collect();
-            median(&mut v)
+        self.held = Held::default();
+    }
+
+    /// Moves to `phase`; its first round is the requests sent from now on.
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        let size = match phase {
+            // Start-up asks a coarse question each round trip.
+            Phase::Startup { .. } => MIN_ROUND,
+            _ => self.limit,
         };
-        // Latency far over the unloaded reference is plain: a few replies say it.
-        let last = &self.recent[self.recent.len().saturating_sub(RECENT)..];
-        if last.len() >= 3 {
-            let mut latencies: Vec<f64> = last.iter().map(|r| r.0).collect();
-            if let Some(reference) = self.reference() {
-                if median(&mut latencies) > RAMP_EXIT * reference {
-                    return Some(RampEnd::Slow(speeds(last) * reference));
-                }
-            }
-        }
-        if self.recent.len() == 2 * RECENT {
-            let (earlier, last) = self.recent.split_at(RECENT);
-            if speeds(last) < (1.0 + RAMP_GAIN) * speeds(earlier) {
-                let mut at: Vec<f64> = last.iter().map(|r| r.1 as f64).collect();
-                return Some(RampEnd::Flat(median(&mut at)));
-            }
-        }
-        if o.at_server as f64 >= FULL * o.limit_at_start as f64 {
-            // Never more than a step above what is really at the server: a
-            // burst let through by a rate limiter does not open the window.
-            let cap = o.at_server_now + 1 + RAMP_STEP;
-            self.limit = self.clamp((self.limit + RAMP_STEP).min(cap).max(self.limit));
-        }
-        (self.limit >= self.config.max).then_some(RampEnd::Max)
-    }
-
-    /// The latency of replies that had the server alone (at first, one reply).
-    fn reference(&self) -> Option<f64> {
-        (!self.reference.is_empty()).then(|| median(&mut self.reference.clone()))
-    }
-
-    /// The unloaded latency for Little's law: the median of a measured round
-    /// that ran within 1.5 times the reference. Never the reference itself:
-    /// it may be one reply, and one slow reply would size the limit.
-    fn unloaded(&self) -> Option<f64> {
-        let reference = self.reference()?;
-        let measured = self
-            .levels
-            .iter()
-            .map(|l| l.latency)
-            .filter(|l| *l <= 1.5 * reference)
-            .fold(f64::INFINITY, f64::min);
-        measured.is_finite().then_some(measured)
-    }
-
-    /// The next limit after a measured round.
-    fn next(&mut self, level: Level) -> usize {
-        match self.phase {
-            // The ramp measures reply by reply, not in rounds (see `ramp`).
-            Phase::Ramp => self.limit,
-            Phase::Search { .. } => {
-                self.levels.push(level);
-                self.search()
-            }
-            Phase::Hold {
-                level: held,
-                speeds: (sum, n),
-                rounds,
-                next_up,
-            } => {
-                // The level first measured here stays the reference, so a
-                // slow creep of latency still trips the alarm.
-                let held = held.unwrap_or(level);
-                if level.latency > LATENCY_ALARM * held.latency {
-                    // The server slowed down. This round straddles the change:
-                    // measure a few steady ones as the new base, then probe down.
-                    self.phase = Phase::hold(Some(level), PROBE_EVERY - PROBE_AFTER_LOSS, false);
-                    return self.limit;
-                }
-                let speeds = (sum + level.speed, n + 1);
-                let (rounds, next_up) = if rounds + 1 >= PROBE_EVERY {
-                    let probe = self.probe_limit(next_up);
-                    if probe != self.limit {
-                        let base = Level {
-                            speed: speeds.0 / f64::from(speeds.1),
-                            ..level
-                        };
-                        self.phase = Phase::Probe {
-                            base,
-                            up: next_up,
-                            speeds: (0.0, 0),
-                        };
-                        return probe;
-                    }
-                    // At min or max: the other way next time.
-                    (0, !next_up)
-                } else {
-                    (rounds + 1, next_up)
-                };
-                self.phase = Phase::Hold {
-                    level: Some(held),
-                    speeds,
-                    rounds,
-                    next_up,
-                };
-                self.limit
-            }
-            Phase::Probe {
-                base,
-                up,
-                speeds: (sum, n),
-            } => {
-                let (sum, n) = (sum + level.speed, n + 1);
-                if n < PROBE_ROUNDS {
-                    self.phase = Phase::Probe {
-                        base,
-                        up,
-                        speeds: (sum, n),
-                    };
-                    return self.limit;
-                }
-                let level = Level {
-                    speed: sum / f64::from(n),
-                    ..level
-                };
-                let keep = if up {
-                    // Worth keeping when it gains more than the tolerance the
-                    // search settles within.
-                    level.speed >= base.speed * (1.0 + TOLERANCE)
-                } else {
-                    // Down is kept when it lost less than half its share.
-                    let share = 1.0 - level.limit as f64 / base.limit as f64;
-                    level.speed >= base.speed * (1.0 - 0.5 * share)
-                };
-                if keep {
-                    // Keep going the same way while it keeps paying.
-                    let probe = self.probe_limit(up);
-                    if probe != self.limit {
-                        self.phase = Phase::Probe {
-                            base: level,
-                            up,
-                            speeds: (0.0, 0),
-                        };
-                        return probe;
-                    }
-                    // It moved: check the other way soon, so a move that only
-                    // noise paid for is taken back within seconds.
-                    self.hold(level, !up);
-                    self.probe_soon();
-                    self.limit
-                } else {
-                    self.hold(base, !up);
-                    base.limit
-                }
-            }
-        }
-    }
-
-    fn hold(&mut self, level: Level, next_up: bool) {
-        self.levels.clear();
-        self.phase = Phase::hold(Some(level), 0, next_up);
-    }
-
-    /// Makes the next probe come after [`PROBE_AFTER_LOSS`] rounds.
-    fn probe_soon(&mut self) {
-        if let Phase::Hold { rounds, .. } = &mut self.phase {
-            *rounds = PROBE_EVERY - PROBE_AFTER_LOSS;
-        }
-    }
-
-    /// Holds what the search found, probing up early: one noisy round can
-    /// pass a limit below the knee as good, and the next probe would
-    /// otherwise be [`PROBE_EVERY`] rounds away. Returns the limit to hold.
-    fn settle(&mut self, level: Level) -> usize {
-        self.levels.clear();
-        self.phase = Phase::hold(Some(level), PROBE_EVERY - PROBE_AFTER_LOSS, true);
-        level.limit
-    }
-
-    fn probe_limit(&self, up: bool) -> usize {
-        let step = ((self.limit as f64 * PROBE_STEP).round() as usize).max(1);
-        if up {
-            let up = self.clamp(self.limit.saturating_add(step));
-            match self.loss {
-                // Soon after a loss, stay below the limit that drew it.
-                Some((at, rounds)) if rounds < PROBE_EVERY => up.min(at - 1).max(self.limit),
-                _ => up,
-            }
+        // After a change the server delivers at the old window's pace for a
+        // round trip (a backlog to drain, or room not yet filled): the next
+        // window's worth of requests says nothing of the new one.
+        let skip = if self.limit != self.round.window {
+            self.limit
         } else {
-            self.clamp(self.limit.saturating_sub(step))
-        }
-    }
-
-    /// Doubles while it pays, then bisects for the lowest good limit; holds
-    /// it once the bracket is tight.
-    fn search(&mut self) -> usize {
-        self.levels.sort_by_key(|l| l.limit);
-        if let Phase::Search { up: true } = self.phase {
-            let top = self.levels[self.levels.len() - 1];
-            let paid = self.levels.len() < 2
-                || pays(&self.levels[self.levels.len() - 2], &top, GROWTH_GAIN);
-            if paid && top.limit < self.config.max {
-                return top.limit.saturating_mul(2);
-            }
-            self.phase = Phase::Search { up: false };
-        }
-        let best = self.levels.iter().map(|l| l.speed).fold(0.0, f64::max);
-        let good_enough = |l: &Level| l.speed >= (1.0 - TOLERANCE) * best;
-        let Some(good) = self.levels.iter().copied().find(good_enough) else {
-            return self.limit;
+            0
         };
-        let bad = self
-            .levels
-            .iter()
-            .filter(|l| l.limit < good.limit)
-            .map(|l| l.limit)
-            .max();
-        match bad {
-            // Nothing measured below: try what Little's law says the best
-            // speed needs at unloaded latency (the bandwidth-delay product),
-            // but no lower than 0.7 of the good limit: a batching server's
-            // latency rises before its knee, so its product falls short.
-            None if good.limit > self.clamp(1) => {
-                let bdp = self.unloaded().map_or(0, |r| (best * r).round() as usize);
-                if bdp >= good.limit {
-                    // Little's law says the lowest good limit is the knee.
-                    return self.settle(good);
-                }
-                bdp.max(good.limit * 7 / 10)
-            }
-            Some(bad) if good.limit > bad + 1 && good.limit as f64 > BRACKET * bad as f64 => {
-                let mid = ((bad * good.limit) as f64).sqrt().round() as usize;
-                mid.clamp(bad + 1, good.limit - 1)
-            }
-            _ => self.settle(good),
-        }
+        self.round = Round::new(self.latest_seq, skip, size, self.limit);
     }
 
-    fn on_loss(&mut self, o: &Observation) -> Option<usize> {
-        if o.seq <= self.episode_end_seq {
-            return None;
+    /// Dips to one request in flight until the floor is measured again,
+    /// then returns to `resume`.
+    fn probe_rtt(&mut self, now: Duration, resume: Option<usize>) {
+        self.limit = self.clamp(1);
+        self.enter(Phase::ProbeRtt { since: now, resume });
+    }
+
+    /// Start-up is over: drain straight to the estimate.
+    fn drain(&mut self, now: Duration) {
+        if self.floor.get().is_none() {
+            // Started above 1: nothing was alone yet.
+            self.probe_rtt(now, None);
+            return;
         }
-        self.episode_end_seq = o.latest_seq;
-        self.levels.clear();
-        // Probe up again soon: a cut can overshoot, and the quota or the
-        // server's queue may free up within seconds.
-        self.phase = Phase::hold(None, PROBE_EVERY - PROBE_AFTER_LOSS, true);
-        self.loss = Some((self.limit, 0));
-        let cut = ((self.limit as f64) * LOSS_CUT).round() as usize;
-        self.set(cut.min(self.limit - 1), o.latest_seq);
-        self.changed(o)
+        self.gain = 1.0;
+        let target = self.target(1.0);
+        self.hold(target);
+        // The estimate is a start: probe from it soon.
+        self.cruise = FIRST_CRUISE;
+        self.enter(Phase::Cruise { rounds: 0 });
+    }
+
+    /// The latency and rate of a reply, in the run's units.
+    fn measure(
+        &mut self,
+        latency: Duration,
+        tokens: Option<u64>,
+        o: &Observation,
+    ) -> (f64, Option<f64>) {
+        if self.units == Units::Unknown {
+            self.units = if tokens.unwrap_or(0) > 0 {
+                Units::Tokens
+            } else {
+                Units::Replies
+            };
+        }
+        let latency = latency.as_secs_f64();
+        match self.units {
+            Units::Tokens => match tokens.filter(|t| *t > 0) {
+                Some(t) => (
+                    latency / t as f64,
+                    o.sample.filter(|s| s.tokens > 0).map(|s| s.token_rate()),
+                ),
+                // A reply without usage among replies with it: no sample.
+                None => (f64::NAN, None),
+            },
+            _ => (latency, o.sample.map(|s| s.reply_rate())),
+        }
     }
 
     fn on_success(
@@ -539,77 +499,305 @@ impl Adaptive {
         tokens: Option<u64>,
         o: &Observation,
     ) -> Option<usize> {
-        let per = latency.as_secs_f64() / tokens.filter(|t| *t > 0).map_or(1.0, |t| t as f64);
-        if o.at_server == 1 && self.reference.len() < REFERENCE {
-            self.reference.push(per);
-        }
-        if self.phase == Phase::Ramp {
-            let start = match self.ramp(per, o) {
-                None => return self.changed(o),
-                // The replies that ended the ramp were sent a round trip ago,
-                // at about a quarter of today's limit: measure from twice
-                // their count, so the server stays as full as when speed
-                // stopped growing.
-                Some(RampEnd::Flat(at_server)) => (2.0 * at_server).round() as usize,
-                // Queueing: what Little's law says the speed seen needs at
-                // unloaded latency.
-                Some(RampEnd::Slow(bdp)) => bdp.round() as usize,
-                Some(RampEnd::Max) => self.limit,
-            };
-            let start = start.clamp(1, self.limit);
-            self.phase = Phase::Search { up: true };
-            self.set(start, o.latest_seq);
+        let (per, rate) = self.measure(latency, tokens, o);
+        self.typical += 0.1 * (latency.as_secs_f64() - self.typical);
+        if o.sample.is_none() {
             return self.changed(o);
+        };
+        if o.alone && per.is_finite() {
+            self.floor.update(o.now, per);
         }
-        if o.seq <= self.round.start_seq {
-            return None;
+        // The window was full at the server when it was sent, or is as it
+        // returns (a window that just grew fills within a few sends).
+        let at_server = o.at_server.max(o.at_server_now + 1);
+        let full = at_server as f64 >= FULL * o.limit_at_start as f64;
+        match self.phase {
+            Phase::Alone => {
+                if let Some(r) = rate {
+                    self.remember(per, r);
+                }
+                if self.floor.len() >= FIRST_ALONE {
+                    self.enter(Phase::Startup { full: 0.0, flat: 0 });
+                    self.grow();
+                }
+                return self.changed(o);
+            }
+            Phase::ProbeRtt { since, resume } => {
+                if self.floor.since(since) >= PROBE_RTT_ALONE {
+                    // A fresh floor; back to the window held. (Sizing it
+                    // from the new floor would move it by the floor's noise:
+                    // probing, not a few alone replies, decides the window.)
+                    match resume {
+                        // The rounds held there still stand.
+                        Some(window) => self.limit = window,
+                        None => self.hold(self.target(1.0)),
+                    }
+                    if resume.is_some() && self.queued() {
+                        // The fresh floor says the window held queues.
+                        self.probe_down(self.limit);
+                    } else {
+                        self.enter(Phase::Cruise { rounds: 0 });
+                    }
+                }
+                // Rates at window 1 say nothing about the bottleneck.
+                return self.changed(o);
+            }
+            Phase::Startup { .. } => {
+                if let (Some(r), true) = (rate, full) {
+                    self.remember(per, r);
+                    if self.queue_in(&self.recent) {
+                        // The last replies queued: no need to wait for the
+                        // round, and their rates are the server's best.
+                        let mut rates: Vec<f64> = self.recent.iter().map(|r| r.1).collect();
+                        self.rate.update(self.rounds, median(&mut rates));
+                        self.drain(o.now);
+                        return self.changed(o);
+                    }
+                    self.grow();
+                }
+            }
+            Phase::Cruise { .. } if self.limit > 1 && self.floor.stale(o.now, self.floor_window()) => {
+                self.probe_rtt(o.now, Some(self.limit));
+                return self.changed(o);
+            }
+            _ => {}
         }
-        if o.seq > self.round.end_seq {
-            self.round.later += 1;
-        } else if (o.at_server as f64) < FULL * o.limit_at_start as f64 {
-            self.round.idle += 1;
-        } else {
-            self.round.samples.push((per, o.at_server));
+        self.round.add(o.seq, rate, per, full);
+        if self.round.done() {
+            let measured = self.round.measure();
+            self.on_round(measured, o.now);
         }
-        let size = (self.round.end_seq - self.round.start_seq) as usize;
-        if self.round.idle > size / 2 {
-            // App-limited: nothing learnt; measure again at the same limit.
-            self.set(self.limit, o.latest_seq);
-            return None;
-        }
-        let level = self.measure()?;
-        if let Some((_, rounds)) = &mut self.loss {
-            *rounds += 1;
-        }
-        let next = self.next(level);
-        let next = self.within_demand(next, o);
-        self.set(next, o.latest_seq);
         self.changed(o)
     }
 
-    /// Caps a raise at one step over the count really at the server unless
-    /// the window is full there now: a round filled by a rate limiter's
-    /// burst must not double a limit the steady trickle never fills.
-    fn within_demand(&self, next: usize, o: &Observation) -> usize {
-        let at_server = o.at_server_now + 1;
-        if next > self.limit && (at_server as f64) < FULL * self.limit as f64 {
-            next.min((at_server + RAMP_STEP).max(self.limit))
-        } else {
-            next
+    /// Keeps a start-up reply's latency and rate among the last
+    /// [`MIN_ROUND`]; their median rate is start-up's estimate of the
+    /// bottleneck (BBR takes the highest single sample; ours vary by a
+    /// factor from reply to reply, and the highest of them runs ahead).
+    fn remember(&mut self, latency: f64, rate: f64) {
+        if self.recent.len() == MIN_ROUND {
+            self.recent.remove(0);
         }
+        self.recent.push((latency, rate));
+        let mut rates: Vec<f64> = self.recent.iter().map(|r| r.1).collect();
+        self.startup_max = self.startup_max.max(median(&mut rates));
+    }
+
+    /// Whether the latencies of `replies` (at least [`MIN_ROUND`]) say requests
+    /// queue: their median passes [`STARTUP_QUEUE`] floors, beyond the
+    /// floor's own error. That ends start-up at once, as HyStart reads
+    /// delay: the window is past what the server serves, whatever the rate
+    /// says (it lags a round behind).
+    fn queue_in(&self, replies: &[(f64, f64)]) -> bool {
+        let Some(floor) = self.floor.get() else {
+            return false;
+        };
+        if replies.len() < MIN_ROUND {
+            return false;
+        }
+        let mut l: Vec<f64> = replies.iter().map(|r| r.0).collect();
+        median(&mut l) > STARTUP_QUEUE * floor * self.floor.uncertainty().exp()
+    }
+
+    /// Start-up's window: [`STARTUP_GAIN`] x the bandwidth-delay product of
+    /// the best sample so far; never smaller than it was.
+    fn grow(&mut self) {
+        if let Some(floor) = self.floor.get() {
+            let target = (STARTUP_GAIN * self.startup_max * floor).round() as usize;
+            self.limit = self.clamp(target.max(self.limit));
+        }
+    }
+
+    /// A round ended with its (rate, latency); `None` when app-limited.
+    fn on_round(&mut self, measured: Option<Measured>, now: Duration) {
+        if std::env::var("ADAPTIVE_DEBUG").is_ok() { eprintln!("{:.3} round {} {:?} limit {} measured {:?} rate {:?} floor {:?} gain {:.2}", now.as_secs_f64(), self.rounds, self.phase, self.limit, measured, self.rate.get(), self.floor.get(), self.gain); }
+        self.rounds += 1;
+        if let Some((_, rounds)) = &mut self.loss {
+            *rounds += 1;
+        }
+        let Some(m) = measured else {
+            // Nothing learnt at this window: measure it again.
+            self.rate.expire(self.rounds);
+            let phase = self.phase;
+            self.enter(phase);
+            return;
+        };
+        let rate = m.rate();
+        self.rate.update(self.rounds, rate);
+        match self.phase {
+            Phase::Startup { full, flat } => {
+                let best = self.rate.get().unwrap_or(rate);
+                if best >= full * STARTUP_GROWTH {
+                    if self.floor.get().is_none() {
+                        // No floor to size it by: double per growing round.
+                        self.limit = self.clamp(self.limit.saturating_mul(2));
+                    }
+                    self.enter(Phase::Startup {
+                        full: best,
+                        flat: 0,
+                    });
+                    return;
+                }
+                if flat + 1 >= STARTUP_FLAT_ROUNDS {
+                    self.drain(now);
+                } else {
+                    self.enter(Phase::Startup {
+                        full,
+                        flat: flat + 1,
+                    });
+                }
+            }
+            Phase::Cruise { rounds } => {
+                if let (Some(last), true) = (self.held.last, self.held.window == m.window) {
+                    // Two rounds at one window differ by noise alone.
+                    let d = m.log_rate - last;
+                    let sample = (m.window as f64 * d * d / 2.0).min(9.0 * self.noise);
+                    self.noise += NOISE_WEIGHT * (sample - self.noise);
+                }
+                self.held.add(&m);
+                if rounds + 1 >= self.cruise {
+                    self.probe_up();
+                } else {
+                    self.enter(Phase::Cruise { rounds: rounds + 1 });
+                }
+            }
+            Phase::Up { from } => {
+                let growth = self.limit as f64 / from as f64 - 1.0;
+                // Kept when the rate rose by a share of the growth, beyond noise.
+                let rose = self
+                    .held
+                    .compare(&m, self.noise)
+                    .is_some_and(|(ratio, z)| ratio >= 1.0 + RISE * growth && z >= SIGNIFICANT);
+                if rose {
+                    // The rate rose: keep the higher window, and try higher.
+                    self.hold(self.limit);
+                    self.held = Held::of(&m);
+                    self.streak += 1;
+                    self.cruise = FIRST_CRUISE;
+                    self.probe_up();
+                } else if self.streak > 0 {
+                    // A doubled step went too far: try the first step again.
+                    self.streak = 0;
+                    self.limit = from;
+                    self.probe_up();
+                } else if self.queued() {
+                    self.probe_down(from);
+                } else {
+                    // No queue to drain and none to test for.
+                    self.limit = from;
+                    self.settled();
+                }
+            }
+            Phase::Down { from } => {
+                let cut = 1.0 - self.limit as f64 / from as f64;
+                // Kept when the rate lost less than a share of the cut.
+                let kept = self
+                    .held
+                    .compare(&m, self.noise)
+                    .is_none_or(|(ratio, _)| ratio >= 1.0 - FALL * cut);
+                if kept {
+                    // As fast with fewer: keep the lower window.
+                    self.hold(self.limit);
+                    self.held = Held::of(&m);
+                    self.cruise = FIRST_CRUISE;
+                    self.enter(Phase::Cruise { rounds: 0 });
+                } else {
+                    self.limit = from;
+                    self.settled();
+                }
+            }
+            Phase::Alone | Phase::ProbeRtt { .. } => {
+                let phase = self.phase;
+                self.enter(phase);
+            }
+        }
+    }
+
+    /// A probe changed nothing: cruise twice as long before the next.
+    fn settled(&mut self) {
+        self.cruise = (self.cruise * 2).min(CRUISE_ROUNDS);
+        self.enter(Phase::Cruise { rounds: 0 });
+    }
+
+    /// Tries [`PROBE_UP`] times the window for a round (never the window
+    /// that drew a recent loss).
+    fn probe_up(&mut self) {
+        let from = self.limit;
+        let step = (PROBE_UP - 1.0) * f64::from(1u32 << self.streak.min(4));
+        let mut up = ((from as f64 * (1.0 + step)).round() as usize).max(from + 1);
+        // By Little's law the bottleneck rate needs `rate x latency` in
+        // flight at today's latency: when the window held delivers well
+        // below it, try that at once (up to twice the window).
+        if let (Some(rate), Some(latency)) = (self.rate.get(), self.held.latency()) {
+            let little = (rate * latency).round() as usize;
+            up = up.max(little.min(2 * from));
+        }
+        if let Some((at, rounds)) = self.loss {
+            if rounds < LOSS_HOLD_ROUNDS {
+                up = up.min(at.saturating_sub(1));
+            }
+        }
+        let up = self.clamp(up);
+        if up <= from {
+            self.probe_down(from);
+            return;
+        }
+        self.limit = up;
+        self.enter(Phase::Up { from });
+    }
+
+    /// Whether the window held ran above the floor by [`QUEUED`], beyond
+    /// what the floor's own error allows: requests wait at the server, or
+    /// it batches; only then is a smaller window worth a try.
+    fn queued(&self) -> bool {
+        match (self.held.latency(), self.floor.get()) {
+            (Some(latency), Some(floor)) => {
+                let margin = (SIGNIFICANT * self.floor.uncertainty()).exp();
+                latency > QUEUED * floor * margin
+            }
+            _ => true,
+        }
+    }
+
+    /// Tries [`PROBE_DOWN`] times `from` for a round, draining what a probe
+    /// up queued.
+    fn probe_down(&mut self, from: usize) {
+        let down = ((from as f64 * PROBE_DOWN).round() as usize).min(from.saturating_sub(1));
+        let down = self.clamp(down);
+        if down >= from {
+            self.limit = from;
+            self.settled();
+            return;
+        }
+        self.limit = down;
+        self.enter(Phase::Down { from });
+    }
+
+    fn on_loss(&mut self, o: &Observation) -> Option<usize> {
+        if o.seq <= self.episode_end_seq {
+            return None;
+        }
+        self.episode_end_seq = o.latest_seq;
+        self.loss = Some((self.limit, 0));
+        self.streak = 0;
+        self.cruise = FIRST_CRUISE;
+        let cut = ((self.limit as f64) * LOSS_CUT).round() as usize;
+        self.hold(cut.min(self.limit.saturating_sub(1)));
+        // Throttling ends start-up, as loss ends BBR's; requests sent after
+        // the cut start the next round.
+        if self.floor.get().is_none() {
+            // Nothing sizes the window yet: measure the floor first.
+            self.probe_rtt(o.now, None);
+        } else {
+            self.enter(Phase::Cruise { rounds: 0 });
+        }
+        self.changed(o)
     }
 
     /// The limit, if it differs from the limiter's.
     fn changed(&self, o: &Observation) -> Option<usize> {
         (self.limit != o.limit).then_some(self.limit)
     }
-}
-
-/// Whether going from `from` to `to` raised speed by at least `gain` of the
-/// limit's relative growth.
-fn pays(from: &Level, to: &Level, gain: f64) -> bool {
-    let growth = to.limit as f64 / from.limit as f64 - 1.0;
-    to.speed >= from.speed * (1.0 + gain * growth)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -623,6 +811,7 @@ impl Strategy for Adaptive {
     }
 
     fn observe(&mut self, o: &Observation) -> Decision {
+        self.latest_seq = o.latest_seq;
         match &o.outcome {
             Outcome::Success {
                 latency,

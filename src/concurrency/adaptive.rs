@@ -3,44 +3,62 @@
 //! draft-cardwell-iccrg-bbr-congestion-control): the most throughput at the
 //! lowest limit that reaches it, found without being told the server's shape.
 //!
-//! From every reply it keeps two estimates, as BBR does:
+//! From every reply it keeps BBR's two estimates:
 //! - the **bottleneck rate**: the highest delivery rate over the last
-//!   [`RATE_ROUNDS`] rounds (replies per second, or output tokens per second
-//!   when replies carry `usage`, so long answers are not mistaken for a slow
-//!   server). Each reply samples the rate at which the server delivered while
-//!   it was out ([`delivery`](super::delivery)); a round's rate is the median
-//!   of its samples, so one lucky reply does not size the window.
-//! - the **round-trip floor**: the lowest latency (per token where known) of
-//!   requests that were alone at the server for their whole life, over the
-//!   last [`FLOOR_WINDOW`]. A request that shared the server measures the
-//!   queue, not the server.
+//!   [`RATE_ROUNDS`] rounds, in replies per second, or output tokens per
+//!   second when replies carry `usage` (a long answer is then not mistaken
+//!   for a slow server). Each reply samples the rate at which the server
+//!   delivered while it was out ([`delivery`](super::delivery)); a round's
+//!   rate is the median of its samples.
+//! - the **round-trip floor**: the latency (per token where known) of
+//!   requests that were alone at the server for their whole life, kept
+//!   over a window of time ([`filters::Floor`]). A request that shared the
+//!   server measures the queue, not the server.
 //!
-//! Their product is the bandwidth-delay product: by Little's law, the number
-//! of requests the server must hold to deliver at its best rate. The window
+//! Their product, the bandwidth-delay product, is by Little's law the number
+//! of requests the server must hold to deliver at its best rate; the window
 //! is `rate x floor x gain`:
-//! - **Alone**: the first [`FIRST_ALONE`] requests go out one at a time, so
-//!   the floor is measured before anything is queued (and a cold first
-//!   request, often 3x slower, is outvoted by the second).
-//! - **Startup**: the gain is [`STARTUP_GAIN`] (2/ln 2, BBR's), so the window
-//!   doubles per round trip while the rate keeps up; it never runs ahead of
-//!   what the measured rate can fill. It ends after [`STARTUP_FLAT_ROUNDS`]
-//!   rounds without [`STARTUP_GROWTH`] growth of the rate (or at the first
-//!   throttling), and **drains** straight to the estimate (gain 1).
-//! - **Probing** (BBR's ProbeBW gain cycle): the window cruises for
-//!   [`CRUISE_ROUNDS`] rounds, then tries [`PROBE_UP`] times itself for a
-//!   round; it keeps the higher window only when the rate rose by at least
-//!   [`RISE`] of the window's growth (and then tries higher again), and
-//!   otherwise tries [`PROBE_DOWN`] for a round, which drains the queue the
-//!   probe made and keeps the lower window when the rate lost less than
-//!   [`FALL`] of the cut. What is kept is learned as the gain, so a batching
-//!   server, whose latency rises before its throughput stops growing, holds
-//!   a window above its bandwidth-delay product.
-//! - **ProbeRTT**: when no request has been alone for [`FLOOR_WINDOW`], the
-//!   window dips to 1 until [`PROBE_RTT_ALONE`] replies were alone, so a
-//!   stale or cold floor ages out.
-//! - **Throttling** (429, 503, 529) and timeouts cut the window once per
-//!   episode by [`LOSS_CUT`], and probes stay below the window that drew it
-//!   for [`LOSS_HOLD_ROUNDS`] rounds (BBR v2's `inflight_hi`).
+//! - **Alone**: the first [`FIRST_ALONE`] requests go out one at a time and
+//!   measure the floor (a cold first request, often 3x slower, is set aside
+//!   by the second).
+//! - **Start-up**: the window grows to [`STARTUP_GAIN`] (2/ln 2, BBR's) x
+//!   the product, so it doubles per round trip while the rate keeps up and
+//!   never runs ahead of what the measured rate can fill ([`STARTUP_FAST_GAIN`]
+//!   once the product passes [`SMALL_BDP`]). It ends after
+//!   [`STARTUP_FLAT_ROUNDS`] rounds without [`STARTUP_GROWTH`] growth of
+//!   the rate, at once when the latest replies queue (their latency passes
+//!   [`STARTUP_QUEUE`] floors, as HyStart reads delay), or at the first
+//!   throttling; then it **drains** straight to the product (gain 1).
+//! - **Probing** (BBR's ProbeBW): after a few rounds at the window held, it
+//!   tries [`PROBE_UP`] x the window (or, when the held window delivers
+//!   well below the bottleneck rate, what Little's law says that rate needs
+//!   at today's latency) and keeps it only when the rate rose by [`RISE`] of
+//!   the window's growth, beyond the run's noise ([`SIGNIFICANT`] standard
+//!   errors), then tries higher at once with twice the step (BBR v2's
+//!   ProbeBW_UP). When it did not pay and the held window runs [`QUEUED`]
+//!   floors slow (a queue, or a batch), it tries [`PROBE_DOWN`] x, kept when
+//!   the rate lost less than [`FALL`] of the cut. What is kept is the gain:
+//!   a batching server, whose latency rises before its throughput stops
+//!   growing, holds a window above its product. Probes that change nothing
+//!   come half as often each time, down to every [`CRUISE_ROUNDS`] rounds.
+//! - **ProbeRTT**: when no request has been alone for a while (10 s, or
+//!   [`FLOOR_LATENCIES`] typical latencies against a slow server), the
+//!   window dips to 1 for [`PROBE_RTT_ALONE`] alone reply, so a stale or
+//!   cold floor ages out; a small window ([`CHEAP_DIP`]) dips at once while
+//!   its floor rests on fewer than three replies. A fresh floor that shows
+//!   the window held queues sends it down.
+//! - **Throttling** (429, 503, 529) and timeouts cut the window by
+//!   [`LOSS_CUT`] once per episode, and probes stay below the window that
+//!   drew it for [`LOSS_HOLD_ROUNDS`] rounds (BBR v2's `inflight_hi`).
+//!
+//! Where it departs from BBR, and why: no pacing (a window is the one
+//! control an evaluation runner has, so the gain sits on the window); the
+//! floor is a median, not a minimum (LLM latencies vary by a factor from
+//! request to request, so the lowest of many is far below a typical one);
+//! round rates are medians, and a probe must beat the noise (single replies
+//! are too noisy for a max filter of samples); the window is kept by
+//! measured rate, not re-derived from the estimates each round (a floor of
+//! a few replies would move it by its own noise).
 //!
 //! Only requests sent with the window full at the server count towards the
 //! rate ([`FULL`]): a run fed slowly by its dataset, or held back by the
@@ -49,38 +67,53 @@
 //! the limiter times each attempt at the server alone.
 
 mod filters;
+mod round;
 
 use std::time::Duration;
 
 use super::{Decision, Observation, Outcome, Strategy};
 use filters::{Floor, MaxFilter};
+use round::{median, Held, Measured, Round};
 
+/// Requests sent one at a time before start-up.
+pub const FIRST_ALONE: usize = 2;
 /// Start-up's gain: 2/ln 2, the smallest that doubles delivery per round.
-pub const STARTUP_GAIN: f64 = 4.0;
+pub const STARTUP_GAIN: f64 = 2.885;
+/// Start-up's gain once the bandwidth-delay product passes [`SMALL_BDP`]:
+/// start-up's estimates lag a round trip behind, and a server with many
+/// slots would otherwise take a second longer to fill.
+pub const STARTUP_FAST_GAIN: f64 = 4.0;
+/// Below this product start-up grows by [`STARTUP_GAIN`] only (a
+/// one-at-a-time server's product is about 1, and a noisy floor can make it
+/// look like 2.5: it must not hold more than 8).
+pub const SMALL_BDP: f64 = 4.0;
+/// Start-up's estimate of the rate is the median of its newest samples that
+/// together count this many replies (a sample at window `w` counts about `w`).
+pub const STARTUP_RATES: usize = 8;
 /// Rate growth per round that keeps start-up going.
 pub const STARTUP_GROWTH: f64 = 1.25;
 /// Rounds without that growth that end start-up.
 pub const STARTUP_FLAT_ROUNDS: u32 = 3;
-/// A round whose median latency passes this many floors (beyond the
-/// floor's own error) is a queue: start-up ends at once.
+/// Start-up's last [`MIN_ROUND`] replies queue when their median latency
+/// passes this many floors (beyond the floor's own error).
 pub const STARTUP_QUEUE: f64 = 2.0;
-/// Requests sent one at a time before start-up.
-pub const FIRST_ALONE: usize = 2;
 /// Rounds the bottleneck rate is remembered.
 pub const RATE_ROUNDS: u64 = 10;
-/// How long the floor is remembered before ProbeRTT measures it again (at
-/// least; see [`FLOOR_LATENCIES`]).
+/// How long a floor stands before ProbeRTT measures it again (at least;
+/// see [`FLOOR_LATENCIES`]).
 pub const FLOOR_WINDOW: Duration = Duration::from_secs(10);
 /// ... and at least this many typical latencies: a dip costs about three
 /// latencies of throughput, so against a slow server the 10 s of TCP's BBR
 /// would cost a fifth of it.
 pub const FLOOR_LATENCIES: f64 = 150.0;
+/// A window this small dips to 1 at once to confirm a floor of fewer than
+/// three alone replies (a noisy one sized it).
+pub const CHEAP_DIP: usize = 4;
 /// Alone replies that end ProbeRTT.
 pub const PROBE_RTT_ALONE: usize = 1;
-/// Rounds between probes once the window has stood still for a while; a
-/// window that just moved (or was just cut) is probed again after
-/// [`FIRST_CRUISE`] rounds, and the wait doubles with each probe that
-/// changes nothing.
+/// Most rounds between probes: a window that just moved is probed again
+/// after [`FIRST_CRUISE`] rounds, and the wait doubles with each probe
+/// that changes nothing.
 pub const CRUISE_ROUNDS: u32 = 8;
 /// Rounds before the first probe after a change.
 pub const FIRST_CRUISE: u32 = 1;
@@ -89,20 +122,14 @@ pub const PROBE_UP: f64 = 1.25;
 /// The probe down's gain (at least one request fewer).
 pub const PROBE_DOWN: f64 = 0.75;
 /// Share of a probe's growth the rate must show for the higher window to stay.
-pub const RISE: f64 = 0.5;
+pub const RISE: f64 = 0.25;
+/// Standard errors a probe's rise must pass to count.
+pub const SIGNIFICANT: f64 = 2.0;
 /// Latency over the floor, at the window held, that makes a smaller window
 /// worth a try.
 pub const QUEUED: f64 = 1.5;
 /// Share of a probe's cut the rate may lose for the lower window to stay.
 pub const FALL: f64 = 0.2;
-/// The rate noise assumed before two rounds measured it: a round at window
-/// 1 of [`MIN_ROUND`] replies varying as lognormal sigma 0.3 (ordinary for
-/// LLM servers), about 0.13, and rounds at window `w` 0.3 / sqrt(w).
-const PRIOR_NOISE: f64 = 0.09;
-/// Weight of a new pair of rounds in the running noise.
-const NOISE_WEIGHT: f64 = 0.2;
-/// Standard errors a probe's rate must differ by to count as a change.
-pub const SIGNIFICANT: f64 = 2.0;
 /// Multiplicative cut on throttling or timeouts, once per episode.
 pub const LOSS_CUT: f64 = 0.7;
 /// Rounds after a loss during which probes stay below the window that drew it.
@@ -111,11 +138,14 @@ pub const LOSS_HOLD_ROUNDS: u32 = 20;
 pub const FULL: f64 = 0.8;
 /// Fewest replies in a round: one reply is too noisy a sample.
 pub const MIN_ROUND: usize = 8;
-/// A round ends after this many times its size and window in replies, even
-/// if some of its own never come back.
+/// A round ends after this many times its size in later replies, even if
+/// some of its own never come back.
 const STRAGGLERS: usize = 3;
-/// Bounds on the learned gain.
-const GAIN_RANGE: (f64, f64) = (0.25, 16.0);
+/// The run's rate noise (see [`Adaptive::noise`]) before two rounds at one
+/// window measured it: lognormal sigma 0.3, ordinary for LLM servers.
+const PRIOR_NOISE: f64 = 0.09;
+/// Weight of a new pair of rounds in the running noise.
+const NOISE_WEIGHT: f64 = 0.2;
 
 /// `concurrency: {strategy: adaptive, initial, min, max}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,167 +188,12 @@ enum Phase {
     /// A round at a window below `from`.
     Down { from: usize },
     /// Window 1 until [`PROBE_RTT_ALONE`] alone replies since `since`; then
-    /// back to `resume` (or, with none held yet, to the estimate).
+    /// back to `resume`, or to the product when the window was sized from
+    /// a single alone reply.
     ProbeRtt {
         since: Duration,
         resume: Option<usize>,
     },
-}
-
-/// The replies of one round: a cohort of the next requests dispatched, all
-/// of them back, not the first to return (those are the fast ones, and a
-/// round of them would make a window look faster than it is).
-#[derive(Debug, Clone)]
-struct Round {
-    /// The cohort is the requests dispatched after `start_seq`, up to `end_seq`.
-    start_seq: u64,
-    end_seq: u64,
-    /// The window when it began.
-    window: usize,
-    /// Rate samples of requests sent with the window full.
-    rates: Vec<f64>,
-    /// Their latencies (per token where known).
-    latencies: Vec<f64>,
-    /// Replies of the cohort sent with the window not full.
-    idle: usize,
-    /// Replies of later requests: after [`STRAGGLERS`] cohorts' worth, the
-    /// round ends without those that never came back.
-    later: usize,
-}
-
-impl Round {
-    /// The round of the `size` requests dispatched after the next `skip`
-    /// ones (`latest_seq` is the last dispatched so far).
-    fn new(latest_seq: u64, skip: usize, size: usize, window: usize) -> Round {
-        let size = size.max(MIN_ROUND);
-        let start_seq = latest_seq + skip as u64;
-        Round {
-            start_seq,
-            end_seq: start_seq + size as u64,
-            window,
-            rates: Vec::with_capacity(size),
-            latencies: Vec::with_capacity(size),
-            idle: 0,
-            later: 0,
-        }
-    }
-
-    fn size(&self) -> usize {
-        (self.end_seq - self.start_seq) as usize
-    }
-
-    /// Counts one reply: its rate, if it belongs to the cohort and the
-    /// window was full.
-    fn add(&mut self, seq: u64, rate: Option<f64>, latency: f64, full: bool) {
-        if seq <= self.start_seq {
-            return;
-        }
-        if seq > self.end_seq {
-            self.later += 1;
-            return;
-        }
-        match (rate, full) {
-            (Some(r), true) if latency.is_finite() => {
-                self.rates.push(r);
-                self.latencies.push(latency);
-            }
-            _ => self.idle += 1,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.rates.len() + self.idle >= self.size() || self.later >= STRAGGLERS * self.size()
-    }
-
-    /// The round's rate and latency: the medians of its samples, or `None`
-    /// when most of it was sent with the window not full (app-limited).
-    fn measure(&mut self) -> Option<Measured> {
-        if self.rates.is_empty() || self.rates.len() < self.idle {
-            return None;
-        }
-        // Rates vary by a factor, not a term: compare them as logarithms.
-        let mut logs: Vec<f64> = self
-            .rates
-            .iter()
-            .map(|r| r.max(f64::MIN_POSITIVE).ln())
-            .collect();
-        let log_rate = median(&mut logs);
-        Some(Measured {
-            log_rate,
-            window: self.window.max(1),
-            latency: median(&mut self.latencies),
-        })
-    }
-}
-
-/// What a round measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Measured {
-    /// The median of its rate samples' logarithms.
-    log_rate: f64,
-    /// The window it was measured at.
-    window: usize,
-    /// The median latency (per token where known).
-    latency: f64,
-}
-
-impl Measured {
-    fn rate(&self) -> f64 {
-        self.log_rate.exp()
-    }
-}
-
-/// How much a round's log rate varies from round to round at a window of
-/// `window`, for a run whose noise is `noise` (see [`Adaptive::noise`]):
-/// a round counts about a window's worth of independent replies.
-fn round_variance(noise: f64, window: usize) -> f64 {
-    noise / window.max(1) as f64
-}
-
-/// The rounds measured at the window held, which probes are judged against.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Held {
-    /// Sums of the rounds' log rates and median latencies.
-    sum: f64,
-    latency: f64,
-    rounds: u32,
-    window: usize,
-    /// The last round's log rate.
-    last: Option<f64>,
-}
-
-impl Held {
-    fn add(&mut self, m: &Measured) {
-        self.sum += m.log_rate;
-        self.latency += m.latency;
-        self.rounds += 1;
-        self.window = m.window;
-        self.last = Some(m.log_rate);
-    }
-
-    fn of(m: &Measured) -> Held {
-        let mut held = Held::default();
-        held.add(m);
-        held
-    }
-
-    /// The mean of the rounds' median latencies.
-    fn latency(&self) -> Option<f64> {
-        (self.rounds > 0).then(|| self.latency / f64::from(self.rounds))
-    }
-
-    /// How `m` compares: its rate over the mean held, and how many standard
-    /// errors apart the two are, given the run's `noise`. `None` before
-    /// anything was held.
-    fn compare(&self, m: &Measured, noise: f64) -> Option<(f64, f64)> {
-        if self.rounds == 0 {
-            return None;
-        }
-        let k = f64::from(self.rounds);
-        let diff = m.log_rate - self.sum / k;
-        let variance = round_variance(noise, self.window) / k + round_variance(noise, m.window);
-        Some((diff.exp(), diff / variance.sqrt().max(f64::MIN_POSITIVE)))
-    }
 }
 
 /// The controller's state.
@@ -327,38 +202,34 @@ pub struct Adaptive {
     limit: usize,
     phase: Phase,
     units: Units,
-    /// Bottleneck rate: the highest round rate over [`RATE_ROUNDS`].
+    /// The bottleneck rate: the highest round rate over [`RATE_ROUNDS`].
     rate: MaxFilter,
-    /// Start-up's bottleneck rate: the highest median of its last replies.
-    startup_max: f64,
-    /// The (latency, rate) of start-up's last replies sent with the window full.
-    recent: Vec<(f64, f64)>,
     floor: Floor,
-    /// Learned gain: the window is `rate x floor x gain` outside start-up.
-    gain: f64,
+    /// Start-up's estimate of the rate: the highest median of its newest replies.
+    startup_rate: f64,
+    /// The (latency, rate) of start-up's last [`MIN_ROUND`] replies sent
+    /// with the window full.
+    recent: Vec<(f64, f64)>,
     rounds: u64,
     round: Round,
-    /// The rounds measured at the window held: a probe is judged against
-    /// their mean, steadier than any one round.
+    /// The rounds measured at the window held.
     held: Held,
+    /// The run's rate noise: the variance of a round's log rate times its
+    /// window (a round's rate varies less the more replies it counts),
+    /// learnt from consecutive rounds at one window.
+    noise: f64,
+    /// Probes up kept in a row: each adds twice the last one's step.
+    streak: u32,
+    /// Rounds to cruise before the next probe.
+    cruise: u32,
+    /// A running mean of reply latencies, seconds.
+    typical: f64,
     /// Throttles of requests dispatched up to here belong to the last cut.
     episode_end_seq: u64,
     /// The window that drew the last loss, and rounds measured since.
     loss: Option<(usize, u32)>,
     /// The last request dispatched, as of the last outcome seen.
     latest_seq: u64,
-    /// Probes up kept in a row: each one in a streak adds twice the last
-    /// step (BBR v2's ProbeBW_UP), so a server with much more room is
-    /// reached in a few rounds.
-    streak: u32,
-    /// Rounds to cruise before the next probe.
-    cruise: u32,
-    /// A running mean of reply latencies, seconds.
-    typical: f64,
-    /// The run's rate noise: the variance of a round's log rate times its
-    /// window, learnt from consecutive rounds at one window (a round's
-    /// rate varies less the more replies it counts).
-    noise: f64,
 }
 
 impl Adaptive {
@@ -369,20 +240,19 @@ impl Adaptive {
             phase: Phase::Alone,
             units: Units::Unknown,
             rate: MaxFilter::new(RATE_ROUNDS),
-            startup_max: 0.0,
-            recent: Vec::with_capacity(MIN_ROUND),
             floor: Floor::new(FLOOR_WINDOW),
-            gain: 1.0,
+            startup_rate: 0.0,
+            recent: Vec::with_capacity(MIN_ROUND),
             rounds: 0,
             round: Round::new(0, 0, MIN_ROUND, 1),
             held: Held::default(),
-            episode_end_seq: 0,
-            loss: None,
-            latest_seq: 0,
+            noise: PRIOR_NOISE,
             streak: 0,
             cruise: FIRST_CRUISE,
             typical: 0.0,
-            noise: PRIOR_NOISE,
+            episode_end_seq: 0,
+            loss: None,
+            latest_seq: 0,
         };
         a.limit = a.clamp(config.initial);
         if a.limit > 1 {
@@ -397,34 +267,26 @@ impl Adaptive {
         limit.clamp(self.config.min.max(1), self.config.max.max(1))
     }
 
-    /// How long a floor stands before ProbeRTT measures it again.
-    fn floor_window(&self) -> Duration {
-        FLOOR_WINDOW.max(Duration::from_secs_f64(FLOOR_LATENCIES * self.typical))
-    }
-
     /// Rate x floor: the requests the server must hold to deliver at its best.
     fn bdp(&self) -> Option<f64> {
         Some(self.rate.get()? * self.floor.get()?)
     }
 
-    /// The window `rate x floor x gain`, or the current one while either
-    /// estimate is missing.
-    fn target(&self, gain: f64) -> usize {
+    /// The window of the bandwidth-delay product, or the current one while
+    /// either estimate is missing.
+    fn product(&self) -> usize {
         self.bdp().map_or(self.limit, |bdp| {
-            self.clamp((bdp * gain).round().max(1.0) as usize)
+            self.clamp(bdp.round().max(1.0) as usize)
         })
     }
 
-    /// Holds `window` from now on, learning the gain that makes it the target.
+    /// Holds `window` from now on: the rounds held start again.
     fn hold(&mut self, window: usize) {
         self.limit = self.clamp(window);
-        if let Some(bdp) = self.bdp().filter(|b| *b > 0.0) {
-            self.gain = (self.limit as f64 / bdp).clamp(GAIN_RANGE.0, GAIN_RANGE.1);
-        }
         self.held = Held::default();
     }
 
-    /// Moves to `phase`; its first round is the requests sent from now on.
+    /// Moves to `phase`; its first round is the next requests dispatched.
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
         let size = match phase {
@@ -443,35 +305,35 @@ impl Adaptive {
         self.round = Round::new(self.latest_seq, skip, size, self.limit);
     }
 
-    /// Dips to one request in flight until the floor is measured again,
-    /// then returns to `resume`.
+    /// Whether ProbeRTT should measure the floor now: it is older than
+    /// [`Adaptive::floor_window`], or rests on fewer than three alone
+    /// replies while a dip costs little.
+    fn floor_due(&self, now: Duration) -> bool {
+        let window = FLOOR_WINDOW.max(Duration::from_secs_f64(FLOOR_LATENCIES * self.typical));
+        self.floor.stale(now, window) || (self.floor.len() < 3 && self.limit <= CHEAP_DIP)
+    }
+
+    /// Dips to one request in flight until the floor is measured again.
     fn probe_rtt(&mut self, now: Duration, resume: Option<usize>) {
         self.limit = self.clamp(1);
         self.enter(Phase::ProbeRtt { since: now, resume });
     }
 
-    /// Start-up is over: drain straight to the estimate.
+    /// Start-up is over: drain straight to the product, and probe from it soon.
     fn drain(&mut self, now: Duration) {
         if self.floor.get().is_none() {
             // Started above 1: nothing was alone yet.
             self.probe_rtt(now, None);
             return;
         }
-        self.gain = 1.0;
-        let target = self.target(1.0);
-        self.hold(target);
-        // The estimate is a start: probe from it soon.
+        let product = self.product();
+        self.hold(product);
         self.cruise = FIRST_CRUISE;
         self.enter(Phase::Cruise { rounds: 0 });
     }
 
-    /// The latency and rate of a reply, in the run's units.
-    fn measure(
-        &mut self,
-        latency: Duration,
-        tokens: Option<u64>,
-        o: &Observation,
-    ) -> (f64, Option<f64>) {
+    /// A reply's latency and rate sample, in the run's units.
+    fn measure(&mut self, latency: Duration, tokens: Option<u64>, o: &Observation) -> (f64, Option<f64>) {
         if self.units == Units::Unknown {
             self.units = if tokens.unwrap_or(0) > 0 {
                 Units::Tokens
@@ -493,17 +355,12 @@ impl Adaptive {
         }
     }
 
-    fn on_success(
-        &mut self,
-        latency: Duration,
-        tokens: Option<u64>,
-        o: &Observation,
-    ) -> Option<usize> {
+    fn on_success(&mut self, latency: Duration, tokens: Option<u64>, o: &Observation) -> Option<usize> {
         let (per, rate) = self.measure(latency, tokens, o);
         self.typical += 0.1 * (latency.as_secs_f64() - self.typical);
         if o.sample.is_none() {
             return self.changed(o);
-        };
+        }
         if o.alone && per.is_finite() {
             self.floor.update(o.now, per);
         }
@@ -524,20 +381,7 @@ impl Adaptive {
             }
             Phase::ProbeRtt { since, resume } => {
                 if self.floor.since(since) >= PROBE_RTT_ALONE {
-                    // A fresh floor; back to the window held. (Sizing it
-                    // from the new floor would move it by the floor's noise:
-                    // probing, not a few alone replies, decides the window.)
-                    match resume {
-                        // The rounds held there still stand.
-                        Some(window) => self.limit = window,
-                        None => self.hold(self.target(1.0)),
-                    }
-                    if resume.is_some() && self.queued() {
-                        // The fresh floor says the window held queues.
-                        self.probe_down(self.limit);
-                    } else {
-                        self.enter(Phase::Cruise { rounds: 0 });
-                    }
+                    self.after_probe_rtt(resume);
                 }
                 // Rates at window 1 say nothing about the bottleneck.
                 return self.changed(o);
@@ -545,7 +389,7 @@ impl Adaptive {
             Phase::Startup { .. } => {
                 if let (Some(r), true) = (rate, full) {
                     self.remember(per, r);
-                    if self.queue_in(&self.recent) {
+                    if self.queueing() {
                         // The last replies queued: no need to wait for the
                         // round, and their rates are the server's best.
                         let mut rates: Vec<f64> = self.recent.iter().map(|r| r.1).collect();
@@ -556,8 +400,11 @@ impl Adaptive {
                     self.grow();
                 }
             }
-            Phase::Cruise { .. } if self.limit > 1 && self.floor.stale(o.now, self.floor_window()) => {
-                self.probe_rtt(o.now, Some(self.limit));
+            Phase::Cruise { .. } if self.limit > 1 && self.floor_due(o.now) => {
+                // A window sized from one alone reply is sized again from
+                // the fresh floor; a window probing chose is kept.
+                let resume = (self.floor.len() > 1).then_some(self.limit);
+                self.probe_rtt(o.now, resume);
                 return self.changed(o);
             }
             _ => {}
@@ -570,47 +417,69 @@ impl Adaptive {
         self.changed(o)
     }
 
+    /// ProbeRTT measured a fresh floor: back to the window held (sizing it
+    /// from the new floor would move it by the floor's noise: probing
+    /// decides the window), unless the floor shows it queues.
+    fn after_probe_rtt(&mut self, resume: Option<usize>) {
+        match resume {
+            // The rounds held there still stand.
+            Some(window) => self.limit = window,
+            None => self.hold(self.product()),
+        }
+        if resume.is_some() && self.queued() {
+            self.probe_down(self.limit);
+        } else {
+            self.enter(Phase::Cruise { rounds: 0 });
+        }
+    }
+
     /// Keeps a start-up reply's latency and rate among the last
-    /// [`MIN_ROUND`]; their median rate is start-up's estimate of the
-    /// bottleneck (BBR takes the highest single sample; ours vary by a
-    /// factor from reply to reply, and the highest of them runs ahead).
+    /// [`MIN_ROUND`], and start-up's estimate of the rate: the median of the
+    /// newest that count [`STARTUP_RATES`] replies (BBR takes the highest
+    /// single sample; ours vary by a factor from reply to reply, and the
+    /// highest of them runs ahead).
     fn remember(&mut self, latency: f64, rate: f64) {
         if self.recent.len() == MIN_ROUND {
             self.recent.remove(0);
         }
         self.recent.push((latency, rate));
-        let mut rates: Vec<f64> = self.recent.iter().map(|r| r.1).collect();
-        self.startup_max = self.startup_max.max(median(&mut rates));
+        let newest = STARTUP_RATES.div_ceil(self.limit.max(1));
+        let mut rates: Vec<f64> = self.recent.iter().rev().take(newest).map(|r| r.1).collect();
+        self.startup_rate = self.startup_rate.max(median(&mut rates));
     }
 
-    /// Whether the latencies of `replies` (at least [`MIN_ROUND`]) say requests
-    /// queue: their median passes [`STARTUP_QUEUE`] floors, beyond the
-    /// floor's own error. That ends start-up at once, as HyStart reads
-    /// delay: the window is past what the server serves, whatever the rate
-    /// says (it lags a round behind).
-    fn queue_in(&self, replies: &[(f64, f64)]) -> bool {
+    /// Whether start-up's last [`MIN_ROUND`] replies queue: their median
+    /// latency passes [`STARTUP_QUEUE`] floors, beyond the floor's own
+    /// error. The window is then past what the server serves, whatever the
+    /// rate says (it lags a round behind).
+    fn queueing(&self) -> bool {
         let Some(floor) = self.floor.get() else {
             return false;
         };
-        if replies.len() < MIN_ROUND {
+        if self.recent.len() < MIN_ROUND {
             return false;
         }
-        let mut l: Vec<f64> = replies.iter().map(|r| r.0).collect();
-        median(&mut l) > STARTUP_QUEUE * floor * self.floor.uncertainty().exp()
+        let mut latencies: Vec<f64> = self.recent.iter().map(|r| r.0).collect();
+        median(&mut latencies) > STARTUP_QUEUE * floor * self.floor.uncertainty().exp()
     }
 
-    /// Start-up's window: [`STARTUP_GAIN`] x the bandwidth-delay product of
-    /// the best sample so far; never smaller than it was.
+    /// Start-up's window: its gain x the bandwidth-delay product of its
+    /// estimate of the rate; never smaller than it was.
     fn grow(&mut self) {
         if let Some(floor) = self.floor.get() {
-            let target = (STARTUP_GAIN * self.startup_max * floor).round() as usize;
+            let bdp = self.startup_rate * floor;
+            let gain = if bdp < SMALL_BDP {
+                STARTUP_GAIN
+            } else {
+                STARTUP_FAST_GAIN
+            };
+            let target = (gain * bdp).round() as usize;
             self.limit = self.clamp(target.max(self.limit));
         }
     }
 
-    /// A round ended with its (rate, latency); `None` when app-limited.
+    /// A round ended with what it measured; `None` when app-limited.
     fn on_round(&mut self, measured: Option<Measured>, now: Duration) {
-        if std::env::var("ADAPTIVE_DEBUG").is_ok() { eprintln!("{:.3} round {} {:?} limit {} measured {:?} rate {:?} floor {:?} gain {:.2}", now.as_secs_f64(), self.rounds, self.phase, self.limit, measured, self.rate.get(), self.floor.get(), self.gain); }
         self.rounds += 1;
         if let Some((_, rounds)) = &mut self.loss {
             *rounds += 1;
@@ -618,40 +487,16 @@ impl Adaptive {
         let Some(m) = measured else {
             // Nothing learnt at this window: measure it again.
             self.rate.expire(self.rounds);
-            let phase = self.phase;
-            self.enter(phase);
+            self.enter(self.phase);
             return;
         };
-        let rate = m.rate();
-        self.rate.update(self.rounds, rate);
+        self.rate.update(self.rounds, m.rate());
         match self.phase {
-            Phase::Startup { full, flat } => {
-                let best = self.rate.get().unwrap_or(rate);
-                if best >= full * STARTUP_GROWTH {
-                    if self.floor.get().is_none() {
-                        // No floor to size it by: double per growing round.
-                        self.limit = self.clamp(self.limit.saturating_mul(2));
-                    }
-                    self.enter(Phase::Startup {
-                        full: best,
-                        flat: 0,
-                    });
-                    return;
-                }
-                if flat + 1 >= STARTUP_FLAT_ROUNDS {
-                    self.drain(now);
-                } else {
-                    self.enter(Phase::Startup {
-                        full,
-                        flat: flat + 1,
-                    });
-                }
-            }
+            Phase::Startup { full, flat } => self.startup_round(full, flat, now),
             Phase::Cruise { rounds } => {
-                if let (Some(last), true) = (self.held.last, self.held.window == m.window) {
-                    // Two rounds at one window differ by noise alone.
-                    let d = m.log_rate - last;
-                    let sample = (m.window as f64 * d * d / 2.0).min(9.0 * self.noise);
+                if let Some(sample) = self.held.noise_sample(&m) {
+                    // A stray round weighs at most nine times the noise.
+                    let sample = sample.min(9.0 * self.noise);
                     self.noise += NOISE_WEIGHT * (sample - self.noise);
                 }
                 self.held.add(&m);
@@ -661,55 +506,73 @@ impl Adaptive {
                     self.enter(Phase::Cruise { rounds: rounds + 1 });
                 }
             }
-            Phase::Up { from } => {
-                let growth = self.limit as f64 / from as f64 - 1.0;
-                // Kept when the rate rose by a share of the growth, beyond noise.
-                let rose = self
-                    .held
-                    .compare(&m, self.noise)
-                    .is_some_and(|(ratio, z)| ratio >= 1.0 + RISE * growth && z >= SIGNIFICANT);
-                if rose {
-                    // The rate rose: keep the higher window, and try higher.
-                    self.hold(self.limit);
-                    self.held = Held::of(&m);
-                    self.streak += 1;
-                    self.cruise = FIRST_CRUISE;
-                    self.probe_up();
-                } else if self.streak > 0 {
-                    // A doubled step went too far: try the first step again.
-                    self.streak = 0;
-                    self.limit = from;
-                    self.probe_up();
-                } else if self.queued() {
-                    self.probe_down(from);
-                } else {
-                    // No queue to drain and none to test for.
-                    self.limit = from;
-                    self.settled();
-                }
+            Phase::Up { from } => self.judge_up(from, &m),
+            Phase::Down { from } => self.judge_down(from, &m),
+            Phase::Alone | Phase::ProbeRtt { .. } => self.enter(self.phase),
+        }
+    }
+
+    fn startup_round(&mut self, full: f64, flat: u32, now: Duration) {
+        let best = self.rate.get().unwrap_or(0.0);
+        if best >= full * STARTUP_GROWTH {
+            if self.floor.get().is_none() {
+                // No floor to size it by: double per growing round.
+                self.limit = self.clamp(self.limit.saturating_mul(2));
             }
-            Phase::Down { from } => {
-                let cut = 1.0 - self.limit as f64 / from as f64;
-                // Kept when the rate lost less than a share of the cut.
-                let kept = self
-                    .held
-                    .compare(&m, self.noise)
-                    .is_none_or(|(ratio, _)| ratio >= 1.0 - FALL * cut);
-                if kept {
-                    // As fast with fewer: keep the lower window.
-                    self.hold(self.limit);
-                    self.held = Held::of(&m);
-                    self.cruise = FIRST_CRUISE;
-                    self.enter(Phase::Cruise { rounds: 0 });
-                } else {
-                    self.limit = from;
-                    self.settled();
-                }
-            }
-            Phase::Alone | Phase::ProbeRtt { .. } => {
-                let phase = self.phase;
-                self.enter(phase);
-            }
+            self.enter(Phase::Startup { full: best, flat: 0 });
+        } else if flat + 1 >= STARTUP_FLAT_ROUNDS {
+            self.drain(now);
+        } else {
+            self.enter(Phase::Startup {
+                full,
+                flat: flat + 1,
+            });
+        }
+    }
+
+    /// A round at the probe up's window: kept when the rate rose by
+    /// [`RISE`] of the growth and beyond noise; else back (trying the first
+    /// step again after a doubled one, or down when the held window queues).
+    fn judge_up(&mut self, from: usize, m: &Measured) {
+        let growth = self.limit as f64 / from as f64 - 1.0;
+        let rose = self
+            .held
+            .compare(&Held::of(m), self.noise)
+            .is_some_and(|(ratio, z)| ratio >= 1.0 + RISE * growth && z >= SIGNIFICANT);
+        if rose {
+            self.hold(self.limit);
+            self.held = Held::of(m);
+            self.streak += 1;
+            self.cruise = FIRST_CRUISE;
+            self.probe_up();
+        } else if self.streak > 0 {
+            self.streak = 0;
+            self.limit = from;
+            self.probe_up();
+        } else if self.queued() {
+            self.probe_down(from);
+        } else {
+            self.limit = from;
+            self.settled();
+        }
+    }
+
+    /// A round at the probe down's window: kept when the rate lost less
+    /// than [`FALL`] of the cut.
+    fn judge_down(&mut self, from: usize, m: &Measured) {
+        let cut = 1.0 - self.limit as f64 / from as f64;
+        let kept = self
+            .held
+            .compare(&Held::of(m), self.noise)
+            .is_none_or(|(ratio, _)| ratio >= 1.0 - FALL * cut);
+        if kept {
+            self.hold(self.limit);
+            self.held = Held::of(m);
+            self.cruise = FIRST_CRUISE;
+            self.enter(Phase::Cruise { rounds: 0 });
+        } else {
+            self.limit = from;
+            self.settled();
         }
     }
 
@@ -719,15 +582,14 @@ impl Adaptive {
         self.enter(Phase::Cruise { rounds: 0 });
     }
 
-    /// Tries [`PROBE_UP`] times the window for a round (never the window
-    /// that drew a recent loss).
+    /// Tries a larger window for a round: [`PROBE_UP`] x (twice the step
+    /// per probe kept in a row), or what Little's law says the bottleneck
+    /// rate needs at today's latency (up to twice the window), never the
+    /// window that drew a recent loss.
     fn probe_up(&mut self) {
         let from = self.limit;
         let step = (PROBE_UP - 1.0) * f64::from(1u32 << self.streak.min(4));
         let mut up = ((from as f64 * (1.0 + step)).round() as usize).max(from + 1);
-        // By Little's law the bottleneck rate needs `rate x latency` in
-        // flight at today's latency: when the window held delivers well
-        // below it, try that at once (up to twice the window).
         if let (Some(rate), Some(latency)) = (self.rate.get(), self.held.latency()) {
             let little = (rate * latency).round() as usize;
             up = up.max(little.min(2 * from));
@@ -746,9 +608,9 @@ impl Adaptive {
         self.enter(Phase::Up { from });
     }
 
-    /// Whether the window held ran above the floor by [`QUEUED`], beyond
-    /// what the floor's own error allows: requests wait at the server, or
-    /// it batches; only then is a smaller window worth a try.
+    /// Whether the window held runs [`QUEUED`] floors slow, beyond what the
+    /// floor's own error allows: requests wait at the server, or it batches;
+    /// only then is a smaller window worth a try.
     fn queued(&self) -> bool {
         match (self.held.latency(), self.floor.get()) {
             (Some(latency), Some(floor)) => {
@@ -759,8 +621,7 @@ impl Adaptive {
         }
     }
 
-    /// Tries [`PROBE_DOWN`] times `from` for a round, draining what a probe
-    /// up queued.
+    /// Tries [`PROBE_DOWN`] x `from` for a round.
     fn probe_down(&mut self, from: usize) {
         let down = ((from as f64 * PROBE_DOWN).round() as usize).min(from.saturating_sub(1));
         let down = self.clamp(down);
@@ -798,11 +659,6 @@ impl Adaptive {
     fn changed(&self, o: &Observation) -> Option<usize> {
         (self.limit != o.limit).then_some(self.limit)
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 impl Strategy for Adaptive {

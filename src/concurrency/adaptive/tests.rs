@@ -627,3 +627,32 @@ fn sim_scoreboard() {
         println!("{} {shape:?}: share {}", if s[0] >= 0.78 { "ok  " } else { "FAIL" }, spread(&s));
     }
 }
+
+/// Where the throughput goes: the replies adaptive is behind the best
+/// window at each second (`K`, `BASE`, `SIGMA`, `N`, `SEEDS`).
+#[test]
+#[ignore]
+fn sim_deficit() {
+    let var = |name: &str, default: f64| {
+        std::env::var(name).map_or(default, |v| v.parse().unwrap_or(default))
+    };
+    let server = Server::from(Shape::Capacity {
+        k: var("K", 32.0) as usize,
+        base: var("BASE", 0.1),
+        sigma: var("SIGMA", 0.3),
+    });
+    let n = var("N", 2000.0) as usize;
+    for seed in 1..=var("SEEDS", 10.0) as u64 {
+        let best = best_window(server, n, &WINDOWS, seed);
+        let run = simulate(server, adaptive(), n, seed);
+        let at = |ends: &[f64], t: f64| ends.iter().filter(|e| **e <= t).count() as i64;
+        let step = best.ends.last().unwrap() / 8.0;
+        let deficits: Vec<i64> = (1..=8)
+            .map(|i| at(&best.ends, i as f64 * step) - at(&run.ends, i as f64 * step))
+            .collect();
+        println!(
+            "seed {seed:2}: share {:.3} deficit by eighths {deficits:?}",
+            run.throughput / best.throughput
+        );
+    }
+}

@@ -58,7 +58,7 @@ impl MaxFilter {
 
 /// The unloaded latency: of requests that were alone at the server, over
 /// the last [`Floor::window`] of time (and at least the newest [`KEEP`]),
-/// the (lower) median of those within [`COLD`] times the lowest. BBR takes the
+/// the median of those within [`COLD`] times the lowest. BBR takes the
 /// lowest; LLM latencies vary by a factor from request to request, so the
 /// lowest of many is far below a typical one, and Little's law needs a
 /// typical one. A first request is often cold (three times slower): more
@@ -99,8 +99,8 @@ impl Floor {
         latencies.sort_by(f64::total_cmp);
         let lowest = *latencies.first()?;
         latencies.retain(|l| *l <= COLD * lowest);
-        // The lower median: of two, the lower.
-        Some(latencies[(latencies.len() - 1) / 2])
+        let n = latencies.len();
+        Some((latencies[(n - 1) / 2] + latencies[n / 2]) / 2.0)
     }
 
     /// Alone replies kept.
@@ -170,9 +170,9 @@ mod tests {
         f.update(s(1), 0.2);
         assert_eq!(f.get(), Some(0.2), "the cold one is set aside");
         f.update(s(2), 0.3);
-        assert_eq!(f.get(), Some(0.2), "the lower median of the others");
-        f.update(s(3), 0.25);
         assert_eq!(f.get(), Some(0.25), "the median of the others");
+        f.update(s(3), 0.26);
+        assert_eq!(f.get(), Some(0.26), "the median of the others");
         assert!(!f.stale(s(5), s(10)));
         assert!(f.stale(s(13), s(10)));
         for (t, l) in [(20, 0.4), (21, 0.45), (22, 0.5), (23, 0.42), (24, 0.41)] {

@@ -24,7 +24,9 @@
 //! - **Start-up**: the window grows to [`STARTUP_GAIN`] (2/ln 2, BBR's) x
 //!   the product, so it doubles per round trip while the rate keeps up and
 //!   never runs ahead of what the measured rate can fill ([`STARTUP_FAST_GAIN`]
-//!   once the product passes [`SMALL_BDP`]). It ends after
+//!   once the product passes [`SMALL_BDP`]); each reply back within
+//!   [`SLOW_START_QUEUE`] floors also adds one (slow start), so the window
+//!   keeps growing while the rate estimate lags a round trip. It ends after
 //!   [`STARTUP_FLAT_ROUNDS`] rounds without [`STARTUP_GROWTH`] growth of
 //!   the rate, at once when the latest replies queue (their latency passes
 //!   [`STARTUP_QUEUE`] floors, as HyStart reads delay), or at the first
@@ -36,7 +38,8 @@
 //!   the window's growth, beyond the run's noise ([`SIGNIFICANT`] standard
 //!   errors), then tries higher at once with twice the step (BBR v2's
 //!   ProbeBW_UP). When it did not pay and the held window runs [`QUEUED`]
-//!   floors slow (a queue, or a batch), it tries [`PROBE_DOWN`] x, kept when
+//!   floors slow (a queue, or a batch), or is small enough ([`CHEAP_DIP`])
+//!   that a round lower costs little, it tries [`PROBE_DOWN`] x, kept when
 //!   the rate lost less than [`FALL`] of the cut. What is kept is the gain:
 //!   a batching server, whose latency rises before its throughput stops
 //!   growing, holds a window above its product. Probes that change nothing
@@ -45,7 +48,7 @@
 //!   [`FLOOR_LATENCIES`] typical latencies against a slow server), the
 //!   window dips to 1 for [`PROBE_RTT_ALONE`] alone reply, so a stale or
 //!   cold floor ages out; a small window ([`CHEAP_DIP`]) dips at once while
-//!   its floor rests on fewer than three replies. A fresh floor that shows
+//!   its floor rests on fewer than [`KEEP`] warm replies. A fresh floor that shows
 //!   the window held queues sends it down.
 //! - **Throttling** (429, 503, 529) and timeouts cut the window by
 //!   [`LOSS_CUT`] once per episode, and probes stay below the window that
@@ -72,7 +75,7 @@ mod round;
 use std::time::Duration;
 
 use super::{Decision, Observation, Outcome, Strategy};
-use filters::{Floor, MaxFilter};
+use filters::{Floor, MaxFilter, KEEP};
 use round::{median, Held, Measured, Round};
 
 /// Requests sent one at a time before start-up.
@@ -97,6 +100,9 @@ pub const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// Start-up's last [`MIN_ROUND`] replies queue when their median latency
 /// passes this many floors (beyond the floor's own error).
 pub const STARTUP_QUEUE: f64 = 2.0;
+/// A start-up reply within this many floors did not queue: the window
+/// grows by one (slow start, HyStart's delay test).
+pub const SLOW_START_QUEUE: f64 = 1.25;
 /// Rounds the bottleneck rate is remembered.
 pub const RATE_ROUNDS: u64 = 10;
 /// How long a floor stands before ProbeRTT measures it again (at least;
@@ -106,8 +112,8 @@ pub const FLOOR_WINDOW: Duration = Duration::from_secs(10);
 /// latencies of throughput, so against a slow server the 10 s of TCP's BBR
 /// would cost a fifth of it.
 pub const FLOOR_LATENCIES: f64 = 150.0;
-/// A window this small dips to 1 at once to confirm a floor of fewer than
-/// three alone replies (a noisy one sized it).
+/// A window this small dips to 1 at once while its floor rests on fewer
+/// than [`KEEP`] alone replies (a noisy one may have sized it).
 pub const CHEAP_DIP: usize = 4;
 /// Alone replies that end ProbeRTT.
 pub const PROBE_RTT_ALONE: usize = 1;
@@ -189,7 +195,7 @@ enum Phase {
     Down { from: usize },
     /// Window 1 until [`PROBE_RTT_ALONE`] alone replies since `since`; then
     /// back to `resume`, or to the product when the window was sized from
-    /// a single alone reply.
+    /// a single alone reply (or nothing at all).
     ProbeRtt {
         since: Duration,
         resume: Option<usize>,
@@ -275,9 +281,8 @@ impl Adaptive {
     /// The window of the bandwidth-delay product, or the current one while
     /// either estimate is missing.
     fn product(&self) -> usize {
-        self.bdp().map_or(self.limit, |bdp| {
-            self.clamp(bdp.round().max(1.0) as usize)
-        })
+        self.bdp()
+            .map_or(self.limit, |bdp| self.clamp(bdp.round().max(1.0) as usize))
     }
 
     /// Holds `window` from now on: the rounds held start again.
@@ -305,35 +310,50 @@ impl Adaptive {
         self.round = Round::new(self.latest_seq, skip, size, self.limit);
     }
 
-    /// Whether ProbeRTT should measure the floor now: it is older than
-    /// [`Adaptive::floor_window`], or rests on fewer than three alone
-    /// replies while a dip costs little.
+    /// Whether ProbeRTT should measure the floor now: it has aged, or rests
+    /// on fewer than [`KEEP`] alone replies while a dip costs little.
     fn floor_due(&self, now: Duration) -> bool {
+        if self.clamp(1) > 1 {
+            return false;
+        }
         let window = FLOOR_WINDOW.max(Duration::from_secs_f64(FLOOR_LATENCIES * self.typical));
-        self.floor.stale(now, window) || (self.floor.len() < 3 && self.limit <= CHEAP_DIP)
+        self.floor.stale(now, window) || (self.floor.warm_len() < KEEP && self.limit <= CHEAP_DIP)
     }
 
-    /// Dips to one request in flight until the floor is measured again.
+    /// Dips to one request in flight until the floor is measured again
+    /// (never below `min`: then nothing is ever alone, and the window
+    /// stays).
     fn probe_rtt(&mut self, now: Duration, resume: Option<usize>) {
-        self.limit = self.clamp(1);
+        if self.clamp(1) > 1 {
+            self.enter(Phase::Cruise { rounds: 0 });
+            return;
+        }
+        self.limit = 1;
         self.enter(Phase::ProbeRtt { since: now, resume });
     }
 
-    /// Start-up is over: drain straight to the product, and probe from it soon.
-    fn drain(&mut self, now: Duration) {
-        if self.floor.get().is_none() {
+    /// Start-up is over, its rate estimated at `rate`: drain straight to
+    /// the product, and probe from it soon.
+    fn drain(&mut self, now: Duration, rate: f64) {
+        let Some(reference) = self.floor.get() else {
             // Started above 1: nothing was alone yet.
             self.probe_rtt(now, None);
             return;
-        }
-        let product = self.product();
-        self.hold(product);
+        };
+        self.rate.update(self.rounds, rate);
+        let bdp = self.rate.get().unwrap_or(rate) * reference;
+        self.hold(bdp.round().max(1.0) as usize);
         self.cruise = FIRST_CRUISE;
         self.enter(Phase::Cruise { rounds: 0 });
     }
 
     /// A reply's latency and rate sample, in the run's units.
-    fn measure(&mut self, latency: Duration, tokens: Option<u64>, o: &Observation) -> (f64, Option<f64>) {
+    fn measure(
+        &mut self,
+        latency: Duration,
+        tokens: Option<u64>,
+        o: &Observation,
+    ) -> (f64, Option<f64>) {
         if self.units == Units::Unknown {
             self.units = if tokens.unwrap_or(0) > 0 {
                 Units::Tokens
@@ -355,7 +375,12 @@ impl Adaptive {
         }
     }
 
-    fn on_success(&mut self, latency: Duration, tokens: Option<u64>, o: &Observation) -> Option<usize> {
+    fn on_success(
+        &mut self,
+        latency: Duration,
+        tokens: Option<u64>,
+        o: &Observation,
+    ) -> Option<usize> {
         let (per, rate) = self.measure(latency, tokens, o);
         self.typical += 0.1 * (latency.as_secs_f64() - self.typical);
         if o.sample.is_none() {
@@ -373,7 +398,9 @@ impl Adaptive {
                 if let Some(r) = rate {
                     self.remember(per, r);
                 }
-                if self.floor.len() >= FIRST_ALONE {
+                if let Some(floor) = self.floor.get().filter(|_| self.floor.len() >= FIRST_ALONE) {
+                    // One at a time, the server delivers one per floor.
+                    self.startup_rate = self.startup_rate.max(1.0 / floor);
                     self.enter(Phase::Startup { full: 0.0, flat: 0 });
                     self.grow();
                 }
@@ -393,9 +420,11 @@ impl Adaptive {
                         // The last replies queued: no need to wait for the
                         // round, and their rates are the server's best.
                         let mut rates: Vec<f64> = self.recent.iter().map(|r| r.1).collect();
-                        self.rate.update(self.rounds, median(&mut rates));
-                        self.drain(o.now);
+                        self.drain(o.now, median(&mut rates));
                         return self.changed(o);
+                    }
+                    if !self.beyond(per, SLOW_START_QUEUE, 1.0) {
+                        self.limit = self.clamp(self.limit + 1);
                     }
                     self.grow();
                 }
@@ -403,7 +432,7 @@ impl Adaptive {
             Phase::Cruise { .. } if self.limit > 1 && self.floor_due(o.now) => {
                 // A window sized from one alone reply is sized again from
                 // the fresh floor; a window probing chose is kept.
-                let resume = (self.floor.len() > 1).then_some(self.limit);
+                let resume = (self.floor.len() != 1).then_some(self.limit);
                 self.probe_rtt(o.now, resume);
                 return self.changed(o);
             }
@@ -448,19 +477,35 @@ impl Adaptive {
         self.startup_rate = self.startup_rate.max(median(&mut rates));
     }
 
+    /// Whether start-up's product is small: a one-at-a-time server, whose
+    /// queue costs the most.
+    fn small(&self) -> bool {
+        self.floor
+            .get()
+            .is_some_and(|f| self.startup_rate * f < SMALL_BDP)
+    }
+
     /// Whether start-up's last [`MIN_ROUND`] replies queue: their median
-    /// latency passes [`STARTUP_QUEUE`] floors, beyond the floor's own
+    /// latency passes [`STARTUP_QUEUE`] floors, well beyond the floor's own
     /// error. The window is then past what the server serves, whatever the
     /// rate says (it lags a round behind).
     fn queueing(&self) -> bool {
-        let Some(floor) = self.floor.get() else {
-            return false;
-        };
         if self.recent.len() < MIN_ROUND {
             return false;
         }
         let mut latencies: Vec<f64> = self.recent.iter().map(|r| r.0).collect();
-        median(&mut latencies) > STARTUP_QUEUE * floor * self.floor.uncertainty().exp()
+        // A small product is a one-at-a-time server, whose queue costs the
+        // most: one standard error of the floor says it; a large one needs two.
+        let margin = if self.small() { 1.0 } else { SIGNIFICANT };
+        self.beyond(median(&mut latencies), STARTUP_QUEUE, margin)
+    }
+
+    /// Whether `latency` passes `floors` floors by `margin` standard errors
+    /// of the floor.
+    fn beyond(&self, latency: f64, floors: f64, margin: f64) -> bool {
+        self.floor.get().is_some_and(|floor| {
+            latency > floors * floor * (margin * self.floor.uncertainty()).exp()
+        })
     }
 
     /// Start-up's window: its gain x the bandwidth-delay product of its
@@ -492,7 +537,7 @@ impl Adaptive {
         };
         self.rate.update(self.rounds, m.rate());
         match self.phase {
-            Phase::Startup { full, flat } => self.startup_round(full, flat, now),
+            Phase::Startup { full, flat } => self.startup_round(full, flat, m.latency, now),
             Phase::Cruise { rounds } => {
                 if let Some(sample) = self.held.noise_sample(&m) {
                     // A stray round weighs at most nine times the noise.
@@ -512,16 +557,23 @@ impl Adaptive {
         }
     }
 
-    fn startup_round(&mut self, full: f64, flat: u32, now: Duration) {
+    /// A round of start-up, at `latency`: on while the rate grows; over
+    /// after [`STARTUP_FLAT_ROUNDS`] rounds that it does not, or at the
+    /// first such round that queues.
+    fn startup_round(&mut self, full: f64, flat: u32, latency: f64, now: Duration) {
         let best = self.rate.get().unwrap_or(0.0);
         if best >= full * STARTUP_GROWTH {
             if self.floor.get().is_none() {
                 // No floor to size it by: double per growing round.
                 self.limit = self.clamp(self.limit.saturating_mul(2));
             }
-            self.enter(Phase::Startup { full: best, flat: 0 });
-        } else if flat + 1 >= STARTUP_FLAT_ROUNDS {
-            self.drain(now);
+            self.enter(Phase::Startup {
+                full: best,
+                flat: 0,
+            });
+        } else if flat + 1 >= STARTUP_FLAT_ROUNDS || self.beyond(latency, STARTUP_QUEUE, 1.0) {
+            // Start-up's rate leads the rounds' by a round trip.
+            self.drain(now, self.startup_rate);
         } else {
             self.enter(Phase::Startup {
                 full,
@@ -549,7 +601,7 @@ impl Adaptive {
             self.streak = 0;
             self.limit = from;
             self.probe_up();
-        } else if self.queued() {
+        } else if self.queued() || from <= CHEAP_DIP {
             self.probe_down(from);
         } else {
             self.limit = from;
@@ -608,14 +660,14 @@ impl Adaptive {
         self.enter(Phase::Up { from });
     }
 
-    /// Whether the window held runs [`QUEUED`] floors slow, beyond what the
-    /// floor's own error allows: requests wait at the server, or it batches;
-    /// only then is a smaller window worth a try.
+    /// Whether the window held runs [`QUEUED`] floors slow, beyond the
+    /// floor's own standard error: requests wait at the server, or it
+    /// batches; only then is a smaller window worth a try (and a wrong
+    /// guess costs one round).
     fn queued(&self) -> bool {
         match (self.held.latency(), self.floor.get()) {
             (Some(latency), Some(floor)) => {
-                let margin = (SIGNIFICANT * self.floor.uncertainty()).exp();
-                latency > QUEUED * floor * margin
+                latency > QUEUED * floor * self.floor.uncertainty().exp()
             }
             _ => true,
         }
@@ -646,12 +698,7 @@ impl Adaptive {
         self.hold(cut.min(self.limit.saturating_sub(1)));
         // Throttling ends start-up, as loss ends BBR's; requests sent after
         // the cut start the next round.
-        if self.floor.get().is_none() {
-            // Nothing sizes the window yet: measure the floor first.
-            self.probe_rtt(o.now, None);
-        } else {
-            self.enter(Phase::Cruise { rounds: 0 });
-        }
+        self.enter(Phase::Cruise { rounds: 0 });
         self.changed(o)
     }
 

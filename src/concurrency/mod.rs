@@ -481,7 +481,9 @@ impl Permit {
         if std::mem::replace(&mut a.outstanding, true) {
             s.delivery.on_failure();
         }
-        a.stamp = s.delivery.on_send(now.saturating_duration_since(self.limiter.started));
+        a.stamp = s
+            .delivery
+            .on_send(now.saturating_duration_since(self.limiter.started));
         a.sent = Some(now);
         a.at_server = s.at_server;
         a.sends_at_start = s.sends;
@@ -586,7 +588,10 @@ impl Drop for Permit {
         let held = self.admitted.elapsed();
         let (waiting, outstanding) = {
             let mut a = self.attempt();
-            (std::mem::take(&mut a.waiting), std::mem::take(&mut a.outstanding))
+            (
+                std::mem::take(&mut a.waiting),
+                std::mem::take(&mut a.outstanding),
+            )
         };
         let mut s = self.limiter.state();
         if outstanding {

@@ -192,8 +192,7 @@ pub fn simulate(
             break;
         };
         let t = t as f64 / 1e9;
-        if matches!((shape, event), (Shape::Sharing { .. }, Event::Done(_, g)) if g != generation)
-        {
+        if matches!((shape, event), (Shape::Sharing { .. }, Event::Done(_, g)) if g != generation) {
             // Rescheduled since: the share changed.
             continue;
         }

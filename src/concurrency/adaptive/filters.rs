@@ -93,14 +93,21 @@ impl Floor {
         }
     }
 
-    /// The floor: the median of those kept, cold ones set aside.
-    pub fn get(&self) -> Option<f64> {
+    /// The samples kept that are not cold, in increasing order.
+    fn warm(&self) -> Vec<f64> {
         let mut latencies: Vec<f64> = self.samples.iter().map(|s| s.1).collect();
         latencies.sort_by(f64::total_cmp);
-        let lowest = *latencies.first()?;
-        latencies.retain(|l| *l <= COLD * lowest);
-        let n = latencies.len();
-        Some((latencies[(n - 1) / 2] + latencies[n / 2]) / 2.0)
+        if let Some(lowest) = latencies.first().copied() {
+            latencies.retain(|l| *l <= COLD * lowest);
+        }
+        latencies
+    }
+
+    /// The floor: the median of those kept, cold ones set aside.
+    pub fn get(&self) -> Option<f64> {
+        let warm = self.warm();
+        let n = warm.len();
+        (n > 0).then(|| (warm[(n - 1) / 2] + warm[n / 2]) / 2.0)
     }
 
     /// Alone replies kept.
@@ -108,17 +115,22 @@ impl Floor {
         self.samples.len()
     }
 
+    /// How many samples the floor rests on: the warm ones.
+    pub fn warm_len(&self) -> usize {
+        self.warm().len()
+    }
+
     /// How far off the floor may be, as a factor's logarithm: the standard
-    /// error of a median of the samples kept (their spread, or
+    /// error of a median of the warm samples (their spread, or
     /// [`PRIOR_SPREAD`] with fewer than three to measure it).
     pub fn uncertainty(&self) -> f64 {
-        let n = self.samples.len();
+        let warm = self.warm();
+        let n = warm.len();
         if n == 0 {
             return f64::INFINITY;
         }
         let spread = if n >= 3 {
-            let mut logs: Vec<f64> = self.samples.iter().map(|s| s.1.max(f64::MIN_POSITIVE).ln()).collect();
-            logs.sort_by(f64::total_cmp);
+            let logs: Vec<f64> = warm.iter().map(|l| l.max(f64::MIN_POSITIVE).ln()).collect();
             let mid = logs[n / 2];
             let mut deviations: Vec<f64> = logs.iter().map(|l| (l - mid).abs()).collect();
             deviations.sort_by(f64::total_cmp);
@@ -174,7 +186,7 @@ mod tests {
         f.update(s(3), 0.26);
         assert_eq!(f.get(), Some(0.26), "the median of the others");
         assert!(!f.stale(s(5), s(10)));
-        assert!(f.stale(s(13), s(10)));
+        assert!(f.stale(s(14), s(10)));
         for (t, l) in [(20, 0.4), (21, 0.45), (22, 0.5), (23, 0.42), (24, 0.41)] {
             f.update(s(t), l);
         }

@@ -1,6 +1,8 @@
 //! Rounds: what one cohort of requests measured, and how a probe's rounds
 //! compare with the rounds of the window held.
 
+use std::collections::VecDeque;
+
 use super::{MIN_ROUND, STRAGGLERS};
 
 /// The replies of one round: a cohort of the next requests dispatched, all
@@ -105,26 +107,26 @@ impl Measured {
     }
 }
 
-/// The rounds measured at one window: the window held, which a probe is
-/// judged against, or the probe's own.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The last [`HELD_ROUNDS`] rounds measured at one window: the window
+/// held, which a probe is judged against (only the latest: a server that
+/// changed speed must not be judged by what it did before), or the probe's.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Held {
-    /// Sums of the rounds' log rates and median latencies.
-    sum: f64,
-    latency: f64,
-    rounds: u32,
+    /// (log rate, median latency) of each round, oldest first.
+    rounds: VecDeque<(f64, f64)>,
     window: usize,
-    /// The last round's log rate.
-    last: Option<f64>,
 }
+
+/// Rounds a [`Held`] remembers.
+pub(super) const HELD_ROUNDS: usize = 4;
 
 impl Held {
     pub(super) fn add(&mut self, m: &Measured) {
-        self.sum += m.log_rate;
-        self.latency += m.latency;
-        self.rounds += 1;
+        if self.rounds.len() == HELD_ROUNDS {
+            self.rounds.pop_front();
+        }
+        self.rounds.push_back((m.log_rate, m.latency));
         self.window = m.window;
-        self.last = Some(m.log_rate);
     }
 
     pub(super) fn of(m: &Measured) -> Held {
@@ -133,29 +135,34 @@ impl Held {
         held
     }
 
+    fn mean(&self, of: impl Fn(&(f64, f64)) -> f64) -> Option<f64> {
+        let n = self.rounds.len();
+        (n > 0).then(|| self.rounds.iter().map(of).sum::<f64>() / n as f64)
+    }
+
     /// The mean of the rounds' median latencies.
     pub(super) fn latency(&self) -> Option<f64> {
-        (self.rounds > 0).then(|| self.latency / f64::from(self.rounds))
+        self.mean(|r| r.1)
     }
 
     /// The noise `m` shows against the last round held at its window, as
-    /// a sample of [`Noise`]: two rounds at one window differ by noise alone.
+    /// a sample of the run's noise: two rounds at one window differ by
+    /// noise alone.
     pub(super) fn noise_sample(&self, m: &Measured) -> Option<f64> {
-        let last = self.last.filter(|_| self.window == m.window)?;
+        let last = self.rounds.back().filter(|_| self.window == m.window)?.0;
         let d = m.log_rate - last;
         Some(m.window as f64 * d * d / 2.0)
     }
 
     /// How the rounds of `other` compare: their mean rate over the mean
     /// held, and how many standard errors apart the two are, given the
-    /// run's `noise`. `None` before both have a round.
+    /// run's `noise`. `None` before both have a round. Both are taken to
+    /// vary as rounds at the window held do: a larger window averages more
+    /// replies only where the server serves them side by side.
     pub(super) fn compare(&self, other: &Held, noise: f64) -> Option<(f64, f64)> {
-        if self.rounds == 0 || other.rounds == 0 {
-            return None;
-        }
-        let (k, j) = (f64::from(self.rounds), f64::from(other.rounds));
-        let diff = other.sum / j - self.sum / k;
-        let variance = noise / self.window.max(1) as f64 / k + noise / other.window.max(1) as f64 / j;
+        let diff = other.mean(|r| r.0)? - self.mean(|r| r.0)?;
+        let (k, j) = (self.rounds.len() as f64, other.rounds.len() as f64);
+        let variance = noise / self.window.max(1) as f64 * (1.0 / k + 1.0 / j);
         Some((diff.exp(), diff / variance.sqrt().max(f64::MIN_POSITIVE)))
     }
 }
@@ -223,16 +230,22 @@ mod tests {
     #[test]
     fn probes_are_judged_in_standard_errors_of_the_runs_noise() {
         let mut held = Held::default();
-        for _ in 0..4 {
+        // An older round at another speed is forgotten.
+        held.add(&measured(300.0, 16));
+        for _ in 0..HELD_ROUNDS {
             held.add(&measured(100.0, 16));
         }
         let probe = Held::of(&measured(110.0, 20));
         let (ratio, z) = held.compare(&probe, 0.09).unwrap();
         assert!((ratio - 1.1).abs() < 1e-9);
-        // sd of a round: sqrt(0.09 / 16) held (over 4 rounds) and sqrt(0.09 / 20).
-        let se = (0.09f64 / 16.0 / 4.0 + 0.09 / 20.0).sqrt();
+        // sd of a round: sqrt(0.09 / 16), held over 4 rounds, probed over 1.
+        let se = (0.09f64 / 16.0 * (1.0 / 4.0 + 1.0)).sqrt();
         assert!((z - 1.1f64.ln() / se).abs() < 1e-9, "{z}");
-        assert_eq!(held.noise_sample(&measured(100.0, 20)), None, "another window");
+        assert_eq!(
+            held.noise_sample(&measured(100.0, 20)),
+            None,
+            "another window"
+        );
         let sample = held.noise_sample(&measured(110.0, 16)).unwrap();
         assert!((sample - 16.0 * 1.1f64.ln().powi(2) / 2.0).abs() < 1e-12);
     }

@@ -89,7 +89,8 @@ impl Clock {
     fn advance(&mut self, now: Instant) {
         if let Some(last) = self.last {
             if self.n > 0 {
-                self.virtual_secs += now.saturating_duration_since(last).as_secs_f64() / self.n as f64;
+                self.virtual_secs +=
+                    now.saturating_duration_since(last).as_secs_f64() / self.n as f64;
             }
         }
         self.last = Some(now);

@@ -37,7 +37,8 @@
 //!   at today's latency) and keeps it only when the rate rose by [`RISE`] of
 //!   the window's growth, beyond the run's noise ([`SIGNIFICANT`] standard
 //!   errors), then tries higher at once with twice the step (BBR v2's
-//!   ProbeBW_UP). When it did not pay and the held window runs [`QUEUED`]
+//!   ProbeBW_UP); a real rise short of that keeps the part of the step it
+//!   pays for at that rate (the knee lies within the step). When it did not pay and the held window runs [`QUEUED`]
 //!   floors slow (a queue, or a batch), or is small enough ([`CHEAP_DIP`])
 //!   that a round lower costs little, it tries [`PROBE_DOWN`] x, kept when
 //!   the rate lost less than [`FALL`] of the cut. What is kept is the gain:
@@ -583,20 +584,33 @@ impl Adaptive {
     }
 
     /// A round at the probe up's window: kept when the rate rose by
-    /// [`RISE`] of the growth and beyond noise; else back (trying the first
+    /// [`RISE`] of the growth and beyond noise; a real rise short of that
+    /// keeps the part of the step it pays for; else back (trying the first
     /// step again after a doubled one, or down when the held window queues).
     fn judge_up(&mut self, from: usize, m: &Measured) {
         let growth = self.limit as f64 / from as f64 - 1.0;
-        let rose = self
-            .held
-            .compare(&Held::of(m), self.noise)
-            .is_some_and(|(ratio, z)| ratio >= 1.0 + RISE * growth && z >= SIGNIFICANT);
+        let compared = self.held.compare(&Held::of(m), self.noise);
+        let rose =
+            compared.is_some_and(|(ratio, z)| ratio >= 1.0 + RISE * growth && z >= SIGNIFICANT);
+        // A real rise short of paying for the whole step pays for part of
+        // it: that much is kept (the knee lies within the step).
+        let paid = compared
+            .filter(|(ratio, z)| *ratio > 1.0 && *z >= SIGNIFICANT)
+            .map_or(from, |(ratio, _)| {
+                let window = from as f64 * (1.0 + (ratio - 1.0) / RISE);
+                (window.round() as usize).clamp(from, self.limit)
+            });
         if rose {
             self.hold(self.limit);
             self.held = Held::of(m);
             self.streak += 1;
             self.cruise = FIRST_CRUISE;
             self.probe_up();
+        } else if paid > from {
+            self.streak = 0;
+            self.hold(paid);
+            self.cruise = FIRST_CRUISE;
+            self.enter(Phase::Cruise { rounds: 0 });
         } else if self.streak > 0 {
             self.streak = 0;
             self.limit = from;

@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example test_server -- capacity --k 32 --base 100ms --jitter 0.2
 //! cargo run --release --example test_server -- capacity --k 32 --base 100ms --sigma 0.3
-//! cargo run --release --example test_server -- serial --service 200ms
+//! cargo run --release --example test_server -- serial --service 200ms --cold 600ms
+//! cargo run --release --example test_server -- sharing --service 200ms --cold 600ms
 //! cargo run --release --example test_server -- batching --batch 64 --base 100ms --max-factor 2
 //! cargo run --release --example test_server -- rpm --per-minute 600
 //! cargo run --release --example test_server -- rpm --per-minute 60 --window fixed --retry-header llm_provider-retry-after
@@ -42,9 +43,12 @@ modes:
                                                 serve N at a time, the rest queue; service
                                                 is base x uniform[1-F, 1+F] (default F = 0)
                                                 or base x exp(S x N(0,1)) (median base)
-  serial --service DURATION                     one at a time, first come first served, each
-                                                for exactly DURATION (llama.cpp on a CPU);
-                                                the same as capacity --k 1 --base DURATION
+  serial --service DURATION [--sigma S]         one at a time, first come first served, each
+                                                for DURATION (llama.cpp on a CPU), times
+                                                exp(S x N(0,1)) if given; the same as
+                                                capacity --k 1 --base DURATION
+  sharing --service DURATION [--sigma S]        one processor shared equally by every request
+                                                at it: n at once each progress at 1/n speed
   batching --batch B --base DURATION --max-factor F [--sigma S]
                                                 at most B in service, the rest queue; one
                                                 entering with n in service takes
@@ -59,6 +63,8 @@ modes:
   faulty --error-rate P --hang-rate P [...]     inject faults with these probabilities
 
 options of every mode: --port P, --latency DURATION, --seed N
+capacity, serial, sharing and batching also take --cold DURATION: the first
+request served takes DURATION instead (a cold start)
 faulty also takes --reset-rate, --trickle-rate, --huge-rate, --not-json-rate,
 --no-choices-rate, --wrong-types-rate";
 
@@ -164,7 +170,17 @@ fn build(args: &[String]) -> Result<TestServer, String> {
             }
         }
         "echo" => builder,
-        "serial" => builder.serial(o.required("service", duration)?),
+        "serial" => {
+            let service = o.required("service", duration)?;
+            match o.take("sigma", sigma)? {
+                Some(sigma) => builder.capacity_lognormal(1, service, sigma),
+                None => builder.serial(service),
+            }
+        }
+        "sharing" => {
+            let service = o.required("service", duration)?;
+            builder.sharing(service, o.take("sigma", sigma)?.unwrap_or(0.0))
+        }
         "batching" => {
             let batch = o.required("batch", number::<usize>)?;
             let base = o.required("base", duration)?;
@@ -203,6 +219,12 @@ fn build(args: &[String]) -> Result<TestServer, String> {
         }
         other => return Err(format!("unknown mode `{other}`")),
     };
+    if let Some(cold) = o.take("cold", duration)? {
+        if !["capacity", "serial", "sharing", "batching"].contains(&mode.as_str()) {
+            return Err(format!("--cold needs a server that serves: not `{mode}`"));
+        }
+        builder = builder.cold(cold);
+    }
     o.done()?;
     Ok(builder.start())
 }

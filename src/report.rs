@@ -267,7 +267,9 @@ pub struct Timing {
     pub unloaded_latency_seconds: Option<f64>,
     /// Finished samples x unloaded latency / wall time: how many times faster
     /// than sending one at a time to an idle server. Null without an unloaded
-    /// latency (a fixed window never measures one).
+    /// latency (a fixed window never measures one), and when the run was
+    /// blocked for more than half its wall time (it waited on a quota, and
+    /// says nothing of what concurrency buys).
     pub speedup_over_sequential: Option<f64>,
     /// Attempts beyond each sample's first, over every run.
     pub retries: u64,
@@ -517,6 +519,12 @@ const MIN_UNLOADED: u64 = 3;
 /// Builds an evaluation's report; `latencies` are successful latencies in µs,
 /// ascending; `runs` its recorded runs (none for stores before schema 3, or a
 /// run killed before it could write its row).
+/// A run blocked (nothing at the server) for more than half its wall time
+/// waited on a quota: its speed-up says nothing of concurrency.
+fn mostly_blocked(blocked: f64, wall: f64) -> bool {
+    blocked > 0.5 * wall
+}
+
 pub fn evaluation(
     e: &EvaluationRow,
     latencies: &[u64],
@@ -534,6 +542,7 @@ pub fn evaluation(
     let unloaded = (sum(|r| r.unloaded) >= MIN_UNLOADED)
         .then(|| sum(|r| r.unloaded_us) as f64 / US / sum(|r| r.unloaded) as f64);
     let finished = e.recorded - e.errored;
+    let blocked = sum(|r| r.blocked_us) as f64 / US;
     let (retries, throttled) = if runs.is_empty() {
         (e.retries, e.throttled)
     } else {
@@ -574,12 +583,12 @@ pub fn evaluation(
             mean_at_server: mean_over_runs(sum(|r| r.at_server_us)),
             unloaded_latency_seconds: unloaded,
             speedup_over_sequential: unloaded
-                .filter(|_| finished > 0)
+                .filter(|_| finished > 0 && !mostly_blocked(blocked, wall))
                 .and_then(|u| ratio(finished as f64 * u, wall)),
             retries,
             throttled,
             wait_seconds: e.wait_us as f64 / US,
-            blocked_seconds: sum(|r| r.blocked_us) as f64 / US,
+            blocked_seconds: blocked,
             concurrency_limit: None,
             runs: runs
                 .iter()

@@ -219,14 +219,9 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
         if let Some(a) = t.mean_at_server.filter(|a| (c - a).abs() >= 0.005) {
             let _ = write!(line, " ({a:.2} at the server)");
         }
-        // A run that mostly waited on a quota is not slow for its concurrency:
-        // the `retries` line says how long it was blocked instead.
-        let mostly_blocked = t.blocked_seconds > 0.5 * t.wall_seconds;
-        if let (Some(x), Some(u), false) = (
-            t.speedup_over_sequential,
-            t.unloaded_latency_seconds,
-            mostly_blocked,
-        ) {
+        // Absent when the run mostly waited on a quota: the `retries` line
+        // says how long it was blocked instead.
+        if let (Some(x), Some(u)) = (t.speedup_over_sequential, t.unloaded_latency_seconds) {
             let _ = write!(
                 line,
                 " · {x:.2}x faster than sequential (unloaded latency {})",

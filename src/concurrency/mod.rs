@@ -14,6 +14,7 @@
 //! HTTP attempt.
 
 pub mod adaptive;
+pub mod delivery;
 pub mod pause;
 pub mod rate;
 pub mod retry;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use adaptive::AdaptiveConfig;
+use delivery::{Delivery, RateSample, Stamp};
 
 /// The most requests any strategy may keep in flight (`max_concurrency`,
 /// adaptive's `max`, `--concurrency N`). Far above what one endpoint serves
@@ -203,6 +205,13 @@ pub struct Observation {
     /// The last dispatch number handed out so far.
     pub latest_seq: u64,
     pub limit: usize,
+    /// When the outcome came, since the limiter started.
+    pub now: Duration,
+    /// No other request was at the server from this one's send to its reply:
+    /// its latency is the server's unloaded latency.
+    pub alone: bool,
+    /// The delivery rate this reply samples (successes only).
+    pub sample: Option<RateSample>,
 }
 
 /// What a strategy wants after an observation. (A server's wait is not the
@@ -259,6 +268,8 @@ struct State {
     history: Vec<(Duration, usize)>,
     /// Since when every held slot has been waiting, with none at the server.
     blocked_since: Option<Instant>,
+    /// Replies delivered, for rate samples.
+    delivery: Delivery,
     totals: Totals,
 }
 
@@ -323,6 +334,12 @@ struct Attempt {
     /// No other request was at the server from its send to its reply.
     alone: bool,
     waiting: bool,
+    /// What had been delivered when it was sent.
+    stamp: Stamp,
+    /// When its reply (or failure) came, since the limiter started.
+    ended: Duration,
+    /// Sent and not yet reported: counted out at the server by `delivery`.
+    outstanding: bool,
 }
 
 impl Limiter {
@@ -342,6 +359,7 @@ impl Limiter {
                 sends: 0,
                 history: vec![(Duration::ZERO, limit)],
                 blocked_since: None,
+                delivery: Delivery::default(),
                 totals: Totals::default(),
             }),
             started: Instant::now(),
@@ -460,6 +478,12 @@ impl Permit {
             s.waiting -= 1;
         }
         s.update_blocked(now);
+        if std::mem::replace(&mut a.outstanding, true) {
+            s.delivery.on_failure();
+        }
+        a.stamp = s
+            .delivery
+            .on_send(now.saturating_duration_since(self.limiter.started));
         a.sent = Some(now);
         a.at_server = s.at_server;
         a.sends_at_start = s.sends;
@@ -489,9 +513,10 @@ impl Permit {
     /// Tells the strategy how an attempt went; it may resize the limiter.
     pub fn report(&self, outcome: &Outcome) {
         let limiter = &self.limiter;
-        let (at_server, alone) = {
-            let a = self.attempt();
-            (a.at_server, a.alone)
+        let (at_server, alone, stamp, ended, outstanding) = {
+            let mut a = self.attempt();
+            let outstanding = std::mem::take(&mut a.outstanding);
+            (a.at_server, a.alone, a.stamp, a.ended, outstanding)
         };
         match outcome {
             Outcome::Success { .. } => {}
@@ -507,6 +532,17 @@ impl Permit {
             Outcome::Throttled => s.totals.throttled += 1,
             _ => {}
         }
+        let sample = match outcome {
+            Outcome::Success {
+                completion_tokens, ..
+            } if outstanding => Some(s.delivery.on_reply(&stamp, ended, *completion_tokens)),
+            _ => {
+                if outstanding {
+                    s.delivery.on_failure();
+                }
+                None
+            }
+        };
         let observation = Observation {
             outcome: outcome.clone(),
             seq: self.seq,
@@ -515,6 +551,9 @@ impl Permit {
             at_server_now: s.at_server,
             latest_seq: s.seq,
             limit: s.limit,
+            now: ended,
+            alone,
+            sample,
         };
         let decision = s.strategy.observe(&observation);
         if let Some(new) = decision.limit {
@@ -538,6 +577,7 @@ impl Drop for Sending<'_> {
         }
         // Nobody else was at the server when it went, nor sent while it was out.
         a.alone = a.at_server == 1 && s.sends == a.sends_at_start;
+        a.ended = now.saturating_duration_since(self.permit.limiter.started);
         s.at_server -= 1;
         s.update_blocked(now);
     }
@@ -546,8 +586,18 @@ impl Drop for Sending<'_> {
 impl Drop for Permit {
     fn drop(&mut self) {
         let held = self.admitted.elapsed();
-        let waiting = std::mem::take(&mut self.attempt().waiting);
+        let (waiting, outstanding) = {
+            let mut a = self.attempt();
+            (
+                std::mem::take(&mut a.waiting),
+                std::mem::take(&mut a.outstanding),
+            )
+        };
         let mut s = self.limiter.state();
+        if outstanding {
+            // Sent, and never reported: cancelled with the sample.
+            s.delivery.on_failure();
+        }
         s.in_flight -= 1;
         s.totals.held += held;
         if waiting {

@@ -71,7 +71,11 @@ impl Live {
         let c = &self.counts;
         let done = c.done.load(Ordering::Relaxed);
         let rate = c.per_second();
-        let eta = eta(self.total.saturating_sub(done), rate);
+        let eta = eta(
+            self.total.saturating_sub(done),
+            rate,
+            self.pause.remaining(),
+        );
         eprintln!(
             "{}: {done}/{} · {rate:.1}/s · eta {eta} {}",
             self.name,
@@ -89,9 +93,8 @@ impl Live {
             c.passed.load(Ordering::Relaxed),
         );
         let mut msg = format!(
-            "· in flight {}/{} · errors {errors}",
-            self.limiter.in_flight(),
-            self.limiter.limit()
+            "· {} · errors {errors}",
+            in_flight(self.limiter.in_flight(), self.limiter.limit())
         );
         if scored > 0 {
             msg += &format!(" · acc {:.1}%", 100.0 * passed as f64 / scored as f64);
@@ -145,15 +148,26 @@ impl Counts {
     }
 }
 
-/// Time left for `remaining` samples at `rate` per second; `?` until there is a rate.
-fn eta(remaining: u64, rate: f64) -> String {
+/// `in flight N/LIMIT`. After the limit falls, requests already out finish
+/// above it: they are counted apart, so in flight never reads above the limit.
+fn in_flight(in_flight: usize, limit: usize) -> String {
+    let mut text = format!("in flight {}/{limit}", in_flight.min(limit));
+    if in_flight > limit {
+        text += &format!(" (+{} finishing)", in_flight - limit);
+    }
+    text
+}
+
+/// Time left for `remaining` samples at `rate` per second, after a pause
+/// the server ordered (`paused` of it left); `?` until there is a rate.
+fn eta(remaining: u64, rate: f64, paused: Duration) -> String {
     if remaining == 0 {
         return "0s".into();
     }
     if rate <= 0.0 {
         return "?".into();
     }
-    let secs = (remaining as f64 / rate).ceil() as u64;
+    let secs = (remaining as f64 / rate + paused.as_secs_f64()).ceil() as u64;
     match secs {
         0..=99 => format!("{secs}s"),
         100..=5999 => format!("{}m{:02}s", secs / 60, secs % 60),
@@ -195,6 +209,7 @@ impl Progress {
                     "{prefix} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}"
                 };
                 let (for_rate, for_eta) = (Arc::clone(&counts), Arc::clone(&counts));
+                let for_pause = Arc::clone(&pause);
                 let style = ProgressStyle::with_template(template)
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .with_key(
@@ -207,7 +222,8 @@ impl Progress {
                         "eta",
                         move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
                             let left = s.len().unwrap_or(0).saturating_sub(s.pos());
-                            let _ = write!(w, "{}", eta(left, for_eta.per_second()));
+                            let paused = for_pause.remaining();
+                            let _ = write!(w, "{}", eta(left, for_eta.per_second(), paused));
                         },
                     )
                     .progress_chars("=> ");
@@ -313,14 +329,28 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use super::eta;
+    use super::{eta, in_flight};
+    use std::time::Duration;
 
     #[test]
     fn eta_is_unknown_until_there_is_a_rate() {
-        assert_eq!(eta(100, 0.0), "?");
-        assert_eq!(eta(0, 0.0), "0s");
-        assert_eq!(eta(100, 10.0), "10s");
-        assert_eq!(eta(100, 0.5), "3m20s");
-        assert_eq!(eta(100_000, 1.0), "27h46m");
+        let none = Duration::ZERO;
+        assert_eq!(eta(100, 0.0, none), "?");
+        assert_eq!(eta(0, 0.0, none), "0s");
+        assert_eq!(eta(100, 10.0, none), "10s");
+        assert_eq!(eta(100, 0.5, none), "3m20s");
+        assert_eq!(eta(100_000, 1.0, none), "27h46m");
+    }
+
+    #[test]
+    fn in_flight_never_reads_above_the_limit() {
+        assert_eq!(in_flight(3, 4), "in flight 3/4");
+        assert_eq!(in_flight(20, 1), "in flight 1/1 (+19 finishing)");
+    }
+
+    #[test]
+    fn a_pause_the_server_ordered_counts_in_the_eta() {
+        assert_eq!(eta(100, 10.0, Duration::from_secs(30)), "40s");
+        assert_eq!(eta(0, 10.0, Duration::from_secs(30)), "0s");
     }
 }

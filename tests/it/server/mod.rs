@@ -24,6 +24,13 @@
 //!   first come, first served: llama.cpp on a CPU, one request at a time.
 //!   Latency is the service time alone and grows by one service time per
 //!   request waiting ahead; throughput is flat whatever the load.
+//! - **sharing** ([`Builder::sharing`]): one processor whose time is shared
+//!   equally by every request at it (processor sharing): `n` requests each
+//!   progress at `1/n` of the speed, so all of them slow down together
+//!   instead of queueing; throughput is flat whatever the load.
+//! - **a cold first request** ([`Builder::cold`]): the first request to enter
+//!   service takes the given time instead (model load, caches warming), as
+//!   llama.cpp's does.
 //! - **batching** ([`Builder::batching`]): a GPU server batching requests
 //!   (vLLM, TGI). At most B are in service at once and the rest queue first
 //!   come, first served; a request that enters service with `n` in service
@@ -228,6 +235,25 @@ impl Builder {
         self.capacity(1, service, 0.0)
     }
 
+    /// One processor shared equally by every request at it, each needing
+    /// `service` alone (times `exp(sigma × N(0, 1))`).
+    pub fn sharing(mut self, service: Duration, sigma: f64) -> Self {
+        self = self.service(1, service, Spread::Lognormal(sigma.max(0.0)), 1.0);
+        if let Some(shape) = &mut self.capacity {
+            shape.sharing = true;
+        }
+        self
+    }
+
+    /// The first request to enter service takes `service` instead of its
+    /// shape's time (set after the shape).
+    pub fn cold(mut self, service: Duration) -> Self {
+        if let Some(shape) = &mut self.capacity {
+            shape.cold = Some(service);
+        }
+        self
+    }
+
     /// A batching server: at most `batch` requests in service, the others in
     /// line; one entering service with `n` in service (itself included) takes
     /// `base × (1 + (max_factor − 1) × (n − 1) / (batch − 1))`.
@@ -258,6 +284,8 @@ impl Builder {
             base,
             spread,
             max_factor,
+            sharing: false,
+            cold: None,
         });
         self
     }

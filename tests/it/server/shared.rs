@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::limits::{whole_seconds, Bucket, FixedWindow, RETRY_AFTER};
 use super::replies::{Faults, Reply};
 use super::rng::XorShift;
-use super::shapes::{Capacity, InService};
+use super::shapes::{Capacity, InService, Processor};
 use super::{Builder, Received, Responder, Span, Stats};
 
 /// What the server knows and counts, shared by every connection.
@@ -67,9 +67,15 @@ impl Shared {
             latency_range: b.latency_range,
             capacity: b.capacity.map(|shape| Capacity {
                 shape,
-                slots: Arc::new(Semaphore::new(shape.slots)),
+                slots: Arc::new(Semaphore::new(if shape.sharing {
+                    Semaphore::MAX_PERMITS
+                } else {
+                    shape.slots
+                })),
                 in_service: AtomicUsize::new(0),
                 peak_in_service: AtomicUsize::new(0),
+                processor: Processor::default(),
+                served: AtomicUsize::new(0),
             }),
             bucket: b.per_minute.map(|(n, burst)| {
                 Mutex::new(Bucket {
@@ -286,8 +292,18 @@ pub(super) async fn answer(
         let _serving = InService(&capacity.in_service);
         capacity.peak_in_service.fetch_max(n, Ordering::SeqCst);
         let shape = &capacity.shape;
-        let factor = shape.load_factor(n) * shape.spread.factor(&mut shared.rng.lock().unwrap());
-        tokio::time::sleep(shape.base.mul_f64(factor)).await;
+        let work = match shape.cold {
+            Some(cold) if capacity.served.fetch_add(1, Ordering::SeqCst) == 0 => cold,
+            _ => {
+                let factor = shape.spread.factor(&mut shared.rng.lock().unwrap());
+                shape.base.mul_f64(shape.load_factor(n) * factor)
+            }
+        };
+        if shape.sharing {
+            capacity.processor.serve(work).await;
+        } else {
+            tokio::time::sleep(work).await;
+        }
     }
     Answer {
         received,

@@ -101,6 +101,9 @@ pub const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// Start-up's last [`MIN_ROUND`] replies queue when their median latency
 /// passes this many floors (beyond the floor's own error).
 pub const STARTUP_QUEUE: f64 = 2.0;
+/// While the client holds requests back, start-up's window stays within
+/// this many requests of those really at the server.
+pub const STARTUP_HEADROOM: usize = 3;
 /// A start-up reply within this many floors did not queue: the window
 /// grows by one (slow start, HyStart's delay test).
 pub const SLOW_START_QUEUE: f64 = 1.25;
@@ -424,10 +427,18 @@ impl Adaptive {
                         self.drain(o.now, median(&mut rates));
                         return self.changed(o);
                     }
+                    let before = self.limit;
                     if !self.beyond(per, SLOW_START_QUEUE, 1.0) {
                         self.limit = self.clamp(self.limit + 1);
                     }
                     self.grow();
+                    if o.held_back_now > 0 {
+                        // The client holds requests back (its rate limit):
+                        // a burst it let through must not leave a window
+                        // its queue then never fills.
+                        let cap = at_server.saturating_add(STARTUP_HEADROOM);
+                        self.limit = self.limit.min(cap.max(before));
+                    }
                 }
             }
             Phase::Cruise { .. } if self.limit > 1 && self.floor_due(o.now) => {

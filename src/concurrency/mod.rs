@@ -202,6 +202,9 @@ pub struct Observation {
     pub limit_at_start: usize,
     /// Requests at the server as this outcome is reported, itself excluded.
     pub at_server_now: usize,
+    /// Requests holding a slot as this outcome is reported but not at the
+    /// server: waiting on the client's rate limit, backoff or a pause.
+    pub held_back_now: usize,
     /// The last dispatch number handed out so far.
     pub latest_seq: u64,
     pub limit: usize,
@@ -549,6 +552,7 @@ impl Permit {
             at_server,
             limit_at_start: self.limit_at_start,
             at_server_now: s.at_server,
+            held_back_now: s.in_flight.saturating_sub(s.at_server + 1),
             latest_seq: s.seq,
             limit: s.limit,
             now: ended,

@@ -262,6 +262,7 @@ pub fn simulate(
             at_server: r.at_server,
             limit_at_start: r.limit_at_start,
             at_server_now: in_flight,
+            held_back_now: 0,
             latest_seq: requests.len() as u64,
             limit,
             now: at(now),

@@ -189,24 +189,25 @@ fn adaptive_stays_near_one_on_servers_that_serve_one_at_a_time() {
     // them, and its first request is slow (cold). Issue 17 found the old
     // controller's reference taken from a race there, and limits of 14-32.
     // Here 1 or 2 is right: at 1 in flight the client's own turn-around
-    // between a reply and the next request idles this 50 ms server a few
-    // percent of the time, which 2 buys back, so which of the two it holds is
-    // within noise. (`scripts/bench serial` checks p50 <= 1.5x sequential's
-    // at 200 ms over 5 runs of each shape.)
-    const N: usize = 100;
+    // between a reply and the next request idles the server a little, which
+    // 2 buys back, so which of the two it holds is within noise (more so in
+    // a debug build). 100 ms keeps that turn-around small against the
+    // service. (`scripts/bench serial` checks p50 <= 1.5x sequential's at
+    // 200 ms over 5 runs of each shape.)
+    const N: usize = 60;
     let shapes = [
         (
             "first come, first served",
-            TestServer::builder().serial(Duration::from_millis(50)),
+            TestServer::builder().serial(Duration::from_millis(100)),
         ),
         (
             "time shared",
-            TestServer::builder().sharing(Duration::from_millis(50), 0.0),
+            TestServer::builder().sharing(Duration::from_millis(100), 0.0),
         ),
     ];
     for (shape, builder) in shapes {
         let server = builder
-            .cold(Duration::from_millis(150))
+            .cold(Duration::from_millis(300))
             .reply(|p| p.to_owned())
             .start();
         let dir = TestDir::new();
@@ -228,10 +229,10 @@ fn adaptive_stays_near_one_on_servers_that_serve_one_at_a_time() {
         // The run's own summary agrees with the timeline.
         let run = &e["timing"]["runs"][0]["limit"];
         assert_eq!(run["median"], limit["median"], "{:#}", e["timing"]);
-        // An order of magnitude, not a benchmark: 4 in flight would be 200 ms.
+        // An order of magnitude, not a benchmark: 4 in flight would be 400 ms.
         assert!(
-            p50 < 0.125,
-            "{shape}: p50 {p50} s against a 50 ms server: {:#}",
+            p50 < 0.25,
+            "{shape}: p50 {p50} s against a 100 ms server: {:#}",
             e["timing"]
         );
         assert_eq!(server.count(), N, "{shape}: every sample sent once");

@@ -12,6 +12,25 @@ use crate::util::{prompt, TestDir};
 
 const RETRY: &str = "  timeout: 5s\n  retry: {max_attempts: 2, backoff: 10ms, max_backoff: 20ms}\n";
 
+/// Runs `n` samples into experiment `x` against a 5 ms echo server through
+/// the client's rate limit of `per_minute`, with `concurrency` (a spec line).
+fn run_under_quota(n: usize, per_minute: u32, concurrency: &str) -> (TestDir, TestServer) {
+    let server = TestServer::builder()
+        .reply(|p| p.to_owned())
+        .latency(Duration::from_millis(5))
+        .start();
+    let dir = TestDir::new();
+    let model = format!("{RETRY}  rate_limit: {{requests_per_minute: {per_minute}}}\n");
+    dir.write(
+        "spec.yaml",
+        &spec("quota", &server.url(), n, &model, concurrency),
+    );
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(0);
+    (dir, server)
+}
+
 #[test]
 fn a_resumed_run_keeps_the_earlier_runs_retries() {
     const N: usize = 6;
@@ -87,20 +106,8 @@ fn blocked_time_is_wall_clock_not_summed_over_samples() {
     // Every request waits in the client's rate limiter (2 a second) for most
     // of the run, with nothing at the server: eight samples waiting at once
     // would sum to about eight times the wall time.
-    let server = TestServer::builder()
-        .reply(|p| p.to_owned())
-        .latency(Duration::from_millis(5))
-        .start();
-    let dir = TestDir::new();
-    let model = format!("{RETRY}  rate_limit: {{requests_per_minute: 120}}\n");
     let tail = format!("concurrency: {{strategy: sliding_window, max_concurrency: {WINDOW}}}\n");
-    dir.write(
-        "spec.yaml",
-        &spec("blocked", &server.url(), N, &model, &tail),
-    );
-    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
-        .output()
-        .assert_exit_code(0);
+    let (dir, server) = run_under_quota(N, 120, &tail);
     let report = show_json(&dir, "x", &[]);
     let t = &only(&report)["timing"];
     let wall = t["wall_seconds"].as_f64().expect("wall");
@@ -125,25 +132,7 @@ fn a_run_that_mostly_waited_on_its_quota_claims_no_speed_up() {
     // Adaptive measures an unloaded latency (its requests are alone at a
     // 5 ms server), but the run spends most of its time in the client's
     // rate limiter: a speed-up over sequential would measure the quota.
-    let server = TestServer::builder()
-        .reply(|p| p.to_owned())
-        .latency(Duration::from_millis(5))
-        .start();
-    let dir = TestDir::new();
-    let model = format!("{RETRY}  rate_limit: {{requests_per_minute: 240}}\n");
-    dir.write(
-        "spec.yaml",
-        &spec(
-            "quota",
-            &server.url(),
-            N,
-            &model,
-            "concurrency: {strategy: adaptive}\n",
-        ),
-    );
-    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
-        .output()
-        .assert_exit_code(0);
+    let (dir, _server) = run_under_quota(N, 240, "concurrency: {strategy: adaptive}\n");
     let report = show_json(&dir, "x", &[]);
     let t = &only(&report)["timing"];
     let wall = t["wall_seconds"].as_f64().expect("wall");

@@ -85,14 +85,20 @@ fn a_resumed_run_keeps_the_earlier_runs_retries() {
         (uint(&runs[0], "/samples"), uint(&runs[1], "/samples")),
         (N as u64, N as u64)
     );
-    // Sequential replies had the server alone: an unloaded latency. But the
-    // evaluation spent most of its wall time in the first run's backoff, so
-    // it claims no speed-up over sequential (the table shows none either).
+    // Sequential replies had the server alone: an unloaded latency. The
+    // speed-up against it counts both runs' wall time, the first one's
+    // backoff included: about 1 or less, and none at all when the backoff
+    // took more than half the wall (how much depends on the machine's load).
     assert!(t["unloaded_latency_seconds"].is_f64(), "{t:#}");
     let blocked = t["blocked_seconds"].as_f64().expect("blocked");
     let wall = t["wall_seconds"].as_f64().expect("wall");
-    assert!(blocked > 0.5 * wall, "{t:#}");
-    assert!(t["speedup_over_sequential"].is_null(), "{t:#}");
+    match t["speedup_over_sequential"].as_f64() {
+        Some(speedup) => assert!(
+            blocked <= 0.5 * wall && speedup > 0.0 && speedup <= 1.05,
+            "{t:#}"
+        ),
+        None => assert!(blocked > 0.5 * wall, "{t:#}"),
+    }
     // `show` lists the runs for people too.
     let table = dir.cmd(["show", "x"]).output();
     table.assert_exit_code(0).assert_stdout_contains("run 1");

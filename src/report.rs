@@ -516,15 +516,15 @@ fn counts(e: &EvaluationRow) -> SampleCounts {
 /// unloaded latency.
 const MIN_UNLOADED: u64 = 3;
 
-/// Builds an evaluation's report; `latencies` are successful latencies in µs,
-/// ascending; `runs` its recorded runs (none for stores before schema 3, or a
-/// run killed before it could write its row).
 /// A run blocked (nothing at the server) for more than half its wall time
 /// waited on a quota: its speed-up says nothing of concurrency.
 fn mostly_blocked(blocked: f64, wall: f64) -> bool {
     blocked > 0.5 * wall
 }
 
+/// Builds an evaluation's report; `latencies` are successful latencies in µs,
+/// ascending; `runs` its recorded runs (none for stores before schema 3, or a
+/// run killed before it could write its row).
 pub fn evaluation(
     e: &EvaluationRow,
     latencies: &[u64],

@@ -38,8 +38,9 @@
 //!   the window's growth, beyond the run's noise ([`SIGNIFICANT`] standard
 //!   errors), then tries higher at once with twice the step (BBR v2's
 //!   ProbeBW_UP); a real rise short of that keeps the part of the step it
-//!   pays for at that rate (the knee lies within the step). When it did not pay and the held window runs [`QUEUED`]
-//!   floors slow (a queue, or a batch), or is small enough ([`CHEAP_DIP`])
+//!   pays for at that rate (the knee lies within the step). When it did not
+//!   pay and the held window runs [`QUEUED`] floors slow (a queue, or a
+//!   batch), or is small enough ([`CHEAP_DIP`])
 //!   that a round lower costs little, it tries [`PROBE_DOWN`] x, kept when
 //!   the rate lost less than [`FALL`] of the cut. What is kept is the gain:
 //!   a batching server, whose latency rises before its throughput stops
@@ -339,14 +340,14 @@ impl Adaptive {
     /// Start-up is over, its rate estimated at `rate`: drain straight to
     /// the product, and probe from it soon.
     fn drain(&mut self, now: Duration, rate: f64) {
-        let Some(reference) = self.floor.get() else {
+        if self.floor.get().is_none() {
             // Started above 1: nothing was alone yet.
             self.probe_rtt(now, None);
             return;
-        };
+        }
         self.rate.update(self.rounds, rate);
-        let bdp = self.rate.get().unwrap_or(rate) * reference;
-        self.hold(bdp.round().max(1.0) as usize);
+        let product = self.product();
+        self.hold(product);
         self.cruise = FIRST_CRUISE;
         self.enter(Phase::Cruise { rounds: 0 });
     }
@@ -524,13 +525,12 @@ impl Adaptive {
     /// estimate of the rate; never smaller than it was.
     fn grow(&mut self) {
         if let Some(floor) = self.floor.get() {
-            let bdp = self.startup_rate * floor;
-            let gain = if bdp < SMALL_BDP {
+            let gain = if self.small() {
                 STARTUP_GAIN
             } else {
                 STARTUP_FAST_GAIN
             };
-            let target = (gain * bdp).round() as usize;
+            let target = (gain * self.startup_rate * floor).round() as usize;
             self.limit = self.clamp(target.max(self.limit));
         }
     }
@@ -690,10 +690,8 @@ impl Adaptive {
     /// batches; only then is a smaller window worth a try (and a wrong
     /// guess costs one round).
     fn queued(&self) -> bool {
-        match (self.held.latency(), self.floor.get()) {
-            (Some(latency), Some(floor)) => {
-                latency > QUEUED * floor * self.floor.uncertainty().exp()
-            }
+        match self.held.latency() {
+            Some(latency) if self.floor.get().is_some() => self.beyond(latency, QUEUED, 1.0),
             _ => true,
         }
     }

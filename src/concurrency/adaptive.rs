@@ -218,6 +218,13 @@ pub struct Adaptive {
     floor: Floor,
     /// Start-up's estimate of the rate: the highest median of its newest replies.
     startup_rate: f64,
+    /// The latency of the last start-up round that the next one's rate grew
+    /// past by [`STARTUP_GROWTH`]: the server was not yet full then, so it
+    /// measured an unloaded latency with a round's replies, not an alone
+    /// pair's.
+    growing_latency: f64,
+    /// The latency of start-up's last round.
+    last_latency: f64,
     /// The (latency, rate) of start-up's last [`MIN_ROUND`] replies sent
     /// with the window full.
     recent: Vec<(f64, f64)>,
@@ -253,6 +260,8 @@ impl Adaptive {
             rate: MaxFilter::new(RATE_ROUNDS),
             floor: Floor::new(FLOOR_WINDOW),
             startup_rate: 0.0,
+            growing_latency: f64::INFINITY,
+            last_latency: f64::INFINITY,
             recent: Vec::with_capacity(MIN_ROUND),
             rounds: 0,
             round: Round::new(0, 0, MIN_ROUND, 1),
@@ -346,7 +355,17 @@ impl Adaptive {
             return;
         }
         self.rate.update(self.rounds, rate);
-        let product = self.product();
+        let mut product = self.product();
+        if let Some(floor) = self.floor.get() {
+            // Two alone replies may put the floor well below a typical
+            // latency; a round that still grew measured it with more. One
+            // that queued (past STARTUP_QUEUE floors) did not grow on a
+            // one-at-a-time server, but noise may say it did.
+            let latency = self.growing_latency;
+            if latency > floor && latency <= STARTUP_QUEUE * floor {
+                product = product.max(self.clamp((rate * latency).round() as usize));
+            }
+        }
         self.hold(product);
         self.cruise = FIRST_CRUISE;
         self.enter(Phase::Cruise { rounds: 0 });
@@ -573,8 +592,10 @@ impl Adaptive {
     /// after [`STARTUP_FLAT_ROUNDS`] rounds that it does not, or at the
     /// first such round that queues.
     fn startup_round(&mut self, full: f64, flat: u32, latency: f64, now: Duration) {
+        let last_latency = std::mem::replace(&mut self.last_latency, latency);
         let best = self.rate.get().unwrap_or(0.0);
         if best >= full * STARTUP_GROWTH {
+            self.growing_latency = last_latency;
             if self.floor.get().is_none() {
                 // No floor to size it by: double per growing round.
                 self.limit = self.clamp(self.limit.saturating_mul(2));

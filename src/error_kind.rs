@@ -14,6 +14,10 @@ pub enum ErrorKind {
     /// An `llm_judge` evaluator got no score from its judge: the judge's
     /// request failed, or its reply held no score.
     Judge,
+    /// The model answered but the run stopped before every evaluator had
+    /// scored the reply: the next run scores the stored reply without
+    /// asking the model again.
+    Ungraded,
     /// No full reply within the timeout.
     Timeout,
     /// No connection, or a refused certificate.
@@ -32,6 +36,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Template => f.write_str("template"),
             ErrorKind::Evaluator => f.write_str("evaluator"),
             ErrorKind::Judge => f.write_str("judge"),
+            ErrorKind::Ungraded => f.write_str("ungraded"),
             ErrorKind::Timeout => f.write_str("timeout"),
             ErrorKind::Connection => f.write_str("connection"),
             ErrorKind::Http(status) => write!(f, "http_{status}"),
@@ -50,6 +55,7 @@ impl std::str::FromStr for ErrorKind {
             "template" => ErrorKind::Template,
             "evaluator" => ErrorKind::Evaluator,
             "judge" => ErrorKind::Judge,
+            "ungraded" => ErrorKind::Ungraded,
             "timeout" => ErrorKind::Timeout,
             "connection" => ErrorKind::Connection,
             "api_error" => ErrorKind::ApiError,
@@ -74,6 +80,7 @@ mod tests {
             (ErrorKind::Template, "template"),
             (ErrorKind::Evaluator, "evaluator"),
             (ErrorKind::Judge, "judge"),
+            (ErrorKind::Ungraded, "ungraded"),
             (ErrorKind::Timeout, "timeout"),
             (ErrorKind::Connection, "connection"),
             (ErrorKind::Http(429), "http_429"),

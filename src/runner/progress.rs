@@ -15,6 +15,7 @@ use super::Planned;
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::RateLimit;
 use crate::concurrency::Limiter;
+use crate::error_kind::ErrorKind;
 use crate::store::writer::SampleRecord;
 
 /// How progress is shown.
@@ -265,16 +266,21 @@ impl Progress {
         move |batch: &[SampleRecord]| {
             let Some(live) = &live else { return };
             let c = &live.counts;
-            let mut errors = 0;
+            let (mut finished, mut errors) = (0, 0);
             let (mut scored, mut passed) = (0, 0);
-            for r in batch {
+            // A reply stored before grading is not done: its graded record follows.
+            let graded = batch
+                .iter()
+                .filter(|r| r.error_kind != Some(ErrorKind::Ungraded));
+            for r in graded {
+                finished += 1;
                 errors += u64::from(r.error_kind.is_some());
                 if let Some(Some(s)) = r.scores.first() {
                     scored += 1;
                     passed += u64::from(s.passed);
                 }
             }
-            let done = c.done.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
+            let done = c.done.fetch_add(finished, Ordering::Relaxed) + finished;
             c.errors.fetch_add(errors, Ordering::Relaxed);
             c.scored.fetch_add(scored, Ordering::Relaxed);
             c.passed.fetch_add(passed, Ordering::Relaxed);

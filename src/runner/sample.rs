@@ -41,6 +41,9 @@ pub struct SampleContext {
     rate: Option<Arc<RateLimit>>,
     /// `params.max_tokens`, for token estimates.
     max_tokens: Option<u64>,
+    /// Some evaluator waits on a judge or a program: a reply is stored before
+    /// it is graded, so a run stopped while grading lags keeps it.
+    grading_waits: bool,
 }
 
 impl SampleContext {
@@ -72,6 +75,10 @@ impl SampleContext {
             secrets,
             rate,
             max_tokens,
+            grading_waits: eval
+                .evaluators
+                .iter()
+                .any(|e| e.scorer.external().is_some()),
         }
     }
 
@@ -84,6 +91,34 @@ impl SampleContext {
     /// the queue is full. `None` when the writer has stopped.
     pub async fn reserve(&self) -> Option<OwnedPermit<SampleRecord>> {
         self.records.clone().reserve_owned().await.ok()
+    }
+
+    /// Stores the model's reply in `record` before it is graded, when grading
+    /// waits on a judge or a program: a run stopped meanwhile keeps the paid
+    /// reply, and the next run grades it from the store. Returns the place
+    /// for the graded record (`None` when the writer has stopped).
+    async fn keep_reply(
+        &self,
+        slot: OwnedPermit<SampleRecord>,
+        record: &mut SampleRecord,
+        output: &str,
+    ) -> Option<OwnedPermit<SampleRecord>> {
+        if !self.grading_waits {
+            return Some(slot);
+        }
+        let ungraded = SampleRecord {
+            output: Some(output.to_owned()),
+            error_kind: Some(ErrorKind::Ungraded),
+            error: Some(
+                "the run stopped before this reply was graded; the next run grades it".into(),
+            ),
+            ..record.clone()
+        };
+        self.record(slot, ungraded);
+        record.replaces = true;
+        // The graded record waits for room like any other: a backlog of
+        // replies waiting on a judge stays within the writer's queue.
+        self.reserve().await
     }
 
     /// Hands a record to the writer, with secrets scrubbed from its text.
@@ -328,8 +363,13 @@ pub(super) async fn process(
             record.latency_us = Some(completion.latency.as_micros() as u64);
             record.prompt_tokens = completion.prompt_tokens;
             record.completion_tokens = completion.completion_tokens;
+            let Some(graded) = ctx.keep_reply(slot, &mut record, &completion.content).await else {
+                return;
+            };
             ctx.score(&completion.content, &vars, &mut record).await;
             record.output = Some(completion.content);
+            ctx.record(graded, record);
+            return;
         }
         Err(e) => {
             drop(permit);
@@ -365,5 +405,6 @@ fn started(sample: Sample, start_us: u64) -> SampleRecord {
         prompt_tokens: None,
         completion_tokens: None,
         judge_calls: Vec::new(),
+        replaces: false,
     }
 }

@@ -54,6 +54,9 @@ pub struct SampleRecord {
     pub completion_tokens: Option<u64>,
     /// The calls judges made to grade this sample, one per judging evaluator.
     pub judge_calls: Vec<JudgeRecord>,
+    /// This run already stored the sample (its reply, before grading):
+    /// this record takes that one's place.
+    pub replaces: bool,
 }
 
 /// One call an `llm_judge` evaluator made for one sample: what it sent, what

@@ -421,3 +421,66 @@ fn a_judge_on_the_evaluations_endpoint_shares_its_rate_limit() {
         "20 requests at 10 a second after a burst of 10 took only {span:?}"
     );
 }
+
+/// A judge far slower than the model: the model's replies are stored as they
+/// arrive, so Ctrl-C keeps every one the model sent (marked `ungraded`), and
+/// the next run grades them from the store without asking the model again.
+#[test]
+fn an_interrupt_while_the_judge_lags_keeps_every_reply_the_model_sent() {
+    const N: usize = 40;
+    let model = TestServer::echo();
+    let judge_server = TestServer::builder()
+        .latency(Duration::from_millis(400))
+        .reply(|_| r#"{"score": 1}"#.to_owned())
+        .start();
+    let dir = TestDir::new();
+    let spec = Spec::new("lagging", &model.url())
+        .samples(N)
+        .quick()
+        .evaluators(&judge(&judge_server.url(), "    max_concurrency: 1\n"))
+        .tail("concurrency: {strategy: sliding_window, max_concurrency: 4}\n")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    let mut child = dir
+        .cmd(["run", "spec.yaml", "-e", "x"])
+        .spawn_logged(&dir, "first");
+    crate::util::wait_until(
+        Duration::from_secs(20),
+        "the model answering more than the judge graded",
+        || model.count() >= 12 && judge_server.count() >= 1,
+    );
+    crate::support::signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", dir.read("first.err"));
+    let answered = model.count();
+
+    let e = evaluation(&dir, "x");
+    let records = e["records"].as_array().unwrap();
+    let with_output = records.iter().filter(|r| r["output"].is_string()).count();
+    assert_eq!(
+        with_output, answered,
+        "every reply the model sent is stored"
+    );
+    let ungraded = records
+        .iter()
+        .filter(|r| r["error_kind"] == "ungraded")
+        .count();
+    assert!(
+        ungraded > 0 && ungraded < answered,
+        "some replies graded, the rest kept ungraded: {ungraded} of {answered}"
+    );
+    assert_eq!(e["samples"]["recorded"], answered);
+
+    judge_server.set_latency(Duration::ZERO);
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    assert_eq!(
+        model.count(),
+        N,
+        "the resume asks the model only for what it never answered"
+    );
+    let e = evaluation(&dir, "x");
+    assert_eq!(e["evaluators"][0]["scored"], N);
+    assert_eq!(e["samples"]["errored"], 0);
+}

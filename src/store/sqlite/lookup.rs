@@ -53,7 +53,7 @@ impl SampleLookup for SqliteLookup {
     fn get(&self, key: &str) -> Result<Option<StoredSample>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT row_hash, error_kind IS NULL, coalesce(error_kind IN ('evaluator', 'judge') AND output IS NOT NULL, 0)
+            .prepare_cached("SELECT row_hash, error_kind IS NULL, coalesce(error_kind IN ('evaluator', 'judge', 'ungraded') AND output IS NOT NULL, 0)
                  FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2")?;
         Ok(stmt
             .query_row(params![self.evaluation_id, key], |r| {

@@ -49,6 +49,7 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
         prompt_tokens: Some(3),
         completion_tokens: Some(1),
         judge_calls: Vec::new(),
+        replaces: false,
     }
 }
 

@@ -43,7 +43,7 @@ fn commit(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for r in batch {
-            if config.resuming {
+            if config.resuming || r.replaces {
                 delete.execute(params![config.evaluation_id, r.key])?;
             }
             insert.execute(params![
@@ -145,6 +145,7 @@ mod tests {
             prompt_tokens: Some(3),
             completion_tokens: Some(1),
             judge_calls: Vec::new(),
+            replaces: false,
         }
     }
 

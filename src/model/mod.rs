@@ -133,11 +133,6 @@ impl ModelClient {
         })
     }
 
-    /// What this client scrubs: the API key and any credential added.
-    pub fn secrets(&self) -> &Secrets {
-        &self.secrets
-    }
-
     /// Also scrubs `more` (credentials from the spec) from error excerpts.
     pub fn with_secrets(mut self, more: &Secrets) -> Self {
         self.secrets.extend(more);

@@ -97,6 +97,7 @@ pub async fn connect_judges(
     pauses: &Pauses,
 ) -> Result<Vec<MockServer>, RunError> {
     let eval = &plan.eval;
+    let secrets = plan.secrets();
     let mut mocks = Vec::new();
     for (evaluator, key) in eval.evaluators.iter().zip(&plan.judge_keys) {
         let Some(judge) = evaluator.scorer.judge() else {
@@ -118,7 +119,7 @@ pub async fn connect_judges(
             .rate_limit
             .map(|spec| rates.get(&rate_key(&url, model), spec).0);
         judge.connect(Link {
-            client: client.with_secrets(&eval.secrets),
+            client: client.with_secrets(&secrets),
             retry: Retry::new(model.retry).with_pause(pauses.get(&url)),
             rate,
             window: Semaphore::new(window),

@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
+use crate::secrets::Secrets;
 use crate::spec::{ApiKeyEnv, Evaluation, ModelSpec};
 use crate::store::{SampleLookup, Store, StoreError};
 
@@ -52,6 +53,20 @@ pub enum PlanError {
     Input(Box<Diagnostic>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Planned {
+    /// Everything this run must never store, print or send anywhere else:
+    /// the spec's credentials, the model's key and every judge's key. A
+    /// judge's reply is scrubbed of the model's key as the model's is of the
+    /// judge's, whatever echoes what.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = self.eval.secrets.clone();
+        for key in self.api_key.iter().chain(self.judge_keys.iter().flatten()) {
+            secrets.add(key);
+        }
+        secrets
+    }
 }
 
 impl From<Diagnostic> for PlanError {

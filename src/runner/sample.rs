@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{OwnedPermit, Sender};
 
 use super::client::outcome;
 use super::refusal::{is_refusal, RefusalWatch};
-use super::Sample;
+use super::{Planned, Sample};
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::{estimate_tokens, RateLimit};
 use crate::concurrency::retry::{self, Retry};
@@ -19,7 +19,7 @@ use crate::error_kind::ErrorKind;
 use crate::evaluators::{Evaluator, ScoreError};
 use crate::model::{ClientError, Message, ModelClient, Role};
 use crate::secrets::Secrets;
-use crate::spec::{Evaluation, Prompt};
+use crate::spec::Prompt;
 use crate::store::writer::{SampleRecord, ScoreRecord};
 use crate::template::{Budget, RenderError};
 
@@ -35,7 +35,9 @@ pub struct SampleContext {
     records: Sender<SampleRecord>,
     /// Stops the run when the server refuses the credentials.
     pub refusals: RefusalWatch,
-    /// The API key and spec credentials, scrubbed from every record.
+    /// The spec's credentials and every key the run sends (the model's and
+    /// the judges'): scrubbed from every record, and from a reply before any
+    /// evaluator (a judge, a program) sees it.
     secrets: Secrets,
     /// The endpoint's shared rate limit, if the spec sets one.
     rate: Option<Arc<RateLimit>>,
@@ -48,7 +50,7 @@ pub struct SampleContext {
 
 impl SampleContext {
     pub fn new(
-        eval: &Evaluation,
+        plan: &Planned,
         client: Option<ModelClient>,
         started: Instant,
         records: Sender<SampleRecord>,
@@ -56,14 +58,12 @@ impl SampleContext {
         rate: Option<Arc<RateLimit>>,
         pause: Arc<Pause>,
     ) -> Self {
+        let eval = &plan.eval;
         let params = &eval.model.params;
         let max_tokens = params
             .get("max_tokens")
             .or_else(|| params.get("max_completion_tokens"))
             .and_then(|v| v.as_u64());
-        let secrets = client
-            .as_ref()
-            .map_or_else(|| eval.secrets.clone(), |c| c.secrets().clone());
         SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
@@ -72,7 +72,7 @@ impl SampleContext {
             started,
             records,
             refusals,
-            secrets,
+            secrets: plan.secrets(),
             rate,
             max_tokens,
             grading_waits: eval
@@ -121,17 +121,23 @@ impl SampleContext {
         self.reserve().await
     }
 
-    /// Hands a record to the writer, with secrets scrubbed from its text.
+    /// A reply with every secret scrubbed: what is scored and stored.
+    fn scrubbed(&self, mut output: String) -> String {
+        self.secrets.scrub_string(&mut output);
+        output
+    }
+
+    /// Hands a record to the writer, with secrets scrubbed from its text (the
+    /// output was scrubbed when it arrived).
     fn record(&self, slot: OwnedPermit<SampleRecord>, mut record: SampleRecord) {
         record.end_us = self.elapsed_us();
         if !self.secrets.is_empty() {
             for text in [&mut record.variables, &mut record.prompt] {
                 self.secrets.scrub_string(text);
             }
-            for text in [&mut record.output, &mut record.error]
-                .into_iter()
-                .flatten()
-            {
+            let reasons = record.scores.iter_mut().flatten();
+            let reasons = reasons.filter_map(|s| s.reason.as_mut());
+            for text in record.error.iter_mut().chain(reasons) {
                 self.secrets.scrub_string(text);
             }
             for call in &mut record.judge_calls {
@@ -264,7 +270,7 @@ pub(super) async fn process(
             completion_tokens: call.completion_tokens,
             ..started(sample, start_us)
         };
-        match call.output {
+        match call.output.map(|output| ctx.scrubbed(output)) {
             Some(output) => {
                 ctx.score(&output, &vars, &mut record).await;
                 record.output = Some(output);
@@ -363,11 +369,12 @@ pub(super) async fn process(
             record.latency_us = Some(completion.latency.as_micros() as u64);
             record.prompt_tokens = completion.prompt_tokens;
             record.completion_tokens = completion.completion_tokens;
-            let Some(graded) = ctx.keep_reply(slot, &mut record, &completion.content).await else {
+            let output = ctx.scrubbed(completion.content);
+            let Some(graded) = ctx.keep_reply(slot, &mut record, &output).await else {
                 return;
             };
-            ctx.score(&completion.content, &vars, &mut record).await;
-            record.output = Some(completion.content);
+            ctx.score(&output, &vars, &mut record).await;
+            record.output = Some(output);
             ctx.record(graded, record);
             return;
         }

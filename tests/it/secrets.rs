@@ -266,3 +266,104 @@ fn a_key_cut_in_half_by_the_error_excerpt_is_not_leaked() {
         leaks.join("\n")
     );
 }
+
+/// A judge with a key of its own, and servers that quote whatever key they
+/// were sent: the model's key never reaches the judge (the reply is scrubbed
+/// before it is graded), and neither key reaches the store, `show` or an
+/// export (the judge's reply is scrubbed of the judge's own key too).
+#[test]
+fn neither_the_models_key_nor_the_judges_leaves_its_own_request() {
+    let mut rng = XorShift::from_time();
+    let model_key = format!("sk-model-{}", rng.token(24));
+    let judge_key = format!("sk-judge-{}", rng.token(24));
+    let quote = |r: &crate::server::Received| {
+        r.authorization
+            .as_deref()
+            .unwrap_or("none")
+            .trim_start_matches("Bearer ")
+            .to_owned()
+    };
+    let model = TestServer::builder()
+        .respond(move |r| Reply::text(format!("{} (you sent {})", r.prompt, quote(r))))
+        .start();
+    let judge = TestServer::builder()
+        .respond(move |r| {
+            Reply::text(
+                json!({"score": 1, "reason": format!("graded with {}", quote(r))}).to_string(),
+            )
+        })
+        .start();
+    let dir = TestDir::new();
+    let spec = Spec::new("keys", &model.url())
+        .rows(&text_rows((0..4).map(|i| format!("q{i}"))))
+        .model("  api_key_env: MODEL_KEY\n")
+        .evaluators(&format!(
+            "  - type: llm_judge\n    rubric: Is it an answer?\n    model:\n      provider: openai\n      base_url: {}\n      name: judge\n      api_key_env: JUDGE_KEY\n",
+            judge.url()
+        ))
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    let env = [("MODEL_KEY", &model_key), ("JUDGE_KEY", &judge_key)];
+    let command = |args: &[&str]| {
+        let mut cmd = dir.cmd(args);
+        for (var, value) in env {
+            cmd = cmd.env(var, value);
+        }
+        cmd.output()
+    };
+    let run = command(&["run", "spec.yaml", "-e", "x"]);
+    run.assert_exit_code(0);
+    let mut outputs = vec![("run", run)];
+    for args in [
+        vec!["show", "x", "--full", "--format", "json"],
+        vec!["show", "x", "--full"],
+        vec!["export", "x"],
+        vec!["export", "x", "--format", "csv"],
+    ] {
+        let out = command(&args);
+        out.assert_exit_code(0);
+        outputs.push(("show/export", out));
+    }
+
+    // Control: each server got its own key and quoted it back.
+    let (to_model, to_judge) = (model.requests(), judge.requests());
+    assert_eq!((to_model.len(), to_judge.len()), (4, 4));
+    assert!(to_model
+        .iter()
+        .all(|r| r.authorization == Some(format!("Bearer {model_key}"))));
+    assert!(to_judge
+        .iter()
+        .all(|r| r.authorization == Some(format!("Bearer {judge_key}"))));
+    let shown: Value = serde_json::from_str(&outputs[1].1.stdout).unwrap();
+    let record = &shown["evaluations"][0]["records"][0];
+    assert!(
+        record["output"]
+            .as_str()
+            .unwrap()
+            .contains("you sent [REDACTED]"),
+        "{record:#}"
+    );
+    assert!(
+        record["judges"]
+            .to_string()
+            .contains("graded with [REDACTED]"),
+        "{record:#}"
+    );
+
+    for r in &to_judge {
+        assert!(
+            !r.prompt.contains(&model_key),
+            "the judge was sent the model's key:\n{}",
+            r.prompt
+        );
+    }
+    let mut hits = Vec::new();
+    for (place, bytes) in everything_written(&dir, &outputs) {
+        for secret in [&model_key, &judge_key] {
+            if contains_bytes(&bytes, secret.as_bytes()) {
+                hits.push((place.clone(), secret.clone()));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "keys found in: {hits:#?}");
+}

@@ -153,6 +153,10 @@ pub fn run(
         if let Some(note) = note {
             progress.note(&format!("{}: {note}", plan.eval.name));
         }
+        // A spec that starts a program is code: say what it runs.
+        for program in plan.eval.programs() {
+            progress.note(&format!("{}: scorer {program}", plan.eval.name));
+        }
     }
     let ended = execute(
         &plans,

@@ -46,6 +46,8 @@ struct Checked {
     evaluators: Vec<String>,
     /// The strategy with its settings, such as `sliding_window(4)`.
     strategy: String,
+    /// What its `command` scorers will run.
+    commands: Vec<String>,
 }
 
 impl Render for Validated {
@@ -66,6 +68,9 @@ impl Render for Validated {
                     c.evaluators.join(", ")
                 }
             );
+            for command in &c.commands {
+                out += &format!("    {command}\n");
+            }
         }
         out
     }
@@ -115,6 +120,7 @@ fn check(
         model: eval.model.name.clone(),
         evaluators: eval.evaluators.iter().map(|e| e.name.clone()).collect(),
         strategy: eval.concurrency.to_string(),
+        commands: eval.programs(),
     };
     Ok((checked, eval))
 }

@@ -289,7 +289,7 @@ mod tests {
             found,
             EntryError::At {
                 key: Some("expectd".into()),
-                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `fail_under`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`, `rubric`, `prompt`, `messages`, `model`, `max_concurrency`".into()
+                message: "unknown field `expectd`, expected one of `type`, `name`, `threshold`, `fail_under`, `expected`, `ignore_case`, `pattern`, `tolerance`, `schema`, `method`, `path`, `choices`, `command`, `workers`, `timeout`, `config`, `env`, `rubric`, `prompt`, `messages`, `model`, `max_concurrency`".into()
             }
         );
     }

@@ -123,6 +123,10 @@ pub struct Build<'a> {
     pub model: Option<&'a ModelSpec>,
     /// Whether `model` is the entry's own block rather than the evaluation's.
     pub own_model: bool,
+    /// The environment variables the spec reads keys from (`api_key_env` of
+    /// the model and of every judge): a program the spec starts does not
+    /// inherit them unless its entry lists them under `env`.
+    pub key_vars: &'a [String],
 }
 
 impl Default for Build<'_> {
@@ -132,6 +136,7 @@ impl Default for Build<'_> {
             spec_dir: std::path::Path::new(""),
             model: None,
             own_model: false,
+            key_vars: &[],
         }
     }
 }
@@ -157,6 +162,12 @@ pub trait Score: Send + Sync {
     /// without blocking the runtime; the runner then awaits it instead of
     /// calling [`score`](Self::score). `None` for the pure rules.
     fn external(&self) -> Option<&dyn External> {
+        None
+    }
+    /// For an evaluator that starts a program: what it runs, as a shell
+    /// line and the folder it runs in, shown before a run (a spec that
+    /// starts a program is code).
+    fn program(&self) -> Option<String> {
         None
     }
 }
@@ -473,6 +484,7 @@ mod tests {
                 "workers",
                 "timeout",
                 "config",
+                "env",
                 "rubric",
                 "prompt",
                 "messages",

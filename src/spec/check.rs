@@ -85,6 +85,11 @@ impl Checker<'_> {
                     .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let key_vars: Vec<String> = std::iter::once(&model)
+            .chain(judge_models.iter().flatten())
+            .filter_map(|m| m.provider.http()?.api_key_env.as_ref())
+            .map(|key| key.var.clone())
+            .collect();
         let mut secrets = Secrets::default();
         let mut identity = identity(&raw);
         if let Some(model_json) = identity.get_mut("model") {
@@ -128,6 +133,7 @@ impl Checker<'_> {
                 spec_dir,
                 model: Some(own.as_ref().unwrap_or(&model)),
                 own_model: own.is_some(),
+                key_vars: &key_vars,
             };
             let built = e.build_in(&with).map_err(|err| {
                 let key = format!("evaluators[{i}].{}", err.key);

@@ -34,9 +34,12 @@ pub(super) fn identity(raw: &RawSpec) -> Value {
                     e.entry(key).or_insert(Value::Null);
                 }
                 // A judge's pacing may change between runs, as the model's may,
-                // and so may the CI gate's bar.
+                // and so may the CI gate's bar, and which key variables a
+                // command scorer may see (a scorer that failed for lack of
+                // one is resumed once `env` lists it).
                 e.remove("max_concurrency");
                 e.remove("fail_under");
+                e.remove("env");
                 if let Some(model) = e.get_mut("model") {
                     drop_pacing(model);
                 }

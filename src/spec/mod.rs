@@ -71,6 +71,17 @@ pub struct Evaluation {
     pub repeats: u32,
 }
 
+impl Evaluation {
+    /// What its `command` scorers will run: `EVALUATOR runs PROGRAM ARGS...
+    /// in FOLDER`, one line each.
+    pub fn programs(&self) -> Vec<String> {
+        self.evaluators
+            .iter()
+            .filter_map(|e| Some(format!("{} runs {}", e.name, e.scorer.program()?)))
+            .collect()
+    }
+}
+
 /// What is sent as the conversation.
 #[derive(Debug, Clone)]
 pub enum Prompt {

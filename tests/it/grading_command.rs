@@ -373,3 +373,51 @@ main(answer)
         }
     }
 }
+
+/// A command scorer runs without the keys the spec names (the model's
+/// `api_key_env`) unless its entry lists them under `env`; other variables
+/// pass through.
+#[test]
+fn a_scorer_sees_the_spec_keys_only_when_its_entry_lists_them() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write(
+        "scorer.py",
+        &format!(
+            "{LOOP}\ndef answer(request):\n    has = 'MODEL_KEY' in os.environ\n    return {{\"id\": request[\"id\"], \"score\": 1.0 if has else 0.0, \"reason\": os.environ.get('OTHER_VAR', 'none')}}\nmain(answer)\n"
+        ),
+    );
+    let spec = Spec::new("custom", &server.url())
+        .samples(2)
+        .quick()
+        .model("  api_key_env: MODEL_KEY\n")
+        .evaluators(
+            "  - {type: command, name: plain, command: [python3, scorer.py]}\n  - {type: command, name: trusted, command: [python3, scorer.py], env: [MODEL_KEY]}\n",
+        )
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .env("MODEL_KEY", "sk-not-for-scorers-123456")
+        .env("OTHER_VAR", "passed")
+        .output()
+        .assert_exit_code(0);
+    let validated = dir
+        .cmd(["validate", "spec.yaml"])
+        .env("MODEL_KEY", "sk-not-for-scorers-123456")
+        .output();
+    validated.assert_exit_code(0);
+    assert!(
+        validated.stdout.contains("plain runs ") && validated.stdout.contains(" scorer.py in "),
+        "validate says what the spec runs:\n{}",
+        validated.stdout
+    );
+    let report = dir.show_full("x").only().clone();
+    for r in report.records() {
+        assert_eq!(r.scores["plain"], Some(0.0), "no key without env: {r:?}");
+        assert_eq!(r.scores["trusted"], Some(1.0), "env lets it through: {r:?}");
+        assert_eq!(
+            r.reasons["plain"], "passed",
+            "other variables pass through: {r:?}"
+        );
+    }
+}

@@ -409,6 +409,7 @@ fn validate_json_describes_each_good_spec() {
     assert_eq!(
         keys(&raw[0]),
         [
+            "commands",
             "evaluators",
             "model",
             "name",

@@ -6,7 +6,13 @@
 //!   workers: 1                                 # programs run side by side (default 1)
 //!   timeout: 30s                               # how long one reply may take (default 30s)
 //!   config: {max_words: 5}                     # any YAML, handed to every request
+//!   env: [MY_SCORER_KEY]                       # key variables it may see (default none)
 //! ```
+//!
+//! A spec with a command scorer is code: it runs with the user's rights. It
+//! does not run with the user's keys: the variables the spec names as keys
+//! (`api_key_env` of the model and of every judge) are removed from the
+//! program's environment unless `env` lists them.
 //!
 //! The program is started once per run (lazily, by the first sample to be
 //! scored), in the spec file's folder, and reads one JSON object per line on
@@ -75,6 +81,8 @@ pub struct Args {
     workers: Option<u64>,
     timeout: Option<DurationText>,
     config: Option<serde_json::Value>,
+    /// Key variables the program may inherit after all.
+    env: Option<Vec<String>>,
 }
 
 /// The most programs one evaluator may start.
@@ -133,12 +141,24 @@ impl Arguments for Args {
         })?;
         let config = serde_json::to_string(self.config.as_ref().unwrap_or(&serde_json::json!({})))
             .map_err(|e| ArgError::new("config", format!("`config` is not JSON: {e}")))?;
+        let keep = self.env.as_deref().unwrap_or_default();
+        if let Some(blank) = keep.iter().find(|v| v.trim().is_empty() || v.contains('=')) {
+            return Err(ArgError::new("env", format!("`{blank}` is not a variable name"))
+                .hint("list the names of key variables the program may see, e.g. env: [MY_SCORER_KEY]"));
+        }
+        let hidden = with
+            .key_vars
+            .iter()
+            .filter(|v| !keep.contains(v))
+            .cloned()
+            .collect();
         Ok(Arc::new(CommandScorer {
             launch: Arc::new(worker::Launch {
                 program,
                 args: args.to_vec(),
                 dir: dir.to_path_buf(),
                 timeout,
+                hidden,
             }),
             workers: workers as usize,
             config,
@@ -250,6 +270,15 @@ impl Score for CommandScorer {
 
     fn external(&self) -> Option<&dyn External> {
         Some(self)
+    }
+
+    fn program(&self) -> Option<String> {
+        let l = &self.launch;
+        let words = std::iter::once(l.program.to_string_lossy().into_owned())
+            .chain(l.args.iter().cloned())
+            .map(|w| crate::runner::shell_quote(&w))
+            .collect::<Vec<_>>();
+        Some(format!("{} in {}", words.join(" "), l.dir.display()))
     }
 }
 

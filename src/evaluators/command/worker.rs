@@ -24,6 +24,8 @@ pub struct Launch {
     pub dir: PathBuf,
     /// How long the oldest request may wait for its reply.
     pub timeout: Duration,
+    /// Key variables removed from its environment.
+    pub hidden: Vec<String>,
 }
 
 /// What a sample's task hears back: the score, or why there is none.
@@ -240,7 +242,11 @@ impl Worker {
 
     fn start(&self) -> Result<Running, String> {
         let l = &self.launch;
-        let mut child = Command::new(&l.program)
+        let mut command = Command::new(&l.program);
+        for var in &l.hidden {
+            command.env_remove(var);
+        }
+        let mut child = command
             .args(&l.args)
             .current_dir(&l.dir)
             .stdin(Stdio::piped())

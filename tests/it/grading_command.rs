@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::server::TestServer;
 use crate::util::{EvaluationReport, Out, Spec, TestDir, BIN};
@@ -420,4 +421,146 @@ fn a_scorer_sees_the_spec_keys_only_when_its_entry_lists_them() {
             "other variables pass through: {r:?}"
         );
     }
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its parent counts
+/// as gone).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// A scorer behind a `sh` wrapper (which does not `exec` it): the program
+/// the wrapper started is killed with it on a timeout, on a bad line, and at
+/// the end of the run; none outlives dotevals.
+#[test]
+fn no_scorer_process_or_child_outlives_the_run() {
+    let body = r#"
+import time
+def answer(request):
+    i = index(request)
+    if i == 1:
+        time.sleep(600)
+    if i == 3:
+        return "not a reply"
+    return {"id": request["id"], "score": 1}
+main(answer)
+"#;
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    dir.write("wrapper.sh", "python3 scorer.py\necho wrapper done >&2\n");
+    let spec = Spec::new("custom", &server.url())
+        .samples(6)
+        .quick()
+        .evaluator("{type: command, name: mine, command: [sh, wrapper.sh], timeout: 1s}")
+        .tail("concurrency: {strategy: sequential}\n")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(1);
+    let started = starts(&dir);
+    assert_eq!(
+        started.len(),
+        3,
+        "started, restarted after the hang and after the bad line"
+    );
+    let left: Vec<&String> = started.iter().filter(|pid| alive(pid)).collect();
+    assert!(left.is_empty(), "scorer programs still running: {left:?}");
+    let report = dir.show_full("x").only().clone();
+    let scores = by_index(&report, "mine");
+    assert_eq!(scores[&1].0, None);
+    assert_eq!(scores[&3].0, None);
+    assert_eq!(scores[&5].0, Some(1.0));
+}
+
+/// Ctrl-C while a scorer behind a wrapper hangs: dotevals exits and takes
+/// the wrapper and the program with it.
+#[test]
+fn an_interrupt_stops_a_hung_scorer_and_its_children() {
+    let body = r#"
+import time
+def answer(request):
+    time.sleep(600)
+main(answer)
+"#;
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    dir.write("wrapper.sh", "python3 scorer.py\n");
+    let spec = Spec::new("custom", &server.url())
+        .samples(2)
+        .quick()
+        .evaluator("{type: command, command: [sh, wrapper.sh], timeout: 10m}")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    let mut child = dir
+        .cmd(["run", "spec.yaml", "--experiment", "x"])
+        .spawn_logged(&dir, "run");
+    crate::util::wait_until(Duration::from_secs(20), "the scorer started", || {
+        dir.path().join("starts.log").exists() && !starts(&dir).is_empty()
+    });
+    crate::support::signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", dir.read("run.err"));
+    let left: Vec<String> = starts(&dir).into_iter().filter(|pid| alive(pid)).collect();
+    assert!(left.is_empty(), "scorer programs still running: {left:?}");
+}
+
+/// A reply to an id nobody asked about fails no sample (it is mentioned with
+/// the next failure), and a failing sample's error quotes only the stderr
+/// written while it was the one being scored.
+#[test]
+fn a_stray_reply_blames_no_sample_and_errors_quote_only_their_own_stderr() {
+    // It takes a moment per sample, as real scorers do: which of two pipes a
+    // program far ahead of dotevals wrote first cannot be known.
+    let body = r#"
+import time
+def answer(request):
+    time.sleep(0.05)
+    i = index(request)
+    if i == 1:
+        print("noise while scoring sample 1", file=sys.stderr)
+        sys.stderr.flush()
+    if i == 2:
+        sys.stdout.write(json.dumps({"id": 9999, "score": 0}) + "\n")
+    if i == 4:
+        print("sample 4 breaks", file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(3)
+    return {"id": request["id"], "score": 1}
+main(answer)
+"#;
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    let spec = Spec::new("custom", &server.url())
+        .samples(6)
+        .quick()
+        .evaluator("{type: command, name: mine, command: [python3, scorer.py]}")
+        .tail("concurrency: {strategy: sequential}\n")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(1);
+    let report = dir.show_full("x").only().clone();
+    let scores = by_index(&report, "mine");
+    for i in [0, 1, 2, 3, 5] {
+        assert_eq!(scores[&i], (Some(1.0), None), "sample {i} is innocent");
+    }
+    let e4 = scores[&4].1.clone().unwrap_or_default();
+    assert!(e4.contains("sample 4 breaks"), "{e4}");
+    assert!(!e4.contains("sample 1"), "another sample's stderr: {e4}");
+    assert!(
+        e4.contains("replied to id 9999"),
+        "the stray reply is told: {e4}"
+    );
 }

@@ -28,7 +28,11 @@
 //! wrote to stderr in the message, and the program is restarted; the other
 //! requests it had not answered are sent again to the new one. The request
 //! blamed is the oldest without a reply (the one a program that answers in
-//! order is working on), and `timeout` counts from when it became the oldest.
+//! order is working on), and `timeout` counts from when it became the oldest;
+//! its error quotes the stderr written meanwhile. A reply to an id not
+//! pending fails no sample (it is named with the next error). The program
+//! leads a process group of its own, killed whole on a restart, at the end of
+//! the run and when the run is cut short.
 //!
 //! The program (`command[0]`) is found at load: a bare name (`python3`) in
 //! `PATH`, a path with a `/` relative to the spec's folder. A program that is
@@ -51,8 +55,8 @@
 //!
 //! The workers live as long as the built evaluator: when it is dropped, each
 //! closes its program's stdin (the helper's loop then ends) and reaps it; if
-//! the runtime stops first, the child is killed. `id` is a number unique within
-//! the evaluator's life; a reply to an id not pending is treated as a bad line.
+//! the runtime stops first, its process group is killed. `id` is a number unique within
+//! the evaluator's life.
 
 mod worker;
 

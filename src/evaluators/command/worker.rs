@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -52,26 +52,34 @@ const MAX_REPLY_LINE: usize = 1 << 20;
 const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 2048;
 
-/// The last lines a program wrote to stderr.
+/// The last lines a program wrote to stderr, numbered from its start.
 #[derive(Default)]
 struct Tail {
-    lines: VecDeque<String>,
+    lines: VecDeque<(u64, String)>,
     bytes: usize,
+    /// Lines written so far: the number the next one gets.
+    written: u64,
 }
 
 impl Tail {
     fn push(&mut self, line: String) {
         self.bytes += line.len();
-        self.lines.push_back(line);
+        self.lines.push_back((self.written, line));
+        self.written += 1;
         while self.lines.len() > TAIL_LINES || (self.bytes > TAIL_BYTES && self.lines.len() > 1) {
-            if let Some(old) = self.lines.pop_front() {
+            if let Some((_, old)) = self.lines.pop_front() {
                 self.bytes -= old.len();
             }
         }
     }
 
-    fn text(&self) -> String {
-        let text = self.lines.iter().cloned().collect::<Vec<_>>().join(" | ");
+    /// The lines kept from line `from` on (another sample's are not this one's).
+    fn text(&self, from: u64) -> String {
+        let lines = self.lines.iter().filter(|(n, _)| *n >= from);
+        let text = lines
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ");
         if text.len() <= TAIL_BYTES {
             return text;
         }
@@ -120,19 +128,50 @@ impl ReplyLines {
     }
 }
 
+/// The process group a program leads: killed whole, so a process it
+/// started (the program behind a `sh` wrapper) dies with it, when the
+/// program is stopped and when it is dropped (the run ended or was cut short).
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        #[cfg(unix)]
+        {
+            use rustix::process::{kill_process_group, Pid, Signal};
+            // Never 1: kill(-1) would signal every process we may.
+            let leader = self.0.filter(|pid| *pid > 1);
+            if let Some(pid) = leader.and_then(|pid| Pid::from_raw(pid as i32)) {
+                let _ = kill_process_group(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running copy of the program.
 struct Running {
     child: Child,
+    group: Group,
     stdin: mpsc::UnboundedSender<Vec<u8>>,
     stdout: ReplyLines,
-    stderr: Arc<Mutex<Tail>>,
-    stderr_done: tokio::task::JoinHandle<()>,
+    /// Read in the worker's loop after stdout: a line read once the oldest
+    /// request's reply was read is counted as the next request's. Which of
+    /// two pipes a program wrote first cannot be known, so a program far
+    /// ahead of the worker may show a sample the last lines of the one
+    /// before; it never hides a sample's own.
+    stderr: Option<Lines<BufReader<ChildStderr>>>,
+    tail: Tail,
 }
 
 impl Running {
     /// Stops the program (killed if `kill`, else given a moment to exit after
-    /// stdin closes) and returns how it ended and the tail of its stderr.
-    async fn stop(mut self, kill: bool) -> (Option<ExitStatus>, String) {
+    /// stdin closes) and returns how it ended and its stderr from line `from`.
+    async fn stop(mut self, kill: bool, from: u64) -> (Option<ExitStatus>, String) {
         drop(self.stdin);
         if kill {
             let _ = self.child.start_kill();
@@ -144,10 +183,19 @@ impl Running {
                 None
             }
         };
-        // stderr closes when the program exits (unless a child of its own holds it).
-        let _ = tokio::time::timeout(Duration::from_millis(500), &mut self.stderr_done).await;
-        self.stderr_done.abort();
-        let tail = self.stderr.lock().map(|t| t.text()).unwrap_or_default();
+        // What it started goes with it.
+        self.group.kill();
+        // What it wrote last; stderr closes when the program exits (unless
+        // a child of its own holds it).
+        if let Some(stderr) = &mut self.stderr {
+            let drain = async {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    self.tail.push(line);
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+        }
+        let tail = self.tail.text(from);
         (status, tail)
     }
 }
@@ -163,12 +211,23 @@ struct Worker {
     running: Option<Running>,
     /// By id, which is also the order they were sent in: the first is the oldest.
     pending: BTreeMap<u64, Pending>,
-    /// When the oldest pending request became the oldest.
+    /// When the oldest pending request became the oldest, and the stderr
+    /// lines written before then (another sample's).
     head_since: Instant,
+    head_stderr: u64,
+    /// A reply to an id that was not pending, said with the next failure
+    /// (it belongs to no sample, so it fails none).
+    stray: Option<u64>,
+}
+
+/// The next line of a program's stderr; `None` once it is closed.
+async fn next_line(stderr: &mut Option<Lines<BufReader<ChildStderr>>>) -> Option<String> {
+    stderr.as_mut()?.next_line().await.ok().flatten()
 }
 
 /// What the worker waits for next.
 enum Event {
+    Stderr(Option<String>),
     Request(Option<Request>),
     Line(std::io::Result<Option<Result<String, String>>>),
     Timeout,
@@ -181,7 +240,15 @@ impl Worker {
             running: None,
             pending: BTreeMap::new(),
             head_since: Instant::now(),
+            head_stderr: 0,
+            stray: None,
         }
+    }
+
+    /// The oldest pending request became the oldest now.
+    fn new_head(&mut self) {
+        self.head_since = Instant::now();
+        self.head_stderr = self.running.as_ref().map_or(0, |r| r.tail.written);
     }
 
     async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
@@ -191,14 +258,25 @@ impl Worker {
             }
             let deadline = self.head_since + self.launch.timeout;
             let event = match &mut self.running {
+                // Replies before stderr (see `Running::stderr`).
                 Some(running) => tokio::select! {
-                    r = requests.recv() => Event::Request(r),
+                    biased;
                     line = running.stdout.next() => Event::Line(line),
+                    line = next_line(&mut running.stderr), if running.stderr.is_some() => Event::Stderr(line),
+                    r = requests.recv() => Event::Request(r),
                     _ = tokio::time::sleep_until(deadline), if !self.pending.is_empty() => Event::Timeout,
                 },
                 None => Event::Request(requests.recv().await),
             };
             match event {
+                Event::Stderr(line) => {
+                    if let Some(running) = &mut self.running {
+                        match line {
+                            Some(line) => running.tail.push(line),
+                            None => running.stderr = None,
+                        }
+                    }
+                }
                 Event::Request(None) => break,
                 Event::Request(Some(request)) => self.send(request),
                 Event::Line(Ok(Some(Ok(line)))) => self.reply(&line).await,
@@ -217,7 +295,7 @@ impl Worker {
             }
         }
         if let Some(running) = self.running.take() {
-            running.stop(false).await;
+            running.stop(false, 0).await;
         }
     }
 
@@ -230,7 +308,7 @@ impl Worker {
                     let _ = running.stdin.send(p.line.clone());
                 }
                 self.running = Some(running);
-                self.head_since = Instant::now();
+                self.new_head();
             }
             Err(e) => {
                 for (_, p) in std::mem::take(&mut self.pending) {
@@ -246,6 +324,10 @@ impl Worker {
         for var in &l.hidden {
             command.env_remove(var);
         }
+        // A group of its own: killed whole, and the terminal's Ctrl-C goes
+        // to dotevals alone, which stops it when the run ends.
+        #[cfg(unix)]
+        command.process_group(0);
         let mut child = command
             .args(&l.args)
             .current_dir(&l.dir)
@@ -276,42 +358,23 @@ impl Worker {
                 }
             }
         });
-        let tail = Arc::new(Mutex::new(Tail::default()));
-        let keep = Arc::clone(&tail);
-        let stderr_done = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(mut t) = keep.lock() {
-                    t.push(line);
-                }
-            }
-        });
         Ok(Running {
+            group: Group(child.id()),
             child,
             stdin: tx,
             stdout: ReplyLines {
                 reader: BufReader::new(stdout),
                 buf: Vec::new(),
             },
-            stderr: tail,
-            stderr_done,
+            stderr: Some(BufReader::new(stderr).lines()),
+            tail: Tail::default(),
         })
     }
 
     fn send(&mut self, request: Request) {
-        if self.running.is_none() {
-            self.pending.insert(
-                request.id,
-                Pending {
-                    line: request.line,
-                    reply: request.reply,
-                },
-            );
-            // The loop starts the program and sends every pending request.
-            return;
-        }
-        if self.pending.is_empty() {
-            self.head_since = Instant::now();
+        // Without a program the loop starts one and sends every pending request.
+        if self.running.is_some() && self.pending.is_empty() {
+            self.new_head();
         }
         if let Some(running) = &self.running {
             let _ = running.stdin.send(request.line.clone());
@@ -338,11 +401,11 @@ impl Worker {
         };
         let oldest = self.pending.keys().next().copied();
         let Some(p) = self.pending.remove(&id) else {
-            let what = format!("replied to id {id}, which it was not asked (or already answered)");
-            return self.fail_oldest(true, &what).await;
+            self.stray = Some(id);
+            return;
         };
         if oldest == Some(id) {
-            self.head_since = Instant::now();
+            self.new_head();
         }
         let _ = p.reply.send(answer);
     }
@@ -354,7 +417,7 @@ impl Worker {
         let Some(running) = self.running.take() else {
             return;
         };
-        let (status, tail) = running.stop(kill).await;
+        let (status, tail) = running.stop(kill, self.head_stderr).await;
         let Some((_, p)) = self.pending.pop_first() else {
             return;
         };
@@ -367,7 +430,12 @@ impl Worker {
             message.push_str("; it was restarted");
         }
         if !tail.is_empty() {
-            message.push_str(&format!("; its stderr ended: {tail}"));
+            message.push_str(&format!("; its stderr meanwhile: {tail}"));
+        }
+        if let Some(id) = self.stray.take() {
+            message.push_str(&format!(
+                "; earlier it replied to id {id}, which it was not asked (or had answered)"
+            ));
         }
         let _ = p.reply.send(Err(message));
     }
@@ -449,8 +517,9 @@ mod tests {
             t.push(format!("line {i}"));
         }
         assert_eq!(t.lines.len(), TAIL_LINES);
-        assert!(t.text().ends_with("line 99"));
+        assert!(t.text(0).ends_with("line 99"));
+        assert_eq!(t.text(99), "line 99", "only the lines from 99 on");
         t.push("x".repeat(5000));
-        assert!(t.text().len() <= TAIL_BYTES + 3);
+        assert!(t.text(0).len() <= TAIL_BYTES + 3);
     }
 }

@@ -164,6 +164,12 @@ pub trait Score: Send + Sync {
     fn external(&self) -> Option<&dyn External> {
         None
     }
+    /// Whether scoring `output` may take long enough (a millisecond or more)
+    /// to stall the requests that share the runtime with it: it then runs on
+    /// a blocking thread, as long templates do.
+    fn heavy(&self, _output: &str) -> bool {
+        false
+    }
     /// For an evaluator that starts a program: what it runs, as a shell
     /// line and the folder it runs in, shown before a run (a spec that
     /// starts a program is code).
@@ -247,6 +253,9 @@ pub enum ScoreError {
     /// A scorer broke the [0, 1] contract.
     #[error("score {0} is outside [0, 1]")]
     OutOfRange(f64),
+    /// The blocking thread scoring a heavy output failed.
+    #[error("scoring task: {0}")]
+    Task(String),
     /// A `command` scorer did not answer with a score (its message says why).
     #[error("{0}")]
     Command(String),
@@ -297,6 +306,14 @@ impl Evaluator {
         ctx: &Value,
     ) -> Result<Scored, ScoreError> {
         match self.scorer.external() {
+            None if self.scorer.heavy(output) => {
+                let (scorer, output, ctx) =
+                    (Arc::clone(&self.scorer), output.to_owned(), ctx.clone());
+                let scored = tokio::task::spawn_blocking(move || scorer.score(&output, &ctx))
+                    .await
+                    .map_err(|e| ScoreError::Task(e.to_string()))?;
+                in_range(scored?)
+            }
             None => self.score(output, ctx),
             Some(external) => in_range(external.score(output, variables, ctx).await?),
         }

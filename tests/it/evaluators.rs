@@ -300,3 +300,62 @@ fn evaluator_arguments_may_use_the_output() {
     out.assert_exit_code(0);
     assert_scores(&eval, "echoed", &[("a", PASS), ("b", FAIL)]);
 }
+
+/// `similarity` on long rows runs on blocking threads: two rows of 8000
+/// characters each (seconds of work in a debug build) leave the other
+/// samples' latency alone, and a pair past the cap (40 000 x 40 000) is
+/// refused at once with the lengths, never compared.
+#[test]
+fn long_similarity_rows_never_stall_the_other_samples() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let long = |n: usize, step: usize| -> String {
+        (0..n)
+            .map(|i| (b'a' + (i * step % 26) as u8) as char)
+            .collect()
+    };
+    let mut rows = String::new();
+    for i in 0..300 {
+        let (text, expected) = match i {
+            50 | 150 => (long(8_000, 7), long(8_000, 11)),
+            250 => (long(40_000, 7), long(40_000, 11)),
+            _ => (format!("short {i}"), format!("short {i}")),
+        };
+        rows.push_str(
+            &json!({"id": i.to_string(), "text": text, "expected": expected}).to_string(),
+        );
+        rows.push('\n');
+    }
+    dir.write("rows.jsonl", &rows);
+    let spec = Spec::new("long", &server.url())
+        .dataset("  path: rows.jsonl\n  id: id\n")
+        .quick()
+        .evaluator("{type: similarity, expected: \"{{ expected }}\"}")
+        .tail("concurrency: {strategy: sliding_window, max_concurrency: 8}\n")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(1);
+    let report = dir.show_full("x").only().clone();
+    let records = report.records();
+    assert_eq!(records.len(), 300);
+    for r in records {
+        match r.index {
+            50 | 150 => assert!(r.scores["similarity"].is_some(), "{:?}", r.error),
+            250 => {
+                let e = r.error.as_deref().unwrap_or_default();
+                assert!(
+                    e.contains("(40000 characters)") && e.contains("too long to compare"),
+                    "{e}"
+                );
+            }
+            _ => assert_eq!(r.scores["similarity"], Some(1.0)),
+        }
+    }
+    let p99 = report.timing.latency_seconds.expect("latency").p99;
+    assert!(
+        p99 < 0.5,
+        "p99 latency {p99} s: long rows stalled the others"
+    );
+}

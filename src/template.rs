@@ -160,6 +160,30 @@ impl Template {
         }
     }
 
+    /// Whether some `{{ ... }}` of the template shows `var` without passing
+    /// it through the `fence` filter (text that could then pose as the
+    /// template's own).
+    pub fn shows_unfenced(&self, var: &str) -> bool {
+        let pattern = format!(r"\b{}\b", regex::escape(var));
+        let fenced = format!(r"\b{}\s*\|\s*fence\b", regex::escape(var));
+        let (Ok(uses), Ok(fenced)) = (regex::Regex::new(&pattern), regex::Regex::new(&fenced))
+        else {
+            return false;
+        };
+        let mut rest = &*self.source;
+        while let Some(start) = rest.find("{{") {
+            let Some(len) = rest[start..].find("}}") else {
+                break;
+            };
+            let expression = &rest[start + 2..start + len];
+            if uses.find_iter(expression).count() > fenced.find_iter(expression).count() {
+                return true;
+            }
+            rest = &rest[start + len + 2..];
+        }
+        false
+    }
+
     /// The text of a template without any Jinja markup, which renders as itself.
     pub fn literal(&self) -> Option<&str> {
         self.env.is_none().then_some(&*self.source)
@@ -265,6 +289,16 @@ impl std::fmt::Debug for Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_shown_without_its_fence_is_found() {
+        let shows = |src: &str| Template::compile(src).unwrap().shows_unfenced("output");
+        assert!(shows("Grade: {{ output }}"));
+        assert!(shows("{{ output | fence }} then {{ output|upper }}"));
+        assert!(shows("{{ output ~ output | fence }}"));
+        assert!(!shows("Grade: {{ output | fence }} {{ output|fence }}"));
+        assert!(!shows("{{ outputs }} {{ my_output }} and output in prose"));
+    }
 
     #[test]
     fn a_fence_outlasts_every_backtick_run() {

@@ -153,6 +153,9 @@ pub fn run(
         if let Some(note) = note {
             progress.note(&format!("{}: {note}", plan.eval.name));
         }
+        for warning in plan.eval.warnings() {
+            progress.note(&format!("warning: {}: {warning}", plan.eval.name));
+        }
         // A spec that starts a program is code: say what it runs.
         for program in plan.eval.programs() {
             progress.note(&format!("{}: scorer {program}", plan.eval.name));

@@ -83,6 +83,9 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
     for path in &args.specs {
         match check(path, &args.overrides, &loaded) {
             Ok((c, eval)) => {
+                for warning in eval.warnings() {
+                    eprintln!("warning: {}: {warning}", path.display());
+                }
                 checked.push(c);
                 loaded.push(eval);
             }

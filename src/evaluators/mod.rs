@@ -170,6 +170,11 @@ pub trait Score: Send + Sync {
     fn heavy(&self, _output: &str) -> bool {
         false
     }
+    /// What the user should know about how this entry is written, said by
+    /// `validate` and before a run (it still runs).
+    fn warning(&self) -> Option<&'static str> {
+        None
+    }
     /// For an evaluator that starts a program: what it runs, as a shell
     /// line and the folder it runs in, shown before a run (a spec that
     /// starts a program is code).

@@ -72,6 +72,14 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// What its evaluators warn of: `EVALUATOR: WHAT`, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        self.evaluators
+            .iter()
+            .filter_map(|e| Some(format!("{}: {}", e.name, e.scorer.warning()?)))
+            .collect()
+    }
+
     /// What its `command` scorers will run: `EVALUATOR runs PROGRAM ARGS...
     /// in FOLDER`, one line each.
     pub fn programs(&self) -> Vec<String> {

@@ -396,9 +396,10 @@ impl PassFailTable {
 
     /// Difference of pass rates (b_only - a_only)/n, its paired standard
     /// error (the per-sample differences are -1, 0 or 1, so
-    /// sd² = ((b+c) - n·d̄²)/(n-1) for b = a_only, c = b_only), the normal
-    /// interval d̄ ± z·SE (Miller's CLT interval), and the exact McNemar
-    /// p-value [`mcnemar_exact`].
+    /// sd² = ((b+c) - n·d̄²)/(n-1) for b = a_only, c = b_only), the exact
+    /// McNemar p-value [`mcnemar_exact`] and the interval that inverts the
+    /// same test, [`mcnemar_interval`]: the two never disagree on whether
+    /// the difference is significant at 5%.
     pub fn compare(&self) -> Comparison {
         let n = self.n();
         let discordant = self.a_only + self.b_only;
@@ -428,7 +429,7 @@ impl PassFailTable {
             mean_b: Some((self.both + self.b_only) as f64 / nf),
             diff: Some(diff),
             stderr,
-            ci95: stderr.map(|se| Interval::around(diff, Z_975 * se, -1.0, 1.0)),
+            ci95: Some(mcnemar_interval(self.a_only, self.b_only, n)),
             p_value: Some(mcnemar_exact(self.a_only, self.b_only)),
             test,
             mde: stderr.map(mde),
@@ -509,6 +510,60 @@ pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
         return 1.0;
     }
     (2.0 * binomial_half_cdf(b.min(c), n)).min(1.0)
+}
+
+/// The 95% interval of the difference of pass rates (c - b)/n that is
+/// consistent with [`mcnemar_exact`]: the exact conditional interval.
+/// Given the m = b + c discordant pairs, the share θ of them that went
+/// fail→pass has the Clopper-Pearson interval, which excludes 1/2 exactly
+/// when the doubled-tail binomial test (McNemar's exact test) rejects at 5%;
+/// the difference is (m/n)(2θ - 1). No discordant pair gives [0, 0].
+pub fn mcnemar_interval(b: u64, c: u64, n: u64) -> Interval {
+    let m = b + c;
+    if m == 0 || n == 0 {
+        return Interval { lo: 0.0, hi: 0.0 };
+    }
+    let (lo, hi) = clopper_pearson(c, m, 0.05);
+    let share = m as f64 / n as f64;
+    Interval {
+        lo: (share * (2.0 * lo - 1.0)).clamp(-1.0, 1.0),
+        hi: (share * (2.0 * hi - 1.0)).clamp(-1.0, 1.0),
+    }
+}
+
+/// The Clopper-Pearson interval of a proportion, `x` of `n`, at level
+/// 1 - `alpha`: the Beta(α/2; x, n-x+1) and Beta(1-α/2; x+1, n-x) quantiles.
+fn clopper_pearson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
+    let (xf, nf) = (x as f64, n as f64);
+    let lo = if x == 0 {
+        0.0
+    } else {
+        beta_quantile(alpha / 2.0, xf, nf - xf + 1.0)
+    };
+    let hi = if x == n {
+        1.0
+    } else {
+        beta_quantile(1.0 - alpha / 2.0, xf + 1.0, nf - xf)
+    };
+    (lo, hi)
+}
+
+/// The `q` quantile of Beta(a, b): I_p(a, b) = q by bisection (I is
+/// increasing in p), to full precision.
+fn beta_quantile(q: f64, a: f64, b: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if beta_inc(a, b, mid, 1.0 - mid) < q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 /// B against A on paired samples that come in groups (`dataset.cluster`):
@@ -1030,6 +1085,52 @@ mod tests {
     }
 
     #[test]
+    fn clopper_pearson_matches_the_binomial_tails() {
+        // Bisection on exact binomial tail sums (Python, math.comb).
+        for (x, n, lo, hi) in [
+            (14, 19, 0.48797065465412715, 0.9085342150923335),
+            (1, 10, 0.002528578544461784, 0.4450161170281953),
+            (30, 50, 0.4517940284791804, 0.7359216049054631),
+        ] {
+            let (l, h) = clopper_pearson(x, n, 0.05);
+            close(l, lo, 1e-9);
+            close(h, hi, 1e-9);
+        }
+        assert_eq!(clopper_pearson(0, 5, 0.05).0, 0.0);
+        assert_eq!(clopper_pearson(5, 5, 0.05).1, 1.0);
+    }
+
+    /// The interval and the p-value never give opposite verdicts: the issue's
+    /// 5 pass→fail and 14 fail→pass of 48 (p = 0.064), and every table with
+    /// up to 60 discordant pairs each way.
+    #[test]
+    fn the_mcnemar_interval_agrees_with_its_p_value() {
+        let t = PassFailTable {
+            both: 20,
+            a_only: 5,
+            b_only: 14,
+            neither: 9,
+        };
+        let c = t.compare();
+        let ci = c.ci95.unwrap();
+        // 2 * (C(19,0) + ... + C(19,5)) / 2^19
+        close(c.p_value.unwrap(), 33328.0 / 524288.0, 1e-12);
+        assert!(ci.lo < 0.0 && ci.hi > 0.0, "{ci:?}");
+        close(ci.lo, 19.0 / 48.0 * (2.0 * 0.48797065465412715 - 1.0), 1e-9);
+        for b in 0..=60u64 {
+            for c in 0..=60u64 {
+                let n = b + c + 7;
+                let ci = mcnemar_interval(b, c, n);
+                let significant = mcnemar_exact(b, c) < 0.05;
+                let excludes_zero = ci.lo > 0.0 || ci.hi < 0.0;
+                assert_eq!(significant, excludes_zero, "b {b}, c {c}: {ci:?}");
+                let d = (c as f64 - b as f64) / n as f64;
+                assert!(ci.lo <= d && d <= ci.hi, "b {b}, c {c}: {d} outside {ci:?}");
+            }
+        }
+    }
+
+    #[test]
     fn mcnemar_matches_statsmodels() {
         // mcnemar([[both, b],[c, neither]], exact=True).pvalue
         // (equal to stats.binomtest(min(b,c), b+c, 0.5).pvalue when b+c > 0)
@@ -1087,10 +1188,17 @@ mod tests {
         assert_eq!(c.n, 200);
         assert_eq!((c.mean_a, c.mean_b), (Some(0.65), Some(0.6)));
         // d = np.array([0]*100 + [-1]*30 + [1]*20 + [0]*50, float)
-        // se = d.std(ddof=1)/np.sqrt(200); z = stats.norm.ppf(0.975); d.mean() -+ z*se
+        // se = d.std(ddof=1)/np.sqrt(200)
         close(c.diff.unwrap(), -0.05, 1e-12);
         close(c.stderr.unwrap(), 0.035266394669214836, 1e-12);
-        close_ci(c.ci95, -0.11912086341623643, 0.019120863416236422, 1e-12);
+        // Clopper-Pearson of 20 fail->pass in 50 discordant is 1 minus that of
+        // 30 in 50 (see above), scaled by 50/200: 0.25 * (2 * theta - 1).
+        close_ci(
+            c.ci95,
+            0.25 * (2.0 * (1.0 - 0.7359216049054631) - 1.0),
+            0.25 * (2.0 * (1.0 - 0.4517940284791804) - 1.0),
+            1e-9,
+        );
         close(c.p_value.unwrap(), 0.20263875106454066, 1e-10);
         assert_eq!(c.test, Test::McNemarExact { discordant: 50 });
         // (stats.norm.ppf(0.975)+stats.norm.ppf(0.8))*se

@@ -118,8 +118,18 @@ fn compare_reports_exactly_the_flipped_samples_and_hand_computed_figures() {
     assert!(close(&ev["mean_b"], 10.0 / 13.0));
     assert!(close(&ev["difference"], 3.0 / 13.0));
     assert!(close(&ev["stderr"], se), "{} vs {se}", ev["stderr"]);
-    assert!(close(&ev["ci95"][0], mean - 1.959963984540054 * se));
-    assert!(close(&ev["ci95"][1], mean + 1.959963984540054 * se));
+    // The interval inverts the same exact test: Clopper-Pearson of the 5
+    // fail->pass among 7 flips (bisection on exact binomial tails: 0.290421
+    // to 0.963307), as a difference (7/13)(2 theta - 1).
+    let near = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
+    assert!(near(
+        &ev["ci95"][0],
+        7.0 / n * (2.0 * 0.29042086373734266 - 1.0)
+    ));
+    assert!(near(
+        &ev["ci95"][1],
+        7.0 / n * (2.0 * 0.9633074338239145 - 1.0)
+    ));
     // Exact McNemar: 2 x P(X <= 2), X ~ Bin(7, 1/2) = 2 x 29/128
     // (scipy.stats.binomtest(2, 7, 0.5).pvalue == 0.453125).
     assert!(close(&ev["p_value"], 0.453125));

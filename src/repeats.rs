@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::stats::{t_quantile, Clustered, Method, Summary, Sums};
+use crate::stats::{t_quantile, Method, Sums};
 use crate::store::RepeatSums;
 
 /// What separates a sample's id from its repeat number in a key.
@@ -33,10 +33,15 @@ pub fn base_id(key: &str) -> &str {
 }
 
 /// An evaluator's error bars when each sample was sent several times. Its
-/// repeats are not independent samples, so the standard error is that of the
-/// per-sample means (one per dataset row, n = rows), with a t interval around
-/// the mean of every score; with `dataset.cluster` the per-sample means are
-/// clustered (a clustered t interval over the clusters).
+/// repeats are not independent samples: the mean of every score is a ratio
+/// (Σ sums / Σ counts over samples), and its standard error is the ratio
+/// estimator's, with each sample's repeats as one draw (with
+/// `dataset.cluster`, each cluster's samples): SE² = G/(G-1) · Σ_g (S_g -
+/// mean·n_g)² / N² over G groups of n_g scores summing to S_g, N in all. The
+/// interval is a t interval on G - 1 degrees of freedom around that same
+/// mean. When every repeat is scored this is exactly the standard error of
+/// the per-sample means; when some errored, centre and spread still come
+/// from one estimator.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RepeatBars {
     pub stderr: Option<f64>,
@@ -51,12 +56,9 @@ pub struct RepeatBars {
 }
 
 /// The error bars of per-row sums `rows` (in cluster order, see
-/// [`RepeatSums`]) around `mean`, the mean of every score; `clustered` when
-/// `dataset.cluster` is set.
-pub fn bars(rows: &[RepeatSums], mean: Option<f64>, clustered: bool) -> RepeatBars {
-    let mut means = Sums::new();
-    let mut by_cluster = Clustered::new();
-    let mut cluster = Sums::new();
+/// [`RepeatSums`]); `clustered` when `dataset.cluster` is set.
+pub fn bars(rows: &[RepeatSums], clustered: bool) -> RepeatBars {
+    let mut groups: Vec<(f64, f64)> = Vec::new();
     let mut current = None;
     let mut variances = Sums::new();
     for r in rows.iter().filter(|r| r.n > 0) {
@@ -68,33 +70,38 @@ pub fn bars(rows: &[RepeatSums], mean: Option<f64>, clustered: bool) -> RepeatBa
         if let Some(v) = sums.variance() {
             variances.push(v);
         }
-        let m = r.sum / r.n as f64;
-        means.push(m);
-        if current != Some(r.cluster) {
-            by_cluster.push_cluster(&cluster);
-            cluster = Sums::new();
-            current = Some(r.cluster);
+        match groups.last_mut() {
+            Some(g) if clustered && current == Some(r.cluster) => {
+                g.0 += r.sum;
+                g.1 += r.n as f64;
+            }
+            _ => groups.push((r.sum, r.n as f64)),
         }
-        cluster.push(m);
+        current = Some(r.cluster);
     }
-    by_cluster.push_cluster(&cluster);
-    let (summary, df) = if clustered {
-        (Summary::clustered(&by_cluster), by_cluster.clusters())
-    } else {
-        (Summary::graded(&means), means.n)
-    };
-    let ci95 = match (mean, summary.stderr) {
-        (Some(m), Some(se)) if df >= 2 => {
-            let half = t_quantile(0.975, (df - 1) as f64) * se;
-            Some([(m - half).clamp(0.0, 1.0), (m + half).clamp(0.0, 1.0)])
-        }
-        _ => None,
-    };
+    let (total, count) = groups
+        .iter()
+        .fold((0.0, 0.0), |(s, n), g| (s + g.0, n + g.1));
+    let k = groups.len();
+    let stderr = (k >= 2 && count > 0.0).then(|| {
+        let mean = total / count;
+        let ss: f64 = groups.iter().map(|(s, n)| (s - mean * n).powi(2)).sum();
+        (k as f64 / (k - 1) as f64 * ss).sqrt() / count
+    });
+    let ci95 = stderr.map(|se| {
+        let mean = total / count;
+        let half = t_quantile(0.975, (k - 1) as f64) * se;
+        [(mean - half).clamp(0.0, 1.0), (mean + half).clamp(0.0, 1.0)]
+    });
     RepeatBars {
-        stderr: summary.stderr,
+        stderr,
         ci95,
-        method: summary.method,
-        clusters: summary.clusters,
+        method: if clustered {
+            Method::ClusteredT
+        } else {
+            Method::T
+        },
+        clusters: clustered.then_some(k as u64),
         within_sample_variance: variances.mean(),
     }
 }
@@ -120,7 +127,7 @@ mod tests {
             row(0, &[1.0, 0.0, 1.0]),
             row(0, &[1.0; 3]),
         ];
-        let b = bars(&rows, Some(7.0 / 9.0), false);
+        let b = bars(&rows, false);
         // Means 2/3, 2/3, 1: sd √(1/27), so SE = √(1/27)/√3 = 1/9.
         assert!((b.stderr.unwrap() - 1.0 / 9.0).abs() < 1e-12);
         // Variances 1/3, 1/3, 0.
@@ -132,34 +139,40 @@ mod tests {
         assert_eq!(ci[1], 1.0);
         // One repeat each: no within-sample variance.
         let single = [row(0, &[1.0]), row(0, &[0.0])];
-        assert_eq!(bars(&single, Some(0.5), false).within_sample_variance, None);
-        // Clustered: each cluster holds per-sample means.
+        assert_eq!(bars(&single, false).within_sample_variance, None);
+    }
+
+    /// Some repeats errored: the interval is centred on the mean of every
+    /// score (3/7), with that ratio's standard error, never on another mean.
+    #[test]
+    fn unequal_repeats_centre_and_spread_on_one_estimator() {
+        let rows = [row(0, &[1.0, 1.0, 0.0]), row(0, &[1.0]), row(0, &[0.0; 3])];
+        let b = bars(&rows, false);
+        // Residuals 2 - 3(3/7), 1 - 3/7, 0 - 3(3/7): squares sum to 122/49;
+        // times 3/2, rooted, over 7 scores.
+        let se = (1.5_f64 * 122.0 / 49.0).sqrt() / 7.0;
+        assert!((b.stderr.unwrap() - se).abs() < 1e-12);
+        let ci = b.ci95.unwrap();
+        let half = t_quantile(0.975, 2.0) * se;
+        assert!((ci[0] - (3.0 / 7.0 - half).max(0.0)).abs() < 1e-12);
+        assert!((ci[1] - (3.0 / 7.0 + half).min(1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clustered_bars_take_each_cluster_as_one_draw() {
         let rows = [
             row(0, &[1.0, 0.0]),
             row(0, &[1.0, 1.0]),
             row(1, &[0.0, 0.0]),
             row(2, &[1.0, 1.0]),
         ];
-        let b = bars(&rows, Some(0.625), true);
+        let b = bars(&rows, true);
         assert_eq!(b.method, Method::ClusteredT);
         assert_eq!(b.clusters, Some(3));
-        let mut c = Clustered::new();
-        c.push_cluster(&Sums {
-            n: 2,
-            sum: 1.5,
-            sum_sq: 1.25,
-        });
-        c.push_cluster(&Sums {
-            n: 1,
-            sum: 0.0,
-            sum_sq: 0.0,
-        });
-        c.push_cluster(&Sums {
-            n: 1,
-            sum: 1.0,
-            sum_sq: 1.0,
-        });
-        assert_eq!(b.stderr, c.stderr());
+        // Mean 5/8; clusters (3 of 4), (0 of 2), (2 of 2): residuals 0.5,
+        // -1.25, 0.75, squares 2.375, times 3/2, rooted, over 8.
+        let se = (1.5_f64 * 2.375).sqrt() / 8.0;
+        assert!((b.stderr.unwrap() - se).abs() < 1e-12);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn build(
             // (clustered by `dataset.cluster` when set).
             for (i, ev) in r.evaluators.iter_mut().enumerate() {
                 let rows = store.repeat_sums(e.id, i, e.cluster.as_deref())?;
-                let bars = crate::repeats::bars(&rows, ev.mean, e.cluster.is_some());
+                let bars = crate::repeats::bars(&rows, e.cluster.is_some());
                 *ev = ev.clone().repeated(&bars);
             }
         } else if let Some(column) = &e.cluster {

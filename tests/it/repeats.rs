@@ -236,7 +236,7 @@ fn show_reports_error_bars_over_per_sample_means_and_the_within_sample_variance(
 }
 
 #[test]
-fn clustered_repeats_cluster_the_per_sample_means() {
+fn clustered_repeats_take_each_cluster_as_one_draw() {
     let dir = TestDir::new();
     let server = two_of_three();
     let rows =
@@ -256,10 +256,10 @@ fn clustered_repeats_cluster_the_per_sample_means() {
     let ev = &report["evaluations"][0]["evaluators"][0];
     assert_eq!(ev["interval"], "clustered_t");
     assert_eq!(ev["clusters"], 3);
-    // Means m = 2/3, 2/3 (cluster a), 1 (b), 1 (c); s̄ = 5/6, e = -1/6, -1/6, 1/6, 1/6.
-    // Σe² = 1/9; Σ_c (Σe)² = 1/9 + 1/36 + 1/36 = 1/6; n = 4:
-    // SE² = Σe²/(n(n-1)) + (Σ_c (Σe)² - Σe²)/n² = (1/9)/12 + (1/18)/16.
-    let se = ((1.0 / 9.0) / 12.0 + (1.0 / 18.0) / 16.0f64).sqrt();
+    // Each cluster one draw of the mean of every score (10 right of 12,
+    // 5/6): cluster a holds 4 right of 6, b 3 of 3, c 3 of 3; residuals
+    // 4 - 6(5/6) = -1, 0.5, 0.5; SE² = 3/2 · 1.5 / 12².
+    let se = (1.5f64 * 1.5).sqrt() / 12.0;
     assert!((ev["stderr"].as_f64().unwrap() - se).abs() < 1e-12, "{ev}");
 }
 

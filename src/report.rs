@@ -439,8 +439,11 @@ pub struct ExperimentSummary {
     pub samples: SampleCounts,
     /// Every evaluator's passes pooled: passed / scored over all evaluators.
     pub accuracy: Option<f64>,
-    /// Wilson 95% interval of the pooled `accuracy` (treating every verdict
-    /// as independent); null when nothing was scored.
+    /// Wilson 95% interval of the pooled `accuracy` when its verdicts are
+    /// independent: one evaluator per evaluation and no repeats, so each
+    /// verdict is a sample of its own. Null otherwise (several verdicts on
+    /// one sample are not independent draws: `show` gives each evaluator's
+    /// interval) and when nothing was scored.
     pub accuracy_ci95: Option<[f64; 2]>,
     /// Verdicts pooled: scored samples summed over evaluators.
     pub scored: u64,
@@ -742,6 +745,10 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         errored: 0,
     };
     let (mut scored, mut passed, mut wall_us) = (0u64, 0u64, 0u64);
+    let one_verdict_per_sample = x
+        .evaluations
+        .iter()
+        .all(|e| e.scores.len() <= 1 && e.repeats <= 1);
     for e in &x.evaluations {
         let c = counts(e);
         samples.total += c.total;
@@ -761,7 +768,9 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         evaluations: x.evaluations.len() as u64,
         samples,
         accuracy: ratio(passed as f64, scored as f64),
-        accuracy_ci95: stats::wilson(passed, scored, stats::Z_975).map(stats::Interval::to_array),
+        accuracy_ci95: stats::wilson(passed, scored, stats::Z_975)
+            .filter(|_| one_verdict_per_sample)
+            .map(stats::Interval::to_array),
         scored,
         wall_seconds: wall_us as f64 / US,
     }

@@ -299,6 +299,14 @@ fn list_summarises_every_experiment() {
     // Pooled over both evaluators of both evaluations: contains 9/9 + 4/4, even 5/9 + 2/4.
     let pooled = (9.0 + 4.0 + 5.0 + 2.0) / 26.0;
     assert!((both.accuracy.unwrap() - pooled).abs() < 1e-9, "{both:?}");
+    // Two verdicts per sample are not 26 independent draws: no interval.
+    let both_raw = raw["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "both")
+        .unwrap();
+    assert_eq!(both_raw["accuracy_ci95"], Value::Null, "{both_raw}");
     let show = dir.show_full("both");
     let walls: f64 = show.evaluations.iter().map(|e| e.timing.wall_seconds).sum();
     assert!(

@@ -29,6 +29,8 @@ pub enum Unreadable {
 
 /// The score in `reply`; see the module documentation for what is read.
 pub fn read(reply: &str) -> Result<Verdict, Unreadable> {
+    let reply = quote_huge_scores(reply);
+    let reply = reply.as_ref();
     let objects = json_objects(reply);
     let verdicts: Vec<Result<Verdict, Unreadable>> = if objects.is_empty() {
         grade_lines(reply).into_iter().map(Ok).collect()
@@ -53,6 +55,27 @@ pub fn read(reply: &str) -> Result<Verdict, Unreadable> {
         })
         .collect();
     Err(Unreadable::Disagree(said.join(", then ")))
+}
+
+/// `reply` with every `"score": NUMBER` too large for a float (`1e400`)
+/// quoted, so its object still parses and the score is refused as out of
+/// range instead of the object being passed over as not JSON.
+fn quote_huge_scores(reply: &str) -> std::borrow::Cow<'_, str> {
+    static SCORE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let pattern = SCORE.get_or_init(|| {
+        regex::Regex::new(r#"("score"\s*:\s*)(-?[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]+)"#).ok()
+    });
+    let Some(pattern) = pattern else {
+        return reply.into();
+    };
+    pattern.replace_all(reply, |c: &regex::Captures<'_>| {
+        let number = &c[2];
+        if number.parse::<f64>().is_ok_and(f64::is_finite) {
+            c[0].to_owned()
+        } else {
+            format!("{}\"{number}\"", &c[1])
+        }
+    })
 }
 
 /// Every JSON object with a `score` key: the whole reply, else each object
@@ -189,6 +212,12 @@ mod tests {
             Err(Unreadable::NotANumber("\"high\"".into()))
         );
         assert_eq!(score(r#"{"score": 7}"#), Err(Unreadable::OutOfRange(7.0)));
+        // Too large for a float: refused as out of range, not passed over.
+        assert_eq!(
+            score(r#"{"score": 1e400, "reason": "huge"}"#),
+            Err(Unreadable::OutOfRange(f64::INFINITY))
+        );
+        assert_eq!(score(r#"{"score": 1e-3}"#), Ok((0.001, None)));
         assert_eq!(
             score(r#"{"score": null}"#),
             Err(Unreadable::NotANumber("null".into()))

@@ -20,6 +20,9 @@ Each line (jsonl) or row (csv) is one sample record with the fields of `show --f
 `evaluation` (its evaluation's name) and `repeat` (which send of its dataset row it is).
 In csv, scores and passes get a column per evaluator (`score.NAME`, `passed.NAME`); variables,
 reasons, judges and a list-of-messages prompt are JSON text in their cell; null is an empty cell.
+A text cell that starts with =, +, -, @, a tab or a carriage return gets a leading ' so a
+spreadsheet shows it instead of running it as a formula (OWASP's rule for CSV injection);
+--raw writes every cell as stored.
 
 Examples:
   dotevals export baseline > baseline.jsonl
@@ -52,6 +55,9 @@ pub struct ExportArgs {
     /// Only evaluation NAME (repeat for several) [default: every evaluation]
     #[arg(long = "eval", value_name = "NAME")]
     pub evals: Vec<String>,
+    /// csv: write text cells as stored, even those a spreadsheet would run as a formula
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +119,7 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
                     }
                 }
             }
-            Box::new(Csv::new(out, evaluators))
+            Box::new(Csv::new(out, evaluators, args.raw))
         }
     };
     let mut result = sink.start();
@@ -326,6 +332,8 @@ struct Csv<W: Write> {
     /// Every evaluator of the exported evaluations: a score and a passed column each.
     evaluators: Vec<String>,
     row: Vec<String>,
+    /// Text cells as stored, formula-like ones included (`--raw`).
+    raw: bool,
 }
 
 /// The csv columns before the per-evaluator ones, and after.
@@ -352,11 +360,23 @@ const CSV_TAIL: [&str; 10] = [
 ];
 
 impl<W: Write> Csv<W> {
-    fn new(out: W, evaluators: Vec<String>) -> Self {
+    fn new(out: W, evaluators: Vec<String>, raw: bool) -> Self {
         Csv {
             out: csv::WriterBuilder::new().from_writer(out),
             evaluators,
             row: Vec::new(),
+            raw,
+        }
+    }
+
+    /// `text` as a cell a spreadsheet shows rather than runs: a leading `'`
+    /// when it starts like a formula (OWASP), unless `--raw`.
+    fn text(&self, text: String) -> String {
+        let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+        if formula && !self.raw {
+            format!("'{text}")
+        } else {
+            text
         }
     }
 }
@@ -392,15 +412,15 @@ impl<W: Write> Sink for Csv<W> {
     }
 
     fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordReport) -> io::Result<()> {
-        let row = &mut self.row;
+        let mut row = std::mem::take(&mut self.row);
         row.clear();
-        row.push(evaluation.to_owned());
-        row.push(r.id.clone());
+        row.push(self.text(evaluation.to_owned()));
+        row.push(self.text(r.id.clone()));
         row.push(r.index.to_string());
         row.push(repeat.to_string());
         row.push(json(&r.variables));
-        row.push(cell(&r.prompt));
-        row.push(opt(&r.output));
+        row.push(self.text(cell(&r.prompt)));
+        row.push(self.text(opt(&r.output)));
         let null = serde_json::Value::Null;
         for n in &self.evaluators {
             row.push(cell(r.scores.get(n).unwrap_or(&null)));
@@ -410,7 +430,7 @@ impl<W: Write> Sink for Csv<W> {
         }
         row.push(json(&r.reasons));
         row.push(opt(&r.error_kind));
-        row.push(opt(&r.error));
+        row.push(self.text(opt(&r.error)));
         row.push(r.attempts.to_string());
         row.push(opt(&r.latency_seconds.map(number)));
         row.push(number(r.start_seconds));
@@ -418,7 +438,9 @@ impl<W: Write> Sink for Csv<W> {
         row.push(opt(&r.prompt_tokens));
         row.push(opt(&r.completion_tokens));
         row.push(json(&r.judges));
-        self.out.write_record(&*row).map_err(to_io)
+        let written = self.out.write_record(&row).map_err(to_io);
+        self.row = row;
+        written
     }
 
     fn finish(&mut self) -> io::Result<()> {

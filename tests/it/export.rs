@@ -335,3 +335,53 @@ fn a_judges_calls_are_exported() {
         assert_eq!(cell, line["judges"]);
     }
 }
+
+/// Cells a spreadsheet would run as formulas (OWASP's list: =, +, -, @, tab,
+/// carriage return) get a leading `'` in csv; `--raw` writes them as stored,
+/// and jsonl is never touched.
+#[test]
+fn csv_neutralises_formula_cells_unless_raw() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let texts = ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\ry", "plain"];
+    let rows: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    dir.write("rows.jsonl", &(rows.join("\n") + "\n"));
+    let spec = Spec::new("cells", &server.url())
+        .dataset("  path: rows.jsonl\n")
+        .quick()
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let output_column = |args: &[&str]| -> Vec<String> {
+        let out = dir.cmd(args).output();
+        out.assert_exit_code(0);
+        let (header, rows) = read_csv(&out.stdout);
+        let at = header.iter().position(|h| h == "output").unwrap();
+        rows.into_iter().map(|r| r[at].clone()).collect()
+    };
+    let safe = output_column(&["export", "x", "--format", "csv"]);
+    let expected: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            if *t == "plain" {
+                t.to_string()
+            } else {
+                format!("'{t}")
+            }
+        })
+        .collect();
+    assert_eq!(safe, expected);
+    let raw = output_column(&["export", "x", "--format", "csv", "--raw"]);
+    assert_eq!(raw, texts.map(str::to_owned));
+    let jsonl = dir.cmd(["export", "x"]).output();
+    assert!(
+        jsonl.stdout.contains(r#""output":"=1+1""#),
+        "{}",
+        jsonl.stdout
+    );
+}

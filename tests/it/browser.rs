@@ -121,7 +121,10 @@ fn console_errors(loaded: &Loaded) -> Vec<&String> {
 #[test]
 fn the_console_check_catches_a_failing_page() {
     let Some(bin) = chromium() else {
-        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
+        crate::support::skip(
+            "the_console_check_catches_a_failing_page",
+            "no chromium on PATH (.ci/run installs Debian's `chromium`)",
+        );
         return;
     };
     let dir = TestDir::new();
@@ -139,7 +142,10 @@ fn the_console_check_catches_a_failing_page() {
 #[test]
 fn the_report_renders_its_plots_and_filters_samples_in_chromium() {
     let Some(bin) = chromium() else {
-        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
+        crate::support::skip(
+            "the_report_renders_its_plots_and_filters_samples_in_chromium",
+            "no chromium on PATH (.ci/run installs Debian's `chromium`)",
+        );
         return;
     };
     // 12 samples: 8 pass, 3 fail, 1 refused by the server (an error).

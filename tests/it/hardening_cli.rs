@@ -142,7 +142,10 @@ fn progress_lines_without_a_terminal() {
 #[test]
 fn progress_bar_on_a_terminal() {
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: `script` (util-linux) is not installed");
+        crate::support::skip(
+            "progress_bar_on_a_terminal",
+            "`script` (util-linux) is not installed",
+        );
         return;
     }
     let dir = TestDir::new();

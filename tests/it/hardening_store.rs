@@ -44,7 +44,10 @@ fn unprivileged(what: &str) -> Option<Option<u32>> {
     if have_setpriv() {
         return Some(Some(NOBODY));
     }
-    eprintln!("skipped: {what}: running as root, which file permissions do not bind, and `setpriv` is not available to run as another user");
+    crate::support::skip(
+        what,
+        "running as root, which file permissions do not bind, and `setpriv` is not available to run as another user",
+    );
     None
 }
 
@@ -268,7 +271,10 @@ fn a_second_user_can_run_after_the_first() {
     // The old lock folder was one shared folder in the system temp folder,
     // created 0755 by whoever ran first: nobody else could lock anything.
     if !is_root() || !have_setpriv() {
-        eprintln!("skipped: needs root and `setpriv` to run as two users");
+        crate::support::skip(
+            "a_second_user_can_run_after_the_first",
+            "needs root and `setpriv` to run as two users (root only)",
+        );
         return;
     }
     let server = TestServer::echo();

@@ -178,3 +178,26 @@ pub fn interrupt_once_recorded(dir: &TestDir, child: &Child, experiment: &str, n
     );
     signal(child, "INT");
 }
+
+/// Says why `test` did not run: on stderr, and as a line appended to the file
+/// `DOTEVALS_SKIPS` names when it is set. `.ci/run` sets it and fails on any
+/// line there (CI installs every tool these tests need), so a skipped test
+/// never passes unseen as `ok`.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("skipped: {test}: {why}");
+    if let Some(path) = std::env::var_os("DOTEVALS_SKIPS") {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        let written = file.and_then(|mut f| writeln!(f, "{test}: {why}"));
+        written.unwrap_or_else(|e| panic!("record the skip in {}: {e}", path.to_string_lossy()));
+    }
+}
+
+/// Whether `tool` is a program on PATH.
+pub fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
+}

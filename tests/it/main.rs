@@ -23,6 +23,7 @@ mod grading_scores;
 mod html_report;
 mod json_output;
 mod overrides;
+mod readme;
 mod repeats;
 mod resume;
 mod schema;

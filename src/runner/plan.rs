@@ -88,8 +88,10 @@ pub fn plan(
         None => None,
     };
     if let Some(old) = &existing {
-        if old.spec_hash != eval.spec_hash {
-            let old_identity = serde_json::from_str(&old.identity).unwrap_or_default();
+        let old_identity = serde_json::from_str(&old.identity).unwrap_or_default();
+        if old.spec_hash != eval.spec_hash
+            && !crate::spec::same_results(&old_identity, &eval.identity)
+        {
             let changed = crate::spec::changed_parts(&old_identity, &eval.identity).join(", ");
             return Err(PlanError::Refused {
                 message: format!(

@@ -12,7 +12,23 @@ use super::raw::RawSpec;
 /// limits and concurrency may change between runs of one experiment.
 pub(super) fn identity(raw: &RawSpec) -> Value {
     let mut v = serde_json::to_value(raw).unwrap_or(Value::Null);
-    if let Value::Object(top) = &mut v {
+    normalize(&mut v);
+    v
+}
+
+/// Whether a stored identity, `old`, decides results as `new` does: equal
+/// once `old` is put through today's rules (a key that stopped counting, a
+/// command scorer's `timeout` say, no longer refuses a resume of an
+/// experiment stored when it did).
+pub fn same_results(old: &Value, new: &Value) -> bool {
+    let mut old = old.clone();
+    normalize(&mut old);
+    old == *new
+}
+
+/// Drops from an identity what never changes a sample's result; idempotent.
+fn normalize(v: &mut Value) {
+    if let Value::Object(top) = v {
         // `repeats` says how many times to send each sample, not what a sample's
         // result is: raising it on resume sends only the missing repeats.
         for key in ["description", "concurrency", "name", "repeats"] {
@@ -34,12 +50,13 @@ pub(super) fn identity(raw: &RawSpec) -> Value {
                     e.entry(key).or_insert(Value::Null);
                 }
                 // A judge's pacing may change between runs, as the model's may,
-                // and so may the CI gate's bar, and which key variables a
-                // command scorer may see (a scorer that failed for lack of
-                // one is resumed once `env` lists it).
-                e.remove("max_concurrency");
-                e.remove("fail_under");
-                e.remove("env");
+                // and so may the CI gate's bar, a command scorer's pace
+                // (`timeout`, `workers`) and which key variables it may see
+                // (a scorer that failed for lack of one is resumed once `env`
+                // lists it).
+                for key in ["max_concurrency", "fail_under", "timeout", "workers", "env"] {
+                    e.remove(key);
+                }
                 if let Some(model) = e.get_mut("model") {
                     drop_pacing(model);
                 }
@@ -47,7 +64,6 @@ pub(super) fn identity(raw: &RawSpec) -> Value {
         }
         top.retain(|_, v| !v.is_null());
     }
-    v
 }
 
 /// Removes from a model block what only paces requests (timeouts, retries,

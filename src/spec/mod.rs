@@ -31,7 +31,7 @@ use crate::model::Role;
 use crate::secrets::Secrets;
 use crate::template::Template;
 use check::Checker;
-pub use identity::changed_parts;
+pub use identity::{changed_parts, same_results};
 use locate::Locator;
 pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;

@@ -103,6 +103,20 @@ fn identity_ignores_concurrency_and_latency() {
     );
 }
 
+/// An experiment stored when an entry's `timeout` still counted resumes:
+/// the stored identity is compared under today's rules.
+#[test]
+fn a_stored_identity_is_compared_under_todays_rules() {
+    let now = check(GOOD).unwrap().identity;
+    let mut stored = now.clone();
+    stored["evaluators"][0]["timeout"] = serde_json::json!("1s");
+    stored["evaluators"][0]["workers"] = serde_json::json!(2);
+    assert_ne!(stored, now);
+    assert!(same_results(&stored, &now));
+    stored["evaluators"][0]["expected"] = serde_json::json!("{{ other }}");
+    assert!(!same_results(&stored, &now), "a real change still counts");
+}
+
 #[test]
 fn concurrency_rules() {
     let e = check(&format!("{GOOD}concurrency: {{strategy: sequential}}\n")).unwrap();

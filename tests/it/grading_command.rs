@@ -564,3 +564,42 @@ main(answer)
         "the stray reply is told: {e4}"
     );
 }
+
+/// A command scorer's pace is not part of the spec's identity: a resume may
+/// raise its `timeout` and `workers` (as a judge's may), and rescoring the
+/// samples the short timeout failed finishes them.
+#[test]
+fn a_resume_may_change_the_scorers_timeout_and_workers() {
+    let body = r#"
+import time
+def answer(request):
+    if index(request) == 1:
+        time.sleep(1.5)
+    return {"id": request["id"], "score": 1}
+main(answer)
+"#;
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    let spec = |pace: &str| {
+        Spec::new("custom", &server.url())
+            .samples(3)
+            .quick()
+            .evaluator(&format!(
+                "{{type: command, name: mine, command: [python3, scorer.py], {pace}}}"
+            ))
+            .to_string()
+    };
+    dir.write("spec.yaml", &spec("timeout: 1s"));
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(1);
+    assert_eq!(dir.show_full("x").only().samples.errored, 1);
+    dir.write("spec.yaml", &spec("timeout: 10s, workers: 2"));
+    dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
+        .output()
+        .assert_exit_code(0);
+    let report = dir.show_full("x").only().clone();
+    assert_eq!(report.samples.errored, 0);
+    assert_eq!(server.count(), 3, "the resume scored the stored reply");
+}

@@ -50,6 +50,12 @@ impl Override {
                 "`{key}` has an empty step; write the path with single dots, such as evaluators.0.threshold"
             ));
         }
+        if text.trim_start().starts_with("{{") {
+            return Err(format!(
+                "the value `{text}` reads as YAML, not as a template; quote it: --set '{key}=\"{}\"'",
+                text.trim()
+            ));
+        }
         let value = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -225,6 +231,21 @@ fn relocate(
         d.message += &format!(" (with {})", args(overrides));
         return d;
     };
+    // A key the file does not have, written by an override: that argument's
+    // (the merged text puts the key wherever it likes).
+    let unknown = d
+        .message
+        .strip_prefix("unknown key `")
+        .and_then(|m| m.split('`').next());
+    if let Some(o) = unknown.and_then(|k| {
+        overrides
+            .iter()
+            .rev()
+            .find(|o| o.steps.iter().any(|s| s == k))
+    }) {
+        return Diagnostic::new(path, 0, 0, format!("`--set {}`: {}", o.arg, d.message))
+            .with_hint_opt(d.hint);
+    }
     if let Some(o) = overrides.iter().rev().find(|o| o.covers(&steps)) {
         return Diagnostic::new(path, 0, 0, format!("`--set {}`: {}", o.arg, d.message))
             .with_hint_opt(d.hint);

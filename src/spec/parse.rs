@@ -94,7 +94,27 @@ fn strip_location(message: &str) -> String {
             text = rest;
         }
     }
-    text.to_owned()
+    plain_types(text)
+}
+
+/// serde's message with Rust's type names said in YAML's words: `expected
+/// u32` is `expected a whole number (0 or more)`, `expected struct
+/// RawDataset` is `expected a mapping of keys`.
+fn plain_types(message: &str) -> String {
+    let Some((head, expected)) = message.split_once("expected ") else {
+        return message.to_owned();
+    };
+    let said = match expected.trim() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        "a string" | "a borrowed string" => "text",
+        t if t.starts_with("struct ") || t.starts_with("a map") => "a mapping of keys",
+        t if t.starts_with("a sequence") => "a list",
+        _ => return message.to_owned(),
+    };
+    format!("{head}expected {said}")
 }
 
 /// The path of the mapping that holds an unknown field (`model` for `model.latancy`).

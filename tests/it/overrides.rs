@@ -437,3 +437,40 @@ fn a_credential_given_with_set_is_not_stored() {
         .unwrap();
     assert!(!text.contains("sk-very-secret-1234"), "{text}");
 }
+
+/// Every refusal of a `--set` names the argument (never a line of the file
+/// it did not write), says what to write in YAML's words (never a Rust type
+/// name), and a bare template value is told to be quoted.
+#[test]
+fn a_refused_override_names_its_argument_in_plain_words() {
+    let dir = dir();
+    let err = refused(&dir, "validate", &["modle.name=x"]);
+    assert!(
+        err.contains("`--set modle.name=x`: unknown key `modle`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.yaml: `--set"),
+        "points at no line of the file: {err}"
+    );
+    assert!(err.contains("did you mean `model`?"), "{err}");
+    let err = refused(&dir, "validate", &["prompt={{ text }}"]);
+    assert!(
+        err.contains(r#"quote it: --set 'prompt="{{ text }}"'"#),
+        "{err}"
+    );
+    for (set, plain) in [
+        ("dataset=3", "expected a mapping of keys"),
+        ("repeats=-1", "expected a whole number (0 or more)"),
+    ] {
+        let err = refused(&dir, "validate", &[set]);
+        assert!(err.contains(&format!("`--set {set}`")), "{err}");
+        assert!(err.contains(plain), "{err}");
+        for internal in ["Raw", "u32", "usize", "struct"] {
+            assert!(
+                !err.contains(internal),
+                "`{internal}` reached the user: {err}"
+            );
+        }
+    }
+}

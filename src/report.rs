@@ -484,7 +484,7 @@ impl std::fmt::Display for ExperimentStatus {
 }
 
 /// The status of an experiment from its evaluations'.
-fn experiment_status(evals: &[EvaluationRow]) -> ExperimentStatus {
+pub fn experiment_status(evals: &[EvaluationRow]) -> ExperimentStatus {
     use EvaluationStatus as E;
     let pressing = [
         (E::Running, ExperimentStatus::Running),

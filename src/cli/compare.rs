@@ -54,8 +54,26 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
         return Err(unknown_experiment(&args.a, &[]));
     };
     let report = comparison(storage, store.as_ref(), &args)?;
+    for name in [&args.a, &args.b] {
+        if let Ok(x) = store.experiment(name) {
+            still_running(&x);
+        }
+    }
     print(style, &report)?;
     Ok(Exit::Success)
+}
+
+/// Says on stderr when a run of `x` is going on now (a killed one reads as
+/// interrupted):
+/// a comparison or report of it is a snapshot whose figures will change.
+pub(super) fn still_running(x: &crate::store::ExperimentRow) {
+    if crate::report::experiment_status(&x.evaluations) == crate::report::ExperimentStatus::Running
+    {
+        eprintln!(
+            "note: experiment `{}` is still running: these figures are a snapshot",
+            printable(&x.name)
+        );
+    }
 }
 
 /// The comparison `args` asks for (`report A B` builds one with `--flips`).
@@ -202,6 +220,23 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         }
     }
     out.push('\n');
+    if e.evaluators.is_empty() {
+        let _ = writeln!(out, "  no evaluator in common: nothing to compare");
+    } else {
+        scores(out, e, names);
+    }
+    if !e.not_compared.is_empty() {
+        let _ = writeln!(
+            out,
+            "  not compared (on one side only): {}",
+            printable(&e.not_compared.join(", "))
+        );
+    }
+    timing(out, e, names);
+}
+
+/// The table of the evaluators both sides have, and how it was tested.
+fn scores(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
     let mut b = Builder::default();
     b.push_record([
         "evaluator",
@@ -275,13 +310,10 @@ fn evaluation(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
             );
         }
     }
-    if !e.not_compared.is_empty() {
-        let _ = writeln!(
-            out,
-            "  not compared (on one side only): {}",
-            printable(&e.not_compared.join(", "))
-        );
-    }
+}
+
+/// Both sides' timing, one line each.
+fn timing(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
     let t = &e.timing;
     let side = |x: &TimingSummary| {
         let mut line = duration(x.wall_seconds);

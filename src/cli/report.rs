@@ -154,6 +154,7 @@ fn experiment(store: &dyn Store, name: &str) -> Result<Experiment, CliError> {
     let row = store
         .experiment(name)
         .map_err(|e| known_experiment(store, name, e))?;
+    super::compare::still_running(&row);
     let mut evaluations = Vec::with_capacity(report.evaluations.len());
     for r in &report.evaluations {
         let Some(e) = row.evaluations.iter().find(|e| e.name == r.name) else {

@@ -280,8 +280,9 @@ pub(super) fn execute(
                 gate::raise(&mut report, bar);
             }
             print(style, &report)?;
+            // Said even with --quiet: it explains the exit status (3).
             for line in gate::failures(&report) {
-                progress.note(&line);
+                eprintln!("{line}");
                 exit = Exit::BelowBar;
             }
         }

@@ -220,13 +220,24 @@ pub fn comparison(
         let Some(flips) = ev.flips.as_ref().filter(|f| !f.is_empty()) else {
             continue;
         };
+        let head = format!(
+            "<table class=\"flips\"><thead><tr><th>id</th><th>{na}</th><th>{nb}</th><th>{na} output</th><th>{nb} output</th></tr></thead><tbody>"
+        );
         write!(
             out,
-            "<h3>{}: {} flipped</h3><table class=\"flips\"><thead><tr><th>id</th><th>{na}</th><th>{nb}</th><th>{na} output</th><th>{nb} output</th></tr></thead><tbody>",
+            "<h3>{}: {} flipped</h3>{head}",
             escape(&ev.name),
             flips.len()
         )?;
-        for f in flips {
+        for (i, f) in flips.iter().enumerate() {
+            if i == FLIPS_SHOWN {
+                // The rest folded, so the summaries and plots stay in view.
+                write!(
+                    out,
+                    "</tbody></table><details class=\"more-flips\"><summary>{} more flipped</summary>{head}",
+                    flips.len() - FLIPS_SHOWN
+                )?;
+            }
             write!(
                 out,
                 "<tr class=\"flip\"><td>{}</td><td>{}</td><td>{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td></tr>",
@@ -238,9 +249,15 @@ pub fn comparison(
             )?;
         }
         out.write_all(b"</tbody></table>")?;
+        if flips.len() > FLIPS_SHOWN {
+            out.write_all(b"</details>")?;
+        }
     }
     Ok(())
 }
+
+/// Flipped samples listed open per evaluator; the rest are folded.
+const FLIPS_SHOWN: usize = 20;
 
 #[cfg(test)]
 mod tests {

@@ -444,3 +444,114 @@ fn the_shipped_comparison_gives_the_readme_figures() {
         "fail-under: reviews / exact_match has a mean score of 0.850, below its bar 0.9",
     );
 }
+
+/// Experiments whose evaluations share no evaluator: a sentence, not a table
+/// with a header and no end.
+#[test]
+fn no_shared_evaluator_is_said_not_drawn() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let rows = pass_fail_rows();
+    run(&dir, &server, "A", &rows, "a", EXACT);
+    run(
+        &dir,
+        &server,
+        "B",
+        &rows,
+        "b",
+        "  - {type: contains, expected: \"yes\"}\n",
+    );
+    let out = dir.cmd(["compare", "A", "B"]).output();
+    out.assert_exit_code(0);
+    out.assert_stdout_contains("no evaluator in common: nothing to compare");
+    out.assert_stdout_contains("not compared (on one side only): exact_match, contains");
+    assert!(
+        !out.stdout.contains('├'),
+        "no half-drawn table:\n{}",
+        out.stdout
+    );
+}
+
+/// With more than 20 flipped samples, the two-experiment report lists 20 and
+/// folds the rest, so the summaries and plots stay in view.
+#[test]
+fn a_report_folds_flips_past_twenty() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let rows: String = (0..30)
+        .map(|i| format!("    - {{id: f{i:02}, a: \"yes\", b: \"no\"}}\n"))
+        .collect();
+    run(&dir, &server, "A", &rows, "a", EXACT);
+    run(&dir, &server, "B", &rows, "b", EXACT);
+    dir.cmd(["report", "A", "B", "-o", "ab.html"])
+        .output()
+        .assert_exit_code(0);
+    let html = dir.read("ab.html");
+    assert!(html.contains("30 flipped"), "all are counted");
+    let (open, folded) = html
+        .split_once("<details class=\"more-flips\"><summary>10 more flipped</summary>")
+        .expect("the flips past 20 are folded");
+    assert_eq!(open.matches("<tr class=\"flip\">").count(), 20);
+    assert_eq!(folded.matches("<tr class=\"flip\">").count(), 10);
+}
+
+/// `run --quiet` still says why it exits 3.
+#[test]
+fn quiet_keeps_the_fail_under_line() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    let spec = Spec::new("gated", &server.url())
+        .samples(2)
+        .quick()
+        .evaluator("{type: contains, expected: never}")
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    let out = dir
+        .cmd(["run", "spec.yaml", "-e", "x", "-q", "--fail-under", "0.5"])
+        .output();
+    out.assert_exit_code(3);
+    out.assert_stderr_contains(
+        "fail-under: gated / contains has a mean score of 0.000, below its bar 0.5",
+    );
+}
+
+/// Comparing an experiment while a run of it is going, or writing its
+/// report, says the figures are a snapshot.
+#[test]
+fn compare_and_report_say_when_an_experiment_is_still_running() {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    run(&dir, &server, "A", &pass_fail_rows(), "a", EXACT);
+    let slow = TestServer::builder()
+        .latency(std::time::Duration::from_secs(30))
+        .reply(|p| p.to_owned())
+        .start();
+    let spec = Spec::new("paired", &slow.url())
+        .dataset(&format!("  id: id\n  rows:\n{}", pass_fail_rows()))
+        .quick()
+        .prompt("\"{{ b }}\"")
+        .evaluators(EXACT)
+        .to_string();
+    dir.write("B.yaml", &spec);
+    let mut child = dir
+        .cmd(["run", "B.yaml", "-e", "B"])
+        .spawn_logged(&dir, "b");
+    crate::util::wait_until(std::time::Duration::from_secs(20), "B started", || {
+        slow.count() > 0
+    });
+    let note = "experiment `B` is still running: these figures are a snapshot";
+    let compared = dir.cmd(["compare", "A", "B"]).output();
+    let reported = dir.cmd(["report", "B", "-o", "b.html"]).output();
+    let finished = dir.cmd(["compare", "A", "A"]).output();
+    child.kill().expect("stop the run");
+    child.wait().unwrap();
+    compared.assert_exit_code(0);
+    compared.assert_stderr_contains(note);
+    reported.assert_exit_code(0);
+    reported.assert_stderr_contains(note);
+    assert!(
+        !finished.stderr.contains("still running"),
+        "{}",
+        finished.stderr
+    );
+}

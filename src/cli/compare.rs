@@ -64,8 +64,7 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
 }
 
 /// Says on stderr when a run of `x` is going on now (a killed one reads as
-/// interrupted):
-/// a comparison or report of it is a snapshot whose figures will change.
+/// interrupted): a comparison or report of it is a snapshot.
 pub(super) fn still_running(x: &crate::store::ExperimentRow) {
     if crate::report::experiment_status(&x.evaluations) == crate::report::ExperimentStatus::Running
     {

@@ -195,8 +195,11 @@ fn evaluation(out: &mut String, e: &EvaluationReport) {
     } else {
         String::new()
     };
+    // A rate of samples that all failed (a refused key stops a run at
+    // once) would read as speed: none is shown then.
     let throughput = t
         .throughput_per_second
+        .filter(|_| e.samples.finished > 0)
         .map_or(String::new(), |x| format!(" · {x:.2} samples/s"));
     rows.push((
         "wall time".into(),

@@ -397,3 +397,28 @@ fn unknown_experiment_names_are_refused_clearly() {
     out.assert_exit_code(2);
     out.assert_stderr_contains("no experiment named `baseline`");
 }
+
+/// A run where the server refused every request (a wrong key stops it at
+/// once) prints no rate: failures per second would read as speed.
+#[test]
+fn a_run_with_nothing_finished_prints_no_rate() {
+    let server = TestServer::builder()
+        .respond(|_| Reply::status(401, r#"{"error": {"message": "invalid api key"}}"#))
+        .start();
+    let dir = TestDir::new();
+    dir.write(
+        "spec.yaml",
+        &Spec::new("refused", &server.url())
+            .samples(3)
+            .quick()
+            .to_string(),
+    );
+    let out = dir.cmd(["run", "spec.yaml", "-e", "x"]).output();
+    let wall = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("wall time"))
+        .unwrap_or_else(|| panic!("a wall time line:\n{}", out.stdout))
+        .to_owned();
+    assert!(!wall.contains("samples/s"), "{wall}");
+}

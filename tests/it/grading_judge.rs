@@ -282,13 +282,16 @@ fn judge_requests_keep_to_their_own_window() {
         .assert_exit_code(0);
     assert_eq!(judge_server.count(), 12);
     assert_eq!(judge_server.peak_in_flight(), 2, "the judge's window is 2");
+    // Twelve calls of 150 ms two at a time queue for the window (about
+    // 0.75 s in all), but that is no wait on the judge's endpoint: with no
+    // backoff, pause or rate limit, `wait_seconds` stays near 0.
     let e = evaluation(&dir, "x");
     assert!(
         e["evaluators"][0]["judge"]["wait_seconds"]
             .as_f64()
             .unwrap()
-            > 0.3,
-        "calls waited for the window: {}",
+            < 0.05,
+        "queueing for the judge's own window counted as a wait: {}",
         e["evaluators"][0]["judge"]
     );
 }

@@ -39,7 +39,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
@@ -314,9 +313,10 @@ impl Judge {
                 ))
             }
         };
-        let waited = Instant::now();
+        // Queueing for the judge's own window is not a wait on its endpoint
+        // (the model's window is not counted in its `wait` either): `wait`
+        // is backoff, server-ordered pauses and the rate limiter alone.
         let _slot = link.window.acquire().await;
-        let mut wait_us = waited.elapsed().as_micros() as u64;
         let estimate = link.rate.as_ref().map_or(0, |_| {
             let chars = messages.iter().map(|m| m.content.chars().count()).sum();
             let max_tokens = self
@@ -341,7 +341,7 @@ impl Judge {
             |e| throttled += u32::from(e.is_throttling()),
         )
         .await;
-        wait_us += attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
+        let wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
         call.attempts = attempts.attempts;
         call.throttled = throttled;
         call.wait_us = wait_us;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{Planned, RunError};
-use crate::concurrency::pause::Pauses;
-use crate::concurrency::rate::RateLimits;
+use crate::concurrency::pause::{Pause, Pauses};
+use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::retry::Retry;
 use crate::concurrency::retry::Retryable;
 use crate::concurrency::Outcome;
@@ -84,21 +84,30 @@ fn client_at(
     .map_err(RunError::Client)
 }
 
+/// The judges connected for a run: the mocks started for them (which serve
+/// while they live), and what their requests may wait on, for the progress
+/// line.
+#[derive(Default)]
+pub struct Judges {
+    pub mocks: Vec<MockServer>,
+    /// Each judge's endpoint pause and rate limit.
+    pub waits: Vec<(Arc<Pause>, Option<Arc<RateLimit>>)>,
+}
+
 /// Connects every judge of `plan` for this run: each gets its own client and
 /// window, its model block's retries, and the rate limit and pause of its
 /// endpoint, shared with the evaluation (`model_url`) when they call the same
 /// endpoint and model. A judge without a model block of its own calls the
-/// evaluation's endpoint (its mock included). Returns the mocks started for
-/// judges, which serve while they live.
+/// evaluation's endpoint (its mock included).
 pub async fn connect_judges(
     plan: &Planned,
     model_url: &str,
     rates: &RateLimits,
     pauses: &Pauses,
-) -> Result<Vec<MockServer>, RunError> {
+) -> Result<Judges, RunError> {
     let eval = &plan.eval;
     let secrets = plan.secrets();
-    let mut mocks = Vec::new();
+    let mut judges = Judges::default();
     for (evaluator, key) in eval.evaluators.iter().zip(&plan.judge_keys) {
         let Some(judge) = evaluator.scorer.judge() else {
             continue;
@@ -109,7 +118,7 @@ pub async fn connect_judges(
             .unwrap_or_else(|| plan.strategy.max_concurrency());
         let (client, url) = if judge.own_model() {
             let connection = connect(model, key.as_deref(), window).await?;
-            mocks.extend(connection.mock);
+            judges.mocks.extend(connection.mock);
             (connection.client, connection.base_url)
         } else {
             let client = client_at(model, model_url, key.as_deref(), window)?;
@@ -118,14 +127,16 @@ pub async fn connect_judges(
         let rate = model
             .rate_limit
             .map(|spec| rates.get(&rate_key(&url, model), spec).0);
+        let pause = pauses.get(&url);
+        judges.waits.push((Arc::clone(&pause), rate.clone()));
         judge.connect(Link {
             client: client.with_secrets(&secrets),
-            retry: Retry::new(model.retry).with_pause(pauses.get(&url)),
+            retry: Retry::new(model.retry).with_pause(pause),
             rate,
             window: Semaphore::new(window),
         });
     }
-    Ok(mocks)
+    Ok(judges)
 }
 
 /// What a rate limit is shared by: one endpoint and model.

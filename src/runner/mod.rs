@@ -235,7 +235,7 @@ pub async fn run(
         ),
     };
     let base_url = connection.as_ref().map_or("", |c| c.base_url.as_str());
-    let judge_mocks = client::connect_judges(plan, base_url, rates, pauses).await?;
+    let judges = client::connect_judges(plan, base_url, rates, pauses).await?;
 
     let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
     let fail_under: Vec<Option<f64>> = eval.evaluators.iter().map(|e| e.fail_under).collect();
@@ -277,7 +277,13 @@ pub async fn run(
         Some(c) => pauses.get(&c.base_url),
         None => Arc::default(),
     };
-    progress.start(plan, &limiter, rate.clone(), Arc::clone(&pause));
+    progress.start(
+        plan,
+        &limiter,
+        rate.clone(),
+        Arc::clone(&pause),
+        &judges.waits,
+    );
     let config = WriterConfig {
         evaluation_id,
         run: started_evaluation.run,
@@ -387,7 +393,7 @@ pub async fn run(
     // failure of the dispatch loop, so it goes first.
     writer.finish()?;
     drop(mock);
-    drop(judge_mocks);
+    drop(judges);
     store.record_limits(evaluation_id, config.run, &limiter.history())?;
     store.record_run(
         evaluation_id,

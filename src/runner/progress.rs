@@ -48,6 +48,8 @@ struct Live {
     limiter: Arc<Limiter>,
     rate: Option<Arc<RateLimit>>,
     pause: Arc<Pause>,
+    /// The judges' pauses and rate limits that are not the model's.
+    judges: Vec<(Arc<Pause>, Option<Arc<RateLimit>>)>,
     /// When the last status line was printed (lines mode only).
     last_line: Arc<Mutex<Instant>>,
 }
@@ -109,6 +111,22 @@ impl Live {
         }
         if let Some(waiting) = self.rate.as_ref().map(|r| r.waiting()).filter(|n| *n > 0) {
             msg += &format!(" · {waiting} waiting for the rate limit");
+        }
+        let judge_pause = self.judges.iter().map(|j| j.0.remaining()).max();
+        if let Some(pause) = judge_pause.filter(|p| !p.is_zero()) {
+            msg += &format!(
+                " · judge paused {:.0}s: its server asked to wait",
+                pause.as_secs_f64().ceil()
+            );
+        }
+        let judge_waiting: usize = self
+            .judges
+            .iter()
+            .filter_map(|j| j.1.as_ref())
+            .map(|r| r.waiting())
+            .sum();
+        if judge_waiting > 0 {
+            msg += &format!(" · {judge_waiting} waiting for the judge's rate limit");
         }
         msg
     }
@@ -193,7 +211,22 @@ impl Progress {
         limiter: &Arc<Limiter>,
         rate: Option<Arc<RateLimit>>,
         pause: Arc<Pause>,
+        judges: &[(Arc<Pause>, Option<Arc<RateLimit>>)],
     ) {
+        // A judge on the model's own endpoint shares its pause and rate limit,
+        // which the line already shows.
+        let judges = judges
+            .iter()
+            .filter(|(p, r)| {
+                let same_rate = match (r, &rate) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, _) => true,
+                    _ => false,
+                };
+                !(Arc::ptr_eq(p, &pause) && same_rate)
+            })
+            .map(|(p, r)| (Arc::clone(p), r.clone()))
+            .collect();
         let (name, total, pending, strategy) =
             (&plan.eval.name, plan.total, plan.pending, &plan.strategy);
         let done = total - pending;
@@ -253,6 +286,7 @@ impl Progress {
             limiter: Arc::clone(limiter),
             rate,
             pause,
+            judges,
             last_line: Arc::new(Mutex::new(Instant::now())),
         };
         if let Ok(mut slot) = self.live.lock() {
@@ -352,6 +386,37 @@ mod tests {
     fn in_flight_never_reads_above_the_limit() {
         assert_eq!(in_flight(3, 4), "in flight 3/4");
         assert_eq!(in_flight(20, 1), "in flight 1/1 (+19 finishing)");
+    }
+
+    /// A judge on an endpoint of its own that was told to wait says so on
+    /// the status line, apart from the model's pause.
+    #[test]
+    fn a_judges_pause_is_shown() {
+        use super::{Counts, Live, Pause};
+        use crate::concurrency::{Limiter, StrategySpec};
+        use std::sync::{Arc, Mutex};
+        let judge = Arc::new(Pause::new());
+        judge.extend(Duration::from_secs(12));
+        let live = Live {
+            name: "e".into(),
+            total: 10,
+            bar: None,
+            counts: Arc::new(Counts::new(0)),
+            limiter: Limiter::new(StrategySpec::SlidingWindow(4).build()),
+            rate: None,
+            pause: Arc::new(Pause::new()),
+            judges: vec![(judge, None)],
+            last_line: Arc::new(Mutex::new(std::time::Instant::now())),
+        };
+        let status = live.status();
+        assert!(
+            status.contains("judge paused 12s: its server asked to wait"),
+            "{status}"
+        );
+        assert!(
+            !status.contains(" · paused"),
+            "the model is not paused: {status}"
+        );
     }
 
     #[test]

@@ -128,12 +128,16 @@ fn show_reports_counts_scores_timing_and_tokens() {
         "{l:?}"
     );
     assert!(l.mean > 0.0 && l.mean <= l.max, "{l:?}");
-    // A window never measures an unloaded latency, so it claims no speed-up.
     assert!(
         t.mean_in_flight.is_some() && t.mean_at_server.is_some(),
         "{t:?}"
     );
-    assert_eq!(t.speedup_over_sequential, None, "{t:?}");
+    // Whether a window run measured an unloaded latency (a request alone at
+    // the server, such as the last on a loaded machine) depends on timing;
+    // the rule itself is tested in timing.rs and concurrency.rs.
+    if let Some(speedup) = t.speedup_over_sequential {
+        assert!(speedup > 0.0, "{t:?}");
+    }
     // Tokens are the sums of the server's `usage`: two words in, three out, 9 replies.
     assert_eq!((e.tokens.prompt, e.tokens.completion), (18, 27));
 

@@ -26,6 +26,9 @@ pub struct Override {
     /// index where the document holds a list there, a key elsewhere.
     steps: Vec<String>,
     value: Value,
+    /// A number as typed (`1e3`): written into the merged spec as is, so a
+    /// text field reads `1e3` and a number field 1000, as in a spec file.
+    raw: Option<String>,
 }
 
 impl Override {
@@ -65,10 +68,12 @@ impl Override {
                 )
             })?
         };
+        let raw = value.is_number().then(|| text.trim().to_owned());
         Ok(Override {
             arg: arg.to_owned(),
             steps,
             value,
+            raw,
         })
     }
 
@@ -81,8 +86,13 @@ impl Override {
             })
     }
 
-    /// Writes the value into `doc`; an error is (message, hint).
-    fn apply(&self, doc: &mut Value) -> Result<(), (String, String)> {
+    /// Writes the value into `doc` (a number as the placeholder `mark`, for
+    /// [`from_text_with`] to replace with its text); an error is (message, hint).
+    fn apply(&self, doc: &mut Value, mark: &str) -> Result<(), (String, String)> {
+        let value = match self.raw {
+            Some(_) => Value::String(mark.to_owned()),
+            None => self.value.clone(),
+        };
         let mut node = doc;
         let mut walked = String::new();
         let last = self.steps.len() - 1;
@@ -103,7 +113,7 @@ impl Override {
                 Value::Mapping(map) => {
                     let key = Value::String(step.clone());
                     if i == last {
-                        map.insert(key, self.value.clone());
+                        map.insert(key, value);
                         return Ok(());
                     }
                     map.entry(key).or_insert(Value::Null)
@@ -135,7 +145,7 @@ impl Override {
                         ));
                     }
                     if i == last {
-                        items[index] = self.value.clone();
+                        items[index] = value;
                         return Ok(());
                     }
                     &mut items[index]
@@ -184,12 +194,13 @@ pub(super) fn from_text_with(
             )
         });
     };
-    for o in overrides {
-        o.apply(&mut doc).map_err(|(message, hint)| {
+    let mark = |i: usize| format!("dotevals-set-number-{i}");
+    for (i, o) in overrides.iter().enumerate() {
+        o.apply(&mut doc, &mark(i)).map_err(|(message, hint)| {
             Diagnostic::new(path, 0, 0, format!("`--set {}`: {message}", o.arg)).with_hint(hint)
         })?;
     }
-    let merged = serde_yaml::to_string(&doc).map_err(|e| {
+    let mut merged = serde_yaml::to_string(&doc).map_err(|e| {
         Diagnostic::new(
             path,
             0,
@@ -197,6 +208,11 @@ pub(super) fn from_text_with(
             format!("cannot write the spec with its `--set` values: {e}"),
         )
     })?;
+    for (i, o) in overrides.iter().enumerate() {
+        if let Some(raw) = &o.raw {
+            merged = merged.replace(&mark(i), raw);
+        }
+    }
     match from_text(path, merged.clone()) {
         Ok(mut eval) => {
             let stored = snapshot(&text, overrides);
@@ -342,8 +358,13 @@ mod tests {
 
     fn set(doc: &str, arg: &str) -> Result<String, (String, String)> {
         let mut doc: Value = serde_yaml::from_str(doc).unwrap();
-        Override::parse(arg).unwrap().apply(&mut doc)?;
-        Ok(serde_yaml::to_string(&doc).unwrap())
+        let o = Override::parse(arg).unwrap();
+        o.apply(&mut doc, "mark")?;
+        let text = serde_yaml::to_string(&doc).unwrap();
+        Ok(match &o.raw {
+            Some(raw) => text.replace("mark", raw),
+            None => text,
+        })
     }
 
     #[test]

@@ -474,3 +474,18 @@ fn a_refused_override_names_its_argument_in_plain_words() {
         }
     }
 }
+
+/// A number is read as a spec file reads it: as typed where the field is
+/// text (`1e3` stays `1e3`, never `1000.0`), as a number where it is one.
+#[test]
+fn a_number_is_read_where_it_lands() {
+    let once = run(&dir(), "x", &["model.name=1e3"]);
+    assert_eq!(once.only().model, "1e3");
+    let twice = run(&dir(), "y", &["model.name=0x1F", "repeats=2"]);
+    assert_eq!(twice.only().model, "0x1F");
+    assert_eq!(
+        twice.only().samples.total,
+        2 * once.only().samples.total,
+        "repeats=2 is the number 2"
+    );
+}

@@ -26,15 +26,7 @@ def index(request):
 /// Writes `scorer.py` (the loop plus `body`, which calls `main`), runs `n`
 /// samples with `evaluator` (a flow mapping) and returns the run and the report.
 fn run(n: usize, body: &str, evaluator: &str) -> (TestDir, Out, EvaluationReport) {
-    let server = TestServer::echo();
-    let dir = TestDir::new();
-    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
-    let spec = Spec::new("custom", &server.url())
-        .samples(n)
-        .quick()
-        .evaluator(evaluator)
-        .to_string();
-    dir.write("spec.yaml", &spec);
+    let (server, dir) = setup(n, body, &format!("  - {evaluator}\n"), "");
     let out = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output();
@@ -56,6 +48,23 @@ fn by_index(
             (r.index, (score, r.error.clone()))
         })
         .collect()
+}
+
+/// An echo server, and a folder holding `scorer.py` (the loop plus `body`)
+/// and `spec.yaml`: `n` samples against the server, scored by `evaluators`
+/// (lines under `evaluators:`), then `tail`.
+fn setup(n: usize, body: &str, evaluators: &str, tail: &str) -> (TestServer, TestDir) {
+    let server = TestServer::echo();
+    let dir = TestDir::new();
+    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    let spec = Spec::new("custom", &server.url())
+        .samples(n)
+        .quick()
+        .evaluators(evaluators)
+        .tail(tail)
+        .to_string();
+    dir.write("spec.yaml", &spec);
+    (server, dir)
 }
 
 fn starts(dir: &TestDir) -> Vec<String> {
@@ -452,17 +461,13 @@ def answer(request):
     return {"id": request["id"], "score": 1}
 main(answer)
 "#;
-    let server = TestServer::echo();
-    let dir = TestDir::new();
-    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    let (_server, dir) = setup(
+        6,
+        body,
+        "  - {type: command, name: mine, command: [sh, wrapper.sh], timeout: 1s}\n",
+        "concurrency: {strategy: sequential}\n",
+    );
     dir.write("wrapper.sh", "python3 scorer.py\necho wrapper done >&2\n");
-    let spec = Spec::new("custom", &server.url())
-        .samples(6)
-        .quick()
-        .evaluator("{type: command, name: mine, command: [sh, wrapper.sh], timeout: 1s}")
-        .tail("concurrency: {strategy: sequential}\n")
-        .to_string();
-    dir.write("spec.yaml", &spec);
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
         .assert_exit_code(1);
@@ -491,16 +496,13 @@ def answer(request):
     time.sleep(600)
 main(answer)
 "#;
-    let server = TestServer::echo();
-    let dir = TestDir::new();
-    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
+    let (_server, dir) = setup(
+        2,
+        body,
+        "  - {type: command, command: [sh, wrapper.sh], timeout: 10m}\n",
+        "",
+    );
     dir.write("wrapper.sh", "python3 scorer.py\n");
-    let spec = Spec::new("custom", &server.url())
-        .samples(2)
-        .quick()
-        .evaluator("{type: command, command: [sh, wrapper.sh], timeout: 10m}")
-        .to_string();
-    dir.write("spec.yaml", &spec);
     let mut child = dir
         .cmd(["run", "spec.yaml", "--experiment", "x"])
         .spawn_logged(&dir, "run");
@@ -538,16 +540,12 @@ def answer(request):
     return {"id": request["id"], "score": 1}
 main(answer)
 "#;
-    let server = TestServer::echo();
-    let dir = TestDir::new();
-    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
-    let spec = Spec::new("custom", &server.url())
-        .samples(6)
-        .quick()
-        .evaluator("{type: command, name: mine, command: [python3, scorer.py]}")
-        .tail("concurrency: {strategy: sequential}\n")
-        .to_string();
-    dir.write("spec.yaml", &spec);
+    let (_server, dir) = setup(
+        6,
+        body,
+        "  - {type: command, name: mine, command: [python3, scorer.py]}\n",
+        "concurrency: {strategy: sequential}\n",
+    );
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
         .assert_exit_code(1);
@@ -578,24 +576,17 @@ def answer(request):
     return {"id": request["id"], "score": 1}
 main(answer)
 "#;
-    let server = TestServer::echo();
-    let dir = TestDir::new();
-    dir.write("scorer.py", &format!("{LOOP}\n{body}"));
-    let spec = |pace: &str| {
-        Spec::new("custom", &server.url())
-            .samples(3)
-            .quick()
-            .evaluator(&format!(
-                "{{type: command, name: mine, command: [python3, scorer.py], {pace}}}"
-            ))
-            .to_string()
-    };
-    dir.write("spec.yaml", &spec("timeout: 1s"));
+    let entry = "  - {type: command, name: mine, command: [python3, scorer.py], timeout: 1s}\n";
+    let (server, dir) = setup(3, body, entry, "");
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
         .assert_exit_code(1);
     assert_eq!(dir.show_full("x").only().samples.errored, 1);
-    dir.write("spec.yaml", &spec("timeout: 10s, workers: 2"));
+    let spec = dir.read("spec.yaml");
+    dir.write(
+        "spec.yaml",
+        &spec.replace("timeout: 1s", "timeout: 10s, workers: 2"),
+    );
     dir.cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
         .output()
         .assert_exit_code(0);

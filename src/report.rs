@@ -131,7 +131,8 @@ pub struct JudgeReport {
     pub retries: u64,
     /// Answers that said slow down (HTTP 429 or 503).
     pub throttled: u64,
-    /// Time calls waited on the judge's window, backoff, pauses and its rate limit, summed.
+    /// Time calls waited on backoff, server-ordered pauses and its rate limit, summed
+    /// (queueing for the judge's own window is not counted).
     pub wait_seconds: f64,
     /// Latency of the calls that got a reply; null when none did.
     pub latency_seconds: Option<Latency>,

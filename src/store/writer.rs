@@ -75,7 +75,8 @@ pub struct JudgeRecord {
     pub attempts: u32,
     /// Answers that said slow down (429/503).
     pub throttled: u32,
-    /// Time waiting on backoff, pauses, the rate limit and the judges' window.
+    /// Time waiting on backoff, server-ordered pauses and the rate limit
+    /// (not queueing for the judge's own window).
     pub wait_us: u64,
     pub latency_us: Option<u64>,
     pub prompt_tokens: Option<u64>,

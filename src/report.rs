@@ -131,9 +131,11 @@ pub struct JudgeReport {
     pub retries: u64,
     /// Answers that said slow down (HTTP 429 or 503).
     pub throttled: u64,
-    /// Time calls waited on backoff, server-ordered pauses and its rate limit, summed
-    /// (queueing for the judge's own window is not counted).
+    /// Time calls waited on backoff, server-ordered pauses and its rate limit, summed.
     pub wait_seconds: f64,
+    /// Time calls queued for the judge's own window (`max_concurrency`)
+    /// before they were sent, summed: not a wait on its endpoint.
+    pub queue_seconds: f64,
     /// Latency of the calls that got a reply; null when none did.
     pub latency_seconds: Option<Latency>,
     pub tokens: Tokens,
@@ -147,6 +149,7 @@ impl JudgeReport {
             retries: t.retries,
             throttled: t.throttled,
             wait_seconds: t.wait_us as f64 / US,
+            queue_seconds: t.queue_us as f64 / US,
             latency_seconds: percentiles(&t.latencies_us),
             tokens: Tokens {
                 prompt: t.prompt_tokens,
@@ -417,7 +420,10 @@ pub struct JudgeCallReport {
     pub error: Option<String>,
     pub attempts: u32,
     pub throttled: u32,
+    /// Backoff, server-ordered pauses and the rate limit.
     pub wait_seconds: f64,
+    /// Queued for the judge's own window before it was sent.
+    pub queue_seconds: f64,
     pub latency_seconds: Option<f64>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
@@ -812,6 +818,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordReport {
                 attempts: call.attempts,
                 throttled: call.throttled,
                 wait_seconds: call.wait_us as f64 / US,
+                queue_seconds: call.queue_us as f64 / US,
                 latency_seconds: call.latency_us.map(|v| v as f64 / US),
                 prompt_tokens: call.prompt_tokens,
                 completion_tokens: call.completion_tokens,

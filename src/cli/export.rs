@@ -477,6 +477,7 @@ mod tests {
                 attempts: 1,
                 throttled: 0,
                 wait_seconds: 0.0,
+                queue_seconds: 0.0,
                 latency_seconds: None,
                 prompt_tokens: None,
                 completion_tokens: None,

@@ -79,6 +79,7 @@ pub struct JudgeTotal {
     pub retries: u64,
     pub throttled: u64,
     pub wait_us: u64,
+    pub queue_us: u64,
     /// Latencies of the calls that got a reply, in microseconds, ascending.
     pub latencies_us: Vec<u64>,
     pub prompt_tokens: u64,

@@ -75,9 +75,10 @@ pub struct JudgeRecord {
     pub attempts: u32,
     /// Answers that said slow down (429/503).
     pub throttled: u32,
-    /// Time waiting on backoff, server-ordered pauses and the rate limit
-    /// (not queueing for the judge's own window).
+    /// Time waiting on backoff, server-ordered pauses and the rate limit.
     pub wait_us: u64,
+    /// Time queued for the judge's own window (`max_concurrency`) first.
+    pub queue_us: u64,
     pub latency_us: Option<u64>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,

@@ -282,17 +282,25 @@ fn judge_requests_keep_to_their_own_window() {
         .assert_exit_code(0);
     assert_eq!(judge_server.count(), 12);
     assert_eq!(judge_server.peak_in_flight(), 2, "the judge's window is 2");
-    // Twelve calls of 150 ms two at a time queue for the window (about
-    // 0.75 s in all), but that is no wait on the judge's endpoint: with no
-    // backoff, pause or rate limit, `wait_seconds` stays near 0.
+    // Twelve calls of 150 ms two at a time queue for the window (seconds in
+    // all): `queue_seconds` says so, and `wait_seconds` (backoff, pauses,
+    // the rate limit: none here) stays near 0.
     let e = evaluation(&dir, "x");
+    let judge = &e["evaluators"][0]["judge"];
+    assert!(judge["queue_seconds"].as_f64().unwrap() > 0.3, "{judge}");
     assert!(
-        e["evaluators"][0]["judge"]["wait_seconds"]
-            .as_f64()
-            .unwrap()
-            < 0.05,
-        "queueing for the judge's own window counted as a wait: {}",
-        e["evaluators"][0]["judge"]
+        judge["wait_seconds"].as_f64().unwrap() < 0.05,
+        "queueing for the judge's own window counted as a wait: {judge}"
+    );
+    let queued: f64 = e["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["judges"]["judged"]["queue_seconds"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (queued - judge["queue_seconds"].as_f64().unwrap()).abs() < 1e-6,
+        "{judge}"
     );
 }
 

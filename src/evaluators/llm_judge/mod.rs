@@ -314,9 +314,11 @@ impl Judge {
             }
         };
         // Queueing for the judge's own window is not a wait on its endpoint
-        // (the model's window is not counted in its `wait` either): `wait`
-        // is backoff, server-ordered pauses and the rate limiter alone.
+        // (the model's window is not counted in its `wait` either): it is
+        // kept apart as `queue`; `wait` is backoff, pauses and the rate limit.
+        let queued = std::time::Instant::now();
         let _slot = link.window.acquire().await;
+        call.queue_us = queued.elapsed().as_micros() as u64;
         let estimate = link.rate.as_ref().map_or(0, |_| {
             let chars = messages.iter().map(|m| m.content.chars().count()).sum();
             let max_tokens = self

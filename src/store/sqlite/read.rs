@@ -181,7 +181,7 @@ fn evaluations(
 fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT evaluator, prompt, reply, error, attempts, throttled, wait_us, latency_us,
-                prompt_tokens, completion_tokens
+                prompt_tokens, completion_tokens, queue_us
          FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator",
     )?;
     let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
@@ -199,6 +199,7 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
             latency_us: n(r.get(7)?),
             prompt_tokens: n(r.get(8)?),
             completion_tokens: n(r.get(9)?),
+            queue_us: r.get::<_, i64>(10)?.max(0) as u64,
         });
     }
     Ok(out)
@@ -208,7 +209,8 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
 pub fn judge_totals(conn: &Connection, evaluation_id: i64) -> Result<Vec<JudgeTotal>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT evaluator, count(*), count(error), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
-                coalesce(sum(wait_us), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0)
+                coalesce(sum(wait_us), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+                coalesce(sum(queue_us), 0)
          FROM judge_calls WHERE evaluation_id = ?1 GROUP BY evaluator ORDER BY evaluator",
     )?;
     let u = |v: i64| v.max(0) as u64;
@@ -221,6 +223,7 @@ pub fn judge_totals(conn: &Connection, evaluation_id: i64) -> Result<Vec<JudgeTo
                 retries: u(r.get(3)?),
                 throttled: u(r.get(4)?),
                 wait_us: u(r.get(5)?),
+                queue_us: u(r.get(8)?),
                 latencies_us: Vec::new(),
                 prompt_tokens: u(r.get(6)?),
                 completion_tokens: u(r.get(7)?),

@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"
@@ -320,6 +320,11 @@ ALTER TABLE evaluations ADD COLUMN cluster TEXT;
 ALTER TABLE evaluations ADD COLUMN fail_under TEXT;
 ALTER TABLE evaluations ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE samples ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0;
+"#,
+    // 8: a judge call's time queued for the judge's own window, apart from
+    // its wait (backoff, pauses, rate limit); 0 for calls stored before.
+    r#"
+ALTER TABLE judge_calls ADD COLUMN queue_us INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

@@ -39,8 +39,8 @@ fn commit(
         )?;
         let mut judge = tx.prepare_cached(
             "INSERT INTO judge_calls (sample_id, evaluation_id, evaluator, prompt, reply, error, attempts,
-                 throttled, wait_us, latency_us, prompt_tokens, completion_tokens)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 throttled, wait_us, latency_us, prompt_tokens, completion_tokens, queue_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for r in batch {
             if config.resuming || r.replaces {
@@ -92,6 +92,7 @@ fn commit(
                     j.latency_us.map(|v| v as i64),
                     j.prompt_tokens.map(|v| v as i64),
                     j.completion_tokens.map(|v| v as i64),
+                    j.queue_us as i64,
                 ])?;
             }
         }

@@ -174,6 +174,9 @@ impl Running {
     async fn stop(mut self, kill: bool, from: u64) -> (Option<ExitStatus>, String) {
         drop(self.stdin);
         if kill {
+            // The whole group while its leader is not yet reaped (its id
+            // cannot be taken by another process meanwhile).
+            self.group.kill();
             let _ = self.child.start_kill();
         }
         let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
@@ -183,8 +186,10 @@ impl Running {
                 None
             }
         };
-        // What it started goes with it.
+        // What it started and left running goes with it (a group keeps its
+        // id while it has members); once, not again on drop.
         self.group.kill();
+        self.group.0 = None;
         // What it wrote last; stderr closes when the program exits (unless
         // a child of its own holds it).
         if let Some(stderr) = &mut self.stderr {

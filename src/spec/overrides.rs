@@ -194,7 +194,8 @@ pub(super) fn from_text_with(
             )
         });
     };
-    let mark = |i: usize| format!("dotevals-set-number-{i}");
+    // Ended by a letter, so mark 1 is no prefix of mark 10.
+    let mark = |i: usize| format!("dotevals-set-number-{i}-n");
     for (i, o) in overrides.iter().enumerate() {
         o.apply(&mut doc, &mark(i)).map_err(|(message, hint)| {
             Diagnostic::new(path, 0, 0, format!("`--set {}`: {message}", o.arg)).with_hint(hint)

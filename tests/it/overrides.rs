@@ -488,4 +488,11 @@ fn a_number_is_read_where_it_lands() {
         2 * once.only().samples.total,
         "repeats=2 is the number 2"
     );
+    // The twelfth number among a dozen lands as itself, not as the first's text.
+    let sets: Vec<String> = (0..11)
+        .map(|i| format!("model.params.p{i}={i}"))
+        .chain(["model.name=1e3".to_owned()])
+        .collect();
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    assert_eq!(run(&dir(), "z", &sets).only().model, "1e3");
 }

@@ -551,19 +551,7 @@ fn clopper_pearson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
 /// The `q` quantile of Beta(a, b): I_p(a, b) = q by bisection (I is
 /// increasing in p), to full precision.
 fn beta_quantile(q: f64, a: f64, b: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if beta_inc(a, b, mid, 1.0 - mid) < q {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    0.5 * (lo + hi)
+    bisect(0.0, 1.0, |p| beta_inc(a, b, p, 1.0 - p) < q)
 }
 
 /// B against A on paired samples that come in groups (`dataset.cluster`):
@@ -787,12 +775,18 @@ pub fn t_quantile(q: f64, df: f64) -> f64 {
         lo = hi;
         hi *= 2.0;
     }
+    bisect(lo, hi, |t| t_two_sided_p(t, df) > target)
+}
+
+/// The point in [lo, hi] where `below` turns from true to false, by
+/// bisection to full precision (`below` must be true up to it, false after).
+fn bisect(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> f64 {
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
         if mid <= lo || mid >= hi {
             break;
         }
-        if t_two_sided_p(mid, df) > target {
+        if below(mid) {
             lo = mid;
         } else {
             hi = mid;

@@ -54,23 +54,17 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
         return Err(unknown_experiment(&args.a, &[]));
     };
     let report = comparison(storage, store.as_ref(), &args)?;
-    for name in [&args.a, &args.b] {
-        if let Ok(x) = store.experiment(name) {
-            still_running(&x);
-        }
-    }
     print(style, &report)?;
     Ok(Exit::Success)
 }
 
-/// Says on stderr when a run of `x` is going on now (a killed one reads as
+/// Says on stderr when a run of experiment `name` is going on now (a killed one reads as
 /// interrupted): a comparison or report of it is a snapshot.
-pub(super) fn still_running(x: &crate::store::ExperimentRow) {
-    if crate::report::experiment_status(&x.evaluations) == crate::report::ExperimentStatus::Running
-    {
+pub(super) fn still_running(name: &str, status: crate::report::ExperimentStatus) {
+    if status == crate::report::ExperimentStatus::Running {
         eprintln!(
             "note: experiment `{}` is still running: these figures are a snapshot",
-            printable(&x.name)
+            printable(name)
         );
     }
 }
@@ -87,6 +81,9 @@ pub(super) fn comparison(
     let b = store
         .experiment(&args.b)
         .map_err(|e| known_experiment(store, &args.b, e))?;
+    for x in [&a, &b] {
+        still_running(&x.name, crate::report::experiment_status(&x.evaluations));
+    }
     let names = |x: &crate::store::ExperimentRow| -> Vec<String> {
         x.evaluations.iter().map(|e| e.name.clone()).collect()
     };

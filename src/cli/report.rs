@@ -97,7 +97,11 @@ pub(super) fn write_file(
 ) -> Result<u64, CliError> {
     let x = experiment(store, a)?;
     let page = match b {
-        None => None,
+        // (`comparison` says so of both experiments.)
+        None => {
+            super::compare::still_running(a, x.report.status);
+            None
+        }
         Some(b) => {
             let y = experiment(store, b)?;
             let args = CompareArgs {
@@ -154,7 +158,6 @@ fn experiment(store: &dyn Store, name: &str) -> Result<Experiment, CliError> {
     let row = store
         .experiment(name)
         .map_err(|e| known_experiment(store, name, e))?;
-    super::compare::still_running(&row);
     let mut evaluations = Vec::with_capacity(report.evaluations.len());
     for r in &report.evaluations {
         let Some(e) = row.evaluations.iter().find(|e| e.name == r.name) else {

@@ -106,7 +106,6 @@ pub async fn connect_judges(
     pauses: &Pauses,
 ) -> Result<Judges, RunError> {
     let eval = &plan.eval;
-    let secrets = plan.secrets();
     let mut judges = Judges::default();
     for (evaluator, key) in eval.evaluators.iter().zip(&plan.judge_keys) {
         let Some(judge) = evaluator.scorer.judge() else {
@@ -130,7 +129,7 @@ pub async fn connect_judges(
         let pause = pauses.get(&url);
         judges.waits.push((Arc::clone(&pause), rate.clone()));
         judge.connect(Link {
-            client: client.with_secrets(&secrets),
+            client: client.with_secrets(&plan.secrets),
             retry: Retry::new(model.retry).with_pause(pause),
             rate,
             window: Semaphore::new(window),

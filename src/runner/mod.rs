@@ -325,9 +325,8 @@ pub async fn run(
         .and(eval.model.provider.http())
         .and_then(|http| http.api_key_env.as_ref())
         .map(|key| key.var.clone());
-    let secrets = plan.secrets();
     let (client, mock) = match connection {
-        Some(c) => (Some(c.client.with_secrets(&secrets)), c.mock),
+        Some(c) => (Some(c.client.with_secrets(&plan.secrets)), c.mock),
         None => (None, None),
     };
     let ctx = Arc::new(SampleContext::new(

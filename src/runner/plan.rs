@@ -27,6 +27,9 @@ pub struct Planned {
     pub api_key: Option<String>,
     /// Per evaluator, the key its judge sends (`None` for the rest).
     pub judge_keys: Vec<Option<String>>,
+    /// Everything this run must never store, print or send anywhere else
+    /// ([`secrets`]), built once.
+    pub secrets: Secrets,
     /// Where the samples' replies come from.
     pub replies: Replies,
 }
@@ -55,18 +58,20 @@ pub enum PlanError {
     Store(#[from] StoreError),
 }
 
-impl Planned {
-    /// Everything this run must never store, print or send anywhere else:
-    /// the spec's credentials, the model's key and every judge's key. A
-    /// judge's reply is scrubbed of the model's key as the model's is of the
-    /// judge's, whatever echoes what.
-    pub fn secrets(&self) -> Secrets {
-        let mut secrets = self.eval.secrets.clone();
-        for key in self.api_key.iter().chain(self.judge_keys.iter().flatten()) {
-            secrets.add(key);
-        }
-        secrets
+/// Everything a run of `eval` must never store, print or send anywhere
+/// else: the spec's credentials, the model's key and every judge's key. A
+/// judge's reply is scrubbed of the model's key as the model's is of the
+/// judge's, whatever echoes what.
+pub fn secrets(
+    eval: &Evaluation,
+    api_key: Option<&String>,
+    judge_keys: &[Option<String>],
+) -> Secrets {
+    let mut secrets = eval.secrets.clone();
+    for key in api_key.into_iter().chain(judge_keys.iter().flatten()) {
+        secrets.add(key);
     }
+    secrets
 }
 
 impl From<Diagnostic> for PlanError {
@@ -151,6 +156,7 @@ pub fn plan(
     }
     let api_key = api_key(&eval.model, &eval.spec_path)?;
     let judge_keys = judge_keys(&eval, api_key.as_ref())?;
+    let secrets = secrets(&eval, api_key.as_ref(), &judge_keys);
     Ok(Planned {
         strategy: concurrency.unwrap_or(eval.concurrency),
         total: summary.rows * u64::from(eval.repeats),
@@ -158,6 +164,7 @@ pub fn plan(
         resuming: existing.is_some(),
         api_key,
         judge_keys,
+        secrets,
         replies: Replies::Model,
         eval,
     })

@@ -122,6 +122,7 @@ pub fn plan_rescore(
         None
     };
     let judge_keys = super::plan::judge_keys(&eval, api_key.as_ref())?;
+    let secrets = super::plan::secrets(&eval, api_key.as_ref(), &judge_keys);
     Ok(Planned {
         strategy: eval.concurrency,
         total: summary.rows * u64::from(eval.repeats),
@@ -129,6 +130,7 @@ pub fn plan_rescore(
         resuming: false,
         api_key,
         judge_keys,
+        secrets,
         replies: Replies::Stored {
             evaluation_id: old.id,
         },

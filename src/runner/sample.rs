@@ -72,7 +72,7 @@ impl SampleContext {
             started,
             records,
             refusals,
-            secrets: plan.secrets(),
+            secrets: plan.secrets.clone(),
             rate,
             max_tokens,
             grading_waits: eval

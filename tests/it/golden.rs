@@ -58,6 +58,8 @@ const MEASURED: &[&str] = &[
     "mean_at_server",
     "unloaded_latency_seconds",
     "speedup_over_sequential",
+    "latency_p50_seconds",
+    "latency_p99_seconds",
     "wait_seconds",
     "blocked_seconds",
     "latency_seconds",

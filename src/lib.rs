@@ -1,7 +1,7 @@
 //! dotevals: run LLM evaluations declared in YAML, fast.
 //!
 //! Data flows one way: spec ▸ dataset rows ▸ concurrency strategy ▸ model
-//! client ▸ evaluators ▸ store ▸ reports. `main` parses the command line and
+//! client ▸ evaluators ▸ store ▸ views. `main` parses the command line and
 //! calls [`cli::main`]; everything else is a library so tests can drive it.
 
 #![forbid(unsafe_code)]
@@ -16,13 +16,13 @@ pub mod evaluators;
 pub mod html;
 pub mod model;
 pub mod repeats;
-pub mod report;
 pub mod runner;
 pub mod secrets;
 pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod template;
+pub mod view;
 
 pub use cli::Cli;
 

@@ -11,13 +11,11 @@ use std::fmt::Write;
 use tabled::builder::Builder;
 
 use super::format::{duration, printable, push_row, table};
-use super::output::{print, Render};
-use super::{known_experiment, open_for_reading, unknown_experiment, CliError, Style};
-use crate::compare::pair;
-use crate::compare::report::{CompareReport, EvaluationComparison, Kind, Outputs, TimingSummary};
-use crate::report;
-use crate::store::read::EvaluationRow;
-use crate::store::{SampleScores, Storage, Store};
+use super::output::{note_if_running, print, Render};
+use super::{open_for_reading, unknown_experiment, CliError, Style};
+use crate::compare;
+use crate::compare::view::{CompareView, EvaluationComparison, Kind, TimingSummary};
+use crate::store::Storage;
 use crate::Exit;
 
 pub const AFTER_HELP: &str = "\
@@ -53,135 +51,21 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
     let Some(store) = open_for_reading(storage)? else {
         return Err(unknown_experiment(&args.a, &[]));
     };
-    let report = comparison(storage, store.as_ref(), &args)?;
-    print(style, &report)?;
+    let (a, b) = compare::rows(store.as_ref(), &args.a, &args.b)?;
+    note_if_running(&a);
+    note_if_running(&b);
+    let view = compare::load(
+        storage,
+        store.as_ref(),
+        (&a, &b),
+        args.eval.as_deref(),
+        args.flips,
+    )??;
+    print(style, &view)?;
     Ok(Exit::Success)
 }
 
-/// Says on stderr when a run of experiment `name` is going on now (a killed one reads as
-/// interrupted): a comparison or report of it is a snapshot.
-pub(super) fn still_running(name: &str, status: crate::report::ExperimentStatus) {
-    if status == crate::report::ExperimentStatus::Running {
-        eprintln!(
-            "note: experiment `{}` is still running: these figures are a snapshot",
-            printable(name)
-        );
-    }
-}
-
-/// The comparison `args` asks for (`report A B` builds one with `--flips`).
-pub(super) fn comparison(
-    storage: &dyn Storage,
-    store: &dyn Store,
-    args: &CompareArgs,
-) -> Result<CompareReport, CliError> {
-    let a = store
-        .experiment(&args.a)
-        .map_err(|e| known_experiment(store, &args.a, e))?;
-    let b = store
-        .experiment(&args.b)
-        .map_err(|e| known_experiment(store, &args.b, e))?;
-    for x in [&a, &b] {
-        still_running(&x.name, crate::report::experiment_status(&x.evaluations));
-    }
-    let names = |x: &crate::store::ExperimentRow| -> Vec<String> {
-        x.evaluations.iter().map(|e| e.name.clone()).collect()
-    };
-    let shared: Vec<String> = names(&a)
-        .into_iter()
-        .filter(|n| b.evaluations.iter().any(|e| &e.name == n))
-        .filter(|n| args.eval.as_ref().is_none_or(|only| only == n))
-        .collect();
-    if shared.is_empty() {
-        let held = |x: &crate::store::ExperimentRow| {
-            names(x)
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let what = match &args.eval {
-            Some(only) => format!(
-                "`{}` and `{}` do not both hold evaluation `{only}`",
-                a.name, b.name
-            ),
-            None => format!("`{}` and `{}` share no evaluation", a.name, b.name),
-        };
-        return Err(CliError::usage(
-            what,
-            Some(format!(
-                "evaluations are matched by name: `{}` holds {}; `{}` holds {}",
-                a.name,
-                held(&a),
-                b.name,
-                held(&b)
-            )),
-        ));
-    }
-    let mut evaluations = Vec::with_capacity(shared.len());
-    for name in &shared {
-        let (Some(ea), Some(eb)) = (
-            a.evaluations.iter().find(|e| &e.name == name),
-            b.evaluations.iter().find(|e| &e.name == name),
-        ) else {
-            continue;
-        };
-        // Clustered by A's cluster column, when its spec set one. B is read
-        // on a second connection at the same time: each side is 100k rows
-        // on a big experiment, and this halves the wait.
-        let cluster = ea.cluster.as_deref();
-        let (scores_a, scores_b) = std::thread::scope(|scope| {
-            let b_side = scope.spawn(|| -> Result<_, CliError> {
-                match storage.open_read_only()? {
-                    Some(store) => by_sample(store.as_ref(), eb, None),
-                    None => Err(unknown_experiment(&b.name, &[])),
-                }
-            });
-            let a_side = by_sample(store, ea, cluster);
-            let b_side = b_side
-                .join()
-                .unwrap_or_else(|_| Err(CliError::Failed("reading B's samples failed".into())));
-            Ok::<_, CliError>((a_side?, b_side?))
-        })?;
-        let pairing = pair(&scores_a, &ea.evaluators, &scores_b, &eb.evaluators);
-        let side = |e: &EvaluationRow| -> Result<_, CliError> {
-            Ok(report::evaluation(
-                e,
-                &store.latencies(e.id)?,
-                &store.runs(e.id)?,
-            )?)
-        };
-        let (ra, rb) = (side(ea)?, side(eb)?);
-        let lookups = if args.flips {
-            Some((store.lookup(ea.id)?, store.lookup(eb.id)?))
-        } else {
-            None
-        };
-        let outputs = lookups.as_ref().map(|(la, lb)| {
-            move |key: &str| {
-                let output = |l: &dyn crate::store::SampleLookup| {
-                    l.call(key).ok().flatten().and_then(|c| c.output)
-                };
-                (output(la.as_ref()), output(lb.as_ref()))
-            }
-        });
-        evaluations.push(EvaluationComparison::new(
-            name,
-            cluster,
-            &pairing,
-            (&ra, &rb),
-            (scores_a.len() as u64, scores_b.len() as u64),
-            outputs.as_ref().map(|f| f as &Outputs<'_>),
-        ));
-    }
-    Ok(CompareReport {
-        a: a.name.clone(),
-        b: b.name.clone(),
-        evaluations,
-    })
-}
-
-impl Render for CompareReport {
+impl Render for CompareView {
     fn table(&self) -> String {
         let mut out = format!(
             "compare {} → {} (differences are {} − {})\n",
@@ -368,20 +252,6 @@ fn timing(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
 
 /// How a figure is written: a rate in percent or points, a graded mean as is.
 type Figure = fn(f64) -> String;
-
-/// The scores of evaluation `e`, one entry per sample id ordered by id:
-/// samples sent several times (`repeats`) pair by id, one mean each.
-fn by_sample(
-    store: &dyn Store,
-    e: &EvaluationRow,
-    cluster: Option<&str>,
-) -> Result<Vec<SampleScores>, CliError> {
-    let scores = store.sample_scores(e.id, e.evaluators.len(), cluster)?;
-    Ok(match e.repeats {
-        1 => scores,
-        _ => crate::compare::collapse_repeats(&scores),
-    })
-}
 
 /// `0.021`, `< 0.001`.
 fn p_value(p: f64) -> String {

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
-use super::{known_experiment, open_for_reading, unknown_experiment, CliError};
-use crate::report::{self, JudgeCallReport, RecordReport};
+use super::{open_for_reading, unknown_experiment, CliError};
 use crate::store::Storage;
+use crate::view::{self, JudgeCallView, RecordView};
 use crate::Exit;
 
 pub const AFTER_HELP: &str = "\
@@ -81,9 +81,7 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
         return Err(unknown_experiment(&args.name, &[]));
     };
     let store = store.as_ref();
-    let x = store
-        .experiment(&args.name)
-        .map_err(|e| known_experiment(store, &args.name, e))?;
+    let x = view::experiment_row(store, &args.name)?;
     for wanted in &args.evals {
         if !x.evaluations.iter().any(|e| &e.name == wanted) {
             let names: Vec<&str> = x.evaluations.iter().map(|e| e.name.as_str()).collect();
@@ -129,7 +127,7 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
         }
         store.for_each_sample(e.id, e.evaluators.len(), &mut |row| {
             let repeat = row.repeat;
-            let record = report::record(row, &e.evaluators);
+            let record = view::record(row, &e.evaluators);
             match sink.write(&e.name, repeat, &record) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(err) => {
@@ -249,7 +247,7 @@ impl Target {
 trait Sink {
     /// What comes before the first record (the csv header).
     fn start(&mut self) -> io::Result<()>;
-    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordReport) -> io::Result<()>;
+    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()>;
     /// Flushes what is buffered.
     fn finish(&mut self) -> io::Result<()>;
 }
@@ -277,11 +275,11 @@ struct Line<'a> {
     end_seconds: f64,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
-    judges: &'a BTreeMap<String, JudgeCallReport>,
+    judges: &'a BTreeMap<String, JudgeCallView>,
 }
 
 impl<'a> Line<'a> {
-    fn new(evaluation: &'a str, repeat: u32, r: &'a RecordReport) -> Line<'a> {
+    fn new(evaluation: &'a str, repeat: u32, r: &'a RecordView) -> Line<'a> {
         Line {
             evaluation,
             id: &r.id,
@@ -315,7 +313,7 @@ impl<W: Write> Sink for Jsonl<W> {
         Ok(())
     }
 
-    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordReport) -> io::Result<()> {
+    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, &Line::new(evaluation, repeat, r))?;
         self.out.write_all(b"\n")
     }
@@ -411,7 +409,7 @@ impl<W: Write> Sink for Csv<W> {
         self.out.write_record(&header).map_err(to_io)
     }
 
-    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordReport) -> io::Result<()> {
+    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()> {
         let mut row = std::mem::take(&mut self.row);
         row.clear();
         row.push(self.text(evaluation.to_owned()));
@@ -468,7 +466,7 @@ mod tests {
         let mut judges = BTreeMap::new();
         judges.insert(
             "j".to_string(),
-            JudgeCallReport {
+            JudgeCallView {
                 prompt: serde_json::json!([]),
                 reply: None,
                 score: None,
@@ -485,7 +483,7 @@ mod tests {
         );
         let mut reasons = serde_json::Map::new();
         reasons.insert("j".into(), "why".into());
-        let r = RecordReport {
+        let r = RecordView {
             id: "a".into(),
             index: 0,
             variables: serde_json::json!({}),

@@ -9,8 +9,8 @@ use tabled::{builder::Builder, Table};
 
 use super::output::Render;
 use crate::concurrency::StrategyName;
-use crate::report::{EvaluationReport, ExperimentReport, JudgeReport, ListReport};
 use crate::store::EvaluationStatus;
+use crate::view::{EvaluationView, ExperimentView, JudgeView, ListView};
 
 /// Seconds as `850 ms`, `2.01 s` or `3m 20s`.
 pub fn duration(secs: f64) -> String {
@@ -79,7 +79,7 @@ fn with_interval(x: Option<f64>, ci: Option<[f64; 2]>) -> String {
 }
 
 /// The report `show` (and `run`) prints.
-impl Render for ExperimentReport {
+impl Render for ExperimentView {
     fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -98,7 +98,7 @@ impl Render for ExperimentReport {
 }
 
 /// What a judge's calls took, under its evaluator's line.
-fn judge_line(j: &JudgeReport) -> String {
+fn judge_line(j: &JudgeView) -> String {
     let mut line = format!("{} calls", j.calls);
     if j.failed > 0 {
         let _ = write!(line, " · {} without a score", j.failed);
@@ -119,7 +119,7 @@ fn judge_line(j: &JudgeReport) -> String {
     line
 }
 
-fn evaluation(out: &mut String, e: &EvaluationReport) {
+fn evaluation(out: &mut String, e: &EvaluationView) {
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
     if !e.overrides.is_empty() {
@@ -403,7 +403,7 @@ pub(super) fn table(b: Builder, wrap: usize) -> Table {
 }
 
 /// The table `list` prints.
-impl Render for ListReport {
+impl Render for ListView {
     fn table(&self) -> String {
         if self.experiments.is_empty() {
             return "no experiments yet: run one with `dotevals run SPEC --experiment NAME`\n"
@@ -438,6 +438,15 @@ impl Render for ListReport {
         let mut t = b.build();
         t.with(Style::rounded());
         format!("{t}\n")
+    }
+}
+
+/// `812 KB`, `34.2 MB`.
+pub fn size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{} KB", bytes.div_ceil(1024))
     }
 }
 

@@ -2,7 +2,7 @@
 //! in the spec, or `--fail-under` for every evaluator) makes `run` and `show`
 //! exit 3, after the report is printed, with a line saying which.
 
-use crate::report::ExperimentReport;
+use crate::view::ExperimentView;
 
 /// `--fail-under`: a score from 0 to 1.
 pub fn parse_bar(text: &str) -> Result<f64, String> {
@@ -15,7 +15,7 @@ pub fn parse_bar(text: &str) -> Result<f64, String> {
 }
 
 /// Holds every evaluator of `report` to `bar`, replacing the spec's bars.
-pub fn raise(report: &mut ExperimentReport, bar: f64) {
+pub fn raise(report: &mut ExperimentView, bar: f64) {
     for e in &mut report.evaluations {
         for ev in &mut e.evaluators {
             *ev = ev.clone().with_bar(Some(bar));
@@ -24,7 +24,7 @@ pub fn raise(report: &mut ExperimentReport, bar: f64) {
 }
 
 /// One line per evaluator below its bar; empty when the gate passes.
-pub fn failures(report: &ExperimentReport) -> Vec<String> {
+pub fn failures(report: &ExperimentView) -> Vec<String> {
     let mut lines = Vec::new();
     for e in &report.evaluations {
         for ev in &e.evaluators {

@@ -2,15 +2,15 @@
 
 use super::output::print;
 use super::{open_for_reading, CliError, Style};
-use crate::report::{self, ListReport};
 use crate::store::Storage;
+use crate::view::{self, ListView};
 use crate::Exit;
 
 pub fn list(storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
     let experiments = match open_for_reading(storage)? {
-        Some(store) => store.experiments()?.iter().map(report::summary).collect(),
+        Some(store) => store.experiments()?.iter().map(view::summary).collect(),
         None => Vec::new(),
     };
-    print(style, &ListReport { experiments })?;
+    print(style, &ListView { experiments })?;
     Ok(Exit::Success)
 }

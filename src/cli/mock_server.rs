@@ -42,7 +42,7 @@ pub fn serve(args: MockServerArgs) -> Result<Exit, CliError> {
     if let Some(latency) = args.latency {
         mock.latency = latency;
     }
-    let runtime = super::run::runtime()?;
+    let runtime = crate::runner::runtime().map_err(super::finish::runtime_error)?;
     runtime.block_on(async {
         let mut server =
             MockServer::start_named(mock, (args.host, args.port).into(), &eval.model.name)

@@ -4,6 +4,7 @@
 
 mod compare;
 mod export;
+mod finish;
 mod format;
 mod gate;
 mod list;
@@ -209,6 +210,47 @@ impl From<Diagnostic> for CliError {
 impl From<crate::concurrency::UnknownStrategy> for CliError {
     fn from(e: crate::concurrency::UnknownStrategy) -> Self {
         CliError::Failed(e.to_string())
+    }
+}
+
+impl From<crate::view::ViewError> for CliError {
+    fn from(e: crate::view::ViewError) -> Self {
+        use crate::view::ViewError;
+        match e {
+            ViewError::UnknownExperiment { name, known } => unknown_experiment(&name, &known),
+            ViewError::Store(e) => e.into(),
+            ViewError::Strategy(e) => e.into(),
+            ViewError::Failed(e) => CliError::Failed(e),
+        }
+    }
+}
+
+impl From<crate::compare::NothingInCommon> for CliError {
+    fn from(e: crate::compare::NothingInCommon) -> Self {
+        CliError::usage(e.to_string(), Some(e.hint()))
+    }
+}
+
+impl From<crate::html::PageError> for CliError {
+    fn from(e: crate::html::PageError) -> Self {
+        use crate::html::PageError;
+        match e {
+            PageError::View(e) => e.into(),
+            PageError::IsFolder(_) | PageError::NoFolder { .. } => {
+                let hint = e.hint();
+                CliError::usage(e.to_string(), hint)
+            }
+            PageError::Write { .. } => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::spec::SameName> for CliError {
+    fn from(e: crate::spec::SameName) -> Self {
+        CliError::usage(
+            e.to_string(),
+            Some("give one of them a different `name:`".into()),
+        )
     }
 }
 

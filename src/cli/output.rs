@@ -44,3 +44,15 @@ fn emit(text: &str) -> Result<(), CliError> {
         _ => Ok(()),
     }
 }
+
+/// Says on stderr when a run of experiment `x` is going on now (a killed
+/// one reads as interrupted): a comparison or report of it is a snapshot.
+pub fn note_if_running(x: &crate::store::ExperimentRow) {
+    use crate::view::{experiment_status, ExperimentStatus};
+    if experiment_status(&x.evaluations) == ExperimentStatus::Running {
+        eprintln!(
+            "note: experiment `{}` is still running: these figures are a snapshot",
+            super::format::printable(&x.name)
+        );
+    }
+}

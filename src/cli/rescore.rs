@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::run::{check_unique, execute, Ended};
-use super::{known_experiment, unknown_experiment, CliError, Format, Style};
-use crate::runner::{plan_rescore, shell_quote, Progress};
+use super::finish::{finish, runtime_error, Ended};
+use super::{unknown_experiment, CliError, Format, Style};
+use crate::runner::{self, plan_rescore, shell_quote, Progress};
+use crate::spec::check_unique;
 use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
 
@@ -74,9 +75,7 @@ pub fn rescore(
     let mut store = storage
         .open_existing()?
         .ok_or_else(|| unknown_experiment(source, &[]))?;
-    store
-        .experiment(source)
-        .map_err(|e| known_experiment(store.as_ref(), source, e))?;
+    crate::view::experiment_row(store.as_ref(), source)?;
     if store.experiment(&target).is_ok() {
         return Err(CliError::usage(
             format!("experiment `{target}` already exists"),
@@ -129,7 +128,9 @@ pub fn rescore(
             ));
         }
     }
-    match execute(&plans, &target, store.as_mut(), &progress, style, None)? {
+    let outcome =
+        runner::execute(&plans, &target, store.as_mut(), &progress).map_err(runtime_error)?;
+    match finish(&plans, &target, store.as_ref(), outcome, style, None)? {
         Ended::Interrupted => {
             progress.note(&format!(
                 "interrupted; the samples rescored so far are saved in `{target}`. To rescore all of them, drop it and start again:\n  dotevals delete {t}{storage_flag} && dotevals rescore {s} {specs} --into {t}{storage_flag}",

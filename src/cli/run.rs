@@ -9,21 +9,15 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::output::print;
-use super::show::{build, Detail};
-use super::{gate, CliError, Format, Style};
-use crate::concurrency::pause::Pauses;
-use crate::concurrency::rate::RateLimits;
+use super::finish::{finish, runtime_error, Ended};
+use super::format::size;
+use super::output::note_if_running;
+use super::{CliError, Format, Style};
 use crate::concurrency::StrategySpec;
-use crate::runner::{
-    self, fresh_name, plan, shell_quote, Interrupt, PlanError, Planned, Progress, RunStatus,
-};
-use crate::spec::{Evaluation, Override};
-use crate::store::{LockError, Storage, Store, StoreError};
+use crate::runner::{self, fresh_name, plan, shell_quote, PlanError, Progress};
+use crate::spec::{check_unique, Override};
+use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
-
-/// `validate` makes the same check of the API key.
-pub(super) use crate::runner::api_key;
 
 pub const AFTER_HELP: &str = "\
 Running an experiment again resumes it: finished samples are kept and never re-sent, errored
@@ -80,14 +74,6 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
 }
 
-/// The runtime every async command uses.
-pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
-}
-
 /// `storage_arg` is `--storage` as the user wrote it, for the resume command.
 pub fn run(
     args: RunArgs,
@@ -96,7 +82,7 @@ pub fn run(
     style: Style,
 ) -> Result<Exit, CliError> {
     if let Some(path) = &args.report {
-        super::report::check_target(path)?;
+        crate::html::check_target(path)?;
     }
     let mut evals = Vec::with_capacity(args.specs.len());
     for path in &args.specs {
@@ -161,11 +147,13 @@ pub fn run(
             progress.note(&format!("{}: scorer {program}", plan.eval.name));
         }
     }
-    let ended = execute(
+    let outcome =
+        runner::execute(&plans, &experiment, store.as_mut(), &progress).map_err(runtime_error)?;
+    let ended = finish(
         &plans,
         &experiment,
-        store.as_mut(),
-        &progress,
+        store.as_ref(),
+        outcome,
         style,
         args.fail_under,
     )?;
@@ -174,15 +162,15 @@ pub fn run(
     // write it later.
     let ended = match (&args.report, ended) {
         (Some(path), ended) => {
-            let written =
-                super::report::write_file(storage, store.as_ref(), &experiment, None, path);
+            let written = crate::view::experiment_row(store.as_ref(), &experiment)
+                .map_err(CliError::from)
+                .and_then(|x| {
+                    note_if_running(&x);
+                    Ok(crate::html::write(storage, store.as_ref(), &x, None, path)?)
+                });
             match (written, ended) {
                 (Ok(bytes), ended) => {
-                    progress.note(&format!(
-                        "report: {} ({})",
-                        path.display(),
-                        super::report::size(bytes)
-                    ));
+                    progress.note(&format!("report: {} ({})", path.display(), size(bytes)));
                     ended
                 }
                 (Err(e), ended) => {
@@ -220,99 +208,6 @@ pub fn run(
             }
             Ok(exit)
         }
-    }
-}
-
-/// How the runs of one command ended.
-pub(super) enum Ended {
-    /// Every plan ran: success, or failure when samples errored.
-    Done(Exit),
-    /// Ctrl-C or SIGTERM stopped a run; what finished is saved.
-    Interrupted,
-}
-
-/// Runs `plans` into `experiment` one after another, stopping at the first
-/// that does not complete, then prints the report of what was recorded
-/// (whatever happened; a run's own error is the one to report) and holds it
-/// to the CI gate (`bar` replacing the spec's).
-pub(super) fn execute(
-    plans: &[Planned],
-    experiment: &str,
-    store: &mut dyn Store,
-    progress: &Arc<Progress>,
-    style: Style,
-    bar: Option<f64>,
-) -> Result<Ended, CliError> {
-    let runtime = runtime()?;
-    let outcome = runtime.block_on(async {
-        let interrupt = Interrupt::install();
-        let rates = RateLimits::default();
-        let pauses = Pauses::default();
-        let mut statuses = Vec::new();
-        for plan in plans {
-            let status = runner::run(
-                plan, experiment, store, progress, &interrupt, &rates, &pauses,
-            )
-            .await;
-            let stop = !matches!(
-                status,
-                Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)
-            );
-            statuses.push(status);
-            if stop {
-                break;
-            }
-        }
-        statuses
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-
-    let names: Vec<String> = plans.iter().map(|p| p.eval.name.clone()).collect();
-    let report = build(store, experiment, Detail::default(), Some(&names));
-    let failure = outcome
-        .iter()
-        .find_map(|s| s.as_ref().err())
-        .map(|e| CliError::Failed(e.to_string()));
-    let mut exit = Exit::Success;
-    match (report, failure) {
-        (Ok(mut report), _) => {
-            if let Some(bar) = bar {
-                gate::raise(&mut report, bar);
-            }
-            print(style, &report)?;
-            // Said even with --quiet: it explains the exit status (3).
-            for line in gate::failures(&report) {
-                eprintln!("{line}");
-                exit = Exit::BelowBar;
-            }
-        }
-        (Err(e), None) => return Err(e),
-        (Err(_), Some(_)) => {}
-    }
-    for status in outcome {
-        match status {
-            Ok(RunStatus::Completed) => {}
-            Ok(RunStatus::CompletedWithErrors) => exit = exit.max(Exit::Failure),
-            Ok(RunStatus::Interrupted) => return Ok(Ended::Interrupted),
-            Err(e) => return Err(CliError::Failed(e.to_string())),
-        }
-    }
-    Ok(Ended::Done(exit))
-}
-
-/// Two evaluations of one run (or one `validate`) must not share a name.
-pub(super) fn check_unique(earlier: &[Evaluation], eval: &Evaluation) -> Result<(), CliError> {
-    match earlier.iter().find(|e| e.name == eval.name) {
-        Some(other) => Err(CliError::usage(
-            format!(
-                "{} and {} both define evaluation `{}`",
-                other.spec_path.display(),
-                eval.spec_path.display(),
-                eval.name
-            ),
-            Some("give one of them a different `name:`".into()),
-        )),
-        None => Ok(()),
     }
 }
 

@@ -10,9 +10,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print, Render};
-use super::run::{api_key, check_unique};
 use super::{print_error, CliError, Style};
-use crate::spec::{Evaluation, Override, Prompt};
+use crate::runner::api_key;
+use crate::spec::{check_unique, Evaluation, Override, Prompt};
 use crate::template::RenderError;
 use crate::Exit;
 

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use crate::stats::{self, Clustered, Comparison, PairedSums, PassFailTable, Sums};
 use crate::store::{SampleScores, ScorePoint};
 
-pub mod report;
+mod build;
+pub mod view;
+
+pub use build::{load, rows, NothingInCommon};
 
 /// Two evaluations' samples, paired.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -8,17 +8,19 @@
 //! no output can close the script element. Every text from the store that
 //! lands in HTML goes through [`escape`].
 
+mod file;
 pub mod plots;
 mod samples;
 mod summary;
 
 use std::io::{self, Write};
 
-use crate::compare::report::CompareReport;
-use crate::report::{EvaluationReport, ExperimentReport};
+use crate::compare::view::CompareView;
 use crate::store::read::LimitStep;
 use crate::store::SampleRow;
+use crate::view::{EvaluationView, ExperimentView};
 
+pub use file::{check_target, write, PageError};
 pub use samples::Source;
 
 const CSS: &str = include_str!("page.css");
@@ -44,7 +46,7 @@ pub fn escape(s: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     /// Its report (`show`'s, with error kinds).
-    pub report: EvaluationReport,
+    pub report: EvaluationView,
     /// Every sample record, in dataset order.
     pub samples: Vec<SampleRow>,
     /// The adaptive limit's steps in the latest run (empty for fixed strategies).
@@ -56,7 +58,7 @@ pub struct Evaluation {
 /// One experiment with its evaluations.
 #[derive(Debug, Clone)]
 pub struct Experiment {
-    pub report: ExperimentReport,
+    pub report: ExperimentView,
     pub evaluations: Vec<Evaluation>,
 }
 
@@ -112,7 +114,7 @@ pub fn write_comparison(
     out: &mut impl Write,
     a: &Experiment,
     b: &Experiment,
-    compared: &CompareReport,
+    compared: &CompareView,
 ) -> io::Result<()> {
     let (na, nb) = (&a.report.experiment, &b.report.experiment);
     head(out, &format!("dotevals report: {na} vs {nb}"))?;

@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use super::escape;
-use crate::compare::report::{EvaluationComparison, Kind};
-use crate::report::{EvaluationReport, EvaluatorReport};
+use crate::compare::view::{EvaluationComparison, Kind};
+use crate::view::{EvaluationView, EvaluatorView};
 
 /// `1.23 s`, `850 ms`, `2 min 5 s`.
 fn duration(s: f64) -> String {
@@ -26,7 +26,7 @@ fn or_dash(x: Option<String>) -> String {
 }
 
 /// A mean with its 95% interval on [0, 1], as a small inline SVG.
-fn error_bar(ev: &EvaluatorReport) -> String {
+fn error_bar(ev: &EvaluatorView) -> String {
     let Some(mean) = ev.mean else {
         return String::new();
     };
@@ -50,7 +50,7 @@ fn error_bar(ev: &EvaluatorReport) -> String {
 
 /// An evaluation's figures: run facts, evaluators with their intervals,
 /// errors by kind, timing and tokens.
-pub fn write(out: &mut impl Write, r: &EvaluationReport) -> io::Result<()> {
+pub fn write(out: &mut impl Write, r: &EvaluationView) -> io::Result<()> {
     let s = &r.samples;
     let t = &r.timing;
     let mut facts: Vec<(&str, String)> = vec![

@@ -10,14 +10,18 @@
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
 mod client;
+mod execute;
 mod files;
+mod interrupt;
 mod plan;
 mod progress;
 mod refusal;
 mod rescore;
 mod sample;
 
+pub use execute::{execute, runtime};
 pub use files::fit_open_files;
+pub use interrupt::Interrupt;
 pub use plan::{
     api_key, fresh_name, judge_keys, plan, refuse_marked_id, shell_quote, PlanError, Planned,
     Replies,
@@ -26,11 +30,10 @@ pub use plan::{
 pub use progress::{Progress, ProgressMode};
 pub use rescore::plan_rescore;
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::Pauses;
@@ -123,67 +126,6 @@ fn refusal_message(status: u16, refused: u64, key_var: Option<&str>) -> String {
              then run the same command again to resume"
         ),
     }
-}
-
-/// Ctrl-C / SIGTERM state shared by every part of a run.
-#[derive(Default)]
-pub struct Interrupt {
-    /// Signals received so far.
-    count: AtomicU8,
-    notify: Notify,
-}
-
-impl Interrupt {
-    /// Listens for Ctrl-C and SIGTERM in the background.
-    pub fn install() -> Arc<Interrupt> {
-        let state = Arc::new(Interrupt::default());
-        let listener = Arc::clone(&state);
-        tokio::spawn(async move {
-            loop {
-                wait_for_signal().await;
-                listener.count.fetch_add(1, Ordering::SeqCst);
-                listener.notify.notify_waiters();
-            }
-        });
-        state
-    }
-
-    /// Signals received so far.
-    pub fn count(&self) -> u8 {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once at least `n` signals have arrived.
-    pub async fn reached(&self, n: u8) {
-        loop {
-            let notified = self.notify.notified();
-            if self.count() >= n {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// One row to run.

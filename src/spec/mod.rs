@@ -221,6 +221,27 @@ pub fn from_text(path: &Path, text: String) -> Result<Evaluation, Diagnostic> {
     .check(raw, &text)
 }
 
+/// Two evaluations of one run (or one `validate`) that share a name.
+#[derive(Debug, thiserror::Error)]
+#[error("{} and {} both define evaluation `{name}`", .first.display(), .second.display())]
+pub struct SameName {
+    pub first: PathBuf,
+    pub second: PathBuf,
+    pub name: String,
+}
+
+/// Refuses `eval` when one of `earlier` has its name.
+pub fn check_unique(earlier: &[Evaluation], eval: &Evaluation) -> Result<(), SameName> {
+    match earlier.iter().find(|e| e.name == eval.name) {
+        Some(other) => Err(SameName {
+            first: other.spec_path.clone(),
+            second: eval.spec_path.clone(),
+            name: eval.name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]

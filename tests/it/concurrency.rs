@@ -11,7 +11,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::util::{http_get, openai_model, ExperimentReport, Spec, TestDir};
+use crate::util::{http_get, openai_model, ExperimentView, Spec, TestDir};
 
 const LATENCY: Duration = Duration::from_millis(200);
 
@@ -38,7 +38,7 @@ fn finish(dir: &TestDir, name: &str, mut child: Child) {
 
 /// One run per entry (CLI arguments, spec extra), side by side, each against
 /// its own 200 ms server; returns (server peak in flight, report) per run.
-fn runs(n: usize, setups: &[(&[&str], &str)]) -> Vec<(usize, ExperimentReport)> {
+fn runs(n: usize, setups: &[(&[&str], &str)]) -> Vec<(usize, ExperimentView)> {
     let started: Vec<_> = setups
         .iter()
         .enumerate()

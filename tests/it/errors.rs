@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::server::{Reply, TestServer};
-use crate::util::{closed_port, EvaluationReport, ExperimentReport, Out, Spec, TestDir};
+use crate::util::{closed_port, EvaluationView, ExperimentView, Out, Spec, TestDir};
 
 /// A spec with one row per prompt, model settings `model_extra` (YAML lines
 /// under `model:`), run into experiment `x`.
@@ -17,7 +17,7 @@ fn run(
     prompts: &[&str],
     model_extra: &str,
     args: &[&str],
-) -> (Out, EvaluationReport) {
+) -> (Out, EvaluationView) {
     let rows: Vec<String> = prompts
         .iter()
         .map(|p| format!("{{text: {}}}", serde_json::to_string(p).unwrap()))
@@ -328,7 +328,7 @@ fn show_errors_lists_every_failure() {
         .cmd(["show", "x", "--errors", "--format", "json"])
         .output()
         .assert_exit_code(0)
-        .json::<ExperimentReport>();
+        .json::<ExperimentView>();
     let errors = json.only().errors.clone().unwrap();
     let listed: Vec<(&str, &str, u32)> = errors
         .iter()

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::server::TestServer;
-use crate::util::{EvaluationReport, Out, Spec, TestDir};
+use crate::util::{EvaluationView, Out, Spec, TestDir};
 
 /// One sample: its id, the reply the server gives it, and its other columns.
 pub(crate) struct Case {
@@ -22,7 +22,7 @@ pub(crate) fn case(id: &'static str, reply: &'static str, columns: Value) -> Cas
 
 /// Runs `cases` through a spec with `evaluators` (YAML list items) and returns
 /// the run's output and the evaluation's full report.
-pub(crate) fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationReport) {
+pub(crate) fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationView) {
     let replies: HashMap<String, String> = cases
         .iter()
         .map(|c| (format!("question {}", c.id), c.reply.to_owned()))
@@ -80,7 +80,7 @@ pub(crate) fn run(cases: &[Case], evaluators: &str) -> (Out, EvaluationReport) {
 /// Asserts the scores of `evaluator` per sample id.
 #[track_caller]
 pub(crate) fn assert_scores(
-    eval: &EvaluationReport,
+    eval: &EvaluationView,
     evaluator: &str,
     expected: &[(&str, Option<f64>)],
 ) {
@@ -96,7 +96,7 @@ pub(crate) fn assert_scores(
 }
 
 #[track_caller]
-pub(crate) fn assert_summary(eval: &EvaluationReport, evaluator: &str, scored: u64, passed: u64) {
+pub(crate) fn assert_summary(eval: &EvaluationView, evaluator: &str, scored: u64, passed: u64) {
     let e = eval.evaluator(evaluator);
     assert_eq!((e.scored, e.passed), (scored, passed), "{e:?}");
     let accuracy = e.accuracy.expect("accuracy when something was scored");

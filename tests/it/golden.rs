@@ -153,7 +153,14 @@ fn json_output_bytes_are_pinned() {
     check("show-errors", &json(&["show", "golden", "--errors"]));
     check("show-full", &json(&["show", "golden", "--full"]));
     check("list", &json(&["list"]));
-    json(&["run", "spec.yaml", "--experiment", "golden-b", "--set", "evaluators.1.expected=indeed"]);
+    json(&[
+        "run",
+        "spec.yaml",
+        "--experiment",
+        "golden-b",
+        "--set",
+        "evaluators.1.expected=indeed",
+    ]);
     check("compare", &json(&["compare", "golden", "golden-b"]));
     check("rename", &json(&["rename", "golden", "golden-2"]));
     check("delete", &json(&["delete", "golden-2"]));

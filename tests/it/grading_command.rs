@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::server::TestServer;
-use crate::util::{EvaluationReport, Out, Spec, TestDir, BIN};
+use crate::util::{EvaluationView, Out, Spec, TestDir, BIN};
 
 /// The JSON-lines loop every test program shares; `answer(request)` returns the reply dict.
 const LOOP: &str = r#"
@@ -25,7 +25,7 @@ def index(request):
 
 /// Writes `scorer.py` (the loop plus `body`, which calls `main`), runs `n`
 /// samples with `evaluator` (a flow mapping) and returns the run and the report.
-fn run(n: usize, body: &str, evaluator: &str) -> (TestDir, Out, EvaluationReport) {
+fn run(n: usize, body: &str, evaluator: &str) -> (TestDir, Out, EvaluationView) {
     let (server, dir) = setup(n, body, &format!("  - {evaluator}\n"), "");
     let out = dir
         .cmd(["run", "spec.yaml", "--experiment", "x", "--quiet"])
@@ -37,7 +37,7 @@ fn run(n: usize, body: &str, evaluator: &str) -> (TestDir, Out, EvaluationReport
 
 /// Scores and errors by sample index.
 fn by_index(
-    report: &EvaluationReport,
+    report: &EvaluationView,
     evaluator: &str,
 ) -> BTreeMap<u64, (Option<f64>, Option<String>)> {
     report

@@ -8,11 +8,11 @@ use serde_json::json;
 
 use crate::evaluators::{assert_scores, assert_summary, case, run, FAIL, PASS};
 use crate::server::TestServer;
-use crate::util::{EvaluationReport, Spec, TestDir};
+use crate::util::{EvaluationView, Spec, TestDir};
 
 /// The score of `evaluator` for `id`, which must be there.
 #[track_caller]
-fn score(eval: &EvaluationReport, id: &str, evaluator: &str) -> f64 {
+fn score(eval: &EvaluationView, id: &str, evaluator: &str) -> f64 {
     eval.score(id, evaluator)
         .unwrap_or_else(|| panic!("`{evaluator}` scored `{id}`"))
 }

@@ -3,7 +3,7 @@
 //! request to the model under test and the original left byte-for-byte as it was.
 
 use crate::server::{Reply, TestServer};
-use crate::util::{ExperimentReport, Spec, TestDir};
+use crate::util::{ExperimentView, Spec, TestDir};
 
 /// `a` answers exactly, `b` says more than the answer, `c` is wrong, and the
 /// server refuses `d` (400, not retried): a model error with no output.
@@ -74,7 +74,7 @@ fn rescore_grades_stored_outputs_again_without_a_model_request() {
     // The copied model error leaves an errored sample: exit 1, as `run` says it.
     out.assert_exit_code(1);
     assert_eq!(server.count(), 4, "rescore sent a request to the model");
-    let printed: ExperimentReport = out.json();
+    let printed: ExperimentView = out.json();
     assert_eq!(printed.experiment, "A-rescored");
 
     assert_eq!(shows(&dir, "A"), before, "rescore changed the original");

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::server::{Reply, TestServer};
-use crate::util::{text_rows, Checked, ExperimentReport, ListReport, Spec, TestDir};
+use crate::util::{text_rows, Checked, ExperimentView, ListView, Spec, TestDir};
 
 /// A spec named `name` with `n` rows; prompts are `NAME i`, and a prompt
 /// ending in `7` is answered 400 by [`server`].
@@ -63,7 +63,7 @@ fn show_reports_counts_scores_timing_and_tokens() {
     let raw: Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(raw["evaluations"][0].get("errors").is_none());
     assert!(raw["evaluations"][0].get("records").is_none());
-    let report: ExperimentReport = out.json();
+    let report: ExperimentView = out.json();
     assert_eq!(report.experiment, "x");
     assert!(
         looks_like_rfc3339(&report.created_at),
@@ -152,7 +152,7 @@ fn show_reports_counts_scores_timing_and_tokens() {
         keys(&raw["evaluations"][0]["errors"][0]),
         ["attempts", "id", "index", "kind", "message"]
     );
-    let report: ExperimentReport = out.json();
+    let report: ExperimentView = out.json();
     let errors = report.only().errors.clone().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].id.as_str(), errors[0].index), ("7", 7));
@@ -202,7 +202,7 @@ fn show_full_records_every_sample() {
         "--full includes errors"
     );
 
-    let report: ExperimentReport = out.json();
+    let report: ExperimentView = out.json();
     let e = report.only();
     let records = e.records();
     let indexes: Vec<u64> = records.iter().map(|r| r.index).collect();
@@ -247,7 +247,7 @@ fn list_summarises_every_experiment() {
     let dir = TestDir::new();
     let out = dir.cmd(["list", "--format", "json"]).output();
     out.assert_exit_code(0);
-    assert!(out.json::<ListReport>().experiments.is_empty());
+    assert!(out.json::<ListView>().experiments.is_empty());
 
     let server = server();
     dir.write("alpha.yaml", &spec("alpha", &server.url(), 10));
@@ -283,7 +283,7 @@ fn list_summarises_every_experiment() {
             "wall_seconds"
         ]
     );
-    let list: ListReport = out.json();
+    let list: ListView = out.json();
     let mut names: Vec<&str> = list.experiments.iter().map(|x| x.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["both", "one"]);
@@ -344,7 +344,7 @@ fn run_prints_the_report_show_prints_for_what_it_ran() {
     let shown = dir.cmd(["show", "x", "--format", "json"]).output();
     let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
     assert_eq!(ran, shown);
-    let _: ExperimentReport = out.json();
+    let _: ExperimentView = out.json();
 
     // Running one evaluation again reports only that evaluation.
     let out = dir
@@ -379,7 +379,7 @@ fn run_without_a_name_picks_one_and_keeps_stdout_for_json() {
     // No --quiet: progress goes to stderr, so stdout is still only JSON.
     let out = dir.cmd(["run", "alpha.yaml", "--format", "json"]).output();
     out.assert_exit_code(0);
-    let report: ExperimentReport = out.json();
+    let report: ExperimentView = out.json();
     let name = report.experiment.clone();
     let stamp = name
         .strip_prefix("run-")
@@ -392,13 +392,13 @@ fn run_without_a_name_picks_one_and_keeps_stdout_for_json() {
     );
     out.assert_stderr_contains(&name);
     // A second unnamed run gets a new experiment, not a resume of the first.
-    let second: ExperimentReport = dir
+    let second: ExperimentView = dir
         .cmd(["run", "alpha.yaml", "--format", "json", "--quiet"])
         .output()
         .json();
     assert_ne!(second.experiment, name);
     assert_eq!(server.count(), 6);
-    let list: ListReport = dir.cmd(["list", "--format", "json"]).output().json();
+    let list: ListView = dir.cmd(["list", "--format", "json"]).output().json();
     assert_eq!(list.experiments.len(), 2);
 }
 
@@ -475,6 +475,6 @@ fn delete_and_rename_report_in_json() {
         out.json::<Value>(),
         serde_json::json!({"deleted": "y", "samples": 3})
     );
-    let list: ListReport = dir.cmd(["list", "--format", "json"]).output().json();
+    let list: ListView = dir.cmd(["list", "--format", "json"]).output().json();
     assert!(list.experiments.is_empty(), "{list:?}");
 }

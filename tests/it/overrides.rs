@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::util::{wait_until, ExperimentReport, TestDir, BIN};
+use crate::util::{wait_until, ExperimentView, TestDir, BIN};
 
 /// Four rows the mock answers `positive`; `similarity` scores them 1, 0.875,
 /// 0.625 and 0, so 3 pass at threshold 0.5 and 2 at 0.7.
@@ -38,7 +38,7 @@ fn dir() -> TestDir {
 }
 
 /// `dotevals run spec.yaml -e NAME --set ...`, its JSON report.
-fn run(dir: &TestDir, experiment: &str, sets: &[&str]) -> ExperimentReport {
+fn run(dir: &TestDir, experiment: &str, sets: &[&str]) -> ExperimentView {
     let mut args = vec![
         "run",
         "spec.yaml",
@@ -418,7 +418,7 @@ fn rescore_takes_set_for_its_spec() {
         ])
         .output();
     out.assert_exit_code(0);
-    let report: ExperimentReport = out.json();
+    let report: ExperimentView = out.json();
     assert_eq!(report.only().evaluators[0].passed, 2);
     assert_eq!(
         report.only().overrides,

@@ -275,7 +275,7 @@ fn errored_samples_are_retried_on_the_next_run() {
         .cmd(["show", "x", "--errors", "--format", "json"])
         .output()
         .assert_exit_code(0)
-        .json::<crate::util::ExperimentReport>();
+        .json::<crate::util::ExperimentView>();
     let errors = errors.only().errors.clone().expect("--errors lists errors");
     let ids: Vec<&str> = errors.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["0", "3", "6"]);

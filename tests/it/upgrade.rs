@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::server::TestServer;
 use crate::support::{show_json, spec};
-use crate::util::{prompt, ListReport, TestDir};
+use crate::util::{prompt, ListView, TestDir};
 use rusqlite::{params, Connection};
 
 /// The schema as version 1 shipped it (a copy of `V1` in src/store/schema.rs:
@@ -192,7 +192,7 @@ fn version_1_store_is_migrated_on_first_use_and_resumes() {
     drop(conn);
 
     // `list` is the first use: it works, and the store is now at the current version.
-    let list: ListReport = dir
+    let list: ListView = dir
         .cmd(["list", "--format", "json"])
         .output()
         .assert_exit_code(0)

@@ -88,7 +88,7 @@ impl TestDir {
     }
 
     /// `dotevals show NAME --full --format json`, decoded; panics unless it exits 0.
-    pub fn show_full(&self, experiment: &str) -> ExperimentReport {
+    pub fn show_full(&self, experiment: &str) -> ExperimentView {
         self.cmd(["show", experiment, "--full", "--format", "json"])
             .output()
             .assert_exit_code(0)
@@ -96,7 +96,7 @@ impl TestDir {
     }
 
     /// `dotevals show NAME --format json`, decoded, or `None` while the experiment does not exist.
-    pub fn try_show(&self, experiment: &str) -> Option<ExperimentReport> {
+    pub fn try_show(&self, experiment: &str) -> Option<ExperimentView> {
         let out = self.cmd(["show", experiment, "--format", "json"]).output();
         (out.code == Some(0)).then(|| out.json())
     }
@@ -403,15 +403,15 @@ where
 
 /// `show NAME --format json` and `run --format json`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ExperimentReport {
+pub struct ExperimentView {
     pub experiment: String,
     pub created_at: String,
     pub status: String,
-    pub evaluations: Vec<EvaluationReport>,
+    pub evaluations: Vec<EvaluationView>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct EvaluationReport {
+pub struct EvaluationView {
     pub name: String,
     pub spec: String,
     pub provider: String,
@@ -426,15 +426,15 @@ pub struct EvaluationReport {
     pub ended_at: Option<String>,
     pub runs: u64,
     pub samples: SampleCounts,
-    pub evaluators: Vec<EvaluatorReport>,
+    pub evaluators: Vec<EvaluatorView>,
     pub timing: Timing,
     pub tokens: Tokens,
     /// Only with `--errors` or `--full`.
     #[serde(default)]
-    pub errors: Option<Vec<ErrorReport>>,
+    pub errors: Option<Vec<ErrorView>>,
     /// Only with `--full`.
     #[serde(default)]
-    pub records: Option<Vec<RecordReport>>,
+    pub records: Option<Vec<RecordView>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -446,7 +446,7 @@ pub struct SampleCounts {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct EvaluatorReport {
+pub struct EvaluatorView {
     pub name: String,
     pub scored: u64,
     pub passed: u64,
@@ -488,7 +488,7 @@ pub struct Tokens {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ErrorReport {
+pub struct ErrorView {
     pub id: String,
     pub index: u64,
     pub kind: String,
@@ -497,7 +497,7 @@ pub struct ErrorReport {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct RecordReport {
+pub struct RecordView {
     pub id: String,
     pub index: u64,
     pub variables: Value,
@@ -525,7 +525,7 @@ pub struct RecordReport {
 
 /// `list --format json`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ListReport {
+pub struct ListView {
     pub experiments: Vec<ExperimentSummary>,
 }
 
@@ -553,10 +553,10 @@ pub struct Checked {
     pub strategy: String,
 }
 
-impl ExperimentReport {
+impl ExperimentView {
     /// The evaluation named `name`; panics if absent.
     #[track_caller]
-    pub fn eval(&self, name: &str) -> &EvaluationReport {
+    pub fn eval(&self, name: &str) -> &EvaluationView {
         self.evaluations
             .iter()
             .find(|e| e.name == name)
@@ -565,16 +565,16 @@ impl ExperimentReport {
 
     /// The only evaluation; panics unless there is exactly one.
     #[track_caller]
-    pub fn only(&self) -> &EvaluationReport {
+    pub fn only(&self) -> &EvaluationView {
         assert_eq!(self.evaluations.len(), 1, "{self:#?}");
         &self.evaluations[0]
     }
 }
 
-impl EvaluationReport {
+impl EvaluationView {
     /// Records (needs `--full`).
     #[track_caller]
-    pub fn records(&self) -> &[RecordReport] {
+    pub fn records(&self) -> &[RecordView] {
         self.records
             .as_deref()
             .expect("the report has no records; was it shown with --full?")
@@ -582,7 +582,7 @@ impl EvaluationReport {
 
     /// The record of sample `id`; panics if absent.
     #[track_caller]
-    pub fn record(&self, id: &str) -> &RecordReport {
+    pub fn record(&self, id: &str) -> &RecordView {
         self.records()
             .iter()
             .find(|r| r.id == id)
@@ -591,7 +591,7 @@ impl EvaluationReport {
 
     /// The summary of evaluator `name`; panics if absent.
     #[track_caller]
-    pub fn evaluator(&self, name: &str) -> &EvaluatorReport {
+    pub fn evaluator(&self, name: &str) -> &EvaluatorView {
         self.evaluators
             .iter()
             .find(|e| e.name == name)

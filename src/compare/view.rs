@@ -6,12 +6,12 @@
 use serde::Serialize;
 
 use super::{Flip, Paired, Pairing};
-use crate::report::EvaluationReport;
 use crate::stats::{Comparison, Test};
+use crate::view::EvaluationView;
 
 /// `dotevals compare A B --format json`.
 #[derive(Debug, Clone, Serialize)]
-pub struct CompareReport {
+pub struct CompareView {
     /// The experiments compared: differences are B - A.
     pub a: String,
     pub b: String,
@@ -140,8 +140,8 @@ pub struct TimingSummary {
     pub completion_tokens: u64,
 }
 
-impl From<&EvaluationReport> for TimingSummary {
-    fn from(r: &EvaluationReport) -> Self {
+impl From<&EvaluationView> for TimingSummary {
+    fn from(r: &EvaluationView) -> Self {
         let latency = r.timing.latency_seconds.as_ref();
         TimingSummary {
             wall_seconds: r.timing.wall_seconds,
@@ -171,7 +171,7 @@ impl EvaluationComparison {
         name: &str,
         cluster: Option<&str>,
         pairing: &Pairing,
-        reports: (&EvaluationReport, &EvaluationReport),
+        reports: (&EvaluationView, &EvaluationView),
         recorded: (u64, u64),
         outputs: Option<&Outputs<'_>>,
     ) -> Self {

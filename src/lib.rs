@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod error_kind;
 pub mod evaluators;
 pub mod html;
+pub mod human;
 pub mod model;
 pub mod repeats;
 pub mod runner;

@@ -45,6 +45,8 @@ pub struct CompareArgs {
     /// List every sample whose verdict changed, with both outputs
     #[arg(long)]
     pub flips: bool,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {

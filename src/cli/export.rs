@@ -30,24 +30,15 @@ Examples:
   dotevals export baseline --format csv -o baseline.csv
   dotevals export baseline --eval sentiment --format csv
 
-`--format` here is the export's own (jsonl or csv); the global `--format table|json` of other
-commands does not apply to export.";
-
-/// The export formats, as `--format` names them.
-const JSONL: &str = "jsonl";
-const CSV: &str = "csv";
+`--format` here is export's own: jsonl (the default) or csv.";
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Experiment to export
     pub name: String,
-    /// jsonl: one JSON object per line; csv: a header, then one row per sample
-    //
-    // The id `format` is the global flag's: clap then leaves the global
-    // `--format table|json` off this subcommand, and the two share a String
-    // slot (see `GlobalArgs::format`).
-    #[arg(long, value_name = "FORMAT", value_parser = [JSONL, CSV], default_value = JSONL)]
-    pub format: String,
+    /// What to write
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Records::Jsonl)]
+    pub format: Records,
     /// Write to FILE instead of stdout (whole or not at all: a temporary file beside it is
     /// renamed at the end)
     #[arg(long, short, value_name = "FILE")]
@@ -60,23 +51,16 @@ pub struct ExportArgs {
     pub raw: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// The formats of export's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Records {
+    /// One JSON object per line
     Jsonl,
+    /// A header, then one row per sample
     Csv,
 }
 
 pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError> {
-    let kind = match args.format.as_str() {
-        JSONL => Kind::Jsonl,
-        CSV => Kind::Csv,
-        other => {
-            return Err(CliError::usage(
-                format!("export writes jsonl or csv, not `{other}`"),
-                Some("write `dotevals export NAME --format jsonl` (the default) or `--format csv`; the global `--format table|json` is for show, list and compare".into()),
-            ))
-        }
-    };
     let Some(store) = open_for_reading(storage)? else {
         return Err(unknown_experiment(&args.name, &[]));
     };
@@ -105,9 +89,9 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
         .collect();
     let target = Target::open(args.output.as_deref())?;
     let out = BufWriter::with_capacity(1 << 16, target.writer()?);
-    let mut sink: Box<dyn Sink> = match kind {
-        Kind::Jsonl => Box::new(Jsonl { out }),
-        Kind::Csv => {
+    let mut sink: Box<dyn Sink> = match args.format {
+        Records::Jsonl => Box::new(Jsonl { out }),
+        Records::Csv => {
             // One column per evaluator of any chosen evaluation, in first-seen order.
             let mut evaluators: Vec<String> = Vec::new();
             for e in &chosen {

@@ -12,21 +12,7 @@ use crate::concurrency::StrategyName;
 use crate::store::EvaluationStatus;
 use crate::view::{EvaluationView, ExperimentView, JudgeView, ListView};
 
-/// Seconds as `850 ms`, `2.01 s` or `3m 20s`.
-pub fn duration(secs: f64) -> String {
-    if secs < 1.0 {
-        format!("{:.0} ms", secs * 1000.0)
-    } else if secs < 120.0 {
-        format!("{secs:.2} s")
-    } else {
-        let total = secs.round() as u64;
-        if total < 7200 {
-            format!("{}m {:02}s", total / 60, total % 60)
-        } else {
-            format!("{}h {:02}m", total / 3600, (total % 3600) / 60)
-        }
-    }
-}
+pub use crate::human::{duration, size};
 
 /// `s` safe to print on a terminal: control characters (ESC, CR, NUL, ...) and
 /// bidirectional overrides are shown escaped (`\u{1b}`), so model output or a
@@ -65,7 +51,7 @@ where
 }
 
 fn percent(x: Option<f64>) -> String {
-    x.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a))
+    x.map_or("–".into(), crate::human::percent)
 }
 
 /// `87.5% (53–98%)`: a rate and its 95% interval, in percent.
@@ -441,15 +427,6 @@ impl Render for ListView {
     }
 }
 
-/// `812 KB`, `34.2 MB`.
-pub fn size(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
-    } else {
-        format!("{} KB", bytes.div_ceil(1024))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,13 +438,5 @@ mod tests {
         assert_eq!(printable("x\ry\0z"), "x\\u{d}y\\u{0}z");
         assert_eq!(printable("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
         assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration(0.25), "250 ms");
-        assert_eq!(duration(2.014), "2.01 s");
-        assert_eq!(duration(200.0), "3m 20s");
-        assert_eq!(duration(7300.0), "2h 01m");
     }
 }

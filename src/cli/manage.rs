@@ -12,6 +12,8 @@ use crate::Exit;
 pub struct DeleteArgs {
     /// Experiment to delete, with all its evaluations and samples
     pub name: String,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -21,6 +23,8 @@ pub struct RenameArgs {
     /// New name (must not exist yet; up to 100 characters, not starting with `-`)
     #[arg(value_parser = super::experiment_name)]
     pub to: String,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 /// Opens the store and checks that experiment `name` exists and no run of it is alive.

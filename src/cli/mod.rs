@@ -64,15 +64,6 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DOTEVALS_STORAGE", value_name = "PATH")]
     pub storage: Option<String>,
 
-    /// Output for people (table) or scripts (json, on stdout; shape in README)
-    //
-    // A String rather than `Format`: `export` has a `--format` of its own
-    // (jsonl, csv) under the same id, which keeps this one off it, and clap
-    // copies a subcommand's value of a global id up here, so both must be one
-    // type. `Style::resolve` reads it.
-    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["table", "json"], default_value = "table")]
-    pub format: String,
-
     /// No progress bar or progress lines on stderr
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -102,7 +93,7 @@ pub enum Command {
     #[command(after_help = report::AFTER_HELP)]
     Report(report::ReportArgs),
     /// List experiments with date, samples, accuracy, wall time and status
-    List,
+    List(FormatArg),
     /// Check specs and their datasets without sending a request
     Validate(validate::ValidateArgs),
     /// Delete an experiment and all its records
@@ -113,11 +104,41 @@ pub enum Command {
     MockServer(mock_server::MockServerArgs),
 }
 
-/// Output format.
+/// How a command prints its result on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Tables and aligned text, for people
     Table,
+    /// Pretty JSON, for scripts (shape in README and schema/dotevals.schema.json)
     Json,
+}
+
+/// `--format` of the commands that print a view.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct FormatArg {
+    /// Output for people (table) or scripts (json, on stdout; shape in README)
+    #[arg(long, value_enum, default_value_t = Format::Table, value_name = "FORMAT")]
+    pub format: Format,
+}
+
+impl Command {
+    /// The format the command prints in (a table for those without `--format`).
+    fn format(&self) -> Format {
+        let arg = match self {
+            Command::Run(a) => a.output,
+            Command::Rescore(a) => a.output,
+            Command::Show(a) => a.output,
+            Command::Compare(a) => a.output,
+            Command::List(a) => *a,
+            Command::Validate(a) => a.output,
+            Command::Delete(a) => a.output,
+            Command::Rename(a) => a.output,
+            Command::Export(_) | Command::Report(_) | Command::MockServer(_) => {
+                return Format::Table
+            }
+        };
+        arg.format
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,7 +158,7 @@ pub struct Style {
 }
 
 impl Style {
-    fn resolve(g: &GlobalArgs) -> Style {
+    fn resolve(g: &GlobalArgs, format: Format) -> Style {
         let stderr_tty = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
@@ -153,12 +174,6 @@ impl Style {
             Mode::Bar
         } else {
             Mode::Lines
-        };
-        // Anything but `json` here is a table, or export's own format.
-        let format = if g.format == "json" {
-            Format::Json
-        } else {
-            Format::Table
         };
         Style {
             format,
@@ -291,7 +306,7 @@ impl From<StoreError> for CliError {
 
 /// Runs the parsed command line and returns the exit status.
 pub fn main(cli: Cli) -> Exit {
-    let style = Style::resolve(&cli.global);
+    let style = Style::resolve(&cli.global, cli.command.format());
     let storage = crate::store::locate(cli.global.storage.as_deref());
     let storage = storage.as_ref();
     let result = match cli.command {
@@ -303,7 +318,7 @@ pub fn main(cli: Cli) -> Exit {
         Command::Compare(args) => compare::compare(args, storage, style),
         Command::Report(args) => report::report(args, storage, style),
         Command::Export(args) => export::export(args, storage),
-        Command::List => list::list(storage, style),
+        Command::List(_) => list::list(storage, style),
         Command::Validate(args) => validate::validate(args, style),
         Command::Delete(args) => manage::delete(args, storage, style),
         Command::Rename(args) => manage::rename(args, storage, style),

@@ -44,6 +44,8 @@ pub struct RescoreArgs {
     /// Override a field of each --spec by its dotted path, the value read as YAML (repeatable; as `run --set`)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::spec::Override::parse)]
     pub overrides: Vec<crate::spec::Override>,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 /// `storage_arg` is `--storage` as the user wrote it, for the hints.

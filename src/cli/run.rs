@@ -72,6 +72,8 @@ pub struct RunArgs {
     /// (as `dotevals report NAME -o FILE` would)
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 /// `storage_arg` is `--storage` as the user wrote it, for the resume command.

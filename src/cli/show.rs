@@ -22,6 +22,8 @@ pub struct ShowArgs {
     /// bars (`fail_under:`) the spec had when it ran
     #[arg(long, value_name = "SCORE", value_parser = super::gate::parse_bar)]
     pub fail_under: Option<f64>,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 pub fn show(args: ShowArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {

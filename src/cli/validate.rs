@@ -28,6 +28,8 @@ pub struct ValidateArgs {
     /// Override a spec field by its dotted path, the value read as YAML (repeatable; as `run --set`)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
     pub overrides: Vec<Override>,
+    #[command(flatten)]
+    pub output: super::FormatArg,
 }
 
 /// The valid specs, as `validate` prints them (a JSON list).

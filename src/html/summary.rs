@@ -4,22 +4,8 @@ use std::io::{self, Write};
 
 use super::escape;
 use crate::compare::view::{EvaluationComparison, Kind};
+use crate::human::{duration, percent};
 use crate::view::{EvaluationView, EvaluatorView};
-
-/// `1.23 s`, `850 ms`, `2 min 5 s`.
-fn duration(s: f64) -> String {
-    if s >= 120.0 {
-        format!("{} min {:.0} s", (s / 60.0).floor(), s % 60.0)
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.1} ms", s * 1e3)
-    }
-}
-
-fn percent(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
-}
 
 fn or_dash(x: Option<String>) -> String {
     x.unwrap_or_else(|| "–".to_owned())
@@ -258,15 +244,3 @@ pub fn comparison(
 
 /// Flipped samples listed open per evaluator; the rest are folded.
 const FLIPS_SHOWN: usize = 20;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration(0.0123), "12.3 ms");
-        assert_eq!(duration(1.5), "1.50 s");
-        assert_eq!(duration(125.0), "2 min 5 s");
-    }
-}

@@ -276,11 +276,11 @@ fn unknown_names_and_formats_are_usage_errors_with_a_hint() {
         .output()
         .assert_exit_code(2)
         .assert_stderr_contains("[possible values: jsonl, csv]");
-    // The global `--format json` of other commands does not reach export silently.
+    // `--format` belongs to each command: given before one, clap points at it.
     dir.cmd(["--format", "json", "export", "x"])
         .output()
         .assert_exit_code(2)
-        .assert_stderr_contains("--format csv");
+        .assert_stderr_contains("'export --format' exists");
     // ... and export's formats do not reach the other commands.
     dir.cmd(["show", "x", "--format", "csv"])
         .output()

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use tabled::builder::Builder;
 
-use super::format::{duration, printable, push_row, table};
+use super::output::table::{duration, printable, push_row, table};
 use super::output::{note_if_running, print, Render};
 use super::{open_for_reading, unknown_experiment, CliError, Style};
 use crate::compare;

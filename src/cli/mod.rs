@@ -5,7 +5,6 @@
 mod compare;
 mod export;
 mod finish;
-mod format;
 mod gate;
 mod list;
 mod manage;

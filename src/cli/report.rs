@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::format::size;
 use super::output::note_if_running;
+use super::output::table::size;
 use super::{open_for_reading, unknown_experiment, CliError, Style};
 use crate::html;
 use crate::store::Storage;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::finish::{finish, runtime_error, Ended};
-use super::format::size;
 use super::output::note_if_running;
+use super::output::table::size;
 use super::{CliError, Format, Style};
 use crate::concurrency::StrategySpec;
 use crate::runner::{self, fresh_name, plan, shell_quote, PlanError, Progress};

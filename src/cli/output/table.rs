@@ -7,7 +7,7 @@ use std::fmt::Write;
 use tabled::settings::{object::Columns, Modify, Style, Width};
 use tabled::{builder::Builder, Table};
 
-use super::output::Render;
+use super::Render;
 use crate::concurrency::StrategyName;
 use crate::store::EvaluationStatus;
 use crate::view::{EvaluationView, ExperimentView, JudgeView, ListView};
@@ -38,7 +38,7 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 }
 
 /// Adds a row of cells to a table, each made [`printable`].
-pub(super) fn push_row<I, S>(b: &mut Builder, cells: I)
+pub(in crate::cli) fn push_row<I, S>(b: &mut Builder, cells: I)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -381,7 +381,7 @@ fn evaluation(out: &mut String, e: &EvaluationView) {
 }
 
 /// A table whose column `wrap` (long free text) is wrapped to fit a terminal.
-pub(super) fn table(b: Builder, wrap: usize) -> Table {
+pub(in crate::cli) fn table(b: Builder, wrap: usize) -> Table {
     let mut t = b.build();
     t.with(Style::rounded())
         .with(Modify::new(Columns::one(wrap)).with(Width::wrap(60)));

@@ -3,14 +3,21 @@
 //! Every command builds a view (a serde struct whose JSON is the documented
 //! shape, committed as `schema/dotevals.schema.json`) and hands it to
 //! [`print`], which picks the format. A new command's output is one [`Render`]
-//! impl (plus a schema definition); a new format is one [`Format`] variant and
-//! one arm here.
+//! impl (plus a schema definition); a new format is one [`Format`] variant,
+//! one arm here and a file of its own beside [`table`] and [`json`]. Export's
+//! records go through a [`Sink`] of their own format ([`jsonl`], [`csv`]).
 
-use std::io::Write;
+pub mod csv;
+mod json;
+pub mod jsonl;
+pub mod table;
+
+use std::io::{self, Write};
 
 use serde::Serialize;
 
 use super::{CliError, Format, Style};
+use crate::view::RecordView;
 
 /// A command's result as people (table) and scripts (JSON, from `Serialize`) see it.
 pub trait Render: Serialize {
@@ -22,16 +29,9 @@ pub trait Render: Serialize {
 pub fn print<T: Render>(style: Style, view: &T) -> Result<(), CliError> {
     let text = match style.format {
         Format::Table => view.table(),
-        Format::Json => json(view)?,
+        Format::Json => json::pretty(view)?,
     };
     emit(&text)
-}
-
-/// Pretty JSON plus a newline.
-fn json<T: Serialize>(value: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value)
-        .map(|s| s + "\n")
-        .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
@@ -52,7 +52,16 @@ pub fn note_if_running(x: &crate::store::ExperimentRow) {
     if experiment_status(&x.evaluations) == ExperimentStatus::Running {
         eprintln!(
             "note: experiment `{}` is still running: these figures are a snapshot",
-            super::format::printable(&x.name)
+            table::printable(&x.name)
         );
     }
+}
+
+/// Writes records in one format.
+pub trait Sink {
+    /// What comes before the first record (the csv header).
+    fn start(&mut self) -> io::Result<()>;
+    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()>;
+    /// Flushes what is buffered.
+    fn finish(&mut self) -> io::Result<()>;
 }

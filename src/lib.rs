@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod cli;
 pub mod compare;
 pub mod concurrency;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod repeats;
 pub mod runner;
 pub mod secrets;
+pub mod shell;
 pub mod spec;
 pub mod stats;
 pub mod store;

@@ -9,7 +9,8 @@ use clap::Args;
 
 use super::finish::{finish, runtime_error, Ended};
 use super::{unknown_experiment, CliError, Format, Style};
-use crate::runner::{self, plan_rescore, shell_quote, Progress};
+use crate::runner::{self, plan_rescore, Progress};
+use crate::shell;
 use crate::spec::check_unique;
 use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
@@ -72,7 +73,7 @@ pub fn rescore(
         evals.push(eval);
     }
     let storage_flag = storage_arg
-        .map(|s| format!(" --storage {}", shell_quote(s)))
+        .map(|s| format!(" --storage {}", shell::quote(s)))
         .unwrap_or_default();
     let mut store = storage
         .open_existing()?
@@ -83,7 +84,7 @@ pub fn rescore(
             format!("experiment `{target}` already exists"),
             Some(format!(
                 "rescore into another name with --into NEW, or drop the old one first with `dotevals delete {}{storage_flag}`",
-                shell_quote(&target)
+                shell::quote(&target)
             )),
         ));
     }
@@ -125,8 +126,8 @@ pub fn rescore(
                 "{}: {missing} of {} rows have no record in `{source}` and are left out (not sent); `dotevals run {} --experiment {}{storage_flag}` sends them",
                 eval.name,
                 plan.total,
-                shell_quote(&eval.spec_path.display().to_string()),
-                shell_quote(&target),
+                shell::quote(&eval.spec_path.display().to_string()),
+                shell::quote(&target),
             ));
         }
     }
@@ -136,13 +137,13 @@ pub fn rescore(
         Ended::Interrupted => {
             progress.note(&format!(
                 "interrupted; the samples rescored so far are saved in `{target}`. To rescore all of them, drop it and start again:\n  dotevals delete {t}{storage_flag} && dotevals rescore {s} {specs} --into {t}{storage_flag}",
-                t = shell_quote(&target),
-                s = shell_quote(source),
+                t = shell::quote(&target),
+                s = shell::quote(source),
                 specs = args
                     .spec
                     .iter()
-                    .map(|p| format!("--spec {}", shell_quote(&p.display().to_string())))
-                    .chain(args.overrides.iter().map(|o| format!("--set {}", shell_quote(&o.arg))))
+                    .map(|p| format!("--spec {}", shell::quote(&p.display().to_string())))
+                    .chain(args.overrides.iter().map(|o| format!("--set {}", shell::quote(&o.arg))))
                     .collect::<Vec<_>>()
                     .join(" "),
             ));
@@ -152,7 +153,7 @@ pub fn rescore(
             if style.format == Format::Table {
                 progress.note(&format!(
                     "saved as experiment `{target}`: dotevals show {}{storage_flag}",
-                    shell_quote(&target)
+                    shell::quote(&target)
                 ));
             }
             Ok(exit)

@@ -14,7 +14,8 @@ use super::output::note_if_running;
 use super::output::table::size;
 use super::{CliError, Format, Style};
 use crate::concurrency::StrategySpec;
-use crate::runner::{self, fresh_name, plan, shell_quote, PlanError, Progress};
+use crate::runner::{self, fresh_name, plan, PlanError, Progress};
+use crate::shell;
 use crate::spec::{check_unique, Override};
 use crate::store::{LockError, Storage, StoreError};
 use crate::Exit;
@@ -202,9 +203,9 @@ pub fn run(
         }
         Ended::Done(exit) => {
             if style.format == Format::Table {
-                let mut show = format!("dotevals show {}", shell_quote(&experiment));
+                let mut show = format!("dotevals show {}", shell::quote(&experiment));
                 if let Some(storage) = storage_arg {
-                    show += &format!(" --storage {}", shell_quote(storage));
+                    show += &format!(" --storage {}", shell::quote(storage));
                 }
                 progress.note(&format!("saved as experiment `{experiment}`: {show}"));
             }
@@ -229,10 +230,10 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     parts.extend(
         args.specs
             .iter()
-            .map(|p| shell_quote(&p.display().to_string())),
+            .map(|p| shell::quote(&p.display().to_string())),
     );
     parts.push("--experiment".into());
-    parts.push(shell_quote(experiment));
+    parts.push(shell::quote(experiment));
     if let Some(c) = &args.concurrency {
         parts.push("--concurrency".into());
         parts.push(match c {
@@ -251,16 +252,16 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
         parts.push(format!("--fail-under {bar}"));
     }
     for o in &args.overrides {
-        parts.push(format!("--set {}", shell_quote(&o.arg)));
+        parts.push(format!("--set {}", shell::quote(&o.arg)));
     }
     if let Some(path) = &args.report {
         parts.push(format!(
             "--report {}",
-            shell_quote(&path.display().to_string())
+            shell::quote(&path.display().to_string())
         ));
     }
     if let Some(storage) = storage {
-        parts.push(format!("--storage {}", shell_quote(storage)));
+        parts.push(format!("--storage {}", shell::quote(storage)));
     }
     parts.join(" ")
 }

@@ -1,21 +1,19 @@
 //! The model client as the runner sees it: which [`Api`] each provider
-//! speaks and where it listens, and how a client's failure reads to the
-//! retry loop and the concurrency strategy.
+//! speaks and where it listens, and the judges' connections.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
 use super::{Planned, RunError};
+use crate::call::Caller;
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::retry::Retry;
-use crate::concurrency::retry::Retryable;
-use crate::concurrency::Outcome;
 use crate::evaluators::llm_judge::Link;
 use crate::model::mock::MockServer;
 use crate::model::openai::OpenAi;
-use crate::model::{Api, ClientError, Endpoint, ModelClient};
+use crate::model::{Api, Endpoint, ModelClient};
 use crate::spec::{ModelSpec, ProviderSpec};
 
 /// The API each provider speaks. A new provider is its `Api` in `model/` and an arm here.
@@ -128,10 +126,14 @@ pub async fn connect_judges(
             .map(|spec| rates.get(&rate_key(&url, model), spec).0);
         let pause = pauses.get(&url);
         judges.waits.push((Arc::clone(&pause), rate.clone()));
+        let retry = Retry::new(model.retry).with_pause(pause);
         judge.connect(Link {
-            client: client.with_secrets(&plan.secrets),
-            retry: Retry::new(model.retry).with_pause(pause),
-            rate,
+            caller: Caller::new(
+                client.with_secrets(&plan.secrets),
+                retry,
+                rate,
+                &model.params,
+            ),
             window: Semaphore::new(window),
         });
     }
@@ -141,27 +143,4 @@ pub async fn connect_judges(
 /// What a rate limit is shared by: one endpoint and model.
 pub fn rate_key(base_url: &str, model: &ModelSpec) -> String {
     format!("{base_url} {}", model.name)
-}
-
-/// How a concurrency strategy should read a failed attempt.
-pub fn outcome(e: &ClientError) -> Outcome {
-    match e {
-        ClientError::Throttled { .. } => Outcome::Throttled,
-        ClientError::Timeout(_) => Outcome::Timeout,
-        _ => Outcome::Failed,
-    }
-}
-
-impl Retryable for ClientError {
-    fn is_retryable(&self) -> bool {
-        ClientError::is_retryable(self)
-    }
-
-    fn is_throttling(&self) -> bool {
-        matches!(outcome(self), Outcome::Throttled)
-    }
-
-    fn retry_after(&self) -> Option<std::time::Duration> {
-        ClientError::retry_after(self)
-    }
 }

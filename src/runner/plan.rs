@@ -10,6 +10,7 @@ use crate::concurrency::StrategySpec;
 use crate::dataset::{row_hash, scan};
 use crate::diagnostic::Diagnostic;
 use crate::secrets::Secrets;
+use crate::shell;
 use crate::spec::{ApiKeyEnv, Evaluation, ModelSpec};
 use crate::store::{SampleLookup, Store, StoreError};
 
@@ -104,7 +105,7 @@ pub fn plan(
                     eval.name
                 ),
                 hint: format!(
-                    "results from two specs cannot be mixed: use a new name (--experiment {}), or drop the old results with `dotevals delete {}`", shell_quote(&format!("{experiment}-2")), shell_quote(experiment)
+                    "results from two specs cannot be mixed: use a new name (--experiment {}), or drop the old results with `dotevals delete {}`", shell::quote(&format!("{experiment}-2")), shell::quote(experiment)
                 ),
             });
         }
@@ -117,7 +118,7 @@ pub fn plan(
                 hint: format!(
                     "resume with --repeats {} (or more, to send only the new repeats), or run the fewer repeats as a new experiment (--experiment {})",
                     old.repeats,
-                    shell_quote(&format!("{experiment}-2"))
+                    shell::quote(&format!("{experiment}-2"))
                 ),
             });
         }
@@ -144,7 +145,7 @@ pub fn plan(
                 Some(s) if s.row_hash != row_hash(&row.values) => return Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
                     "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
                 ))
-                .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))))),
+                .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell::quote(&format!("{experiment}-2"))))),
                 Some(s) if s.finished => {}
                 _ => pending += 1,
             }
@@ -245,7 +246,7 @@ fn refuse_removed_rows(
         ),
     )
     .with_hint(format!(
-        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {}", shell_quote(&format!("{experiment}-2"))
+        "resuming would mix results of two datasets: run the shortened dataset as a new experiment, e.g. --experiment {}", shell::quote(&format!("{experiment}-2"))
     ))
     .into())
 }
@@ -320,15 +321,4 @@ pub fn fresh_name(store: Option<&dyn Store>) -> Result<String, StoreError> {
         n += 1;
     }
     Ok(name)
-}
-
-/// `s` as one shell word: as is when safe, else single-quoted.
-pub fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }

@@ -19,9 +19,10 @@
 //! refused, as `run` refuses it on resume; rows the source never recorded are
 //! left out (not sent), and the plan's `total - pending` counts them.
 
-use super::plan::{shell_quote, PlanError, Planned, Replies};
+use super::plan::{PlanError, Planned, Replies};
 use crate::dataset::scan;
 use crate::diagnostic::Diagnostic;
+use crate::shell;
 use crate::spec::Evaluation;
 use crate::store::Store;
 
@@ -63,8 +64,8 @@ pub fn plan_rescore(
             ),
             hint: format!(
                 "rescore only grades again: edit only `evaluators:`; to send a changed dataset, model or prompt, run it as a new experiment (dotevals run {} --experiment {})",
-                shell_quote(&eval.spec_path.display().to_string()),
-                shell_quote(&format!("{source}-2"))
+                shell::quote(&eval.spec_path.display().to_string()),
+                shell::quote(&format!("{source}-2"))
             ),
         });
     }
@@ -89,8 +90,8 @@ pub fn plan_rescore(
                 )
                 .with_hint(format!(
                     "run the edited dataset as a new experiment, e.g. dotevals run {} --experiment {}",
-                    shell_quote(&eval.spec_path.display().to_string()),
-                    shell_quote(&format!("{source}-2"))
+                    shell::quote(&eval.spec_path.display().to_string()),
+                    shell::quote(&format!("{source}-2"))
                 ))),
                 Some(_) => {
                     matched += 1;

@@ -1,20 +1,19 @@
 //! One sample's life: render the prompt, call the model (with retries), score,
 //! and hand the record to the store writer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use minijinja::Value;
 use tokio::sync::mpsc::{OwnedPermit, Sender};
 
-use super::client::outcome;
 use super::refusal::{is_refusal, RefusalWatch};
 use super::{Planned, Sample};
+use crate::call::{Call, CallStats, Caller};
 use crate::concurrency::pause::Pause;
-use crate::concurrency::rate::{estimate_tokens, RateLimit};
-use crate::concurrency::retry::{self, Retry};
-use crate::concurrency::{Outcome, Permit};
+use crate::concurrency::rate::RateLimit;
+use crate::concurrency::retry::Retry;
+use crate::concurrency::Permit;
 use crate::error_kind::ErrorKind;
 use crate::evaluators::{Evaluator, ScoreError};
 use crate::model::{ClientError, Message, ModelClient, Role};
@@ -27,10 +26,9 @@ use crate::template::{Budget, RenderError};
 pub struct SampleContext {
     prompt: Prompt,
     evaluators: Vec<Evaluator>,
-    /// `None` when every reply comes from the store (a rescore).
-    client: Option<ModelClient>,
-    /// The retry policy, with the endpoint's shared pause.
-    retry: Retry,
+    /// The model's endpoint; `None` when every reply comes from the store
+    /// (a rescore).
+    caller: Option<Caller>,
     started: Instant,
     records: Sender<SampleRecord>,
     /// Stops the run when the server refuses the credentials.
@@ -39,10 +37,6 @@ pub struct SampleContext {
     /// the judges'): scrubbed from every record, and from a reply before any
     /// evaluator (a judge, a program) sees it.
     secrets: Secrets,
-    /// The endpoint's shared rate limit, if the spec sets one.
-    rate: Option<Arc<RateLimit>>,
-    /// `params.max_tokens`, for token estimates.
-    max_tokens: Option<u64>,
     /// Some evaluator waits on a judge or a program: a reply is stored before
     /// it is graded, so a run stopped while grading lags keeps it.
     grading_waits: bool,
@@ -59,22 +53,15 @@ impl SampleContext {
         pause: Arc<Pause>,
     ) -> Self {
         let eval = &plan.eval;
-        let params = &eval.model.params;
-        let max_tokens = params
-            .get("max_tokens")
-            .or_else(|| params.get("max_completion_tokens"))
-            .and_then(|v| v.as_u64());
+        let retry = Retry::new(eval.model.retry).with_pause(pause);
         SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
-            client,
-            retry: Retry::new(eval.model.retry).with_pause(pause),
+            caller: client.map(|c| Caller::new(c, retry, rate, &eval.model.params)),
             started,
             records,
             refusals,
             secrets: plan.secrets.clone(),
-            rate,
-            max_tokens,
             grading_waits: eval
                 .evaluators
                 .iter()
@@ -262,12 +249,7 @@ pub(super) async fn process(
         drop(permit);
         let mut record = SampleRecord {
             prompt: call.prompt,
-            attempts: call.attempts,
-            throttled: call.throttled,
-            wait_us: call.wait_us,
-            latency_us: call.latency_us,
-            prompt_tokens: call.prompt_tokens,
-            completion_tokens: call.completion_tokens,
+            call: call.call,
             ..started(sample, start_us)
         };
         match call.output.map(|output| ctx.scrubbed(output)) {
@@ -287,7 +269,7 @@ pub(super) async fn process(
         return;
     }
     let mut record = started(sample, start_us);
-    let Some(client) = &ctx.client else {
+    let Some(caller) = &ctx.caller else {
         // The reader gives a rescore only samples with a stored call.
         drop(permit);
         record.error_kind = Some(ErrorKind::Malformed);
@@ -302,14 +284,12 @@ pub(super) async fn process(
         .map_err(|e| (ErrorKind::Template, format!("prompt: {e}")))
         .and_then(|(messages, stored)| {
             record.prompt = stored;
-            let chars = messages.iter().map(|m| m.content.chars().count()).sum();
-            let body = client
+            caller
                 .request(&messages)
-                .map_err(|e| (ErrorKind::Malformed, e.to_string()))?;
-            Ok((body, chars))
+                .map_err(|e| (ErrorKind::Malformed, e.to_string()))
         });
-    let (body, prompt_chars) = match prepared {
-        Ok(prepared) => prepared,
+    let request = match prepared {
+        Ok(request) => request,
         Err((kind, message)) => {
             drop(permit);
             record.error_kind = Some(kind);
@@ -318,35 +298,9 @@ pub(super) async fn process(
             return;
         }
     };
-    let estimate = ctx
-        .rate
-        .as_ref()
-        .map_or(0, |_| estimate_tokens(prompt_chars, ctx.max_tokens));
-    let rate_wait_us = AtomicU64::new(0);
-    let mut throttled = 0;
-    permit.ready();
-    let attempts = retry::run(
-        &ctx.retry,
-        || async {
-            if let Some(rate) = &ctx.rate {
-                let waited = rate.admit_timed(estimate).await;
-                rate_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-            }
-            let _at_server = permit.sending();
-            client.complete(&body).await
-        },
-        |e| {
-            let outcome = outcome(e);
-            throttled += u32::from(matches!(outcome, Outcome::Throttled));
-            permit.report(&outcome);
-        },
-    )
-    .await;
-    record.attempts = attempts.attempts;
-    record.throttled = throttled;
-    // Backoff, hints and endpoint pauses, and rate-limit waits.
-    record.wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
-    let refused = match &attempts.result {
+    let done = caller.call(&request, Some(permit)).await;
+    record.call = done.stats;
+    let refused = match &done.result {
         Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
         _ => None,
     };
@@ -355,20 +309,8 @@ pub(super) async fn process(
     if !(retried && refused.is_some()) {
         ctx.refusals.observe(refused);
     }
-    match attempts.result {
+    match done.result {
         Ok(completion) => {
-            permit.report(&Outcome::Success {
-                latency: completion.latency,
-                completion_tokens: completion.completion_tokens,
-            });
-            drop(permit);
-            if let Some(rate) = &ctx.rate {
-                let (p, c) = (completion.prompt_tokens, completion.completion_tokens);
-                rate.settle_usage(estimate, p, c).await;
-            }
-            record.latency_us = Some(completion.latency.as_micros() as u64);
-            record.prompt_tokens = completion.prompt_tokens;
-            record.completion_tokens = completion.completion_tokens;
             let output = ctx.scrubbed(completion.content);
             let Some(graded) = ctx.keep_reply(slot, &mut record, &output).await else {
                 return;
@@ -376,18 +318,13 @@ pub(super) async fn process(
             ctx.score(&output, &vars, &mut record).await;
             record.output = Some(output);
             ctx.record(graded, record);
-            return;
         }
         Err(e) => {
-            drop(permit);
             record.error_kind = Some(e.kind());
-            record.error = Some(match &attempts.gave_up {
-                Some(why) => format!("{e} ({why})"),
-                None => e.to_string(),
-            });
+            record.error = Some(Call::error_message(&e, done.gave_up.as_ref()));
+            ctx.record(slot, record);
         }
     }
-    ctx.record(slot, record);
 }
 
 /// The record of `sample` begun at `start_us`, before anything is sent.
@@ -403,14 +340,9 @@ fn started(sample: Sample, start_us: u64) -> SampleRecord {
         scores: Vec::new(),
         error_kind: None,
         error: None,
-        attempts: 0,
-        throttled: 0,
-        wait_us: 0,
-        latency_us: None,
+        call: CallStats::default(),
         start_us,
         end_us: start_us,
-        prompt_tokens: None,
-        completion_tokens: None,
         judge_calls: Vec::new(),
         replaces: false,
     }

@@ -44,8 +44,8 @@ pub use read::{
     SampleScores, ScorePoint,
 };
 pub use records::{
-    EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation, StoredCall,
-    StoredEvaluation, StoredSample,
+    CallStats, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation,
+    StoredCall, StoredEvaluation, StoredSample,
 };
 pub use sqlite::lock::LockError;
 pub use sqlite::schema::VERSION as SCHEMA_VERSION;

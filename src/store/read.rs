@@ -41,8 +41,8 @@ pub struct EvaluationRow {
     pub throttled: u64,
     /// Time samples spent waiting on backoff and rate limits.
     pub wait_us: u64,
-    /// The `--set KEY=VALUE` arguments recorded in its spec snapshot, in order.
-    pub overrides: Vec<String>,
+    /// The spec text the latest run stored (with its `--set` block).
+    pub spec_text: String,
     /// Per evaluator, in spec order.
     pub scores: Vec<ScoreTotal>,
     /// The dataset column standard errors are clustered by (`dataset.cluster`).

@@ -131,6 +131,22 @@ pub struct StoredSample {
     pub rescore: bool,
 }
 
+/// What one model call cost, as recorded with a sample or a judge's call
+/// (see [`crate::call`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Attempts made, the first included, throttled ones included.
+    pub attempts: u32,
+    /// Answers that said slow down (429, 503, 529).
+    pub throttled: u32,
+    /// Time waiting on backoff, server-ordered pauses and the rate limit.
+    pub wait_us: u64,
+    /// The successful attempt's latency; `None` when no reply came.
+    pub latency_us: Option<u64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
 /// What a sample's stored record says about its model call: the reply, to
 /// score again, or the error it ended with (`rescore` copies those as they are).
 #[derive(Debug, Clone, PartialEq)]
@@ -142,10 +158,5 @@ pub struct StoredCall {
     /// The error kind as stored (`timeout`, `http_500`, `evaluator`, ...).
     pub error_kind: Option<String>,
     pub error: Option<String>,
-    pub attempts: u32,
-    pub throttled: u32,
-    pub wait_us: u64,
-    pub latency_us: Option<u64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
+    pub call: CallStats,
 }

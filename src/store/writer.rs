@@ -10,6 +10,7 @@
 //! piling finished records up in memory. The runner reserves a place before it
 //! starts a sample, so a run slows to the writer's pace and its memory stays flat.
 
+use crate::store::CallStats;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -41,17 +42,11 @@ pub struct SampleRecord {
     pub scores: Vec<Option<ScoreRecord>>,
     pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
-    pub attempts: u32,
-    /// Answers that said slow down (429/503).
-    pub throttled: u32,
-    /// Time spent waiting: retry backoff and the rate limiter.
-    pub wait_us: u64,
-    pub latency_us: Option<u64>,
+    /// The model call (zero when none was made).
+    pub call: CallStats,
     /// Offsets from the start of the run.
     pub start_us: u64,
     pub end_us: u64,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
     /// The calls judges made to grade this sample, one per judging evaluator.
     pub judge_calls: Vec<JudgeRecord>,
     /// This run already stored the sample (its reply, before grading):
@@ -72,16 +67,9 @@ pub struct JudgeRecord {
     pub reply: Option<String>,
     /// Why the call gave no score: the request failed, or the reply held none.
     pub error: Option<String>,
-    pub attempts: u32,
-    /// Answers that said slow down (429/503).
-    pub throttled: u32,
-    /// Time waiting on backoff, server-ordered pauses and the rate limit.
-    pub wait_us: u64,
+    pub call: CallStats,
     /// Time queued for the judge's own window (`max_concurrency`) first.
     pub queue_us: u64,
-    pub latency_us: Option<u64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
 }
 
 /// One evaluator's verdict on one sample, as stored and read back.
@@ -101,7 +89,8 @@ impl ScoreRecord {
     pub fn of(value: f64) -> Self {
         ScoreRecord {
             value,
-            passed: value >= crate::evaluators::DEFAULT_THRESHOLD,
+            // Stores written before thresholds passed a perfect score only.
+            passed: value >= 1.0,
             reason: None,
         }
     }

@@ -80,7 +80,7 @@ pub fn evaluation(
         spec: e.spec_path.clone(),
         provider: e.provider.clone(),
         model: e.model.clone(),
-        overrides: e.overrides.clone(),
+        overrides: crate::spec::recorded_overrides(&e.spec_text),
         strategy: e.strategy.parse()?,
         max_concurrency: e.max_concurrency,
         status: e.status,
@@ -320,22 +320,22 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
     let judges = row
         .judge_calls
         .into_iter()
-        .filter_map(|call| {
-            let name = evaluators.get(call.evaluator)?.clone();
-            let score = row.scores.get(call.evaluator).cloned().flatten();
+        .filter_map(|judged| {
+            let name = evaluators.get(judged.evaluator)?.clone();
+            let score = row.scores.get(judged.evaluator).cloned().flatten();
             let report = JudgeCallView {
-                prompt: parse(&call.prompt),
-                reply: call.reply,
+                prompt: parse(&judged.prompt),
+                reply: judged.reply,
                 score: score.as_ref().map(|s| s.value),
                 reason: score.and_then(|s| s.reason),
-                error: call.error,
-                attempts: call.attempts,
-                throttled: call.throttled,
-                wait_seconds: call.wait_us as f64 / US,
-                queue_seconds: call.queue_us as f64 / US,
-                latency_seconds: call.latency_us.map(|v| v as f64 / US),
-                prompt_tokens: call.prompt_tokens,
-                completion_tokens: call.completion_tokens,
+                error: judged.error,
+                attempts: judged.call.attempts,
+                throttled: judged.call.throttled,
+                wait_seconds: judged.call.wait_us as f64 / US,
+                queue_seconds: judged.queue_us as f64 / US,
+                latency_seconds: judged.call.latency_us.map(|v| v as f64 / US),
+                prompt_tokens: judged.call.prompt_tokens,
+                completion_tokens: judged.call.completion_tokens,
             };
             Some((name, report))
         })

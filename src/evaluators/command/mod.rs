@@ -280,7 +280,7 @@ impl Score for CommandScorer {
         let l = &self.launch;
         let words = std::iter::once(l.program.to_string_lossy().into_owned())
             .chain(l.args.iter().cloned())
-            .map(|w| crate::runner::shell_quote(&w))
+            .map(|w| crate::shell::quote(&w))
             .collect::<Vec<_>>();
         Some(format!("{} in {}", words.join(" "), l.dir.display()))
     }

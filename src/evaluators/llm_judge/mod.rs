@@ -37,7 +37,6 @@ mod reply;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use minijinja::Value;
@@ -45,10 +44,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{ArgError, Arguments, Build, External, Score, ScoreError, Scored, GRADED_THRESHOLD};
-use crate::concurrency::rate::{estimate_tokens, RateLimit};
-use crate::concurrency::retry::{self, Retry, Retryable};
+use crate::call::{Call, Caller};
 use crate::diagnostic::did_you_mean;
-use crate::model::{Message, ModelClient, Role};
+use crate::model::{Message, Role};
 use crate::spec::raw::{RawMessage, RawModel, Text};
 use crate::spec::ModelSpec;
 use crate::store::writer::JudgeRecord;
@@ -216,11 +214,8 @@ const UNFENCED: &str = "its prompt shows `output` without `| fence`: the graded 
 
 /// How a judge reaches its model during a run (built by the runner).
 pub struct Link {
-    pub client: ModelClient,
-    /// The judge's retry policy, with its endpoint's shared pause.
-    pub retry: Retry,
-    /// Its endpoint's shared rate limit, if its model block sets one.
-    pub rate: Option<Arc<RateLimit>>,
+    /// Its client, its block's retries, its endpoint's pause and rate limit.
+    pub caller: Caller,
     /// Judge requests of this evaluator in flight.
     pub window: Semaphore,
 }
@@ -304,8 +299,8 @@ impl Judge {
                 "the judge was not connected to its model".into(),
             ));
         };
-        let body = match link.client.request(&messages) {
-            Ok(body) => body,
+        let request = match link.caller.request(&messages) {
+            Ok(request) => request,
             Err(e) => {
                 return Err(failed(
                     call,
@@ -319,51 +314,15 @@ impl Judge {
         let queued = std::time::Instant::now();
         let _slot = link.window.acquire().await;
         call.queue_us = queued.elapsed().as_micros() as u64;
-        let estimate = link.rate.as_ref().map_or(0, |_| {
-            let chars = messages.iter().map(|m| m.content.chars().count()).sum();
-            let max_tokens = self
-                .model
-                .params
-                .get("max_tokens")
-                .or_else(|| self.model.params.get("max_completion_tokens"))
-                .and_then(|v| v.as_u64());
-            estimate_tokens(chars, max_tokens)
-        });
-        let rate_wait_us = AtomicU64::new(0);
-        let mut throttled = 0;
-        let attempts = retry::run(
-            &link.retry,
-            || async {
-                if let Some(rate) = &link.rate {
-                    let waited = rate.admit_timed(estimate).await;
-                    rate_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-                }
-                link.client.complete(&body).await
-            },
-            |e| throttled += u32::from(e.is_throttling()),
-        )
-        .await;
-        let wait_us = attempts.waited.as_micros() as u64 + rate_wait_us.into_inner();
-        call.attempts = attempts.attempts;
-        call.throttled = throttled;
-        call.wait_us = wait_us;
-        let completion = match attempts.result {
+        let done = link.caller.call(&request, None).await;
+        call.call = done.stats;
+        let completion = match done.result {
             Ok(completion) => completion,
             Err(e) => {
-                let message = match &attempts.gave_up {
-                    Some(why) => format!("judge request failed: {e} ({why})"),
-                    None => format!("judge request failed: {e}"),
-                };
-                return Err(failed(call, message));
+                let why = Call::error_message(&e, done.gave_up.as_ref());
+                return Err(failed(call, format!("judge request failed: {why}")));
             }
         };
-        if let Some(rate) = &link.rate {
-            let (p, c) = (completion.prompt_tokens, completion.completion_tokens);
-            rate.settle_usage(estimate, p, c).await;
-        }
-        call.latency_us = Some(completion.latency.as_micros() as u64);
-        call.prompt_tokens = completion.prompt_tokens;
-        call.completion_tokens = completion.completion_tokens;
         // A judge that echoes its prompt (small base models do) or quotes the
         // response must not be scored by a verdict the output wrote for
         // itself: the output, fenced as it was sent or bare, is no part of

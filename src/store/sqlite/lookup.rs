@@ -1,5 +1,6 @@
 //! The SQLite [`SampleLookup`], on a read-only connection of its own.
 
+use super::read::call_stats;
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,7 +73,6 @@ impl SampleLookup for SqliteLookup {
                     completion_tokens
              FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2",
         )?;
-        let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
         Ok(stmt
             .query_row(params![self.evaluation_id, key], |r| {
                 Ok(StoredCall {
@@ -80,12 +80,7 @@ impl SampleLookup for SqliteLookup {
                     output: r.get(1)?,
                     error_kind: r.get(2)?,
                     error: r.get(3)?,
-                    attempts: r.get(4)?,
-                    throttled: r.get(5)?,
-                    wait_us: r.get::<_, i64>(6)?.max(0) as u64,
-                    latency_us: n(r.get(7)?),
-                    prompt_tokens: n(r.get(8)?),
-                    completion_tokens: n(r.get(9)?),
+                    call: call_stats(r, 4)?,
                 })
             })
             .optional()?)

@@ -2,6 +2,7 @@
 //! counters the schema's triggers keep, so `list` reads one row per evaluation
 //! however many samples it holds; `show` also reads the latencies (an index).
 
+use crate::store::CallStats;
 use std::path::Path;
 
 use std::ops::ControlFlow;
@@ -53,7 +54,7 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         wait_us: count(21)?,
         // Read by `experiment` alone: `list` never shows them, and a spec
         // snapshot may be megabytes.
-        overrides: Vec::new(),
+        spec_text: String::new(),
         scores: Vec::new(),
         cluster: r.get(22)?,
         fail_under: r
@@ -98,8 +99,7 @@ pub fn experiment(conn: &Connection, path: &Path, name: &str) -> Result<Experime
     let mut evaluations = evaluations(conn, path, id, name)?;
     let mut spec = conn.prepare_cached("SELECT spec_text FROM evaluations WHERE id = ?1")?;
     for e in &mut evaluations {
-        let text: String = spec.query_row([e.id], |r| r.get(0))?;
-        e.overrides = crate::spec::recorded_overrides(&text);
+        e.spec_text = spec.query_row([e.id], |r| r.get(0))?;
     }
     Ok(ExperimentRow {
         name: name.to_owned(),
@@ -184,7 +184,6 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
                 prompt_tokens, completion_tokens, queue_us
          FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator",
     )?;
-    let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
     let mut out = Vec::new();
     let mut rows = stmt.query([sample_id])?;
     while let Some(r) = rows.next()? {
@@ -193,12 +192,7 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
             prompt: r.get(1)?,
             reply: r.get(2)?,
             error: r.get(3)?,
-            attempts: r.get(4)?,
-            throttled: r.get(5)?,
-            wait_us: r.get::<_, i64>(6)?.max(0) as u64,
-            latency_us: n(r.get(7)?),
-            prompt_tokens: n(r.get(8)?),
-            completion_tokens: n(r.get(9)?),
+            call: call_stats(r, 4)?,
             queue_us: r.get::<_, i64>(10)?.max(0) as u64,
         });
     }
@@ -593,4 +587,18 @@ pub fn for_each_sample(
         }
     }
     Ok(())
+}
+
+/// A call's cost from six columns from `at` on: attempts, throttled,
+/// wait_us, latency_us, prompt_tokens, completion_tokens.
+pub(super) fn call_stats(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallStats> {
+    let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    Ok(CallStats {
+        attempts: r.get(at)?,
+        throttled: r.get(at + 1)?,
+        wait_us: r.get::<_, i64>(at + 2)?.max(0) as u64,
+        latency_us: n(r.get(at + 3)?),
+        prompt_tokens: n(r.get(at + 4)?),
+        completion_tokens: n(r.get(at + 5)?),
+    })
 }

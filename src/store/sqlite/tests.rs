@@ -40,14 +40,15 @@ fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecor
         },
         error_kind: error.then_some(crate::error_kind::ErrorKind::Timeout),
         error: error.then(|| "no reply".into()),
-        attempts: 1,
-        throttled: 0,
-        wait_us: 0,
-        latency_us: (!error).then_some(1000 * (index + 1)),
+        call: crate::store::CallStats {
+            attempts: 1,
+            latency_us: (!error).then_some(1000 * (index + 1)),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(1),
+            ..Default::default()
+        },
         start_us: 0,
         end_us: 1000,
-        prompt_tokens: Some(3),
-        completion_tokens: Some(1),
         judge_calls: Vec::new(),
         replaces: false,
     }
@@ -268,9 +269,9 @@ proptest::proptest! {
                 }
                 let mut r = record(&key.to_string(), key, score.map(f64::from), error);
                 r.scores.push(None);
-                r.attempts = attempts;
-                r.throttled = attempts - 1;
-                r.wait_us = u64::from(attempts) * 10;
+                r.call.attempts = attempts;
+                r.call.throttled = attempts - 1;
+                r.call.wait_us = u64::from(attempts) * 10;
                 writer.sender().blocking_send(r).unwrap();
             }
             writer.finish().unwrap();

@@ -10,7 +10,10 @@ use tabled::{builder::Builder, Table};
 use super::Render;
 use crate::concurrency::StrategyName;
 use crate::store::EvaluationStatus;
-use crate::view::{EvaluationView, ExperimentView, JudgeView, ListView};
+use crate::view::{
+    ErrorKindView, ErrorView, EvaluationView, EvaluatorView, ExperimentView, JudgeView, ListView,
+    RecordView,
+};
 
 pub use crate::human::{duration, size};
 
@@ -105,7 +108,50 @@ fn judge_line(j: &JudgeView) -> String {
     line
 }
 
+/// An evaluation's aligned summary (model, samples, scores, timing), then
+/// whichever detail tables its view carries.
 fn evaluation(out: &mut String, e: &EvaluationView) {
+    let mut rows = setup_rows(e);
+    for ev in &e.evaluators {
+        rows.push((ev.name.clone(), evaluator_line(e, ev)));
+        if let Some(j) = &ev.judge {
+            rows.push(("judge".into(), judge_line(j)));
+        }
+    }
+    timing_rows(e, &mut rows);
+    let status = if e.status == EvaluationStatus::Interrupted {
+        " · interrupted: run it again to resume".to_owned()
+    } else {
+        format!(" · {}", e.status)
+    };
+    let _ = writeln!(
+        out,
+        "{} ({}){}",
+        printable(&e.name),
+        printable(&e.spec),
+        printable(&status)
+    );
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {:width$}  {}", printable(&k), printable(&v));
+    }
+    if let Some(kinds) = &e.error_kinds {
+        error_kinds(out, kinds);
+    }
+    if let Some(errors) = e.errors.as_ref().filter(|x| !x.is_empty()) {
+        errors_table(out, errors);
+    }
+    if let Some(records) = &e.records {
+        records_table(out, e, records);
+    }
+}
+
+/// The rows before the scores: model, overrides, strategy, samples.
+fn setup_rows(e: &EvaluationView) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push(("model".into(), format!("{} ({})", e.model, e.provider)));
     if !e.overrides.is_empty() {
@@ -128,53 +174,57 @@ fn evaluation(out: &mut String, e: &EvaluationView) {
         let _ = write!(samples, " · {missing} not run yet");
     }
     rows.push(("samples".into(), samples));
-    for ev in &e.evaluators {
-        let mut line = format!("{} ({}/{})", percent(ev.pass_rate), ev.passed, ev.scored);
-        // The mean says more than the pass rate only for fractional scores or a
-        // threshold below 1.
-        let mean_differs =
-            matches!((ev.mean, ev.pass_rate), (Some(m), Some(r)) if (m - r).abs() > 1e-9);
-        if let (Some(mean), true) = (ev.mean, mean_differs) {
-            let _ = write!(line, " · mean score {mean:.2}");
+    rows
+}
+
+/// One evaluator's line: pass rate, mean, interval, repeats, bar.
+fn evaluator_line(e: &EvaluationView, ev: &EvaluatorView) -> String {
+    let mut line = format!("{} ({}/{})", percent(ev.pass_rate), ev.passed, ev.scored);
+    // The mean says more than the pass rate only for fractional scores or a
+    // threshold below 1.
+    let mean_differs =
+        matches!((ev.mean, ev.pass_rate), (Some(m), Some(r)) if (m - r).abs() > 1e-9);
+    if let (Some(mean), true) = (ev.mean, mean_differs) {
+        let _ = write!(line, " · mean score {mean:.2}");
+    }
+    // The interval is the mean's: of the pass rate itself when they agree.
+    if let (Some(se), Some([lo, hi])) = (ev.stderr, ev.ci95) {
+        let _ = if mean_differs {
+            write!(line, " · 95% CI {lo:.2}–{hi:.2} (SE {se:.3}")
+        } else {
+            let p = |x: f64| 100.0 * x;
+            write!(
+                line,
+                " · 95% CI {:.1}–{:.1}% (SE {:.1} pts",
+                p(lo),
+                p(hi),
+                p(se)
+            )
+        };
+        if let Some(k) = ev.clusters {
+            let _ = write!(line, ", clustered over {k} groups");
         }
-        // The interval is the mean's: of the pass rate itself when they agree.
-        if let (Some(se), Some([lo, hi])) = (ev.stderr, ev.ci95) {
-            let _ = if mean_differs {
-                write!(line, " · 95% CI {lo:.2}–{hi:.2} (SE {se:.3}")
-            } else {
-                let p = |x: f64| 100.0 * x;
-                write!(
-                    line,
-                    " · 95% CI {:.1}–{:.1}% (SE {:.1} pts",
-                    p(lo),
-                    p(hi),
-                    p(se)
-                )
-            };
-            if let Some(k) = ev.clusters {
-                let _ = write!(line, ", clustered over {k} groups");
-            }
-            line.push(')');
-        }
-        if e.repeats > 1 {
-            // The interval above is over the per-sample means.
-            let _ = write!(line, " · repeats {}", e.repeats);
-            if let Some(v) = ev.within_sample_variance {
-                let _ = write!(line, " · within-sample variance {v:.3}");
-            }
-        }
-        if ev.unscored > 0 {
-            let _ = write!(line, " · {} unscored", ev.unscored);
-        }
-        if let (Some(bar), Some(below)) = (ev.fail_under, ev.below_fail_under) {
-            let verdict = if below { "BELOW" } else { "met" };
-            let _ = write!(line, " · fail_under {bar}: {verdict}");
-        }
-        rows.push((ev.name.clone(), line));
-        if let Some(j) = &ev.judge {
-            rows.push(("judge".into(), judge_line(j)));
+        line.push(')');
+    }
+    if e.repeats > 1 {
+        // The interval above is over the per-sample means.
+        let _ = write!(line, " · repeats {}", e.repeats);
+        if let Some(v) = ev.within_sample_variance {
+            let _ = write!(line, " · within-sample variance {v:.3}");
         }
     }
+    if ev.unscored > 0 {
+        let _ = write!(line, " · {} unscored", ev.unscored);
+    }
+    if let (Some(bar), Some(below)) = (ev.fail_under, ev.below_fail_under) {
+        let verdict = if below { "BELOW" } else { "met" };
+        let _ = write!(line, " · fail_under {bar}: {verdict}");
+    }
+    line
+}
+
+/// The timing rows: wall time, latency, concurrency, limit, retries, runs, tokens.
+fn timing_rows(e: &EvaluationView, rows: &mut Vec<(String, String)>) {
     let t = &e.timing;
     let runs = if e.runs > 1 {
         format!(" over {} runs", e.runs)
@@ -277,107 +327,93 @@ fn evaluation(out: &mut String, e: &EvaluationView) {
             ),
         ));
     }
-    let status = if e.status == EvaluationStatus::Interrupted {
-        " · interrupted: run it again to resume".to_owned()
+}
+
+/// Errors by kind, with an example each (`--errors`).
+fn error_kinds(out: &mut String, kinds: &[ErrorKindView]) {
+    out.push('\n');
+    if kinds.is_empty() {
+        let _ = writeln!(out, "  no errors");
     } else {
-        format!(" · {}", e.status)
-    };
-    let _ = writeln!(
-        out,
-        "{} ({}){}",
-        printable(&e.name),
-        printable(&e.spec),
-        printable(&status)
-    );
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    for (k, v) in rows {
-        let _ = writeln!(out, "  {:width$}  {}", printable(&k), printable(&v));
-    }
-    if let Some(kinds) = &e.error_kinds {
-        out.push('\n');
-        if kinds.is_empty() {
-            let _ = writeln!(out, "  no errors");
-        } else {
-            let mut b = Builder::default();
-            b.push_record(["error kind", "samples", "example"]);
-            for k in kinds {
-                push_row(
-                    &mut b,
-                    [
-                        k.kind.clone(),
-                        k.count.to_string(),
-                        format!("{}: {}", k.example_id, k.example),
-                    ],
-                );
-            }
-            let _ = writeln!(out, "{}", table(b, 2));
-        }
-    }
-    if let Some(errors) = e.errors.as_ref().filter(|x| !x.is_empty()) {
         let mut b = Builder::default();
-        b.push_record(["id", "kind", "attempts", "message"]);
-        for x in errors {
+        b.push_record(["error kind", "samples", "example"]);
+        for k in kinds {
             push_row(
                 &mut b,
                 [
-                    x.id.clone(),
-                    x.kind.clone(),
-                    x.attempts.to_string(),
-                    x.message.clone(),
+                    k.kind.clone(),
+                    k.count.to_string(),
+                    format!("{}: {}", k.example_id, k.example),
                 ],
             );
         }
-        let _ = writeln!(out, "{}", table(b, 3));
+        let _ = writeln!(out, "{}", table(b, 2));
     }
-    if let Some(records) = &e.records {
-        out.push('\n');
-        let mut b = Builder::default();
-        let mut head = vec!["id".to_owned(), "output".to_owned()];
-        head.extend(e.evaluators.iter().map(|x| x.name.clone()));
-        head.extend(["latency".to_owned(), "error".to_owned()]);
-        // Reasons get a column only when some evaluator gave one.
-        let reasons = records.iter().any(|r| !r.reasons.is_empty());
-        if reasons {
-            head.push("reason".to_owned());
-        }
-        push_row(&mut b, head);
-        for r in records {
-            let mut row = vec![r.id.clone(), r.output.clone().unwrap_or_default()];
-            for ev in &e.evaluators {
-                let score = r.scores.get(&ev.name).and_then(|v| v.as_f64());
-                let passed = r.passed.get(&ev.name).and_then(|v| v.as_bool());
-                row.push(match (score, passed) {
-                    (Some(v), Some(p)) if v != 0.0 && v != 1.0 => {
-                        format!("{} {v:.2}", if p { "pass" } else { "fail" })
-                    }
-                    (_, Some(true)) => "pass".into(),
-                    (_, Some(false)) => "fail".into(),
-                    _ => "–".into(),
-                });
-            }
-            row.push(r.latency_seconds.map_or("–".into(), duration));
-            row.push(r.error.clone().unwrap_or_default());
-            if reasons {
-                let text: Vec<String> = r
-                    .reasons
-                    .iter()
-                    .map(|(name, why)| format!("{name}: {}", why.as_str().unwrap_or_default()))
-                    .collect();
-                row.push(text.join("; "));
-            }
-            push_row(&mut b, row);
-        }
-        let mut t = table(b, 1);
-        if reasons {
-            let last = 4 + e.evaluators.len();
-            t.with(Modify::new(Columns::one(last)).with(Width::wrap(60)));
-        }
-        let _ = writeln!(out, "{t}");
+}
+
+/// Every errored sample (`--errors`).
+fn errors_table(out: &mut String, errors: &[ErrorView]) {
+    let mut b = Builder::default();
+    b.push_record(["id", "kind", "attempts", "message"]);
+    for x in errors {
+        push_row(
+            &mut b,
+            [
+                x.id.clone(),
+                x.kind.clone(),
+                x.attempts.to_string(),
+                x.message.clone(),
+            ],
+        );
     }
+    let _ = writeln!(out, "{}", table(b, 3));
+}
+
+/// Every sample: output, verdicts, latency, error, reasons (`--full`).
+fn records_table(out: &mut String, e: &EvaluationView, records: &[RecordView]) {
+    out.push('\n');
+    let mut b = Builder::default();
+    let mut head = vec!["id".to_owned(), "output".to_owned()];
+    head.extend(e.evaluators.iter().map(|x| x.name.clone()));
+    head.extend(["latency".to_owned(), "error".to_owned()]);
+    // Reasons get a column only when some evaluator gave one.
+    let reasons = records.iter().any(|r| !r.reasons.is_empty());
+    if reasons {
+        head.push("reason".to_owned());
+    }
+    push_row(&mut b, head);
+    for r in records {
+        let mut row = vec![r.id.clone(), r.output.clone().unwrap_or_default()];
+        for ev in &e.evaluators {
+            let score = r.scores.get(&ev.name).and_then(|v| v.as_f64());
+            let passed = r.passed.get(&ev.name).and_then(|v| v.as_bool());
+            row.push(match (score, passed) {
+                (Some(v), Some(p)) if v != 0.0 && v != 1.0 => {
+                    format!("{} {v:.2}", if p { "pass" } else { "fail" })
+                }
+                (_, Some(true)) => "pass".into(),
+                (_, Some(false)) => "fail".into(),
+                _ => "–".into(),
+            });
+        }
+        row.push(r.latency_seconds.map_or("–".into(), duration));
+        row.push(r.error.clone().unwrap_or_default());
+        if reasons {
+            let text: Vec<String> = r
+                .reasons
+                .iter()
+                .map(|(name, why)| format!("{name}: {}", why.as_str().unwrap_or_default()))
+                .collect();
+            row.push(text.join("; "));
+        }
+        push_row(&mut b, row);
+    }
+    let mut t = table(b, 1);
+    if reasons {
+        let last = 4 + e.evaluators.len();
+        t.with(Modify::new(Columns::one(last)).with(Width::wrap(60)));
+    }
+    let _ = writeln!(out, "{t}");
 }
 
 /// A table whose column `wrap` (long free text) is wrapped to fit a terminal.

@@ -35,13 +35,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
-use crate::concurrency::pause::Pauses;
-use crate::concurrency::rate::RateLimits;
+use crate::concurrency::pause::{Pause, Pauses};
+use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::Limiter;
 use crate::dataset::{row_json, Dataset, Values};
 use crate::store::writer::{WriterConfig, QUEUE};
 use crate::store::{
-    now, EvaluationMeta, EvaluationStatus, RunTotals, SampleLookup, Store, StoreError, StoredCall,
+    now, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, SampleLookup,
+    StartedEvaluation, Store, StoreError, StoredCall,
 };
 use refusal::RefusalWatch;
 use sample::SampleContext;
@@ -178,46 +179,12 @@ pub async fn run(
     let base_url = connection.as_ref().map_or("", |c| c.base_url.as_str());
     let judges = client::connect_judges(plan, base_url, rates, pauses).await?;
 
-    let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
-    let fail_under: Vec<Option<f64>> = eval.evaluators.iter().map(|e| e.fail_under).collect();
-    let identity = eval.identity.to_string();
-    let spec_path = eval.spec_path.display().to_string();
-    let strategy = plan.strategy.name();
-    let meta = EvaluationMeta {
-        name: &eval.name,
-        spec_path: &spec_path,
-        spec_text: &eval.spec_text,
-        spec_hash: &eval.spec_hash,
-        identity: &identity,
-        provider: eval.model.provider.as_str(),
-        model: &eval.model.name,
-        evaluators: &evaluator_names,
-        strategy,
-        max_concurrency: plan.strategy.max_concurrency(),
-        total: plan.total,
-        cluster: eval.dataset.cluster.as_deref(),
-        fail_under: &fail_under,
-        repeats: eval.repeats,
-    };
-    let started_evaluation = store.start_evaluation(experiment, &meta, &now())?;
+    let started_evaluation = start_evaluation(plan, experiment, store)?;
     let evaluation_id = started_evaluation.id;
 
     let started = Instant::now();
     let limiter = Limiter::new(plan.strategy.build());
-    let rate = eval.model.rate_limit.filter(|_| connection.is_some()).map(|spec| {
-        let (rate, first) = rates.get(&client::rate_key(base_url, &eval.model), spec);
-        if first != spec {
-            progress.note(&format!(
-                "warning: {} shares its endpoint with an earlier evaluation of this run; that one's rate_limit applies",
-                eval.name
-            ));
-        }
-        rate
-    });
-    let pause = match &connection {
-        Some(c) => pauses.get(&c.base_url),
-        None => Arc::default(),
-    };
+    let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
     progress.start(
         plan,
         &limiter,
@@ -242,22 +209,7 @@ pub async fn run(
     )?;
 
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
-    // A lookup that fails to open is reported through the rows, as the
-    // reader's other errors are, so the run still settles the store.
-    let lookup = match plan.replies {
-        Replies::Model => plan
-            .resuming
-            .then(|| store.lookup(evaluation_id))
-            .transpose(),
-        Replies::Stored { evaluation_id } => store.lookup(evaluation_id).map(Some),
-    };
-    let reader = spawn_reader(
-        plan.eval.dataset.clone(),
-        eval.repeats,
-        lookup,
-        plan.replies,
-        rows_tx,
-    );
+    let reader = start_reader(plan, store, evaluation_id, rows_tx);
 
     // The variable the key came from, when one is sent.
     let key_var = plan
@@ -279,18 +231,166 @@ pub async fn run(
         rate,
         pause,
     ));
-    let ticker = progress.is_live().then(|| {
-        let progress = Arc::clone(progress);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                progress.tick();
-            }
-        })
-    });
+    let ticker = progress.is_live().then(|| tick(progress));
     let mut tasks = Tasks::default();
     let end = dispatch(&limiter, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
     drop(rows_rx);
+    let (interrupted, failure) = wind_down(end, &mut tasks, &ctx, interrupt, progress).await;
+    let lost = tasks.lost;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    drop(ctx);
+    let _ = reader.join();
+    // The writer's own error (a full disk, a deleted evaluation) explains any
+    // failure of the dispatch loop, so it goes first.
+    writer.finish()?;
+    drop(mock);
+    drop(judges);
+    record_run(store, plan, &config, &limiter)?;
+
+    let failure = failure.or((lost > 0).then_some(RunError::Lost(lost)));
+    let status = status_of(
+        failure,
+        interrupted,
+        &store.counts(evaluation_id)?,
+        plan.total,
+    );
+    let stored = status
+        .as_ref()
+        .map_or(EvaluationStatus::Failed, |s| (*s).into());
+    store.finish_evaluation(evaluation_id, stored, &now())?;
+    progress.finish();
+    status
+}
+
+/// Starts the thread that streams the dataset's rows (skipping samples
+/// finished in the store) into `rows`. A lookup that fails to open is
+/// reported through the rows, as the reader's other errors are, so the run
+/// still settles the store.
+fn start_reader(
+    plan: &Planned,
+    store: &dyn Store,
+    evaluation_id: i64,
+    rows: mpsc::Sender<Result<Sample, RunError>>,
+) -> std::thread::JoinHandle<()> {
+    let lookup = match plan.replies {
+        Replies::Model => plan
+            .resuming
+            .then(|| store.lookup(evaluation_id))
+            .transpose(),
+        Replies::Stored { evaluation_id } => store.lookup(evaluation_id).map(Some),
+    };
+    spawn_reader(
+        plan.eval.dataset.clone(),
+        plan.eval.repeats,
+        lookup,
+        plan.replies,
+        rows,
+    )
+}
+
+/// Redraws the progress line four times a second until aborted.
+fn tick(progress: &Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    let progress = Arc::clone(progress);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            progress.tick();
+        }
+    })
+}
+
+/// Records this run: the limit's history, its totals and the wall time.
+fn record_run(
+    store: &mut dyn Store,
+    plan: &Planned,
+    config: &WriterConfig,
+    limiter: &Limiter,
+) -> Result<(), StoreError> {
+    let evaluation_id = config.evaluation_id;
+    store.record_limits(evaluation_id, config.run, &limiter.history())?;
+    store.record_run(
+        evaluation_id,
+        config.run,
+        &RunTotals {
+            strategy: plan.strategy.name().to_owned(),
+            wall: config.started.elapsed(),
+            limiter: limiter.totals(),
+        },
+    )?;
+    store.record_wall(evaluation_id, config.wall_us())
+}
+
+/// Starts the evaluation's record in the store: what it is, and this run.
+fn start_evaluation(
+    plan: &Planned,
+    experiment: &str,
+    store: &mut dyn Store,
+) -> Result<StartedEvaluation, StoreError> {
+    let eval = &plan.eval;
+    let evaluator_names: Vec<String> = eval.evaluators.iter().map(|e| e.name.clone()).collect();
+    let fail_under: Vec<Option<f64>> = eval.evaluators.iter().map(|e| e.fail_under).collect();
+    let identity = eval.identity.to_string();
+    let spec_path = eval.spec_path.display().to_string();
+    let strategy = plan.strategy.name();
+    let meta = EvaluationMeta {
+        name: &eval.name,
+        spec_path: &spec_path,
+        spec_text: &eval.spec_text,
+        spec_hash: &eval.spec_hash,
+        identity: &identity,
+        provider: eval.model.provider.as_str(),
+        model: &eval.model.name,
+        evaluators: &evaluator_names,
+        strategy,
+        max_concurrency: plan.strategy.max_concurrency(),
+        total: plan.total,
+        cluster: eval.dataset.cluster.as_deref(),
+        fail_under: &fail_under,
+        repeats: eval.repeats,
+    };
+    store.start_evaluation(experiment, &meta, &now())
+}
+
+/// The endpoint's shared rate limit (when the spec sets one and a model is
+/// called) and its throttling pause.
+fn endpoint_limits(
+    plan: &Planned,
+    connection: Option<&client::Connection>,
+    rates: &RateLimits,
+    pauses: &Pauses,
+    progress: &Progress,
+) -> (Option<Arc<RateLimit>>, Arc<Pause>) {
+    let eval = &plan.eval;
+    let base_url = connection.map_or("", |c| c.base_url.as_str());
+    let rate = eval.model.rate_limit.filter(|_| connection.is_some()).map(|spec| {
+        let (rate, first) = rates.get(&client::rate_key(base_url, &eval.model), spec);
+        if first != spec {
+            progress.note(&format!(
+                "warning: {} shares its endpoint with an earlier evaluation of this run; that one's rate_limit applies",
+                eval.name
+            ));
+        }
+        rate
+    });
+    let pause = match connection {
+        Some(c) => pauses.get(&c.base_url),
+        None => Arc::default(),
+    };
+    (rate, pause)
+}
+
+/// Waits for the samples in flight once dispatch ended with `end`: all of
+/// them, unless an interrupt or a refused key stops them first. Answers
+/// whether the run was interrupted, and why it failed if it did.
+async fn wind_down(
+    end: DispatchEnd,
+    tasks: &mut Tasks,
+    ctx: &SampleContext,
+    interrupt: &Interrupt,
+    progress: &Progress,
+) -> (bool, Option<RunError>) {
     let mut interrupted = matches!(end, DispatchEnd::Interrupted);
     let mut failure = match end {
         DispatchEnd::Failed(e) => Some(e),
@@ -320,47 +420,26 @@ pub async fn run(
     // Cancelled tasks end at their next await; a task that panicked lost its
     // sample: say so, never report success.
     tasks.join_all().await;
-    let lost = tasks.lost;
     if failure.is_none() && !interrupted && ctx.refusals.is_tripped() {
         failure = Some(ctx.refusals.error());
     }
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    drop(ctx);
-    let _ = reader.join();
-    // The writer's own error (a full disk, a deleted evaluation) explains any
-    // failure of the dispatch loop, so it goes first.
-    writer.finish()?;
-    drop(mock);
-    drop(judges);
-    store.record_limits(evaluation_id, config.run, &limiter.history())?;
-    store.record_run(
-        evaluation_id,
-        config.run,
-        &RunTotals {
-            strategy: strategy.to_owned(),
-            wall: started.elapsed(),
-            limiter: limiter.totals(),
-        },
-    )?;
-    store.record_wall(evaluation_id, config.wall_us())?;
+    (interrupted, failure)
+}
 
-    let counts = store.counts(evaluation_id)?;
-    let status = match failure.or((lost > 0).then_some(RunError::Lost(lost))) {
+/// How the run ended: its failure, else interrupted, else whether every
+/// sample has a finished record.
+fn status_of(
+    failure: Option<RunError>,
+    interrupted: bool,
+    counts: &SampleCounts,
+    total: u64,
+) -> Result<RunStatus, RunError> {
+    match failure {
         Some(e) => Err(e),
         None if interrupted => Ok(RunStatus::Interrupted),
-        None if counts.errored > 0 || counts.recorded < plan.total => {
-            Ok(RunStatus::CompletedWithErrors)
-        }
+        None if counts.errored > 0 || counts.recorded < total => Ok(RunStatus::CompletedWithErrors),
         None => Ok(RunStatus::Completed),
-    };
-    let stored = status
-        .as_ref()
-        .map_or(EvaluationStatus::Failed, |s| (*s).into());
-    store.finish_evaluation(evaluation_id, stored, &now())?;
-    progress.finish();
-    status
+    }
 }
 
 /// A rerun that finds every sample finished records no run: it only makes sure

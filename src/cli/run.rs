@@ -14,10 +14,10 @@ use super::output::note_if_running;
 use super::output::table::size;
 use super::{CliError, Format, Style};
 use crate::concurrency::StrategySpec;
-use crate::runner::{self, fresh_name, plan, PlanError, Progress};
+use crate::runner::{self, fresh_name, plan, PlanError, Planned, Progress};
 use crate::shell;
-use crate::spec::{check_unique, Override};
-use crate::store::{LockError, Storage, StoreError};
+use crate::spec::{check_unique, Evaluation, Override};
+use crate::store::{LockError, Storage, Store, StoreError};
 use crate::Exit;
 
 pub const AFTER_HELP: &str = "\
@@ -87,18 +87,7 @@ pub fn run(
     if let Some(path) = &args.report {
         crate::html::check_target(path)?;
     }
-    let mut evals = Vec::with_capacity(args.specs.len());
-    for path in &args.specs {
-        let mut eval = crate::spec::load_with(path, &args.overrides)?;
-        if let Some(n) = args.samples {
-            eval.dataset.limit = Some(n);
-        }
-        if let Some(n) = args.repeats {
-            eval.repeats = n;
-        }
-        check_unique(&evals, &eval)?;
-        evals.push(eval);
-    }
+    let evals = load_specs(&args)?;
     // Nothing is written until every check has passed: a bad spec or dataset
     // leaves no store behind.
     let existing = storage.open_existing()?;
@@ -135,21 +124,7 @@ pub fn run(
     if args.experiment.is_none() {
         progress.note(&format!("experiment: {experiment}"));
     }
-    for plan in &mut plans {
-        let (fitted, note) =
-            runner::fit_open_files(plan.strategy, plan.eval.model.mock().is_some());
-        plan.strategy = fitted;
-        if let Some(note) = note {
-            progress.note(&format!("{}: {note}", plan.eval.name));
-        }
-        for warning in plan.eval.warnings() {
-            progress.note(&format!("warning: {}: {warning}", plan.eval.name));
-        }
-        // A spec that starts a program is code: say what it runs.
-        for program in plan.eval.programs() {
-            progress.note(&format!("{}: scorer {program}", plan.eval.name));
-        }
-    }
+    fit_and_announce(&mut plans, &progress);
     let outcome =
         runner::execute(&plans, &experiment, store.as_mut(), &progress).map_err(runtime_error)?;
     let ended = finish(
@@ -163,29 +138,17 @@ pub fn run(
     // The run is saved whatever happens here: a report that cannot be
     // written is an error message and exit 1, and `dotevals report` can
     // write it later.
-    let ended = match (&args.report, ended) {
-        (Some(path), ended) => {
-            let written = crate::view::experiment_row(store.as_ref(), &experiment)
-                .map_err(CliError::from)
-                .and_then(|x| {
-                    note_if_running(&x);
-                    Ok(crate::html::write(storage, store.as_ref(), &x, None, path)?)
-                });
-            match (written, ended) {
-                (Ok(bytes), ended) => {
-                    progress.note(&format!("report: {} ({})", path.display(), size(bytes)));
-                    ended
-                }
-                (Err(e), ended) => {
-                    super::print_error(&e, style.color);
-                    match ended {
-                        Ended::Done(exit) => Ended::Done(exit.max(Exit::Failure)),
-                        other => other,
-                    }
-                }
-            }
-        }
-        (None, ended) => ended,
+    let ended = match &args.report {
+        Some(path) => write_report(
+            storage,
+            store.as_ref(),
+            &experiment,
+            path,
+            &progress,
+            style,
+            ended,
+        ),
+        None => ended,
     };
     match ended {
         Ended::Interrupted => {
@@ -210,6 +173,78 @@ pub fn run(
                 progress.note(&format!("saved as experiment `{experiment}`: {show}"));
             }
             Ok(exit)
+        }
+    }
+}
+
+/// Every spec of the command line, with `--samples` and `--repeats`
+/// applied; two of one name are refused.
+fn load_specs(args: &RunArgs) -> Result<Vec<Evaluation>, CliError> {
+    let mut evals = Vec::with_capacity(args.specs.len());
+    for path in &args.specs {
+        let mut eval = crate::spec::load_with(path, &args.overrides)?;
+        if let Some(n) = args.samples {
+            eval.dataset.limit = Some(n);
+        }
+        if let Some(n) = args.repeats {
+            eval.repeats = n;
+        }
+        check_unique(&evals, &eval)?;
+        evals.push(eval);
+    }
+    Ok(evals)
+}
+
+/// Fits each plan's window to the open files this process may have, and
+/// says what the run should know first: a fitted window, warnings, and the
+/// programs scorers start.
+fn fit_and_announce(plans: &mut [Planned], progress: &Progress) {
+    for plan in plans.iter_mut() {
+        let (fitted, note) =
+            runner::fit_open_files(plan.strategy, plan.eval.model.mock().is_some());
+        plan.strategy = fitted;
+        if let Some(note) = note {
+            progress.note(&format!("{}: {note}", plan.eval.name));
+        }
+        for warning in plan.eval.warnings() {
+            progress.note(&format!("warning: {}: {warning}", plan.eval.name));
+        }
+        // A spec that starts a program is code: say what it runs.
+        for program in plan.eval.programs() {
+            progress.note(&format!("{}: scorer {program}", plan.eval.name));
+        }
+    }
+}
+
+/// Writes `--report`'s page of the experiment. The run is saved whatever
+/// happens here: a page that cannot be written is an error message and exit
+/// 1, and `dotevals report` can write it later.
+fn write_report(
+    storage: &dyn Storage,
+    store: &dyn Store,
+    experiment: &str,
+    path: &std::path::Path,
+    progress: &Progress,
+    style: Style,
+    ended: Ended,
+) -> Ended {
+    let written = crate::view::experiment_row(store, experiment)
+        .map_err(CliError::from)
+        .and_then(|x| {
+            note_if_running(&x);
+            Ok(crate::html::write(storage, store, &x, None, path)?)
+        });
+    match written {
+        Ok(bytes) => {
+            progress.note(&format!("report: {} ({})", path.display(), size(bytes)));
+            ended
+        }
+        Err(e) => {
+            super::print_error(&e, style.color);
+            match ended {
+                Ended::Done(exit) => Ended::Done(exit.max(Exit::Failure)),
+                other => other,
+            }
         }
     }
 }

@@ -196,23 +196,7 @@ pub fn timeline_svg(timelines: &[Timeline]) -> String {
         "time (s)",
         "requests in flight",
     );
-    // Right axis: throughput.
-    for t in &right_ticks {
-        let y = TOP + (1.0 - t / right_max) * plot_h();
-        let _ = write!(
-            svg,
-            r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="start">{}</text>"#,
-            WIDTH - RIGHT + 6.0,
-            y + 4.0,
-            label(*t)
-        );
-    }
-    let _ = write!(
-        svg,
-        r#"<text class="axis-label rate" transform="translate({:.1},{:.1}) rotate(90)" text-anchor="middle">samples finished / s</text>"#,
-        WIDTH - 12.0,
-        TOP + plot_h() / 2.0
-    );
+    right_axis(&mut svg, &right_ticks, right_max);
     let x_at = |c: usize, of: usize| {
         LEFT + c as f64 * plot_w() * (span as f64 / 1e6 / frame.x_max) / of as f64
     };
@@ -246,7 +230,32 @@ pub fn timeline_svg(timelines: &[Timeline]) -> String {
             );
         }
     }
-    // Legend.
+    legend(&mut svg, timelines);
+    close(svg)
+}
+
+/// The timeline's right axis: samples finished per second, up to `max`.
+fn right_axis(svg: &mut String, ticks: &[f64], max: f64) {
+    for t in ticks {
+        let y = TOP + (1.0 - t / max) * plot_h();
+        let _ = write!(
+            svg,
+            r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="start">{}</text>"#,
+            WIDTH - RIGHT + 6.0,
+            y + 4.0,
+            label(*t)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text class="axis-label rate" transform="translate({:.1},{:.1}) rotate(90)" text-anchor="middle">samples finished / s</text>"#,
+        WIDTH - 12.0,
+        TOP + plot_h() / 2.0
+    );
+}
+
+/// The timeline's legend: per timeline, its in-flight, rate and limit lines.
+fn legend(svg: &mut String, timelines: &[Timeline]) {
     let mut x = LEFT;
     for (k, t) in timelines.iter().enumerate() {
         let prefix = if t.name.is_empty() {
@@ -271,7 +280,6 @@ pub fn timeline_svg(timelines: &[Timeline]) -> String {
             x += 28.0 + 6.5 * text.chars().count() as f64;
         }
     }
-    close(svg)
 }
 
 /// A latency histogram of `latencies_us` (any order): 40 bins from 0 to the

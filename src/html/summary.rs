@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::escape;
 use crate::compare::view::{EvaluationComparison, Kind};
 use crate::human::{duration, percent};
-use crate::view::{EvaluationView, EvaluatorView};
+use crate::view::{ErrorKindView, EvaluationView, EvaluatorView};
 
 fn or_dash(x: Option<String>) -> String {
     x.unwrap_or_else(|| "–".to_owned())
@@ -37,9 +37,25 @@ fn error_bar(ev: &EvaluatorView) -> String {
 /// An evaluation's figures: run facts, evaluators with their intervals,
 /// errors by kind, timing and tokens.
 pub fn write(out: &mut impl Write, r: &EvaluationView) -> io::Result<()> {
+    out.write_all(b"<table class=\"facts\"><tbody>")?;
+    for (k, v) in facts(r) {
+        write!(out, "<tr><th>{}</th><td>{}</td></tr>", k, escape(&v))?;
+    }
+    out.write_all(b"</tbody></table>")?;
+    if !r.evaluators.is_empty() {
+        evaluators(out, &r.evaluators)?;
+    }
+    if let Some(kinds) = r.error_kinds.as_ref().filter(|k| !k.is_empty()) {
+        error_kinds(out, kinds)?;
+    }
+    Ok(())
+}
+
+/// The run's facts, label and text.
+fn facts(r: &EvaluationView) -> Vec<(&'static str, String)> {
     let s = &r.samples;
     let t = &r.timing;
-    let mut facts: Vec<(&str, String)> = vec![
+    let mut facts: Vec<(&'static str, String)> = vec![
         ("model", format!("{} ({})", r.model, r.provider)),
         (
             "strategy",
@@ -102,63 +118,64 @@ pub fn write(out: &mut impl Write, r: &EvaluationView) -> io::Result<()> {
             ),
         ));
     }
-    out.write_all(b"<table class=\"facts\"><tbody>")?;
-    for (k, v) in facts {
-        write!(out, "<tr><th>{}</th><td>{}</td></tr>", k, escape(&v))?;
+    facts
+}
+
+/// One row per evaluator: pass rate, mean, interval and its bar, judge.
+fn evaluators(out: &mut impl Write, evaluators: &[EvaluatorView]) -> io::Result<()> {
+    out.write_all(b"<table class=\"evaluators\"><thead><tr><th>evaluator</th><th>scored</th><th>pass rate</th><th>mean</th><th>95% interval</th><th></th><th>&plusmn; stderr</th><th>unscored</th><th>judge</th></tr></thead><tbody>")?;
+    for ev in evaluators {
+        let judge = ev.judge.as_ref().map_or(String::new(), |j| {
+            let latency = j
+                .latency_seconds
+                .as_ref()
+                .map_or(String::new(), |l| format!(" · p50 {}", duration(l.p50)));
+            format!(
+                "{} calls · {} failed · {} retries · {} throttled{latency} · {} tokens",
+                j.calls,
+                j.failed,
+                j.retries,
+                j.throttled,
+                j.tokens.prompt + j.tokens.completion
+            )
+        });
+        let below = if ev.below_fail_under == Some(true) {
+            " class=\"below\""
+        } else {
+            ""
+        };
+        write!(
+            out,
+            "<tr{below}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&ev.name),
+            ev.scored,
+            or_dash(ev.pass_rate.map(percent)),
+            or_dash(ev.mean.map(|m| format!("{m:.3}"))),
+            or_dash(ev.ci95.map(|[lo, hi]| format!("{lo:.3} – {hi:.3}"))),
+            error_bar(ev),
+            or_dash(ev.stderr.map(|x| format!("{x:.3}"))),
+            ev.unscored,
+            escape(&judge)
+        )?;
     }
     out.write_all(b"</tbody></table>")?;
-    if !r.evaluators.is_empty() {
-        out.write_all(b"<table class=\"evaluators\"><thead><tr><th>evaluator</th><th>scored</th><th>pass rate</th><th>mean</th><th>95% interval</th><th></th><th>&plusmn; stderr</th><th>unscored</th><th>judge</th></tr></thead><tbody>")?;
-        for ev in &r.evaluators {
-            let judge = ev.judge.as_ref().map_or(String::new(), |j| {
-                let latency = j
-                    .latency_seconds
-                    .as_ref()
-                    .map_or(String::new(), |l| format!(" · p50 {}", duration(l.p50)));
-                format!(
-                    "{} calls · {} failed · {} retries · {} throttled{latency} · {} tokens",
-                    j.calls,
-                    j.failed,
-                    j.retries,
-                    j.throttled,
-                    j.tokens.prompt + j.tokens.completion
-                )
-            });
-            let below = if ev.below_fail_under == Some(true) {
-                " class=\"below\""
-            } else {
-                ""
-            };
-            write!(
-                out,
-                "<tr{below}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&ev.name),
-                ev.scored,
-                or_dash(ev.pass_rate.map(percent)),
-                or_dash(ev.mean.map(|m| format!("{m:.3}"))),
-                or_dash(ev.ci95.map(|[lo, hi]| format!("{lo:.3} – {hi:.3}"))),
-                error_bar(ev),
-                or_dash(ev.stderr.map(|x| format!("{x:.3}"))),
-                ev.unscored,
-                escape(&judge)
-            )?;
-        }
-        out.write_all(b"</tbody></table>")?;
+    Ok(())
+}
+
+/// Errors by kind, with the first sample of each.
+fn error_kinds(out: &mut impl Write, kinds: &[ErrorKindView]) -> io::Result<()> {
+    out.write_all(b"<table class=\"errors\"><thead><tr><th>error</th><th>samples</th><th>first</th><th>message</th></tr></thead><tbody>")?;
+    for k in kinds {
+        write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&k.kind),
+            k.count,
+            escape(&k.example_id),
+            escape(&k.example)
+        )?;
     }
-    if let Some(kinds) = r.error_kinds.as_ref().filter(|k| !k.is_empty()) {
-        out.write_all(b"<table class=\"errors\"><thead><tr><th>error</th><th>samples</th><th>first</th><th>message</th></tr></thead><tbody>")?;
-        for k in kinds {
-            write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&k.kind),
-                k.count,
-                escape(&k.example_id),
-                escape(&k.example)
-            )?;
-        }
-        out.write_all(b"</tbody></table>")?;
-    }
+    out.write_all(b"</tbody></table>")?;
     Ok(())
 }
 

@@ -19,6 +19,17 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::openai::OpenAi;
+use super::Provider;
+
+/// `provider: mock`: served by dotevals on loopback for the run, and
+/// reached through the OpenAI API like any server.
+pub const PROVIDER: Provider = Provider {
+    name: "mock",
+    hosted: None,
+    api: || Arc::new(OpenAi),
+};
+
 /// The built-in mock model: keyword rules and a fixed latency.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MockSpec {

@@ -2,7 +2,8 @@
 //!
 //! [`transport`] sends bytes (pooled connections, a deadline per attempt,
 //! capped bodies, retry hints); an [`Api`] says what the bytes mean for one
-//! provider ([`openai`] is the one there is); failures become typed
+//! provider ([`openai`] is the one there is; each provider's module declares
+//! its [`Provider`]); failures become typed
 //! [`ClientError`]s the runner records and the retry loop reads. The client
 //! knows nothing of strategies or retries. The mock in [`mock`] is a server,
 //! not an `Api`: it speaks the OpenAI API on loopback and is reached through
@@ -12,6 +13,7 @@ mod api;
 mod error;
 pub mod mock;
 pub mod openai;
+mod provider;
 mod transport;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use serde_json::{Map, Value};
 
 pub use api::{Api, Reply};
 pub use error::ClientError;
+pub use provider::{Hosted, Provider};
 pub use transport::MAX_BODY_BYTES;
 
 use crate::secrets::Secrets;

@@ -2,6 +2,7 @@
 //! LiteLLM, Ollama, the built-in mock): `POST {base_url}/chat/completions`
 //! with a bearer token, `choices[0].message.content` back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
@@ -9,8 +10,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::transport::{excerpt, retry_hint};
-use super::{Api, ClientError, Message, Reply};
+use super::{Api, ClientError, Hosted, Message, Provider, Reply};
 use crate::secrets::Secrets;
+
+/// `provider: openai`: OpenAI itself, or any server that speaks its API.
+pub const PROVIDER: Provider = Provider {
+    name: "openai",
+    hosted: Some(Hosted {
+        base_url: "https://api.openai.com/v1",
+        base_url_env: "OPENAI_BASE_URL",
+        key_env: "OPENAI_API_KEY",
+    }),
+    api: || Arc::new(OpenAi),
+};
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone, Copy, Default)]

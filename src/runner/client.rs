@@ -12,17 +12,8 @@ use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::retry::Retry;
 use crate::evaluators::llm_judge::Link;
 use crate::model::mock::MockServer;
-use crate::model::openai::OpenAi;
-use crate::model::{Api, Endpoint, ModelClient};
-use crate::spec::{ModelSpec, ProviderSpec};
-
-/// The API each provider speaks. A new provider is its `Api` in `model/` and an arm here.
-fn api(provider: &ProviderSpec) -> Arc<dyn Api> {
-    match provider {
-        // The mock is a loopback server speaking the OpenAI API.
-        ProviderSpec::Openai(_) | ProviderSpec::Mock(_) => Arc::new(OpenAi),
-    }
-}
+use crate::model::{Endpoint, ModelClient};
+use crate::spec::ModelSpec;
 
 /// A client ready to call, and the mock it calls, if any.
 pub struct Connection {
@@ -71,7 +62,7 @@ fn client_at(
     max_connections: usize,
 ) -> Result<ModelClient, RunError> {
     ModelClient::new(Endpoint {
-        api: api(&model.provider),
+        api: (model.provider.declared().api)(),
         base_url,
         model: &model.name,
         api_key,

@@ -11,10 +11,10 @@ use serde_json::Value;
 
 use super::identity::identity;
 use super::locate::{self, parse_path, Locator, Step};
-use super::raw::{self, Provider, RawSpec, StrategyName};
+use super::raw::{self, RawSpec, StrategyName};
 use super::{
-    ApiKeyEnv, Evaluation, HttpEndpoint, ModelSpec, Prompt, ProviderSpec, DEFAULT_API_KEY_ENV,
-    DEFAULT_BASE_URL, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
+    ApiKeyEnv, Evaluation, HttpEndpoint, ModelSpec, Prompt, ProviderSpec, DEFAULT_TIMEOUT,
+    DEFAULT_WINDOW,
 };
 use crate::concurrency::rate::RateLimitSpec;
 use crate::concurrency::retry::RetryPolicy;
@@ -23,9 +23,40 @@ use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::evaluators::{Build, Evaluator};
 use crate::model::mock::{MockRule, MockSpec};
-use crate::model::Role;
+use crate::model::{Hosted, Role};
 use crate::secrets::Secrets;
 use crate::template::Template;
+
+/// The spec's identity (what resume compares), with the endpoint called
+/// pinned into every model block and credentials scrubbed; the secrets
+/// found; and the identity's hash.
+fn identity_of(
+    raw: &RawSpec,
+    model: &ModelSpec,
+    judge_models: &[Option<ModelSpec>],
+) -> (Value, Secrets, String) {
+    let mut secrets = Secrets::default();
+    let mut identity = identity(raw);
+    if let Some(model_json) = identity.get_mut("model") {
+        pin_endpoint(model_json, model, &mut secrets);
+    }
+    if let Some(Value::Array(entries)) = identity.get_mut("evaluators") {
+        for (entry, judge) in entries.iter_mut().zip(judge_models) {
+            if let (Some(model_json), Some(judge)) = (entry.get_mut("model"), judge) {
+                pin_endpoint(model_json, judge, &mut secrets);
+            }
+        }
+    }
+    if !secrets.is_empty() {
+        let text = secrets.scrub(&identity.to_string()).into_owned();
+        identity = serde_json::from_str(&text).unwrap_or(identity);
+    }
+    let spec_hash = format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(identity.to_string().as_bytes())
+    );
+    (identity, secrets, spec_hash)
+}
 
 /// Pins the endpoint actually called into a model block's identity, even when
 /// it comes from $OPENAI_BASE_URL (results from two servers must not be mixed
@@ -90,85 +121,13 @@ impl Checker<'_> {
             .filter_map(|m| m.provider.http()?.api_key_env.as_ref())
             .map(|key| key.var.clone())
             .collect();
-        let mut secrets = Secrets::default();
-        let mut identity = identity(&raw);
-        if let Some(model_json) = identity.get_mut("model") {
-            pin_endpoint(model_json, &model, &mut secrets);
-        }
-        if let Some(Value::Array(entries)) = identity.get_mut("evaluators") {
-            for (entry, judge) in entries.iter_mut().zip(&judge_models) {
-                if let (Some(model_json), Some(judge)) = (entry.get_mut("model"), judge) {
-                    pin_endpoint(model_json, judge, &mut secrets);
-                }
-            }
-        }
-        if !secrets.is_empty() {
-            let text = secrets.scrub(&identity.to_string()).into_owned();
-            identity = serde_json::from_str(&text).unwrap_or(identity);
-        }
-        let spec_hash = format!(
-            "{:032x}",
-            xxhash_rust::xxh3::xxh3_128(identity.to_string().as_bytes())
-        );
-        let name = match &raw.name {
-            Some(n) if n.trim().is_empty() => return Err(self.at_value("name", "`name` is empty")),
-            // Names are printed in progress lines and typed back (`--eval NAME`).
-            Some(n) if n.chars().any(char::is_control) => {
-                return Err(self
-                    .at_value("name", "`name` may not hold control characters")
-                    .with_hint("use letters, digits, spaces and punctuation"))
-            }
-            Some(n) => n.clone(),
-            None => self
-                .path
-                .file_stem()
-                .map_or("evaluation".into(), |s| s.to_string_lossy().into_owned()),
-        };
+        let (identity, secrets, spec_hash) = identity_of(&raw, &model, &judge_models);
+        let name = self.name(&raw)?;
         let dataset = self.dataset(&raw)?;
         let prompt = self.prompt(&raw)?;
-        let mut evals = Vec::with_capacity(raw.evaluators.len());
-        let spec_dir = self.path.parent().unwrap_or(Path::new(""));
-        for (i, (e, own)) in raw.evaluators.iter().zip(&judge_models).enumerate() {
-            let with = Build {
-                spec_dir,
-                model: Some(own.as_ref().unwrap_or(&model)),
-                own_model: own.is_some(),
-                key_vars: &key_vars,
-            };
-            let built = e.build_in(&with).map_err(|err| {
-                let key = format!("evaluators[{i}].{}", err.key);
-                let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
-                if let Some(line) = err.template_line {
-                    d.message.push_str(&format!(" (template line {line})"));
-                }
-                d
-            })?;
-            evals.push(built);
-        }
-        let mut seen = BTreeSet::new();
-        for (i, e) in evals.iter().enumerate() {
-            if !seen.insert(e.name.clone()) {
-                return Err(self
-                    .at_key(
-                        &format!("evaluators[{i}]"),
-                        format!("two evaluators are named `{}`", e.name),
-                    )
-                    .with_hint("give one of them a `name:` of its own"));
-            }
-        }
+        let evals = self.evaluators(&raw, &model, &judge_models, &key_vars)?;
         let concurrency = self.concurrency(&raw)?;
-        let repeats = match raw.repeats {
-            None => 1,
-            Some(n) if (1..=crate::repeats::MAX).contains(&n) => n,
-            Some(n) => {
-                return Err(self
-                    .at_value(
-                        "repeats",
-                        format!("`repeats` is {n}; it must be 1 to {}", crate::repeats::MAX),
-                    )
-                    .with_hint("the times each sample is sent, e.g. `repeats: 3`"))
-            }
-        };
+        let repeats = self.repeats(&raw)?;
         let mut required_columns = self.check_variables(&dataset, &prompt, &evals)?;
         if let Some(column) = &dataset.cluster {
             let columns = dataset.known_columns()?;
@@ -202,6 +161,78 @@ impl Checker<'_> {
             required_columns,
             repeats,
         })
+    }
+
+    /// The evaluation's name: `name:`, else the spec file's stem.
+    fn name(&self, raw: &RawSpec) -> Result<String, Diagnostic> {
+        match &raw.name {
+            Some(n) if n.trim().is_empty() => Err(self.at_value("name", "`name` is empty")),
+            // Names are printed in progress lines and typed back (`--eval NAME`).
+            Some(n) if n.chars().any(char::is_control) => Err(self
+                .at_value("name", "`name` may not hold control characters")
+                .with_hint("use letters, digits, spaces and punctuation")),
+            Some(n) => Ok(n.clone()),
+            None => Ok(self
+                .path
+                .file_stem()
+                .map_or("evaluation".into(), |s| s.to_string_lossy().into_owned())),
+        }
+    }
+
+    /// Every evaluator built, each judge with its own model block or the
+    /// evaluation's; two of one name are refused.
+    fn evaluators(
+        &self,
+        raw: &RawSpec,
+        model: &ModelSpec,
+        judge_models: &[Option<ModelSpec>],
+        key_vars: &[String],
+    ) -> Result<Vec<Evaluator>, Diagnostic> {
+        let mut evals = Vec::with_capacity(raw.evaluators.len());
+        let spec_dir = self.path.parent().unwrap_or(Path::new(""));
+        for (i, (e, own)) in raw.evaluators.iter().zip(judge_models).enumerate() {
+            let with = Build {
+                spec_dir,
+                model: Some(own.as_ref().unwrap_or(model)),
+                own_model: own.is_some(),
+                key_vars,
+            };
+            let built = e.build_in(&with).map_err(|err| {
+                let key = format!("evaluators[{i}].{}", err.key);
+                let mut d = self.at_key(&key, err.message).with_hint_opt(err.hint);
+                if let Some(line) = err.template_line {
+                    d.message.push_str(&format!(" (template line {line})"));
+                }
+                d
+            })?;
+            evals.push(built);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, e) in evals.iter().enumerate() {
+            if !seen.insert(e.name.clone()) {
+                return Err(self
+                    .at_key(
+                        &format!("evaluators[{i}]"),
+                        format!("two evaluators are named `{}`", e.name),
+                    )
+                    .with_hint("give one of them a `name:` of its own"));
+            }
+        }
+        Ok(evals)
+    }
+
+    /// `repeats:`, 1 when unset.
+    fn repeats(&self, raw: &RawSpec) -> Result<u32, Diagnostic> {
+        match raw.repeats {
+            None => Ok(1),
+            Some(n) if (1..=crate::repeats::MAX).contains(&n) => Ok(n),
+            Some(n) => Err(self
+                .at_value(
+                    "repeats",
+                    format!("`repeats` is {n}; it must be 1 to {}", crate::repeats::MAX),
+                )
+                .with_hint("the times each sample is sent, e.g. `repeats: 3`")),
+        }
     }
 
     fn dataset(&self, raw: &RawSpec) -> Result<Dataset, Diagnostic> {
@@ -343,112 +374,137 @@ impl Checker<'_> {
                 }
             }
         };
-        match m.provider {
-            Provider::Mock => {
-                for (key, set) in [
-                    ("base_url", m.base_url.is_some()),
-                    ("api_key_env", m.api_key_env.is_some()),
-                ] {
-                    if set {
-                        return Err(self.at_key(&format!("{at}.{key}"), format!("`{key}` does not apply to provider `mock`"))
-                            .with_hint("the mock is served on loopback by dotevals itself; remove this key"));
-                    }
-                }
-                let Some(replies) = &m.replies else {
-                    return Err(self.at_key(&format!("{at}.provider"), "provider `mock` needs `replies`")
-                        .with_hint("add `replies: [{when_contains: [great], reply: positive}, {reply: neutral}]`"));
-                };
-                let rules = replies
-                    .iter()
-                    .map(|r| MockRule {
-                        when_contains: r.when_contains.iter().map(|w| w.to_lowercase()).collect(),
-                        reply: r.reply.0.clone(),
-                    })
-                    .collect();
-                Ok(ModelSpec {
-                    name: m.name.clone().unwrap_or_else(|| "mock".into()),
-                    params: m.params.clone(),
-                    timeout,
-                    retry,
-                    rate_limit,
-                    provider: ProviderSpec::Mock(MockSpec {
-                        latency: m.latency.map_or(Duration::ZERO, |d| d.0),
-                        rules,
-                    }),
-                })
+        let provider = match m.provider.declared().hosted {
+            Some(ref hosted) => {
+                ProviderSpec::Http(m.provider.declared(), self.http_endpoint(at, m, hosted)?)
             }
-            Provider::Openai => {
-                for (key, set) in [
-                    ("latency", m.latency.is_some()),
-                    ("replies", m.replies.is_some()),
-                ] {
-                    if set {
-                        return Err(self.at_key(
-                            &format!("{at}.{key}"),
-                            format!("`{key}` only applies to provider `mock`"),
-                        ));
-                    }
-                }
-                let Some(name) = m.name.clone() else {
-                    return Err(self
-                        .at_key(
-                            &format!("{at}.provider"),
-                            "provider `openai` needs the model's `name`",
-                        )
-                        .with_hint("add `name: gpt-4o-mini` (sent as the request's \"model\")"));
-                };
-                let base_url = match &m.base_url {
-                    Some(u) => u.clone(),
-                    None => std::env::var("OPENAI_BASE_URL")
-                        .ok()
-                        .filter(|u| !u.is_empty())
-                        .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
-                };
-                let parsed = reqwest::Url::parse(&base_url)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https"));
-                if parsed.is_none() {
-                    let d = if m.base_url.is_some() {
-                        self.at_value(
-                            &format!("{at}.base_url"),
-                            format!("`{base_url}` is not an http(s) URL"),
-                        )
-                    } else {
-                        self.at_key(
-                            &format!("{at}.provider"),
-                            format!("$OPENAI_BASE_URL `{base_url}` is not an http(s) URL"),
-                        )
-                    };
-                    return Err(d.with_hint("write e.g. http://127.0.0.1:8000/v1"));
-                }
-                // The default key goes only where the user's environment points
-                // ($OPENAI_BASE_URL or OpenAI): a spec from elsewhere that names its
-                // own server must ask for a key by name to get one.
-                let base_url = base_url.trim_end_matches('/').to_owned();
-                let api_key_env = match (&m.api_key_env, &m.base_url) {
-                    (Some(v), _) => Some(ApiKeyEnv {
-                        var: v.clone(),
-                        required: true,
-                    }),
-                    (None, None) => Some(ApiKeyEnv {
-                        var: DEFAULT_API_KEY_ENV.to_owned(),
-                        required: base_url == DEFAULT_BASE_URL,
-                    }),
-                    (None, Some(_)) => None,
-                };
-                Ok(ModelSpec {
-                    name,
-                    params: m.params.clone(),
-                    timeout,
-                    retry,
-                    rate_limit,
-                    provider: ProviderSpec::Openai(HttpEndpoint {
-                        base_url,
-                        api_key_env,
-                    }),
-                })
+            None => ProviderSpec::Mock(self.mock(at, m)?),
+        };
+        let name = match (&m.name, &provider) {
+            (Some(name), _) => name.clone(),
+            (None, ProviderSpec::Mock(_)) => "mock".into(),
+            (None, ProviderSpec::Http(p, _)) => {
+                return Err(self
+                    .at_key(
+                        &format!("{at}.provider"),
+                        format!("provider `{}` needs the model's `name`", p.name),
+                    )
+                    .with_hint("add `name: gpt-4o-mini` (sent as the request's \"model\")"))
+            }
+        };
+        Ok(ModelSpec {
+            name,
+            params: m.params.clone(),
+            timeout,
+            retry,
+            rate_limit,
+            provider,
+        })
+    }
+
+    /// The mock's keys: `replies` (required) and `latency`, and none of a
+    /// server's.
+    fn mock(&self, at: &str, m: &raw::RawModel) -> Result<MockSpec, Diagnostic> {
+        for (key, set) in [
+            ("base_url", m.base_url.is_some()),
+            ("api_key_env", m.api_key_env.is_some()),
+        ] {
+            if set {
+                return Err(self
+                    .at_key(
+                        &format!("{at}.{key}"),
+                        format!("`{key}` does not apply to provider `mock`"),
+                    )
+                    .with_hint(
+                        "the mock is served on loopback by dotevals itself; remove this key",
+                    ));
             }
         }
+        let Some(replies) = &m.replies else {
+            return Err(self
+                .at_key(&format!("{at}.provider"), "provider `mock` needs `replies`")
+                .with_hint(
+                    "add `replies: [{when_contains: [great], reply: positive}, {reply: neutral}]`",
+                ));
+        };
+        let rules = replies
+            .iter()
+            .map(|r| MockRule {
+                when_contains: r.when_contains.iter().map(|w| w.to_lowercase()).collect(),
+                reply: r.reply.0.clone(),
+            })
+            .collect();
+        Ok(MockSpec {
+            latency: m.latency.map_or(Duration::ZERO, |d| d.0),
+            rules,
+        })
+    }
+
+    /// A server's address and key variable: the spec's `base_url`, else the
+    /// provider's variable for it, else its own service.
+    fn http_endpoint(
+        &self,
+        at: &str,
+        m: &raw::RawModel,
+        hosted: &Hosted,
+    ) -> Result<HttpEndpoint, Diagnostic> {
+        for (key, set) in [
+            ("latency", m.latency.is_some()),
+            ("replies", m.replies.is_some()),
+        ] {
+            if set {
+                return Err(self.at_key(
+                    &format!("{at}.{key}"),
+                    format!("`{key}` only applies to provider `mock`"),
+                ));
+            }
+        }
+        let base_url = match &m.base_url {
+            Some(u) => u.clone(),
+            None => std::env::var(hosted.base_url_env)
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| hosted.base_url.into()),
+        };
+        let parsed = reqwest::Url::parse(&base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"));
+        if parsed.is_none() {
+            let d = if m.base_url.is_some() {
+                self.at_value(
+                    &format!("{at}.base_url"),
+                    format!("`{base_url}` is not an http(s) URL"),
+                )
+            } else {
+                self.at_key(
+                    &format!("{at}.provider"),
+                    format!(
+                        "${} `{base_url}` is not an http(s) URL",
+                        hosted.base_url_env
+                    ),
+                )
+            };
+            return Err(d.with_hint("write e.g. http://127.0.0.1:8000/v1"));
+        }
+        // The default key goes only where the user's environment points
+        // (the provider's variable, or its service): a spec from elsewhere
+        // that names its own server must ask for a key by name to get one.
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let api_key_env = match (&m.api_key_env, &m.base_url) {
+            (Some(v), _) => Some(ApiKeyEnv {
+                var: v.clone(),
+                required: true,
+            }),
+            (None, None) => Some(ApiKeyEnv {
+                var: hosted.key_env.to_owned(),
+                required: base_url == hosted.base_url,
+            }),
+            (None, Some(_)) => None,
+        };
+        Ok(HttpEndpoint {
+            base_url,
+            api_key_env,
+        })
     }
 
     fn prompt(&self, raw: &RawSpec) -> Result<Prompt, Diagnostic> {

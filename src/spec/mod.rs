@@ -27,7 +27,7 @@ use crate::dataset::Dataset;
 use crate::diagnostic::Diagnostic;
 use crate::evaluators::Evaluator;
 use crate::model::mock::MockSpec;
-use crate::model::Role;
+use crate::model::{Provider, Role};
 use crate::secrets::Secrets;
 use crate::template::Template;
 use check::Checker;
@@ -35,12 +35,7 @@ pub use identity::{changed_parts, same_results};
 use locate::Locator;
 pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;
-use raw::Provider;
 
-/// Where `openai` requests go when neither the spec nor `$OPENAI_BASE_URL` says.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// The variable read for the API key when the spec names none.
-pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
 /// Per-attempt timeout when the spec names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Sliding window size when the spec names none (the tutorial's default).
@@ -113,11 +108,11 @@ pub struct ModelSpec {
     pub provider: ProviderSpec,
 }
 
-/// One variant per provider.
+/// Who serves the model: a server reached over HTTP in its provider's API,
+/// or the built-in mock.
 #[derive(Debug, Clone)]
 pub enum ProviderSpec {
-    /// An OpenAI-compatible server.
-    Openai(HttpEndpoint),
+    Http(&'static Provider, HttpEndpoint),
     /// The built-in mock, served on loopback for the run (it speaks the OpenAI API).
     Mock(MockSpec),
 }
@@ -143,16 +138,21 @@ pub struct ApiKeyEnv {
 impl ProviderSpec {
     /// The name written in specs and shown in reports.
     pub fn as_str(&self) -> &'static str {
+        self.declared().name
+    }
+
+    /// What the provider is, as its module declares it.
+    pub fn declared(&self) -> &'static Provider {
         match self {
-            ProviderSpec::Openai(_) => Provider::Openai.as_str(),
-            ProviderSpec::Mock(_) => Provider::Mock.as_str(),
+            ProviderSpec::Http(provider, _) => provider,
+            ProviderSpec::Mock(_) => &crate::model::mock::PROVIDER,
         }
     }
 
     /// The server's address; `None` for the mock, known only once it listens.
     pub fn http(&self) -> Option<&HttpEndpoint> {
         match self {
-            ProviderSpec::Openai(endpoint) => Some(endpoint),
+            ProviderSpec::Http(_, endpoint) => Some(endpoint),
             ProviderSpec::Mock(_) => None,
         }
     }

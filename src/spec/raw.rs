@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::evaluators::EvaluatorSpec;
+use crate::model;
 
 /// The whole spec file.
 #[derive(Debug, Deserialize, Serialize)]
@@ -46,12 +47,18 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// The name written in specs and shown in reports.
-    pub fn as_str(&self) -> &'static str {
+    /// What the provider is, as its module declares it: the one list of
+    /// providers (a new one is a variant here and its module in `model`).
+    pub fn declared(self) -> &'static model::Provider {
         match self {
-            Provider::Openai => "openai",
-            Provider::Mock => "mock",
+            Provider::Openai => &model::openai::PROVIDER,
+            Provider::Mock => &model::mock::PROVIDER,
         }
+    }
+
+    /// The name written in specs and shown in reports.
+    pub fn as_str(self) -> &'static str {
+        self.declared().name
     }
 }
 

@@ -8,14 +8,13 @@
 //! inside serde's error text (the only channel serde offers); [`entry_error`]
 //! reads it back out.
 
-use std::fmt;
-
-use serde::de::{self, value::MapDeserializer, DeserializeOwned, Deserializer};
+use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use super::{argument_keys, ArgError, TypeName, TYPES};
 use crate::diagnostic::did_you_mean;
 use crate::spec::locate::Step;
+use crate::spec::shape::keys;
 
 /// An evaluator entry: its optional display name and threshold, and its type's arguments.
 #[derive(Debug, Serialize)]
@@ -196,38 +195,6 @@ fn explain<A: DeserializeOwned + TypeName>(
             }
         }
         _ => EntryError::At { key, message },
-    }
-}
-
-/// The keys of `A`, asked of serde: a struct that denies unknown fields lists
-/// them all when it meets one.
-pub(super) fn keys<A: DeserializeOwned>() -> &'static [&'static str] {
-    let probe = MapDeserializer::<_, Probe>::new(std::iter::once(("\u{0}", ())));
-    match A::deserialize(probe) {
-        Err(Probe(Some(keys))) => keys,
-        _ => &[],
-    }
-}
-
-/// The error type of [`keys`]: it keeps the list serde gives `unknown_field`.
-#[derive(Debug)]
-struct Probe(Option<&'static [&'static str]>);
-
-impl fmt::Display for Probe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("probe")
-    }
-}
-
-impl std::error::Error for Probe {}
-
-impl de::Error for Probe {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        Probe(None)
-    }
-
-    fn unknown_field(_: &str, expected: &'static [&'static str]) -> Self {
-        Probe(Some(expected))
     }
 }
 

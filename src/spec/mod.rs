@@ -13,6 +13,7 @@ mod overrides;
 mod params;
 mod parse;
 pub mod raw;
+pub mod shape;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

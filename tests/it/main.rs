@@ -27,6 +27,7 @@ mod readme;
 mod repeats;
 mod resume;
 mod schema;
+mod spec_schema;
 mod validation;
 
 // Robustness: adaptive limits, rate limits, faults, crashes, concurrent

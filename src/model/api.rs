@@ -1,8 +1,9 @@
 //! The seam between the HTTP transport and one provider's wire format.
 //!
-//! The transport sends bytes and reads capped bodies within a deadline; an
-//! [`Api`] says where a chat request goes, how it is authorised, encoded and
-//! read back, and which answers mean "slow down". A provider is one file
+//! The transport sends bytes and reads capped bodies within a deadline,
+//! chunk by chunk into the [`Api`]'s [`Decoder`]; an [`Api`] says where a
+//! chat request goes, how it is authorised, encoded and read back (whole, or
+//! as a stream of events), and which answers mean "slow down". A provider is one file
 //! implementing it, registered where the runner picks the client.
 
 use std::time::Duration;
@@ -19,6 +20,37 @@ pub struct Reply {
     pub content: String,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+}
+
+/// Reads one successful reply as its bytes arrive: events in, text and
+/// usage out. The transport feeds it every chunk within the attempt's
+/// deadline and body cap, and notes when the first text arrived.
+pub trait Decoder: Send {
+    /// The next bytes of the body; answers whether the reply's text has
+    /// begun by now (its time to first token).
+    fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError>;
+
+    /// The body has ended: the whole reply.
+    fn finish(self: Box<Self>) -> Result<Reply, ClientError>;
+}
+
+/// A reply that is not streamed: kept whole and read at its end by
+/// [`Api::decode`].
+struct Whole<'a, A: ?Sized> {
+    api: &'a A,
+    secrets: &'a Secrets,
+    body: Vec<u8>,
+}
+
+impl<A: Api + ?Sized> Decoder for Whole<'_, A> {
+    fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError> {
+        self.body.extend_from_slice(bytes);
+        Ok(false)
+    }
+
+    fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
+        self.api.decode(&self.body, self.secrets)
+    }
 }
 
 /// One provider's chat API.
@@ -40,6 +72,18 @@ pub trait Api: Send + Sync {
     /// A successful (2xx) body as a reply; `secrets` are scrubbed from any
     /// excerpt an error quotes.
     fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError>;
+
+    /// The decoder for one successful reply (`secrets` scrubbed from what an
+    /// error quotes). The default keeps the body whole and reads it with
+    /// [`decode`](Api::decode); an API that streams reads its events as they
+    /// come, and says when the text began.
+    fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
+        Box::new(Whole {
+            api: self,
+            secrets,
+            body: Vec::with_capacity(1024),
+        })
+    }
 
     /// Whether an unsuccessful `status` means "slow down" rather than failure.
     fn is_throttled(&self, status: u16) -> bool;

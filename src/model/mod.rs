@@ -23,7 +23,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use api::{Api, Reply};
+pub use api::{Api, Decoder, Reply};
 pub use error::ClientError;
 pub use provider::{Hosted, Provider};
 pub use transport::MAX_BODY_BYTES;
@@ -72,6 +72,8 @@ pub struct Completion {
     pub completion_tokens: Option<u64>,
     /// From sending the request to reading the whole body.
     pub latency: Duration,
+    /// From sending the request to the first text, when the reply streamed.
+    pub first_token: Option<Duration>,
 }
 
 /// Calls one chat endpoint through one provider's [`Api`].
@@ -152,16 +154,16 @@ impl ModelClient {
 
     /// One attempt: send `body`, read the whole reply within the timeout.
     pub async fn complete(&self, body: &RequestBody) -> Result<Completion, ClientError> {
-        let (bytes, latency) = self
+        let (reply, timing) = self
             .transport
             .post(&self.url, body.0.clone(), &*self.api, &self.secrets)
             .await?;
-        let reply = self.api.decode(&bytes, &self.secrets)?;
         Ok(Completion {
             content: reply.content,
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
-            latency,
+            latency: timing.latency,
+            first_token: timing.first_token,
         })
     }
 }

@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 
 pub(super) use retry_hint::retry_hint;
 
-use super::{Api, ClientError};
+use super::{Api, ClientError, Reply};
 use crate::secrets::Secrets;
 
 /// Replies larger than this are cut off and recorded as an error.
@@ -49,16 +49,18 @@ impl Transport {
         Ok(Transport { http, timeout })
     }
 
-    /// One attempt: post `body` to `url` and read the whole reply within the
-    /// timeout. A 2xx gives its body and the time it took; anything else is an
-    /// error, throttling and its hint as `api` reads them.
+    /// One attempt: post `body` to `url` and read the reply within the
+    /// timeout. A 2xx is read chunk by chunk into `api`'s decoder: its reply,
+    /// the time it took, and when its text began when the decoder can tell
+    /// (a streamed reply). Anything else is an error, throttling and its
+    /// hint as `api` reads them.
     pub async fn post(
         &self,
         url: &str,
         body: bytes::Bytes,
         api: &dyn Api,
         secrets: &Secrets,
-    ) -> Result<(Vec<u8>, Duration), ClientError> {
+    ) -> Result<(Reply, Timing), ClientError> {
         let started = Instant::now();
         let attempt = async {
             let response = self
@@ -72,29 +74,63 @@ impl Transport {
             if status.is_redirection() {
                 return Err(redirect(&response, secrets));
             }
+            if status.is_success() {
+                let mut decoder = api.decoder(secrets);
+                let first_token = read_capped(response, self.timeout, |chunk| {
+                    decoder
+                        .feed(chunk)
+                        .map(|began| began.then(|| started.elapsed()))
+                })
+                .await?;
+                let latency = started.elapsed();
+                return Ok(Ok((decoder.finish()?, latency, first_token)));
+            }
             // Read before the body consumes the response: `Some(hint)` when throttled.
-            let throttled = (!status.is_success() && api.is_throttled(status.as_u16()))
+            let throttled = api
+                .is_throttled(status.as_u16())
                 .then(|| api.retry_hint(status.as_u16(), response.headers()));
-            let bytes = read_capped(response, self.timeout).await?;
-            Ok::<_, ClientError>((status, throttled, bytes))
+            let mut bytes = Vec::new();
+            read_capped(response, self.timeout, |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok(None)
+            })
+            .await?;
+            Ok::<_, ClientError>(Err((status.as_u16(), throttled, bytes)))
         };
-        let (status, throttled, bytes) = tokio::time::timeout(self.timeout, attempt)
+        let read = tokio::time::timeout(self.timeout, attempt)
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
-        let latency = started.elapsed();
-        if status.is_success() {
-            return Ok((bytes, latency));
-        }
-        let (status, body) = (status.as_u16(), excerpt(&bytes, secrets));
-        Err(match throttled {
-            Some(retry_after) => ClientError::Throttled {
-                status,
-                body,
-                retry_after,
+        let (reply, latency, first_token) = match read {
+            Ok(read) => read,
+            Err((status, throttled, bytes)) => {
+                let body = excerpt(&bytes, secrets);
+                return Err(match throttled {
+                    Some(retry_after) => ClientError::Throttled {
+                        status,
+                        body,
+                        retry_after,
+                    },
+                    None => ClientError::Status { status, body },
+                });
+            }
+        };
+        Ok((
+            reply,
+            Timing {
+                latency,
+                first_token,
             },
-            None => ClientError::Status { status, body },
-        })
+        ))
     }
+}
+
+/// When a reply came.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// From sending the request to reading the whole body.
+    pub latency: Duration,
+    /// From sending the request to the first text, when the reply streams.
+    pub first_token: Option<Duration>,
 }
 
 /// A 3xx as an error naming where it pointed (made absolute, scrubbed).
@@ -110,30 +146,33 @@ fn redirect(response: &reqwest::Response, secrets: &Secrets) -> ClientError {
     }
 }
 
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`].
+/// Reads the body chunk by chunk into `each`, refusing more than
+/// [`MAX_BODY_BYTES`]; answers the first time `each` reported.
 async fn read_capped(
     mut response: reqwest::Response,
     timeout: Duration,
-) -> Result<Vec<u8>, ClientError> {
+    mut each: impl FnMut(&[u8]) -> Result<Option<Duration>, ClientError>,
+) -> Result<Option<Duration>, ClientError> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BODY_BYTES as u64)
     {
         return Err(ClientError::TooLarge);
     }
-    let mut body =
-        Vec::with_capacity(response.content_length().unwrap_or(1024).min(1 << 20) as usize);
+    let (mut read, mut first) = (0, None);
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| from_reqwest(e, timeout))?
     {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        read += chunk.len();
+        if read > MAX_BODY_BYTES {
             return Err(ClientError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        let at = each(&chunk)?;
+        first = first.or(at);
     }
-    Ok(body)
+    Ok(first)
 }
 
 fn from_reqwest(e: reqwest::Error, timeout: Duration) -> ClientError {
@@ -193,4 +232,111 @@ pub(super) fn excerpt(bytes: &[u8], secrets: &Secrets) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::openai::OpenAi;
+    use crate::model::Decoder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one request with a chunked 200 whose body comes in two
+    /// parts, `gap` apart.
+    async fn two_part_server(parts: [String; 2], gap: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let chunk = |s: &str| format!("{:x}\r\n{s}\r\n", s.len());
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket.write_all(chunk(&parts[0]).as_bytes()).await.unwrap();
+            socket.flush().await.unwrap();
+            tokio::time::sleep(gap).await;
+            socket.write_all(chunk(&parts[1]).as_bytes()).await.unwrap();
+            socket.write_all(b"0\r\n\r\n").await.unwrap();
+        });
+        url
+    }
+
+    /// A decoder that takes each chunk as text, begun at the first one.
+    struct Lines(String);
+
+    impl Decoder for Lines {
+        fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError> {
+            self.0.push_str(&String::from_utf8_lossy(bytes));
+            Ok(!self.0.is_empty())
+        }
+        fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
+            Ok(Reply {
+                content: self.0,
+                prompt_tokens: None,
+                completion_tokens: None,
+            })
+        }
+    }
+
+    /// OpenAI's API, but read as a stream of text.
+    struct Streaming;
+
+    impl Api for Streaming {
+        fn path(&self) -> &str {
+            ""
+        }
+        fn auth_headers(&self, key: &str) -> Result<HeaderMap, String> {
+            OpenAi.auth_headers(key)
+        }
+        fn encode(
+            &self,
+            model: &str,
+            messages: &[crate::model::Message],
+            params: &serde_json::Map<String, serde_json::Value>,
+        ) -> serde_json::Result<Vec<u8>> {
+            OpenAi.encode(model, messages, params)
+        }
+        fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
+            OpenAi.decode(body, secrets)
+        }
+        fn decoder<'a>(&'a self, _: &'a Secrets) -> Box<dyn Decoder + 'a> {
+            Box::new(Lines(String::new()))
+        }
+        fn is_throttled(&self, status: u16) -> bool {
+            OpenAi.is_throttled(status)
+        }
+        fn retry_hint(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
+            OpenAi.retry_hint(status, headers)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_reply_says_when_its_text_began() {
+        let gap = Duration::from_millis(300);
+        let transport = Transport::new(HeaderMap::new(), Duration::from_secs(10), 1).unwrap();
+        let url = two_part_server(["first ".into(), "second".into()], gap).await;
+        let (reply, timing) = transport
+            .post(&url, bytes::Bytes::new(), &Streaming, &Secrets::default())
+            .await
+            .unwrap();
+        assert_eq!(reply.content, "first second");
+        let first = timing.first_token.expect("the text began");
+        assert!(first < gap, "first token at {first:?}");
+        assert!(timing.latency >= gap, "whole reply at {:?}", timing.latency);
+    }
+
+    #[tokio::test]
+    async fn a_whole_reply_is_read_across_chunks_and_has_no_first_token() {
+        let body = r#"{"choices": [{"message": {"content": "hi"}}]}"#;
+        let (a, b) = body.split_at(20);
+        let url = two_part_server([a.into(), b.into()], Duration::from_millis(20)).await;
+        let transport = Transport::new(HeaderMap::new(), Duration::from_secs(10), 1).unwrap();
+        let (reply, timing) = transport
+            .post(&url, bytes::Bytes::new(), &OpenAi, &Secrets::default())
+            .await
+            .unwrap();
+        assert_eq!(reply.content, "hi");
+        assert_eq!(timing.first_token, None);
+    }
 }

@@ -275,11 +275,7 @@ impl From<StoreError> for CliError {
                 message: e.to_string(),
                 hint: None,
             },
-            StoreError::ReadOnly { ref path, folder } => {
-                let fix = match (folder, path.parent().filter(|p| !p.as_os_str().is_empty())) {
-                    (true, Some(dir)) => format!("make its folder writable (chmod u+w {})", dir.display()),
-                    _ => format!("make it writable (chmod u+w {})", path.display()),
-                };
+            StoreError::ReadOnly { ref fix, .. } => {
                 CliError::Usage {
                     message: format!("{e}, so nothing can be recorded or changed in it"),
                     hint: Some(format!(
@@ -287,9 +283,9 @@ impl From<StoreError> for CliError {
                     )),
                 }
             }
-            StoreError::Unreadable { .. } => CliError::Usage {
+            StoreError::Unreadable { ref fix, .. } => CliError::Usage {
                 message: e.to_string(),
-                hint: Some("someone who can write that folder can fold the journal into the store by running `dotevals list` there once; or copy the store and its -wal file to a folder you can write".into()),
+                hint: Some(fix.clone()),
             },
             StoreError::NotAStore { .. } | StoreError::TooNew { .. } => CliError::Usage {
                 message: e.to_string(),

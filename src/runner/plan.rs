@@ -135,9 +135,9 @@ pub fn plan(
         for repeat in 0..eval.repeats {
             let key = crate::repeats::key(id, repeat);
             let stored = match &lookup {
-                Some((l, location)) => l
-                    .get(&key)
-                    .map_err(|e| Diagnostic::new(location, 0, 0, e.to_string()))?,
+                Some((l, location)) => l.get(&key).map_err(|e| {
+                    Diagnostic::new(std::path::Path::new(location), 0, 0, e.to_string())
+                })?,
                 None => None,
             };
             matched += u64::from(stored.is_some());

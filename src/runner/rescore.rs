@@ -78,9 +78,9 @@ pub fn plan_rescore(
         super::plan::refuse_marked_id(&eval, row.line, id)?;
         for repeat in 0..eval.repeats {
             let key = crate::repeats::key(id, repeat);
-            let stored = lookup
-                .get(&key)
-                .map_err(|e| Diagnostic::new(&location, 0, 0, e.to_string()))?;
+            let stored = lookup.get(&key).map_err(|e| {
+                Diagnostic::new(std::path::Path::new(&location), 0, 0, e.to_string())
+            })?;
             match stored {
                 Some(s) if s.row_hash != crate::dataset::row_hash(&row.values) => Err(Diagnostic::new(
                     eval.dataset.file(),

@@ -10,8 +10,9 @@
 //! - [`Storage`]: where `--storage` points, before anything is opened. It takes
 //!   the per-evaluation run lock and opens the store (read-only, for writing,
 //!   or creating it).
-//! - [`Store`]: an open store. Recording an evaluation's start, end, runs and
-//!   limits; the queries behind `show` and `list`; and it hands out the two
+//! - [`Store`]: an open store, three traits in one: [`Recorder`] (an
+//!   evaluation's start, end, runs and limits), [`Reader`] (the queries behind
+//!   the views) and [`Admin`] (delete, rename). The recorder hands out the two
 //!   things a run uses on other threads:
 //! - [`RecordSink`]: commits batches of finished samples; the backend-neutral
 //!   [`writer::Writer`] thread owns one and does the batching.
@@ -27,8 +28,9 @@
 //! own), a `PgStore` (a client; the same tables, its `read` queries), a
 //! `RecordSink` (one transaction per batch, as SQLite's) and a
 //! `SampleLookup`, each implementing the trait of the same role, plus one line
-//! in [`locate`] for `postgres://` URLs. Its errors would get a variant in
-//! [`StoreError`] beside `Sqlite`.
+//! in [`locate`] for `postgres://` URLs. The facade names no backend: its
+//! errors are [`StoreError::Backend`] (as SQLite's are), its locks a
+//! [`LockError`], and places are shown as `location` strings.
 
 pub mod read;
 pub mod records;
@@ -36,7 +38,6 @@ mod sqlite;
 pub mod writer;
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use read::{
@@ -47,11 +48,13 @@ pub use records::{
     CallStats, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation,
     StoredCall, StoredEvaluation, StoredSample,
 };
-pub use sqlite::lock::LockError;
-pub use sqlite::schema::VERSION as SCHEMA_VERSION;
 pub use writer::{SampleRecord, ScoreRecord, Writer, WriterConfig};
 
 use read::LimitStep;
+
+/// The version of the records' layout that every backend migrates its
+/// store to (`TooNew` past it).
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;
@@ -60,6 +63,24 @@ pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;
 /// absent). The one place a backend is chosen.
 pub fn locate(arg: Option<&str>) -> Box<dyn Storage> {
     Box::new(sqlite::SqliteStorage::new(sqlite::resolve_path(arg)))
+}
+
+/// Why a run lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("evaluation `{evaluation}` of experiment `{experiment}` is already being run by another dotevals process{holder}")]
+    Busy {
+        experiment: String,
+        evaluation: String,
+        /// Who holds it, as the backend can tell (` (pid 12, since ...)`), or empty.
+        holder: String,
+    },
+    /// The backend could not take it: `what` in its terms.
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 /// Held while a run of one evaluation is alive; dropping it lets the next run in.
@@ -76,7 +97,7 @@ impl RunLock {
 /// a second connection on another thread (`compare` reads both sides at once).
 pub trait Storage: Sync {
     /// Where the store is, for messages.
-    fn location(&self) -> &Path;
+    fn location(&self) -> &str;
 
     /// Opens the store for writing, creating it if missing.
     fn open_or_create(&self) -> Result<Box<dyn Store>, StoreError>;
@@ -95,15 +116,18 @@ pub trait Storage: Sync {
     fn lock(&self, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError>;
 }
 
-/// An open store.
-pub trait Store {
+/// An open store: what a run records, what the views read, and the
+/// management of experiments. A backend implements the three traits; the
+/// rest of the program holds a `dyn Store`.
+pub trait Store: Recorder + Reader + Admin {
     /// Where the store is, for messages.
-    fn location(&self) -> &Path;
+    fn location(&self) -> &str;
+}
 
+/// What a run records, from its start to its end.
+pub trait Recorder {
     /// Whether some process runs `evaluation` of `experiment` right now.
     fn is_running(&self, experiment: &str, evaluation: &str) -> bool;
-
-    // Recording a run.
 
     /// The evaluation `name` of `experiment`, if recorded.
     fn find_evaluation(
@@ -162,17 +186,10 @@ pub trait Store {
         status: EvaluationStatus,
         now: &str,
     ) -> Result<(), StoreError>;
+}
 
-    // Managing experiments.
-
-    /// Deletes an experiment and everything in it; answers its sample count.
-    fn delete_experiment(&self, name: &str) -> Result<u64, StoreError>;
-
-    /// Renames an experiment.
-    fn rename_experiment(&self, from: &str, to: &str) -> Result<(), StoreError>;
-
-    // Reading (`show`, `list`).
-
+/// The queries behind `show`, `list`, `compare`, `report` and `export`.
+pub trait Reader {
     /// Every experiment, newest first, with aggregates.
     fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError>;
 
@@ -247,6 +264,15 @@ pub trait Store {
     ) -> Result<Vec<RepeatSums>, StoreError>;
 }
 
+/// Deleting and renaming experiments.
+pub trait Admin {
+    /// Deletes an experiment and everything in it; answers its sample count.
+    fn delete_experiment(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Renames an experiment.
+    fn rename_experiment(&self, from: &str, to: &str) -> Result<(), StoreError>;
+}
+
 /// Commits batches of finished samples for one run, on the writer thread.
 pub trait RecordSink: Send {
     /// Commits `batch` in one transaction, with the run's wall time so far (so
@@ -273,23 +299,34 @@ pub trait SampleLookup: Send {
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the store folder {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
+    /// `location` is where the store is, as messages show it.
+    #[error("cannot create the store {what} {location}: {source}")]
+    Create {
+        what: &'static str,
+        location: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a dotevals store")]
-    NotAStore { path: PathBuf },
-    /// The store (or, with `folder`, the folder SQLite keeps its journal in)
-    /// cannot be written by this user, or the file is write-protected.
-    #[error("the store {path} is read-only{}", if *folder { " (its folder cannot be written, and SQLite keeps its journal there)" } else { "" })]
-    ReadOnly { path: PathBuf, folder: bool },
-    #[error("cannot read the store {path}: its folder cannot be written and it was not closed cleanly ({path}-wal is left)")]
-    Unreadable { path: PathBuf },
+    #[error("{location} is not a dotevals store")]
+    NotAStore { location: String },
+    /// This user cannot write the store (`why` says what in the backend's
+    /// terms, or is empty); `fix` says how to make it writable.
+    #[error("the store {location} is read-only{why}")]
+    ReadOnly {
+        location: String,
+        why: String,
+        fix: String,
+    },
+    /// The store cannot even be read as it is: `why`, and what to do.
+    #[error("cannot read the store {location}: {why}")]
+    Unreadable {
+        location: String,
+        why: String,
+        fix: String,
+    },
     #[error(
-        "{path} was written by a newer dotevals (schema {found}, this one knows {SCHEMA_VERSION})"
+        "{location} was written by a newer dotevals (schema {found}, this one knows {SCHEMA_VERSION})"
     )]
-    TooNew { path: PathBuf, found: i64 },
+    TooNew { location: String, found: i64 },
     #[error("no experiment named `{0}`")]
     UnknownExperiment(String),
     #[error("an experiment named `{0}` already exists")]
@@ -297,8 +334,9 @@ pub enum StoreError {
     /// The evaluation's run lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The backend's own error (SQLite's, a server's).
     #[error("store error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("the store writer stopped unexpectedly")]
     WriterLost,
     #[error("cannot start the store writer: {0}")]

@@ -16,6 +16,8 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::store::LockError;
+
 /// Held while an evaluation runs; released on drop or process exit.
 #[derive(Debug)]
 pub struct EvaluationLock {
@@ -40,22 +42,6 @@ impl Drop for EvaluationLock {
     }
 }
 
-/// Why a lock could not be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("evaluation `{evaluation}` of experiment `{experiment}` is already being run by another dotevals process{holder}")]
-    Busy {
-        experiment: String,
-        evaluation: String,
-        holder: String,
-    },
-    #[error("cannot create the lock file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
 /// Where the lock of `evaluation` of `experiment` in the store at `db` lives.
 fn lock_path(db: &Path, experiment: &str, evaluation: &str) -> PathBuf {
     let db = stable_path(db);
@@ -71,8 +57,8 @@ fn lock_path(db: &Path, experiment: &str, evaluation: &str) -> PathBuf {
 /// Takes the lock for `evaluation` of `experiment` in the store at `db`, without waiting.
 pub fn lock(db: &Path, experiment: &str, evaluation: &str) -> Result<EvaluationLock, LockError> {
     let path = lock_path(db, experiment, evaluation);
-    let io = |source| LockError::Io {
-        path: path.clone(),
+    let io = |source| LockError::Failed {
+        what: format!("cannot create the lock file {}", path.display()),
         source,
     };
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();

@@ -20,10 +20,10 @@ use super::read::{
     ErrorGroup, ErrorRow, ExperimentRow, LimitStep, LimitTimeline, RunRow, SampleRow,
 };
 use super::{
-    EvaluationMeta, EvaluationStatus, RecordSink, RunLock, RunTotals, SampleCounts, SampleLookup,
-    StartedEvaluation, Storage, Store, StoreError, StoredEvaluation, WriterConfig,
+    Admin, EvaluationMeta, EvaluationStatus, LockError, Reader, RecordSink, Recorder, RunLock,
+    RunTotals, SampleCounts, SampleLookup, StartedEvaluation, Storage, Store, StoreError,
+    StoredEvaluation, WriterConfig,
 };
-use lock::LockError;
 pub use lookup::SqliteLookup;
 pub use writer::SqliteSink;
 
@@ -48,17 +48,22 @@ pub fn resolve_path(arg: Option<&str>) -> PathBuf {
 /// A database file, opened on demand.
 pub struct SqliteStorage {
     path: PathBuf,
+    /// `path` as shown in messages.
+    location: String,
 }
 
 impl SqliteStorage {
     pub fn new(path: PathBuf) -> SqliteStorage {
-        SqliteStorage { path }
+        SqliteStorage {
+            location: path.display().to_string(),
+            path,
+        }
     }
 }
 
 impl Storage for SqliteStorage {
-    fn location(&self) -> &Path {
-        &self.path
+    fn location(&self) -> &str {
+        &self.location
     }
 
     fn open_or_create(&self) -> Result<Box<dyn Store>, StoreError> {
@@ -78,16 +83,13 @@ impl Storage for SqliteStorage {
             Ok(held) => Ok(RunLock::new(held)),
             // The lock file lives beside the store: a folder this user cannot
             // write refuses it as it would refuse the store.
-            Err(LockError::Io { ref source, .. })
+            Err(LockError::Failed { ref source, .. })
                 if matches!(
                     source.kind(),
                     std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
                 ) =>
             {
-                Err(StoreError::ReadOnly {
-                    path: self.path.clone(),
-                    folder: true,
-                })
+                Err(read_only(&self.path, true))
             }
             Err(e) => Err(e.into()),
         }
@@ -98,6 +100,8 @@ impl Storage for SqliteStorage {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// `path` as shown in messages.
+    location: String,
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -117,8 +121,9 @@ impl SqliteStore {
     /// Opens or creates the store at `path`, for writing.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_owned(),
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Create {
+                what: "folder",
+                location: dir.display().to_string(),
                 source,
             })?;
         }
@@ -139,10 +144,7 @@ impl SqliteStore {
     }
 
     fn open_writable(path: &Path, flags: OpenFlags) -> Result<SqliteStore, StoreError> {
-        let read_only = |folder| StoreError::ReadOnly {
-            path: path.to_owned(),
-            folder,
-        };
+        let read_only = |folder| read_only(path, folder);
         // Write protection is honoured even where it does not bind (root): a
         // store someone made read-only is not written to.
         if std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
@@ -162,9 +164,10 @@ impl SqliteStore {
         let store = SqliteStore {
             conn,
             path: path.to_owned(),
+            location: path.display().to_string(),
         };
         match store.init() {
-            Err(StoreError::Sqlite(e)) if is_read_only(&e) => Err(read_only(true)),
+            Err(e) if sqlite_error(&e).is_some_and(is_read_only) => Err(read_only(true)),
             other => other.map(|()| store),
         }
     }
@@ -187,7 +190,7 @@ impl SqliteStore {
         if let Err(e) = readable(&conn) {
             if !is_read_only(&e) {
                 return Err(StoreError::NotAStore {
-                    path: path.to_owned(),
+                    location: path.display().to_string(),
                 }
                 .or_sqlite(e));
             }
@@ -198,7 +201,9 @@ impl SqliteStore {
             wal.push("-wal");
             if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
                 return Err(StoreError::Unreadable {
-                    path: path.to_owned(),
+                    location: path.display().to_string(),
+                    why: format!("its folder cannot be written and it was not closed cleanly ({}-wal is left)", path.display()),
+                    fix: "someone who can write that folder can fold the journal into the store by running `dotevals list` there once; or copy the store and its -wal file to a folder you can write".into(),
                 });
             }
             conn = Connection::open_with_flags(
@@ -210,11 +215,12 @@ impl SqliteStore {
         let store = SqliteStore {
             conn,
             path: path.to_owned(),
+            location: path.display().to_string(),
         };
         match store.init() {
             Ok(()) => Ok(Some(store)),
             // Creating or upgrading the schema needs a writable store.
-            Err(StoreError::Sqlite(e)) if is_read_only(&e) => Self::open_existing(path),
+            Err(e) if sqlite_error(&e).is_some_and(is_read_only) => Self::open_existing(path),
             Err(e) => Err(e),
         }
     }
@@ -232,7 +238,7 @@ impl SqliteStore {
             Ok(schema::State::Current) => Ok(()),
             Ok(schema::State::Foreign) => Err(self.not_a_store()),
             Ok(schema::State::Newer(found)) => Err(StoreError::TooNew {
-                path: self.path.clone(),
+                location: self.location.clone(),
                 found,
             }),
             Err(e) => Err(e.into()),
@@ -241,12 +247,18 @@ impl SqliteStore {
 
     fn not_a_store(&self) -> StoreError {
         StoreError::NotAStore {
-            path: self.path.clone(),
+            location: self.location.clone(),
         }
     }
 }
 
 impl Store for SqliteStore {
+    fn location(&self) -> &str {
+        self.location.as_str()
+    }
+}
+
+impl Recorder for SqliteStore {
     fn find_evaluation(
         &self,
         experiment: &str,
@@ -426,51 +438,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn delete_experiment(&self, name: &str) -> Result<u64, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
-        let id: i64 = tx
-            .query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
-        let samples: i64 = tx.query_row(
-            "SELECT count(*) FROM samples WHERE evaluation_id IN (SELECT id FROM evaluations WHERE experiment_id = ?1)",
-            [id],
-            |r| r.get(0),
-        )?;
-        tx.execute("DELETE FROM experiments WHERE id = ?1", [id])?;
-        tx.commit()?;
-        Ok(samples as u64)
-    }
-
-    fn rename_experiment(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let exists: bool = self.conn.query_row(
-            "SELECT count(*) FROM experiments WHERE name = ?1",
-            [to],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
-        if exists {
-            return Err(StoreError::ExperimentExists(to.to_owned()));
-        }
-        let changed = self.conn.execute(
-            "UPDATE experiments SET name = ?2 WHERE name = ?1",
-            params![from, to],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::UnknownExperiment(from.to_owned()));
-        }
-        Ok(())
-    }
-
-    fn location(&self) -> &Path {
-        &self.path
-    }
-
     fn is_running(&self, experiment: &str, evaluation: &str) -> bool {
         lock::is_held(&self.path, experiment, evaluation)
     }
+}
 
+impl Reader for SqliteStore {
     fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError> {
         read::experiments(&self.conn, &self.path)
     }
@@ -555,6 +528,45 @@ impl Store for SqliteStore {
     }
 }
 
+impl Admin for SqliteStore {
+    fn delete_experiment(&self, name: &str) -> Result<u64, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let id: i64 = tx
+            .query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownExperiment(name.to_owned()))?;
+        let samples: i64 = tx.query_row(
+            "SELECT count(*) FROM samples WHERE evaluation_id IN (SELECT id FROM evaluations WHERE experiment_id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        tx.execute("DELETE FROM experiments WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(samples as u64)
+    }
+
+    fn rename_experiment(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) FROM experiments WHERE name = ?1",
+            [to],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if exists {
+            return Err(StoreError::ExperimentExists(to.to_owned()));
+        }
+        let changed = self.conn.execute(
+            "UPDATE experiments SET name = ?2 WHERE name = ?1",
+            params![from, to],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownExperiment(from.to_owned()));
+        }
+        Ok(())
+    }
+}
+
 /// Statuses are stored as their names.
 impl ToSql for EvaluationStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -568,6 +580,45 @@ impl FromSql for EvaluationStatus {
             .as_str()?
             .parse()
             .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// The store at `path` cannot be written by this user (`folder`: because
+/// its folder, where SQLite keeps its journal, cannot be).
+fn read_only(path: &Path, folder: bool) -> StoreError {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let (why, fix) = match (folder, dir) {
+        (true, Some(dir)) => (
+            " (its folder cannot be written, and SQLite keeps its journal there)",
+            format!("make its folder writable (chmod u+w {})", dir.display()),
+        ),
+        (true, None) => (
+            " (its folder cannot be written, and SQLite keeps its journal there)",
+            format!("make it writable (chmod u+w {})", path.display()),
+        ),
+        (false, _) => (
+            "",
+            format!("make it writable (chmod u+w {})", path.display()),
+        ),
+    };
+    StoreError::ReadOnly {
+        location: path.display().to_string(),
+        why: why.into(),
+        fix,
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// The SQLite error behind `e`, if it is one.
+fn sqlite_error(e: &StoreError) -> Option<&rusqlite::Error> {
+    match e {
+        StoreError::Backend(e) => e.downcast_ref(),
+        _ => None,
     }
 }
 

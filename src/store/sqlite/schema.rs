@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// The version this build writes.
-pub const VERSION: i64 = 8;
+pub const VERSION: i64 = crate::store::SCHEMA_VERSION;
 
 /// Version 1, as first released.
 pub const V1: &str = r#"

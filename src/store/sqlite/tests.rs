@@ -340,11 +340,11 @@ fn a_write_protected_store_is_read_only_for_writes_and_readable() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     assert!(matches!(
         SqliteStore::open_existing(&path),
-        Err(StoreError::ReadOnly { folder: false, .. })
+        Err(StoreError::ReadOnly { ref why, .. }) if why.is_empty()
     ));
     assert!(matches!(
         SqliteStore::open(&path),
-        Err(StoreError::ReadOnly { folder: false, .. })
+        Err(StoreError::ReadOnly { ref why, .. }) if why.is_empty()
     ));
     let store = SqliteStore::open_read_only(&path).unwrap().unwrap();
     assert_eq!(store.experiment_names().unwrap(), ["x"]);

@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
     use crate::store::writer::Writer;
-    use crate::store::{now, EvaluationMeta, Store};
+    use crate::store::{now, EvaluationMeta, Recorder};
 
     fn record(key: &str) -> SampleRecord {
         SampleRecord {

@@ -32,6 +32,8 @@
 //! errors are [`StoreError::Backend`] (as SQLite's are), its locks a
 //! [`LockError`], and places are shown as `location` strings.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod read;
 pub mod records;
 mod sqlite;

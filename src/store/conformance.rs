@@ -1,0 +1,314 @@
+//! What every store backend must do, written against the traits alone:
+//! each case takes a fresh, empty [`Storage`]. SQLite runs them in its
+//! tests; a new backend runs them unchanged.
+
+use std::time::Instant;
+
+use super::read::ScoreTotal;
+use super::writer::{SampleRecord, ScoreRecord, Writer, QUEUE};
+use super::{
+    now, EvaluationMeta, StartedEvaluation, Storage, StoreError, StoredSample, WriterConfig,
+};
+
+/// One case: it gets a fresh, empty storage.
+pub type Case = fn(&dyn Storage);
+
+/// Every case, by name.
+pub const CASES: &[(&str, Case)] = &[
+    (
+        "records_survive_and_aggregate",
+        records_survive_and_aggregate,
+    ),
+    (
+        "passes_are_counted_by_threshold_not_by_rounding_scores",
+        passes_are_counted_by_threshold_not_by_rounding_scores,
+    ),
+    (
+        "sample_scores_of_interleaved_evaluations_stay_apart",
+        sample_scores_of_interleaved_evaluations_stay_apart,
+    ),
+    (
+        "experiments_are_renamed_and_deleted",
+        experiments_are_renamed_and_deleted,
+    ),
+    (
+        "a_run_lock_is_held_until_dropped",
+        a_run_lock_is_held_until_dropped,
+    ),
+];
+
+pub fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
+    EvaluationMeta {
+        name: "sentiment",
+        spec_path: "evals/s.yaml",
+        spec_text: "name: sentiment",
+        spec_hash: "abc",
+        identity: "{}",
+        provider: "mock",
+        model: "mock",
+        evaluators,
+        strategy: "sliding_window",
+        max_concurrency: 4,
+        total: 3,
+        cluster: None,
+        fail_under: &[],
+        repeats: 1,
+    }
+}
+
+pub fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleRecord {
+    SampleRecord {
+        key: key.into(),
+        index,
+        repeat: 0,
+        row_hash: 42,
+        variables: "{}".into(),
+        prompt: "p".into(),
+        output: (!error).then(|| "positive".into()),
+        scores: if error {
+            vec![]
+        } else {
+            vec![score.map(ScoreRecord::of)]
+        },
+        error_kind: error.then_some(crate::error_kind::ErrorKind::Timeout),
+        error: error.then(|| "no reply".into()),
+        call: crate::store::CallStats {
+            attempts: 1,
+            latency_us: (!error).then_some(1000 * (index + 1)),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(1),
+            ..Default::default()
+        },
+        start_us: 0,
+        end_us: 1000,
+        judge_calls: Vec::new(),
+        replaces: false,
+    }
+}
+
+pub fn records_survive_and_aggregate(storage: &dyn Storage) {
+    let names = vec!["exact_match".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    let StartedEvaluation {
+        id,
+        run,
+        wall_us: wall,
+    } = store
+        .start_evaluation("baseline", &meta(&names), &now())
+        .unwrap();
+    assert_eq!((run, wall), (1, 0));
+    let config = WriterConfig {
+        evaluation_id: id,
+        run,
+        resuming: false,
+        base_wall_us: 0,
+        started: Instant::now(),
+    };
+    let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
+    let tx = writer.sender();
+    tx.blocking_send(record("0", 0, Some(1.0), false)).unwrap();
+    tx.blocking_send(record("1", 1, Some(0.0), false)).unwrap();
+    tx.blocking_send(record("2", 2, None, true)).unwrap();
+    drop(tx);
+    writer.finish().unwrap();
+
+    let x = store.experiment("baseline").unwrap();
+    let e = &x.evaluations[0];
+    assert_eq!((e.recorded, e.errored, e.latency_sum_us), (3, 1, 3000));
+    assert_eq!(
+        e.scores,
+        vec![ScoreTotal {
+            scored: 2,
+            sum: 1.0,
+            sum_sq: 1.0,
+            passed: 1,
+            unscored: 0,
+        }]
+    );
+    assert_eq!(store.latencies(id).unwrap(), vec![1000, 2000]);
+    assert_eq!(store.errors(id).unwrap()[0].kind, "timeout");
+    assert_eq!(
+        store.samples(id, 1).unwrap()[1].scores,
+        vec![Some(ScoreRecord::of(0.0))]
+    );
+
+    // Resume: the errored sample is replaced, the lookup sees its new state.
+    let StartedEvaluation {
+        id: id2, run: run2, ..
+    } = store
+        .start_evaluation("baseline", &meta(&names), &now())
+        .unwrap();
+    assert_eq!((id2, run2), (id, 2));
+    let lookup = store.lookup(id).unwrap();
+    assert_eq!(
+        lookup.get("2").unwrap(),
+        Some(StoredSample {
+            row_hash: 42,
+            finished: false,
+            rescore: false
+        })
+    );
+    let config = WriterConfig {
+        evaluation_id: id,
+        run: 2,
+        resuming: true,
+        base_wall_us: 0,
+        started: Instant::now(),
+    };
+    let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
+    writer
+        .sender()
+        .blocking_send(record("2", 2, Some(1.0), false))
+        .unwrap();
+    writer.finish().unwrap();
+    assert_eq!(
+        lookup.get("2").unwrap(),
+        Some(StoredSample {
+            row_hash: 42,
+            finished: true,
+            rescore: false
+        })
+    );
+    let e = &store.experiment("baseline").unwrap().evaluations[0];
+    assert_eq!(
+        (e.recorded, e.errored, e.scores[0]),
+        (
+            3,
+            0,
+            ScoreTotal {
+                scored: 3,
+                sum: 2.0,
+                sum_sq: 2.0,
+                passed: 2,
+                unscored: 0,
+            }
+        )
+    );
+}
+
+pub fn passes_are_counted_by_threshold_not_by_rounding_scores(storage: &dyn Storage) {
+    let names = vec!["graded".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    let started = store.start_evaluation("x", &meta(&names), &now()).unwrap();
+    let config = WriterConfig {
+        evaluation_id: started.id,
+        run: started.run,
+        resuming: true,
+        base_wall_us: 0,
+        started: Instant::now(),
+    };
+    // Threshold 0.8: three scores of 0.7 sum to 2.1 (2 by rounding) yet none passes;
+    // 0.9 passes with a reason.
+    let writer = Writer::spawn(store.sink(config.clone()).unwrap(), QUEUE, |_| {}).unwrap();
+    for (i, value) in [0.7, 0.7, 0.7, 0.9].into_iter().enumerate() {
+        let mut r = record(&i.to_string(), i as u64, None, false);
+        r.scores = vec![Some(ScoreRecord {
+            value,
+            passed: value >= 0.8,
+            reason: (value > 0.8).then(|| "close enough".into()),
+        })];
+        writer.sender().blocking_send(r).unwrap();
+    }
+    writer.finish().unwrap();
+    let e = &store.experiment("x").unwrap().evaluations[0];
+    assert_eq!(e.scores[0].scored, 4);
+    assert_eq!(e.scores[0].passed, 1);
+    assert!((e.scores[0].sum - 3.0).abs() < 1e-9);
+    let samples = store.samples(started.id, 1).unwrap();
+    let reasons: Vec<_> = samples
+        .iter()
+        .map(|s| s.scores[0].as_ref().unwrap().reason.clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [None, None, None, Some("close enough".to_string())]
+    );
+    // Replacing a sample on resume takes its pass back out of the count.
+    let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
+    let mut r = record("3", 3, None, false);
+    r.scores = vec![Some(ScoreRecord {
+        value: 0.1,
+        passed: false,
+        reason: None,
+    })];
+    writer.sender().blocking_send(r).unwrap();
+    writer.finish().unwrap();
+    let e = &store.experiment("x").unwrap().evaluations[0];
+    assert_eq!((e.scores[0].scored, e.scores[0].passed), (4, 0));
+}
+
+/// Two evaluations written at the same time interleave their sample ids; each
+/// one's pairing read holds its own samples and scores only, in key order.
+pub fn sample_scores_of_interleaved_evaluations_stay_apart(storage: &dyn Storage) {
+    let names = vec!["exact_match".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    let mut sink = |experiment: &str| {
+        let started = store
+            .start_evaluation(experiment, &meta(&names), &now())
+            .unwrap();
+        let config = WriterConfig {
+            evaluation_id: started.id,
+            run: started.run,
+            resuming: false,
+            base_wall_us: 0,
+            started: Instant::now(),
+        };
+        (started.id, store.sink(config).unwrap())
+    };
+    let (a, mut sink_a) = sink("a");
+    let (b, mut sink_b) = sink("b");
+    for i in 0..4u64 {
+        sink_a
+            .commit(&[record(&format!("k{}", 3 - i), i, Some(1.0), false)])
+            .unwrap();
+        sink_b
+            .commit(&[record(&format!("k{i}"), i, Some(0.0), false)])
+            .unwrap();
+    }
+    for (id, score) in [(a, 1.0), (b, 0.0)] {
+        let rows = store.sample_scores(id, 1, None).unwrap();
+        let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["k0", "k1", "k2", "k3"]);
+        assert!(rows.iter().all(|r| r.scores
+            == [Some(crate::store::ScorePoint {
+                value: score,
+                passed: score == 1.0
+            })]));
+    }
+}
+
+pub fn experiments_are_renamed_and_deleted(storage: &dyn Storage) {
+    let names = vec!["exact_match".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    store.start_evaluation("a", &meta(&names), &now()).unwrap();
+    store.start_evaluation("b", &meta(&names), &now()).unwrap();
+    assert!(matches!(
+        store.rename_experiment("a", "b"),
+        Err(StoreError::ExperimentExists(_))
+    ));
+    store.rename_experiment("a", "c").unwrap();
+    assert!(matches!(
+        store.experiment("a"),
+        Err(StoreError::UnknownExperiment(_))
+    ));
+    assert_eq!(store.experiment_names().unwrap().len(), 2);
+    store.delete_experiment("c").unwrap();
+    assert_eq!(store.experiments().unwrap().len(), 1);
+    assert!(matches!(
+        store.delete_experiment("c"),
+        Err(StoreError::UnknownExperiment(_))
+    ));
+}
+
+pub fn a_run_lock_is_held_until_dropped(storage: &dyn Storage) {
+    let held = storage.lock("x", "e").unwrap();
+    assert!(matches!(
+        storage.lock("x", "e"),
+        Err(StoreError::Lock(super::LockError::Busy { .. }))
+    ));
+    // Another evaluation, or another experiment, is free.
+    let _other = storage.lock("x", "f").unwrap();
+    let _elsewhere = storage.lock("y", "e").unwrap();
+    drop(held);
+    storage.lock("x", "e").unwrap();
+}

@@ -198,13 +198,13 @@ fn plots_below(out: &mut impl Write, e: &Evaluation) -> io::Result<()> {
     let retried: Vec<u64> = e
         .samples
         .iter()
-        .filter(|s| s.attempts > 1)
+        .filter(|s| s.call.attempts > 1)
         .map(end)
         .collect();
     let throttled: Vec<u64> = e
         .samples
         .iter()
-        .filter(|s| s.throttled > 0)
+        .filter(|s| s.call.throttled > 0)
         .map(end)
         .collect();
     let span = e.samples.iter().map(|s| s.end_us).max().unwrap_or(0);

@@ -98,8 +98,8 @@ pub fn write_json(out: &mut impl Write, sources: &[Source<'_>]) -> io::Result<()
                 reasons,
                 &s.error_kind,
                 &s.error,
-                s.latency_us.map(|v| v as f64 / 1e6),
-                s.attempts,
+                s.call.latency_us.map(|v| v as f64 / 1e6),
+                s.call.attempts,
             );
             serde_json::to_writer(&mut *out, &row)?;
         }

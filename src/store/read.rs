@@ -2,7 +2,7 @@
 //! runs, errors, limits and whole sample records.
 
 use super::writer::{JudgeRecord, ScoreRecord};
-use super::EvaluationStatus;
+use super::{CallStats, EvaluationStatus};
 
 /// An experiment and its evaluations.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,14 +135,10 @@ pub struct SampleRow {
     pub scores: Vec<Option<ScoreRecord>>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
-    pub attempts: u32,
-    /// Answers that said slow down (HTTP 429 or 503).
-    pub throttled: u32,
-    pub latency_us: Option<u64>,
+    /// The model call (zero when none was made).
+    pub call: CallStats,
     pub start_us: u64,
     pub end_us: u64,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
     /// Which send of its dataset row this record is (0 for the first; see `repeats`).
     pub repeat: u32,
     /// The calls judges made for this sample.

@@ -351,12 +351,12 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
         reasons,
         error_kind: row.error_kind,
         error: row.error,
-        attempts: row.attempts,
-        latency_seconds: row.latency_us.map(|v| v as f64 / US),
+        attempts: row.call.attempts,
+        latency_seconds: row.call.latency_us.map(|v| v as f64 / US),
         start_seconds: row.start_us as f64 / US,
         end_seconds: row.end_us as f64 / US,
-        prompt_tokens: row.prompt_tokens,
-        completion_tokens: row.completion_tokens,
+        prompt_tokens: row.call.prompt_tokens,
+        completion_tokens: row.call.completion_tokens,
         judges,
     }
 }
@@ -590,13 +590,12 @@ mod tests {
             ],
             error_kind: None,
             error: None,
-            attempts: 1,
-            throttled: 0,
-            latency_us: None,
+            call: crate::store::CallStats {
+                attempts: 1,
+                ..Default::default()
+            },
             start_us: 0,
             end_us: 0,
-            prompt_tokens: None,
-            completion_tokens: None,
             repeat: 0,
             judge_calls: Vec::new(),
         };

@@ -524,8 +524,8 @@ pub fn for_each_sample(
     let mut ids = conn
         .prepare_cached("SELECT id FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, id")?;
     let mut record = conn.prepare_cached(
-        "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, attempts, latency_us,
-                start_us, end_us, prompt_tokens, completion_tokens, repeat, throttled
+        "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, start_us, end_us,
+                repeat, attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens
          FROM samples WHERE id = ?1",
     )?;
     let mut scores = conn.prepare_cached(
@@ -550,14 +550,10 @@ pub fn for_each_sample(
                     scores: vec![None; evaluators],
                     error_kind: r.get(5)?,
                     error: r.get(6)?,
-                    attempts: r.get(7)?,
-                    throttled: r.get(14)?,
-                    latency_us: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
-                    start_us: r.get::<_, i64>(9)?.max(0) as u64,
-                    end_us: r.get::<_, i64>(10)?.max(0) as u64,
-                    prompt_tokens: r.get::<_, Option<i64>>(11)?.map(|v| v.max(0) as u64),
-                    completion_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v.max(0) as u64),
-                    repeat: r.get::<_, i64>(13)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    start_us: r.get::<_, i64>(7)?.max(0) as u64,
+                    end_us: r.get::<_, i64>(8)?.max(0) as u64,
+                    repeat: r.get::<_, i64>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    call: call_stats(r, 10)?,
                     judge_calls: Vec::new(),
                 })
             })

@@ -126,6 +126,12 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
         }]
     );
     assert_eq!(store.latencies(id).unwrap(), vec![1000, 2000]);
+    // The summary's reads at once agree with the single queries.
+    let reads = store.summary_reads(e).unwrap();
+    assert_eq!(reads.latencies, vec![1000, 2000]);
+    assert_eq!(reads.runs, store.runs(id).unwrap());
+    assert!(reads.timeline.is_none() && reads.run_limits.is_empty());
+    assert!(matches!(reads.groups[..], [super::Groups::None]));
     assert_eq!(store.errors(id).unwrap()[0].kind, "timeout");
     assert_eq!(
         store.samples(id, 1).unwrap()[1].scores,

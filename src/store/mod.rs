@@ -43,8 +43,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 pub use read::{
-    ErrorGroup, ErrorRow, ExperimentRow, JudgeTotal, LimitTimeline, RepeatSums, RunRow, SampleRow,
-    SampleScores, ScorePoint,
+    ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, Groups, JudgeTotal, LimitTimeline,
+    RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, SummaryReads,
 };
 pub use records::{
     CallStats, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation,
@@ -192,6 +192,10 @@ pub trait Recorder {
 
 /// The queries behind `show`, `list`, `compare`, `report` and `export`.
 pub trait Reader {
+    /// What one evaluation's summary view needs, in one call: a backend
+    /// reads it as one snapshot (and a server in one round trip).
+    fn summary_reads(&self, e: &read::EvaluationRow) -> Result<SummaryReads, StoreError>;
+
     /// Every experiment, newest first, with aggregates.
     fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError>;
 

@@ -194,3 +194,64 @@ pub struct ScorePoint {
     pub value: f64,
     pub passed: bool,
 }
+
+/// Everything one evaluation's summary view reads, in one call (see
+/// [`Reader::summary_reads`](super::Reader::summary_reads)).
+#[derive(Debug, Clone, Default)]
+pub struct SummaryReads {
+    /// Successful latencies, µs, ascending.
+    pub latencies: Vec<u64>,
+    pub runs: Vec<RunRow>,
+    /// The latest run's limit and sample ends, when the evaluation is adaptive.
+    pub timeline: Option<LimitTimeline>,
+    /// Each adaptive run's limit steps, by run number (the latest included).
+    pub run_limits: Vec<(u64, Vec<LimitStep>)>,
+    pub judges: Vec<JudgeTotal>,
+    /// Per evaluator, what its error bar needs beyond the totals.
+    pub groups: Vec<Groups>,
+}
+
+/// The groups an evaluator's scores fall in, for its error bar.
+#[derive(Debug, Clone)]
+pub enum Groups {
+    /// Independent samples: the totals say it all.
+    None,
+    /// Each dataset row's sum over its repeats.
+    Repeats(Vec<RepeatSums>),
+    /// Per cluster of `dataset.cluster`: scored samples, sum, sum of squares.
+    Clusters(Vec<(u64, f64, f64)>),
+}
+
+/// [`SummaryReads`] from the reader's single queries, one after another.
+pub fn summary_reads(
+    reader: &dyn super::Reader,
+    e: &EvaluationRow,
+) -> Result<SummaryReads, super::StoreError> {
+    const ADAPTIVE: &str = "adaptive";
+    let runs = reader.runs(e.id)?;
+    let mut run_limits = Vec::new();
+    for run in runs.iter().filter(|r| r.strategy == ADAPTIVE) {
+        run_limits.push((run.run, reader.limit_steps(e.id, run.run)?));
+    }
+    let groups = (0..e.evaluators.len())
+        .map(|i| match (e.repeats > 1, &e.cluster) {
+            (true, cluster) => Ok(Groups::Repeats(reader.repeat_sums(
+                e.id,
+                i,
+                cluster.as_deref(),
+            )?)),
+            (false, Some(column)) => Ok(Groups::Clusters(reader.cluster_sums(e.id, i, column)?)),
+            (false, None) => Ok(Groups::None),
+        })
+        .collect::<Result<_, super::StoreError>>()?;
+    Ok(SummaryReads {
+        latencies: reader.latencies(e.id)?,
+        timeline: (e.strategy == ADAPTIVE)
+            .then(|| reader.limit_timeline(e.id))
+            .transpose()?,
+        runs,
+        run_limits,
+        judges: reader.judge_totals(e.id)?,
+        groups,
+    })
+}

@@ -2,7 +2,7 @@
 //! store reads behind one experiment's view.
 
 use super::*;
-use crate::store::{Store, StoreError};
+use crate::store::{Groups, Store, StoreError, SummaryReads};
 
 /// The status of an experiment from its evaluations'.
 pub fn experiment_status(evals: &[EvaluationRow]) -> ExperimentStatus {
@@ -368,6 +368,59 @@ pub struct Detail {
     pub full: bool,
 }
 
+/// Fills the parts of `r` that need more than the evaluation's totals: the
+/// adaptive limit, error bars over repeats or clusters, judges' calls, and
+/// each adaptive run's limit.
+fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
+    let timeline = reads.timeline.as_ref();
+    if let Some(t) = timeline.filter(|_| r.strategy == StrategyName::Adaptive) {
+        r.timing.concurrency_limit = limit_view(&t.steps, &t.ends);
+    }
+    for (ev, groups) in r.evaluators.iter_mut().zip(&reads.groups) {
+        match groups {
+            // Repeats of a sample are not independent: the per-sample means
+            // are (clustered by `dataset.cluster` when set).
+            Groups::Repeats(rows) => {
+                *ev = ev.clone().repeated(&crate::repeats::bars(rows, clustered));
+            }
+            Groups::Clusters(sums) => {
+                let mut c = stats::Clustered::new();
+                for &(n, sum, sum_sq) in sums {
+                    c.push_cluster(&stats::Sums { n, sum, sum_sq });
+                }
+                *ev = ev.clone().clustered(&c);
+            }
+            Groups::None => {}
+        }
+    }
+    for judge in &reads.judges {
+        if let Some(ev) = r.evaluators.get_mut(judge.evaluator) {
+            ev.judge = Some(JudgeView::new(judge));
+        }
+    }
+    let latest = r.timing.runs.last().map(|run| run.run);
+    let shown = r.timing.concurrency_limit.as_ref().map(|l| LimitSummary {
+        min: l.min,
+        median: l.median,
+        max: l.max,
+    });
+    for run in r
+        .timing
+        .runs
+        .iter_mut()
+        .filter(|r| r.strategy == StrategyName::Adaptive)
+    {
+        run.limit = if Some(run.run) == latest {
+            // The latest run's summary is the timeline shown beside it.
+            shown
+        } else {
+            let span = (run.wall_seconds * 1e6) as u64;
+            let steps = reads.run_limits.iter().find(|(n, _)| *n == run.run);
+            steps.and_then(|(_, steps)| limit_summary(steps, span))
+        };
+    }
+}
+
 /// Why a view could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
@@ -425,53 +478,9 @@ pub fn load_row(
         if only.is_some_and(|names| !names.contains(&e.name)) {
             continue;
         }
-        let mut r = evaluation(e, &store.latencies(e.id)?, &store.runs(e.id)?)?;
-        if r.strategy == StrategyName::Adaptive {
-            let timeline = store.limit_timeline(e.id)?;
-            r.timing.concurrency_limit = limit_view(&timeline.steps, &timeline.ends);
-        }
-        if e.repeats > 1 {
-            // Repeats of a sample are not independent: the per-sample means are
-            // (clustered by `dataset.cluster` when set).
-            for (i, ev) in r.evaluators.iter_mut().enumerate() {
-                let rows = store.repeat_sums(e.id, i, e.cluster.as_deref())?;
-                let bars = crate::repeats::bars(&rows, e.cluster.is_some());
-                *ev = ev.clone().repeated(&bars);
-            }
-        } else if let Some(column) = &e.cluster {
-            for (i, ev) in r.evaluators.iter_mut().enumerate() {
-                let mut clustered = stats::Clustered::new();
-                for (n, sum, sum_sq) in store.cluster_sums(e.id, i, column)? {
-                    clustered.push_cluster(&stats::Sums { n, sum, sum_sq });
-                }
-                *ev = ev.clone().clustered(&clustered);
-            }
-        }
-        for judge in store.judge_totals(e.id)? {
-            if let Some(ev) = r.evaluators.get_mut(judge.evaluator) {
-                ev.judge = Some(JudgeView::new(&judge));
-            }
-        }
-        let latest = r.timing.runs.last().map(|run| run.run);
-        let shown = r.timing.concurrency_limit.as_ref().map(|l| LimitSummary {
-            min: l.min,
-            median: l.median,
-            max: l.max,
-        });
-        for run in r
-            .timing
-            .runs
-            .iter_mut()
-            .filter(|r| r.strategy == StrategyName::Adaptive)
-        {
-            run.limit = if Some(run.run) == latest {
-                // The latest run's summary is the timeline shown beside it.
-                shown
-            } else {
-                let span = (run.wall_seconds * 1e6) as u64;
-                limit_summary(&store.limit_steps(e.id, run.run)?, span)
-            };
-        }
+        let reads = store.summary_reads(e)?;
+        let mut r = evaluation(e, &reads.latencies, &reads.runs)?;
+        summarise(&mut r, &reads, e.cluster.is_some());
         if detail.errors {
             r.error_kinds = Some(
                 store

@@ -20,9 +20,9 @@ use super::read::{
     ErrorGroup, ErrorRow, ExperimentRow, LimitStep, LimitTimeline, RunRow, SampleRow,
 };
 use super::{
-    Admin, EvaluationMeta, EvaluationStatus, LockError, Reader, RecordSink, Recorder, RunLock,
-    RunTotals, SampleCounts, SampleLookup, StartedEvaluation, Storage, Store, StoreError,
-    StoredEvaluation, WriterConfig,
+    Admin, EvaluationMeta, EvaluationRow, EvaluationStatus, LockError, Reader, RecordSink,
+    Recorder, RunLock, RunTotals, SampleCounts, SampleLookup, StartedEvaluation, Storage, Store,
+    StoreError, StoredEvaluation, SummaryReads, WriterConfig,
 };
 pub use lookup::SqliteLookup;
 pub use writer::SqliteSink;
@@ -444,6 +444,15 @@ impl Recorder for SqliteStore {
 }
 
 impl Reader for SqliteStore {
+    fn summary_reads(&self, e: &EvaluationRow) -> Result<SummaryReads, StoreError> {
+        // One read transaction: a snapshot, not figures from before and
+        // after a running experiment's commit.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let reads = crate::store::read::summary_reads(self, e)?;
+        snapshot.finish()?;
+        Ok(reads)
+    }
+
     fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError> {
         read::experiments(&self.conn, &self.path)
     }

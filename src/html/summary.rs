@@ -77,15 +77,7 @@ fn facts(r: &EvaluationView) -> Vec<(&'static str, String)> {
         ),
         (
             "latency",
-            or_dash(t.latency_seconds.as_ref().map(|l| {
-                format!(
-                    "p50 {} · p90 {} · p99 {} · max {}",
-                    duration(l.p50),
-                    duration(l.p90),
-                    duration(l.p99),
-                    duration(l.max)
-                )
-            })),
+            or_dash(t.latency_seconds.as_ref().map(|l| l.percentiles())),
         ),
         (
             "in flight",

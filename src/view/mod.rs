@@ -342,6 +342,21 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// `p50 250 ms · p90 410 ms · p99 1.20 s · max 2.01 s`, as tables and
+    /// pages show it.
+    pub fn percentiles(&self) -> String {
+        use crate::human::duration;
+        format!(
+            "p50 {} · p90 {} · p99 {} · max {}",
+            duration(self.p50),
+            duration(self.p90),
+            duration(self.p99),
+            duration(self.max)
+        )
+    }
+}
+
 /// Tokens reported by the server's `usage`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Tokens {

@@ -242,16 +242,7 @@ fn timing_rows(e: &EvaluationView, rows: &mut Vec<(String, String)>) {
         format!("{}{throughput}{runs}", duration(t.wall_seconds)),
     ));
     if let Some(l) = &t.latency_seconds {
-        rows.push((
-            "latency".into(),
-            format!(
-                "p50 {} · p90 {} · p99 {} · max {}",
-                duration(l.p50),
-                duration(l.p90),
-                duration(l.p99),
-                duration(l.max)
-            ),
-        ));
+        rows.push(("latency".into(), l.percentiles()));
     }
     if let Some(c) = t.mean_in_flight {
         let mut line = format!("{c:.2} in flight on average");

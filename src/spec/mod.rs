@@ -12,6 +12,7 @@ pub mod locate;
 mod overrides;
 mod params;
 mod parse;
+mod provider;
 pub mod raw;
 pub mod shape;
 

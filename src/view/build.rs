@@ -1,5 +1,6 @@
 //! Views from store rows: the builders of what [`super`] declares, and the
-//! store reads behind one experiment's view.
+//! store reads behind one experiment's view. Percentiles come from an HDR
+//! histogram.
 
 use super::*;
 use crate::store::{Groups, Store, StoreError, SummaryReads};
@@ -46,7 +47,7 @@ fn mostly_blocked(blocked: f64, wall: f64) -> bool {
     blocked > 0.5 * wall
 }
 
-/// Builds an evaluation's report; `latencies` are successful latencies in µs,
+/// Builds an evaluation's view; `latencies` are successful latencies in µs,
 /// ascending; `runs` its recorded runs (none for stores before schema 3, or a
 /// run killed before it could write its row).
 pub fn evaluation(
@@ -247,13 +248,13 @@ pub fn sparkline(values: &[f64]) -> String {
         .collect()
 }
 
-/// An experiment report without per-sample detail.
-pub fn experiment(x: &ExperimentRow, reports: Vec<EvaluationView>) -> ExperimentView {
+/// An experiment's view of `views`, its evaluations'.
+pub fn experiment(x: &ExperimentRow, views: Vec<EvaluationView>) -> ExperimentView {
     ExperimentView {
         experiment: x.name.clone(),
         created_at: x.created_at.clone(),
         status: experiment_status(&x.evaluations),
-        evaluations: reports,
+        evaluations: views,
     }
 }
 
@@ -297,7 +298,7 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
     }
 }
 
-/// A stored sample as a report record.
+/// A stored sample as a record view.
 pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
     let parse = |s: &str| {
         serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_owned()))
@@ -323,7 +324,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
         .filter_map(|judged| {
             let name = evaluators.get(judged.evaluator)?.clone();
             let score = row.scores.get(judged.evaluator).cloned().flatten();
-            let report = JudgeCallView {
+            let view = JudgeCallView {
                 prompt: parse(&judged.prompt),
                 reply: judged.reply,
                 score: score.as_ref().map(|s| s.value),
@@ -337,7 +338,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
                 prompt_tokens: judged.call.prompt_tokens,
                 completion_tokens: judged.call.completion_tokens,
             };
-            Some((name, report))
+            Some((name, view))
         })
         .collect();
     RecordView {
@@ -473,7 +474,7 @@ pub fn load_row(
     detail: Detail,
     only: Option<&[String]>,
 ) -> Result<ExperimentView, ViewError> {
-    let mut reports = Vec::with_capacity(x.evaluations.len());
+    let mut views = Vec::with_capacity(x.evaluations.len());
     for e in &x.evaluations {
         if only.is_some_and(|names| !names.contains(&e.name)) {
             continue;
@@ -517,9 +518,9 @@ pub fn load_row(
                     .collect(),
             );
         }
-        reports.push(r);
+        views.push(r);
     }
-    Ok(experiment(x, reports))
+    Ok(experiment(x, views))
 }
 
 #[cfg(test)]
@@ -527,7 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limit_report_is_time_weighted() {
+    fn limit_view_is_time_weighted() {
         // 4 for 1 s, 32 for 8 s, 16 for 1 s.
         let steps = [(0, 4), (1_000_000, 32), (9_000_000, 16)]
             .map(|(t_us, limit)| LimitStep { t_us, limit });

@@ -1,8 +1,10 @@
-//! Reports: what `show`, `list` and `run` print, as serde view structs.
+//! Views: what `show`, `list`, `run` and the HTML page print, as serde
+//! structs.
 //!
 //! These types *are* the documented `--format json` shape (README, "JSON
-//! output"; committed as `schema/dotevals.schema.json`); they are built from store rows here, so renaming a column never
-//! changes what scripts see. Percentiles come from an HDR histogram.
+//! output"; committed as `schema/dotevals.schema.json`); `build.rs` makes
+//! them from store rows, so renaming a column never changes what scripts
+//! see.
 
 use serde::Serialize;
 

@@ -115,23 +115,23 @@ fn experiment(store: &dyn Store, x: &ExperimentRow) -> Result<Experiment, ViewEr
         errors: true,
         full: false,
     };
-    let report = view::load_row(store, x, detail, None)?;
-    let mut evaluations = Vec::with_capacity(report.evaluations.len());
-    for (r, e) in report.evaluations.iter().zip(&x.evaluations) {
+    let shown = view::load_row(store, x, detail, None)?;
+    let mut evaluations = Vec::with_capacity(shown.evaluations.len());
+    for (r, e) in shown.evaluations.iter().zip(&x.evaluations) {
         let limit = if r.strategy == StrategyName::Adaptive {
             store.limit_timeline(e.id)?.steps
         } else {
             Vec::new()
         };
         evaluations.push(Evaluation {
-            report: r.clone(),
+            view: r.clone(),
             samples: store.samples(e.id, e.evaluators.len())?,
             limit,
             latencies: store.latencies(e.id)?,
         });
     }
     Ok(Experiment {
-        report,
+        view: shown,
         evaluations,
     })
 }

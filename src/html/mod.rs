@@ -45,8 +45,8 @@ pub fn escape(s: &str) -> String {
 /// What the page shows of one evaluation, read from the store.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
-    /// Its report (`show`'s, with error kinds).
-    pub report: EvaluationView,
+    /// Its view (`show`'s, with error kinds).
+    pub view: EvaluationView,
     /// Every sample record, in dataset order.
     pub samples: Vec<SampleRow>,
     /// The adaptive limit's steps in the latest run (empty for fixed strategies).
@@ -58,14 +58,14 @@ pub struct Evaluation {
 /// One experiment with its evaluations.
 #[derive(Debug, Clone)]
 pub struct Experiment {
-    pub report: ExperimentView,
+    pub view: ExperimentView,
     pub evaluations: Vec<Evaluation>,
 }
 
 impl Experiment {
     /// Recorded samples over every evaluation.
     pub fn recorded(&self) -> u64 {
-        self.report
+        self.view
             .evaluations
             .iter()
             .map(|e| e.samples.recorded)
@@ -75,22 +75,22 @@ impl Experiment {
 
 /// Writes the report page of one experiment.
 pub fn write_single(out: &mut impl Write, x: &Experiment) -> io::Result<()> {
-    head(out, &format!("dotevals report: {}", x.report.experiment))?;
+    head(out, &format!("dotevals report: {}", x.view.experiment))?;
     write!(
         out,
         r#"<header><h1>{}</h1><p class="meta">created {} · {} · <span id="sample-count" data-count="{n}">{n}</span> samples recorded</p></header>"#,
-        escape(&x.report.experiment),
-        escape(&x.report.created_at),
-        escape(&x.report.status.to_string()),
+        escape(&x.view.experiment),
+        escape(&x.view.created_at),
+        escape(&x.view.status.to_string()),
         n = x.recorded()
     )?;
     for e in &x.evaluations {
         write!(
             out,
             r#"<section class="evaluation"><h2>{}</h2>"#,
-            escape(&e.report.name)
+            escape(&e.view.name)
         )?;
-        summary::write(out, &e.report)?;
+        summary::write(out, &e.view)?;
         out.write_all(b"<h3>Over time</h3>")?;
         out.write_all(plots::timeline_svg(&[timeline(e, "")]).as_bytes())?;
         plots_below(out, e)?;
@@ -100,7 +100,7 @@ pub fn write_single(out: &mut impl Write, x: &Experiment) -> io::Result<()> {
         .evaluations
         .iter()
         .map(|e| Source {
-            label: e.report.name.clone(),
+            label: e.view.name.clone(),
             evaluation: e,
         })
         .collect();
@@ -116,7 +116,7 @@ pub fn write_comparison(
     b: &Experiment,
     compared: &CompareView,
 ) -> io::Result<()> {
-    let (na, nb) = (&a.report.experiment, &b.report.experiment);
+    let (na, nb) = (&a.view.experiment, &b.view.experiment);
     head(out, &format!("dotevals report: {na} vs {nb}"))?;
     write!(
         out,
@@ -141,11 +141,11 @@ pub fn write_comparison(
         write!(
             out,
             r#"<div class="side"><h2>{}</h2>"#,
-            escape(&x.report.experiment)
+            escape(&x.view.experiment)
         )?;
         for e in &x.evaluations {
-            write!(out, "<h3>{}</h3>", escape(&e.report.name))?;
-            summary::write(out, &e.report)?;
+            write!(out, "<h3>{}</h3>", escape(&e.view.name))?;
+            summary::write(out, &e.view)?;
             plots_below(out, e)?;
         }
         out.write_all(b"</div>")?;
@@ -155,7 +155,7 @@ pub fn write_comparison(
         .evaluations
         .iter()
         .chain(&b.evaluations)
-        .map(|e| &e.report.name)
+        .map(|e| &e.view.name)
         .collect();
     let mut seen = Vec::new();
     for name in names {
@@ -166,7 +166,7 @@ pub fn write_comparison(
         let lines: Vec<plots::Timeline> = [(na, a), (nb, b)]
             .iter()
             .filter_map(|(label, x)| {
-                let e = x.evaluations.iter().find(|e| &e.report.name == name)?;
+                let e = x.evaluations.iter().find(|e| &e.view.name == name)?;
                 Some(timeline(e, label))
             })
             .collect();
@@ -182,7 +182,7 @@ pub fn write_comparison(
     for (label, x) in [(na, a), (nb, b)] {
         for e in &x.evaluations {
             sources.push(Source {
-                label: format!("{label}: {}", e.report.name),
+                label: format!("{label}: {}", e.view.name),
                 evaluation: e,
             });
         }
@@ -240,7 +240,7 @@ fn head(out: &mut impl Write, title: &str) -> io::Result<()> {
 fn browser(out: &mut impl Write, sources: &[Source<'_>]) -> io::Result<()> {
     let mut evaluators: Vec<&str> = Vec::new();
     for s in sources {
-        for ev in &s.evaluation.report.evaluators {
+        for ev in &s.evaluation.view.evaluators {
             if !evaluators.contains(&ev.name.as_str()) {
                 evaluators.push(&ev.name);
             }

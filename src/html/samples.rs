@@ -55,7 +55,7 @@ pub fn write_json(out: &mut impl Write, sources: &[Source<'_>]) -> io::Result<()
             label: &s.label,
             evaluators: s
                 .evaluation
-                .report
+                .view
                 .evaluators
                 .iter()
                 .map(|e| e.name.as_str())

@@ -68,7 +68,13 @@ pub(super) fn parse(path: &Path, text: &str, locator: &Locator) -> Result<RawSpe
             } else {
                 format!("`{key_path}`: ")
             };
-            (format!("{place}{message}"), None, locator.value(&steps))
+            let hint =
+                (key_path == "concurrency" && message.contains("a mapping of keys")).then(|| {
+                    "write e.g. `concurrency: {strategy: sliding_window, max_concurrency: 16}`, \
+                 `{strategy: adaptive}` or `{strategy: sequential}`"
+                        .to_owned()
+                });
+            (format!("{place}{message}"), hint, locator.value(&steps))
         };
         let (line, column) = match (inner.location(), pos) {
             (_, Some(p)) if !steps.is_empty() || hint.is_some() => (p.line, p.column),

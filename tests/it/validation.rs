@@ -472,3 +472,14 @@ fn bad_command_lines_send_nothing() {
     }
     assert_eq!(server.count(), 0);
 }
+
+#[test]
+fn a_bare_number_for_concurrency_shows_the_mapping_to_write() {
+    refuses_edit(
+        "prompt:",
+        "concurrency: 16\nprompt:",
+        "16",
+        "`concurrency`: invalid type: integer `16`, expected a mapping of keys",
+        "= hint: write e.g. `concurrency: {strategy: sliding_window, max_concurrency: 16}`",
+    );
+}

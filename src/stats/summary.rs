@@ -115,26 +115,7 @@ impl Summary {
     /// Graded scores: mean ± t(0.975, n-1) · sd/√n, the exact t quantile at
     /// every n (no switch to the normal; at n = 100k they agree to 1e-5).
     pub fn graded(sums: &Sums) -> Self {
-        let mean = sums.mean();
-        let stderr = sums.stderr();
-        let ci95 = match (mean, stderr) {
-            (Some(m), Some(se)) => Some(Interval::around(
-                m,
-                t_quantile(0.975, (sums.n - 1) as f64) * se,
-                0.0,
-                1.0,
-            )),
-            _ => None,
-        };
-        Summary {
-            n: sums.n,
-            mean,
-            sd: sums.variance().map(f64::sqrt),
-            stderr,
-            ci95,
-            method: Method::T,
-            clusters: None,
-        }
+        Summary::t(sums, sums.stderr(), sums.n, Method::T, None)
     }
 
     /// Either kind of score with the clustered standard error of
@@ -142,13 +123,31 @@ impl Summary {
     /// clusters. Wilson's interval assumes independent samples, so a
     /// clustered pass rate gets this interval too (clipped to [0, 1]).
     pub fn clustered(c: &Clustered) -> Self {
-        let sums = c.total();
+        let clusters = c.clusters();
+        Summary::t(
+            &c.total(),
+            c.stderr(),
+            clusters,
+            Method::ClusteredT,
+            Some(clusters),
+        )
+    }
+
+    /// The mean of `sums` with standard error `stderr` and the interval
+    /// mean ± t(0.975, units - 1) · SE on [0, 1], where `units` are the
+    /// independent units (samples, or clusters).
+    fn t(
+        sums: &Sums,
+        stderr: Option<f64>,
+        units: u64,
+        method: Method,
+        clusters: Option<u64>,
+    ) -> Self {
         let mean = sums.mean();
-        let stderr = c.stderr();
         let ci95 = match (mean, stderr) {
             (Some(m), Some(se)) => Some(Interval::around(
                 m,
-                t_quantile(0.975, (c.clusters() - 1) as f64) * se,
+                t_quantile(0.975, (units - 1) as f64) * se,
                 0.0,
                 1.0,
             )),
@@ -160,8 +159,8 @@ impl Summary {
             sd: sums.variance().map(f64::sqrt),
             stderr,
             ci95,
-            method: Method::ClusteredT,
-            clusters: Some(c.clusters()),
+            method,
+            clusters,
         }
     }
 }

@@ -109,29 +109,32 @@ pub fn write(
 }
 
 /// Experiment `x` with what the page shows of each evaluation: its view
-/// (with error kinds) and its samples, latencies and limit steps.
+/// (with error kinds) and its samples, latencies and limit steps, the last
+/// two from the reads its view was built from.
 fn experiment(store: &dyn Store, x: &ExperimentRow) -> Result<Experiment, ViewError> {
     let detail = Detail {
         errors: true,
         full: false,
     };
-    let shown = view::load_row(store, x, detail, None)?;
-    let mut evaluations = Vec::with_capacity(shown.evaluations.len());
-    for (r, e) in shown.evaluations.iter().zip(&x.evaluations) {
-        let limit = if r.strategy == StrategyName::Adaptive {
-            store.limit_timeline(e.id)?.steps
-        } else {
-            Vec::new()
+    let mut views = Vec::with_capacity(x.evaluations.len());
+    let mut evaluations = Vec::with_capacity(x.evaluations.len());
+    for e in &x.evaluations {
+        let reads = store.summary_reads(e)?;
+        let shown = view::evaluation_view(store, e, &reads, detail)?;
+        let limit = match reads.timeline {
+            Some(t) if shown.strategy == StrategyName::Adaptive => t.steps,
+            _ => Vec::new(),
         };
         evaluations.push(Evaluation {
-            view: r.clone(),
+            view: shown.clone(),
             samples: store.samples(e.id, e.evaluators.len())?,
             limit,
-            latencies: store.latencies(e.id)?,
+            latencies: reads.latencies,
         });
+        views.push(shown);
     }
     Ok(Experiment {
-        view: shown,
+        view: view::experiment(x, views),
         evaluations,
     })
 }

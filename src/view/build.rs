@@ -479,48 +479,58 @@ pub fn load_row(
         if only.is_some_and(|names| !names.contains(&e.name)) {
             continue;
         }
-        let reads = store.summary_reads(e)?;
-        let mut r = evaluation(e, &reads.latencies, &reads.runs)?;
-        summarise(&mut r, &reads, e.cluster.is_some());
-        if detail.errors {
-            r.error_kinds = Some(
-                store
-                    .error_groups(e.id)?
-                    .into_iter()
-                    .map(|g| ErrorKindView {
-                        kind: g.kind,
-                        count: g.count,
-                        example_id: g.example_key,
-                        example: g.example,
-                    })
-                    .collect(),
-            );
-            r.errors = Some(
-                store
-                    .errors(e.id)?
-                    .into_iter()
-                    .map(|x| ErrorView {
-                        id: x.key,
-                        index: x.index,
-                        kind: x.kind,
-                        message: x.message,
-                        attempts: x.attempts,
-                    })
-                    .collect(),
-            );
-        }
-        if detail.full {
-            r.records = Some(
-                store
-                    .samples(e.id, e.evaluators.len())?
-                    .into_iter()
-                    .map(|s| record(s, &e.evaluators))
-                    .collect(),
-            );
-        }
-        views.push(r);
+        views.push(evaluation_view(store, e, &store.summary_reads(e)?, detail)?);
     }
     Ok(experiment(x, views))
+}
+
+/// The view of evaluation `e` from its summary's `reads`, with the detail
+/// asked for read from `store`.
+pub fn evaluation_view(
+    store: &dyn Store,
+    e: &EvaluationRow,
+    reads: &SummaryReads,
+    detail: Detail,
+) -> Result<EvaluationView, ViewError> {
+    let mut r = evaluation(e, &reads.latencies, &reads.runs)?;
+    summarise(&mut r, reads, e.cluster.is_some());
+    if detail.errors {
+        r.error_kinds = Some(
+            store
+                .error_groups(e.id)?
+                .into_iter()
+                .map(|g| ErrorKindView {
+                    kind: g.kind,
+                    count: g.count,
+                    example_id: g.example_key,
+                    example: g.example,
+                })
+                .collect(),
+        );
+        r.errors = Some(
+            store
+                .errors(e.id)?
+                .into_iter()
+                .map(|x| ErrorView {
+                    id: x.key,
+                    index: x.index,
+                    kind: x.kind,
+                    message: x.message,
+                    attempts: x.attempts,
+                })
+                .collect(),
+        );
+    }
+    if detail.full {
+        r.records = Some(
+            store
+                .samples(e.id, e.evaluators.len())?
+                .into_iter()
+                .map(|s| record(s, &e.evaluators))
+                .collect(),
+        );
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

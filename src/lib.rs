@@ -20,6 +20,7 @@ pub mod model;
 pub mod repeats;
 pub mod runner;
 pub mod secrets;
+pub mod serde_names;
 pub mod shell;
 pub mod spec;
 pub mod stats;

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{argument_keys, ArgError, TypeName, TYPES};
 use crate::diagnostic::did_you_mean;
+use crate::serde_names::keys;
 use crate::spec::locate::Step;
-use crate::spec::shape::keys;
 
 /// An evaluator entry: its optional display name and threshold, and its type's arguments.
 #[derive(Debug, Serialize)]

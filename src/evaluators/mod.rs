@@ -61,13 +61,13 @@ macro_rules! registry {
         /// Each evaluator type with the argument keys it takes (besides
         /// `type`, `name`, `threshold` and `fail_under`).
         pub fn arguments_by_type() -> Vec<(&'static str, &'static [&'static str])> {
-            vec![$(($name, crate::spec::shape::keys::<$args>()),)+]
+            vec![$(($name, crate::serde_names::keys::<$args>()),)+]
         }
 
         /// Every argument key some evaluator takes, in registry order.
         fn argument_keys() -> Vec<&'static str> {
             let mut keys: Vec<&'static str> = Vec::new();
-            $(for key in crate::spec::shape::keys::<$args>() {
+            $(for key in crate::serde_names::keys::<$args>() {
                 if !keys.contains(key) {
                     keys.push(key);
                 }

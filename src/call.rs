@@ -124,16 +124,16 @@ impl Caller {
             if let Some(p) = permit {
                 p.report(&Outcome::Success {
                     latency: completion.latency,
-                    completion_tokens: completion.completion_tokens,
+                    completion_tokens: completion.usage.completion,
                 });
             }
             if let Some(rate) = &self.rate {
-                let (p, c) = (completion.prompt_tokens, completion.completion_tokens);
+                let (p, c) = (completion.usage.prompt, completion.usage.completion);
                 rate.settle_usage(estimate, p, c).await;
             }
             stats.latency_us = Some(completion.latency.as_micros() as u64);
-            stats.prompt_tokens = completion.prompt_tokens;
-            stats.completion_tokens = completion.completion_tokens;
+            stats.first_token_us = completion.first_token.map(|t| t.as_micros() as u64);
+            stats.usage = completion.usage;
         }
         Call {
             result: attempts.result,
@@ -147,7 +147,7 @@ impl Caller {
 pub fn outcome(e: &ClientError) -> Outcome {
     match e {
         ClientError::Throttled { .. } => Outcome::Throttled,
-        ClientError::Timeout(_) => Outcome::Timeout,
+        ClientError::Timeout(_) | ClientError::Stalled(_) => Outcome::Timeout,
         _ => Outcome::Failed,
     }
 }

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     ApiError,
     /// A body that cannot be read as a reply, or a request that cannot be encoded.
     Malformed,
+    /// A streamed reply that ended before the API's end of stream.
+    StreamCut,
 }
 
 impl fmt::Display for ErrorKind {
@@ -42,6 +44,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Http(status) => write!(f, "http_{status}"),
             ErrorKind::ApiError => f.write_str("api_error"),
             ErrorKind::Malformed => f.write_str("malformed"),
+            ErrorKind::StreamCut => f.write_str("stream_cut"),
         }
     }
 }
@@ -60,6 +63,7 @@ impl std::str::FromStr for ErrorKind {
             "connection" => ErrorKind::Connection,
             "api_error" => ErrorKind::ApiError,
             "malformed" => ErrorKind::Malformed,
+            "stream_cut" => ErrorKind::StreamCut,
             other => ErrorKind::Http(
                 other
                     .strip_prefix("http_")
@@ -86,6 +90,7 @@ mod tests {
             (ErrorKind::Http(429), "http_429"),
             (ErrorKind::ApiError, "api_error"),
             (ErrorKind::Malformed, "malformed"),
+            (ErrorKind::StreamCut, "stream_cut"),
         ];
         for (kind, text) in all {
             assert_eq!(kind.to_string(), text);

@@ -26,6 +26,7 @@ pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod template;
+pub mod usage;
 pub mod view;
 
 pub use cli::Cli;

@@ -13,13 +13,13 @@ use serde_json::{Map, Value};
 
 use super::{ClientError, Message};
 use crate::secrets::Secrets;
+use crate::usage::Usage;
 
 /// What a successful reply says, before the transport adds its latency.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub content: String,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
+    pub usage: Usage,
 }
 
 /// Reads one successful reply as its bytes arrive: events in, text and
@@ -53,6 +53,16 @@ impl<A: Api + ?Sized> Decoder for Whole<'_, A> {
     }
 }
 
+/// The decoder of a reply read whole by `api`'s [`Api::decode`]: the
+/// default [`Api::decoder`], for an API that streams when not asked to.
+pub fn whole<'a, A: Api + ?Sized>(api: &'a A, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
+    Box::new(Whole {
+        api,
+        secrets,
+        body: Vec::with_capacity(1024),
+    })
+}
+
 /// One provider's chat API.
 pub trait Api: Send + Sync {
     /// The path after `base_url` that chat requests are posted to.
@@ -74,15 +84,11 @@ pub trait Api: Send + Sync {
     fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError>;
 
     /// The decoder for one successful reply (`secrets` scrubbed from what an
-    /// error quotes). The default keeps the body whole and reads it with
-    /// [`decode`](Api::decode); an API that streams reads its events as they
-    /// come, and says when the text began.
+    /// error quotes): by default [`whole`], which keeps the body and reads
+    /// it with [`decode`](Api::decode) at its end; an API that streams reads
+    /// its events as they come, and says when the text began.
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
-        Box::new(Whole {
-            api: self,
-            secrets,
-            body: Vec::with_capacity(1024),
-        })
+        whole(self, secrets)
     }
 
     /// Whether an unsuccessful `status` means "slow down" rather than failure.

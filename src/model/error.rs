@@ -10,6 +10,9 @@ use crate::error_kind::ErrorKind;
 pub enum ClientError {
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// A reply began, then no byte came for this long (`read_timeout`).
+    #[error("the reply stalled: no byte for {0:?} (read_timeout)")]
+    Stalled(Duration),
     #[error("connection failed: {0}")]
     Connect(String),
     /// The server's certificate was refused: retrying cannot help.
@@ -37,6 +40,10 @@ pub enum ClientError {
     ErrorReply(String),
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// A streamed reply that ended before the API's end of stream: never
+    /// taken for a short answer. Says what had arrived.
+    #[error("the stream ended before the reply did; {0}")]
+    StreamCut(String),
     #[error("response larger than {} MiB", MAX_BODY_BYTES / (1024 * 1024))]
     TooLarge,
 }
@@ -45,13 +52,14 @@ impl ClientError {
     /// The kind the sample's error is grouped by.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ClientError::Timeout(_) => ErrorKind::Timeout,
+            ClientError::Timeout(_) | ClientError::Stalled(_) => ErrorKind::Timeout,
             ClientError::Connect(_) | ClientError::Certificate(_) => ErrorKind::Connection,
             ClientError::Throttled { status, .. }
             | ClientError::Status { status, .. }
             | ClientError::Redirect { status, .. } => ErrorKind::Http(*status),
             ClientError::ErrorReply(_) => ErrorKind::ApiError,
             ClientError::Malformed(_) | ClientError::TooLarge => ErrorKind::Malformed,
+            ClientError::StreamCut(_) => ErrorKind::StreamCut,
         }
     }
 
@@ -59,9 +67,11 @@ impl ClientError {
     /// 408, 5xx, timeouts, connection errors, garbled replies.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::Timeout(_) | ClientError::Connect(_) | ClientError::Throttled { .. } => {
-                true
-            }
+            ClientError::Timeout(_)
+            | ClientError::Stalled(_)
+            | ClientError::Connect(_)
+            | ClientError::Throttled { .. }
+            | ClientError::StreamCut(_) => true,
             ClientError::Status { status, .. } => *status == 408 || *status >= 500,
             // A garbled or error body is most often a proxy's or a replica's
             // passing trouble: worth another attempt, like a 5xx.

@@ -27,7 +27,8 @@ use super::Provider;
 pub const PROVIDER: Provider = Provider {
     name: "mock",
     hosted: None,
-    api: || Arc::new(OpenAi),
+    api: |_| Arc::new(OpenAi::default()),
+    streams: false,
 };
 
 /// The built-in mock model: keyword rules and a fixed latency.
@@ -231,12 +232,12 @@ mod tests {
             .await
             .unwrap();
         let client = ModelClient::new(Endpoint {
-            api: std::sync::Arc::new(OpenAi),
+            api: std::sync::Arc::new(OpenAi::default()),
             base_url: &server.base_url(),
             model: "mock",
             api_key: None,
             params: Default::default(),
-            timeout: Duration::from_secs(5),
+            timeouts: crate::model::Timeouts::all(Duration::from_secs(5)),
             max_connections: 4,
         })
         .unwrap();
@@ -252,7 +253,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.content, "positive");
         assert!(c.latency >= Duration::from_millis(10));
-        assert_eq!(c.completion_tokens, Some(1));
+        assert_eq!(c.usage.completion, Some(1));
         assert_eq!(
             client
                 .complete(&client.request(&msg("fine")).unwrap())

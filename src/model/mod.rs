@@ -14,6 +14,7 @@ mod error;
 pub mod mock;
 pub mod openai;
 mod provider;
+mod sse;
 mod transport;
 
 use std::sync::Arc;
@@ -23,12 +24,13 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use api::{Api, Decoder, Reply};
+pub use api::{whole, Api, Decoder, Reply};
 pub use error::ClientError;
-pub use provider::{Hosted, Provider};
-pub use transport::MAX_BODY_BYTES;
+pub use provider::{ApiOptions, Hosted, Provider};
+pub use transport::{Timeouts, MAX_BODY_BYTES};
 
 use crate::secrets::Secrets;
+use crate::usage::Usage;
 use transport::Transport;
 
 /// Who speaks a chat message.
@@ -68,8 +70,7 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub content: String,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
+    pub usage: Usage,
     /// From sending the request to reading the whole body.
     pub latency: Duration,
     /// From sending the request to the first text, when the reply streamed.
@@ -101,8 +102,7 @@ pub struct Endpoint<'a> {
     /// Sent as `api` says; never logged or stored.
     pub api_key: Option<&'a str>,
     pub params: Map<String, Value>,
-    /// For each attempt, from sending to the whole body.
-    pub timeout: Duration,
+    pub timeouts: Timeouts,
     /// Idle connections kept for reuse.
     pub max_connections: usize,
 }
@@ -116,7 +116,7 @@ impl ModelClient {
             model,
             api_key,
             params,
-            timeout,
+            timeouts,
             max_connections,
         } = endpoint;
         let mut headers = HeaderMap::new();
@@ -129,7 +129,7 @@ impl ModelClient {
             headers.extend(api.auth_headers(key)?);
         }
         Ok(ModelClient {
-            transport: Transport::new(headers, timeout, max_connections)?,
+            transport: Transport::new(headers, timeouts, max_connections)?,
             url: format!("{}{}", base_url.trim_end_matches('/'), api.path()),
             api,
             model: model.to_owned(),
@@ -160,8 +160,7 @@ impl ModelClient {
             .await?;
         Ok(Completion {
             content: reply.content,
-            prompt_tokens: reply.prompt_tokens,
-            completion_tokens: reply.completion_tokens,
+            usage: reply.usage,
             latency: timing.latency,
             first_token: timing.first_token,
         })

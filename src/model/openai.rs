@@ -9,9 +9,12 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::api::whole;
+use super::sse::Events;
 use super::transport::{excerpt, retry_hint};
-use super::{Api, ClientError, Hosted, Message, Provider, Reply};
+use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Provider, Reply};
 use crate::secrets::Secrets;
+use crate::usage::Usage;
 
 /// `provider: openai`: OpenAI itself, or any server that speaks its API.
 pub const PROVIDER: Provider = Provider {
@@ -21,18 +24,35 @@ pub const PROVIDER: Provider = Provider {
         base_url_env: "OPENAI_BASE_URL",
         key_env: "OPENAI_API_KEY",
     }),
-    api: || Arc::new(OpenAi),
+    api: |options| Arc::new(OpenAi::new(options)),
+    streams: true,
 };
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OpenAi;
+pub struct OpenAi {
+    stream: bool,
+}
 
-/// The request body: `model`, `messages`, then the spec's `params` as-is.
+impl OpenAi {
+    pub fn new(options: ApiOptions) -> OpenAi {
+        OpenAi {
+            stream: options.stream,
+        }
+    }
+}
+
+/// The request body: `model`, `messages`, then the spec's `params` as-is;
+/// a streamed request asks for the usage at the stream's end (servers send
+/// no token counts in a stream otherwise).
 #[derive(Serialize)]
 struct Request<'a> {
     model: &'a str,
     messages: &'a [Message],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<Value>,
     #[serde(flatten)]
     params: &'a Map<String, Value>,
 }
@@ -65,15 +85,40 @@ impl Api for OpenAi {
         messages: &[Message],
         params: &Map<String, Value>,
     ) -> serde_json::Result<Vec<u8>> {
+        let mut params = std::borrow::Cow::Borrowed(params);
+        let stream_options = self.stream.then(|| {
+            let mut options = match params.to_mut().remove("stream_options") {
+                Some(Value::Object(o)) => o,
+                _ => Map::new(),
+            };
+            options.insert("include_usage".into(), Value::Bool(true));
+            Value::Object(options)
+        });
         serde_json::to_vec(&Request {
             model,
             messages,
-            params,
+            stream: self.stream,
+            stream_options,
+            params: &params,
         })
     }
 
     fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
         parse_reply(body, secrets)
+    }
+
+    fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
+        if self.stream {
+            Box::new(Stream {
+                secrets,
+                events: Events::default(),
+                content: String::new(),
+                usage: Usage::default(),
+                done: false,
+            })
+        } else {
+            whole(self, secrets)
+        }
     }
 
     /// 429 Too Many Requests, and 503, which OpenAI and most proxies send when
@@ -89,6 +134,90 @@ impl Api for OpenAi {
     }
 }
 
+/// A streamed chat completion: `data:` chunks whose `choices[0].delta.content`
+/// carry the text (the first chunk usually only the role: no text yet), the
+/// usage in a last chunk without choices, then `data: [DONE]`.
+struct Stream<'a> {
+    secrets: &'a Secrets,
+    events: Events,
+    content: String,
+    usage: Usage,
+    done: bool,
+}
+
+impl Stream<'_> {
+    fn event(&mut self, data: &str) -> Result<(), ClientError> {
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        let chunk: Response = serde_json::from_str(data).map_err(|e| {
+            ClientError::Malformed(format!(
+                "{e} in a streamed chunk: {}",
+                excerpt(data.as_bytes(), self.secrets)
+            ))
+        })?;
+        if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
+            return Err(ClientError::ErrorReply(excerpt(
+                error_message(error).as_bytes(),
+                self.secrets,
+            )));
+        }
+        if let Some(text) = chunk
+            .choices
+            .as_ref()
+            .and_then(|c| c.pointer("/0/delta/content"))
+            .and_then(Value::as_str)
+        {
+            self.content.push_str(text);
+        }
+        if let Some(u) = chunk.usage.as_ref().filter(|u| u.is_object()) {
+            self.usage = usage(u);
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for Stream<'_> {
+    fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError> {
+        let mut events = std::mem::take(&mut self.events);
+        let fed = events.feed(bytes, |_, data| self.event(data));
+        self.events = events;
+        fed.map(|()| !self.content.is_empty())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
+        if !self.done {
+            return Err(cut(&self.content, "`data: [DONE]`", self.secrets));
+        }
+        Ok(Reply {
+            content: self.content,
+            usage: self.usage,
+        })
+    }
+}
+
+/// The error for a stream that ended before `end`, with the text it brought.
+pub(super) fn cut(content: &str, end: &str, secrets: &Secrets) -> ClientError {
+    ClientError::StreamCut(format!(
+        "no {end}; {} characters of text had arrived: {}",
+        content.chars().count(),
+        excerpt(content.as_bytes(), secrets)
+    ))
+}
+
+/// An `error` value's message: its `message` when it has one.
+fn error_message(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("message") {
+            Some(Value::String(s)) => s.clone(),
+            _ => error.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 fn parse_reply(bytes: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
     let reply: Response = serde_json::from_slice(bytes).map_err(|e| {
         ClientError::Malformed(format!("{e}; body starts: {}", excerpt(bytes, secrets)))
@@ -100,16 +229,8 @@ fn parse_reply(bytes: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
         .and_then(|c| c.first());
     let Some(choice) = choice else {
         if let Some(error) = reply.error.as_ref().filter(|e| !e.is_null()) {
-            let message = match error {
-                Value::String(s) => s.clone(),
-                Value::Object(o) => match o.get("message") {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => error.to_string(),
-                },
-                other => other.to_string(),
-            };
             return Err(ClientError::ErrorReply(excerpt(
-                message.as_bytes(),
+                error_message(error).as_bytes(),
                 secrets,
             )));
         }
@@ -128,18 +249,9 @@ fn parse_reply(bytes: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
                 excerpt(bytes, secrets)
             ))
         })?;
-    let count = |name: &str| {
-        reply
-            .usage
-            .as_ref()
-            .and_then(|u| u.get(name))
-            .and_then(token_count)
-    };
-    let (prompt_tokens, completion_tokens) = (count("prompt_tokens"), count("completion_tokens"));
     Ok(Reply {
         content,
-        prompt_tokens,
-        completion_tokens,
+        usage: reply.usage.as_ref().map(usage).unwrap_or_default(),
     })
 }
 
@@ -169,9 +281,23 @@ fn content_text(content: &Value) -> Option<String> {
     }
 }
 
+/// Chat completions' `usage`: `prompt_tokens` (cached ones included, as
+/// `prompt_tokens_details.cached_tokens`) and `completion_tokens` (reasoning
+/// included, as `completion_tokens_details.reasoning_tokens`).
+pub(super) fn usage(usage: &Value) -> Usage {
+    let count = |path: &str| usage.pointer(path).and_then(token_count);
+    Usage {
+        prompt: count("/prompt_tokens"),
+        completion: count("/completion_tokens"),
+        cached_prompt: count("/prompt_tokens_details/cached_tokens"),
+        cache_write: None,
+        reasoning: count("/completion_tokens_details/reasoning_tokens"),
+    }
+}
+
 /// A token count from `usage`: a whole, non-negative number. Anything else
 /// (negative, fractional, text) is ignored rather than spoiling the reply.
-fn token_count(value: &Value) -> Option<u64> {
+pub(super) fn token_count(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| {
         value
             .as_f64()
@@ -190,7 +316,7 @@ mod tests {
         _latency: Duration,
         secrets: &Secrets,
     ) -> Result<Reply, ClientError> {
-        OpenAi.decode(bytes, secrets)
+        OpenAi::default().decode(bytes, secrets)
     }
 
     #[test]
@@ -198,7 +324,7 @@ mod tests {
         let body = br#"{"choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
         let c = parse_reply(body, Duration::ZERO, &Secrets::default()).unwrap();
         assert_eq!(
-            (c.content.as_str(), c.prompt_tokens, c.completion_tokens),
+            (c.content.as_str(), c.usage.prompt, c.usage.completion),
             ("hi", Some(5), Some(1))
         );
     }
@@ -243,14 +369,14 @@ mod tests {
                 format!(r#"{{"choices":[{{"message":{{"content":"hi"}}}}],"usage":{usage}}}"#);
             let c = parse(&body).unwrap_or_else(|e| panic!("{usage}: {e}"));
             assert_eq!(
-                (c.content.as_str(), c.prompt_tokens, c.completion_tokens),
+                (c.content.as_str(), c.usage.prompt, c.usage.completion),
                 ("hi", None, None),
                 "{usage}"
             );
         }
         // Whole numbers written as floats are counts; each count stands alone.
         let c = parse(r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7.0,"completion_tokens":-1}}"#).unwrap();
-        assert_eq!((c.prompt_tokens, c.completion_tokens), (Some(7), None));
+        assert_eq!((c.usage.prompt, c.usage.completion), (Some(7), None));
     }
 
     #[test]
@@ -291,5 +417,70 @@ mod tests {
         assert_eq!(c.content, "ok");
         assert!(ClientError::Malformed(String::new()).is_retryable());
         assert!(!ClientError::TooLarge.is_retryable());
+    }
+
+    const STREAM: OpenAi = OpenAi { stream: true };
+
+    #[test]
+    fn a_stream_begins_at_its_first_text_not_its_role_chunk() {
+        let secrets = Secrets::default();
+        let mut d = STREAM.decoder(&secrets);
+        let role = r#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        assert!(!d.feed(format!("{role}\n\n").as_bytes()).unwrap());
+        assert!(!d.feed(b"data: {\"choices\":[{\"delta\":{\"cont").unwrap());
+        assert!(d.feed(b"ent\":\"Hel\"}}]}\n\n").unwrap());
+        d.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n")
+            .unwrap();
+        d.feed(br#"data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":3}}}"#)
+            .unwrap();
+        d.feed(b"\n\ndata: [DONE]\n\n").unwrap();
+        let reply = d.finish().unwrap();
+        assert_eq!(reply.content, "Hello");
+        assert_eq!(
+            reply.usage,
+            Usage {
+                prompt: Some(9),
+                completion: Some(5),
+                cached_prompt: Some(4),
+                cache_write: None,
+                reasoning: Some(3),
+            }
+        );
+    }
+
+    #[test]
+    fn a_stream_without_done_is_cut_and_an_error_chunk_fails() {
+        let secrets = Secrets::default();
+        let mut d = STREAM.decoder(&secrets);
+        d.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"partial answ\"}}]}\n\n")
+            .unwrap();
+        let e = d.finish().unwrap_err();
+        assert_eq!(e.kind().to_string(), "stream_cut");
+        assert!(e.to_string().contains("partial answ"), "{e}");
+        assert!(e.is_retryable());
+
+        let mut d = STREAM.decoder(&secrets);
+        let e = d
+            .feed(b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n")
+            .unwrap_err();
+        assert_eq!(e, ClientError::ErrorReply("overloaded".into()));
+    }
+
+    #[test]
+    fn a_streamed_request_asks_for_usage() {
+        let params: Map<String, Value> =
+            serde_json::from_str(r#"{"temperature":0,"stream_options":{"foo":1}}"#).unwrap();
+        let body = STREAM.encode("m", &[], &params).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["stream"], true);
+        assert_eq!(
+            body["stream_options"],
+            serde_json::json!({"foo": 1, "include_usage": true})
+        );
+        assert_eq!(body["temperature"], 0);
+        let whole: Value =
+            serde_json::from_slice(&OpenAi::default().encode("m", &[], &Map::new()).unwrap())
+                .unwrap();
+        assert!(whole.get("stream").is_none() && whole.get("stream_options").is_none());
     }
 }

@@ -16,7 +16,17 @@ pub struct Provider {
     /// mock, which dotevals serves itself.
     pub hosted: Option<Hosted>,
     /// Its wire format (throttling statuses and retry hints included).
-    pub api: fn() -> Arc<dyn Api>,
+    pub api: fn(ApiOptions) -> Arc<dyn Api>,
+    /// Whether `stream: true` applies: its API streams, and its `Api` reads
+    /// the stream.
+    pub streams: bool,
+}
+
+/// How a spec asks for a provider's API to be spoken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// Ask for the reply as server-sent events and read them as they come.
+    pub stream: bool,
 }
 
 /// A provider's own service.

@@ -19,19 +19,42 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How much of an error body is kept in the record.
 const BODY_EXCERPT: usize = 300;
 
+/// How long a request may take, each part documented with its default in
+/// README (`model.timeout`, `connect_timeout`, `read_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open a connection (TCP and TLS).
+    pub connect: Duration,
+    /// The longest silence once the reply began: a stalled stream.
+    pub read: Duration,
+    /// A whole attempt, from sending to the reply's last byte.
+    pub total: Duration,
+}
+
+impl Timeouts {
+    /// The same bound on every part (for tests and the built-in mock).
+    pub fn all(d: Duration) -> Timeouts {
+        Timeouts {
+            connect: d,
+            read: d,
+            total: d,
+        }
+    }
+}
+
 /// Posts request bodies over one pooled connection set.
 #[derive(Clone)]
 pub(super) struct Transport {
     http: reqwest::Client,
-    timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Transport {
     /// A client sending `headers` with every request, keeping up to
-    /// `max_connections` idle connections, giving each attempt `timeout`.
+    /// `max_connections` idle connections, within `timeouts`.
     pub fn new(
         headers: HeaderMap,
-        timeout: Duration,
+        timeouts: Timeouts,
         max_connections: usize,
     ) -> Result<Transport, String> {
         let http = reqwest::Client::builder()
@@ -40,13 +63,13 @@ impl Transport {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(max_connections.max(1))
             .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(timeout.min(Duration::from_secs(30)))
+            .connect_timeout(timeouts.connect.min(timeouts.total))
             // A redirected POST comes back as a GET to wherever the server
             // says: its answer is not the model's. Reported, never followed.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Transport { http, timeout })
+        Ok(Transport { http, timeouts })
     }
 
     /// One attempt: post `body` to `url` and read the reply within the
@@ -69,14 +92,14 @@ impl Transport {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| from_reqwest(e, self.timeout))?;
+                .map_err(|e| from_reqwest(e, self.timeouts.total))?;
             let status = response.status();
             if status.is_redirection() {
                 return Err(redirect(&response, secrets));
             }
             if status.is_success() {
                 let mut decoder = api.decoder(secrets);
-                let first_token = read_capped(response, self.timeout, |chunk| {
+                let first_token = read_capped(response, self.timeouts, |chunk| {
                     decoder
                         .feed(chunk)
                         .map(|began| began.then(|| started.elapsed()))
@@ -90,16 +113,16 @@ impl Transport {
                 .is_throttled(status.as_u16())
                 .then(|| api.retry_hint(status.as_u16(), response.headers()));
             let mut bytes = Vec::new();
-            read_capped(response, self.timeout, |chunk| {
+            read_capped(response, self.timeouts, |chunk| {
                 bytes.extend_from_slice(chunk);
                 Ok(None)
             })
             .await?;
             Ok::<_, ClientError>(Err((status.as_u16(), throttled, bytes)))
         };
-        let read = tokio::time::timeout(self.timeout, attempt)
+        let read = tokio::time::timeout(self.timeouts.total, attempt)
             .await
-            .map_err(|_| ClientError::Timeout(self.timeout))??;
+            .map_err(|_| ClientError::Timeout(self.timeouts.total))??;
         let (reply, latency, first_token) = match read {
             Ok(read) => read,
             Err((status, throttled, bytes)) => {
@@ -147,10 +170,11 @@ fn redirect(response: &reqwest::Response, secrets: &Secrets) -> ClientError {
 }
 
 /// Reads the body chunk by chunk into `each`, refusing more than
-/// [`MAX_BODY_BYTES`]; answers the first time `each` reported.
+/// [`MAX_BODY_BYTES`] and a silence past the read timeout; answers the first
+/// time `each` reported.
 async fn read_capped(
     mut response: reqwest::Response,
-    timeout: Duration,
+    timeouts: Timeouts,
     mut each: impl FnMut(&[u8]) -> Result<Option<Duration>, ClientError>,
 ) -> Result<Option<Duration>, ClientError> {
     if response
@@ -160,11 +184,12 @@ async fn read_capped(
         return Err(ClientError::TooLarge);
     }
     let (mut read, mut first) = (0, None);
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| from_reqwest(e, timeout))?
-    {
+    loop {
+        let chunk = tokio::time::timeout(timeouts.read, response.chunk())
+            .await
+            .map_err(|_| ClientError::Stalled(timeouts.read))?
+            .map_err(|e| from_reqwest(e, timeouts.total))?;
+        let Some(chunk) = chunk else { break };
         read += chunk.len();
         if read > MAX_BODY_BYTES {
             return Err(ClientError::TooLarge);
@@ -273,8 +298,7 @@ mod tests {
         fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
             Ok(Reply {
                 content: self.0,
-                prompt_tokens: None,
-                completion_tokens: None,
+                usage: Default::default(),
             })
         }
     }
@@ -287,7 +311,7 @@ mod tests {
             ""
         }
         fn auth_headers(&self, key: &str) -> Result<HeaderMap, String> {
-            OpenAi.auth_headers(key)
+            OpenAi::default().auth_headers(key)
         }
         fn encode(
             &self,
@@ -295,26 +319,27 @@ mod tests {
             messages: &[crate::model::Message],
             params: &serde_json::Map<String, serde_json::Value>,
         ) -> serde_json::Result<Vec<u8>> {
-            OpenAi.encode(model, messages, params)
+            OpenAi::default().encode(model, messages, params)
         }
         fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
-            OpenAi.decode(body, secrets)
+            OpenAi::default().decode(body, secrets)
         }
         fn decoder<'a>(&'a self, _: &'a Secrets) -> Box<dyn Decoder + 'a> {
             Box::new(Lines(String::new()))
         }
         fn is_throttled(&self, status: u16) -> bool {
-            OpenAi.is_throttled(status)
+            OpenAi::default().is_throttled(status)
         }
         fn retry_hint(&self, status: u16, headers: &HeaderMap) -> Option<Duration> {
-            OpenAi.retry_hint(status, headers)
+            OpenAi::default().retry_hint(status, headers)
         }
     }
 
     #[tokio::test]
     async fn a_streamed_reply_says_when_its_text_began() {
         let gap = Duration::from_millis(300);
-        let transport = Transport::new(HeaderMap::new(), Duration::from_secs(10), 1).unwrap();
+        let transport =
+            Transport::new(HeaderMap::new(), Timeouts::all(Duration::from_secs(10)), 1).unwrap();
         let url = two_part_server(["first ".into(), "second".into()], gap).await;
         let (reply, timing) = transport
             .post(&url, bytes::Bytes::new(), &Streaming, &Secrets::default())
@@ -327,13 +352,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reply_silent_past_the_read_timeout_has_stalled() {
+        let url = two_part_server(
+            ["first ".into(), "second".into()],
+            Duration::from_millis(300),
+        )
+        .await;
+        let timeouts = Timeouts {
+            read: Duration::from_millis(100),
+            ..Timeouts::all(Duration::from_secs(10))
+        };
+        let transport = Transport::new(HeaderMap::new(), timeouts, 1).unwrap();
+        let read = transport
+            .post(&url, bytes::Bytes::new(), &Streaming, &Secrets::default())
+            .await;
+        let e = read.unwrap_err();
+        assert_eq!(e, ClientError::Stalled(Duration::from_millis(100)));
+        assert_eq!(e.kind().to_string(), "timeout");
+        assert!(e.is_retryable());
+    }
+
+    #[tokio::test]
     async fn a_whole_reply_is_read_across_chunks_and_has_no_first_token() {
         let body = r#"{"choices": [{"message": {"content": "hi"}}]}"#;
         let (a, b) = body.split_at(20);
         let url = two_part_server([a.into(), b.into()], Duration::from_millis(20)).await;
-        let transport = Transport::new(HeaderMap::new(), Duration::from_secs(10), 1).unwrap();
+        let transport =
+            Transport::new(HeaderMap::new(), Timeouts::all(Duration::from_secs(10)), 1).unwrap();
         let (reply, timing) = transport
-            .post(&url, bytes::Bytes::new(), &OpenAi, &Secrets::default())
+            .post(
+                &url,
+                bytes::Bytes::new(),
+                &OpenAi::default(),
+                &Secrets::default(),
+            )
             .await
             .unwrap();
         assert_eq!(reply.content, "hi");

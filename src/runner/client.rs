@@ -12,7 +12,7 @@ use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::retry::Retry;
 use crate::evaluators::llm_judge::Link;
 use crate::model::mock::MockServer;
-use crate::model::{Endpoint, ModelClient};
+use crate::model::{ApiOptions, Endpoint, ModelClient};
 use crate::spec::ModelSpec;
 
 /// A client ready to call, and the mock it calls, if any.
@@ -62,12 +62,14 @@ fn client_at(
     max_connections: usize,
 ) -> Result<ModelClient, RunError> {
     ModelClient::new(Endpoint {
-        api: (model.provider.declared().api)(),
+        api: (model.provider.declared().api)(ApiOptions {
+            stream: model.stream,
+        }),
         base_url,
         model: &model.name,
         api_key,
         params: model.params.clone(),
-        timeout: model.timeout,
+        timeouts: model.timeouts,
         max_connections,
     })
     .map_err(RunError::Client)

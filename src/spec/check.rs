@@ -11,7 +11,10 @@ use serde_json::Value;
 use super::identity::identity;
 use super::locate::{self, parse_path, Locator, Step};
 use super::raw::{self, RawSpec, StrategyName};
-use super::{Evaluation, ModelSpec, Prompt, ProviderSpec, DEFAULT_TIMEOUT, DEFAULT_WINDOW};
+use super::{
+    Evaluation, ModelSpec, Prompt, ProviderSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    DEFAULT_TIMEOUT, DEFAULT_WINDOW,
+};
 use crate::concurrency::rate::RateLimitSpec;
 use crate::concurrency::retry::RetryPolicy;
 use crate::concurrency::{AdaptiveConfig, StrategySpec};
@@ -19,6 +22,7 @@ use crate::dataset::{Dataset, Format, Source};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::evaluators::{Build, Evaluator};
 use crate::model::Role;
+use crate::model::Timeouts;
 use crate::secrets::Secrets;
 use crate::template::Template;
 
@@ -342,13 +346,26 @@ impl Checker<'_> {
                 })
             }
         };
-        let timeout = m.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
-        if timeout.is_zero() {
-            return Err(self.at_value(
-                &format!("{at}.timeout"),
-                "`timeout` must be greater than zero",
-            ));
-        }
+        let duration =
+            |key: &str, value: Option<raw::DurationText>, default: std::time::Duration| {
+                let d = value.map_or(default, |t| t.0);
+                if d.is_zero() {
+                    return Err(self.at_value(
+                        &format!("{at}.{key}"),
+                        format!("`{key}` must be greater than zero"),
+                    ));
+                }
+                Ok(d)
+            };
+        let timeouts = Timeouts {
+            total: duration("timeout", m.timeout, DEFAULT_TIMEOUT)?,
+            connect: duration(
+                "connect_timeout",
+                m.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            read: duration("read_timeout", m.read_timeout, DEFAULT_READ_TIMEOUT)?,
+        };
         let defaults = RetryPolicy::default();
         let retry = match &m.retry {
             None => defaults,
@@ -369,6 +386,14 @@ impl Checker<'_> {
                 }
             }
         };
+        if m.stream == Some(true) && !m.provider.declared().streams {
+            return Err(self
+                .at_value(
+                    &format!("{at}.stream"),
+                    format!("provider `{}` does not stream", m.provider.as_str()),
+                )
+                .with_hint("remove `stream` (replies are read whole)"));
+        }
         let provider = match m.provider.declared().hosted {
             Some(ref hosted) => {
                 ProviderSpec::Http(m.provider.declared(), self.http_endpoint(at, m, hosted)?)
@@ -390,7 +415,8 @@ impl Checker<'_> {
         Ok(ModelSpec {
             name,
             params: m.params.clone(),
-            timeout,
+            timeouts,
+            stream: m.stream.unwrap_or(false),
             retry,
             rate_limit,
             provider,

@@ -67,10 +67,20 @@ fn normalize(v: &mut Value) {
 }
 
 /// Removes from a model block what only paces requests (timeouts, retries,
-/// limits, the mock's latency) or finds the key: none of it changes a reply.
+/// limits, the mock's latency), finds the key, or says how the reply is
+/// read (streamed or whole): none of it changes a reply.
 fn drop_pacing(model: &mut Value) {
     if let Value::Object(m) = model {
-        for key in ["timeout", "retry", "rate_limit", "latency", "api_key_env"] {
+        for key in [
+            "timeout",
+            "connect_timeout",
+            "read_timeout",
+            "stream",
+            "retry",
+            "rate_limit",
+            "latency",
+            "api_key_env",
+        ] {
             m.remove(key);
         }
     }

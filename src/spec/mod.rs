@@ -38,8 +38,14 @@ use locate::Locator;
 pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;
 
+use crate::model::Timeouts;
+
 /// Per-attempt timeout when the spec names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time to open a connection when the spec names none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence within a reply's body when the spec names none.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sliding window size when the spec names none (the tutorial's default).
 pub const DEFAULT_WINDOW: usize = 4;
 
@@ -102,7 +108,9 @@ pub struct ModelSpec {
     /// Sent as the request's `model`.
     pub name: String,
     pub params: Map<String, Value>,
-    pub timeout: Duration,
+    pub timeouts: Timeouts,
+    /// Read replies as they stream (server-sent events).
+    pub stream: bool,
     pub retry: RetryPolicy,
     /// Client-side request and token quotas.
     pub rate_limit: Option<RateLimitSpec>,

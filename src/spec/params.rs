@@ -20,7 +20,7 @@ const RESERVED: [(&str, &str); 3] = [
     ),
     (
         "stream",
-        "dotevals reads whole replies, not streamed ones; remove `stream`",
+        "to stream the reply, write `stream: true` in the model block itself, not in `params`",
     ),
 ];
 

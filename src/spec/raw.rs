@@ -72,6 +72,10 @@ pub struct RawModel {
     #[serde(default)]
     pub params: Map<String, Value>,
     pub timeout: Option<DurationText>,
+    pub connect_timeout: Option<DurationText>,
+    pub read_timeout: Option<DurationText>,
+    /// Read the reply as server-sent events (time to first token).
+    pub stream: Option<bool>,
     pub retry: Option<RawRetry>,
     pub rate_limit: Option<RawRateLimit>,
     /// mock only: time each request takes.

@@ -75,8 +75,14 @@ pub fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleR
         call: crate::store::CallStats {
             attempts: 1,
             latency_us: (!error).then_some(1000 * (index + 1)),
-            prompt_tokens: Some(3),
-            completion_tokens: Some(1),
+            first_token_us: (!error).then_some(400),
+            usage: crate::usage::Usage {
+                prompt: Some(3),
+                completion: Some(1),
+                cached_prompt: Some(2),
+                cache_write: None,
+                reasoning: Some(1),
+            },
             ..Default::default()
         },
         start_us: 0,
@@ -124,6 +130,19 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
             passed: 1,
             unscored: 0,
         }]
+    );
+    let tokens = crate::usage::TokenTotals {
+        prompt: 9,
+        completion: 3,
+        cached_prompt: 6,
+        cache_write: 0,
+        reasoning: 3,
+    };
+    assert_eq!(e.tokens, tokens, "every count summed, unreported ones as 0");
+    assert_eq!(
+        store.samples(id, 1).unwrap()[0].call,
+        record("0", 0, None, false).call,
+        "a call's usage and time to first token come back as written"
     );
     assert_eq!(store.latencies(id).unwrap(), vec![1000, 2000]);
     // The summary's reads at once agree with the single queries.
@@ -176,6 +195,10 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
         })
     );
     let e = &store.experiment("baseline").unwrap().evaluations[0];
+    assert_eq!(
+        e.tokens, tokens,
+        "a replaced record's counts are not summed twice"
+    );
     assert_eq!(
         (e.recorded, e.errored, e.scores[0]),
         (

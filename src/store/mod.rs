@@ -56,7 +56,7 @@ use read::LimitStep;
 
 /// The version of the records' layout that every backend migrates its
 /// store to (`TooNew` past it).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;

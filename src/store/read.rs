@@ -3,6 +3,7 @@
 
 use super::writer::{JudgeRecord, ScoreRecord};
 use super::{CallStats, EvaluationStatus};
+use crate::usage::TokenTotals;
 
 /// An experiment and its evaluations.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +34,7 @@ pub struct EvaluationRow {
     pub recorded: u64,
     pub errored: u64,
     pub latency_sum_us: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub tokens: TokenTotals,
     /// Attempts beyond the first, over all samples.
     pub retries: u64,
     /// Answers that said slow down (429/503).
@@ -82,8 +82,7 @@ pub struct JudgeTotal {
     pub queue_us: u64,
     /// Latencies of the calls that got a reply, in microseconds, ascending.
     pub latencies_us: Vec<u64>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub tokens: TokenTotals,
 }
 
 /// An errored sample.

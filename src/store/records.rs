@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::usage::Usage;
+
 /// How an evaluation stands, as stored (`status`) and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,8 +145,9 @@ pub struct CallStats {
     pub wait_us: u64,
     /// The successful attempt's latency; `None` when no reply came.
     pub latency_us: Option<u64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
+    /// From sending the successful attempt to its first text, when it streamed.
+    pub first_token_us: Option<u64>,
+    pub usage: Usage,
 }
 
 /// What a sample's stored record says about its model call: the reply, to

@@ -132,10 +132,7 @@ pub fn evaluation(
                 })
                 .collect::<Result<_, UnknownStrategy>>()?,
         },
-        tokens: Tokens {
-            prompt: e.prompt_tokens,
-            completion: e.completion_tokens,
-        },
+        tokens: e.tokens,
         error_kinds: None,
         errors: None,
         records: None,
@@ -335,8 +332,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
                 wait_seconds: judged.call.wait_us as f64 / US,
                 queue_seconds: judged.queue_us as f64 / US,
                 latency_seconds: judged.call.latency_us.map(|v| v as f64 / US),
-                prompt_tokens: judged.call.prompt_tokens,
-                completion_tokens: judged.call.completion_tokens,
+                usage: CallUsageView::from(&judged.call),
             };
             Some((name, view))
         })
@@ -356,8 +352,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
         latency_seconds: row.call.latency_us.map(|v| v as f64 / US),
         start_seconds: row.start_us as f64 / US,
         end_seconds: row.end_us as f64 / US,
-        prompt_tokens: row.call.prompt_tokens,
-        completion_tokens: row.call.completion_tokens,
+        usage: CallUsageView::from(&row.call),
         judges,
     }
 }

@@ -153,10 +153,7 @@ impl JudgeView {
             wait_seconds: t.wait_us as f64 / US,
             queue_seconds: t.queue_us as f64 / US,
             latency_seconds: percentiles(&t.latencies_us),
-            tokens: Tokens {
-                prompt: t.prompt_tokens,
-                completion: t.completion_tokens,
-            },
+            tokens: t.tokens,
         }
     }
 }
@@ -359,12 +356,8 @@ impl Latency {
     }
 }
 
-/// Tokens reported by the server's `usage`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Tokens {
-    pub prompt: u64,
-    pub completion: u64,
-}
+/// Tokens reported by the server's `usage`, summed (see [`crate::usage`]).
+pub type Tokens = crate::usage::TokenTotals;
 
 /// Errored samples of one kind.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -415,8 +408,8 @@ pub struct RecordView {
     /// Offsets from the start of the run that recorded it.
     pub start_seconds: f64,
     pub end_seconds: f64,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
+    #[serde(flatten)]
+    pub usage: CallUsageView,
     /// Evaluator name to the call its judge made for this sample; left out
     /// when no judge was called.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -442,8 +435,34 @@ pub struct JudgeCallView {
     /// Queued for the judge's own window before it was sent.
     pub queue_seconds: f64,
     pub latency_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub usage: CallUsageView,
+}
+
+/// What one call reported of its tokens (null: not reported; see
+/// [`crate::usage`] for what each counts), and when its text began.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct CallUsageView {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    pub cached_prompt_tokens: Option<u64>,
+    pub cache_write_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    /// From sending to the first text; null unless the reply streamed.
+    pub time_to_first_token_seconds: Option<f64>,
+}
+
+impl From<&crate::store::CallStats> for CallUsageView {
+    fn from(call: &crate::store::CallStats) -> Self {
+        CallUsageView {
+            prompt_tokens: call.usage.prompt,
+            completion_tokens: call.usage.completion,
+            cached_prompt_tokens: call.usage.cached_prompt,
+            cache_write_tokens: call.usage.cache_write,
+            reasoning_tokens: call.usage.reasoning,
+            time_to_first_token_seconds: call.first_token_us.map(|v| v as f64 / 1e6),
+        }
+    }
 }
 
 /// `dotevals list --format json`.

@@ -168,6 +168,10 @@ fn csv_has_a_header_a_column_per_evaluator_and_one_row_per_sample() {
             "end_seconds",
             "prompt_tokens",
             "completion_tokens",
+            "cached_prompt_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "time_to_first_token_seconds",
             "judges",
         ]
     );

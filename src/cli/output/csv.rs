@@ -28,7 +28,7 @@ const CSV_HEAD: [&str; 7] = [
     "prompt",
     "output",
 ];
-const CSV_TAIL: [&str; 10] = [
+const CSV_TAIL: [&str; 14] = [
     "reasons",
     "error_kind",
     "error",
@@ -38,6 +38,10 @@ const CSV_TAIL: [&str; 10] = [
     "end_seconds",
     "prompt_tokens",
     "completion_tokens",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "time_to_first_token_seconds",
     "judges",
 ];
 
@@ -117,8 +121,13 @@ impl<W: Write> Sink for Csv<W> {
         row.push(opt(&r.latency_seconds.map(number)));
         row.push(number(r.start_seconds));
         row.push(number(r.end_seconds));
-        row.push(opt(&r.prompt_tokens));
-        row.push(opt(&r.completion_tokens));
+        let u = &r.usage;
+        row.push(opt(&u.prompt_tokens));
+        row.push(opt(&u.completion_tokens));
+        row.push(opt(&u.cached_prompt_tokens));
+        row.push(opt(&u.cache_write_tokens));
+        row.push(opt(&u.reasoning_tokens));
+        row.push(opt(&u.time_to_first_token_seconds.map(number)));
         row.push(json(&r.judges));
         let written = self.out.write_record(&row).map_err(to_io);
         self.row = row;

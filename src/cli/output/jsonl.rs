@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Sink;
-use crate::view::{JudgeCallView, RecordView};
+use crate::view::{CallUsageView, JudgeCallView, RecordView};
 
 /// One JSON object per line: a record of `show --full --format json` with
 /// `evaluation` and `repeat`, and every key present on every line (empty
@@ -29,8 +29,8 @@ struct Line<'a> {
     latency_seconds: Option<f64>,
     start_seconds: f64,
     end_seconds: f64,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
+    #[serde(flatten)]
+    usage: CallUsageView,
     judges: &'a BTreeMap<String, JudgeCallView>,
 }
 
@@ -53,8 +53,7 @@ impl<'a> Line<'a> {
             latency_seconds: r.latency_seconds,
             start_seconds: r.start_seconds,
             end_seconds: r.end_seconds,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
+            usage: r.usage,
             judges: &r.judges,
         }
     }
@@ -100,8 +99,7 @@ mod tests {
                 wait_seconds: 0.0,
                 queue_seconds: 0.0,
                 latency_seconds: None,
-                prompt_tokens: None,
-                completion_tokens: None,
+                usage: CallUsageView::default(),
             },
         );
         let mut reasons = serde_json::Map::new();
@@ -121,8 +119,7 @@ mod tests {
             latency_seconds: None,
             start_seconds: 0.0,
             end_seconds: 0.0,
-            prompt_tokens: None,
-            completion_tokens: None,
+            usage: CallUsageView::default(),
             judges,
         };
         let record = serde_json::to_value(&r).unwrap();

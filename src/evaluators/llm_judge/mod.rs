@@ -454,7 +454,8 @@ mod tests {
         let model = ModelSpec {
             name: "m".into(),
             params: serde_json::from_str(r#"{"max_tokens": 5, "temperature": 0.7}"#).unwrap(),
-            timeout: std::time::Duration::from_secs(1),
+            timeouts: crate::model::Timeouts::all(std::time::Duration::from_secs(1)),
+            stream: false,
             retry: Default::default(),
             rate_limit: None,
             provider: crate::spec::ProviderSpec::Mock(crate::model::mock::MockSpec {

@@ -1,6 +1,6 @@
 //! The SQLite [`SampleLookup`], on a read-only connection of its own.
 
-use super::read::call_stats;
+use super::read::{call_columns, call_stats};
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,11 +68,11 @@ impl SampleLookup for SqliteLookup {
     }
 
     fn call(&self, key: &str) -> Result<Option<StoredCall>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT prompt, output, error_kind, error, attempts, throttled, wait_us, latency_us, prompt_tokens,
-                    completion_tokens
-             FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT prompt, output, error_kind, error, ",
+            call_columns!(),
+            " FROM samples WHERE evaluation_id = ?1 AND sample_key = ?2"
+        ))?;
         Ok(stmt
             .query_row(params![self.evaluation_id, key], |r| {
                 Ok(StoredCall {

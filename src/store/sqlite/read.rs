@@ -3,6 +3,7 @@
 //! however many samples it holds; `show` also reads the latencies (an index).
 
 use crate::store::CallStats;
+use crate::usage::{TokenTotals, Usage};
 use std::path::Path;
 
 use std::ops::ControlFlow;
@@ -22,7 +23,8 @@ const EVALUATION_COLUMNS: &str =
     e.max_concurrency, e.total, e.started_at, e.ended_at, coalesce(t.wall_us, 0), e.runs, e.status,
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
-    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.repeats
+    coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.repeats,
+    coalesce(t.cached_tokens, 0), coalesce(t.cache_write_tokens, 0), coalesce(t.reasoning_tokens, 0)
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -47,8 +49,13 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         recorded: count(14)?,
         errored: count(15)?,
         latency_sum_us: count(16)?,
-        prompt_tokens: count(17)?,
-        completion_tokens: count(18)?,
+        tokens: TokenTotals {
+            prompt: count(17)?,
+            completion: count(18)?,
+            cached_prompt: count(25)?,
+            cache_write: count(26)?,
+            reasoning: count(27)?,
+        },
         retries: count(19)?,
         throttled: count(20)?,
         wait_us: count(21)?,
@@ -179,11 +186,11 @@ fn evaluations(
 
 /// The calls judges made for sample `sample_id`, in evaluator order.
 fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT evaluator, prompt, reply, error, attempts, throttled, wait_us, latency_us,
-                prompt_tokens, completion_tokens, queue_us
-         FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator",
-    )?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT evaluator, prompt, reply, error, queue_us, ",
+        call_columns!(),
+        " FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator"
+    ))?;
     let mut out = Vec::new();
     let mut rows = stmt.query([sample_id])?;
     while let Some(r) = rows.next()? {
@@ -192,8 +199,8 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
             prompt: r.get(1)?,
             reply: r.get(2)?,
             error: r.get(3)?,
-            call: call_stats(r, 4)?,
-            queue_us: r.get::<_, i64>(10)?.max(0) as u64,
+            queue_us: r.get::<_, i64>(4)?.max(0) as u64,
+            call: call_stats(r, 5)?,
         });
     }
     Ok(out)
@@ -204,7 +211,8 @@ pub fn judge_totals(conn: &Connection, evaluation_id: i64) -> Result<Vec<JudgeTo
     let mut stmt = conn.prepare_cached(
         "SELECT evaluator, count(*), count(error), coalesce(sum(attempts - 1), 0), coalesce(sum(throttled), 0),
                 coalesce(sum(wait_us), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-                coalesce(sum(queue_us), 0)
+                coalesce(sum(queue_us), 0), coalesce(sum(cached_tokens), 0),
+                coalesce(sum(cache_write_tokens), 0), coalesce(sum(reasoning_tokens), 0)
          FROM judge_calls WHERE evaluation_id = ?1 GROUP BY evaluator ORDER BY evaluator",
     )?;
     let u = |v: i64| v.max(0) as u64;
@@ -219,8 +227,13 @@ pub fn judge_totals(conn: &Connection, evaluation_id: i64) -> Result<Vec<JudgeTo
                 wait_us: u(r.get(5)?),
                 queue_us: u(r.get(8)?),
                 latencies_us: Vec::new(),
-                prompt_tokens: u(r.get(6)?),
-                completion_tokens: u(r.get(7)?),
+                tokens: TokenTotals {
+                    prompt: u(r.get(6)?),
+                    completion: u(r.get(7)?),
+                    cached_prompt: u(r.get(9)?),
+                    cache_write: u(r.get(10)?),
+                    reasoning: u(r.get(11)?),
+                },
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -523,11 +536,12 @@ pub fn for_each_sample(
 ) -> Result<(), StoreError> {
     let mut ids = conn
         .prepare_cached("SELECT id FROM samples WHERE evaluation_id = ?1 ORDER BY row_index, id")?;
-    let mut record = conn.prepare_cached(
+    let mut record = conn.prepare_cached(concat!(
         "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, start_us, end_us,
-                repeat, attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens
-         FROM samples WHERE id = ?1",
-    )?;
+                repeat, ",
+        call_columns!(),
+        " FROM samples WHERE id = ?1"
+    ))?;
     let mut scores = conn.prepare_cached(
         "SELECT evaluator, value, passed, reason FROM scores WHERE sample_id = ?1 ORDER BY evaluator",
     )?;
@@ -585,16 +599,32 @@ pub fn for_each_sample(
     Ok(())
 }
 
-/// A call's cost from six columns from `at` on: attempts, throttled,
-/// wait_us, latency_us, prompt_tokens, completion_tokens.
+/// The columns a call's cost is stored in, in the order [`call_stats`] reads them.
+macro_rules! call_columns {
+    () => {
+        "attempts, throttled, wait_us, latency_us, prompt_tokens, completion_tokens, cached_tokens,
+         cache_write_tokens, reasoning_tokens, first_token_us"
+    };
+}
+pub(super) use call_columns;
+
+/// A call's cost from the [`call_columns`] from `at` on.
 pub(super) fn call_stats(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallStats> {
-    let n = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    let n = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(at + i)?.map(|v| v.max(0) as u64))
+    };
     Ok(CallStats {
         attempts: r.get(at)?,
         throttled: r.get(at + 1)?,
         wait_us: r.get::<_, i64>(at + 2)?.max(0) as u64,
-        latency_us: n(r.get(at + 3)?),
-        prompt_tokens: n(r.get(at + 4)?),
-        completion_tokens: n(r.get(at + 5)?),
+        latency_us: n(3)?,
+        usage: Usage {
+            prompt: n(4)?,
+            completion: n(5)?,
+            cached_prompt: n(6)?,
+            cache_write: n(7)?,
+            reasoning: n(8)?,
+        },
+        first_token_us: n(9)?,
     })
 }

@@ -326,6 +326,61 @@ ALTER TABLE samples ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE judge_calls ADD COLUMN queue_us INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 9: the whole usage of a call (prompt tokens read from and written to
+    // the provider's cache, reasoning tokens; see `crate::usage`) and a
+    // streamed reply's time to its first text, for samples and judge calls;
+    // the triggers sum the new counts per evaluation. Null before.
+    r#"
+ALTER TABLE samples ADD COLUMN cached_tokens INTEGER;
+ALTER TABLE samples ADD COLUMN cache_write_tokens INTEGER;
+ALTER TABLE samples ADD COLUMN reasoning_tokens INTEGER;
+ALTER TABLE samples ADD COLUMN first_token_us INTEGER;
+ALTER TABLE judge_calls ADD COLUMN cached_tokens INTEGER;
+ALTER TABLE judge_calls ADD COLUMN cache_write_tokens INTEGER;
+ALTER TABLE judge_calls ADD COLUMN reasoning_tokens INTEGER;
+ALTER TABLE judge_calls ADD COLUMN first_token_us INTEGER;
+ALTER TABLE evaluation_totals ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluation_totals ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluation_totals ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+DROP TRIGGER samples_add;
+DROP TRIGGER samples_remove;
+CREATE TRIGGER samples_add AFTER INSERT ON samples BEGIN
+    INSERT INTO evaluation_totals (evaluation_id, recorded, errored, latency_sum_us, prompt_tokens,
+        completion_tokens, retries, throttled, wait_us, cached_tokens, cache_write_tokens,
+        reasoning_tokens)
+    VALUES (NEW.evaluation_id, 1, NEW.error_kind IS NOT NULL, coalesce(NEW.latency_us, 0),
+        coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), NEW.attempts - 1,
+        NEW.throttled, NEW.wait_us, coalesce(NEW.cached_tokens, 0),
+        coalesce(NEW.cache_write_tokens, 0), coalesce(NEW.reasoning_tokens, 0))
+    ON CONFLICT (evaluation_id) DO UPDATE SET
+        recorded = recorded + excluded.recorded,
+        errored = errored + excluded.errored,
+        latency_sum_us = latency_sum_us + excluded.latency_sum_us,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        retries = retries + excluded.retries,
+        throttled = throttled + excluded.throttled,
+        wait_us = wait_us + excluded.wait_us,
+        cached_tokens = cached_tokens + excluded.cached_tokens,
+        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+        reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens;
+END;
+CREATE TRIGGER samples_remove AFTER DELETE ON samples BEGIN
+    UPDATE evaluation_totals SET
+        recorded = recorded - 1,
+        errored = errored - (OLD.error_kind IS NOT NULL),
+        latency_sum_us = latency_sum_us - coalesce(OLD.latency_us, 0),
+        prompt_tokens = prompt_tokens - coalesce(OLD.prompt_tokens, 0),
+        completion_tokens = completion_tokens - coalesce(OLD.completion_tokens, 0),
+        retries = retries - (OLD.attempts - 1),
+        throttled = throttled - OLD.throttled,
+        wait_us = wait_us - OLD.wait_us,
+        cached_tokens = cached_tokens - coalesce(OLD.cached_tokens, 0),
+        cache_write_tokens = cache_write_tokens - coalesce(OLD.cache_write_tokens, 0),
+        reasoning_tokens = reasoning_tokens - coalesce(OLD.reasoning_tokens, 0)
+    WHERE evaluation_id = OLD.evaluation_id;
+END;
+"#,
 ];
 
 /// What a database file holds.

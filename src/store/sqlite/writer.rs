@@ -23,6 +23,8 @@ fn commit(
     config: &WriterConfig,
     batch: &[SampleRecord],
 ) -> Result<(), StoreError> {
+    // SQLite integers are signed; counts past i64::MAX cannot happen.
+    let n = |v: Option<u64>| v.map(|v| v as i64);
     let tx = conn.transaction()?;
     {
         let mut delete =
@@ -30,8 +32,9 @@ fn commit(
         let mut insert = tx.prepare_cached(
             "INSERT INTO samples (evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
                  error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens,
-                 throttled, wait_us, repeat)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                 throttled, wait_us, repeat, cached_tokens, cache_write_tokens, reasoning_tokens, first_token_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                 ?20, ?21, ?22, ?23)",
         )?;
         let mut score = tx.prepare_cached(
             "INSERT INTO scores (sample_id, evaluation_id, evaluator, value, passed, reason)
@@ -39,8 +42,9 @@ fn commit(
         )?;
         let mut judge = tx.prepare_cached(
             "INSERT INTO judge_calls (sample_id, evaluation_id, evaluator, prompt, reply, error, attempts,
-                 throttled, wait_us, latency_us, prompt_tokens, completion_tokens, queue_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 throttled, wait_us, latency_us, prompt_tokens, completion_tokens, queue_us, cached_tokens,
+                 cache_write_tokens, reasoning_tokens, first_token_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         for r in batch {
             if config.resuming || r.replaces {
@@ -61,11 +65,15 @@ fn commit(
                 r.call.latency_us.map(|v| v as i64),
                 r.start_us as i64,
                 r.end_us as i64,
-                r.call.prompt_tokens.map(|v| v as i64),
-                r.call.completion_tokens.map(|v| v as i64),
+                n(r.call.usage.prompt),
+                n(r.call.usage.completion),
                 r.call.throttled,
                 r.call.wait_us as i64,
                 r.repeat,
+                n(r.call.usage.cached_prompt),
+                n(r.call.usage.cache_write),
+                n(r.call.usage.reasoning),
+                n(r.call.first_token_us),
             ])?;
             let sample_id = tx.last_insert_rowid();
             for (i, s) in r.scores.iter().enumerate() {
@@ -90,9 +98,13 @@ fn commit(
                     j.call.throttled,
                     j.call.wait_us as i64,
                     j.call.latency_us.map(|v| v as i64),
-                    j.call.prompt_tokens.map(|v| v as i64),
-                    j.call.completion_tokens.map(|v| v as i64),
+                    n(j.call.usage.prompt),
+                    n(j.call.usage.completion),
                     j.queue_us as i64,
+                    n(j.call.usage.cached_prompt),
+                    n(j.call.usage.cache_write),
+                    n(j.call.usage.reasoning),
+                    n(j.call.first_token_us),
                 ])?;
             }
         }
@@ -142,8 +154,12 @@ mod tests {
                 throttled: 1,
                 wait_us: 5,
                 latency_us: Some(1000),
-                prompt_tokens: Some(3),
-                completion_tokens: Some(1),
+                first_token_us: None,
+                usage: crate::usage::Usage {
+                    prompt: Some(3),
+                    completion: Some(1),
+                    ..Default::default()
+                },
             },
             start_us: 0,
             end_us: 1000,

@@ -68,6 +68,11 @@ pub trait Api: Send + Sync {
     /// The path after `base_url` that chat requests are posted to.
     fn path(&self) -> &str;
 
+    /// Headers every request carries, whatever the key (an API version).
+    fn headers(&self) -> HeaderMap {
+        HeaderMap::new()
+    }
+
     /// The headers carrying `key`; an error names why it cannot be sent.
     fn auth_headers(&self, key: &str) -> Result<HeaderMap, String>;
 

@@ -9,6 +9,7 @@
 //! not an `Api`: it speaks the OpenAI API on loopback and is reached through
 //! this same code.
 
+pub mod anthropic;
 mod api;
 mod error;
 pub mod mock;
@@ -121,6 +122,7 @@ impl ModelClient {
         } = endpoint;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.extend(api.headers());
         let mut secrets = Secrets::default();
         // reqwest sends a `user:password@` in the URL as a Basic credential.
         secrets.take_from_url(base_url);

@@ -14,7 +14,7 @@ const MAX_HINT: Duration = Duration::from_secs(24 * 60 * 60);
 /// `anthropic-ratelimit-{kind}-reset` (an RFC 3339 time).
 const ANTHROPIC_QUOTAS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
 
-/// How long a throttling server (429 or 503) asks us to wait; `None` for any
+/// How long a throttling server (429, 503, or Anthropic's 529) asks us to wait; `None` for any
 /// other status, or when it does not say. The headers are read most specific
 /// first, and the first that gives a usable value wins:
 ///
@@ -37,7 +37,7 @@ pub fn retry_hint(status: u16, headers: &HeaderMap) -> Option<Duration> {
 
 /// [`retry_hint`] with the clock passed in, for dates.
 fn retry_hint_at(status: u16, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if status != 429 && status != 503 {
+    if !matches!(status, 429 | 503 | 529) {
         return None;
     }
     let text = |name: &str| header_text(headers, name);

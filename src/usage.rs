@@ -39,4 +39,31 @@ impl TokenTotals {
     pub fn all(&self) -> u64 {
         self.prompt + self.completion
     }
+
+    /// `120 prompt (80 cached, 10 written to cache) · 40 completion (12
+    /// reasoning)`, as tables and pages show it: the parts only when reported.
+    pub fn describe(&self) -> String {
+        let parts = |parts: &[(u64, &str)]| {
+            let named: Vec<String> = parts
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", named.join(", "))
+            }
+        };
+        format!(
+            "{} prompt{} · {} completion{}",
+            self.prompt,
+            parts(&[
+                (self.cached_prompt, "cached"),
+                (self.cache_write, "written to cache")
+            ]),
+            self.completion,
+            parts(&[(self.reasoning, "reasoning")])
+        )
+    }
 }

@@ -205,6 +205,12 @@ fn timing(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         if let (Some(p50), Some(p99)) = (x.latency_p50_seconds, x.latency_p99_seconds) {
             let _ = write!(line, " · p50 {} · p99 {}", duration(p50), duration(p99));
         }
+        if let Some(first) = x.time_to_first_token_p50_seconds {
+            let _ = write!(line, " · first token p50 {}", duration(first));
+        }
+        if let Some(speed) = x.output_tokens_per_second_p50 {
+            let _ = write!(line, " · {speed:.1} tokens/s");
+        }
         let _ = write!(line, " · {} tokens", x.prompt_tokens + x.completion_tokens);
         line
     };

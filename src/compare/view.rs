@@ -136,8 +136,14 @@ pub struct TimingSummary {
     pub throughput_per_second: Option<f64>,
     pub latency_p50_seconds: Option<f64>,
     pub latency_p99_seconds: Option<f64>,
+    /// Null unless replies streamed.
+    pub time_to_first_token_p50_seconds: Option<f64>,
+    pub output_tokens_per_second_p50: Option<f64>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    pub cached_prompt_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
 }
 
 impl From<&EvaluationView> for TimingSummary {
@@ -148,8 +154,17 @@ impl From<&EvaluationView> for TimingSummary {
             throughput_per_second: r.timing.throughput_per_second,
             latency_p50_seconds: latency.map(|l| l.p50),
             latency_p99_seconds: latency.map(|l| l.p99),
+            time_to_first_token_p50_seconds: r
+                .timing
+                .time_to_first_token_seconds
+                .as_ref()
+                .map(|l| l.p50),
+            output_tokens_per_second_p50: r.timing.output_tokens_per_second.map(|q| q.p50),
             prompt_tokens: r.tokens.prompt,
             completion_tokens: r.tokens.completion,
+            cached_prompt_tokens: r.tokens.cached_prompt,
+            cache_write_tokens: r.tokens.cache_write,
+            reasoning_tokens: r.tokens.reasoning,
         }
     }
 }

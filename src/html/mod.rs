@@ -190,10 +190,22 @@ pub fn write_comparison(
     browser(out, &sources)
 }
 
-/// The latency histogram and, when there were any, retries on the time axis.
+/// The latency histogram, the time to first token's when replies streamed,
+/// and, when there were any, retries on the time axis.
 fn plots_below(out: &mut impl Write, e: &Evaluation) -> io::Result<()> {
     out.write_all(b"<h3>Latency</h3>")?;
     out.write_all(plots::histogram_svg(&e.latencies).as_bytes())?;
+    let first_tokens: Vec<u64> = e
+        .samples
+        .iter()
+        .filter(|s| s.error_kind.is_none())
+        .filter_map(|s| s.call.first_token_us)
+        .collect();
+    if !first_tokens.is_empty() {
+        out.write_all(b"<h3>Time to first token</h3>")?;
+        let svg = plots::histogram_titled("Time to first token histogram", &first_tokens);
+        out.write_all(svg.as_bytes())?;
+    }
     let end = |s: &SampleRow| s.end_us;
     let retried: Vec<u64> = e
         .samples

@@ -286,7 +286,12 @@ fn legend(svg: &mut String, timelines: &[Timeline]) {
 /// largest latency (or to 1.5 x p99 when the largest is far out, the rest
 /// counted in a note), with p50, p90 and p99 marked.
 pub fn histogram_svg(latencies_us: &[u64]) -> String {
-    let mut svg = open("Latency histogram");
+    histogram_titled("Latency histogram", latencies_us)
+}
+
+/// A histogram of durations (µs) under `title`, as [`histogram_svg`].
+pub fn histogram_titled(title: &str, latencies_us: &[u64]) -> String {
+    let mut svg = open(title);
     if latencies_us.is_empty() {
         empty(&mut svg, "no successful requests");
         return close(svg);

@@ -80,6 +80,23 @@ fn facts(r: &EvaluationView) -> Vec<(&'static str, String)> {
             or_dash(t.latency_seconds.as_ref().map(|l| l.percentiles())),
         ),
         (
+            "first token",
+            or_dash(
+                t.time_to_first_token_seconds
+                    .as_ref()
+                    .map(|l| l.percentiles()),
+            ),
+        ),
+        (
+            "output speed",
+            or_dash(t.output_tokens_per_second.as_ref().map(|q| {
+                format!(
+                    "p50 {:.1} · p90 {:.1} · p99 {:.1} tokens/s",
+                    q.p50, q.p90, q.p99
+                )
+            })),
+        ),
+        (
             "in flight",
             or_dash(t.mean_in_flight.map(|x| format!("{x:.1} on average"))),
         ),
@@ -90,13 +107,7 @@ fn facts(r: &EvaluationView) -> Vec<(&'static str, String)> {
                 t.retries, t.throttled
             ),
         ),
-        (
-            "tokens",
-            format!(
-                "{} prompt · {} completion",
-                r.tokens.prompt, r.tokens.completion
-            ),
-        ),
+        ("tokens", r.tokens.describe()),
     ];
     if r.repeats > 1 {
         facts.insert(4, ("repeats", r.repeats.to_string()));
@@ -128,7 +139,7 @@ fn evaluators(out: &mut impl Write, evaluators: &[EvaluatorView]) -> io::Result<
                 j.failed,
                 j.retries,
                 j.throttled,
-                j.tokens.prompt + j.tokens.completion
+                j.tokens.all()
             )
         });
         let below = if ev.below_fail_under == Some(true) {

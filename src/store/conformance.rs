@@ -151,6 +151,17 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
     assert_eq!(reads.runs, store.runs(id).unwrap());
     assert!(reads.timeline.is_none() && reads.run_limits.is_empty());
     assert!(matches!(reads.groups[..], [super::Groups::None]));
+    let mut streamed: Vec<(u64, u64)> = reads
+        .streamed
+        .iter()
+        .map(|s| (s.first_token_us, s.latency_us))
+        .collect();
+    streamed.sort_unstable();
+    assert_eq!(
+        streamed,
+        [(400, 1000), (400, 2000)],
+        "the errored one is left out"
+    );
     assert_eq!(store.errors(id).unwrap()[0].kind, "timeout");
     assert_eq!(
         store.samples(id, 1).unwrap()[1].scores,

@@ -208,6 +208,9 @@ pub trait Reader {
     /// Latencies of successful samples, in microseconds, ascending.
     fn latencies(&self, evaluation_id: i64) -> Result<Vec<u64>, StoreError>;
 
+    /// Successful samples whose reply streamed, with when their text began.
+    fn streamed(&self, evaluation_id: i64) -> Result<Vec<read::StreamedReply>, StoreError>;
+
     /// Errored samples, in dataset order.
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError>;
 

@@ -208,6 +208,28 @@ pub struct SummaryReads {
     pub judges: Vec<JudgeTotal>,
     /// Per evaluator, what its error bar needs beyond the totals.
     pub groups: Vec<Groups>,
+    /// The successful replies that streamed, for time to first token and
+    /// output speed.
+    pub streamed: Vec<StreamedReply>,
+}
+
+/// When a successful streamed reply's text began and ended, and what it counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamedReply {
+    pub first_token_us: u64,
+    pub latency_us: u64,
+    pub completion_tokens: Option<u64>,
+}
+
+impl StreamedReply {
+    /// Output tokens per second once the text began: the tokens after the
+    /// first over the time after it. `None` below two tokens, or when the
+    /// first text was the last byte too.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        let tokens = self.completion_tokens.filter(|t| *t >= 2)?;
+        let after = self.latency_us.checked_sub(self.first_token_us)?;
+        (after > 0).then(|| (tokens - 1) as f64 / (after as f64 / 1e6))
+    }
 }
 
 /// The groups an evaluator's scores fall in, for its error bar.
@@ -252,5 +274,28 @@ pub fn summary_reads(
         run_limits,
         judges: reader.judge_totals(e.id)?,
         groups,
+        streamed: reader.streamed(e.id)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamedReply;
+
+    #[test]
+    fn output_speed_counts_the_tokens_after_the_first() {
+        let reply = |first_token_us, latency_us, tokens| StreamedReply {
+            first_token_us,
+            latency_us,
+            completion_tokens: tokens,
+        };
+        // 11 tokens: the first at 100 ms, ten more over the next 400 ms.
+        assert_eq!(
+            reply(100_000, 500_000, Some(11)).tokens_per_second(),
+            Some(25.0)
+        );
+        assert_eq!(reply(100_000, 500_000, Some(1)).tokens_per_second(), None);
+        assert_eq!(reply(100_000, 500_000, None).tokens_per_second(), None);
+        assert_eq!(reply(500_000, 500_000, Some(9)).tokens_per_second(), None);
+    }
 }

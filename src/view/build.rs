@@ -103,6 +103,8 @@ pub fn evaluation(
             wall_seconds: wall,
             throughput_per_second: ratio(e.recorded as f64, wall),
             latency_seconds: percentiles(latencies),
+            time_to_first_token_seconds: None,
+            output_tokens_per_second: None,
             effective_concurrency: ratio(e.latency_sum_us as f64 / US, wall),
             mean_in_flight: mean_over_runs(sum(|r| r.held_us)),
             mean_at_server: mean_over_runs(sum(|r| r.at_server_us)),
@@ -368,6 +370,16 @@ pub struct Detail {
 /// adaptive limit, error bars over repeats or clusters, judges' calls, and
 /// each adaptive run's limit.
 fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
+    let mut first_tokens: Vec<u64> = reads.streamed.iter().map(|s| s.first_token_us).collect();
+    first_tokens.sort_unstable();
+    r.timing.time_to_first_token_seconds = percentiles(&first_tokens);
+    r.timing.output_tokens_per_second = Quantiles::of(
+        reads
+            .streamed
+            .iter()
+            .filter_map(|s| s.tokens_per_second())
+            .collect(),
+    );
     let timeline = reads.timeline.as_ref();
     if let Some(t) = timeline.filter(|_| r.strategy == StrategyName::Adaptive) {
         r.timing.concurrency_limit = limit_view(&t.steps, &t.ends);
@@ -629,6 +641,14 @@ mod tests {
         plain.scores[0] = Some(ScoreRecord::of(1.0));
         let r = serde_json::to_value(record(plain, &names)).unwrap();
         assert!(r.get("reasons").is_none(), "{r}");
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let q = Quantiles::of((1..=100).rev().map(f64::from).collect()).unwrap();
+        assert_eq!((q.p50, q.p90, q.p99), (50.0, 90.0, 99.0));
+        assert_eq!(Quantiles::of(vec![7.0]).unwrap().p99, 7.0);
+        assert!(Quantiles::of(Vec::new()).is_none());
     }
 
     #[test]

@@ -255,6 +255,14 @@ pub struct Timing {
     pub throughput_per_second: Option<f64>,
     /// Latency of successful requests (send to full body).
     pub latency_seconds: Option<Latency>,
+    /// From sending to the first text (not the first byte: a stream's
+    /// first events carry none), over the replies that streamed; null when
+    /// none did.
+    pub time_to_first_token_seconds: Option<Latency>,
+    /// Output tokens per second once the text began ((completion tokens -
+    /// 1) / (latency - time to first token)), over the streamed replies that
+    /// counted at least two; null when none did.
+    pub output_tokens_per_second: Option<Quantiles>,
     /// Sum of successful latencies / wall time: successful requests at the
     /// server on average. Kept for scripts; `mean_in_flight` and
     /// `mean_at_server` count failed attempts and waits too.
@@ -353,6 +361,28 @@ impl Latency {
             duration(self.p99),
             duration(self.max)
         )
+    }
+}
+
+/// A distribution's percentiles (of a rate: higher is better, so no max).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+impl Quantiles {
+    /// The nearest-rank percentiles of `values`; `None` when empty.
+    pub fn of(mut values: Vec<f64>) -> Option<Quantiles> {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let at = |q: f64| values[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        (n > 0).then(|| Quantiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+        })
     }
 }
 

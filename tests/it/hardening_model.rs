@@ -324,7 +324,7 @@ fn params_that_the_client_sets_are_refused_with_a_location() {
             "messages",
             "`prompt` or `messages`",
         ),
-        ("    stream: true\n", "stream", "whole replies"),
+        ("    stream: true\n", "stream", "in the model block itself"),
     ];
     for (params, key, hint) in cases {
         let text = spec(&server.url(), &["a"], &format!("  params:\n{params}"));

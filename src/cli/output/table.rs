@@ -98,12 +98,8 @@ fn judge_line(j: &JudgeView) -> String {
     if j.retries + j.throttled > 0 {
         let _ = write!(line, " · {} retries · {} throttled", j.retries, j.throttled);
     }
-    if j.tokens.prompt + j.tokens.completion > 0 {
-        let _ = write!(
-            line,
-            " · {} prompt · {} completion tokens",
-            j.tokens.prompt, j.tokens.completion
-        );
+    if j.tokens.all() > 0 {
+        let _ = write!(line, " · {} tokens", j.tokens.describe());
     }
     line
 }
@@ -244,6 +240,18 @@ fn timing_rows(e: &EvaluationView, rows: &mut Vec<(String, String)>) {
     if let Some(l) = &t.latency_seconds {
         rows.push(("latency".into(), l.percentiles()));
     }
+    if let Some(l) = &t.time_to_first_token_seconds {
+        rows.push(("first token".into(), l.percentiles()));
+    }
+    if let Some(q) = &t.output_tokens_per_second {
+        rows.push((
+            "output speed".into(),
+            format!(
+                "p50 {:.1} · p90 {:.1} · p99 {:.1} tokens/s after the first",
+                q.p50, q.p90, q.p99
+            ),
+        ));
+    }
     if let Some(c) = t.mean_in_flight {
         let mut line = format!("{c:.2} in flight on average");
         if let Some(a) = t.mean_at_server.filter(|a| (c - a).abs() >= 0.005) {
@@ -309,14 +317,8 @@ fn timing_rows(e: &EvaluationView, rows: &mut Vec<(String, String)>) {
             ));
         }
     }
-    if e.tokens.prompt + e.tokens.completion > 0 {
-        rows.push((
-            "tokens".into(),
-            format!(
-                "{} prompt · {} completion",
-                e.tokens.prompt, e.tokens.completion
-            ),
-        ));
+    if e.tokens.all() > 0 {
+        rows.push(("tokens".into(), e.tokens.describe()));
     }
 }
 

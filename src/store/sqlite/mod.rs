@@ -469,6 +469,13 @@ impl Reader for SqliteStore {
         read::latencies(&self.conn, evaluation_id)
     }
 
+    fn streamed(
+        &self,
+        evaluation_id: i64,
+    ) -> Result<Vec<crate::store::read::StreamedReply>, StoreError> {
+        read::streamed(&self.conn, evaluation_id)
+    }
+
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {
         read::errors(&self.conn, evaluation_id)
     }

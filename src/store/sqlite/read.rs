@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::store::read::{
     ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, JudgeTotal, LimitStep, LimitTimeline,
-    RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
+    RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal, StreamedReply,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
 use crate::store::{EvaluationStatus, StoreError};
@@ -387,6 +387,26 @@ pub fn latencies(conn: &Connection, evaluation_id: i64) -> Result<Vec<u64>, Stor
     )?;
     let out = stmt
         .query_map([evaluation_id], |r| Ok(r.get::<_, i64>(0)? as u64))?
+        .collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// Successful samples whose reply streamed.
+pub fn streamed(conn: &Connection, evaluation_id: i64) -> Result<Vec<StreamedReply>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_token_us, latency_us, completion_tokens FROM samples
+         WHERE evaluation_id = ?1 AND first_token_us IS NOT NULL AND latency_us IS NOT NULL
+           AND error_kind IS NULL",
+    )?;
+    let u = |v: i64| v.max(0) as u64;
+    let out = stmt
+        .query_map([evaluation_id], |r| {
+            Ok(StreamedReply {
+                first_token_us: u(r.get(0)?),
+                latency_us: u(r.get(1)?),
+                completion_tokens: r.get::<_, Option<i64>>(2)?.map(u),
+            })
+        })?
         .collect::<Result<_, _>>()?;
     Ok(out)
 }

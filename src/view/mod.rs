@@ -259,9 +259,9 @@ pub struct Timing {
     /// first events carry none), over the replies that streamed; null when
     /// none did.
     pub time_to_first_token_seconds: Option<Latency>,
-    /// Output tokens per second once the text began ((completion tokens -
-    /// 1) / (latency - time to first token)), over the streamed replies that
-    /// counted at least two; null when none did.
+    /// Output tokens per second once the text began: completion tokens
+    /// less one over latency less time to first token, over the streamed
+    /// replies that counted at least two; null when none did.
     pub output_tokens_per_second: Option<Quantiles>,
     /// Sum of successful latencies / wall time: successful requests at the
     /// server on average. Kept for scripts; `mean_in_flight` and

@@ -29,6 +29,10 @@ pub const PROVIDER: Provider = Provider {
     }),
     api: |options| Arc::new(Anthropic::new(options)),
     streams: true,
+    reserved: &[(
+        "system",
+        "write the system prompt as a `messages` entry with `role: system`: it is sent as `system`",
+    )],
 };
 
 /// The API version every request names (the one Anthropic documents).

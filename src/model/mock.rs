@@ -29,6 +29,7 @@ pub const PROVIDER: Provider = Provider {
     hosted: None,
     api: |_| Arc::new(OpenAi::default()),
     streams: false,
+    reserved: &[],
 };
 
 /// The built-in mock model: keyword rules and a fixed latency.

@@ -14,6 +14,7 @@ mod api;
 mod error;
 pub mod mock;
 pub mod openai;
+pub mod openai_responses;
 mod provider;
 mod sse;
 mod transport;

@@ -26,6 +26,7 @@ pub const PROVIDER: Provider = Provider {
     }),
     api: |options| Arc::new(OpenAi::new(options)),
     streams: true,
+    reserved: &[],
 };
 
 /// An OpenAI-compatible endpoint.

@@ -20,6 +20,10 @@ pub struct Provider {
     /// Whether `stream: true` applies: its API streams, and its `Api` reads
     /// the stream.
     pub streams: bool,
+    /// Body keys its `Api` writes from the messages, which `params` may not
+    /// set, each with what to write instead (beside `model`, `messages` and
+    /// `stream`, which no provider's `params` may set).
+    pub reserved: &'static [(&'static str, &'static str)],
 }
 
 /// How a spec asks for a provider's API to be spoken.

@@ -323,7 +323,7 @@ impl Checker<'_> {
 
     /// Checks the model block at `at` (`model`, or a judge's `evaluators[2].model`).
     fn model(&self, at: &str, m: &raw::RawModel) -> Result<ModelSpec, Diagnostic> {
-        self.reserved_params(at, &m.params)?;
+        self.reserved_params(at, &m.params, m.provider.declared())?;
         let rate_limit = match &m.rate_limit {
             None => None,
             Some(r) => {

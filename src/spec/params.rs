@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::Checker;
 use crate::diagnostic::Diagnostic;
+use crate::model::Provider;
 
 /// Keys the client sets in every request body, or that would change the shape
 /// of the reply it reads, with where to say what they say instead.
@@ -31,8 +32,9 @@ impl Checker<'_> {
         &self,
         at: &str,
         params: &Map<String, Value>,
+        provider: &Provider,
     ) -> Result<(), Diagnostic> {
-        for (key, hint) in RESERVED {
+        for &(key, hint) in RESERVED.iter().chain(provider.reserved) {
             match params.get(key) {
                 None => {}
                 Some(Value::Bool(false)) if key == "stream" => {}

@@ -43,6 +43,7 @@ pub struct RawDataset {
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Openai,
+    OpenaiResponses,
     Anthropic,
     Mock,
 }
@@ -53,6 +54,7 @@ impl Provider {
     pub fn declared(self) -> &'static model::Provider {
         match self {
             Provider::Openai => &model::openai::PROVIDER,
+            Provider::OpenaiResponses => &model::openai_responses::PROVIDER,
             Provider::Anthropic => &model::anthropic::PROVIDER,
             Provider::Mock => &model::mock::PROVIDER,
         }

@@ -72,10 +72,14 @@ impl Caller {
         }
     }
 
-    /// `messages` encoded for this endpoint.
-    pub fn request(&self, messages: &[Message]) -> Result<Request, ClientError> {
+    /// `messages` (and the sample's dataset `row`) encoded for this endpoint.
+    pub fn request(
+        &self,
+        messages: &[Message],
+        row: &minijinja::Value,
+    ) -> Result<Request, ClientError> {
         Ok(Request {
-            body: self.client.request(messages)?,
+            body: self.client.request(messages, row)?,
             chars: messages.iter().map(|m| m.content.chars().count()).sum(),
         })
     }

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::api::whole;
 use super::openai::{cut, token_count};
 use super::sse::Events;
 use super::transport::{excerpt, retry_hint};
-use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Provider, Reply, Role};
+use super::{
+    Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply, Role,
+};
 use crate::secrets::Secrets;
 use crate::usage::Usage;
 
@@ -82,12 +84,13 @@ impl Api for Anthropic {
     /// `params` first, then what the request must say: system messages
     /// (and developer ones, which Anthropic has not) joined into `system`,
     /// the others as `messages`, `max_tokens` unless `params` set it.
-    fn encode(
-        &self,
-        model: &str,
-        messages: &[Message],
-        params: &Map<String, Value>,
-    ) -> serde_json::Result<Vec<u8>> {
+    fn encode(&self, request: &Outgoing<'_>) -> Result<Vec<u8>, String> {
+        let Outgoing {
+            model,
+            messages,
+            params,
+            ..
+        } = *request;
         let mut body = params.clone();
         let (system, turns): (Vec<&Message>, Vec<&Message>) = messages
             .iter()
@@ -97,13 +100,16 @@ impl Api for Anthropic {
             body.insert("system".into(), Value::String(text.join("\n\n")));
         }
         body.insert("model".into(), Value::String(model.into()));
-        body.insert("messages".into(), serde_json::to_value(turns)?);
+        body.insert(
+            "messages".into(),
+            serde_json::to_value(turns).map_err(|e| e.to_string())?,
+        );
         body.entry("max_tokens")
             .or_insert(Value::from(DEFAULT_MAX_TOKENS));
         if self.stream {
             body.insert("stream".into(), Value::Bool(true));
         }
-        serde_json::to_vec(&body)
+        serde_json::to_vec(&body).map_err(|e| e.to_string())
     }
 
     fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
@@ -282,12 +288,15 @@ impl Decoder for Stream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     const STREAM: Anthropic = Anthropic { stream: true };
 
     fn body(messages: &[Message], params: &str) -> Value {
         let params: Map<String, Value> = serde_json::from_str(params).unwrap();
-        let bytes = STREAM.encode("claude", messages, &params).unwrap();
+        let bytes = STREAM
+            .encode(&Outgoing::bare("claude", messages, &params))
+            .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 

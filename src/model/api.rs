@@ -9,11 +9,38 @@
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
+use reqwest::Method;
 use serde_json::{Map, Value};
 
 use super::{ClientError, Message};
 use crate::secrets::Secrets;
 use crate::usage::Usage;
+
+/// What one request asks, for [`Api::encode`].
+pub struct Outgoing<'a> {
+    /// The spec's model name (empty when it names none).
+    pub model: &'a str,
+    pub messages: &'a [Message],
+    pub params: &'a Map<String, Value>,
+    /// The sample's dataset row, for APIs whose body is a template.
+    pub row: &'a minijinja::Value,
+    /// The API key, for APIs whose body carries it.
+    pub api_key: Option<&'a str>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A request with no dataset row and no key.
+    pub fn bare(model: &'a str, messages: &'a [Message], params: &'a Map<String, Value>) -> Self {
+        static NO_ROW: minijinja::Value = minijinja::Value::UNDEFINED;
+        Outgoing {
+            model,
+            messages,
+            params,
+            row: &NO_ROW,
+            api_key: None,
+        }
+    }
+}
 
 /// What a successful reply says, before the transport adds its latency.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,13 +103,13 @@ pub trait Api: Send + Sync {
     /// The headers carrying `key`; an error names why it cannot be sent.
     fn auth_headers(&self, key: &str) -> Result<HeaderMap, String>;
 
-    /// The request body asking `model` to answer `messages`, with the spec's `params`.
-    fn encode(
-        &self,
-        model: &str,
-        messages: &[Message],
-        params: &Map<String, Value>,
-    ) -> serde_json::Result<Vec<u8>>;
+    /// The method requests are sent with.
+    fn method(&self) -> Method {
+        Method::POST
+    }
+
+    /// The request body for `request`; an error says why it cannot be built.
+    fn encode(&self, request: &Outgoing<'_>) -> Result<Vec<u8>, String>;
 
     /// A successful (2xx) body as a reply; `secrets` are scrubbed from any
     /// excerpt an error quotes.

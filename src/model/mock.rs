@@ -249,7 +249,11 @@ mod tests {
             }]
         };
         let c = client
-            .complete(&client.request(&msg("A GREAT film")).unwrap())
+            .complete(
+                &client
+                    .request(&msg("A GREAT film"), &minijinja::Value::UNDEFINED)
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(c.content, "positive");
@@ -257,7 +261,11 @@ mod tests {
         assert_eq!(c.usage.completion, Some(1));
         assert_eq!(
             client
-                .complete(&client.request(&msg("fine")).unwrap())
+                .complete(
+                    &client
+                        .request(&msg("fine"), &minijinja::Value::UNDEFINED)
+                        .unwrap()
+                )
                 .await
                 .unwrap()
                 .content,

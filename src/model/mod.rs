@@ -26,7 +26,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use api::{whole, Api, Decoder, Reply};
+pub use api::{whole, Api, Decoder, Outgoing, Reply};
 pub use error::ClientError;
 pub use provider::{ApiOptions, Hosted, Provider};
 pub use transport::{Timeouts, MAX_BODY_BYTES};
@@ -89,6 +89,8 @@ pub struct ModelClient {
     params: Arc<Map<String, Value>>,
     /// The API key and any other credential, scrubbed from error excerpts.
     secrets: Secrets,
+    /// For APIs whose body carries it (`{{ api_key }}`).
+    api_key: Option<Arc<str>>,
 }
 
 /// An encoded request, cheap to clone for retries.
@@ -138,6 +140,7 @@ impl ModelClient {
             model: model.to_owned(),
             params: Arc::new(params),
             secrets,
+            api_key: api_key.map(Arc::from),
         })
     }
 
@@ -147,10 +150,21 @@ impl ModelClient {
         self
     }
 
-    /// The request body for `messages`: built once per sample, sent by every attempt.
-    pub fn request(&self, messages: &[Message]) -> Result<RequestBody, ClientError> {
+    /// The request body for `messages` (and the dataset `row`, for APIs
+    /// whose body is a template): built once per sample, sent by every attempt.
+    pub fn request(
+        &self,
+        messages: &[Message],
+        row: &minijinja::Value,
+    ) -> Result<RequestBody, ClientError> {
         self.api
-            .encode(&self.model, messages, &self.params)
+            .encode(&Outgoing {
+                model: &self.model,
+                messages,
+                params: &self.params,
+                row,
+                api_key: self.api_key.as_deref(),
+            })
             .map(|body| RequestBody(body.into()))
             .map_err(|e| ClientError::Malformed(format!("cannot encode request: {e}")))
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::api::whole;
 use super::sse::Events;
 use super::transport::{excerpt, retry_hint};
-use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Provider, Reply};
+use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply};
 use crate::secrets::Secrets;
 use crate::usage::Usage;
 
@@ -80,12 +80,13 @@ impl Api for OpenAi {
         Ok(HeaderMap::from_iter([(AUTHORIZATION, value)]))
     }
 
-    fn encode(
-        &self,
-        model: &str,
-        messages: &[Message],
-        params: &Map<String, Value>,
-    ) -> serde_json::Result<Vec<u8>> {
+    fn encode(&self, request: &Outgoing<'_>) -> Result<Vec<u8>, String> {
+        let Outgoing {
+            model,
+            messages,
+            params,
+            ..
+        } = *request;
         let mut params = std::borrow::Cow::Borrowed(params);
         let stream_options = self.stream.then(|| {
             let mut options = match params.to_mut().remove("stream_options") {
@@ -102,6 +103,7 @@ impl Api for OpenAi {
             stream_options,
             params: &params,
         })
+        .map_err(|e| e.to_string())
     }
 
     fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
@@ -471,7 +473,7 @@ mod tests {
     fn a_streamed_request_asks_for_usage() {
         let params: Map<String, Value> =
             serde_json::from_str(r#"{"temperature":0,"stream_options":{"foo":1}}"#).unwrap();
-        let body = STREAM.encode("m", &[], &params).unwrap();
+        let body = STREAM.encode(&Outgoing::bare("m", &[], &params)).unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["stream"], true);
         assert_eq!(
@@ -479,9 +481,12 @@ mod tests {
             serde_json::json!({"foo": 1, "include_usage": true})
         );
         assert_eq!(body["temperature"], 0);
-        let whole: Value =
-            serde_json::from_slice(&OpenAi::default().encode("m", &[], &Map::new()).unwrap())
-                .unwrap();
+        let whole: Value = serde_json::from_slice(
+            &OpenAi::default()
+                .encode(&Outgoing::bare("m", &[], &Map::new()))
+                .unwrap(),
+        )
+        .unwrap();
         assert!(whole.get("stream").is_none() && whole.get("stream_options").is_none());
     }
 }

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::api::whole;
 use super::openai::{cut, token_count, OpenAi};
 use super::sse::Events;
 use super::transport::{excerpt, retry_hint};
-use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Provider, Reply, Role};
+use super::{
+    Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply, Role,
+};
 use crate::secrets::Secrets;
 use crate::usage::Usage;
 
@@ -65,12 +67,13 @@ impl Api for Responses {
 
     /// `params` first (a `max_tokens` there is sent as the API's
     /// `max_output_tokens`), then `model`, `input` and `instructions`.
-    fn encode(
-        &self,
-        model: &str,
-        messages: &[Message],
-        params: &Map<String, Value>,
-    ) -> serde_json::Result<Vec<u8>> {
+    fn encode(&self, request: &Outgoing<'_>) -> Result<Vec<u8>, String> {
+        let Outgoing {
+            model,
+            messages,
+            params,
+            ..
+        } = *request;
         let mut body = params.clone();
         if let Some(max) = body.remove("max_tokens") {
             body.entry("max_output_tokens").or_insert(max);
@@ -82,11 +85,14 @@ impl Api for Responses {
             body.insert("instructions".into(), Value::String(text.join("\n\n")));
         }
         body.insert("model".into(), Value::String(model.into()));
-        body.insert("input".into(), serde_json::to_value(turns)?);
+        body.insert(
+            "input".into(),
+            serde_json::to_value(turns).map_err(|e| e.to_string())?,
+        );
         if self.stream {
             body.insert("stream".into(), Value::Bool(true));
         }
-        serde_json::to_vec(&body)
+        serde_json::to_vec(&body).map_err(|e| e.to_string())
     }
 
     fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
@@ -246,6 +252,7 @@ impl Decoder for Stream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     const STREAM: Responses = Responses { stream: true };
 
@@ -258,11 +265,11 @@ mod tests {
         let params: Map<String, Value> =
             serde_json::from_str(r#"{"max_tokens": 50, "reasoning": {"effort": "low"}}"#).unwrap();
         let body = STREAM
-            .encode(
+            .encode(&Outgoing::bare(
                 "o4-mini",
                 &[m(Role::System, "Be brief."), m(Role::User, "Hi")],
                 &params,
-            )
+            ))
             .unwrap();
         let b: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(b["instructions"], "Be brief.");

@@ -88,7 +88,7 @@ impl Transport {
         let attempt = async {
             let response = self
                 .http
-                .post(url)
+                .request(api.method(), url)
                 .body(body)
                 .send()
                 .await
@@ -313,13 +313,8 @@ mod tests {
         fn auth_headers(&self, key: &str) -> Result<HeaderMap, String> {
             OpenAi::default().auth_headers(key)
         }
-        fn encode(
-            &self,
-            model: &str,
-            messages: &[crate::model::Message],
-            params: &serde_json::Map<String, serde_json::Value>,
-        ) -> serde_json::Result<Vec<u8>> {
-            OpenAi::default().encode(model, messages, params)
+        fn encode(&self, request: &crate::model::Outgoing<'_>) -> Result<Vec<u8>, String> {
+            OpenAi::default().encode(request)
         }
         fn decode(&self, body: &[u8], secrets: &Secrets) -> Result<Reply, ClientError> {
             OpenAi::default().decode(body, secrets)

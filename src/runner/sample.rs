@@ -285,7 +285,7 @@ pub(super) async fn process(
         .and_then(|(messages, stored)| {
             record.prompt = stored;
             caller
-                .request(&messages)
+                .request(&messages, &vars)
                 .map_err(|e| (ErrorKind::Malformed, e.to_string()))
         });
     let request = match prepared {

@@ -299,7 +299,7 @@ impl Judge {
                 "the judge was not connected to its model".into(),
             ));
         };
-        let request = match link.caller.request(&messages) {
+        let request = match link.caller.request(&messages, ctx) {
             Ok(request) => request,
             Err(e) => {
                 return Err(failed(

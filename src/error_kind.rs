@@ -30,6 +30,8 @@ pub enum ErrorKind {
     Malformed,
     /// A streamed reply that ended before the API's end of stream.
     StreamCut,
+    /// `provider: http`'s `output` pointer matched nothing in a reply.
+    NoOutput,
 }
 
 impl fmt::Display for ErrorKind {
@@ -45,6 +47,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ApiError => f.write_str("api_error"),
             ErrorKind::Malformed => f.write_str("malformed"),
             ErrorKind::StreamCut => f.write_str("stream_cut"),
+            ErrorKind::NoOutput => f.write_str("no_output"),
         }
     }
 }
@@ -64,6 +67,7 @@ impl std::str::FromStr for ErrorKind {
             "api_error" => ErrorKind::ApiError,
             "malformed" => ErrorKind::Malformed,
             "stream_cut" => ErrorKind::StreamCut,
+            "no_output" => ErrorKind::NoOutput,
             other => ErrorKind::Http(
                 other
                     .strip_prefix("http_")
@@ -91,6 +95,7 @@ mod tests {
             (ErrorKind::ApiError, "api_error"),
             (ErrorKind::Malformed, "malformed"),
             (ErrorKind::StreamCut, "stream_cut"),
+            (ErrorKind::NoOutput, "no_output"),
         ];
         for (kind, text) in all {
             assert_eq!(kind.to_string(), text);

@@ -51,7 +51,7 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
-    pub fn new(options: ApiOptions) -> Anthropic {
+    pub fn new(options: &ApiOptions) -> Anthropic {
         Anthropic {
             stream: options.stream,
         }

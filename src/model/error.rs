@@ -40,6 +40,9 @@ pub enum ClientError {
     ErrorReply(String),
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// `provider: http`'s `output` pointer found no text in a reply.
+    #[error("`output: {pointer}` matches nothing in the reply (or not text); body starts: {body}")]
+    NoOutput { pointer: String, body: String },
     /// A streamed reply that ended before the API's end of stream: never
     /// taken for a short answer. Says what had arrived.
     #[error("the stream ended before the reply did; {0}")]
@@ -60,6 +63,7 @@ impl ClientError {
             ClientError::ErrorReply(_) => ErrorKind::ApiError,
             ClientError::Malformed(_) | ClientError::TooLarge => ErrorKind::Malformed,
             ClientError::StreamCut(_) => ErrorKind::StreamCut,
+            ClientError::NoOutput { .. } => ErrorKind::NoOutput,
         }
     }
 
@@ -80,6 +84,8 @@ impl ClientError {
             ClientError::Redirect { .. } | ClientError::Certificate(_) | ClientError::TooLarge => {
                 false
             }
+            // The spec's pointer, most likely: the same reply would miss again.
+            ClientError::NoOutput { .. } => false,
         }
     }
 

@@ -10,6 +10,7 @@
 //! this same code.
 
 pub mod anthropic;
+pub mod json_api;
 mod api;
 mod error;
 pub mod mock;

@@ -36,7 +36,7 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    pub fn new(options: ApiOptions) -> OpenAi {
+    pub fn new(options: &ApiOptions) -> OpenAi {
         OpenAi {
             stream: options.stream,
         }

@@ -49,7 +49,7 @@ pub struct Responses {
 }
 
 impl Responses {
-    pub fn new(options: ApiOptions) -> Responses {
+    pub fn new(options: &ApiOptions) -> Responses {
         Responses {
             stream: options.stream,
         }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::json_api::JsonSpec;
 use super::Api;
 
 /// One provider, as its module declares it.
@@ -16,7 +17,7 @@ pub struct Provider {
     /// mock, which dotevals serves itself.
     pub hosted: Option<Hosted>,
     /// Its wire format (throttling statuses and retry hints included).
-    pub api: fn(ApiOptions) -> Arc<dyn Api>,
+    pub api: fn(&ApiOptions) -> Arc<dyn Api>,
     /// Whether `stream: true` applies: its API streams, and its `Api` reads
     /// the stream.
     pub streams: bool,
@@ -27,10 +28,14 @@ pub struct Provider {
 }
 
 /// How a spec asks for a provider's API to be spoken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiOptions {
     /// Ask for the reply as server-sent events and read them as they come.
     pub stream: bool,
+    /// `provider: http`'s request and pointers.
+    pub json: Option<Arc<JsonSpec>>,
+    /// The key, for an API whose headers are templates (`provider: http`).
+    pub api_key: Option<String>,
 }
 
 /// A provider's own service.

@@ -62,8 +62,10 @@ fn client_at(
     max_connections: usize,
 ) -> Result<ModelClient, RunError> {
     ModelClient::new(Endpoint {
-        api: (model.provider.declared().api)(ApiOptions {
+        api: (model.provider.declared().api)(&ApiOptions {
             stream: model.stream,
+            json: model.provider.json().cloned(),
+            api_key: api_key.map(str::to_owned),
         }),
         base_url,
         model: &model.name,

@@ -127,7 +127,7 @@ impl Checker<'_> {
         let evals = self.evaluators(&raw, &model, &judge_models, &key_vars)?;
         let concurrency = self.concurrency(&raw)?;
         let repeats = self.repeats(&raw)?;
-        let mut required_columns = self.check_variables(&dataset, &prompt, &evals)?;
+        let mut required_columns = self.check_variables(&dataset, &prompt, &model, &evals)?;
         if let Some(column) = &dataset.cluster {
             let columns = dataset.known_columns()?;
             if !columns.contains(column) {
@@ -394,15 +394,21 @@ impl Checker<'_> {
                 )
                 .with_hint("remove `stream` (replies are read whole)"));
         }
-        let provider = match m.provider.declared().hosted {
-            Some(ref hosted) => {
+        let provider = match (m.provider, &m.provider.declared().hosted) {
+            (raw::Provider::Mock, _) => ProviderSpec::Mock(self.mock(at, m)?),
+            (_, Some(hosted)) => {
                 ProviderSpec::Http(m.provider.declared(), self.http_endpoint(at, m, hosted)?)
             }
-            None => ProviderSpec::Mock(self.mock(at, m)?),
+            (_, None) => {
+                let (endpoint, spec) = self.json_endpoint(at, m)?;
+                ProviderSpec::Json(endpoint, Arc::new(spec))
+            }
         };
         let name = match (&m.name, &provider) {
             (Some(name), _) => name.clone(),
             (None, ProviderSpec::Mock(_)) => "mock".into(),
+            // Sent only where the body says `{{ model }}`.
+            (None, ProviderSpec::Json(..)) => String::new(),
             (None, ProviderSpec::Http(p, _)) => {
                 return Err(self
                     .at_key(
@@ -565,31 +571,44 @@ impl Checker<'_> {
         &self,
         dataset: &Dataset,
         prompt: &Prompt,
+        model: &ModelSpec,
         evals: &[Evaluator],
     ) -> Result<BTreeSet<String>, Diagnostic> {
-        // Each template, with the names an evaluator gives its own templates
-        // (`output`, and what it `provides`); `None` for the prompt's.
-        let mut uses: Vec<(String, &Template, Option<&[&str]>)> = match prompt {
-            Prompt::Text(t) => vec![("prompt".into(), t, None)],
+        // Each template, with the names given to it beside the columns (an
+        // evaluator's `output` and what it `provides`; `provider: http`'s
+        // `prompt`, `messages`, ...), and whether it is an evaluator's.
+        let mut uses: Vec<(String, &Template, Option<&[&str]>, bool)> = match prompt {
+            Prompt::Text(t) => vec![("prompt".into(), t, None, false)],
             Prompt::Messages(ms) => ms
                 .iter()
                 .enumerate()
-                .map(|(i, (_, t))| (format!("messages[{i}].content"), t, None))
+                .map(|(i, (_, t))| (format!("messages[{i}].content"), t, None, false))
                 .collect(),
         };
+        if let Some(json) = model.provider.json() {
+            for t in json.body.iter().flat_map(crate::model::json_api::Body::templates) {
+                uses.push((
+                    "model.body".into(),
+                    t,
+                    Some(&crate::model::json_api::PROVIDED),
+                    false,
+                ));
+            }
+        }
         for (i, e) in evals.iter().enumerate() {
             for (key, t) in e.scorer.templates() {
                 uses.push((
                     format!("evaluators[{i}].{key}"),
                     t,
                     Some(e.scorer.provides()),
+                    true,
                 ));
             }
         }
         let columns = dataset.known_columns()?;
         let mut required = BTreeSet::new();
-        for (key, template, provided) in &uses {
-            let is_evaluator = provided.is_some();
+        for (key, template, provided, is_evaluator) in &uses {
+            let is_evaluator = *is_evaluator;
             for var in template.variables() {
                 if is_evaluator && var == "output" || provided.is_some_and(|p| p.contains(&&*var)) {
                     continue;
@@ -602,7 +621,9 @@ impl Checker<'_> {
                 if !columns.contains(&var) {
                     let mut names: Vec<&str> = columns.iter().map(String::as_str).collect();
                     if let Some(provided) = provided {
-                        names.push("output");
+                        if is_evaluator {
+                            names.push("output");
+                        }
                         names.extend(provided.iter());
                     }
                     // A name that is not an identifier is read as `row["review text"]`.

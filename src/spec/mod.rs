@@ -18,6 +18,7 @@ pub mod shape;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -38,6 +39,7 @@ use locate::Locator;
 pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;
 
+use crate::model::json_api::JsonSpec;
 use crate::model::Timeouts;
 
 /// Per-attempt timeout when the spec names none.
@@ -123,6 +125,8 @@ pub struct ModelSpec {
 #[derive(Debug, Clone)]
 pub enum ProviderSpec {
     Http(&'static Provider, HttpEndpoint),
+    /// `provider: http`: its address, and the request and pointers the spec wrote.
+    Json(HttpEndpoint, Arc<JsonSpec>),
     /// The built-in mock, served on loopback for the run (it speaks the OpenAI API).
     Mock(MockSpec),
 }
@@ -155,6 +159,7 @@ impl ProviderSpec {
     pub fn declared(&self) -> &'static Provider {
         match self {
             ProviderSpec::Http(provider, _) => provider,
+            ProviderSpec::Json(..) => &crate::model::json_api::PROVIDER,
             ProviderSpec::Mock(_) => &crate::model::mock::PROVIDER,
         }
     }
@@ -162,8 +167,16 @@ impl ProviderSpec {
     /// The server's address; `None` for the mock, known only once it listens.
     pub fn http(&self) -> Option<&HttpEndpoint> {
         match self {
-            ProviderSpec::Http(_, endpoint) => Some(endpoint),
+            ProviderSpec::Http(_, endpoint) | ProviderSpec::Json(endpoint, _) => Some(endpoint),
             ProviderSpec::Mock(_) => None,
+        }
+    }
+
+    /// `provider: http`'s request and pointers.
+    pub fn json(&self) -> Option<&Arc<JsonSpec>> {
+        match self {
+            ProviderSpec::Json(_, spec) => Some(spec),
+            _ => None,
         }
     }
 }

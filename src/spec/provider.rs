@@ -1,20 +1,198 @@
 //! The keys of a model block that belong to its kind of provider: a
 //! server's address and key variable (any HTTP provider, from what its
-//! module declares), or the mock's rules. What every provider shares is
-//! checked in [`super::check`].
+//! module declares), `provider: http`'s request and pointers, or the mock's
+//! rules. What every provider shares is checked in [`super::check`].
 
 use std::time::Duration;
+
+use reqwest::header::HeaderName;
+use reqwest::Method;
+use serde_json::Value;
 
 use super::check::Checker;
 use super::{raw, ApiKeyEnv, HttpEndpoint};
 use crate::diagnostic::Diagnostic;
+use crate::model::json_api::{Body, JsonSpec};
 use crate::model::mock::{MockRule, MockSpec};
 use crate::model::Hosted;
+use crate::template::Template;
+
+/// The keys only `provider: http` takes, and whether `m` sets each.
+fn json_keys(m: &raw::RawModel) -> [(&'static str, bool); 7] {
+    [
+        ("url", m.url.is_some()),
+        ("method", m.method.is_some()),
+        ("headers", m.headers.is_some()),
+        ("body", m.body.is_some()),
+        ("output", m.output.is_some()),
+        ("usage", m.usage.is_some()),
+        ("error", m.error.is_some()),
+    ]
+}
 
 impl Checker<'_> {
+    /// Refuses the keys only `provider: http` takes.
+    fn no_json_keys(&self, at: &str, m: &raw::RawModel) -> Result<(), Diagnostic> {
+        match json_keys(m).iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(self
+                .at_key(
+                    &format!("{at}.{key}"),
+                    format!(
+                        "`{key}` only applies to provider `http`, not `{}`",
+                        m.provider.as_str()
+                    ),
+                )
+                .with_hint("remove it, or write `provider: http` to describe the request yourself")),
+            None => Ok(()),
+        }
+    }
+
+    /// `provider: http`: the address (`url`), the request (`method`,
+    /// `headers`, `body`) and the pointers into the reply.
+    pub(super) fn json_endpoint(
+        &self,
+        at: &str,
+        m: &raw::RawModel,
+    ) -> Result<(HttpEndpoint, JsonSpec), Diagnostic> {
+        for (key, set, hint) in [
+            ("base_url", m.base_url.is_some(), "write the whole address as `url`"),
+            ("latency", m.latency.is_some(), "remove it: it only applies to provider `mock`"),
+            ("replies", m.replies.is_some(), "remove it: it only applies to provider `mock`"),
+        ] {
+            if set {
+                return Err(self
+                    .at_key(
+                        &format!("{at}.{key}"),
+                        format!("`{key}` does not apply to provider `http`"),
+                    )
+                    .with_hint(hint));
+            }
+        }
+        let Some(url) = &m.url else {
+            return Err(self
+                .at_key(&format!("{at}.provider"), "provider `http` needs `url`")
+                .with_hint("add e.g. `url: http://127.0.0.1:8080/v1/generate` (the whole address)"));
+        };
+        if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            return Err(self
+                .at_value(&format!("{at}.url"), format!("`{url}` is not an http(s) URL"))
+                .with_hint("write e.g. http://127.0.0.1:8080/v1/generate"));
+        }
+        let method = match m.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("POST") => Method::POST,
+            Some("GET") => Method::GET,
+            Some("PUT") => Method::PUT,
+            Some("PATCH") => Method::PATCH,
+            Some(other) => {
+                return Err(self
+                    .at_value(&format!("{at}.method"), format!("unknown method `{other}`"))
+                    .with_hint("write GET, POST (the default), PUT or PATCH"))
+            }
+        };
+        let mut uses_key = false;
+        let mut headers = Vec::new();
+        for (name, value) in m.headers.iter().flatten() {
+            let key = format!("{at}.headers.{name}");
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                self.at_key(&key, format!("`{name}` is not a header name"))
+            })?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(self
+                        .at_value(&key, format!("header `{name}` must be text"))
+                        .with_hint("write it as a string, e.g. \"2023-06-01\""))
+                }
+            };
+            let template = self.model_template(&key, &text)?;
+            for var in template.variables() {
+                if var != "api_key" {
+                    return Err(self
+                        .at_value(&key, format!("header `{name}` uses `{var}`"))
+                        .with_hint("headers are built once per run: they may use only `{{ api_key }}`"));
+                }
+                uses_key = true;
+            }
+            headers.push((header, template));
+        }
+        let body = match &m.body {
+            None => None,
+            Some(_) if method == Method::GET => {
+                return Err(self
+                    .at_key(&format!("{at}.body"), "a GET request has no body")
+                    .with_hint("remove `body`, or write `method: POST`"))
+            }
+            Some(value) => Some(Body::compile(value).map_err(|(path, e)| {
+                self.at_value(
+                    &format!("{at}.body{path}"),
+                    format!("template error in `{at}.body{path}`: {e}"),
+                )
+            })?),
+        };
+        uses_key |= body
+            .iter()
+            .flat_map(Body::templates)
+            .any(|t| t.variables().contains("api_key"));
+        if uses_key && m.api_key_env.is_none() {
+            return Err(self
+                .at_key(
+                    &format!("{at}.provider"),
+                    "the request uses `{{ api_key }}`, but the model names no `api_key_env`",
+                )
+                .with_hint("add `api_key_env: MY_SERVICE_KEY` (the variable holding the key)"));
+        }
+        let pointer = |key: &str, p: &Option<String>| -> Result<Option<String>, Diagnostic> {
+            match p {
+                Some(p) if !p.is_empty() && !p.starts_with('/') => Err(self
+                    .at_value(
+                        &format!("{at}.{key}"),
+                        format!("`{p}` is not a JSON Pointer"),
+                    )
+                    .with_hint(format!(
+                        "a pointer starts with `/`, one step per key or index: /{}",
+                        p.replace('.', "/")
+                    ))),
+                other => Ok(other.clone()),
+            }
+        };
+        let Some(output) = pointer("output", &m.output)? else {
+            return Err(self
+                .at_key(&format!("{at}.provider"), "provider `http` needs `output`")
+                .with_hint("add the JSON Pointer to the answer, e.g. `output: /choices/0/text`"));
+        };
+        let usage = m.usage.as_ref();
+        let spec = JsonSpec {
+            method,
+            headers,
+            body,
+            output,
+            input_tokens: pointer("usage.input_tokens", &usage.and_then(|u| u.input_tokens.clone()))?,
+            output_tokens: pointer(
+                "usage.output_tokens",
+                &usage.and_then(|u| u.output_tokens.clone()),
+            )?,
+            error: pointer("error", &m.error)?,
+        };
+        let endpoint = HttpEndpoint {
+            base_url: url.clone(),
+            api_key_env: m.api_key_env.as_ref().map(|v| ApiKeyEnv {
+                var: v.clone(),
+                required: true,
+            }),
+        };
+        Ok((endpoint, spec))
+    }
+
+    fn model_template(&self, key: &str, source: &str) -> Result<Template, Diagnostic> {
+        Template::compile(source)
+            .map_err(|e| self.at_value(key, format!("template error in `{key}`: {}", e.message)))
+    }
+
     /// The mock's keys: `replies` (required) and `latency`, and none of a
     /// server's.
     pub(super) fn mock(&self, at: &str, m: &raw::RawModel) -> Result<MockSpec, Diagnostic> {
+        self.no_json_keys(at, m)?;
         for (key, set) in [
             ("base_url", m.base_url.is_some()),
             ("api_key_env", m.api_key_env.is_some()),
@@ -58,6 +236,7 @@ impl Checker<'_> {
         m: &raw::RawModel,
         hosted: &Hosted,
     ) -> Result<HttpEndpoint, Diagnostic> {
+        self.no_json_keys(at, m)?;
         for (key, set) in [
             ("latency", m.latency.is_some()),
             ("replies", m.replies.is_some()),

@@ -45,6 +45,7 @@ pub enum Provider {
     Openai,
     OpenaiResponses,
     Anthropic,
+    Http,
     Mock,
 }
 
@@ -56,6 +57,7 @@ impl Provider {
             Provider::Openai => &model::openai::PROVIDER,
             Provider::OpenaiResponses => &model::openai_responses::PROVIDER,
             Provider::Anthropic => &model::anthropic::PROVIDER,
+            Provider::Http => &model::json_api::PROVIDER,
             Provider::Mock => &model::mock::PROVIDER,
         }
     }
@@ -82,10 +84,29 @@ pub struct RawModel {
     pub stream: Option<bool>,
     pub retry: Option<RawRetry>,
     pub rate_limit: Option<RawRateLimit>,
+    /// http only: the whole address requests go to.
+    pub url: Option<String>,
+    /// http only: GET, POST (default), PUT or PATCH.
+    pub method: Option<String>,
+    /// http only: header templates (over `api_key`).
+    pub headers: Option<Map<String, Value>>,
+    /// http only: the request body, a template at every string.
+    pub body: Option<Value>,
+    /// http only: JSON Pointers to the answer, the token counts and an error.
+    pub output: Option<String>,
+    pub usage: Option<RawUsagePointers>,
+    pub error: Option<String>,
     /// mock only: time each request takes.
     pub latency: Option<DurationText>,
     /// mock only: keyword rules, first match wins.
     pub replies: Option<Vec<RawReply>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsagePointers {
+    pub input_tokens: Option<String>,
+    pub output_tokens: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -236,7 +236,10 @@ impl Api for JsonApi {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            return Err(ClientError::ErrorReply(excerpt(message.as_bytes(), secrets)));
+            return Err(ClientError::ErrorReply(excerpt(
+                message.as_bytes(),
+                secrets,
+            )));
         }
         let content = match reply.pointer(&spec.output) {
             Some(Value::String(s)) => s.clone(),
@@ -343,10 +346,16 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reply.content, "positive");
-        assert_eq!((reply.usage.prompt, reply.usage.completion), (Some(7), Some(1)));
+        assert_eq!(
+            (reply.usage.prompt, reply.usage.completion),
+            (Some(7), Some(1))
+        );
         let e = a.decode(br#"{"choices":[]}"#, &s).unwrap_err();
         assert_eq!(e.kind().to_string(), "no_output");
-        assert!(e.to_string().contains("/content/0/text") && e.to_string().contains("choices"), "{e}");
+        assert!(
+            e.to_string().contains("/content/0/text") && e.to_string().contains("choices"),
+            "{e}"
+        );
         assert_eq!(
             a.decode(br#"{"error":{"message":"bad key"}}"#, &s),
             Err(ClientError::ErrorReply("bad key".into()))

@@ -10,9 +10,9 @@
 //! this same code.
 
 pub mod anthropic;
-pub mod json_api;
 mod api;
 mod error;
+pub mod json_api;
 pub mod mock;
 pub mod openai;
 pub mod openai_responses;

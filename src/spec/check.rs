@@ -586,7 +586,11 @@ impl Checker<'_> {
                 .collect(),
         };
         if let Some(json) = model.provider.json() {
-            for t in json.body.iter().flat_map(crate::model::json_api::Body::templates) {
+            for t in json
+                .body
+                .iter()
+                .flat_map(crate::model::json_api::Body::templates)
+            {
                 uses.push((
                     "model.body".into(),
                     t,

@@ -42,7 +42,9 @@ impl Checker<'_> {
                         m.provider.as_str()
                     ),
                 )
-                .with_hint("remove it, or write `provider: http` to describe the request yourself")),
+                .with_hint(
+                    "remove it, or write `provider: http` to describe the request yourself",
+                )),
             None => Ok(()),
         }
     }
@@ -55,9 +57,21 @@ impl Checker<'_> {
         m: &raw::RawModel,
     ) -> Result<(HttpEndpoint, JsonSpec), Diagnostic> {
         for (key, set, hint) in [
-            ("base_url", m.base_url.is_some(), "write the whole address as `url`"),
-            ("latency", m.latency.is_some(), "remove it: it only applies to provider `mock`"),
-            ("replies", m.replies.is_some(), "remove it: it only applies to provider `mock`"),
+            (
+                "base_url",
+                m.base_url.is_some(),
+                "write the whole address as `url`",
+            ),
+            (
+                "latency",
+                m.latency.is_some(),
+                "remove it: it only applies to provider `mock`",
+            ),
+            (
+                "replies",
+                m.replies.is_some(),
+                "remove it: it only applies to provider `mock`",
+            ),
         ] {
             if set {
                 return Err(self
@@ -71,11 +85,16 @@ impl Checker<'_> {
         let Some(url) = &m.url else {
             return Err(self
                 .at_key(&format!("{at}.provider"), "provider `http` needs `url`")
-                .with_hint("add e.g. `url: http://127.0.0.1:8080/v1/generate` (the whole address)"));
+                .with_hint(
+                    "add e.g. `url: http://127.0.0.1:8080/v1/generate` (the whole address)",
+                ));
         };
         if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
             return Err(self
-                .at_value(&format!("{at}.url"), format!("`{url}` is not an http(s) URL"))
+                .at_value(
+                    &format!("{at}.url"),
+                    format!("`{url}` is not an http(s) URL"),
+                )
                 .with_hint("write e.g. http://127.0.0.1:8080/v1/generate"));
         }
         let method = match m.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
@@ -93,9 +112,8 @@ impl Checker<'_> {
         let mut headers = Vec::new();
         for (name, value) in m.headers.iter().flatten() {
             let key = format!("{at}.headers.{name}");
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                self.at_key(&key, format!("`{name}` is not a header name"))
-            })?;
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.at_key(&key, format!("`{name}` is not a header name")))?;
             let text = match value {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
@@ -110,7 +128,9 @@ impl Checker<'_> {
                 if var != "api_key" {
                     return Err(self
                         .at_value(&key, format!("header `{name}` uses `{var}`"))
-                        .with_hint("headers are built once per run: they may use only `{{ api_key }}`"));
+                        .with_hint(
+                            "headers are built once per run: they may use only `{{ api_key }}`",
+                        ));
                 }
                 uses_key = true;
             }
@@ -167,7 +187,10 @@ impl Checker<'_> {
             headers,
             body,
             output,
-            input_tokens: pointer("usage.input_tokens", &usage.and_then(|u| u.input_tokens.clone()))?,
+            input_tokens: pointer(
+                "usage.input_tokens",
+                &usage.and_then(|u| u.input_tokens.clone()),
+            )?,
             output_tokens: pointer(
                 "usage.output_tokens",
                 &usage.and_then(|u| u.output_tokens.clone()),

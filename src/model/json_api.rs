@@ -97,13 +97,28 @@ impl Body {
         })
     }
 
-    /// Every template in it.
-    pub fn templates(&self) -> Vec<&Template> {
+    /// Every template in it, with its place (`.messages`, `[0].text`).
+    pub fn templates(&self) -> Vec<(String, &Template)> {
         match self {
             Body::Fixed(_) => Vec::new(),
-            Body::Text(t) | Body::Whole(t) => vec![t],
-            Body::List(items) => items.iter().flat_map(Body::templates).collect(),
-            Body::Map(entries) => entries.iter().flat_map(|(_, b)| b.templates()).collect(),
+            Body::Text(t) | Body::Whole(t) => vec![(String::new(), t)],
+            Body::List(items) => items
+                .iter()
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    b.templates()
+                        .into_iter()
+                        .map(move |(at, t)| (format!("[{i}]{at}"), t))
+                })
+                .collect(),
+            Body::Map(entries) => entries
+                .iter()
+                .flat_map(|(k, b)| {
+                    b.templates()
+                        .into_iter()
+                        .map(move |(at, t)| (format!(".{k}{at}"), t))
+                })
+                .collect(),
         }
     }
 

@@ -407,8 +407,8 @@ impl Checker<'_> {
         let name = match (&m.name, &provider) {
             (Some(name), _) => name.clone(),
             (None, ProviderSpec::Mock(_)) => "mock".into(),
-            // Sent only where the body says `{{ model }}`.
-            (None, ProviderSpec::Json(..)) => String::new(),
+            // What reports name the model by (and `{{ model }}` in its body).
+            (None, ProviderSpec::Json(endpoint, _)) => endpoint.base_url.clone(),
             (None, ProviderSpec::Http(p, _)) => {
                 return Err(self
                     .at_key(
@@ -586,13 +586,13 @@ impl Checker<'_> {
                 .collect(),
         };
         if let Some(json) = model.provider.json() {
-            for t in json
+            for (at, t) in json
                 .body
                 .iter()
                 .flat_map(crate::model::json_api::Body::templates)
             {
                 uses.push((
-                    "model.body".into(),
+                    format!("model.body{at}"),
                     t,
                     Some(&crate::model::json_api::PROVIDED),
                     false,

@@ -153,7 +153,7 @@ impl Checker<'_> {
         uses_key |= body
             .iter()
             .flat_map(Body::templates)
-            .any(|t| t.variables().contains("api_key"));
+            .any(|(_, t)| t.variables().contains("api_key"));
         if uses_key && m.api_key_env.is_none() {
             return Err(self
                 .at_key(

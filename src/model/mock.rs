@@ -27,8 +27,8 @@ use super::Provider;
 pub const PROVIDER: Provider = Provider {
     name: "mock",
     hosted: None,
-    api: |_| Arc::new(OpenAi::default()),
-    streams: false,
+    api: |options| Arc::new(OpenAi::new(options)),
+    streams: true,
     reserved: &[],
 };
 
@@ -170,18 +170,58 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("mock");
+    let (prompt_tokens, completion_tokens) = (
+        prompt.split_whitespace().count(),
+        reply.split_whitespace().count(),
+    );
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens
+    });
+    if request.get("stream") == Some(&Value::Bool(true)) {
+        let with_usage =
+            request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+        return stream(model, &reply, with_usage.then_some(usage));
+    }
     Json(json!({
         "id": "mock",
         "object": "chat.completion",
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        "usage": {
-            "prompt_tokens": prompt.split_whitespace().count(),
-            "completion_tokens": reply.split_whitespace().count(),
-            "total_tokens": prompt.split_whitespace().count() + reply.split_whitespace().count()
-        }
+        "usage": usage
     }))
     .into_response()
+}
+
+/// The reply as a chat-completion event stream, written at once: the role
+/// chunk, the text, the end, the usage when asked for, `[DONE]`.
+fn stream(model: &str, reply: &str, usage: Option<Value>) -> Response {
+    let chunk = |choices: Value, usage: Option<&Value>| {
+        let mut c = json!({"id": "mock", "object": "chat.completion.chunk", "model": model, "choices": choices});
+        if let Some(u) = usage {
+            c["usage"] = u.clone();
+        }
+        format!("data: {c}\n\n")
+    };
+    let mut body = chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}}]),
+        None,
+    );
+    body += &chunk(json!([{"index": 0, "delta": {"content": reply}}]), None);
+    body += &chunk(
+        json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        None,
+    );
+    if let Some(u) = &usage {
+        body += &chunk(json!([]), Some(u));
+    }
+    body += "data: [DONE]\n\n";
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        body,
+    )
+        .into_response()
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -212,7 +252,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 mod tests {
     use super::*;
     use crate::model::openai::OpenAi;
-    use crate::model::{Endpoint, Message, ModelClient, Role};
+    use crate::model::{ApiOptions, Endpoint, Message, ModelClient, Role};
 
     #[tokio::test]
     async fn serves_rules_through_the_real_client() {
@@ -271,5 +311,49 @@ mod tests {
                 .content,
             "neutral"
         );
+    }
+
+    #[tokio::test]
+    async fn a_streamed_request_is_answered_as_events() {
+        let spec = MockSpec {
+            latency: Duration::from_millis(50),
+            rules: vec![MockRule {
+                when_contains: vec![],
+                reply: "neutral".into(),
+            }],
+        };
+        let server = MockServer::start(spec, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let client = ModelClient::new(Endpoint {
+            api: std::sync::Arc::new(OpenAi::new(&ApiOptions {
+                stream: true,
+                ..ApiOptions::default()
+            })),
+            base_url: &server.base_url(),
+            model: "mock",
+            api_key: None,
+            params: Default::default(),
+            timeouts: crate::model::Timeouts::all(Duration::from_secs(5)),
+            max_connections: 1,
+        })
+        .unwrap();
+        let message = [Message {
+            role: Role::User,
+            content: "two words".into(),
+        }];
+        let c = client
+            .complete(
+                &client
+                    .request(&message, &minijinja::Value::UNDEFINED)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.content, "neutral");
+        assert_eq!((c.usage.prompt, c.usage.completion), (Some(2), Some(1)));
+        assert!(c
+            .first_token
+            .is_some_and(|t| t >= Duration::from_millis(50)));
     }
 }

@@ -12,8 +12,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::api::whole;
-use super::openai::{cut, token_count};
-use super::sse::Events;
+use super::openai::token_count;
+use super::stream::{self, EventReader, Streamed};
 use super::transport::{excerpt, retry_hint};
 use super::{
     Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply, Role,
@@ -145,13 +145,7 @@ impl Api for Anthropic {
 
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
         if self.stream {
-            Box::new(Stream {
-                secrets,
-                events: Events::default(),
-                content: String::new(),
-                usage: Usage::default(),
-                done: false,
-            })
+            Streamed::decoder(MessageEvents, secrets)
         } else {
             whole(self, secrets)
         }
@@ -216,72 +210,50 @@ fn error_event(error: &Value, secrets: &Secrets) -> ClientError {
 
 /// A streamed message: text from `content_block_delta` events' `text_delta`,
 /// usage from `message_start` and `message_delta`, ended by `message_stop`.
-struct Stream<'a> {
-    secrets: &'a Secrets,
-    events: Events,
-    content: String,
-    usage: Usage,
-    done: bool,
-}
+struct MessageEvents;
 
-impl Stream<'_> {
-    fn event(&mut self, name: &str, data: &str) -> Result<(), ClientError> {
+impl EventReader for MessageEvents {
+    const END: &'static str = "`message_stop` event";
+
+    fn event(
+        &self,
+        name: &str,
+        data: &str,
+        reply: &mut Reply,
+        secrets: &Secrets,
+    ) -> Result<bool, ClientError> {
         if matches!(name, "ping" | "content_block_start" | "content_block_stop") {
-            return Ok(());
+            return Ok(false);
         }
-        let event: Value = serde_json::from_str(data).map_err(|e| {
-            ClientError::Malformed(format!(
-                "{e} in a streamed `{name}` event: {}",
-                excerpt(data.as_bytes(), self.secrets)
-            ))
-        })?;
+        let event = stream::json(name, data, secrets)?;
         // The data's `type` names the event too; it decides when they differ.
         match event.get("type").and_then(Value::as_str).unwrap_or(name) {
             "message_start" => {
                 if let Some(u) = event.pointer("/message/usage") {
-                    read_usage(u, &mut self.usage);
+                    read_usage(u, &mut reply.usage);
                 }
             }
             "content_block_delta" => {
                 let delta = event.get("delta");
                 if delta.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
                     if let Some(text) = delta.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                        self.content.push_str(text);
+                        reply.content.push_str(text);
                     }
                 }
             }
             "message_delta" => {
                 if let Some(u) = event.get("usage") {
-                    read_usage(u, &mut self.usage);
+                    read_usage(u, &mut reply.usage);
                 }
             }
-            "message_stop" => self.done = true,
+            "message_stop" => return Ok(true),
             "error" => {
                 let error = event.get("error").unwrap_or(&event);
-                return Err(error_event(error, self.secrets));
+                return Err(error_event(error, secrets));
             }
             _ => {}
         }
-        Ok(())
-    }
-}
-
-impl Decoder for Stream<'_> {
-    fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError> {
-        let mut events = std::mem::take(&mut self.events);
-        let fed = events.feed(bytes, |name, data| self.event(name, data));
-        self.events = events;
-        fed.map(|()| !self.content.is_empty())
-    }
-
-    fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
-        if !self.done {
-            return Err(cut(&self.content, "`message_stop` event", self.secrets));
-        }
-        Ok(Reply {
-            content: self.content,
-            usage: self.usage,
-        })
+        Ok(false)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod openai;
 pub mod openai_responses;
 mod provider;
 mod sse;
+mod stream;
 mod transport;
 
 use std::sync::Arc;

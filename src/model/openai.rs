@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::api::whole;
-use super::sse::Events;
+use super::stream::{self, EventReader, Streamed};
 use super::transport::{excerpt, retry_hint};
 use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply};
 use crate::secrets::Secrets;
@@ -112,13 +112,7 @@ impl Api for OpenAi {
 
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
         if self.stream {
-            Box::new(Stream {
-                secrets,
-                events: Events::default(),
-                content: String::new(),
-                usage: Usage::default(),
-                done: false,
-            })
+            Streamed::decoder(ChatEvents, secrets)
         } else {
             whole(self, secrets)
         }
@@ -140,73 +134,39 @@ impl Api for OpenAi {
 /// A streamed chat completion: `data:` chunks whose `choices[0].delta.content`
 /// carry the text (the first chunk usually only the role: no text yet), the
 /// usage in a last chunk without choices, then `data: [DONE]`.
-struct Stream<'a> {
-    secrets: &'a Secrets,
-    events: Events,
-    content: String,
-    usage: Usage,
-    done: bool,
-}
+struct ChatEvents;
 
-impl Stream<'_> {
-    fn event(&mut self, data: &str) -> Result<(), ClientError> {
+impl EventReader for ChatEvents {
+    const END: &'static str = "`data: [DONE]`";
+
+    fn event(
+        &self,
+        name: &str,
+        data: &str,
+        reply: &mut Reply,
+        secrets: &Secrets,
+    ) -> Result<bool, ClientError> {
         if data == "[DONE]" {
-            self.done = true;
-            return Ok(());
+            return Ok(true);
         }
-        let chunk: Response = serde_json::from_str(data).map_err(|e| {
-            ClientError::Malformed(format!(
-                "{e} in a streamed chunk: {}",
-                excerpt(data.as_bytes(), self.secrets)
-            ))
-        })?;
-        if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
+        let chunk = stream::json(name, data, secrets)?;
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
             return Err(ClientError::ErrorReply(excerpt(
                 error_message(error).as_bytes(),
-                self.secrets,
+                secrets,
             )));
         }
         if let Some(text) = chunk
-            .choices
-            .as_ref()
-            .and_then(|c| c.pointer("/0/delta/content"))
+            .pointer("/choices/0/delta/content")
             .and_then(Value::as_str)
         {
-            self.content.push_str(text);
+            reply.content.push_str(text);
         }
-        if let Some(u) = chunk.usage.as_ref().filter(|u| u.is_object()) {
-            self.usage = usage(u);
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            reply.usage = usage(u);
         }
-        Ok(())
+        Ok(false)
     }
-}
-
-impl Decoder for Stream<'_> {
-    fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError> {
-        let mut events = std::mem::take(&mut self.events);
-        let fed = events.feed(bytes, |_, data| self.event(data));
-        self.events = events;
-        fed.map(|()| !self.content.is_empty())
-    }
-
-    fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
-        if !self.done {
-            return Err(cut(&self.content, "`data: [DONE]`", self.secrets));
-        }
-        Ok(Reply {
-            content: self.content,
-            usage: self.usage,
-        })
-    }
-}
-
-/// The error for a stream that ended before `end`, with the text it brought.
-pub(super) fn cut(content: &str, end: &str, secrets: &Secrets) -> ClientError {
-    ClientError::StreamCut(format!(
-        "no {end}; {} characters of text had arrived: {}",
-        content.chars().count(),
-        excerpt(content.as_bytes(), secrets)
-    ))
 }
 
 /// An `error` value's message: its `message` when it has one.

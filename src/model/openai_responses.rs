@@ -11,8 +11,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::api::whole;
-use super::openai::{cut, token_count, OpenAi};
-use super::sse::Events;
+use super::openai::{token_count, OpenAi};
+use super::stream::{self, EventReader, Streamed};
 use super::transport::{excerpt, retry_hint};
 use super::{
     Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply, Role,
@@ -109,13 +109,7 @@ impl Api for Responses {
 
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
         if self.stream {
-            Box::new(Stream {
-                secrets,
-                events: Events::default(),
-                content: String::new(),
-                usage: Usage::default(),
-                done: false,
-            })
+            Streamed::decoder(ResponseEvents, secrets)
         } else {
             whole(self, secrets)
         }
@@ -175,40 +169,37 @@ fn usage(u: &Value) -> Usage {
 /// A streamed response: text from `response.output_text.delta`, the usage
 /// from the `response.completed` (or `response.incomplete`, when a limit
 /// ended it) that ends it.
-struct Stream<'a> {
-    secrets: &'a Secrets,
-    events: Events,
-    content: String,
-    usage: Usage,
-    done: bool,
-}
+struct ResponseEvents;
 
-impl Stream<'_> {
-    fn event(&mut self, name: &str, data: &str) -> Result<(), ClientError> {
-        let event: Value = serde_json::from_str(data).map_err(|e| {
-            ClientError::Malformed(format!(
-                "{e} in a streamed `{name}` event: {}",
-                excerpt(data.as_bytes(), self.secrets)
-            ))
-        })?;
+impl EventReader for ResponseEvents {
+    const END: &'static str = "`response.completed` event";
+
+    fn event(
+        &self,
+        name: &str,
+        data: &str,
+        reply: &mut Reply,
+        secrets: &Secrets,
+    ) -> Result<bool, ClientError> {
+        let event = stream::json(name, data, secrets)?;
         match event.get("type").and_then(Value::as_str).unwrap_or(name) {
             "response.output_text.delta" => {
                 if let Some(text) = event.get("delta").and_then(Value::as_str) {
-                    self.content.push_str(text);
+                    reply.content.push_str(text);
                 }
             }
             "response.completed" | "response.incomplete" => {
                 if let Some(u) = event.pointer("/response/usage") {
-                    self.usage = usage(u);
+                    reply.usage = usage(u);
                 }
-                self.done = true;
+                return Ok(true);
             }
             "response.failed" => {
                 let response = event.get("response").unwrap_or(&event);
-                if let Some(Err(e)) = read_response(response, self.secrets) {
-                    return Err(e);
-                }
-                return Err(ClientError::ErrorReply("the response failed".into()));
+                return Err(match read_response(response, secrets) {
+                    Some(Err(e)) => e,
+                    _ => ClientError::ErrorReply("the response failed".into()),
+                });
             }
             "error" => {
                 let message = event
@@ -217,35 +208,12 @@ impl Stream<'_> {
                     .unwrap_or("an error event");
                 return Err(ClientError::ErrorReply(excerpt(
                     message.as_bytes(),
-                    self.secrets,
+                    secrets,
                 )));
             }
             _ => {}
         }
-        Ok(())
-    }
-}
-
-impl Decoder for Stream<'_> {
-    fn feed(&mut self, bytes: &[u8]) -> Result<bool, ClientError> {
-        let mut events = std::mem::take(&mut self.events);
-        let fed = events.feed(bytes, |name, data| self.event(name, data));
-        self.events = events;
-        fed.map(|()| !self.content.is_empty())
-    }
-
-    fn finish(self: Box<Self>) -> Result<Reply, ClientError> {
-        if !self.done {
-            return Err(cut(
-                &self.content,
-                "`response.completed` event",
-                self.secrets,
-            ));
-        }
-        Ok(Reply {
-            content: self.content,
-            usage: self.usage,
-        })
+        Ok(false)
     }
 }
 

@@ -105,6 +105,8 @@ pub fn evaluation(
             latency_seconds: percentiles(latencies),
             time_to_first_token_seconds: None,
             output_tokens_per_second: None,
+            streamed_replies: 0,
+            streamed_without_usage: 0,
             effective_concurrency: ratio(e.latency_sum_us as f64 / US, wall),
             mean_in_flight: mean_over_runs(sum(|r| r.held_us)),
             mean_at_server: mean_over_runs(sum(|r| r.at_server_us)),
@@ -373,6 +375,12 @@ fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
     let mut first_tokens: Vec<u64> = reads.streamed.iter().map(|s| s.first_token_us).collect();
     first_tokens.sort_unstable();
     r.timing.time_to_first_token_seconds = percentiles(&first_tokens);
+    r.timing.streamed_replies = reads.streamed.len() as u64;
+    r.timing.streamed_without_usage = reads
+        .streamed
+        .iter()
+        .filter(|s| s.completion_tokens.is_none())
+        .count() as u64;
     r.timing.output_tokens_per_second = Quantiles::of(
         reads
             .streamed

@@ -263,6 +263,11 @@ pub struct Timing {
     /// less one over latency less time to first token, over the streamed
     /// replies that counted at least two; null when none did.
     pub output_tokens_per_second: Option<Quantiles>,
+    /// Successful replies that streamed, and how many of them reported no
+    /// completion tokens (a server that ignores `include_usage`): their
+    /// output speed is unknown.
+    pub streamed_replies: u64,
+    pub streamed_without_usage: u64,
     /// Sum of successful latencies / wall time: successful requests at the
     /// server on average. Kept for scripts; `mean_in_flight` and
     /// `mean_at_server` count failed attempts and waits too.

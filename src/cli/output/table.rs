@@ -252,6 +252,15 @@ fn timing_rows(e: &EvaluationView, rows: &mut Vec<(String, String)>) {
             ),
         ));
     }
+    if t.streamed_without_usage > 0 {
+        rows.push((
+            "usage".into(),
+            format!(
+                "{} of {} streamed replies reported no tokens (the server ignores stream_options.include_usage): their output speed is unknown",
+                t.streamed_without_usage, t.streamed_replies
+            ),
+        ));
+    }
     if let Some(c) = t.mean_in_flight {
         let mut line = format!("{c:.2} in flight on average");
         if let Some(a) = t.mean_at_server.filter(|a| (c - a).abs() >= 0.005) {

@@ -10,6 +10,7 @@
 //! cargo run --release --example test_server -- rpm --per-minute 600
 //! cargo run --release --example test_server -- rpm --per-minute 60 --window fixed --retry-header llm_provider-retry-after
 //! cargo run --release --example test_server -- faulty --error-rate 0.1 --hang-rate 0.02
+//! cargo run --release --example test_server -- echo --stream-first 200ms --stream-total 1s --cached-tokens 8
 //! ```
 //!
 //! It prints `listening on http://127.0.0.1:PORT/v1` and serves until killed.
@@ -19,8 +20,16 @@
 //! (2xx replies) and `answered_prompts` (distinct prompts among them). Every
 //! reply echoes the prompt. The modes are documented in `tests/it/server/mod.rs`.
 //!
+//! Every mode serves `POST /v1/chat/completions`, `/v1/messages` (Anthropic,
+//! whose base URL is the printed one without `/v1`) and `/v1/responses`, and
+//! answers a request with `"stream": true` as server-sent events.
+//!
 //! Options of every mode: `--port P` (default: a free one), `--latency D` (added
-//! to every answer), `--seed N` (random latencies and faults).
+//! to every answer), `--seed N` (random latencies and faults), `--stream-first D`
+//! and `--stream-total D` (a stream's first text D after its headers, its end
+//! D after them; either alone sets both), `--cached-tokens N`,
+//! `--reasoning-tokens N` and `--cache-write-tokens N` (reported in every
+//! usage; reasoning tokens count as output too).
 //! Faulty mode also takes `--reset-rate`, `--trickle-rate`, `--huge-rate`,
 //! `--not-json-rate`, `--no-choices-rate` and `--wrong-types-rate`.
 
@@ -62,7 +71,15 @@ modes:
                                                 of Retry-After (LiteLLM: llm_provider-retry-after)
   faulty --error-rate P --hang-rate P [...]     inject faults with these probabilities
 
-options of every mode: --port P, --latency DURATION, --seed N
+options of every mode: --port P, --latency DURATION, --seed N,
+  --stream-first DURATION --stream-total DURATION
+                     pace streamed replies (requests with stream: true are
+                     answered as server-sent events): the first text this
+                     long after the headers, the end this long after them
+                     (either alone sets both)
+  --cached-tokens N, --reasoning-tokens N, --cache-write-tokens N
+                     report these in every usage (reasoning counts as output)
+every mode serves /v1/chat/completions, /v1/messages and /v1/responses
 capacity, serial, sharing and batching also take --cold DURATION: the first
 request served takes DURATION instead (a cold start)
 faulty also takes --reset-rate, --trickle-rate, --huge-rate, --not-json-rate,
@@ -151,7 +168,22 @@ fn build(args: &[String]) -> Result<TestServer, String> {
         .reply(|p| p.to_owned())
         .seed(seed)
         .port(o.take("port", number::<u16>)?.unwrap_or(0))
-        .latency(o.take("latency", duration)?.unwrap_or(Duration::ZERO));
+        .latency(o.take("latency", duration)?.unwrap_or(Duration::ZERO))
+        .cached_tokens(o.take("cached-tokens", number::<u64>)?.unwrap_or(0))
+        .reasoning_tokens(o.take("reasoning-tokens", number::<u64>)?.unwrap_or(0))
+        .cache_write_tokens(o.take("cache-write-tokens", number::<u64>)?.unwrap_or(0));
+    let first = o.take("stream-first", duration)?;
+    match (first, o.take("stream-total", duration)?) {
+        (None, None) => {}
+        (Some(first), None) => builder = builder.stream_timing(first, first),
+        (None, Some(total)) => builder = builder.stream_timing(total, total),
+        (Some(first), Some(total)) => {
+            if total < first {
+                return Err("--stream-total is at least --stream-first".into());
+            }
+            builder = builder.stream_timing(first, total);
+        }
+    }
     builder = match mode.as_str() {
         "capacity" => {
             let k = o.required("k", number::<usize>)?;

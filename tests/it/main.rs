@@ -5,6 +5,7 @@
 //! Run with `cargo test --test it`.
 
 mod server;
+mod server_apis;
 mod util;
 
 mod browser;
@@ -23,6 +24,7 @@ mod grading_scores;
 mod html_report;
 mod json_output;
 mod overrides;
+mod providers;
 mod readme;
 mod repeats;
 mod resume;

@@ -1,17 +1,106 @@
-//! A loopback OpenAI-compatible server for tests (oha's pattern: a real server
-//! that reports what it received).
+//! A loopback model server for tests (oha's pattern: a real server that
+//! reports what it received), speaking OpenAI chat completions, Anthropic
+//! Messages and the OpenAI Responses API.
 //!
 //! Each [`TestServer`] listens on `127.0.0.1:0` with its own single-threaded
 //! tokio runtime on a background thread, so tests run in parallel without
-//! sharing ports or executors. It answers `POST /v1/chat/completions` with
-//! whatever the test's responder returns for each request (a reply computed
-//! from the prompt, an HTTP error with or without `Retry-After`, a malformed
-//! body, or no answer at all), after a latency the test may change while a
-//! run is going. It records every request body, the prompt (message contents
-//! joined by newlines), the time each request was in flight, and the most
-//! requests it ever had in flight at once. `GET /stats` reports its counters
-//! as JSON (`requests`, `in_flight`, `peak_in_flight`, `throttled`, `faults`,
-//! `peak_in_service`, `answered`, `answered_prompts`): see [`Stats`].
+//! sharing ports or executors. It answers `POST /v1/chat/completions`,
+//! `POST /v1/messages` and `POST /v1/responses` with whatever the test's
+//! responder returns for each request (a reply computed from the prompt, an
+//! HTTP error with or without `Retry-After`, a malformed body, a broken
+//! stream, or no answer at all), after a latency the test may change while a
+//! run is going. It records every request (path, headers, body, prompt), the
+//! time each request was in flight, and the most requests it ever had in
+//! flight at once. `GET /stats` reports its counters as JSON (`requests`,
+//! `in_flight`, `peak_in_flight`, `throttled`, `faults`, `peak_in_service`,
+//! `answered`, `answered_prompts`): see [`Stats`]. [`TestServer::url`] is
+//! the OpenAI base URL (`.../v1`), [`TestServer::root_url`] Anthropic's
+//! (without `/v1`).
+//!
+//! The prompt a responder sees is the request's texts joined by newlines:
+//! - chat: each message's `content` that is a string (as it always was);
+//! - messages: the top-level `system` (a string or a list of text blocks),
+//!   then each message's `content` (a string or a list of text blocks);
+//! - responses: `instructions`, then `input` (a string, or a list of items
+//!   whose `content` is a string or a list of parts with `text`).
+//!
+//! A [`Reply::Text`] is rendered in the shape of the path it was asked on,
+//! and as server-sent events if the request had `"stream": true`:
+//! - chat: a `chat.completion`; streamed, `data: <chunk>` frames: the role
+//!   (`delta: {"role":"assistant","content":""}`), one `delta.content` per
+//!   piece, `finish_reason: "stop"` with an empty delta, then only if
+//!   `stream_options.include_usage` a chunk with `choices: []` and the usage
+//!   (and `usage: null` on every other chunk, as OpenAI does), then
+//!   `data: [DONE]`.
+//! - messages: a `message`; streamed, `event: <type>` + `data:` frames:
+//!   `message_start` (empty content, `output_tokens: 1`),
+//!   `content_block_start`, `ping`, one `content_block_delta` (`text_delta`)
+//!   per piece, `content_block_stop`, `message_delta` (`end_turn`, the
+//!   output tokens), `message_stop`.
+//! - responses: a `response` whose output is a reasoning item (empty
+//!   summary) and a message; streamed, `event: <type>` + `data:` frames with
+//!   `sequence_number` 0, 1, ...: `response.created`, `response.in_progress`
+//!   (both `in_progress`, no output), `response.output_item.added` and
+//!   `.done` (the reasoning item, output 0), `response.output_item.added`
+//!   (the message, output 1), `response.content_part.added`, one
+//!   `response.output_text.delta` per piece, `response.output_text.done`,
+//!   `response.content_part.done`, `response.output_item.done`,
+//!   `response.completed` (the whole response, usage included).
+//!
+//! The pieces are the content cut after each word's trailing whitespace
+//! (one piece a word; they join back to the content). Ids are
+//! `chatcmpl-N`, `msg_N`, `resp_N`, `rs_N` with N the request's index.
+//!
+//! Token counts, with P the whitespace words of the prompt, C those of the
+//! content, and K, R, W the builder's [`Builder::cached_tokens`],
+//! [`Builder::reasoning_tokens`] and [`Builder::cache_write_tokens`] (0 by
+//! default):
+//! - chat: `prompt_tokens` P, `completion_tokens` C + R, `total_tokens`
+//!   P + C + R, `prompt_tokens_details.cached_tokens` K,
+//!   `completion_tokens_details.reasoning_tokens` R;
+//! - messages: `input_tokens` P − K (at least 0: Anthropic's leaves out the
+//!   cache), `cache_read_input_tokens` K, `cache_creation_input_tokens` W,
+//!   `output_tokens` C + R (1 in `message_start`);
+//! - responses: `input_tokens` P, `input_tokens_details.cached_tokens` K,
+//!   `output_tokens` C + R, `output_tokens_details.reasoning_tokens` R,
+//!   `total_tokens` P + C + R.
+//!
+//! **Stream timing** ([`Builder::stream_timing`]): the headers and every
+//! frame before the text go at once (after the usual latency and service);
+//! the first piece `first_content` later; the other pieces and the end
+//! evenly after it, so piece i of n is due at
+//! `first + (total − first) × i / n` and the frames after the text at
+//! `total`. Frames due at once go in one flushed write, the others each in
+//! its own at its time (to a millisecond or so). Without it, all at once.
+//!
+//! **Stream faults** (for a request with `"stream": true`; one without gets
+//! the whole [`Reply::Text`] of the content, the fault being in the stream):
+//! - [`Reply::stream_cut`]: the frames before the text and the first `k`
+//!   pieces (all of them if `k` is more), then the body ends cleanly without
+//!   what follows the text (no `[DONE]`, `message_stop` or
+//!   `response.completed`);
+//!   [`Reply::stream_reset`] drops the connection instead (a TCP reset on
+//!   the raw server; axum ends the connection without the last chunk);
+//! - [`Reply::stream_error`]: after `k` pieces an error frame, then the body
+//!   ends: chat `data: {"error":{"message","type":kind,"param":null,
+//!   "code":null}}`; messages `event: error` with
+//!   `{"type":"error","error":{"type":kind,"message"}}`; responses
+//!   `event: error` with `{"type":"error","sequence_number","code":kind,
+//!   "message","param":null}`. The message is `Overloaded` for
+//!   `overloaded_error`, `Rate limited` for `rate_limit_error`,
+//!   `Internal server error` for `api_error`, `Stream failed` otherwise;
+//! - [`Reply::stream_stall`]: after `k` pieces nothing more, and no end,
+//!   until the client hangs up.
+//!
+//! The cut, the error frame and the reset come when piece `k + 1` would
+//! have. A stream is recorded as answered (200) when its body ends cleanly
+//! (whole, cut or error), and counts in flight until then.
+//!
+//! Errors with headers: [`Reply::StatusWithHeaders`] (or
+//! [`Reply::with_header`] on a status); [`Reply::anthropic_error`] is
+//! Anthropic's error body, [`Reply::anthropic_rate_limited`] its 429 with
+//! `retry-after` and `anthropic-ratelimit-requests-reset` (RFC 3339).
+//! [`Reply::raw_events`] is a `text/event-stream` body as given.
 //!
 //! Server behaviours on top of the responder, all set on the [`Builder`]:
 //! - **capacity** ([`Builder::capacity`]): at most K requests are served at a
@@ -51,6 +140,8 @@
 //!   not count against the quota.
 //! - **throttling for a while** ([`Builder::throttle_first`],
 //!   [`Builder::throttle_during`]): 429s to the first requests, or for a time.
+//!   On `/v1/messages` every 429 the server makes itself has Anthropic's
+//!   body (`rate_limit_error`); on the other paths OpenAI's.
 //! - **the header a 429 carries its wait in** ([`Builder::retry_header`]):
 //!   `Retry-After` unless told otherwise; LiteLLM's proxy, for one, sends only
 //!   `llm_provider-retry-after: 60`. It applies to every 429 the server makes
@@ -60,23 +151,31 @@
 //!   100 ms, a 100 MB body, a body that is not JSON, one without `choices`, one
 //!   with the wrong types. Which request gets which fault is a pure function of
 //!   the seed, the prompt and the attempt number ([`Faults::decide`]), so a
-//!   test can work out what each sample went through.
+//!   test can work out what each sample went through. The bodies are whole
+//!   ones in the shape of the path asked (a streamed request too); the 500
+//!   and the malformed ones are chat-shaped.
 //!
 //! Replies that break HTTP itself (a reset mid-body, a trickle, a huge body)
 //! are written by a small hand-written HTTP/1.1 server on a raw
 //! [`tokio::net::TcpListener`]; [`Builder::raw_http`] selects it (faults do so
-//! by themselves). Otherwise axum serves.
+//! by themselves). Otherwise axum serves. Both serve the three paths and
+//! every stream: the raw server writes a stream's frames onto its socket at
+//! their times, axum's body is a stream of them that sleeps until each is due.
 //!
 //! One file per concern: [`Builder`] and [`TestServer`] here, the replies and
-//! faults in `replies`, the service shapes (capacity, serial, batching) in
-//! `shapes`, the 429 limits in `limits`, the path of a request in `shared`,
-//! and the two HTTP servers in `http` (axum) and `raw_http`.
+//! faults in `replies`, the APIs' prompts and bodies in `apis`, the pacing
+//! and writing of streams in `stream`, the service shapes (capacity, serial,
+//! batching) in `shapes`, the 429 limits in `limits`, the path of a request
+//! in `shared`, and the two HTTP servers in `http` (axum) and `raw_http`.
 //!
-//! The module has no test-only dependencies: `examples/test_server.rs` includes
-//! it with `#[path]` to serve the same servers to the benchmark script.
+//! Its one test-only dependency is `futures-util` (for axum's streamed body),
+//! a dev-dependency, which examples may use too: `examples/test_server.rs`
+//! includes the module with `#[path]` to serve the same servers to the
+//! benchmark script.
 
 #![allow(dead_code)]
 
+mod apis;
 mod http;
 mod limits;
 mod raw_http;
@@ -84,6 +183,7 @@ mod replies;
 mod rng;
 mod shapes;
 mod shared;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -91,6 +191,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -99,13 +200,14 @@ use tokio::net::TcpListener;
 #[allow(unused_imports)]
 pub use limits::RETRY_AFTER;
 #[allow(unused_imports)]
-pub use replies::{Fault, Faults, Reply, HUGE_BYTES, TRICKLE_INTERVAL};
+pub use replies::{rfc3339_in, Fault, Faults, Reply, HUGE_BYTES, TRICKLE_INTERVAL};
 #[allow(unused_imports)]
 pub use rng::XorShift;
 #[allow(unused_imports)]
 pub use shapes::Spread;
 
-use http::{chat, stats};
+use apis::{Api, Tokens};
+use http::{complete, stats};
 use raw_http::serve_raw;
 use shapes::ServiceShape;
 use shared::Shared;
@@ -115,7 +217,8 @@ use shared::Shared;
 pub struct Received {
     /// 0-based arrival order over the server's life.
     pub index: usize,
-    /// Message contents joined by newlines.
+    /// The request's texts joined by newlines (which texts depends on the
+    /// API: see the module doc).
     pub prompt: String,
     /// The whole JSON body (`Value::Null` if it was not JSON).
     pub body: Value,
@@ -124,6 +227,25 @@ pub struct Received {
     pub attempt: usize,
     /// When it arrived, from the server's start.
     pub at: Duration,
+    /// The path posted to, e.g. `/v1/messages`.
+    pub path: String,
+    /// Every request header, names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    /// The value of header `name` (lowercase), if it was sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True if the request asked for a stream (`"stream": true`).
+    pub fn streamed(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool) == Some(true)
+    }
 }
 
 /// When a request started and ended (only requests that were answered in
@@ -175,6 +297,8 @@ pub struct Builder {
     seed: u64,
     raw: bool,
     port: u16,
+    tokens: Tokens,
+    stream_timing: Option<(Duration, Duration)>,
 }
 
 impl Builder {
@@ -322,6 +446,35 @@ impl Builder {
         self
     }
 
+    /// Report `n` cached prompt tokens in every usage (default 0).
+    pub fn cached_tokens(mut self, n: u64) -> Self {
+        self.tokens.cached = n;
+        self
+    }
+
+    /// Report `n` reasoning tokens in every usage, counted in the output
+    /// tokens too (default 0).
+    pub fn reasoning_tokens(mut self, n: u64) -> Self {
+        self.tokens.reasoning = n;
+        self
+    }
+
+    /// Report `n` tokens written to the cache in every Anthropic usage
+    /// (`cache_creation_input_tokens`; default 0).
+    pub fn cache_write_tokens(mut self, n: u64) -> Self {
+        self.tokens.cache_write = n;
+        self
+    }
+
+    /// Pace streamed replies: the headers and the frames before the text at
+    /// once, the first piece of text `first_content` later, the rest evenly
+    /// so the last frame goes out `total` after the headers. Without it a
+    /// stream is written all at once.
+    pub fn stream_timing(mut self, first_content: Duration, total: Duration) -> Self {
+        self.stream_timing = Some((first_content, total.max(first_content)));
+        self
+    }
+
     /// Inject faults (selects the raw HTTP server).
     pub fn faults(mut self, faults: Faults) -> Self {
         self.faults = Some(faults);
@@ -374,10 +527,16 @@ impl Builder {
                             _ = stop_rx => {}
                         }
                     } else {
-                        let app = Router::new()
-                            .route("/v1/chat/completions", post(chat))
+                        let app = Api::PATHS
+                            .iter()
+                            .fold(Router::new(), |app, path| app.route(path, post(complete)))
                             .route("/stats", get(stats))
                             .with_state(serving);
+                        // Streamed frames go out as they come, not held back
+                        // by Nagle's algorithm until an ACK (40 ms delayed).
+                        let listener = listener.tap_io(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
                         tokio::select! {
                             _ = axum::serve(listener, app) => {}
                             _ = stop_rx => {}
@@ -423,6 +582,8 @@ impl TestServer {
             seed: 0x5EED,
             raw: false,
             port: 0,
+            tokens: Tokens::default(),
+            stream_timing: None,
         }
     }
 
@@ -434,6 +595,12 @@ impl TestServer {
     /// The `base_url` for specs: `http://127.0.0.1:PORT/v1`.
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The server's root, `http://127.0.0.1:PORT`, for clients that add
+    /// `/v1` themselves (Anthropic's base URL has no `/v1`).
+    pub fn root_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The address it listens on.

@@ -10,8 +10,10 @@ use axum::http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::replies::{completion_body, huge_block, Reply};
+use super::apis::{whole_body, Api};
+use super::replies::{huge_block, Reply};
 use super::shared::{answer, Answer, Shared};
+use super::stream::{write_script, Script};
 
 pub(super) async fn serve_raw(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -28,8 +30,10 @@ pub(super) async fn serve_raw(listener: TcpListener, shared: Arc<Shared>) {
 /// One parsed request.
 struct RawRequest {
     method: String,
+    /// The target's path, without its query.
     path: String,
-    authorization: Option<String>,
+    /// Every header, its name lowercased.
+    headers: Vec<(String, String)>,
     close: bool,
     body: Vec<u8>,
 }
@@ -57,19 +61,20 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<O
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next().unwrap_or_default().split_whitespace();
     let method = request_line.next().unwrap_or_default().to_owned();
-    let path = request_line.next().unwrap_or_default().to_owned();
-    let (mut length, mut authorization, mut close) = (0usize, None, false);
+    let target = request_line.next().unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let (mut length, mut headers, mut close) = (0usize, Vec::new(), false);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        match name.as_str() {
             "content-length" => length = value.parse().unwrap_or(0),
-            "authorization" => authorization = Some(value.to_owned()),
             "connection" => close = value.eq_ignore_ascii_case("close"),
             _ => {}
         }
+        headers.push((name, value.to_owned()));
     }
     while buf.len() < head_end + length {
         let mut chunk = [0u8; 16 * 1024];
@@ -84,7 +89,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<O
     Ok(Some(RawRequest {
         method,
         path,
-        authorization,
+        headers,
         close,
         body,
     }))
@@ -98,16 +103,21 @@ fn status_line(code: u16) -> String {
     format!("HTTP/1.1 {code} {reason}\r\n")
 }
 
-/// A response head, with `retry` = (header name, wait) when given.
-fn head(code: u16, length: Option<usize>, retry: Option<(&str, &str)>) -> String {
+/// A response head with these extra headers (a 429's wait, for one).
+fn head(code: u16, length: Option<usize>, headers: &[(&str, &str)]) -> String {
     let mut h = status_line(code);
-    h.push_str("content-type: application/json\r\n");
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        h.push_str("content-type: application/json\r\n");
+    }
     match length {
         Some(n) => h.push_str(&format!("content-length: {n}\r\n")),
         None => h.push_str("transfer-encoding: chunked\r\n"),
     }
-    if let Some((name, after)) = retry {
-        h.push_str(&format!("{name}: {after}\r\n"));
+    for (name, value) in headers {
+        h.push_str(&format!("{name}: {value}\r\n"));
     }
     h.push_str("\r\n");
     h
@@ -117,9 +127,9 @@ async fn write_whole(
     stream: &mut TcpStream,
     code: u16,
     body: &[u8],
-    retry: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
 ) -> io::Result<()> {
-    let mut out = head(code, Some(body.len()), retry).into_bytes();
+    let mut out = head(code, Some(body.len()), headers).into_bytes();
     out.extend_from_slice(body);
     stream.write_all(&out).await?;
     stream.flush().await
@@ -131,15 +141,15 @@ async fn raw_connection(mut stream: TcpStream, shared: Arc<Shared>) -> io::Resul
     while let Some(request) = read_request(&mut stream, &mut buf).await? {
         let keep_open = match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/stats") => {
-                write_whole(&mut stream, 200, shared.stats_json().as_bytes(), None).await?;
+                write_whole(&mut stream, 200, shared.stats_json().as_bytes(), &[]).await?;
                 true
             }
-            ("POST", "/v1/chat/completions") => {
-                let answer = answer(&shared, request.authorization, &request.body).await;
+            ("POST", path) if Api::of_path(path).is_some() => {
+                let answer = answer(&shared, path, request.headers, &request.body).await;
                 raw_reply(&mut stream, &shared, answer).await?
             }
             _ => {
-                write_whole(&mut stream, 404, b"{\"error\": \"not found\"}", None).await?;
+                write_whole(&mut stream, 404, b"{\"error\": \"not found\"}", &[]).await?;
                 true
             }
         };
@@ -153,31 +163,51 @@ async fn raw_connection(mut stream: TcpStream, shared: Arc<Shared>) -> io::Resul
 /// Writes `answer`; false when the connection must not be reused.
 async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> io::Result<bool> {
     let prompt = answer.received.prompt.clone();
+    if let Some(script) = Script::of(shared, &answer) {
+        let whole = || shared.answered(prompt, answer.start, 200);
+        return write_script(stream, script, whole).await;
+    }
+    let api = answer.api();
+    let body_of = |content: &str| whole_body(api, &answer.received, content, shared.tokens);
     match answer.reply {
-        Reply::Text(content) => {
-            let body = completion_body(&answer.received, &content);
-            write_whole(stream, 200, body.as_bytes(), None).await?;
+        Reply::Text(ref content) => {
+            let body = body_of(content);
+            write_whole(stream, 200, body.as_bytes(), &[]).await?;
             shared.answered(prompt, answer.start, 200);
             Ok(true)
         }
         Reply::Status {
             code,
-            body,
-            retry_after,
+            ref body,
+            ref retry_after,
         } => {
             let header = shared.retry_header_of(answer.gated);
-            write_whole(
-                stream,
-                code,
-                body.as_bytes(),
-                retry_after.as_deref().map(|a| (header, a)),
-            )
-            .await?;
+            let retry: Vec<_> = retry_after.iter().map(|a| (header, a.as_str())).collect();
+            write_whole(stream, code, body.as_bytes(), &retry).await?;
             shared.answered(prompt, answer.start, code);
             Ok(true)
         }
-        Reply::Raw(body) => {
-            write_whole(stream, 200, body.as_bytes(), None).await?;
+        Reply::StatusWithHeaders {
+            code,
+            ref body,
+            ref headers,
+        } => {
+            let headers: Vec<_> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            write_whole(stream, code, body.as_bytes(), &headers).await?;
+            shared.answered(prompt, answer.start, code);
+            Ok(true)
+        }
+        Reply::Raw(ref body) => {
+            write_whole(stream, 200, body.as_bytes(), &[]).await?;
+            shared.answered(prompt, answer.start, 200);
+            Ok(true)
+        }
+        Reply::RawEvents(ref body) => {
+            let events = [("content-type", "text/event-stream")];
+            write_whole(stream, 200, body.as_bytes(), &events).await?;
             shared.answered(prompt, answer.start, 200);
             Ok(true)
         }
@@ -191,9 +221,9 @@ async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> i
             }
             Ok(false)
         }
-        Reply::ResetMidBody(content) => {
-            let body = completion_body(&answer.received, &content);
-            let mut out = head(200, Some(body.len()), None).into_bytes();
+        Reply::ResetMidBody(ref content) => {
+            let body = body_of(content);
+            let mut out = head(200, Some(body.len()), &[]).into_bytes();
             out.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
             stream.write_all(&out).await?;
             stream.flush().await?;
@@ -202,10 +232,13 @@ async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> i
             stream.set_zero_linger()?;
             Ok(false)
         }
-        Reply::Trickle { content, interval } => {
-            let body = completion_body(&answer.received, &content);
+        Reply::Trickle {
+            ref content,
+            interval,
+        } => {
+            let body = body_of(content);
             stream
-                .write_all(head(200, Some(body.len()), None).as_bytes())
+                .write_all(head(200, Some(body.len()), &[]).as_bytes())
                 .await?;
             for byte in body.as_bytes() {
                 stream.write_all(&[*byte]).await?;
@@ -218,7 +251,7 @@ async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> i
         Reply::Huge { bytes, chunked } => {
             const BLOCK: usize = 64 * 1024;
             let length = (!chunked).then_some(bytes);
-            stream.write_all(head(200, length, None).as_bytes()).await?;
+            stream.write_all(head(200, length, &[]).as_bytes()).await?;
             let filler = huge_block(1, BLOCK);
             let mut sent = 0;
             while sent < bytes {
@@ -247,5 +280,8 @@ async fn raw_reply(stream: &mut TcpStream, shared: &Shared, answer: Answer) -> i
             Ok(false)
         }
         Reply::Delayed(..) => unreachable!("delays are unwrapped in `answer`"),
+        Reply::StreamCut { .. } | Reply::StreamError { .. } | Reply::StreamStall { .. } => {
+            unreachable!("a stream fault is a stream, or a text if no stream was asked")
+        }
     }
 }

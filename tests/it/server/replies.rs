@@ -1,17 +1,19 @@
-//! What the server answers: the [`Reply`] a responder gives, the faults it
-//! can inject in its place, and the bodies of OpenAI-shaped replies.
+//! What the server answers: the [`Reply`] a responder gives, and the faults
+//! it can inject in its place. The bodies are in `apis`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::apis::anthropic_error_body;
 use super::rng::splitmix;
-use super::Received;
 
 /// What the server does with one request.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// 200 with an OpenAI chat-completion body whose content is this text.
+    /// 200 with this text as the reply's content, in the shape of the API
+    /// asked (chat completion, message, response), streamed as server-sent
+    /// events if the request said `"stream": true`.
     Text(String),
     /// An HTTP error status with a body and an optional `Retry-After` header.
     Status {
@@ -19,8 +21,17 @@ pub enum Reply {
         body: String,
         retry_after: Option<String>,
     },
+    /// An HTTP status with a body and these headers, sent as given.
+    StatusWithHeaders {
+        code: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
     /// A 200 whose body is exactly this text (for malformed replies).
     Raw(String),
+    /// A 200 `text/event-stream` whose body is exactly this text (for
+    /// malformed streams).
+    RawEvents(String),
     /// Never answer (until the client gives up and closes the connection).
     Hang,
     /// Wait this long (on top of the server's latency), then do the inner reply.
@@ -35,6 +46,26 @@ pub enum Reply {
     /// Declared with Content-Length, or sent chunked (so only reading it tells
     /// how big it is). Needs [`Builder::raw_http`].
     Huge { bytes: usize, chunked: bool },
+    /// A stream of this content cut after its control frames and `pieces`
+    /// pieces of text, without the terminator: the body ends cleanly, or with
+    /// `reset` the connection is dropped (a TCP reset on the raw server; axum
+    /// ends the connection without the last chunk).
+    StreamCut {
+        content: String,
+        pieces: usize,
+        reset: bool,
+    },
+    /// A stream of this content with an error event of type `kind` (e.g.
+    /// `overloaded_error`, `api_error`) after `pieces` pieces; then the
+    /// body ends.
+    StreamError {
+        content: String,
+        pieces: usize,
+        kind: String,
+    },
+    /// A stream of this content that sends nothing after `pieces` pieces and
+    /// never ends (until the client hangs up).
+    StreamStall { content: String, pieces: usize },
 }
 
 impl Reply {
@@ -58,8 +89,119 @@ impl Reply {
         }
     }
 
+    /// An HTTP status with a body and these headers.
+    pub fn status_with_headers(
+        code: u16,
+        body: impl Into<String>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        Reply::StatusWithHeaders {
+            code,
+            body: body.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Anthropic's error body, `{"type":"error","error":{"type","message"}}`,
+    /// with status `code` (529 `overloaded_error`, 429 `rate_limit_error`,
+    /// 500 `api_error`, ...); add headers with [`Reply::with_header`].
+    pub fn anthropic_error(code: u16, error_type: &str, message: &str) -> Reply {
+        Reply::status_with_headers(code, anthropic_error_body(error_type, message), &[])
+    }
+
+    /// Anthropic's 429: `rate_limit_error`, `retry-after` in whole seconds
+    /// (at least 1) and `anthropic-ratelimit-requests-reset` at now + `after`
+    /// (RFC 3339).
+    pub fn anthropic_rate_limited(after: Duration) -> Reply {
+        let seconds = (after.as_secs_f64().ceil() as u64).max(1).to_string();
+        Reply::anthropic_error(429, "rate_limit_error", "Rate limited")
+            .with_header("retry-after", &seconds)
+            .with_header("anthropic-ratelimit-requests-reset", &rfc3339_in(after))
+    }
+
+    /// This status reply with one more header (a `Status` becomes a
+    /// `StatusWithHeaders`, its `retry_after` a `retry-after` header).
+    pub fn with_header(self, name: &str, value: &str) -> Reply {
+        let header = (name.to_ascii_lowercase(), value.to_owned());
+        match self {
+            Reply::Status {
+                code,
+                body,
+                retry_after,
+            } => {
+                let mut headers: Vec<_> = retry_after
+                    .map(|a| ("retry-after".to_owned(), a))
+                    .into_iter()
+                    .collect();
+                headers.push(header);
+                Reply::StatusWithHeaders {
+                    code,
+                    body,
+                    headers,
+                }
+            }
+            Reply::StatusWithHeaders {
+                code,
+                body,
+                mut headers,
+            } => {
+                headers.push(header);
+                Reply::StatusWithHeaders {
+                    code,
+                    body,
+                    headers,
+                }
+            }
+            Reply::Delayed(d, inner) => Reply::Delayed(d, Box::new(inner.with_header(name, value))),
+            other => panic!("headers go on status replies, not on {other:?}"),
+        }
+    }
+
     pub fn raw(body: impl Into<String>) -> Reply {
         Reply::Raw(body.into())
+    }
+
+    /// A 200 `text/event-stream` whose body is exactly `body`.
+    pub fn raw_events(body: impl Into<String>) -> Reply {
+        Reply::RawEvents(body.into())
+    }
+
+    /// A stream cut cleanly after `pieces` pieces of text (no terminator).
+    pub fn stream_cut(content: impl Into<String>, pieces: usize) -> Reply {
+        Reply::StreamCut {
+            content: content.into(),
+            pieces,
+            reset: false,
+        }
+    }
+
+    /// A stream whose connection is dropped after `pieces` pieces of text.
+    pub fn stream_reset(content: impl Into<String>, pieces: usize) -> Reply {
+        Reply::StreamCut {
+            content: content.into(),
+            pieces,
+            reset: true,
+        }
+    }
+
+    /// A stream with an error event of type `kind` after `pieces` pieces.
+    pub fn stream_error(content: impl Into<String>, pieces: usize, kind: &str) -> Reply {
+        Reply::StreamError {
+            content: content.into(),
+            pieces,
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// A stream that stalls for good after `pieces` pieces.
+    pub fn stream_stall(content: impl Into<String>, pieces: usize) -> Reply {
+        Reply::StreamStall {
+            content: content.into(),
+            pieces,
+        }
     }
 
     /// This reply after an extra delay.
@@ -75,6 +217,34 @@ impl Reply {
             _ => false,
         }
     }
+
+    /// The content of a text or stream reply.
+    pub(super) fn content(&self) -> Option<&str> {
+        match self {
+            Reply::Text(content)
+            | Reply::StreamCut { content, .. }
+            | Reply::StreamError { content, .. }
+            | Reply::StreamStall { content, .. } => Some(content),
+            _ => None,
+        }
+    }
+
+    /// What a request that did not ask for a stream gets: a stream fault is
+    /// its whole text (the fault is in the stream only).
+    pub(super) fn unstreamed(self) -> Reply {
+        match self {
+            Reply::StreamCut { content, .. }
+            | Reply::StreamError { content, .. }
+            | Reply::StreamStall { content, .. } => Reply::Text(content),
+            other => other,
+        }
+    }
+}
+
+/// The RFC 3339 time `after` from now, to the second (Anthropic's
+/// `anthropic-ratelimit-*-reset` headers).
+pub fn rfc3339_in(after: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + after).to_string()
 }
 
 /// A fault the server can inject.
@@ -205,28 +375,6 @@ impl Faults {
         }
         None
     }
-}
-
-/// The OpenAI chat-completion body for a reply with `content`.
-pub(super) fn completion_body(received: &Received, content: &str) -> String {
-    let prompt_tokens = received.prompt.split_whitespace().count();
-    let completion_tokens = content.split_whitespace().count();
-    json!({
-        "id": format!("chatcmpl-{}", received.index),
-        "object": "chat.completion",
-        "model": received.body.get("model").cloned().unwrap_or(Value::Null),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens
-        }
-    })
-    .to_string()
 }
 
 /// Block `n` (of `len` bytes) of a huge body: the opening of a reply,

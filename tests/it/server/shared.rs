@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use super::apis::{throttled_body, Api, Tokens};
 use super::limits::{whole_seconds, Bucket, FixedWindow, RETRY_AFTER};
 use super::replies::{Faults, Reply};
 use super::rng::XorShift;
@@ -42,6 +43,8 @@ pub(super) struct Shared {
     /// 2xx answers sent, and their distinct prompts.
     pub(super) answered: AtomicUsize,
     pub(super) answered_prompts: Mutex<HashSet<String>>,
+    pub(super) tokens: Tokens,
+    pub(super) stream_timing: Option<(Duration, Duration)>,
 }
 
 /// Keeps the in-flight count right however a request ends (including when
@@ -108,6 +111,8 @@ impl Shared {
             spans: Mutex::new(Vec::new()),
             answered: AtomicUsize::new(0),
             answered_prompts: Mutex::new(HashSet::new()),
+            tokens: b.tokens,
+            stream_timing: b.stream_timing,
         }
     }
 
@@ -159,26 +164,37 @@ impl Shared {
         });
     }
 
-    /// A 429 if a throttle applies to this request, whatever it is.
-    pub(super) fn throttle(&self, received: &Received) -> Option<Reply> {
+    /// A 429 if a throttle applies to this request, whatever it is, its body
+    /// in the shape of the API asked.
+    pub(super) fn throttle(&self, received: &Received, api: Api) -> Option<Reply> {
+        let wait = self.wait(received)?;
+        Some(Reply::Status {
+            code: 429,
+            body: throttled_body(api),
+            retry_after: Some(wait),
+        })
+    }
+
+    /// The wait of a 429 if a throttle applies to this request.
+    fn wait(&self, received: &Received) -> Option<String> {
         if received.index < self.throttle_first {
-            return Some(Reply::retry_after(429, &self.throttle_after));
+            return Some(self.throttle_after.clone());
         }
         let now = Instant::now();
         if let Some((window, after)) = &self.throttle_during {
             let first = *self.first_arrival.lock().unwrap().get_or_insert(now);
             if now.duration_since(first) < *window {
-                return Some(Reply::retry_after(429, after));
+                return Some(after.clone());
             }
         }
         if let Some(bucket) = &self.bucket {
             if let Err(wait) = bucket.lock().unwrap().take(now) {
-                return Some(Reply::retry_after(429, &whole_seconds(wait)));
+                return Some(whole_seconds(wait));
             }
         }
         if let Some(window) = &self.window {
             if let Err(wait) = window.lock().unwrap().take(now) {
-                return Some(Reply::retry_after(429, &whole_seconds(wait)));
+                return Some(whole_seconds(wait));
             }
         }
         None
@@ -205,11 +221,19 @@ pub(super) struct Answer {
     pub(super) _guard: InFlight,
 }
 
+impl Answer {
+    /// The API the request was made to.
+    pub(super) fn api(&self) -> Api {
+        Api::of_path(&self.received.path).unwrap_or(Api::Chat)
+    }
+}
+
 /// Logs a request, decides its reply, and waits out its latency (and its turn
 /// at a capacity-limited server).
 pub(super) async fn answer(
     shared: &Arc<Shared>,
-    authorization: Option<String>,
+    path: &str,
+    headers: Vec<(String, String)>,
     body: &[u8],
 ) -> Answer {
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -218,16 +242,13 @@ pub(super) async fn answer(
     let start = shared.started.elapsed();
 
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let prompt = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(|ms| {
-            ms.iter()
-                .filter_map(|m| m.get("content").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
+    // The servers route only the APIs' paths here.
+    let api = Api::of_path(path).unwrap_or(Api::Chat);
+    let prompt = api.prompt(&body);
+    let authorization = headers
+        .iter()
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, value)| value.clone());
     let attempt = {
         let mut attempts = shared.attempts.lock().unwrap();
         let n = attempts.entry(prompt.clone()).or_insert(0);
@@ -243,12 +264,14 @@ pub(super) async fn answer(
             authorization,
             attempt,
             at: start,
+            path: path.to_owned(),
+            headers,
         };
         log.push(r.clone());
         r
     };
 
-    let (mut reply, gated) = match shared.throttle(&received) {
+    let (mut reply, gated) = match shared.throttle(&received, api) {
         Some(reply) => (reply, true),
         None => {
             let normal = (shared.responder)(&received);
@@ -259,10 +282,7 @@ pub(super) async fn answer(
             match fault {
                 Some((faults, fault)) => {
                     shared.faults_sent.fetch_add(1, Ordering::SeqCst);
-                    let content = match normal {
-                        Reply::Text(t) => t,
-                        _ => "ok".to_owned(),
-                    };
+                    let content = normal.content().unwrap_or("ok").to_owned();
                     let roll = faults.roll(&received.prompt, received.attempt);
                     (fault.reply(content, roll >> 3), false)
                 }
@@ -277,6 +297,9 @@ pub(super) async fn answer(
     while let Reply::Delayed(extra, inner) = reply {
         delay += extra;
         reply = *inner;
+    }
+    if !received.streamed() {
+        reply = reply.unstreamed();
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

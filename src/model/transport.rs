@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 
 pub(super) use retry_hint::retry_hint;
 
-use super::{Api, ClientError, Reply};
+use super::{whole, Api, ClientError, Reply};
 use crate::secrets::Secrets;
 
 /// Replies larger than this are cut off and recorded as an error.
@@ -98,7 +98,18 @@ impl Transport {
                 return Err(redirect(&response, secrets));
             }
             if status.is_success() {
-                let mut decoder = api.decoder(secrets);
+                // A server may answer a request for a stream with the whole
+                // reply (LiteLLM's Anthropic route does): read what came.
+                let whole_json = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.trim_start().starts_with("application/json"));
+                let mut decoder = if whole_json {
+                    whole(api, secrets)
+                } else {
+                    api.decoder(secrets)
+                };
                 let first_token = read_capped(response, self.timeouts, |chunk| {
                     decoder
                         .feed(chunk)

@@ -457,3 +457,27 @@ fn http_spec_mistakes_are_named_before_any_request() {
     }
     assert_eq!(server.count(), 0);
 }
+
+#[test]
+fn a_whole_reply_to_a_request_for_a_stream_is_read_whole() {
+    // LiteLLM's Anthropic route answers `stream: true` with the whole message.
+    let server = TestServer::builder()
+        .respond(|r| {
+            Reply::raw(format!(
+                r#"{{"type":"message","content":[{{"type":"text","text":"{} whole"}}],"usage":{{"input_tokens":2,"output_tokens":3}}}}"#,
+                r.prompt
+            ))
+        })
+        .start();
+    let dir = TestDir::new();
+    let report = run(
+        &dir,
+        &spec(2, &model("anthropic", &server.root_url(), true), 2),
+    );
+    for r in records(&report) {
+        assert!(r["output"].as_str().unwrap().ends_with(" whole"), "{r:#}");
+        assert!(r["time_to_first_token_seconds"].is_null(), "{r:#}");
+        assert_eq!(r["completion_tokens"], 3);
+    }
+    assert!(server.requests().iter().all(|r| r.streamed()));
+}

@@ -128,11 +128,9 @@ fn evaluation(
     })?;
     let pairing = pair(&scores_a, &ea.evaluators, &scores_b, &eb.evaluators);
     let side = |e: &EvaluationRow| -> Result<_, ViewError> {
-        Ok(view::evaluation(
-            e,
-            &store.latencies(e.id)?,
-            &store.runs(e.id)?,
-        )?)
+        let mut view = view::evaluation(e, &store.latencies(e.id)?, &store.runs(e.id)?)?;
+        view::streamed_timing(&mut view.timing, &store.streamed(e.id)?);
+        Ok(view)
     };
     let (ra, rb) = (side(ea)?, side(eb)?);
     let lookups = if flips {

@@ -149,6 +149,19 @@ impl EventReader for ChatEvents {
         if data == "[DONE]" {
             return Ok(true);
         }
+        // Most chunks are one piece of text: read it without building a tree.
+        if let Ok(chunk) = serde_json::from_str::<TextChunk>(data) {
+            if chunk.error.is_none() && chunk.usage.is_none() {
+                if let Some(text) = chunk
+                    .choices
+                    .first()
+                    .and_then(|c| c.delta.content.as_deref())
+                {
+                    reply.content.push_str(text);
+                }
+                return Ok(false);
+            }
+        }
         let chunk = stream::json(name, data, secrets)?;
         if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
             return Err(ClientError::ErrorReply(excerpt(
@@ -167,6 +180,30 @@ impl EventReader for ChatEvents {
         }
         Ok(false)
     }
+}
+
+/// A streamed chunk as most are: text in `choices[0].delta.content` (or
+/// none), no usage, no error. Anything else is read as a `Value`.
+#[derive(Deserialize)]
+struct TextChunk<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<TextChoice<'a>>,
+    #[serde(default)]
+    usage: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct TextChoice<'a> {
+    #[serde(borrow, default)]
+    delta: TextDelta<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct TextDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// An `error` value's message: its `message` when it has one.

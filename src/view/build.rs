@@ -371,23 +371,26 @@ pub struct Detail {
 /// Fills the parts of `r` that need more than the evaluation's totals: the
 /// adaptive limit, error bars over repeats or clusters, judges' calls, and
 /// each adaptive run's limit.
-fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
-    let mut first_tokens: Vec<u64> = reads.streamed.iter().map(|s| s.first_token_us).collect();
+/// Time to first token and output speed, from the replies that streamed.
+pub fn streamed_timing(t: &mut Timing, streamed: &[crate::store::read::StreamedReply]) {
+    let mut first_tokens: Vec<u64> = streamed.iter().map(|s| s.first_token_us).collect();
     first_tokens.sort_unstable();
-    r.timing.time_to_first_token_seconds = percentiles(&first_tokens);
-    r.timing.streamed_replies = reads.streamed.len() as u64;
-    r.timing.streamed_without_usage = reads
-        .streamed
+    t.time_to_first_token_seconds = percentiles(&first_tokens);
+    t.streamed_replies = streamed.len() as u64;
+    t.streamed_without_usage = streamed
         .iter()
         .filter(|s| s.completion_tokens.is_none())
         .count() as u64;
-    r.timing.output_tokens_per_second = Quantiles::of(
-        reads
-            .streamed
+    t.output_tokens_per_second = Quantiles::of(
+        streamed
             .iter()
             .filter_map(|s| s.tokens_per_second())
             .collect(),
     );
+}
+
+fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
+    streamed_timing(&mut r.timing, &reads.streamed);
     let timeline = reads.timeline.as_ref();
     if let Some(t) = timeline.filter(|_| r.strategy == StrategyName::Adaptive) {
         r.timing.concurrency_limit = limit_view(&t.steps, &t.ends);

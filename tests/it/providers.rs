@@ -481,3 +481,42 @@ fn a_whole_reply_to_a_request_for_a_stream_is_read_whole() {
     }
     assert!(server.requests().iter().all(|r| r.streamed()));
 }
+
+#[test]
+fn streamed_timings_reach_the_table_the_report_compare_and_export() {
+    let server = paced();
+    let dir = TestDir::new();
+    run(&dir, &spec(4, &model("openai", &server.url(), true), 4));
+    let table = dir.cmd(["show", "x"]).output();
+    table.assert_exit_code(0);
+    table.assert_stdout_contains("first token ");
+    table.assert_stdout_contains("tokens/s after the first");
+    dir.cmd(["report", "x", "-o", "x.html"])
+        .output()
+        .assert_exit_code(0);
+    let html = dir.read("x.html");
+    assert!(
+        html.contains("Time to first token histogram"),
+        "no histogram"
+    );
+    let compare = dir.cmd(["compare", "x", "x", "--format", "json"]).output();
+    compare.assert_exit_code(0);
+    let c: Value = serde_json::from_str(&compare.stdout).unwrap();
+    let first = c
+        .pointer("/evaluations/0/timing/a/time_to_first_token_p50_seconds")
+        .and_then(Value::as_f64);
+    assert!(first.is_some_and(|f| f >= 0.09), "{c:#}");
+    let csv = dir.cmd(["export", "x", "--format", "csv"]).output();
+    csv.assert_exit_code(0);
+    assert!(csv
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .contains("time_to_first_token_seconds"));
+    let jsonl = dir.cmd(["export", "x", "--format", "jsonl"]).output();
+    for line in jsonl.stdout.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        assert!(r["time_to_first_token_seconds"].as_f64().is_some(), "{r:#}");
+    }
+}

@@ -124,6 +124,15 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
+/// Waits until `at`; at once when it has passed (a timer rounds up to the
+/// next millisecond: an unpaced stream would take one longer than a whole
+/// reply).
+async fn due(at: Instant) {
+    if at > Instant::now() {
+        sleep_until(at).await;
+    }
+}
+
 /// Sends what is pending if `due` is still to come, then waits for it.
 async fn wait_for(stream: &mut TcpStream, out: &mut Vec<u8>, due: Instant) -> io::Result<()> {
     if due > Instant::now() {
@@ -225,7 +234,7 @@ impl<F: FnOnce()> Pacer<F> {
         }
         let start = self.start;
         if let Some(&(at, _)) = self.steps.peek() {
-            sleep_until(start + at).await;
+            due(start + at).await;
             let now = Instant::now();
             let mut batch = String::new();
             while let Some((_, frame)) = self.steps.next_if(|(at, _)| start + *at <= now) {
@@ -241,12 +250,12 @@ impl<F: FnOnce()> Pacer<F> {
         }
         match self.end {
             End::Clean => {
-                sleep_until(start + self.end_at).await;
+                due(start + self.end_at).await;
                 self.finish();
                 None
             }
             End::Reset => {
-                sleep_until(start + self.end_at).await;
+                due(start + self.end_at).await;
                 // As the raw server does: time to send what was yielded
                 // (hyper drops what it still holds on an error) and for the
                 // client to read it.

@@ -97,59 +97,9 @@ impl Checker<'_> {
                 )
                 .with_hint("write e.g. http://127.0.0.1:8080/v1/generate"));
         }
-        let method = match m.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
-            None | Some("POST") => Method::POST,
-            Some("GET") => Method::GET,
-            Some("PUT") => Method::PUT,
-            Some("PATCH") => Method::PATCH,
-            Some(other) => {
-                return Err(self
-                    .at_value(&format!("{at}.method"), format!("unknown method `{other}`"))
-                    .with_hint("write GET, POST (the default), PUT or PATCH"))
-            }
-        };
-        let mut uses_key = false;
-        let mut headers = Vec::new();
-        for (name, value) in m.headers.iter().flatten() {
-            let key = format!("{at}.headers.{name}");
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| self.at_key(&key, format!("`{name}` is not a header name")))?;
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => {
-                    return Err(self
-                        .at_value(&key, format!("header `{name}` must be text"))
-                        .with_hint("write it as a string, e.g. \"2023-06-01\""))
-                }
-            };
-            let template = self.model_template(&key, &text)?;
-            for var in template.variables() {
-                if var != "api_key" {
-                    return Err(self
-                        .at_value(&key, format!("header `{name}` uses `{var}`"))
-                        .with_hint(
-                            "headers are built once per run: they may use only `{{ api_key }}`",
-                        ));
-                }
-                uses_key = true;
-            }
-            headers.push((header, template));
-        }
-        let body = match &m.body {
-            None => None,
-            Some(_) if method == Method::GET => {
-                return Err(self
-                    .at_key(&format!("{at}.body"), "a GET request has no body")
-                    .with_hint("remove `body`, or write `method: POST`"))
-            }
-            Some(value) => Some(Body::compile(value).map_err(|(path, e)| {
-                self.at_value(
-                    &format!("{at}.body{path}"),
-                    format!("template error in `{at}.body{path}`: {e}"),
-                )
-            })?),
-        };
+        let method = self.json_method(at, m)?;
+        let (headers, mut uses_key) = self.json_headers(at, m)?;
+        let body = self.json_body(at, m, &method)?;
         uses_key |= body
             .iter()
             .flat_map(Body::templates)
@@ -162,20 +112,7 @@ impl Checker<'_> {
                 )
                 .with_hint("add `api_key_env: MY_SERVICE_KEY` (the variable holding the key)"));
         }
-        let pointer = |key: &str, p: &Option<String>| -> Result<Option<String>, Diagnostic> {
-            match p {
-                Some(p) if !p.is_empty() && !p.starts_with('/') => Err(self
-                    .at_value(
-                        &format!("{at}.{key}"),
-                        format!("`{p}` is not a JSON Pointer"),
-                    )
-                    .with_hint(format!(
-                        "a pointer starts with `/`, one step per key or index: /{}",
-                        p.replace('.', "/")
-                    ))),
-                other => Ok(other.clone()),
-            }
-        };
+        let pointer = |key: &str, p: &Option<String>| self.json_pointer(at, key, p);
         let Some(output) = pointer("output", &m.output)? else {
             return Err(self
                 .at_key(&format!("{at}.provider"), "provider `http` needs `output`")
@@ -205,6 +142,103 @@ impl Checker<'_> {
             }),
         };
         Ok((endpoint, spec))
+    }
+
+    /// `method`: POST unless the spec says GET, PUT or PATCH.
+    fn json_method(&self, at: &str, m: &raw::RawModel) -> Result<Method, Diagnostic> {
+        Ok(
+            match m.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                None | Some("POST") => Method::POST,
+                Some("GET") => Method::GET,
+                Some("PUT") => Method::PUT,
+                Some("PATCH") => Method::PATCH,
+                Some(other) => {
+                    return Err(self
+                        .at_value(&format!("{at}.method"), format!("unknown method `{other}`"))
+                        .with_hint("write GET, POST (the default), PUT or PATCH"))
+                }
+            },
+        )
+    }
+
+    /// `headers`: each a template over `api_key` alone (they are built once
+    /// per run); also whether any uses the key.
+    fn json_headers(
+        &self,
+        at: &str,
+        m: &raw::RawModel,
+    ) -> Result<(Vec<(HeaderName, Template)>, bool), Diagnostic> {
+        let mut uses_key = false;
+        let mut headers = Vec::new();
+        for (name, value) in m.headers.iter().flatten() {
+            let key = format!("{at}.headers.{name}");
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.at_key(&key, format!("`{name}` is not a header name")))?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(self
+                        .at_value(&key, format!("header `{name}` must be text"))
+                        .with_hint("write it as a string, e.g. \"2023-06-01\""))
+                }
+            };
+            let template = self.model_template(&key, &text)?;
+            for var in template.variables() {
+                if var != "api_key" {
+                    return Err(self
+                        .at_value(&key, format!("header `{name}` uses `{var}`"))
+                        .with_hint(
+                            "headers are built once per run: they may use only `{{ api_key }}`",
+                        ));
+                }
+                uses_key = true;
+            }
+            headers.push((header, template));
+        }
+        Ok((headers, uses_key))
+    }
+
+    /// `body`: a template at every string; none for GET.
+    fn json_body(
+        &self,
+        at: &str,
+        m: &raw::RawModel,
+        method: &Method,
+    ) -> Result<Option<Body>, Diagnostic> {
+        match &m.body {
+            None => Ok(None),
+            Some(_) if *method == Method::GET => Err(self
+                .at_key(&format!("{at}.body"), "a GET request has no body")
+                .with_hint("remove `body`, or write `method: POST`")),
+            Some(value) => Body::compile(value).map(Some).map_err(|(path, e)| {
+                self.at_value(
+                    &format!("{at}.body{path}"),
+                    format!("template error in `{at}.body{path}`: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// A JSON Pointer (`""` or starting with `/`), as written at `{at}.{key}`.
+    fn json_pointer(
+        &self,
+        at: &str,
+        key: &str,
+        p: &Option<String>,
+    ) -> Result<Option<String>, Diagnostic> {
+        match p {
+            Some(p) if !p.is_empty() && !p.starts_with('/') => Err(self
+                .at_value(
+                    &format!("{at}.{key}"),
+                    format!("`{p}` is not a JSON Pointer"),
+                )
+                .with_hint(format!(
+                    "a pointer starts with `/`, one step per key or index: /{}",
+                    p.replace('.', "/")
+                ))),
+            other => Ok(other.clone()),
+        }
     }
 
     fn model_template(&self, key: &str, source: &str) -> Result<Template, Diagnostic> {

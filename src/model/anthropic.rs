@@ -63,11 +63,11 @@ impl Api for Anthropic {
         "/v1/messages"
     }
 
-    fn headers(&self) -> HeaderMap {
-        HeaderMap::from_iter([(
+    fn headers(&self) -> Result<HeaderMap, String> {
+        Ok(HeaderMap::from_iter([(
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(VERSION),
-        )])
+        )]))
     }
 
     fn auth_headers(&self, key: &str) -> Result<HeaderMap, String> {

@@ -95,9 +95,10 @@ pub trait Api: Send + Sync {
     /// The path after `base_url` that chat requests are posted to.
     fn path(&self) -> &str;
 
-    /// Headers every request carries, whatever the key (an API version).
-    fn headers(&self) -> HeaderMap {
-        HeaderMap::new()
+    /// Headers every request carries, whatever the key (an API version);
+    /// an error names why they cannot be sent.
+    fn headers(&self) -> Result<HeaderMap, String> {
+        Ok(HeaderMap::new())
     }
 
     /// The headers carrying `key`; an error names why it cannot be sent.

@@ -204,14 +204,15 @@ impl Api for JsonApi {
             .map_or(Method::POST, |s| s.method.clone())
     }
 
-    /// The spec's headers; a header that cannot be built fails the client
-    /// before any request.
+    /// The key is sent only where the spec's templates put it.
     fn auth_headers(&self, _: &str) -> Result<HeaderMap, String> {
-        self.headers.clone()
+        Ok(HeaderMap::new())
     }
 
-    fn headers(&self) -> HeaderMap {
-        self.headers.clone().unwrap_or_default()
+    /// The spec's headers; one that cannot be built fails the client before
+    /// any request.
+    fn headers(&self) -> Result<HeaderMap, String> {
+        self.headers.clone()
     }
 
     fn encode(&self, request: &Outgoing<'_>) -> Result<Vec<u8>, String> {
@@ -345,7 +346,7 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}],
                 "text": "Review: great", "n": 42, "system": "fixed"})
         );
-        let headers = a.headers();
+        let headers = a.headers().unwrap();
         assert_eq!(headers["x-api-key"], "sk-test");
         assert!(headers["x-api-key"].is_sensitive());
     }

@@ -127,7 +127,7 @@ impl ModelClient {
         } = endpoint;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.extend(api.headers());
+        headers.extend(api.headers()?);
         let mut secrets = Secrets::default();
         // reqwest sends a `user:password@` in the URL as a Basic credential.
         secrets.take_from_url(base_url);

@@ -11,9 +11,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::api::whole;
 use super::openai::token_count;
-use super::stream::{self, EventReader, Streamed};
+use super::stream::{self, EventReader};
 use super::transport::{excerpt, retry_hint};
 use super::{
     Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply, Role,
@@ -144,11 +143,7 @@ impl Api for Anthropic {
     }
 
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
-        if self.stream {
-            Streamed::decoder(MessageEvents, secrets)
-        } else {
-            whole(self, secrets)
-        }
+        stream::decoder(self, self.stream, MessageEvents, secrets)
     }
 
     /// 429 (a quota), 529 (overloaded), and 503 from proxies in front of it.

@@ -28,6 +28,7 @@ pub struct Outgoing<'a> {
     pub api_key: Option<&'a str>,
 }
 
+#[cfg(test)]
 impl<'a> Outgoing<'a> {
     /// A request with no dataset row and no key.
     pub fn bare(model: &'a str, messages: &'a [Message], params: &'a Map<String, Value>) -> Self {

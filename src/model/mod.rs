@@ -28,7 +28,8 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use api::{whole, Api, Decoder, Outgoing, Reply};
+use api::whole;
+pub use api::{Api, Decoder, Outgoing, Reply};
 pub use error::ClientError;
 pub use provider::{ApiOptions, Hosted, Provider};
 pub use transport::{Timeouts, MAX_BODY_BYTES};

@@ -9,8 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::api::whole;
-use super::stream::{self, EventReader, Streamed};
+use super::stream::{self, EventReader};
 use super::transport::{excerpt, retry_hint};
 use super::{Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply};
 use crate::secrets::Secrets;
@@ -111,11 +110,7 @@ impl Api for OpenAi {
     }
 
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
-        if self.stream {
-            Streamed::decoder(ChatEvents, secrets)
-        } else {
-            whole(self, secrets)
-        }
+        stream::decoder(self, self.stream, ChatEvents, secrets)
     }
 
     /// 429 Too Many Requests, and 503, which OpenAI and most proxies send when

@@ -10,9 +10,8 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::api::whole;
 use super::openai::{token_count, OpenAi};
-use super::stream::{self, EventReader, Streamed};
+use super::stream::{self, EventReader};
 use super::transport::{excerpt, retry_hint};
 use super::{
     Api, ApiOptions, ClientError, Decoder, Hosted, Message, Outgoing, Provider, Reply, Role,
@@ -108,11 +107,7 @@ impl Api for Responses {
     }
 
     fn decoder<'a>(&'a self, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
-        if self.stream {
-            Streamed::decoder(ResponseEvents, secrets)
-        } else {
-            whole(self, secrets)
-        }
+        stream::decoder(self, self.stream, ResponseEvents, secrets)
     }
 
     fn is_throttled(&self, status: u16) -> bool {

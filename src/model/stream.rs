@@ -3,9 +3,10 @@
 //! this keeps the text and usage they bring, says when the text began, and
 //! refuses a stream that ended before the API's own end.
 
+use super::api::whole;
 use super::sse::Events;
 use super::transport::excerpt;
-use super::{ClientError, Decoder, Reply};
+use super::{Api, ClientError, Decoder, Reply};
 use crate::secrets::Secrets;
 
 /// What one API's events mean.
@@ -24,6 +25,21 @@ pub(super) trait EventReader: Send {
     ) -> Result<bool, ClientError>;
 }
 
+/// `api`'s decoder for one reply: its events as `reader` reads them when the
+/// request asked for a stream, else the body read whole.
+pub(super) fn decoder<'a, A: Api, R: EventReader + 'a>(
+    api: &'a A,
+    stream: bool,
+    reader: R,
+    secrets: &'a Secrets,
+) -> Box<dyn Decoder + 'a> {
+    if stream {
+        Streamed::decoder(reader, secrets)
+    } else {
+        whole(api, secrets)
+    }
+}
+
 /// The decoder of one streamed reply whose events `R` reads.
 pub(super) struct Streamed<'a, R> {
     reader: R,
@@ -34,7 +50,7 @@ pub(super) struct Streamed<'a, R> {
 }
 
 impl<'a, R: EventReader + 'a> Streamed<'a, R> {
-    pub(super) fn decoder(reader: R, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
+    fn decoder(reader: R, secrets: &'a Secrets) -> Box<dyn Decoder + 'a> {
         Box::new(Streamed {
             reader,
             secrets,

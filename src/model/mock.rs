@@ -254,26 +254,23 @@ mod tests {
     use crate::model::openai::OpenAi;
     use crate::model::{ApiOptions, Endpoint, Message, ModelClient, Role};
 
-    #[tokio::test]
-    async fn serves_rules_through_the_real_client() {
-        let spec = MockSpec {
-            latency: Duration::from_millis(10),
-            rules: vec![
-                MockRule {
-                    when_contains: vec!["great".into()],
-                    reply: "positive".into(),
-                },
-                MockRule {
-                    when_contains: vec![],
-                    reply: "neutral".into(),
-                },
-            ],
-        };
+    /// The mock serving `rules` after `latency`, and what a client of it
+    /// (streamed or not) gets for each of `prompts`.
+    async fn ask(
+        latency: Duration,
+        rules: Vec<MockRule>,
+        stream: bool,
+        prompts: &[&str],
+    ) -> Vec<crate::model::Completion> {
+        let spec = MockSpec { latency, rules };
         let server = MockServer::start(spec, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let client = ModelClient::new(Endpoint {
-            api: std::sync::Arc::new(OpenAi::default()),
+            api: std::sync::Arc::new(OpenAi::new(&ApiOptions {
+                stream,
+                ..ApiOptions::default()
+            })),
             base_url: &server.base_url(),
             model: "mock",
             api_key: None,
@@ -282,74 +279,52 @@ mod tests {
             max_connections: 4,
         })
         .unwrap();
-        let msg = |t: &str| {
-            vec![Message {
+        let mut out = Vec::new();
+        for prompt in prompts {
+            let message = [Message {
                 role: Role::User,
-                content: t.into(),
-            }]
-        };
-        let c = client
-            .complete(
-                &client
-                    .request(&msg("A GREAT film"), &minijinja::Value::UNDEFINED)
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(c.content, "positive");
-        assert!(c.latency >= Duration::from_millis(10));
-        assert_eq!(c.usage.completion, Some(1));
-        assert_eq!(
-            client
-                .complete(
-                    &client
-                        .request(&msg("fine"), &minijinja::Value::UNDEFINED)
-                        .unwrap()
-                )
-                .await
-                .unwrap()
-                .content,
-            "neutral"
-        );
+                content: (*prompt).into(),
+            }];
+            let request = client
+                .request(&message, &minijinja::Value::UNDEFINED)
+                .unwrap();
+            out.push(client.complete(&request).await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_rules_through_the_real_client() {
+        let rules = vec![
+            MockRule {
+                when_contains: vec!["great".into()],
+                reply: "positive".into(),
+            },
+            MockRule {
+                when_contains: vec![],
+                reply: "neutral".into(),
+            },
+        ];
+        let c = ask(
+            Duration::from_millis(10),
+            rules,
+            false,
+            &["A GREAT film", "fine"],
+        )
+        .await;
+        assert_eq!(c[0].content, "positive");
+        assert!(c[0].latency >= Duration::from_millis(10));
+        assert_eq!(c[0].usage.completion, Some(1));
+        assert_eq!(c[1].content, "neutral");
     }
 
     #[tokio::test]
     async fn a_streamed_request_is_answered_as_events() {
-        let spec = MockSpec {
-            latency: Duration::from_millis(50),
-            rules: vec![MockRule {
-                when_contains: vec![],
-                reply: "neutral".into(),
-            }],
-        };
-        let server = MockServer::start(spec, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let client = ModelClient::new(Endpoint {
-            api: std::sync::Arc::new(OpenAi::new(&ApiOptions {
-                stream: true,
-                ..ApiOptions::default()
-            })),
-            base_url: &server.base_url(),
-            model: "mock",
-            api_key: None,
-            params: Default::default(),
-            timeouts: crate::model::Timeouts::all(Duration::from_secs(5)),
-            max_connections: 1,
-        })
-        .unwrap();
-        let message = [Message {
-            role: Role::User,
-            content: "two words".into(),
+        let rules = vec![MockRule {
+            when_contains: vec![],
+            reply: "neutral".into(),
         }];
-        let c = client
-            .complete(
-                &client
-                    .request(&message, &minijinja::Value::UNDEFINED)
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let c = &ask(Duration::from_millis(50), rules, true, &["two words"]).await[0];
         assert_eq!(c.content, "neutral");
         assert_eq!((c.usage.prompt, c.usage.completion), (Some(2), Some(1)));
         assert!(c

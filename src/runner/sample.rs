@@ -9,6 +9,7 @@ use tokio::sync::mpsc::{OwnedPermit, Sender};
 
 use super::refusal::{is_refusal, RefusalWatch};
 use super::{Planned, Sample};
+use crate::cache::CacheUse;
 use crate::call::{Call, CallStats, Caller};
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::RateLimit;
@@ -345,5 +346,6 @@ fn started(sample: Sample, start_us: u64) -> SampleRecord {
         end_us: start_us,
         judge_calls: Vec::new(),
         replaces: false,
+        cache: CacheUse::Off,
     }
 }

@@ -56,7 +56,7 @@ use read::LimitStep;
 
 /// The version of the records' layout that every backend migrates its
 /// store to (`TooNew` past it).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;
@@ -162,6 +162,9 @@ pub trait Recorder {
 
     /// Looks up the stored samples of an evaluation, from any thread.
     fn lookup(&self, evaluation_id: i64) -> Result<Box<dyn SampleLookup>, StoreError>;
+
+    /// Looks up response cache entries, from any thread.
+    fn cache(&self) -> Result<std::sync::Arc<dyn crate::cache::CacheLookup>, StoreError>;
 
     /// Samples recorded and, of those, errored, from the evaluation's counters.
     fn counts(&self, evaluation_id: i64) -> Result<SampleCounts, StoreError>;

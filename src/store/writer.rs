@@ -10,6 +10,7 @@
 //! piling finished records up in memory. The runner reserves a place before it
 //! starts a sample, so a run slows to the writer's pace and its memory stays flat.
 
+use crate::cache::CacheUse;
 use crate::store::CallStats;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -52,6 +53,8 @@ pub struct SampleRecord {
     /// This run already stored the sample (its reply, before grading):
     /// this record takes that one's place.
     pub replaces: bool,
+    /// What the response cache did for the model call.
+    pub cache: CacheUse,
 }
 
 /// One call an `llm_judge` evaluator made for one sample: what it sent, what
@@ -70,6 +73,8 @@ pub struct JudgeRecord {
     pub call: CallStats,
     /// Time queued for the judge's own window (`max_concurrency`) first.
     pub queue_us: u64,
+    /// What the response cache did for the call.
+    pub cache: CacheUse,
 }
 
 /// One evaluator's verdict on one sample, as stored and read back.

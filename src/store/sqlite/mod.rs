@@ -4,6 +4,7 @@
 //! connection of its own, in short batched transactions; resume reads through
 //! a [`SqliteLookup`] on another.
 
+mod cache;
 pub mod lock;
 mod lookup;
 mod read;
@@ -357,6 +358,10 @@ impl Recorder for SqliteStore {
 
     fn lookup(&self, evaluation_id: i64) -> Result<Box<dyn SampleLookup>, StoreError> {
         Ok(Box::new(SqliteLookup::open(&self.path, evaluation_id)?))
+    }
+
+    fn cache(&self) -> Result<std::sync::Arc<dyn crate::cache::CacheLookup>, StoreError> {
+        Ok(std::sync::Arc::new(cache::SqliteCache::open(&self.path)?))
     }
 
     fn counts(&self, evaluation_id: i64) -> Result<SampleCounts, StoreError> {

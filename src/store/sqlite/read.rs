@@ -201,6 +201,7 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
             error: r.get(3)?,
             queue_us: r.get::<_, i64>(4)?.max(0) as u64,
             call: call_stats(r, 5)?,
+            ..JudgeRecord::default()
         });
     }
     Ok(out)

@@ -381,6 +381,48 @@ CREATE TRIGGER samples_remove AFTER DELETE ON samples BEGIN
     WHERE evaluation_id = OLD.evaluation_id;
 END;
 "#,
+    // 10: the response cache (`crate::cache`). `cache_keys` holds what each
+    // request sent under the cache was keyed by (secrets scrubbed), success
+    // or not, for `cache explain`; `cache` holds the successful replies, with
+    // when they were written (the ttl) and how often they were used.
+    // `samples.cache_key` and `judge_calls.cache_key` say which key a call
+    // went under (null: the cache was off), `cached` that the reply came from
+    // the cache (nothing sent); the totals count cached samples.
+    r#"
+CREATE TABLE cache_keys (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    sample_key TEXT NOT NULL,
+    sent_at INTEGER NOT NULL
+);
+CREATE INDEX cache_keys_by_sample ON cache_keys (sample_key);
+CREATE TABLE cache (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    output TEXT NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cached_tokens INTEGER,
+    cache_write_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    written_at INTEGER NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    last_hit_at INTEGER
+);
+CREATE INDEX cache_by_model ON cache (model, written_at);
+ALTER TABLE samples ADD COLUMN cache_key TEXT;
+ALTER TABLE samples ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE judge_calls ADD COLUMN cache_key TEXT;
+ALTER TABLE judge_calls ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE evaluation_totals ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER samples_cached_add AFTER INSERT ON samples WHEN NEW.cached BEGIN
+    UPDATE evaluation_totals SET cached = cached + 1 WHERE evaluation_id = NEW.evaluation_id;
+END;
+CREATE TRIGGER samples_cached_remove AFTER DELETE ON samples WHEN OLD.cached BEGIN
+    UPDATE evaluation_totals SET cached = cached - 1 WHERE evaluation_id = OLD.evaluation_id;
+END;
+"#,
 ];
 
 /// What a database file holds.

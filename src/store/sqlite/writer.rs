@@ -3,6 +3,7 @@
 
 use rusqlite::{params, Connection};
 
+use crate::cache::CacheUse;
 use crate::store::writer::{SampleRecord, WriterConfig};
 use crate::store::{RecordSink, StoreError};
 
@@ -32,9 +33,10 @@ fn commit(
         let mut insert = tx.prepare_cached(
             "INSERT INTO samples (evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
                  error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens,
-                 throttled, wait_us, repeat, cached_tokens, cache_write_tokens, reasoning_tokens, first_token_us)
+                 throttled, wait_us, repeat, cached_tokens, cache_write_tokens, reasoning_tokens, first_token_us,
+                 cache_key, cached)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                 ?20, ?21, ?22, ?23)",
+                 ?20, ?21, ?22, ?23, ?24, ?25)",
         )?;
         let mut score = tx.prepare_cached(
             "INSERT INTO scores (sample_id, evaluation_id, evaluator, value, passed, reason)
@@ -43,9 +45,11 @@ fn commit(
         let mut judge = tx.prepare_cached(
             "INSERT INTO judge_calls (sample_id, evaluation_id, evaluator, prompt, reply, error, attempts,
                  throttled, wait_us, latency_us, prompt_tokens, completion_tokens, queue_us, cached_tokens,
-                 cache_write_tokens, reasoning_tokens, first_token_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 cache_write_tokens, reasoning_tokens, first_token_us, cache_key, cached)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?;
+        let mut cache = CacheWrites::prepare(&tx)?;
+        let now = unix_now();
         for r in batch {
             if config.resuming || r.replaces {
                 delete.execute(params![config.evaluation_id, r.key])?;
@@ -74,8 +78,11 @@ fn commit(
                 n(r.call.usage.cache_write),
                 n(r.call.usage.reasoning),
                 n(r.call.first_token_us),
+                r.cache.hash(),
+                r.cache.is_hit(),
             ])?;
             let sample_id = tx.last_insert_rowid();
+            cache.write(&r.cache, &r.key, now)?;
             for (i, s) in r.scores.iter().enumerate() {
                 score.execute(params![
                     sample_id,
@@ -105,13 +112,81 @@ fn commit(
                     n(j.call.usage.cache_write),
                     n(j.call.usage.reasoning),
                     n(j.call.first_token_us),
+                    j.cache.hash(),
+                    j.cache.is_hit(),
                 ])?;
+                cache.write(&j.cache, &format!("{} judge {}", r.key, j.evaluator), now)?;
             }
         }
         update_wall(&tx, config.evaluation_id, config.wall_us())?;
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The response cache's writes, in a batch's transaction: what each request
+/// sent under the cache was keyed by, its reply when it succeeded, and the
+/// uses of entries.
+struct CacheWrites<'t> {
+    key: rusqlite::CachedStatement<'t>,
+    entry: rusqlite::CachedStatement<'t>,
+    hit: rusqlite::CachedStatement<'t>,
+}
+
+impl<'t> CacheWrites<'t> {
+    fn prepare(tx: &'t rusqlite::Transaction<'_>) -> Result<Self, StoreError> {
+        Ok(CacheWrites {
+            key: tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache_keys (key, model, request, sample_key, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?,
+            entry: tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache (key, model, output, prompt_tokens, completion_tokens,
+                     cached_tokens, cache_write_tokens, reasoning_tokens, written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?,
+            hit: tx.prepare_cached(
+                "UPDATE cache SET hits = hits + 1, last_hit_at = ?2 WHERE key = ?1",
+            )?,
+        })
+    }
+
+    /// Records `cache` for the call of `sample_key`, at `now` (Unix seconds).
+    fn write(&mut self, cache: &CacheUse, sample_key: &str, now: i64) -> Result<(), StoreError> {
+        let n = |v: Option<u64>| v.map(|v| v as i64);
+        match cache {
+            CacheUse::Off => {}
+            CacheUse::Hit(hash) => {
+                self.hit.execute(params![hash, now])?;
+            }
+            CacheUse::Sent { key, model, reply } => {
+                self.key
+                    .execute(params![key.hash, model, key.request, sample_key, now])?;
+                if let Some(reply) = reply {
+                    let u = &reply.usage;
+                    self.entry.execute(params![
+                        key.hash,
+                        model,
+                        reply.output,
+                        n(u.prompt),
+                        n(u.completion),
+                        n(u.cached_prompt),
+                        n(u.cache_write),
+                        n(u.reasoning),
+                        now,
+                    ])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch: when cache entries were written.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Records the evaluation's wall time, earlier runs included.
@@ -165,6 +240,7 @@ mod tests {
             end_us: 1000,
             judge_calls: Vec::new(),
             replaces: false,
+            cache: CacheUse::Off,
         }
     }
 

@@ -51,6 +51,20 @@ pub struct Request {
     pub chars: usize,
 }
 
+impl Request {
+    /// `messages` (and the sample's dataset `row`) encoded for `client`'s endpoint.
+    pub fn encode(
+        client: &ModelClient,
+        messages: &[Message],
+        row: &minijinja::Value,
+    ) -> Result<Request, ClientError> {
+        Ok(Request {
+            body: client.request(messages, row)?,
+            chars: messages.iter().map(|m| m.content.chars().count()).sum(),
+        })
+    }
+}
+
 impl Caller {
     /// `params` are the model block's, for its `max_tokens` (or
     /// `max_completion_tokens`).
@@ -78,10 +92,7 @@ impl Caller {
         messages: &[Message],
         row: &minijinja::Value,
     ) -> Result<Request, ClientError> {
-        Ok(Request {
-            body: self.client.request(messages, row)?,
-            chars: messages.iter().map(|m| m.content.chars().count()).sum(),
-        })
+        Request::encode(&self.client, messages, row)
     }
 
     /// Sends `request` until it succeeds or retrying gives up. `permit` is

@@ -122,12 +122,14 @@ pub fn differences(this: &str, other: &str) -> Vec<(String, String, String)> {
             fields.sort();
             fields.dedup();
             for field in fields {
-                let name = if field == "model" || field.starts_with("stream") {
-                    field.clone()
-                } else if MESSAGE_FIELDS.contains(&field.as_str()) {
-                    field.clone()
-                } else {
-                    format!("params.{field}")
+                // The model, the stream switch and the conversation are
+                // named as they are; anything else came from `params`.
+                let named = field == "model"
+                    || field.starts_with("stream")
+                    || MESSAGE_FIELDS.contains(&field.as_str());
+                let name = match named {
+                    true => field.clone(),
+                    false => format!("params.{field}"),
                 };
                 diff_value(&mut out, name, x.get(field), y.get(field));
             }
@@ -139,7 +141,12 @@ pub fn differences(this: &str, other: &str) -> Vec<(String, String, String)> {
 
 /// Descends into lists of messages so the message and field that changed
 /// are named; anything else is compared whole.
-fn diff_value(out: &mut Vec<(String, String, String)>, name: String, a: Option<&Value>, b: Option<&Value>) {
+fn diff_value(
+    out: &mut Vec<(String, String, String)>,
+    name: String,
+    a: Option<&Value>,
+    b: Option<&Value>,
+) {
     match (a, b) {
         (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
             for (i, (p, q)) in x.iter().zip(y).enumerate() {
@@ -158,7 +165,12 @@ fn diff_value(out: &mut Vec<(String, String, String)>, name: String, a: Option<&
     }
 }
 
-fn push_if_differs(out: &mut Vec<(String, String, String)>, name: &str, a: Option<&Value>, b: Option<&Value>) {
+fn push_if_differs(
+    out: &mut Vec<(String, String, String)>,
+    name: &str,
+    a: Option<&Value>,
+    b: Option<&Value>,
+) {
     if a != b {
         let show = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_owned(), short);
         out.push((name.to_owned(), show(a), show(b)));
@@ -184,7 +196,13 @@ mod tests {
     }
 
     fn keyer(secrets: Secrets, p: &str, repeats: u32) -> Keyer {
-        Keyer::new("openai", "http://user:pw-secret-1@127.0.0.1:9/v1/chat/completions", secrets, &params(p), repeats)
+        Keyer::new(
+            "openai",
+            "http://user:pw-secret-1@127.0.0.1:9/v1/chat/completions",
+            secrets,
+            &params(p),
+            repeats,
+        )
     }
 
     #[test]
@@ -203,7 +221,11 @@ mod tests {
         let body = br#"{"model":"m"}"#;
         let greedy = keyer(Secrets::default(), r#"{"temperature": 0}"#, 1);
         assert_eq!(greedy.key(body, 0), greedy.key(body, 3));
-        for (p, repeats) in [(r#"{"temperature": 0.7}"#, 1), ("{}", 1), (r#"{"temperature": 0}"#, 5)] {
+        for (p, repeats) in [
+            (r#"{"temperature": 0.7}"#, 1),
+            ("{}", 1),
+            (r#"{"temperature": 0}"#, 5),
+        ] {
             let k = keyer(Secrets::default(), p, repeats);
             assert_ne!(k.key(body, 0).hash, k.key(body, 1).hash, "{p} x{repeats}");
         }
@@ -218,20 +240,36 @@ mod tests {
         let a = keyer(one, "{}", 1).key(br#"{"model":"m","key":"sk-first-key-000"}"#, 0);
         let b = keyer(two, "{}", 1).key(br#"{"model":"m","key":"sk-other-key-999"}"#, 0);
         assert_eq!(a, b, "changing the key changed the hash");
-        assert!(!a.request.contains("sk-first") && !a.request.contains("pw-secret"), "{}", a.request);
+        assert!(
+            !a.request.contains("sk-first") && !a.request.contains("pw-secret"),
+            "{}",
+            a.request
+        );
     }
 
     #[test]
     fn differences_name_the_part_as_a_spec_writes_it() {
         let k = keyer(Secrets::default(), r#"{"temperature": 1}"#, 1);
-        let a = k.key(br#"{"model":"m","max_tokens":17,"messages":[{"role":"user","content":"hi"}]}"#, 0);
-        let b = k.key(br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#, 0);
+        let a = k.key(
+            br#"{"model":"m","max_tokens":17,"messages":[{"role":"user","content":"hi"}]}"#,
+            0,
+        );
+        let b = k.key(
+            br#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+            0,
+        );
         assert_eq!(
             differences(&a.request, &b.request),
             vec![("params.max_tokens".into(), "17".into(), "16".into())]
         );
-        let c = k.key(br#"{"model":"n","max_tokens":17,"messages":[{"role":"user","content":"ho"}]}"#, 2);
-        let named: Vec<String> = differences(&c.request, &a.request).into_iter().map(|d| d.0).collect();
+        let c = k.key(
+            br#"{"model":"n","max_tokens":17,"messages":[{"role":"user","content":"ho"}]}"#,
+            2,
+        );
+        let named: Vec<String> = differences(&c.request, &a.request)
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
         assert_eq!(named, ["repeat", "messages[0].content", "model"]);
     }
 }

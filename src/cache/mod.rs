@@ -10,6 +10,7 @@
 //! hit skips the request, the window and the rate limit; the sample is
 //! recorded as cached and left out of the run's timing figures.
 
+pub mod explain;
 pub mod key;
 
 use std::time::Duration;
@@ -66,6 +67,16 @@ impl CacheUse {
             CacheUse::Off => None,
             CacheUse::Hit(hash) => Some(hash),
             CacheUse::Sent { key, .. } => Some(&key.hash),
+        }
+    }
+
+    /// The reply to keep, for scrubbing before it is stored.
+    pub fn reply_mut(&mut self) -> Option<&mut String> {
+        match self {
+            CacheUse::Sent {
+                reply: Some(reply), ..
+            } => Some(&mut reply.output),
+            _ => None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! output style. No module below `cli` imports clap; each subcommand turns its
 //! arguments into plain values and calls the library.
 
+mod cache;
 mod compare;
 mod export;
 mod finish;
@@ -99,6 +100,9 @@ pub enum Command {
     Delete(manage::DeleteArgs),
     /// Rename an experiment
     Rename(manage::RenameArgs),
+    /// The response cache: what it holds, clearing it, why a sample was not served from it
+    #[command(after_help = cache::AFTER_HELP)]
+    Cache(cache::CacheArgs),
     /// Serve a spec's mock model over HTTP for other tools
     MockServer(mock_server::MockServerArgs),
 }
@@ -132,6 +136,7 @@ impl Command {
             Command::Validate(a) => a.output,
             Command::Delete(a) => a.output,
             Command::Rename(a) => a.output,
+            Command::Cache(a) => a.output(),
             Command::Export(_) | Command::Report(_) | Command::MockServer(_) => {
                 return Format::Table
             }
@@ -317,6 +322,7 @@ pub fn main(cli: Cli) -> Exit {
         Command::Validate(args) => validate::validate(args, style),
         Command::Delete(args) => manage::delete(args, storage, style),
         Command::Rename(args) => manage::rename(args, storage, style),
+        Command::Cache(args) => cache::cache(args, storage, style),
         Command::MockServer(args) => mock_server::serve(args),
     };
     match result {

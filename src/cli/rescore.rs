@@ -45,6 +45,16 @@ pub struct RescoreArgs {
     /// Override a field of each --spec by its dotted path, the value read as YAML (repeatable; as `run --set`)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::spec::Override::parse)]
     pub overrides: Vec<crate::spec::Override>,
+
+    /// Reuse judge replies kept in the store for judge requests sent before, and keep this
+    /// rescore's (as the spec's `cache: true`): a changed rubric sends only the judge calls
+    /// whose prompt changed
+    #[arg(long, conflicts_with = "no_cache")]
+    pub cache: bool,
+
+    /// Send every judge request even when the spec says `cache: true`
+    #[arg(long)]
+    pub no_cache: bool,
     #[command(flatten)]
     pub output: super::FormatArg,
 }
@@ -68,7 +78,8 @@ pub fn rescore(
     };
     let mut evals = Vec::with_capacity(args.spec.len());
     for path in &args.spec {
-        let eval = crate::spec::load_with(path, &args.overrides)?;
+        let mut eval = crate::spec::load_with(path, &args.overrides)?;
+        apply_cache_flags(&mut eval, args.cache, args.no_cache);
         check_unique(&evals, &eval)?;
         evals.push(eval);
     }
@@ -158,5 +169,15 @@ pub fn rescore(
             }
             Ok(exit)
         }
+    }
+}
+
+/// `--cache` turns the response cache on (keeping the spec's ttl), and
+/// `--no-cache` off, whatever the spec says.
+pub(super) fn apply_cache_flags(eval: &mut crate::spec::Evaluation, cache: bool, no_cache: bool) {
+    if no_cache {
+        eval.cache = None;
+    } else if cache {
+        eval.cache = Some(eval.cache.unwrap_or_default());
     }
 }

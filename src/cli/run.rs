@@ -69,6 +69,16 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
     pub overrides: Vec<Override>,
 
+    /// Reuse replies kept in the store for requests sent before (exactly the same request:
+    /// model, messages, every param, the repeat when sampled), and keep this run's; as the
+    /// spec's `cache: true`. Cached samples are left out of timing figures
+    #[arg(long, conflicts_with = "no_cache")]
+    pub cache: bool,
+
+    /// Send every request even when the spec says `cache: true`
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// When the run ends, also write the experiment as a self-contained HTML report to FILE
     /// (as `dotevals report NAME -o FILE` would)
     #[arg(long, value_name = "FILE")]
@@ -189,6 +199,7 @@ fn load_specs(args: &RunArgs) -> Result<Vec<Evaluation>, CliError> {
         if let Some(n) = args.repeats {
             eval.repeats = n;
         }
+        super::rescore::apply_cache_flags(&mut eval, args.cache, args.no_cache);
         check_unique(&evals, &eval)?;
         evals.push(eval);
     }
@@ -285,6 +296,12 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     if let Some(bar) = args.fail_under {
         parts.push(format!("--fail-under {bar}"));
+    }
+    if args.cache {
+        parts.push("--cache".into());
+    }
+    if args.no_cache {
+        parts.push("--no-cache".into());
     }
     for o in &args.overrides {
         parts.push(format!("--set {}", shell::quote(&o.arg)));

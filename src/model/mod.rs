@@ -100,6 +100,13 @@ pub struct ModelClient {
 #[derive(Debug, Clone)]
 pub struct RequestBody(bytes::Bytes);
 
+impl RequestBody {
+    /// The bytes sent (what a cache key is computed from).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Where and how a [`ModelClient`] calls.
 pub struct Endpoint<'a> {
     pub api: Arc<dyn Api>,
@@ -145,6 +152,16 @@ impl ModelClient {
             secrets,
             api_key: api_key.map(Arc::from),
         })
+    }
+
+    /// Where requests go: `base_url` and the API's path.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The credentials it scrubs from what it reports.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     /// Also scrubs `more` (credentials from the spec) from error excerpts.

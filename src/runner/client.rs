@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{Planned, RunError};
+use crate::cache::{Cache, CacheLookup, Keyer};
 use crate::call::Caller;
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::rate::{RateLimit, RateLimits};
@@ -22,6 +23,9 @@ pub struct Connection {
     pub base_url: String,
     /// Serves the run while it lives; `None` for a real endpoint.
     pub mock: Option<MockServer>,
+    /// What the cache keys the endpoint by: its URL, or for the mock (on a
+    /// new port every run) the rules its replies follow.
+    pub cache_url: String,
 }
 
 /// Starts the mock if `model` is one, and builds the client for its endpoint.
@@ -47,11 +51,27 @@ pub async fn connect(
         }
     };
     let client = client_at(model, &base_url, api_key, max_connections)?;
+    let cache_url = match model.mock() {
+        Some(spec) => mock_identity(spec),
+        None => client.url().to_owned(),
+    };
     Ok(Connection {
         client,
         base_url,
         mock,
+        cache_url,
     })
+}
+
+/// The built-in mock as a cache key sees it: its replies follow its rules
+/// (its latency changes none of them).
+fn mock_identity(spec: &crate::model::mock::MockSpec) -> String {
+    let rules: Vec<(&[String], &str)> = spec
+        .rules
+        .iter()
+        .map(|r| (r.when_contains.as_slice(), r.reply.as_str()))
+        .collect();
+    format!("mock:{}", serde_json::to_string(&rules).unwrap_or_default())
 }
 
 /// The client for `model` served at `base_url`.
@@ -94,10 +114,12 @@ pub struct Judges {
 /// evaluation's endpoint (its mock included).
 pub async fn connect_judges(
     plan: &Planned,
-    model_url: &str,
+    eval_model: Option<&Connection>,
+    cache: Option<&Arc<dyn CacheLookup>>,
     rates: &RateLimits,
     pauses: &Pauses,
 ) -> Result<Judges, RunError> {
+    let model_url = eval_model.map_or("", |c| c.base_url.as_str());
     let eval = &plan.eval;
     let mut judges = Judges::default();
     for (evaluator, key) in eval.evaluators.iter().zip(&plan.judge_keys) {
@@ -108,13 +130,33 @@ pub async fn connect_judges(
         let window = judge
             .window()
             .unwrap_or_else(|| plan.strategy.max_concurrency());
-        let (client, url) = if judge.own_model() {
+        let (client, url, cache_url) = if judge.own_model() {
             let connection = connect(model, key.as_deref(), window).await?;
             judges.mocks.extend(connection.mock);
-            (connection.client, connection.base_url)
+            (connection.client, connection.base_url, connection.cache_url)
         } else {
             let client = client_at(model, model_url, key.as_deref(), window)?;
-            (client, model_url.to_owned())
+            let cache_url =
+                eval_model.map_or_else(|| client.url().to_owned(), |c| c.cache_url.clone());
+            (client, model_url.to_owned(), cache_url)
+        };
+        let client = client.with_secrets(&plan.secrets);
+        // A judge's request is keyed like a sample's: its own params say
+        // whether its replies are sampled (it has no repeats of its own).
+        let cache = match (eval.cache, cache) {
+            (Some(policy), Some(lookup)) => Some(Cache {
+                keyer: Keyer::new(
+                    model.provider.as_str(),
+                    &cache_url,
+                    client.secrets().clone(),
+                    &model.params,
+                    1,
+                ),
+                lookup: Arc::clone(lookup),
+                policy,
+                model: model.name.clone(),
+            }),
+            _ => None,
         };
         let rate = model
             .rate_limit
@@ -123,13 +165,9 @@ pub async fn connect_judges(
         judges.waits.push((Arc::clone(&pause), rate.clone()));
         let retry = Retry::new(model.retry).with_pause(pause);
         judge.connect(Link {
-            caller: Caller::new(
-                client.with_secrets(&plan.secrets),
-                retry,
-                rate,
-                &model.params,
-            ),
+            caller: Caller::new(client, retry, rate, &model.params),
             window: Semaphore::new(window),
+            cache,
         });
     }
     Ok(judges)

@@ -9,6 +9,7 @@
 //! the stored reply rather than sent again.
 //! A failed sample is data: it is recorded with its error kind, never fatal.
 
+mod cached;
 mod client;
 mod execute;
 mod files;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
+use crate::cache::{Cache, Keyer};
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::Limiter;
@@ -146,6 +148,15 @@ struct Sample {
     /// says nothing about the setup (it may be this sample's own, such as a
     /// prompt too long), so the refusal watch does not count it.
     retried: bool,
+    /// Rendered, encoded and looked up in the response cache (when it is on).
+    prepared: Option<cached::Prepared>,
+}
+
+impl Sample {
+    /// Whether its reply comes from the cache: it needs no window slot.
+    fn is_cached(&self) -> bool {
+        self.prepared.as_ref().is_some_and(|p| p.hit.is_some())
+    }
 }
 
 /// Runs `plan` into `experiment` of `store`; rate limits are shared through
@@ -176,8 +187,9 @@ pub async fn run(
             .await?,
         ),
     };
-    let base_url = connection.as_ref().map_or("", |c| c.base_url.as_str());
-    let judges = client::connect_judges(plan, base_url, rates, pauses).await?;
+    let cache = eval.cache.map(|_| store.cache()).transpose()?;
+    let judges =
+        client::connect_judges(plan, connection.as_ref(), cache.as_ref(), rates, pauses).await?;
 
     let started_evaluation = start_evaluation(plan, experiment, store)?;
     let evaluation_id = started_evaluation.id;
@@ -209,7 +221,30 @@ pub async fn run(
     )?;
 
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
-    let reader = start_reader(plan, store, evaluation_id, rows_tx);
+    let preparer = match (&eval.cache, &cache, plan.replies, &connection) {
+        (Some(policy), Some(lookup), Replies::Model, Some(c)) => {
+            let client = c.client.clone().with_secrets(&plan.secrets);
+            let keyer = Keyer::new(
+                eval.model.provider.as_str(),
+                &c.cache_url,
+                client.secrets().clone(),
+                &eval.model.params,
+                eval.repeats,
+            );
+            Some(cached::Preparer {
+                prompt: eval.prompt.clone(),
+                client,
+                cache: Cache {
+                    keyer,
+                    lookup: Arc::clone(lookup),
+                    policy: *policy,
+                    model: eval.model.name.clone(),
+                },
+            })
+        }
+        _ => None,
+    };
+    let reader = start_reader(plan, store, evaluation_id, rows_tx, preparer);
 
     // The variable the key came from, when one is sent.
     let key_var = plan
@@ -273,6 +308,7 @@ fn start_reader(
     store: &dyn Store,
     evaluation_id: i64,
     rows: mpsc::Sender<Result<Sample, RunError>>,
+    preparer: Option<cached::Preparer>,
 ) -> std::thread::JoinHandle<()> {
     let lookup = match plan.replies {
         Replies::Model => plan
@@ -286,6 +322,7 @@ fn start_reader(
         plan.eval.repeats,
         lookup,
         plan.replies,
+        preparer,
         rows,
     )
 }
@@ -527,27 +564,30 @@ async fn dispatch(
                 None => return DispatchEnd::Failed(StoreError::WriterLost.into()),
             },
         };
-        let permit = tokio::select! {
-            biased;
-            _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
-            _ = ctx.refusals.tripped() => return DispatchEnd::Failed(ctx.refusals.error()),
-            _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
-            p = limiter.acquire() => p,
-        };
         let sample = tokio::select! {
             biased;
             _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
             s = rows.recv() => s,
         };
-        match sample {
-            Some(Ok(sample)) => {
-                tasks
-                    .set
-                    .spawn(sample::process(sample, permit, slot, Arc::clone(ctx)));
-            }
+        let sample = match sample {
+            Some(Ok(sample)) => sample,
             Some(Err(e)) => return DispatchEnd::Failed(e),
             None => return DispatchEnd::Done,
-        }
+        };
+        // A reply from the cache waits for no slot: nothing is sent.
+        let permit = match sample.is_cached() {
+            true => None,
+            false => tokio::select! {
+                biased;
+                _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
+                _ = ctx.refusals.tripped() => return DispatchEnd::Failed(ctx.refusals.error()),
+                _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
+                p = limiter.acquire() => Some(p),
+            },
+        };
+        tasks
+            .set
+            .spawn(sample::process(sample, permit, slot, Arc::clone(ctx)));
         tasks.reap();
     }
 }
@@ -563,6 +603,7 @@ fn spawn_reader(
     repeats: u32,
     lookup: Result<Option<Box<dyn SampleLookup>>, StoreError>,
     replies: Replies,
+    preparer: Option<cached::Preparer>,
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -608,18 +649,25 @@ fn spawn_reader(
                             (Replies::Stored { .. }, None) => return Ok(None),
                         }
                     }
+                    let values = match repeat + 1 == repeats {
+                        true => values.take().unwrap_or_default(),
+                        false => values.clone().unwrap_or_default(),
+                    };
+                    // A stored reply is scored again, never sent: nothing to look up.
+                    let prepared = match (&preparer, &stored) {
+                        (Some(p), None) => p.prepare(&values, repeat),
+                        _ => None,
+                    };
                     Ok::<_, RunError>(Some(Sample {
                         index: row.index,
                         repeat,
                         row_hash,
                         key,
-                        values: match repeat + 1 == repeats {
-                            true => values.take().unwrap_or_default(),
-                            false => values.clone().unwrap_or_default(),
-                        },
+                        values,
                         variables: variables.clone(),
                         stored,
                         retried,
+                        prepared,
                     }))
                 })();
                 let msg = match item {

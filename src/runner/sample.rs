@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{OwnedPermit, Sender};
 use super::refusal::{is_refusal, RefusalWatch};
 use super::{Planned, Sample};
 use crate::cache::CacheUse;
-use crate::call::{Call, CallStats, Caller};
+use crate::call::{Call, CallStats, Caller, Request};
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::RateLimit;
 use crate::concurrency::retry::Retry;
@@ -130,6 +130,9 @@ impl SampleContext {
             }
             for call in &mut record.judge_calls {
                 self.secrets.scrub_string(&mut call.prompt);
+                if let Some(kept) = call.cache.reply_mut() {
+                    self.secrets.scrub_string(kept);
+                }
                 for text in [&mut call.reply, &mut call.error].into_iter().flatten() {
                     self.secrets.scrub_string(text);
                 }
@@ -164,30 +167,7 @@ impl SampleContext {
         vars: &Value,
         budget: Budget,
     ) -> Result<(Vec<Message>, String), RenderError> {
-        match &self.prompt {
-            Prompt::Text(t) => {
-                let content = t.render_within(vars, budget)?;
-                let stored = serde_json::to_string(&content).unwrap_or_default();
-                Ok((
-                    vec![Message {
-                        role: Role::User,
-                        content,
-                    }],
-                    stored,
-                ))
-            }
-            Prompt::Messages(parts) => {
-                let mut messages = Vec::with_capacity(parts.len());
-                for (role, t) in parts {
-                    messages.push(Message {
-                        role: *role,
-                        content: t.render_within(vars, budget)?,
-                    });
-                }
-                let stored = serde_json::to_string(&messages).unwrap_or_default();
-                Ok((messages, stored))
-            }
-        }
+        render(&self.prompt, vars, budget)
     }
 
     /// Scores `output` with every evaluator into `record`, with the calls any
@@ -233,13 +213,46 @@ impl SampleContext {
     }
 }
 
+/// The messages `prompt` renders for `vars`, and the prompt to store as JSON
+/// (a string or a list of messages), within `budget`.
+pub(super) fn render(
+    prompt: &Prompt,
+    vars: &Value,
+    budget: Budget,
+) -> Result<(Vec<Message>, String), RenderError> {
+    match prompt {
+        Prompt::Text(t) => {
+            let content = t.render_within(vars, budget)?;
+            let stored = serde_json::to_string(&content).unwrap_or_default();
+            Ok((
+                vec![Message {
+                    role: Role::User,
+                    content,
+                }],
+                stored,
+            ))
+        }
+        Prompt::Messages(parts) => {
+            let mut messages = Vec::with_capacity(parts.len());
+            for (role, t) in parts {
+                messages.push(Message {
+                    role: *role,
+                    content: t.render_within(vars, budget)?,
+                });
+            }
+            let stored = serde_json::to_string(&messages).unwrap_or_default();
+            Ok((messages, stored))
+        }
+    }
+}
+
 /// Runs one sample to its record, which goes to the writer through `slot`.
 /// The permit is released as soon as the model has answered, so the next
 /// sample starts while this one is scored. A sample with a stored reply is
 /// only scored again.
 pub(super) async fn process(
     mut sample: Sample,
-    permit: Permit,
+    permit: Option<Permit>,
     slot: OwnedPermit<SampleRecord>,
     ctx: Arc<SampleContext>,
 ) {
@@ -269,6 +282,7 @@ pub(super) async fn process(
         ctx.record(slot, record);
         return;
     }
+    let prepared = sample.prepared.take();
     let mut record = started(sample, start_us);
     let Some(caller) = &ctx.caller else {
         // The reader gives a rescore only samples with a stored call.
@@ -278,6 +292,27 @@ pub(super) async fn process(
         ctx.record(slot, record);
         return;
     };
+    if let Some(prepared) = prepared {
+        record.prompt = prepared.prompt;
+        record.cache = prepared.cache;
+        if let Some(hit) = prepared.hit {
+            // Nothing is sent: the reply is the one a earlier run paid for.
+            drop(permit);
+            let output = ctx.scrubbed(hit.output);
+            ctx.score(&output, &vars, &mut record).await;
+            record.output = Some(output);
+            ctx.record(slot, record);
+            return;
+        }
+        let sent = Sent {
+            caller,
+            permit,
+            slot,
+            retried,
+        };
+        sent.send(&prepared.request, record, &ctx, &vars).await;
+        return;
+    }
     // Render and encode once; every attempt sends the same bytes.
     let prepared = ctx
         .render(&vars)
@@ -289,41 +324,77 @@ pub(super) async fn process(
                 .request(&messages, &vars)
                 .map_err(|e| (ErrorKind::Malformed, e.to_string()))
         });
-    let request = match prepared {
-        Ok(request) => request,
+    match prepared {
+        Ok(request) => {
+            let sent = Sent {
+                caller,
+                permit,
+                slot,
+                retried,
+            };
+            sent.send(&request, record, &ctx, &vars).await;
+        }
         Err((kind, message)) => {
             drop(permit);
             record.error_kind = Some(kind);
             record.error = Some(message);
             ctx.record(slot, record);
-            return;
         }
-    };
-    let done = caller.call(&request, Some(permit)).await;
-    record.call = done.stats;
-    let refused = match &done.result {
-        Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
-        _ => None,
-    };
-    // A sample refused in an earlier run may be refused for itself: judging it
-    // again would stop every rerun at the same samples. Its success still counts.
-    if !(retried && refused.is_some()) {
-        ctx.refusals.observe(refused);
     }
-    match done.result {
-        Ok(completion) => {
-            let output = ctx.scrubbed(completion.content);
-            let Some(graded) = ctx.keep_reply(slot, &mut record, &output).await else {
-                return;
-            };
-            ctx.score(&output, &vars, &mut record).await;
-            record.output = Some(output);
-            ctx.record(graded, record);
+}
+
+/// A sample's call, about to be sent: its endpoint, window slot, place in
+/// the writer's queue, and whether an earlier run sent it already.
+struct Sent<'a> {
+    caller: &'a Caller,
+    permit: Option<Permit>,
+    slot: OwnedPermit<SampleRecord>,
+    retried: bool,
+}
+
+impl Sent<'_> {
+    /// Sends `request` for the sample begun in `record`, scores the reply and
+    /// records it (keeping it in the cache when the cache is on and it succeeded).
+    async fn send(
+        self,
+        request: &Request,
+        mut record: SampleRecord,
+        ctx: &SampleContext,
+        vars: &Value,
+    ) {
+        let Sent {
+            caller,
+            permit,
+            slot,
+            retried,
+        } = self;
+        let done = caller.call(request, permit).await;
+        record.call = done.stats;
+        let refused = match &done.result {
+            Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
+            _ => None,
+        };
+        // A sample refused in an earlier run may be refused for itself: judging it
+        // again would stop every rerun at the same samples. Its success still counts.
+        if !(retried && refused.is_some()) {
+            ctx.refusals.observe(refused);
         }
-        Err(e) => {
-            record.error_kind = Some(e.kind());
-            record.error = Some(Call::error_message(&e, done.gave_up.as_ref()));
-            ctx.record(slot, record);
+        match done.result {
+            Ok(completion) => {
+                let output = ctx.scrubbed(completion.content);
+                record.cache.keep(&output, completion.usage);
+                let Some(graded) = ctx.keep_reply(slot, &mut record, &output).await else {
+                    return;
+                };
+                ctx.score(&output, vars, &mut record).await;
+                record.output = Some(output);
+                ctx.record(graded, record);
+            }
+            Err(e) => {
+                record.error_kind = Some(e.kind());
+                record.error = Some(Call::error_message(&e, done.gave_up.as_ref()));
+                ctx.record(slot, record);
+            }
         }
     }
 }

@@ -10,11 +10,12 @@ use serde_json::Value;
 
 use super::identity::identity;
 use super::locate::{self, parse_path, Locator, Step};
-use super::raw::{self, RawSpec, StrategyName};
+use super::raw::{self, RawCache, RawSpec, StrategyName};
 use super::{
     Evaluation, ModelSpec, Prompt, ProviderSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
     DEFAULT_TIMEOUT, DEFAULT_WINDOW,
 };
+use crate::cache::CachePolicy;
 use crate::concurrency::rate::RateLimitSpec;
 use crate::concurrency::retry::RetryPolicy;
 use crate::concurrency::{AdaptiveConfig, StrategySpec};
@@ -159,6 +160,13 @@ impl Checker<'_> {
             concurrency,
             required_columns,
             repeats,
+            cache: match raw.cache {
+                None | Some(RawCache::On(false)) => None,
+                Some(RawCache::On(true)) => Some(CachePolicy::default()),
+                Some(RawCache::Settings(s)) => Some(CachePolicy {
+                    ttl: s.ttl.map(|t| t.0),
+                }),
+            },
         })
     }
 

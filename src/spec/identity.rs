@@ -31,7 +31,8 @@ fn normalize(v: &mut Value) {
     if let Value::Object(top) = v {
         // `repeats` says how many times to send each sample, not what a sample's
         // result is: raising it on resume sends only the missing repeats.
-        for key in ["description", "concurrency", "name", "repeats"] {
+        // Nor does the cache: it decides what is sent again, not a reply.
+        for key in ["description", "concurrency", "name", "repeats", "cache"] {
             top.remove(key);
         }
         // How much to read and how to cluster errors never change a sample's result.

@@ -74,6 +74,8 @@ pub struct Evaluation {
     pub required_columns: BTreeSet<String>,
     /// Times each sample is sent (`repeats`, 1 to [`crate::repeats::MAX`]).
     pub repeats: u32,
+    /// The response cache (`cache:`, or `--cache`); `None` when off.
+    pub cache: Option<crate::cache::CachePolicy>,
 }
 
 impl Evaluation {

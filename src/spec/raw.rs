@@ -24,6 +24,25 @@ pub struct RawSpec {
     /// Times each sample is sent (1 to 100); left out when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeats: Option<u32>,
+    /// The response cache; never part of the identity (it changes what is
+    /// sent, not what a reply is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<RawCache>,
+}
+
+/// `cache: true`, `cache: false` or `cache: {ttl: 7d}`.
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq)]
+#[serde(untagged, expecting = "true, false or a block such as {ttl: 7d}")]
+pub enum RawCache {
+    On(bool),
+    Settings(RawCacheSettings),
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheSettings {
+    /// How long an entry is used; forever when unset.
+    pub ttl: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

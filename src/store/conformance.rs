@@ -9,6 +9,7 @@ use super::writer::{SampleRecord, ScoreRecord, Writer, QUEUE};
 use super::{
     now, EvaluationMeta, StartedEvaluation, Storage, StoreError, StoredSample, WriterConfig,
 };
+use crate::cache::{CacheKey, CacheStats, CacheUse};
 
 /// One case: it gets a fresh, empty storage.
 pub type Case = fn(&dyn Storage);
@@ -34,6 +35,10 @@ pub const CASES: &[(&str, Case)] = &[
     (
         "a_run_lock_is_held_until_dropped",
         a_run_lock_is_held_until_dropped,
+    ),
+    (
+        "cache_entries_are_counted_explained_and_cleared",
+        cache_entries_are_counted_explained_and_cleared,
     ),
 ];
 
@@ -89,6 +94,7 @@ pub fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleR
         end_us: 1000,
         judge_calls: Vec::new(),
         replaces: false,
+        cache: crate::cache::CacheUse::Off,
     }
 }
 
@@ -351,4 +357,145 @@ pub fn a_run_lock_is_held_until_dropped(storage: &dyn Storage) {
     let _elsewhere = storage.lock("y", "e").unwrap();
     drop(held);
     storage.lock("x", "e").unwrap();
+}
+
+/// A record of sample `key` whose call went under cache key `hash`
+/// (`request` its parts), its reply kept unless it errored.
+fn sent(
+    key: &str,
+    index: u64,
+    hash: &str,
+    model: &str,
+    request: &str,
+    error: bool,
+) -> SampleRecord {
+    let mut cache = CacheUse::Sent {
+        key: CacheKey {
+            hash: hash.into(),
+            request: request.into(),
+        },
+        model: model.into(),
+        reply: None,
+    };
+    if !error {
+        cache.keep("positive", crate::usage::Usage::default());
+    }
+    SampleRecord {
+        cache,
+        ..record(key, index, (!error).then_some(1.0), error)
+    }
+}
+
+pub fn cache_entries_are_counted_explained_and_cleared(storage: &dyn Storage) {
+    let names = vec!["exact_match".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    assert_eq!(store.cache_stats().unwrap(), CacheStats::default());
+    let commit = |store: &mut Box<dyn super::Store>, evaluation: &str, batch: &[SampleRecord]| {
+        let m = EvaluationMeta {
+            name: evaluation,
+            ..meta(&names)
+        };
+        let started = store.start_evaluation("x", &m, &now()).unwrap();
+        let config = WriterConfig {
+            evaluation_id: started.id,
+            run: started.run,
+            resuming: false,
+            base_wall_us: 0,
+            started: Instant::now(),
+        };
+        store.sink(config).unwrap().commit(batch).unwrap();
+    };
+    let (r16, r17) = (r#"{"v":1,"max_tokens":16}"#, r#"{"v":1,"max_tokens":17}"#);
+    commit(
+        &mut store,
+        "first",
+        &[
+            sent("a", 0, "ka", "m1", r16, false),
+            sent("b", 1, "kb", "m2", r#"{"v":1,"b":1}"#, false),
+            sent("c", 2, "kc", "m1", r16, true),
+            record("d", 3, Some(1.0), false),
+        ],
+    );
+    commit(
+        &mut store,
+        "second",
+        &[
+            sent("a", 0, "ka2", "m1", r17, false),
+            SampleRecord {
+                cache: CacheUse::Hit("ka".into()),
+                ..record("e", 1, Some(1.0), false)
+            },
+        ],
+    );
+
+    let stats = store.cache_stats().unwrap();
+    assert_eq!((stats.entries, stats.hits), (3, 1), "errors are not cached");
+    let models: Vec<(&str, u64, u64)> = stats
+        .models
+        .iter()
+        .map(|m| (m.model.as_str(), m.entries, m.hits))
+        .collect();
+    assert_eq!(models, [("m1", 2, 1), ("m2", 1, 0)]);
+    let m2 = &stats.models[1];
+    assert_eq!(
+        m2.bytes,
+        ("positive".len() + r#"{"v":1,"b":1}"#.len()) as u64
+    );
+    assert_eq!(
+        stats.bytes,
+        stats.models.iter().map(|m| m.bytes).sum::<u64>()
+    );
+    assert!(
+        m2.oldest.as_deref().is_some_and(|t| t.ends_with('Z')),
+        "{m2:?}"
+    );
+
+    let a = store.cache_explain_reads("x", "a").unwrap();
+    let evaluations: Vec<&str> = a.iter().map(|r| r.evaluation.as_str()).collect();
+    assert_eq!(evaluations, ["first", "second"]);
+    let second = &a[1];
+    assert_eq!(second.key.as_deref(), Some("ka2"));
+    assert!(!second.cached && second.entry_written_at.is_some());
+    assert_eq!(second.sent.as_ref().map(|s| s.request.as_str()), Some(r17));
+    let alternatives: Vec<(&str, &str)> = second
+        .alternatives
+        .iter()
+        .map(|c| (c.key.as_str(), c.request.as_str()))
+        .collect();
+    assert_eq!(
+        alternatives,
+        [("ka", r16)],
+        "cached requests of the same sample only"
+    );
+    let c = &store.cache_explain_reads("x", "c").unwrap()[0];
+    assert!(c.error_kind.is_some() && c.entry_written_at.is_none() && c.sent.is_some());
+    let d = &store.cache_explain_reads("x", "d").unwrap()[0];
+    assert_eq!(d.key, None, "the cache was off");
+    let e = &store.cache_explain_reads("x", "e").unwrap()[0];
+    assert!(e.cached && e.entry_written_at.is_some());
+    assert!(store.cache_explain_reads("x", "zz").unwrap().is_empty());
+    assert!(matches!(
+        store.cache_explain_reads("y", "a"),
+        Err(StoreError::UnknownExperiment(_))
+    ));
+
+    let hour = Some(std::time::Duration::from_secs(3600));
+    assert_eq!(
+        store.cache_clear(hour, None).unwrap(),
+        0,
+        "nothing is that old"
+    );
+    assert_eq!(store.cache_clear(None, Some("m2")).unwrap(), 1);
+    assert_eq!(store.cache_stats().unwrap().entries, 2);
+    assert_eq!(store.cache_clear(None, None).unwrap(), 2);
+    assert_eq!(store.cache_stats().unwrap(), CacheStats::default());
+    // The records stay; a cleared entry's request goes with it, an error's stays.
+    let x = store.experiment("x").unwrap();
+    assert_eq!(x.evaluations.iter().map(|e| e.recorded).sum::<u64>(), 6);
+    assert!(store.cache_explain_reads("x", "a").unwrap()[1]
+        .sent
+        .is_none());
+    assert!(store.cache_explain_reads("x", "c").unwrap()[0]
+        .sent
+        .is_some());
 }

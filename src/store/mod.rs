@@ -276,13 +276,33 @@ pub trait Reader {
     ) -> Result<Vec<RepeatSums>, StoreError>;
 }
 
-/// Deleting and renaming experiments.
+/// Deleting and renaming experiments, and managing the response cache.
 pub trait Admin {
     /// Deletes an experiment and everything in it; answers its sample count.
     fn delete_experiment(&self, name: &str) -> Result<u64, StoreError>;
 
     /// Renames an experiment.
     fn rename_experiment(&self, from: &str, to: &str) -> Result<(), StoreError>;
+
+    /// The response cache's entries, bytes and hits, in all and per model.
+    fn cache_stats(&self) -> Result<crate::cache::CacheStats, StoreError>;
+
+    /// Deletes cache entries written more than `older_than` ago (every one
+    /// when `None`), only `model`'s when given; answers how many. Sample
+    /// records are left as they are.
+    fn cache_clear(
+        &self,
+        older_than: Option<Duration>,
+        model: Option<&str>,
+    ) -> Result<u64, StoreError>;
+
+    /// What `cache explain` needs about sample `sample` of `experiment`, one
+    /// per evaluation holding it (empty: no such sample); `UnknownExperiment`.
+    fn cache_explain_reads(
+        &self,
+        experiment: &str,
+        sample: &str,
+    ) -> Result<Vec<crate::cache::explain::SampleCache>, StoreError>;
 }
 
 /// Commits batches of finished samples for one run, on the writer thread.

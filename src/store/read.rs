@@ -33,6 +33,8 @@ pub struct EvaluationRow {
     /// Sample records (finished or errored).
     pub recorded: u64,
     pub errored: u64,
+    /// Records whose reply came from the response cache (nothing sent).
+    pub cached: u64,
     pub latency_sum_us: u64,
     pub tokens: TokenTotals,
     /// Attempts beyond the first, over all samples.

@@ -34,6 +34,7 @@ fn counts(e: &EvaluationRow) -> SampleCounts {
         recorded: e.recorded,
         finished: e.recorded - e.errored,
         errored: e.errored,
+        cached: e.cached,
     }
 }
 
@@ -66,7 +67,9 @@ pub fn evaluation(
     };
     let unloaded = (sum(|r| r.unloaded) >= MIN_UNLOADED)
         .then(|| sum(|r| r.unloaded_us) as f64 / US / sum(|r| r.unloaded) as f64);
-    let finished = e.recorded - e.errored;
+    // Replies from the cache took no time at the server: the figures are
+    // over the samples sent.
+    let finished = (e.recorded - e.errored).saturating_sub(e.cached);
     let blocked = sum(|r| r.blocked_us) as f64 / US;
     let (retries, throttled) = if runs.is_empty() {
         (e.retries, e.throttled)
@@ -101,7 +104,9 @@ pub fn evaluation(
             .collect(),
         timing: Timing {
             wall_seconds: wall,
-            throughput_per_second: ratio(e.recorded as f64, wall),
+            throughput_per_second: Some(e.recorded.saturating_sub(e.cached))
+                .filter(|sent| *sent > 0 || e.recorded == 0)
+                .and_then(|sent| ratio(sent as f64, wall)),
             latency_seconds: percentiles(latencies),
             time_to_first_token_seconds: None,
             output_tokens_per_second: None,
@@ -266,6 +271,7 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         recorded: 0,
         finished: 0,
         errored: 0,
+        cached: 0,
     };
     let (mut scored, mut passed, mut wall_us) = (0u64, 0u64, 0u64);
     let one_verdict_per_sample = x
@@ -278,6 +284,7 @@ pub fn summary(x: &ExperimentRow) -> ExperimentSummary {
         samples.recorded += c.recorded;
         samples.finished += c.finished;
         samples.errored += c.errored;
+        samples.cached += c.cached;
         for s in &e.scores {
             scored += s.scored;
             passed += s.passed;

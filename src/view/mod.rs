@@ -76,6 +76,9 @@ pub struct SampleCounts {
     pub finished: u64,
     /// Samples recorded with an error (retried on the next run).
     pub errored: u64,
+    /// Recorded samples whose reply came from the response cache: nothing
+    /// was sent for them, and the timing figures leave them out.
+    pub cached: u64,
 }
 
 /// One evaluator's result.

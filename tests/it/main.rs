@@ -9,6 +9,7 @@ mod server_apis;
 mod util;
 
 mod browser;
+mod cache;
 mod compare;
 mod concurrency;
 mod datasets;

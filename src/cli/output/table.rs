@@ -169,6 +169,14 @@ fn setup_rows(e: &EvaluationView) -> Vec<(String, String)> {
     if missing > 0 {
         let _ = write!(samples, " · {missing} not run yet");
     }
+    if s.cached > 0 {
+        let sent = s.recorded.saturating_sub(s.cached);
+        let _ = write!(
+            samples,
+            " · {} cached (timing covers the {sent} sent)",
+            s.cached
+        );
+    }
     rows.push(("samples".into(), samples));
     rows
 }

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{ArgError, Arguments, Build, External, Score, ScoreError, Scored, GRADED_THRESHOLD};
+use crate::cache::Cache;
 use crate::call::{Call, Caller};
 use crate::diagnostic::did_you_mean;
 use crate::model::{Message, Role};
@@ -218,6 +219,8 @@ pub struct Link {
     pub caller: Caller,
     /// Judge requests of this evaluator in flight.
     pub window: Semaphore,
+    /// The response cache, when the run uses it.
+    pub cache: Option<Cache>,
 }
 
 impl Judge {
@@ -308,6 +311,17 @@ impl Judge {
                 ))
             }
         };
+        let found = link
+            .cache
+            .as_ref()
+            .map(|cache| (cache, cache.find(request.body.bytes(), 0)));
+        if let Some((cache, (key, hit))) = found {
+            call.cache = cache.use_of(key, hit.as_ref());
+            if let Some(hit) = hit {
+                // Nothing is sent: the verdict is read from the kept reply.
+                return verdict_of(call, hit.output, output, failed);
+            }
+        }
         // Queueing for the judge's own window is not a wait on its endpoint
         // (the model's window is not counted in its `wait` either): it is
         // kept apart as `queue`; `wait` is backoff, pauses and the rate limit.
@@ -323,25 +337,58 @@ impl Judge {
                 return Err(failed(call, format!("judge request failed: {why}")));
             }
         };
-        // A judge that echoes its prompt (small base models do) or quotes the
-        // response must not be scored by a verdict the output wrote for
-        // itself: the output, fenced as it was sent or bare, is no part of
-        // the judge's answer (a short one is too likely a word of it).
-        let mut answer = completion.content.replace(&fence(output), "");
-        let bare = output.trim();
-        if bare.len() >= MIN_QUOTED {
-            answer = answer.replace(bare, "");
+        // Only a reply that held a verdict is kept: one that did not is
+        // asked again on the next run.
+        let mut cache = std::mem::take(&mut call.cache);
+        match verdict_of(call, completion.content, output, failed) {
+            Ok(mut scored) => {
+                if let Some(call) = scored.judged.as_mut() {
+                    cache.keep(call.reply.as_deref().unwrap_or_default(), completion.usage);
+                    call.cache = cache;
+                }
+                Ok(scored)
+            }
+            Err(ScoreError::Judge {
+                message,
+                call: Some(mut call),
+            }) => {
+                call.cache = cache;
+                Err(ScoreError::Judge {
+                    message,
+                    call: Some(call),
+                })
+            }
+            Err(e) => Err(e),
         }
-        let verdict = reply::read(&answer);
-        call.reply = Some(completion.content);
-        match verdict {
-            Ok(v) => Ok(Scored {
-                score: v.score,
-                reason: v.reason,
-                judged: Some(Box::new(call)),
-            }),
-            Err(e) => Err(failed(call, e.to_string())),
-        }
+    }
+}
+
+/// The score in a judge's `reply` to grading `output`, with its `call`;
+/// `failed` makes the error of a reply that holds none.
+fn verdict_of(
+    mut call: JudgeRecord,
+    reply: String,
+    output: &str,
+    failed: impl Fn(JudgeRecord, String) -> ScoreError,
+) -> Result<Scored, ScoreError> {
+    // A judge that echoes its prompt (small base models do) or quotes the
+    // response must not be scored by a verdict the output wrote for
+    // itself: the output, fenced as it was sent or bare, is no part of
+    // the judge's answer (a short one is too likely a word of it).
+    let mut answer = reply.replace(&fence(output), "");
+    let bare = output.trim();
+    if bare.len() >= MIN_QUOTED {
+        answer = answer.replace(bare, "");
+    }
+    let verdict = reply::read(&answer);
+    call.reply = Some(reply);
+    match verdict {
+        Ok(v) => Ok(Scored {
+            score: v.score,
+            reason: v.reason,
+            judged: Some(Box::new(call)),
+        }),
+        Err(e) => Err(failed(call, e.to_string())),
     }
 }
 

@@ -586,6 +586,26 @@ impl Admin for SqliteStore {
         }
         Ok(())
     }
+
+    fn cache_stats(&self) -> Result<crate::cache::CacheStats, StoreError> {
+        cache::stats(&self.conn)
+    }
+
+    fn cache_clear(
+        &self,
+        older_than: Option<Duration>,
+        model: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        cache::clear(&self.conn, older_than, model)
+    }
+
+    fn cache_explain_reads(
+        &self,
+        experiment: &str,
+        sample: &str,
+    ) -> Result<Vec<crate::cache::explain::SampleCache>, StoreError> {
+        cache::explain_reads(&self.conn, experiment, sample)
+    }
 }
 
 /// Statuses are stored as their names.

@@ -24,7 +24,8 @@ const EVALUATION_COLUMNS: &str =
     coalesce(t.recorded, 0), coalesce(t.errored, 0), coalesce(t.latency_sum_us, 0),
     coalesce(t.prompt_tokens, 0), coalesce(t.completion_tokens, 0), coalesce(t.retries, 0),
     coalesce(t.throttled, 0), coalesce(t.wait_us, 0), e.cluster, e.fail_under, e.repeats,
-    coalesce(t.cached_tokens, 0), coalesce(t.cache_write_tokens, 0), coalesce(t.reasoning_tokens, 0)
+    coalesce(t.cached_tokens, 0), coalesce(t.cache_write_tokens, 0), coalesce(t.reasoning_tokens, 0),
+    coalesce(t.cached, 0)
     FROM evaluations e LEFT JOIN evaluation_totals t ON t.evaluation_id = e.id";
 
 fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
@@ -48,6 +49,7 @@ fn evaluation(r: &Row) -> rusqlite::Result<EvaluationRow> {
         status: r.get(13)?,
         recorded: count(14)?,
         errored: count(15)?,
+        cached: count(28)?,
         latency_sum_us: count(16)?,
         tokens: TokenTotals {
             prompt: count(17)?,
@@ -492,7 +494,7 @@ pub fn limit_timeline(conn: &Connection, evaluation_id: i64) -> Result<LimitTime
     };
     let steps = limit_steps(conn, evaluation_id, run.max(0) as u64)?;
     let mut ends = conn.prepare_cached(
-        "SELECT end_us FROM samples WHERE evaluation_id = ?1 AND run = ?2 ORDER BY end_us",
+        "SELECT end_us FROM samples WHERE evaluation_id = ?1 AND run = ?2 AND NOT cached ORDER BY end_us",
     )?;
     let ends = ends
         .query_map(params![evaluation_id, run], |r| {

@@ -147,6 +147,17 @@ fn every_command_output_matches_the_schema() {
 
     check(&dir, &["rename", "x", "y"], 0, "rename");
     check(&dir, &["delete", "y"], 0, "delete");
+
+    // The response cache: a run that keeps replies, one served from them.
+    let cached = ["run", "alpha.yaml", "-q", "--cache", "-e"];
+    check(&dir, &[&cached[..], &["c1"]].concat(), 1, "show");
+    check(&dir, &[&cached[..], &["c2"]].concat(), 1, "show");
+    let stats = check(&dir, &["cache", "stats"], 0, "cacheStats");
+    assert!(stats["hits"].as_u64() > Some(0), "{stats}");
+    let explained = check(&dir, &["cache", "explain", "c2", "0"], 0, "cacheExplain");
+    assert_eq!(explained[0]["status"], "hit", "{explained}");
+    check(&dir, &["cache", "explain", "c1", "0"], 0, "cacheExplain");
+    check(&dir, &["cache", "clear"], 0, "cacheClear");
 }
 
 #[test]

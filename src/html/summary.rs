@@ -65,8 +65,15 @@ fn facts(r: &EvaluationView) -> Vec<(&'static str, String)> {
         (
             "samples",
             format!(
-                "{} of {} recorded · {} finished · {} errored",
-                s.recorded, s.total, s.finished, s.errored
+                "{} of {} recorded · {} finished · {} errored{}",
+                s.recorded,
+                s.total,
+                s.finished,
+                s.errored,
+                match s.cached {
+                    0 => String::new(),
+                    n => format!(" · {n} cached (timing covers the rest)"),
+                }
             ),
         ),
         ("runs", r.runs.to_string()),

@@ -144,6 +144,8 @@ pub struct SampleRow {
     pub repeat: u32,
     /// The calls judges made for this sample.
     pub judge_calls: Vec<JudgeRecord>,
+    /// Its reply came from the response cache: nothing was sent.
+    pub cached: bool,
 }
 
 /// One run of an evaluation, as recorded at its end (`runs`).

@@ -359,6 +359,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
         reasons,
         error_kind: row.error_kind,
         error: row.error,
+        cached: row.cached,
         attempts: row.call.attempts,
         latency_seconds: row.call.latency_us.map(|v| v as f64 / US),
         start_seconds: row.start_us as f64 / US,
@@ -643,6 +644,7 @@ mod tests {
             end_us: 0,
             repeat: 0,
             judge_calls: Vec::new(),
+            cached: false,
         };
         let names = ["j".to_string(), "e".to_string(), "n".to_string()];
         let r = serde_json::to_value(record(row.clone(), &names)).unwrap();

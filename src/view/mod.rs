@@ -441,6 +441,9 @@ pub struct RecordView {
     pub reasons: serde_json::Map<String, serde_json::Value>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
+    /// Its reply came from the response cache (nothing was sent; no
+    /// attempts, latency or tokens).
+    pub cached: bool,
     pub attempts: u32,
     pub latency_seconds: Option<f64>,
     /// Offsets from the start of the run that recorded it.

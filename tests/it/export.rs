@@ -162,6 +162,7 @@ fn csv_has_a_header_a_column_per_evaluator_and_one_row_per_sample() {
             "reasons",
             "error_kind",
             "error",
+            "cached",
             "attempts",
             "latency_seconds",
             "start_seconds",

@@ -28,10 +28,11 @@ const CSV_HEAD: [&str; 7] = [
     "prompt",
     "output",
 ];
-const CSV_TAIL: [&str; 14] = [
+const CSV_TAIL: [&str; 15] = [
     "reasons",
     "error_kind",
     "error",
+    "cached",
     "attempts",
     "latency_seconds",
     "start_seconds",
@@ -117,6 +118,7 @@ impl<W: Write> Sink for Csv<W> {
         row.push(json(&r.reasons));
         row.push(opt(&r.error_kind));
         row.push(self.text(opt(&r.error)));
+        row.push(r.cached.to_string());
         row.push(r.attempts.to_string());
         row.push(opt(&r.latency_seconds.map(number)));
         row.push(number(r.start_seconds));

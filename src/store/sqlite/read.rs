@@ -563,7 +563,7 @@ pub fn for_each_sample(
         "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, start_us, end_us,
                 repeat, ",
         call_columns!(),
-        " FROM samples WHERE id = ?1"
+        ", cached FROM samples WHERE id = ?1"
     ))?;
     let mut scores = conn.prepare_cached(
         "SELECT evaluator, value, passed, reason FROM scores WHERE sample_id = ?1 ORDER BY evaluator",
@@ -592,6 +592,7 @@ pub fn for_each_sample(
                     repeat: r.get::<_, i64>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
                     call: call_stats(r, 10)?,
                     judge_calls: Vec::new(),
+                    cached: r.get(20)?,
                 })
             })
             .optional()?

@@ -5,9 +5,6 @@
 //! repeat index when sampling, never the API key; cached samples are counted
 //! in `samples.cached` and left out of the timing figures; `cache stats`,
 //! `cache clear` and `cache explain` report on and manage the entries.
-//!
-//! Lines marked `SURFACE:` assume a part of the interface the issue does not
-//! spell out; reconcile them with the implementation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +68,7 @@ fn show(dir: &TestDir, experiment: &str) -> Value {
 #[track_caller]
 fn cached(dir: &TestDir, experiment: &str) -> u64 {
     let e = show(dir, experiment);
-    // SURFACE: `samples.cached` is an integer next to `total`, `recorded`, ...
+    // `samples.cached` is an integer next to `total`, `recorded`, ...
     e["samples"]["cached"]
         .as_u64()
         .unwrap_or_else(|| panic!("no samples.cached in {e:#}"))
@@ -224,7 +221,7 @@ fn a_rerun_sends_exactly_the_requests_that_failed() {
         .map(|(k, _)| k.clone())
         .collect();
     assert_eq!(failed, expected);
-    // SURFACE: a failed sample records the key it was sent under.
+    // a failed sample records the key it was sent under.
     let failed_keys: BTreeSet<String> = failed
         .iter()
         .map(|k| a[k].cache_key.clone().expect("a failed sample's cache_key"))
@@ -342,7 +339,7 @@ fn a_changed_param_misses_and_explain_names_it() {
     out.assert_exit_code(0)
         .assert_stdout_contains("params.max_tokens");
     let report = json(&dir, &["cache", "explain", "B", "s0"]);
-    // SURFACE: a list of {evaluation, sample, status, differences: [{part, this, cached}]},
+    // a list of {evaluation, sample, status, differences: [{part, this, cached}]},
     // `this` and `cached` the values as JSON text (or JSON values).
     let list = report
         .as_array()
@@ -542,7 +539,7 @@ fn judge_calls_are_cached_except_replies_without_a_verdict() {
     dir.write("spec.yaml", &same);
     run(&dir, "A", &["--cache"]).assert_exit_code(1);
     assert_eq!((model.count(), judge.count()), (N, N));
-    // SURFACE: judge verdicts are entries of the same `cache` table.
+    // judge verdicts are entries of the same `cache` table.
     assert_eq!(
         entries(&dir),
         (2 * N - 1) as i64,
@@ -612,7 +609,7 @@ fn cached_samples_are_left_out_of_the_timing_figures() {
         mean >= 0.18,
         "cached samples counted in the latency: {latency:#}"
     );
-    // SURFACE: `timing.runs[].samples` ("samples that sent a request") leaves out hits.
+    // `timing.runs[].samples` ("samples that sent a request") leaves out hits.
     assert_eq!(
         e["timing"]["runs"][0]["samples"],
         N / 2,
@@ -620,7 +617,7 @@ fn cached_samples_are_left_out_of_the_timing_figures() {
         e["timing"]
     );
     assert_eq!(e["timing"]["streamed_replies"], 0);
-    // SURFACE: throughput is the samples sent (not recorded) per wall second.
+    // throughput is the samples sent (not recorded) per wall second.
     let wall = e["timing"]["wall_seconds"].as_f64().unwrap();
     let per_second = e["timing"]["throughput_per_second"].as_f64().unwrap();
     let counted = per_second * wall;
@@ -632,7 +629,7 @@ fn cached_samples_are_left_out_of_the_timing_figures() {
     );
 
     let out = dir.cmd(["show", "B"]).output();
-    // SURFACE: the table says `5 cached` (the evaluation's name holds no `cached`).
+    // the table says `5 cached` (the evaluation's name holds no `cached`).
     out.assert_exit_code(0).assert_stdout_contains("5 cached");
 }
 

@@ -283,26 +283,31 @@ pub fn passes_are_counted_by_threshold_not_by_rounding_scores(storage: &dyn Stor
     assert_eq!((e.scores[0].scored, e.scores[0].passed), (4, 0));
 }
 
+/// Starts evaluation `m` of `experiment` (a first run) and the sink of its
+/// records; answers its id too.
+fn started_sink(
+    store: &mut dyn super::Store,
+    experiment: &str,
+    m: &EvaluationMeta,
+) -> (i64, Box<dyn super::RecordSink>) {
+    let started = store.start_evaluation(experiment, m, &now()).unwrap();
+    let config = WriterConfig {
+        evaluation_id: started.id,
+        run: started.run,
+        resuming: false,
+        base_wall_us: 0,
+        started: Instant::now(),
+    };
+    (started.id, store.sink(config).unwrap())
+}
+
 /// Two evaluations written at the same time interleave their sample ids; each
 /// one's pairing read holds its own samples and scores only, in key order.
 pub fn sample_scores_of_interleaved_evaluations_stay_apart(storage: &dyn Storage) {
     let names = vec!["exact_match".to_string()];
     let mut store = storage.open_or_create().unwrap();
-    let mut sink = |experiment: &str| {
-        let started = store
-            .start_evaluation(experiment, &meta(&names), &now())
-            .unwrap();
-        let config = WriterConfig {
-            evaluation_id: started.id,
-            run: started.run,
-            resuming: false,
-            base_wall_us: 0,
-            started: Instant::now(),
-        };
-        (started.id, store.sink(config).unwrap())
-    };
-    let (a, mut sink_a) = sink("a");
-    let (b, mut sink_b) = sink("b");
+    let (a, mut sink_a) = started_sink(store.as_mut(), "a", &meta(&names));
+    let (b, mut sink_b) = started_sink(store.as_mut(), "b", &meta(&names));
     for i in 0..4u64 {
         sink_a
             .commit(&[record(&format!("k{}", 3 - i), i, Some(1.0), false)])
@@ -395,15 +400,8 @@ pub fn cache_entries_are_counted_explained_and_cleared(storage: &dyn Storage) {
             name: evaluation,
             ..meta(&names)
         };
-        let started = store.start_evaluation("x", &m, &now()).unwrap();
-        let config = WriterConfig {
-            evaluation_id: started.id,
-            run: started.run,
-            resuming: false,
-            base_wall_us: 0,
-            started: Instant::now(),
-        };
-        store.sink(config).unwrap().commit(batch).unwrap();
+        let (_, mut sink) = started_sink(store.as_mut(), "x", &m);
+        sink.commit(batch).unwrap();
     };
     let (r16, r17) = (r#"{"v":1,"max_tokens":16}"#, r#"{"v":1,"max_tokens":17}"#);
     commit(

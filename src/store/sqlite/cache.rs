@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::writer::unix_now;
 use crate::cache::explain::{rfc3339, CachedRequest, SampleCache, SentRequest, MAX_ALTERNATIVES};
@@ -22,13 +22,8 @@ pub struct SqliteCache {
 
 impl SqliteCache {
     pub fn open(path: &Path) -> Result<SqliteCache, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
         Ok(SqliteCache {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(super::lookup::reader(path)?),
         })
     }
 }

@@ -17,16 +17,23 @@ pub struct SqliteLookup {
 impl SqliteLookup {
     /// Opens a second connection to the store at `path`.
     pub fn open(path: &Path, evaluation_id: i64) -> Result<SqliteLookup, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let conn = reader(path)?;
         Ok(SqliteLookup {
             conn,
             evaluation_id,
         })
     }
+}
+
+/// A read-only connection of its own to the store at `path`, for a thread
+/// that reads while the writer commits (WAL: neither waits for the other).
+pub(super) fn reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 impl SampleLookup for SqliteLookup {

@@ -227,14 +227,16 @@ fn plots_below(out: &mut impl Write, e: &Evaluation) -> io::Result<()> {
     Ok(())
 }
 
-/// An evaluation's timeline from its samples' start and end times.
+/// An evaluation's timeline from its samples' start and end times (a reply
+/// from the cache was never in flight).
 fn timeline(e: &Evaluation, name: &str) -> plots::Timeline {
-    let intervals: Vec<(u64, u64)> = e.samples.iter().map(|s| (s.start_us, s.end_us)).collect();
+    let sent = || e.samples.iter().filter(|s| !s.cached);
+    let intervals: Vec<(u64, u64)> = sent().map(|s| (s.start_us, s.end_us)).collect();
     plots::Timeline {
         name: name.to_owned(),
         in_flight: plots::in_flight(&intervals),
         limit: e.limit.iter().map(|s| (s.t_us, s.limit)).collect(),
-        ends: e.samples.iter().map(|s| s.end_us).collect(),
+        ends: sent().map(|s| s.end_us).collect(),
     }
 }
 

@@ -387,7 +387,9 @@ END;
     // when they were written (the ttl) and how often they were used.
     // `samples.cache_key` and `judge_calls.cache_key` say which key a call
     // went under (null: the cache was off), `cached` that the reply came from
-    // the cache (nothing sent); the totals count cached samples.
+    // the cache (nothing sent); the totals count cached samples. A record
+    // that made no attempt (a cache hit, a prompt that failed to render) no
+    // longer counts -1 retries.
     r#"
 CREATE TABLE cache_keys (
     key TEXT PRIMARY KEY,
@@ -422,6 +424,47 @@ END;
 CREATE TRIGGER samples_cached_remove AFTER DELETE ON samples WHEN OLD.cached BEGIN
     UPDATE evaluation_totals SET cached = cached - 1 WHERE evaluation_id = OLD.evaluation_id;
 END;
+DROP TRIGGER samples_add;
+DROP TRIGGER samples_remove;
+CREATE TRIGGER samples_add AFTER INSERT ON samples BEGIN
+    INSERT INTO evaluation_totals (evaluation_id, recorded, errored, latency_sum_us, prompt_tokens,
+        completion_tokens, retries, throttled, wait_us, cached_tokens, cache_write_tokens,
+        reasoning_tokens)
+    VALUES (NEW.evaluation_id, 1, NEW.error_kind IS NOT NULL, coalesce(NEW.latency_us, 0),
+        coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), max(NEW.attempts - 1, 0),
+        NEW.throttled, NEW.wait_us, coalesce(NEW.cached_tokens, 0),
+        coalesce(NEW.cache_write_tokens, 0), coalesce(NEW.reasoning_tokens, 0))
+    ON CONFLICT (evaluation_id) DO UPDATE SET
+        recorded = recorded + excluded.recorded,
+        errored = errored + excluded.errored,
+        latency_sum_us = latency_sum_us + excluded.latency_sum_us,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        retries = retries + excluded.retries,
+        throttled = throttled + excluded.throttled,
+        wait_us = wait_us + excluded.wait_us,
+        cached_tokens = cached_tokens + excluded.cached_tokens,
+        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+        reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens;
+END;
+CREATE TRIGGER samples_remove AFTER DELETE ON samples BEGIN
+    UPDATE evaluation_totals SET
+        recorded = recorded - 1,
+        errored = errored - (OLD.error_kind IS NOT NULL),
+        latency_sum_us = latency_sum_us - coalesce(OLD.latency_us, 0),
+        prompt_tokens = prompt_tokens - coalesce(OLD.prompt_tokens, 0),
+        completion_tokens = completion_tokens - coalesce(OLD.completion_tokens, 0),
+        retries = retries - max(OLD.attempts - 1, 0),
+        throttled = throttled - OLD.throttled,
+        wait_us = wait_us - OLD.wait_us,
+        cached_tokens = cached_tokens - coalesce(OLD.cached_tokens, 0),
+        cache_write_tokens = cache_write_tokens - coalesce(OLD.cache_write_tokens, 0),
+        reasoning_tokens = reasoning_tokens - coalesce(OLD.reasoning_tokens, 0)
+    WHERE evaluation_id = OLD.evaluation_id;
+END;
+UPDATE evaluation_totals SET retries = (
+    SELECT coalesce(sum(max(s.attempts - 1, 0)), 0) FROM samples s
+    WHERE s.evaluation_id = evaluation_totals.evaluation_id);
 "#,
 ];
 

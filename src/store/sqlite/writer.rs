@@ -310,6 +310,34 @@ mod tests {
         assert!(wall >= 0);
     }
 
+    /// A reply from the cache made no attempt: it counts as cached, and not
+    /// as -1 retries; replacing it takes both back.
+    #[test]
+    fn a_cached_record_counts_as_cached_and_no_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (_store, config) = started(&path, "name: e");
+        let mut conn = Connection::open(&path).unwrap();
+        let hit = SampleRecord {
+            call: crate::store::CallStats::default(),
+            cache: CacheUse::Hit("00".repeat(16)),
+            ..record("a")
+        };
+        let totals = |conn: &Connection| -> (i64, i64, i64) {
+            conn.query_row(
+                "SELECT recorded, retries, cached FROM evaluation_totals WHERE evaluation_id = ?1",
+                [config.evaluation_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        commit(&mut conn, &config, &[hit.clone(), record("b")]).unwrap();
+        assert_eq!(totals(&conn), (2, 1, 1), "(recorded, retries, cached)");
+        // Resuming replaces both records: the counters follow.
+        commit(&mut conn, &config, &[record("a"), hit.clone()]).unwrap();
+        assert_eq!(totals(&conn), (2, 1, 1));
+    }
+
     /// While the writer cannot commit, its queue takes no more than its capacity.
     #[test]
     fn the_queue_is_bounded_while_the_writer_is_blocked() {

@@ -34,6 +34,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+mod postgres;
 pub mod read;
 pub mod records;
 mod sqlite;
@@ -62,9 +63,12 @@ pub const SCHEMA_VERSION: i64 = 10;
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;
 
 /// The storage `--storage` names (a path, or `sqlite://path`; the default when
-/// absent). The one place a backend is chosen.
+/// absent; a `postgres://` URL for a server). The one place a backend is chosen.
 pub fn locate(arg: Option<&str>) -> Box<dyn Storage> {
-    Box::new(sqlite::SqliteStorage::new(sqlite::resolve_path(arg)))
+    match arg {
+        Some(url) if postgres::is_url(url) => Box::new(postgres::PgStorage::new(url)),
+        _ => Box::new(sqlite::SqliteStorage::new(sqlite::resolve_path(arg))),
+    }
 }
 
 /// Why a run lock could not be taken.

@@ -1,0 +1,220 @@
+//! The PostgreSQL backend: a team's store on a server (`--storage
+//! postgres://user@host:port/db`), the same tables as SQLite's in a schema
+//! of their own (`dotevals`, or `?schema=NAME` in the URL), versioned in
+//! its `meta` table. Several processes and machines write at once: each run
+//! commits its batches on a connection of its own ([`writer`]), and the run
+//! lock of an evaluation is a session advisory lock, which the server drops
+//! with the connection of a process that dies.
+//!
+//! The `postgres` crate (synchronous, over tokio-postgres) matches the
+//! store's synchronous traits; sqlx could not be linked beside rusqlite
+//! (both link `sqlite3`). Connections are plain TCP; a URL asking for TLS
+//! (`sslmode=require`) is refused with a message until TLS lands.
+
+mod cache;
+mod db;
+mod lookup;
+mod read;
+mod record;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::str::FromStr;
+
+pub use db::Db;
+use db::{quote_ident, Target};
+
+use super::{RunLock, Storage, Store, StoreError};
+
+/// The schema the tables live in unless the URL names one.
+pub const DEFAULT_SCHEMA: &str = "dotevals";
+
+/// Whether `arg` (`--storage`) names a PostgreSQL server.
+pub fn is_url(arg: &str) -> bool {
+    arg.starts_with("postgres://") || arg.starts_with("postgresql://")
+}
+
+/// A store on a PostgreSQL server, opened on demand.
+pub struct PgStorage {
+    target: Result<Target, String>,
+    /// The URL without its password, for messages.
+    location: String,
+}
+
+impl PgStorage {
+    /// The store `url` names. A URL the client cannot read is reported when
+    /// the store is first used (`locate` never fails).
+    pub fn new(url: &str) -> PgStorage {
+        let target = parse(url);
+        let location = match &target {
+            Ok(t) => t.location.clone(),
+            Err(_) => without_password(url),
+        };
+        PgStorage { target, location }
+    }
+
+    fn target(&self) -> Result<&Target, StoreError> {
+        self.target.as_ref().map_err(|why| StoreError::Unreadable {
+            location: self.location.clone(),
+            why: why.clone(),
+            fix: "write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME]".into(),
+        })
+    }
+}
+
+/// Reads `url`: the `schema` parameter is ours, the rest the client's; the
+/// password comes from the URL or `PGPASSWORD`.
+fn parse(url: &str) -> Result<Target, String> {
+    let mut schema = DEFAULT_SCHEMA.to_owned();
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", name)) if !name.is_empty() => schema = name.to_owned(),
+            Some(("sslmode", mode)) if mode != "disable" && mode != "prefer" => {
+                return Err(format!(
+                    "sslmode={mode}: TLS connections to PostgreSQL are not supported yet; connect over a trusted network or an SSH tunnel (sslmode=disable)"
+                ))
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let client_url = match kept.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", kept.join("&")),
+    };
+    let mut config = postgres::Config::from_str(&client_url)
+        .map_err(|e| format!("not a PostgreSQL URL the client can read ({e})"))?;
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    config.connect_timeout(db::CONNECT_TIMEOUT);
+    config.application_name("dotevals");
+    Ok(Target {
+        config,
+        schema,
+        location: without_password(url),
+    })
+}
+
+/// `url` with any password replaced, for messages.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Storage for PgStorage {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn open_or_create(&self) -> Result<Box<dyn Store>, StoreError> {
+        let store = PgStore::connect(self.target()?)?;
+        store.create()?;
+        Ok(Box::new(store))
+    }
+
+    fn open_existing(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+        let store = PgStore::connect(self.target()?)?;
+        Ok(store.check()?.then(|| Box::new(store) as Box<dyn Store>))
+    }
+
+    fn open_read_only(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+        self.open_existing()
+    }
+
+    fn lock(&self, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError> {
+        record::lock(self.target()?, experiment, evaluation)
+    }
+}
+
+/// A connection to a store on a server.
+pub struct PgStore {
+    db: Db,
+    target: Target,
+}
+
+impl PgStore {
+    fn connect(target: &Target) -> Result<PgStore, StoreError> {
+        Ok(PgStore {
+            db: Db::connect(target)?,
+            target: target.clone(),
+        })
+    }
+
+    /// Whether the schema holds a current store; `TooNew` or `NotAStore`
+    /// when it holds something else.
+    fn check(&self) -> Result<bool, StoreError> {
+        let schema = self.db.schema.clone();
+        let version: Option<Option<String>> = self.db.with(move |c| {
+            let meta = format!("{}.meta", quote_ident(&schema));
+            let exists: Option<String> = c
+                .query_one("SELECT to_regclass($1)::text", &[&meta])?
+                .get(0);
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let row = c.query_opt(
+                &format!("SELECT value FROM {meta} WHERE key = 'schema_version'"),
+                &[],
+            )?;
+            Ok(Some(row.map(|r| r.get(0))))
+        })?;
+        match version {
+            None => Ok(false),
+            Some(v) => match v.and_then(|v| v.parse::<i64>().ok()) {
+                Some(v) if v == crate::store::SCHEMA_VERSION => Ok(true),
+                Some(found) if found > crate::store::SCHEMA_VERSION => Err(StoreError::TooNew {
+                    location: self.target.location.clone(),
+                    found,
+                }),
+                _ => Err(StoreError::NotAStore {
+                    location: self.target.location.clone(),
+                }),
+            },
+        }
+    }
+
+    /// Creates the schema and its tables unless they exist (under a lock, so
+    /// two processes starting at once agree).
+    fn create(&self) -> Result<(), StoreError> {
+        if self.check()? {
+            return Ok(());
+        }
+        let schema = self.db.schema.clone();
+        self.db.with(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('dotevals schema'))", &[])?;
+            let quoted = quote_ident(&schema);
+            let meta = format!("{quoted}.meta");
+            let exists: Option<String> = tx
+                .query_one("SELECT to_regclass($1)::text", &[&meta])?
+                .get(0);
+            if exists.is_none() {
+                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))?;
+                tx.batch_execute(&schema::CURRENT.replace("{schema}", &quoted))?;
+                tx.execute(
+                    &format!("INSERT INTO {meta} (key, value) VALUES ('app', 'dotevals'), ('schema_version', $1)"),
+                    &[&crate::store::SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            tx.commit()
+        })?;
+        self.check().map(|_| ())
+    }
+}
+
+impl Store for PgStore {
+    fn location(&self) -> &str {
+        &self.target.location
+    }
+}

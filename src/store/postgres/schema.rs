@@ -1,0 +1,231 @@
+//! The store's schema on PostgreSQL, in a schema of its own (`dotevals` by
+//! default), versioned in its `meta` table as SQLite's is.
+//!
+//! The layout is SQLite's at [`SCHEMA_VERSION`](crate::store::SCHEMA_VERSION)
+//! (see `sqlite/schema.rs` for why each part is there): the same tables and
+//! columns, with PostgreSQL's types (`BIGINT`, `DOUBLE PRECISION`,
+//! `BOOLEAN` for flags) and its triggers in PL/pgSQL. A store created here
+//! starts at the current version; later versions will be migrations on top,
+//! as on SQLite.
+
+/// Everything the current version holds; `{schema}` is replaced by the
+/// schema's (quoted) name.
+pub const CURRENT: &str = r#"
+CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE {schema}.experiments (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE {schema}.evaluations (
+    id BIGSERIAL PRIMARY KEY,
+    experiment_id BIGINT NOT NULL REFERENCES {schema}.experiments(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    spec_path TEXT NOT NULL,
+    spec_text TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    evaluators TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    max_concurrency BIGINT NOT NULL,
+    total BIGINT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    runs BIGINT NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    cluster TEXT,
+    fail_under TEXT,
+    repeats BIGINT NOT NULL DEFAULT 1,
+    UNIQUE (experiment_id, name)
+);
+CREATE TABLE {schema}.samples (
+    id BIGSERIAL PRIMARY KEY,
+    evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+    sample_key TEXT NOT NULL,
+    row_index BIGINT NOT NULL,
+    row_hash BIGINT NOT NULL,
+    run BIGINT NOT NULL,
+    variables TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    output TEXT,
+    error_kind TEXT,
+    error TEXT,
+    attempts BIGINT NOT NULL,
+    latency_us BIGINT,
+    start_us BIGINT NOT NULL,
+    end_us BIGINT NOT NULL,
+    prompt_tokens BIGINT,
+    completion_tokens BIGINT,
+    throttled BIGINT NOT NULL DEFAULT 0,
+    wait_us BIGINT NOT NULL DEFAULT 0,
+    repeat BIGINT NOT NULL DEFAULT 0,
+    cached_tokens BIGINT,
+    cache_write_tokens BIGINT,
+    reasoning_tokens BIGINT,
+    first_token_us BIGINT,
+    cache_key TEXT,
+    cached BOOLEAN NOT NULL DEFAULT FALSE,
+    UNIQUE (evaluation_id, sample_key)
+);
+CREATE INDEX samples_latency ON {schema}.samples (evaluation_id, latency_us);
+CREATE INDEX samples_errors ON {schema}.samples (evaluation_id, error_kind)
+    WHERE error_kind IS NOT NULL;
+CREATE TABLE {schema}.scores (
+    sample_id BIGINT NOT NULL REFERENCES {schema}.samples(id) ON DELETE CASCADE,
+    evaluation_id BIGINT NOT NULL,
+    evaluator BIGINT NOT NULL,
+    value DOUBLE PRECISION,
+    passed BOOLEAN,
+    reason TEXT,
+    PRIMARY KEY (sample_id, evaluator)
+);
+CREATE INDEX scores_by_evaluation ON {schema}.scores (evaluation_id, evaluator, value);
+CREATE TABLE {schema}.limits (
+    evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+    run BIGINT NOT NULL,
+    t_us BIGINT NOT NULL,
+    value BIGINT NOT NULL
+);
+CREATE INDEX limits_by_evaluation ON {schema}.limits (evaluation_id, run, t_us);
+CREATE TABLE {schema}.evaluation_scores (
+    evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+    evaluator BIGINT NOT NULL,
+    scored BIGINT NOT NULL,
+    total DOUBLE PRECISION NOT NULL,
+    passed BIGINT NOT NULL DEFAULT 0,
+    total_sq DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (evaluation_id, evaluator)
+);
+CREATE TABLE {schema}.runs (
+    evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+    run BIGINT NOT NULL,
+    strategy TEXT NOT NULL,
+    wall_us BIGINT NOT NULL,
+    samples BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    throttled BIGINT NOT NULL,
+    held_us BIGINT NOT NULL,
+    at_server_us BIGINT NOT NULL,
+    blocked_us BIGINT NOT NULL,
+    unloaded BIGINT NOT NULL,
+    unloaded_us BIGINT NOT NULL,
+    PRIMARY KEY (evaluation_id, run)
+);
+CREATE TABLE {schema}.evaluation_totals (
+    evaluation_id BIGINT PRIMARY KEY REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+    recorded BIGINT NOT NULL DEFAULT 0,
+    errored BIGINT NOT NULL DEFAULT 0,
+    latency_sum_us BIGINT NOT NULL DEFAULT 0,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    retries BIGINT NOT NULL DEFAULT 0,
+    throttled BIGINT NOT NULL DEFAULT 0,
+    wait_us BIGINT NOT NULL DEFAULT 0,
+    wall_us BIGINT NOT NULL DEFAULT 0,
+    cached_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+    cached BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE {schema}.judge_calls (
+    sample_id BIGINT NOT NULL REFERENCES {schema}.samples(id) ON DELETE CASCADE,
+    evaluation_id BIGINT NOT NULL,
+    evaluator BIGINT NOT NULL,
+    prompt TEXT NOT NULL,
+    reply TEXT,
+    error TEXT,
+    attempts BIGINT NOT NULL,
+    throttled BIGINT NOT NULL,
+    wait_us BIGINT NOT NULL,
+    latency_us BIGINT,
+    prompt_tokens BIGINT,
+    completion_tokens BIGINT,
+    queue_us BIGINT NOT NULL DEFAULT 0,
+    cached_tokens BIGINT,
+    cache_write_tokens BIGINT,
+    reasoning_tokens BIGINT,
+    first_token_us BIGINT,
+    cache_key TEXT,
+    cached BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (sample_id, evaluator)
+);
+CREATE INDEX judge_calls_by_evaluation ON {schema}.judge_calls (evaluation_id, evaluator);
+CREATE TABLE {schema}.cache_keys (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    sample_key TEXT NOT NULL,
+    sent_at BIGINT NOT NULL
+);
+CREATE INDEX cache_keys_by_sample ON {schema}.cache_keys (sample_key);
+CREATE TABLE {schema}.cache (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    output TEXT NOT NULL,
+    prompt_tokens BIGINT,
+    completion_tokens BIGINT,
+    cached_tokens BIGINT,
+    cache_write_tokens BIGINT,
+    reasoning_tokens BIGINT,
+    written_at BIGINT NOT NULL,
+    hits BIGINT NOT NULL DEFAULT 0,
+    last_hit_at BIGINT
+);
+CREATE INDEX cache_by_model ON {schema}.cache (model, written_at);
+
+-- The per-evaluation totals follow the samples and scores, as SQLite's
+-- triggers keep them; a record that made no attempt counts no retry. A
+-- removal only updates (a cascade may have removed the totals first).
+CREATE FUNCTION {schema}.samples_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r {schema}.samples;
+    sign BIGINT;
+BEGIN
+    IF TG_OP = 'INSERT' THEN r := NEW; sign := 1; ELSE r := OLD; sign := -1; END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {schema}.evaluation_totals (evaluation_id) VALUES (r.evaluation_id)
+        ON CONFLICT (evaluation_id) DO NOTHING;
+    END IF;
+    UPDATE {schema}.evaluation_totals SET
+        recorded = recorded + sign,
+        errored = errored + sign * (r.error_kind IS NOT NULL)::int,
+        latency_sum_us = latency_sum_us + sign * coalesce(r.latency_us, 0),
+        prompt_tokens = prompt_tokens + sign * coalesce(r.prompt_tokens, 0),
+        completion_tokens = completion_tokens + sign * coalesce(r.completion_tokens, 0),
+        retries = retries + sign * greatest(r.attempts - 1, 0),
+        throttled = throttled + sign * r.throttled,
+        wait_us = wait_us + sign * r.wait_us,
+        cached_tokens = cached_tokens + sign * coalesce(r.cached_tokens, 0),
+        cache_write_tokens = cache_write_tokens + sign * coalesce(r.cache_write_tokens, 0),
+        reasoning_tokens = reasoning_tokens + sign * coalesce(r.reasoning_tokens, 0),
+        cached = cached + sign * r.cached::int
+    WHERE evaluation_id = r.evaluation_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER samples_totals AFTER INSERT OR DELETE ON {schema}.samples
+    FOR EACH ROW EXECUTE FUNCTION {schema}.samples_totals();
+
+CREATE FUNCTION {schema}.scores_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r {schema}.scores;
+    sign BIGINT;
+BEGIN
+    IF TG_OP = 'INSERT' THEN r := NEW; sign := 1; ELSE r := OLD; sign := -1; END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {schema}.evaluation_scores (evaluation_id, evaluator, scored, total)
+        VALUES (r.evaluation_id, r.evaluator, 0, 0)
+        ON CONFLICT (evaluation_id, evaluator) DO NOTHING;
+    END IF;
+    UPDATE {schema}.evaluation_scores SET
+        scored = scored + sign * (r.value IS NOT NULL)::int,
+        total = total + sign * coalesce(r.value, 0),
+        passed = passed + sign * coalesce(r.passed, FALSE)::int,
+        total_sq = total_sq + sign * coalesce(r.value * r.value, 0)
+    WHERE evaluation_id = r.evaluation_id AND evaluator = r.evaluator;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER scores_totals AFTER INSERT OR DELETE ON {schema}.scores
+    FOR EACH ROW EXECUTE FUNCTION {schema}.scores_totals();
+"#;

@@ -379,6 +379,13 @@ pub enum StoreError {
     Thread(std::io::Error),
 }
 
+/// Seconds since the Unix epoch: when cache entries were written.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Now, as RFC 3339 UTC to the second.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

@@ -41,6 +41,7 @@ mod adaptive;
 mod concurrent;
 mod crash;
 mod faults;
+mod postgres;
 mod ratelimit;
 mod secrets;
 mod throttle;

@@ -28,7 +28,8 @@ pub struct Target {
 
 /// One connection, with the schema on its search path.
 pub struct Db {
-    client: RefCell<Client>,
+    /// `None` only while dropping.
+    client: RefCell<Option<Client>>,
     pub schema: String,
 }
 
@@ -42,7 +43,7 @@ impl Db {
         let path = format!("SET search_path TO {}", quote_ident(&target.schema));
         outside_runtime(|| client.batch_execute(&path)).map_err(backend)?;
         Ok(Db {
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             schema: target.schema.clone(),
         })
     }
@@ -53,8 +54,19 @@ impl Db {
         f: impl FnOnce(&mut Client) -> Result<R, postgres::Error> + Send,
     ) -> Result<R, StoreError> {
         let mut client = self.client.borrow_mut();
-        let client: &mut Client = &mut client;
+        let Some(client) = client.as_mut() else {
+            return Err(StoreError::WriterLost);
+        };
         outside_runtime(|| f(client)).map_err(backend)
+    }
+}
+
+/// Closing a client blocks as its queries do: outside the runtime too.
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            outside_runtime(move || drop(client));
+        }
     }
 }
 

@@ -137,6 +137,13 @@ impl Storage for PgStorage {
     }
 }
 
+/// Whether schema `$1` has the `meta` table. Read from `pg_class` with the
+/// statement's snapshot: a name lookup (`to_regclass`) may answer from a
+/// cache that has not yet seen another process create it.
+const META_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = $1 AND c.relname = 'meta')";
+
 /// A connection to a store on a server.
 pub struct PgStore {
     db: Db,
@@ -156,13 +163,10 @@ impl PgStore {
     fn check(&self) -> Result<bool, StoreError> {
         let schema = self.db.schema.clone();
         let version: Option<Option<String>> = self.db.with(move |c| {
-            let meta = format!("{}.meta", quote_ident(&schema));
-            let exists: Option<String> = c
-                .query_one("SELECT to_regclass($1)::text", &[&meta])?
-                .get(0);
-            if exists.is_none() {
+            if !c.query_one(META_EXISTS, &[&schema])?.get::<_, bool>(0) {
                 return Ok(None);
             }
+            let meta = format!("{}.meta", quote_ident(&schema));
             let row = c.query_opt(
                 &format!("SELECT value FROM {meta} WHERE key = 'schema_version'"),
                 &[],
@@ -196,10 +200,7 @@ impl PgStore {
             tx.execute("SELECT pg_advisory_xact_lock(hashtext('dotevals schema'))", &[])?;
             let quoted = quote_ident(&schema);
             let meta = format!("{quoted}.meta");
-            let exists: Option<String> = tx
-                .query_one("SELECT to_regclass($1)::text", &[&meta])?
-                .get(0);
-            if exists.is_none() {
+            if !tx.query_one(META_EXISTS, &[&schema])?.get::<_, bool>(0) {
                 tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))?;
                 tx.batch_execute(&schema::CURRENT.replace("{schema}", &quoted))?;
                 tx.execute(

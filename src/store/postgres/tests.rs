@@ -1,1 +1,180 @@
-//! (being written)
+//! The PostgreSQL backend against a real server: `DOTEVALS_TEST_POSTGRES`
+//! names one where the tests may create schemas (`.ci/run` starts a
+//! throwaway cluster; locally, `eval "$(scripts/throwaway-postgres start)"`).
+//! Each test works in a schema of its own, dropped at its end.
+
+use super::*;
+use crate::store::conformance;
+
+/// The server the tests use; `None` (recorded as a skip) without one.
+pub fn server(test: &str) -> Option<String> {
+    match std::env::var("DOTEVALS_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let why =
+                "DOTEVALS_TEST_POSTGRES is not set (scripts/throwaway-postgres starts a server)";
+            eprintln!("skipped: {test}: {why}");
+            if let Some(path) = std::env::var_os("DOTEVALS_SKIPS") {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .expect("the skips file opens");
+                writeln!(file, "{test}: {why}").expect("the skip is recorded");
+            }
+            None
+        }
+    }
+}
+
+/// A schema of its own on `url`, dropped when this is.
+pub struct Scratch {
+    url: String,
+    schema: String,
+}
+
+impl Scratch {
+    pub fn new(url: &str, tag: &str) -> Scratch {
+        let schema = format!("t_{tag}_{}_{}", std::process::id(), fastrand::u32(..));
+        Scratch {
+            url: url.to_owned(),
+            schema,
+        }
+    }
+
+    /// The store's URL: the server's, with this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.url, self.schema)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&self.schema)
+            ));
+        }
+    }
+}
+
+#[test]
+fn postgres_passes_the_conformance_suite() {
+    let Some(url) = server("postgres_passes_the_conformance_suite") else {
+        return;
+    };
+    for (name, case) in conformance::CASES {
+        let scratch = Scratch::new(&url, "conformance");
+        let storage = PgStorage::new(&scratch.url());
+        eprintln!("conformance: {name}");
+        case(&storage);
+    }
+}
+
+#[test]
+fn a_store_is_created_once_and_knows_its_version() {
+    let Some(url) = server("a_store_is_created_once_and_knows_its_version") else {
+        return;
+    };
+    let scratch = Scratch::new(&url, "create");
+    let storage = PgStorage::new(&scratch.url());
+    assert!(storage.open_existing().unwrap().is_none(), "no store yet");
+    // Two processes creating it at once agree (the second finds it made).
+    std::thread::scope(|s| {
+        let a = s.spawn(|| storage.open_or_create().map(|_| ()));
+        let b = s.spawn(|| storage.open_or_create().map(|_| ()));
+        a.join().unwrap().unwrap();
+        b.join().unwrap().unwrap();
+    });
+    assert!(storage.open_existing().unwrap().is_some());
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let version: String = c
+        .query_one(
+            &format!(
+                "SELECT value FROM {}.meta WHERE key = 'schema_version'",
+                quote_ident(&scratch.schema)
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, crate::store::SCHEMA_VERSION.to_string());
+    // A newer store is refused, not written.
+    c.execute(
+        &format!(
+            "UPDATE {}.meta SET value = '999' WHERE key = 'schema_version'",
+            quote_ident(&scratch.schema)
+        ),
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        storage.open_existing(),
+        Err(StoreError::TooNew { found: 999, .. })
+    ));
+}
+
+#[test]
+fn a_server_that_is_not_there_is_an_error_that_says_so_within_the_timeout() {
+    // A port nothing listens on: refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage = PgStorage::new(&format!("postgres://someone:s3cret-pw@127.0.0.1:{port}/db"));
+    assert!(
+        !storage.location().contains("s3cret"),
+        "{}",
+        storage.location()
+    );
+    let started = std::time::Instant::now();
+    let err = storage.open_or_create().err().expect("no server, no store");
+    assert!(started.elapsed() < db::CONNECT_TIMEOUT);
+    let text = format!("{err}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("s3cret"), "the password leaked: {text}");
+    // TLS is refused with a reason, not attempted.
+    let tls = PgStorage::new("postgres://u@127.0.0.1:1/db?sslmode=require");
+    let err = tls.open_or_create().err().expect("refused");
+    assert!(format!("{err}").contains("TLS"), "{err}");
+}
+
+#[test]
+fn refused_credentials_and_a_missing_database_are_named() {
+    let Some(url) = server("refused_credentials_and_a_missing_database_are_named") else {
+        return;
+    };
+    let missing = match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/no_such_database"),
+        None => panic!("a URL with a database: {url}"),
+    };
+    let err = PgStorage::new(&missing)
+        .open_or_create()
+        .err()
+        .expect("no database");
+    assert!(format!("{err}").contains("no_such_database"), "{err}");
+}
+
+#[test]
+fn a_run_lock_is_released_when_its_holder_goes() {
+    let Some(url) = server("a_run_lock_is_released_when_its_holder_goes") else {
+        return;
+    };
+    let scratch = Scratch::new(&url, "lock");
+    let storage = PgStorage::new(&scratch.url());
+    let store = storage.open_or_create().unwrap();
+    let held = storage.lock("x", "e").unwrap();
+    assert!(store.is_running("x", "e"));
+    let busy = storage.lock("x", "e").err().expect("held elsewhere");
+    assert!(format!("{busy}").contains("already being run"), "{busy}");
+    // Another evaluation is free.
+    let other = storage.lock("x", "f").unwrap();
+    drop(other);
+    drop(held);
+    assert!(!store.is_running("x", "e"));
+    storage.lock("x", "e").unwrap();
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::writer::unix_now;
 use crate::cache::explain::{rfc3339, CachedRequest, SampleCache, SentRequest, MAX_ALTERNATIVES};
 use crate::cache::{CacheLookup, CacheStats, CachedReply, ModelStats};
+use crate::store::unix_now;
 use crate::store::StoreError;
 use crate::usage::Usage;
 
@@ -30,7 +30,9 @@ impl SqliteCache {
 
 impl CacheLookup for SqliteCache {
     fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, StoreError> {
-        let since = ttl.map_or(i64::MIN, |ttl| unix_now() - ttl.as_secs() as i64);
+        let since = ttl.map_or(i64::MIN, |ttl| {
+            unix_now().saturating_sub(ttl.as_secs().min(i64::MAX as u64) as i64)
+        });
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare_cached(
             "SELECT output, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,

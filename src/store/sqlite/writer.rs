@@ -49,7 +49,7 @@ fn commit(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?;
         let mut cache = CacheWrites::prepare(&tx)?;
-        let now = unix_now();
+        let now = crate::store::unix_now();
         for r in batch {
             if config.resuming || r.replaces {
                 delete.execute(params![config.evaluation_id, r.key])?;
@@ -180,13 +180,6 @@ impl<'t> CacheWrites<'t> {
         }
         Ok(())
     }
-}
-
-/// Seconds since the Unix epoch: when cache entries were written.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Records the evaluation's wall time, earlier runs included.

@@ -60,7 +60,8 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Results store: a SQLite file, a folder for one, or sqlite://PATH [default: .dotevals/dotevals.db]
+    /// Results store: a SQLite file, a folder for one, sqlite://PATH, or a PostgreSQL server shared
+    /// by a team, postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME] [default: .dotevals/dotevals.db]
     #[arg(long, global = true, env = "DOTEVALS_STORAGE", value_name = "PATH")]
     pub storage: Option<String>,
 
@@ -309,11 +310,18 @@ pub fn main(cli: Cli) -> Exit {
     let style = Style::resolve(&cli.global, cli.command.format());
     let storage = crate::store::locate(cli.global.storage.as_deref());
     let storage = storage.as_ref();
+    // `--storage` as hints repeat it: a server's URL without its password.
+    let storage_arg = cli
+        .global
+        .storage
+        .as_deref()
+        .map(|arg| match crate::store::is_server(arg) {
+            true => storage.location(),
+            false => arg,
+        });
     let result = match cli.command {
-        Command::Run(args) => run::run(args, storage, cli.global.storage.as_deref(), style),
-        Command::Rescore(args) => {
-            rescore::rescore(args, storage, cli.global.storage.as_deref(), style)
-        }
+        Command::Run(args) => run::run(args, storage, storage_arg, style),
+        Command::Rescore(args) => rescore::rescore(args, storage, storage_arg, style),
         Command::Show(args) => show::show(args, storage, style),
         Command::Compare(args) => compare::compare(args, storage, style),
         Command::Report(args) => report::report(args, storage, style),

@@ -71,6 +71,11 @@ pub fn locate(arg: Option<&str>) -> Box<dyn Storage> {
     }
 }
 
+/// Whether `--storage` names a database server (whose URL may hold a password).
+pub fn is_server(arg: &str) -> bool {
+    postgres::is_url(arg)
+}
+
 /// Why a run lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

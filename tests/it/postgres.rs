@@ -771,9 +771,9 @@ fn kill_9_then_resume_loses_and_resends_nothing_finished() {
         "finished samples sent again after a kill: {first:?}"
     );
     // What a kill may cost: the window in flight and the batch awaiting its
-    // commit (src/store/writer.rs). Measured alone: SQLite 48-51, PostgreSQL
-    // 74-87, in 6 kills of a window of 8; a writer that held its records
-    // back, or a resume that ignored them, re-sends hundreds.
+    // commit (src/store/writer.rs). Measured: SQLite 48-51, PostgreSQL 53-58
+    // in 6 kills of a window of 8; a writer that held its records back, or a
+    // resume that ignored them, re-sends hundreds.
     let bound = ROUNDS * WINDOW * 4;
     assert!(
         resent <= bound,

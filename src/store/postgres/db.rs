@@ -82,9 +82,19 @@ fn outside_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
-/// A server's error as the store's.
+/// A server's error as the store's, with the server's own message (the
+/// client's error text alone says only "db error").
 pub fn backend(e: postgres::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = db.message().to_owned();
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            StoreError::Backend(text.into())
+        }
+        None => StoreError::Backend(Box::new(e)),
+    }
 }
 
 /// `name` as a quoted SQL identifier.

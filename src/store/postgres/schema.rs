@@ -176,56 +176,82 @@ CREATE TABLE {schema}.cache (
 CREATE INDEX cache_by_model ON {schema}.cache (model, written_at);
 
 -- The per-evaluation totals follow the samples and scores, as SQLite's
--- triggers keep them; a record that made no attempt counts no retry. A
--- removal only updates (a cascade may have removed the totals first).
+-- triggers keep them; a record that made no attempt counts no retry. Once
+-- per statement over its rows (a batch is a few statements), not once per
+-- row: one update of a totals row per batch instead of a version per row.
 CREATE FUNCTION {schema}.samples_totals() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    r {schema}.samples;
-    sign BIGINT;
 BEGIN
-    IF TG_OP = 'INSERT' THEN r := NEW; sign := 1; ELSE r := OLD; sign := -1; END IF;
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {schema}.evaluation_totals (evaluation_id) VALUES (r.evaluation_id)
+        INSERT INTO {schema}.evaluation_totals (evaluation_id)
+        SELECT DISTINCT evaluation_id FROM changed
         ON CONFLICT (evaluation_id) DO NOTHING;
     END IF;
-    UPDATE {schema}.evaluation_totals SET
-        recorded = recorded + sign,
-        errored = errored + sign * (r.error_kind IS NOT NULL)::int,
-        latency_sum_us = latency_sum_us + sign * coalesce(r.latency_us, 0),
-        prompt_tokens = prompt_tokens + sign * coalesce(r.prompt_tokens, 0),
-        completion_tokens = completion_tokens + sign * coalesce(r.completion_tokens, 0),
-        retries = retries + sign * greatest(r.attempts - 1, 0),
-        throttled = throttled + sign * r.throttled,
-        wait_us = wait_us + sign * r.wait_us,
-        cached_tokens = cached_tokens + sign * coalesce(r.cached_tokens, 0),
-        cache_write_tokens = cache_write_tokens + sign * coalesce(r.cache_write_tokens, 0),
-        reasoning_tokens = reasoning_tokens + sign * coalesce(r.reasoning_tokens, 0),
-        cached = cached + sign * r.cached::int
-    WHERE evaluation_id = r.evaluation_id;
+    UPDATE {schema}.evaluation_totals t SET
+        recorded = t.recorded + d.recorded,
+        errored = t.errored + d.errored,
+        latency_sum_us = t.latency_sum_us + d.latency_sum_us,
+        prompt_tokens = t.prompt_tokens + d.prompt_tokens,
+        completion_tokens = t.completion_tokens + d.completion_tokens,
+        retries = t.retries + d.retries,
+        throttled = t.throttled + d.throttled,
+        wait_us = t.wait_us + d.wait_us,
+        cached_tokens = t.cached_tokens + d.cached_tokens,
+        cache_write_tokens = t.cache_write_tokens + d.cache_write_tokens,
+        reasoning_tokens = t.reasoning_tokens + d.reasoning_tokens,
+        cached = t.cached + d.cached
+    FROM (
+        SELECT evaluation_id, s * count(*) AS recorded,
+            s * count(error_kind) AS errored,
+            s * coalesce(sum(latency_us), 0) AS latency_sum_us,
+            s * coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+            s * coalesce(sum(completion_tokens), 0) AS completion_tokens,
+            s * sum(greatest(attempts - 1, 0)) AS retries,
+            s * sum(throttled) AS throttled,
+            s * sum(wait_us) AS wait_us,
+            s * coalesce(sum(cached_tokens), 0) AS cached_tokens,
+            s * coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens,
+            s * coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
+            s * count(*) FILTER (WHERE cached) AS cached
+        FROM changed, (SELECT CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END AS s) AS sign
+        GROUP BY evaluation_id, s
+    ) AS d
+    WHERE t.evaluation_id = d.evaluation_id;
     RETURN NULL;
 END $$;
-CREATE TRIGGER samples_totals AFTER INSERT OR DELETE ON {schema}.samples
-    FOR EACH ROW EXECUTE FUNCTION {schema}.samples_totals();
+CREATE TRIGGER samples_added AFTER INSERT ON {schema}.samples
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.samples_totals();
+CREATE TRIGGER samples_removed AFTER DELETE ON {schema}.samples
+    REFERENCING OLD TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.samples_totals();
 
 CREATE FUNCTION {schema}.scores_totals() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    r {schema}.scores;
-    sign BIGINT;
 BEGIN
-    IF TG_OP = 'INSERT' THEN r := NEW; sign := 1; ELSE r := OLD; sign := -1; END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO {schema}.evaluation_scores (evaluation_id, evaluator, scored, total)
-        VALUES (r.evaluation_id, r.evaluator, 0, 0)
+        SELECT DISTINCT evaluation_id, evaluator, 0, 0 FROM changed
         ON CONFLICT (evaluation_id, evaluator) DO NOTHING;
     END IF;
-    UPDATE {schema}.evaluation_scores SET
-        scored = scored + sign * (r.value IS NOT NULL)::int,
-        total = total + sign * coalesce(r.value, 0),
-        passed = passed + sign * coalesce(r.passed, FALSE)::int,
-        total_sq = total_sq + sign * coalesce(r.value * r.value, 0)
-    WHERE evaluation_id = r.evaluation_id AND evaluator = r.evaluator;
+    UPDATE {schema}.evaluation_scores t SET
+        scored = t.scored + d.scored,
+        total = t.total + d.total,
+        passed = t.passed + d.passed,
+        total_sq = t.total_sq + d.total_sq
+    FROM (
+        SELECT evaluation_id, evaluator, s * count(value) AS scored,
+            s * coalesce(sum(value), 0) AS total,
+            s * count(*) FILTER (WHERE passed) AS passed,
+            s * coalesce(sum(value * value), 0) AS total_sq
+        FROM changed, (SELECT CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END AS s) AS sign
+        GROUP BY evaluation_id, evaluator, s
+    ) AS d
+    WHERE t.evaluation_id = d.evaluation_id AND t.evaluator = d.evaluator;
     RETURN NULL;
 END $$;
-CREATE TRIGGER scores_totals AFTER INSERT OR DELETE ON {schema}.scores
-    FOR EACH ROW EXECUTE FUNCTION {schema}.scores_totals();
+CREATE TRIGGER scores_added AFTER INSERT ON {schema}.scores
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.scores_totals();
+CREATE TRIGGER scores_removed AFTER DELETE ON {schema}.scores
+    REFERENCING OLD TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.scores_totals();
 "#;

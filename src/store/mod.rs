@@ -19,18 +19,14 @@
 //! - [`SampleLookup`]: what resume needs to know about stored samples, read
 //!   while the dataset streams.
 //!
-//! [`sqlite`] is the one backend (embedded SQLite in WAL mode). A trait rather
-//! than an enum over backends, because an enum would need a match arm per
-//! backend in every method; with traits the choice is made once, in [`locate`].
-//!
-//! A PostgreSQL backend would be a sibling module `postgres/` holding a
-//! `PgStorage` (its URL; `lock` an advisory lock held on a connection of its
-//! own), a `PgStore` (a client; the same tables, its `read` queries), a
-//! `RecordSink` (one transaction per batch, as SQLite's) and a
-//! `SampleLookup`, each implementing the trait of the same role, plus one line
-//! in [`locate`] for `postgres://` URLs. The facade names no backend: its
-//! errors are [`StoreError::Backend`] (as SQLite's are), its locks a
-//! [`LockError`], and places are shown as `location` strings.
+//! Two backends: [`sqlite`] (embedded SQLite in WAL mode, the default) and
+//! [`postgres`] (a team's store on a server: the same tables in a schema of
+//! their own, run locks as advisory locks). A trait rather than an enum over
+//! backends, because an enum would need a match arm per backend in every
+//! method; with traits the choice is made once, in [`locate`]. The facade
+//! names no backend: its errors are [`StoreError::Backend`], its locks a
+//! [`LockError`], and places are shown as `location` strings. The cases in
+//! `conformance` run against both.
 
 #[cfg(test)]
 pub mod conformance;

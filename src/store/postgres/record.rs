@@ -9,7 +9,6 @@ use postgres::error::SqlState;
 
 use super::db::Target;
 use super::{cache, lookup, writer, Db, PgStore};
-use crate::store::writer::{OnCommit, Writer};
 use crate::store::{
     Admin, EvaluationMeta, EvaluationStatus, LockError, RecordSink, Recorder, RunLock, RunTotals,
     SampleCounts, SampleLookup, StartedEvaluation, StoreError, StoredEvaluation, WriterConfig,
@@ -179,15 +178,6 @@ impl Recorder for PgStore {
 
     fn sink(&self, config: WriterConfig) -> Result<Box<dyn RecordSink>, StoreError> {
         Ok(Box::new(writer::open(&self.target, config)?))
-    }
-
-    fn writer(
-        &self,
-        config: WriterConfig,
-        capacity: usize,
-        on_commit: OnCommit,
-    ) -> Result<Writer, StoreError> {
-        Writer::spawn(self.sink(config)?, capacity, on_commit)
     }
 
     fn lookup(&self, evaluation_id: i64) -> Result<Box<dyn SampleLookup>, StoreError> {

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 pub use key::{CacheKey, Keyer};
 
-use crate::store::StoreError;
 use crate::usage::Usage;
 
 /// The cache as a spec (`cache: true`, `cache: {ttl: 7d}`) or `--cache`
@@ -91,11 +90,14 @@ impl CacheUse {
     }
 }
 
+/// Why a lookup failed, in the store's words (the cache takes it as a miss).
+pub type LookupError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Finds entries by key, on a connection of its own (the dataset reader's
 /// thread and the judges share it).
 pub trait CacheLookup: Send + Sync {
     /// The reply kept under `hash`, unless it is older than `ttl`.
-    fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, StoreError>;
+    fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, LookupError>;
 }
 
 /// What a run needs to use the cache for one endpoint: its keys, where the

@@ -11,7 +11,7 @@ use postgres::{Client, IsolationLevel, Statement};
 use super::db::Target;
 use super::Db;
 use crate::cache::explain::{rfc3339, CachedRequest, SampleCache, SentRequest, MAX_ALTERNATIVES};
-use crate::cache::{CacheLookup, CacheStats, CachedReply, ModelStats};
+use crate::cache::{CacheLookup, CacheStats, CachedReply, LookupError, ModelStats};
 use crate::store::unix_now;
 use crate::store::StoreError;
 use crate::usage::Usage;
@@ -38,7 +38,7 @@ pub fn open(target: &Target) -> Result<PgCache, StoreError> {
 }
 
 impl CacheLookup for PgCache {
-    fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, StoreError> {
+    fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, LookupError> {
         let since = ttl.map_or(i64::MIN, |ttl| {
             unix_now().saturating_sub(ttl.as_secs().min(i64::MAX as u64) as i64)
         });
@@ -61,6 +61,7 @@ impl CacheLookup for PgCache {
                 })
                 .transpose()
         })
+        .map_err(Into::into)
     }
 }
 

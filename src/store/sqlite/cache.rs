@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::cache::explain::{rfc3339, CachedRequest, SampleCache, SentRequest, MAX_ALTERNATIVES};
-use crate::cache::{CacheLookup, CacheStats, CachedReply, ModelStats};
+use crate::cache::{CacheLookup, CacheStats, CachedReply, LookupError, ModelStats};
 use crate::store::unix_now;
 use crate::store::StoreError;
 use crate::usage::Usage;
@@ -29,7 +29,7 @@ impl SqliteCache {
 }
 
 impl CacheLookup for SqliteCache {
-    fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, StoreError> {
+    fn get(&self, hash: &str, ttl: Option<Duration>) -> Result<Option<CachedReply>, LookupError> {
         let since = ttl.map_or(i64::MIN, |ttl| {
             unix_now().saturating_sub(ttl.as_secs().min(i64::MAX as u64) as i64)
         });

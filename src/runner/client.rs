@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{Planned, RunError};
-use crate::cache::{Cache, CacheLookup, Keyer};
+use crate::cache::{Cache, CacheLookup, CachePolicy, Keyer};
 use crate::call::Caller;
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::rate::{RateLimit, RateLimits};
@@ -144,18 +144,9 @@ pub async fn connect_judges(
         // A judge's request is keyed like a sample's: its own params say
         // whether its replies are sampled (it has no repeats of its own).
         let cache = match (eval.cache, cache) {
-            (Some(policy), Some(lookup)) => Some(Cache {
-                keyer: Keyer::new(
-                    model.provider.as_str(),
-                    &cache_url,
-                    client.secrets().clone(),
-                    &model.params,
-                    1,
-                ),
-                lookup: Arc::clone(lookup),
-                policy,
-                model: model.name.clone(),
-            }),
+            (Some(policy), Some(lookup)) => {
+                Some(cache_for(model, &cache_url, &client, 1, policy, lookup))
+            }
             _ => None,
         };
         let rate = model
@@ -171,6 +162,30 @@ pub async fn connect_judges(
         });
     }
     Ok(judges)
+}
+
+/// The response cache of the requests `client` sends for `model` (keyed by
+/// `cache_url`, see [`Connection::cache_url`]), sent `repeats` times each.
+pub fn cache_for(
+    model: &ModelSpec,
+    cache_url: &str,
+    client: &ModelClient,
+    repeats: u32,
+    policy: CachePolicy,
+    lookup: &Arc<dyn CacheLookup>,
+) -> Cache {
+    Cache {
+        keyer: Keyer::new(
+            model.provider.as_str(),
+            cache_url,
+            client.secrets().clone(),
+            &model.params,
+            repeats,
+        ),
+        lookup: Arc::clone(lookup),
+        policy,
+        model: model.name.clone(),
+    }
 }
 
 /// What a rate limit is shared by: one endpoint and model.

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
-use crate::cache::{Cache, Keyer};
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::concurrency::Limiter;
@@ -224,22 +223,18 @@ pub async fn run(
     let preparer = match (&eval.cache, &cache, plan.replies, &connection) {
         (Some(policy), Some(lookup), Replies::Model, Some(c)) => {
             let client = c.client.clone().with_secrets(&plan.secrets);
-            let keyer = Keyer::new(
-                eval.model.provider.as_str(),
+            let cache = client::cache_for(
+                &eval.model,
                 &c.cache_url,
-                client.secrets().clone(),
-                &eval.model.params,
+                &client,
                 eval.repeats,
+                *policy,
+                lookup,
             );
             Some(cached::Preparer {
                 prompt: eval.prompt.clone(),
                 client,
-                cache: Cache {
-                    keyer,
-                    lookup: Arc::clone(lookup),
-                    policy: *policy,
-                    model: eval.model.name.clone(),
-                },
+                cache,
             })
         }
         _ => None,

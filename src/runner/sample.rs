@@ -296,7 +296,7 @@ pub(super) async fn process(
         record.prompt = prepared.prompt;
         record.cache = prepared.cache;
         if let Some(hit) = prepared.hit {
-            // Nothing is sent: the reply is the one a earlier run paid for.
+            // Nothing is sent: the reply is the one an earlier run paid for.
             drop(permit);
             let output = ctx.scrubbed(hit.output);
             ctx.score(&output, &vars, &mut record).await;

@@ -30,7 +30,7 @@ pub fn lock(target: &Target, experiment: &str, evaluation: &str) -> Result<RunLo
             .get(0))
     })?;
     if taken {
-        return Ok(RunLock::new(db));
+        return Ok(RunLock::new(HeldLock(db)));
     }
     let holder = holder(&db, &schema, experiment, evaluation).unwrap_or_default();
     Err(LockError::Busy {
@@ -39,6 +39,20 @@ pub fn lock(target: &Target, experiment: &str, evaluation: &str) -> Result<RunLo
         holder,
     }
     .into())
+}
+
+/// The connection that holds a run lock. Dropping it unlocks first: the
+/// server frees a closed session's locks only once its backend has noticed
+/// the close, and until then a next run would be refused.
+struct HeldLock(Db);
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // A failure leaves the lock to the server, which frees it with the session.
+        let _ = self
+            .0
+            .with(|c| c.execute("SELECT pg_advisory_unlock_all()", &[]));
+    }
 }
 
 /// Who holds the lock, as the server knows it: ` (pid 12 on 10.0.0.3, since ...)`.

@@ -99,7 +99,15 @@ impl Caller {
     /// the window slot the call holds (the model's): it hears of each
     /// attempt at the server and each outcome, and is released as soon as
     /// the reply is in, before the rate limit settles the reply's usage.
-    pub async fn call(&self, request: &Request, permit: Option<Permit>) -> Call {
+    ///
+    /// `leave(replica)` says whether another replica could take the request
+    /// when the permit's replica rests (see [`crate::concurrency::pool`]).
+    pub async fn call(
+        &self,
+        request: &Request,
+        permit: Option<Permit>,
+        leave: impl Fn(usize) -> bool,
+    ) -> Call {
         let estimate = self
             .rate
             .as_ref()
@@ -122,9 +130,11 @@ impl Caller {
             |e| {
                 let outcome = outcome(e);
                 throttled += u32::from(matches!(outcome, Outcome::Throttled));
-                if let Some(p) = &permit {
+                // A replica that now rests sends its sample to another.
+                permit.as_ref().is_some_and(|p| {
                     p.report(&outcome);
-                }
+                    p.resting() && leave(p.replica())
+                })
             },
         )
         .await;

@@ -16,6 +16,7 @@
 pub mod adaptive;
 pub mod delivery;
 pub mod pause;
+pub mod pool;
 pub mod rate;
 pub mod retry;
 #[cfg(test)]
@@ -251,6 +252,10 @@ pub struct Limiter {
     semaphore: Arc<Semaphore>,
     state: Mutex<State>,
     started: Instant,
+    /// Set when the limiter is one replica's in a [`pool::Pool`] of several.
+    replica: Option<pool::Replica>,
+    /// Its replica's place in the pool (0 with one endpoint).
+    index: usize,
 }
 
 struct State {
@@ -274,6 +279,8 @@ struct State {
     /// Replies delivered, for rate samples.
     delivery: Delivery,
     totals: Totals,
+    /// Whether the endpoint keeps failing (for a replica of a pool).
+    health: pool::Health,
 }
 
 /// What the limiter saw of a run, for its timing report.
@@ -297,6 +304,10 @@ pub struct Totals {
     /// reply, and the sum of their latencies: the unloaded latency.
     pub unloaded: u64,
     pub unloaded_sum: Duration,
+    /// Attempts that failed (errors and timeouts, not throttling).
+    pub failed: u64,
+    /// Times the endpoint was rested (a replica of several).
+    pub rests: u64,
 }
 
 impl State {
@@ -348,8 +359,12 @@ struct Attempt {
 impl Limiter {
     /// A limiter that starts at the strategy's initial limit.
     pub fn new(strategy: Box<dyn Strategy>) -> Arc<Limiter> {
+        Arc::new(Limiter::build(strategy, None))
+    }
+
+    fn build(strategy: Box<dyn Strategy>, replica: Option<pool::Replica>) -> Limiter {
         let limit = strategy.initial_limit().max(1);
-        Arc::new(Limiter {
+        Limiter {
             semaphore: Arc::new(Semaphore::new(limit)),
             state: Mutex::new(State {
                 strategy,
@@ -364,9 +379,12 @@ impl Limiter {
                 blocked_since: None,
                 delivery: Delivery::default(),
                 totals: Totals::default(),
+                health: pool::Health::default(),
             }),
             started: Instant::now(),
-        })
+            replica,
+            index: 0,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -384,31 +402,48 @@ impl Limiter {
                 .acquire_owned()
                 .await
                 .expect("the limiter never closes its semaphore");
-            let mut s = self.state();
-            if s.debt > 0 {
-                // The limit was cut between the grant and now: this slot pays the
-                // cut back instead, and we wait for the next one.
-                s.debt -= 1;
-                slot.forget();
-                continue;
+            if let Some(permit) = self.admit(slot) {
+                return permit;
             }
-            s.seq += 1;
-            s.in_flight += 1;
-            debug_assert!(
-                s.in_flight <= s.limit,
-                "in flight {} over limit {}",
-                s.in_flight,
-                s.limit
-            );
-            return Permit {
-                slot: Some(slot),
-                limiter: Arc::clone(self),
-                seq: s.seq,
-                limit_at_start: s.limit,
-                admitted: Instant::now(),
-                attempt: Mutex::new(Attempt::default()),
-            };
         }
+    }
+
+    /// A free slot now, if there is one.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let slot = Arc::clone(&self.semaphore).try_acquire_owned().ok()?;
+        self.admit(slot)
+    }
+
+    /// Slots free now.
+    pub fn free(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    /// Turns a granted slot into a permit, unless the limit was cut between
+    /// the grant and now: then the slot pays the cut back instead.
+    fn admit(self: &Arc<Self>, slot: OwnedSemaphorePermit) -> Option<Permit> {
+        let mut s = self.state();
+        if s.debt > 0 {
+            s.debt -= 1;
+            slot.forget();
+            return None;
+        }
+        s.seq += 1;
+        s.in_flight += 1;
+        debug_assert!(
+            s.in_flight <= s.limit,
+            "in flight {} over limit {}",
+            s.in_flight,
+            s.limit
+        );
+        Some(Permit {
+            slot: Some(slot),
+            limiter: Arc::clone(self),
+            seq: s.seq,
+            limit_at_start: s.limit,
+            admitted: Instant::now(),
+            attempt: Mutex::new(Attempt::default()),
+        })
     }
 
     /// The current limit.
@@ -449,6 +484,7 @@ impl Limiter {
             s.debt -= repaid;
             grow -= repaid;
             self.semaphore.add_permits(grow);
+            self.freed();
         } else {
             let cut = s.limit - new;
             let forgotten = self.semaphore.forget_permits(cut);
@@ -456,6 +492,13 @@ impl Limiter {
         }
         s.limit = new;
         s.history.push((self.started.elapsed(), new));
+    }
+
+    /// Tells the pool, if any, that a slot may have come free.
+    fn freed(&self) {
+        if let Some(replica) = &self.replica {
+            replica.freed.notify_waiters();
+        }
     }
 }
 
@@ -527,6 +570,12 @@ impl Permit {
             _ => self.set_waiting(true),
         }
         let mut s = limiter.state();
+        if matches!(outcome, Outcome::Timeout | Outcome::Failed) {
+            s.totals.failed += 1;
+        }
+        if limiter.replica.is_some() && s.health.observe(outcome, Instant::now()) {
+            s.totals.rests += 1;
+        }
         match outcome {
             Outcome::Success { latency, .. } if alone => {
                 s.totals.unloaded += 1;
@@ -614,6 +663,10 @@ impl Drop for Permit {
                 slot.forget();
             }
         }
+        drop(s);
+        // The slot is back in the semaphore (dropped above): a pool waiting
+        // for any replica's slot looks again.
+        self.limiter.freed();
     }
 }
 

@@ -117,6 +117,9 @@ pub enum GaveUp {
     },
     /// Backoff after unhinted throttling used the whole budget.
     Spent { max_wait: Duration, throttled: u32 },
+    /// The endpoint was rested for failing again and again, and another
+    /// replica can take the request.
+    Rested,
 }
 
 impl fmt::Display for GaveUp {
@@ -153,6 +156,7 @@ impl fmt::Display for GaveUp {
                 "throttled {throttled} times; retry.max_wait {} spent",
                 budget(max_wait)
             ),
+            GaveUp::Rested => f.write_str("its replica kept failing and rests"),
         }
     }
 }
@@ -170,11 +174,11 @@ fn seconds(d: Duration) -> String {
 /// Runs `op` until it succeeds, fails for good, runs out of attempts
 /// (non-throttling failures) or out of `max_wait` (throttling); see the module
 /// documentation. `on_error` sees every failed attempt (for the concurrency
-/// strategy).
+/// strategy) and answers whether to leave the endpoint ([`GaveUp::Rested`]).
 pub async fn run<T, E, F, Fut>(
     retry: &Retry,
     mut op: F,
-    mut on_error: impl FnMut(&E),
+    mut on_error: impl FnMut(&E) -> bool,
 ) -> Attempts<T, E>
 where
     E: Retryable,
@@ -224,9 +228,12 @@ where
             Ok(v) => return done(Ok(v), attempts, waited, None),
             Err(e) => e,
         };
-        on_error(&e);
+        let leave = on_error(&e);
         if !e.is_retryable() {
             return done(Err(e), attempts, waited, None);
+        }
+        if leave {
+            return done(Err(e), attempts, waited, Some(GaveUp::Rested));
         }
         let delay = if e.is_throttling() {
             throttles = throttles.saturating_add(1);
@@ -364,7 +371,7 @@ mod tests {
                     }
                 }
             },
-            |_| {},
+            |_| false,
         )
         .await;
         (out, times.into_inner().unwrap())

@@ -24,8 +24,11 @@ pub struct Connection {
     /// Serves the run while it lives; `None` for a real endpoint.
     pub mock: Option<MockServer>,
     /// What the cache keys the endpoint by: its URL, or for the mock (on a
-    /// new port every run) the rules its replies follow.
+    /// new port every run) the rules its replies follow. Replicas serve one
+    /// model: the first one's URL keys them all.
     pub cache_url: String,
+    /// The other replicas, when `base_url` is a list: (base URL, client).
+    pub replicas: Vec<(String, ModelClient)>,
 }
 
 /// Starts the mock if `model` is one, and builds the client for its endpoint.
@@ -55,12 +58,38 @@ pub async fn connect(
         Some(spec) => mock_identity(spec),
         None => client.url().to_owned(),
     };
+    let others = model
+        .provider
+        .http()
+        .map_or(&[][..], |h| h.replicas.get(1..).unwrap_or(&[]));
+    let replicas = others
+        .iter()
+        .map(|url| {
+            Ok((
+                url.clone(),
+                client_at(model, url, api_key, max_connections)?,
+            ))
+        })
+        .collect::<Result<_, RunError>>()?;
     Ok(Connection {
         client,
         base_url,
         mock,
         cache_url,
+        replicas,
     })
+}
+
+/// `base_url` as records show it: without the user and password it may carry.
+pub fn shown_url(base_url: &str) -> String {
+    match reqwest::Url::parse(base_url) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        _ => base_url.to_owned(),
+    }
 }
 
 /// The built-in mock as a cache key sees it: its replies follow its rules

@@ -37,16 +37,16 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::{Pause, Pauses};
+use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::{RateLimit, RateLimits};
-use crate::concurrency::Limiter;
 use crate::dataset::{row_json, Dataset, Values};
 use crate::store::writer::{WriterConfig, QUEUE};
 use crate::store::{
-    now, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, SampleLookup,
+    now, EndpointRun, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, SampleLookup,
     StartedEvaluation, Store, StoreError, StoredCall,
 };
 use refusal::RefusalWatch;
-use sample::SampleContext;
+use sample::{Endpoint, SampleContext};
 
 /// How long in-flight samples may finish after an interrupt before they are cancelled.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -194,15 +194,10 @@ pub async fn run(
     let evaluation_id = started_evaluation.id;
 
     let started = Instant::now();
-    let limiter = Limiter::new(plan.strategy.build());
+    let replicas = connection.as_ref().map_or(1, |c| 1 + c.replicas.len());
+    let pool = Pool::new(&plan.strategy, replicas);
     let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
-    progress.start(
-        plan,
-        &limiter,
-        rate.clone(),
-        Arc::clone(&pause),
-        &judges.waits,
-    );
+    progress.start(plan, &pool, rate.clone(), Arc::clone(&pause), &judges.waits);
     let config = WriterConfig {
         evaluation_id,
         run: started_evaluation.run,
@@ -248,22 +243,36 @@ pub async fn run(
         .and(eval.model.provider.http())
         .and_then(|http| http.api_key_env.as_ref())
         .map(|key| key.var.clone());
-    let (client, mock) = match connection {
-        Some(c) => (Some(c.client.with_secrets(&plan.secrets)), c.mock),
-        None => (None, None),
+    let (endpoints, mock) = match connection {
+        Some(c) => {
+            let first = Endpoint {
+                client: c.client.with_secrets(&plan.secrets),
+                url: client::shown_url(&c.base_url),
+                rate,
+                pause,
+            };
+            let others = c.replicas.into_iter().map(|(url, client)| Endpoint {
+                client: client.with_secrets(&plan.secrets),
+                rate: replica_rate(plan, &url, rates),
+                pause: pauses.get(&url),
+                url: client::shown_url(&url),
+            });
+            (std::iter::once(first).chain(others).collect(), c.mock)
+        }
+        None => (Vec::new(), None),
     };
+    let urls: Vec<String> = endpoints.iter().map(|e| e.url.clone()).collect();
     let ctx = Arc::new(SampleContext::new(
         plan,
-        client,
+        endpoints,
+        Arc::clone(&pool),
         started,
         writer.sender(),
-        RefusalWatch::new(limiter.limit(), plan.pending, key_var),
-        rate,
-        pause,
+        RefusalWatch::new(pool.limit(), plan.pending, key_var),
     ));
     let ticker = progress.is_live().then(|| tick(progress));
     let mut tasks = Tasks::default();
-    let end = dispatch(&limiter, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
+    let end = dispatch(&pool, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
     drop(rows_rx);
     let (interrupted, failure) = wind_down(end, &mut tasks, &ctx, interrupt, progress).await;
     let lost = tasks.lost;
@@ -277,7 +286,7 @@ pub async fn run(
     writer.finish()?;
     drop(mock);
     drop(judges);
-    record_run(store, plan, &config, &limiter)?;
+    record_run(store, plan, &config, &pool, &urls)?;
 
     let failure = failure.or((lost > 0).then_some(RunError::Lost(lost)));
     let status = status_of(
@@ -338,7 +347,8 @@ fn record_run(
     store: &mut dyn Store,
     plan: &Planned,
     config: &WriterConfig,
-    limiter: &Limiter,
+    limiter: &Pool,
+    urls: &[String],
 ) -> Result<(), StoreError> {
     let evaluation_id = config.evaluation_id;
     store.record_limits(evaluation_id, config.run, &limiter.history())?;
@@ -349,6 +359,23 @@ fn record_run(
             strategy: plan.strategy.name().to_owned(),
             wall: config.started.elapsed(),
             limiter: limiter.totals(),
+            endpoints: match limiter.limiters() {
+                [_] => Vec::new(),
+                several => several
+                    .iter()
+                    .zip(urls)
+                    .map(|(l, url)| {
+                        let t = l.totals();
+                        EndpointRun {
+                            url: url.clone(),
+                            attempts: t.attempts,
+                            failed: t.failed,
+                            throttled: t.throttled,
+                            rests: t.rests,
+                        }
+                    })
+                    .collect(),
+            },
         },
     )?;
     store.record_wall(evaluation_id, config.wall_us())
@@ -411,6 +438,15 @@ fn endpoint_limits(
         None => Arc::default(),
     };
     (rate, pause)
+}
+
+/// A replica's own rate limit, when the spec sets one: each replica is a
+/// server of its own.
+fn replica_rate(plan: &Planned, base_url: &str, rates: &RateLimits) -> Option<Arc<RateLimit>> {
+    let model = &plan.eval.model;
+    model
+        .rate_limit
+        .map(|spec| rates.get(&client::rate_key(base_url, model), spec).0)
 }
 
 /// Waits for the samples in flight once dispatch ended with `end`: all of
@@ -539,7 +575,7 @@ enum DispatchEnd {
 /// the limiter grants a slot, until the rows run out, the run is interrupted or
 /// the server refuses the credentials.
 async fn dispatch(
-    limiter: &Arc<Limiter>,
+    limiter: &Pool,
     rows: &mut mpsc::Receiver<Result<Sample, RunError>>,
     tasks: &mut Tasks,
     ctx: &Arc<SampleContext>,

@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::Planned;
 use crate::concurrency::pause::Pause;
+use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::RateLimit;
-use crate::concurrency::Limiter;
 use crate::error_kind::ErrorKind;
 use crate::store::writer::SampleRecord;
 
@@ -45,7 +45,7 @@ struct Live {
     total: u64,
     bar: Option<ProgressBar>,
     counts: Arc<Counts>,
-    limiter: Arc<Limiter>,
+    limiter: Arc<Pool>,
     rate: Option<Arc<RateLimit>>,
     pause: Arc<Pause>,
     /// The judges' pauses and rate limits that are not the model's.
@@ -101,6 +101,15 @@ impl Live {
         );
         if scored > 0 {
             msg += &format!(" · acc {:.1}%", 100.0 * passed as f64 / scored as f64);
+        }
+        match self.limiter.resting() {
+            0 => {}
+            n => {
+                msg += &format!(
+                    " · {n} of {} replicas resting",
+                    self.limiter.limiters().len()
+                )
+            }
         }
         let pause = self.pause.remaining();
         if !pause.is_zero() {
@@ -208,7 +217,7 @@ impl Progress {
     pub fn start(
         &self,
         plan: &Planned,
-        limiter: &Arc<Limiter>,
+        limiter: &Arc<Pool>,
         rate: Option<Arc<RateLimit>>,
         pause: Arc<Pause>,
         judges: &[(Arc<Pause>, Option<Arc<RateLimit>>)],
@@ -393,7 +402,8 @@ mod tests {
     #[test]
     fn a_judges_pause_is_shown() {
         use super::{Counts, Live, Pause};
-        use crate::concurrency::{Limiter, StrategySpec};
+        use crate::concurrency::pool::Pool;
+        use crate::concurrency::StrategySpec;
         use std::sync::{Arc, Mutex};
         let judge = Arc::new(Pause::new());
         judge.extend(Duration::from_secs(12));
@@ -402,7 +412,7 @@ mod tests {
             total: 10,
             bar: None,
             counts: Arc::new(Counts::new(0)),
-            limiter: Limiter::new(StrategySpec::SlidingWindow(4).build()),
+            limiter: Pool::new(&StrategySpec::SlidingWindow(4), 1),
             rate: None,
             pause: Arc::new(Pause::new()),
             judges: vec![(judge, None)],

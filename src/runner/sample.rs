@@ -12,8 +12,9 @@ use super::{Planned, Sample};
 use crate::cache::CacheUse;
 use crate::call::{Call, CallStats, Caller, Request};
 use crate::concurrency::pause::Pause;
+use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::RateLimit;
-use crate::concurrency::retry::Retry;
+use crate::concurrency::retry::{GaveUp, Retry};
 use crate::concurrency::Permit;
 use crate::error_kind::ErrorKind;
 use crate::evaluators::{Evaluator, ScoreError};
@@ -23,13 +24,26 @@ use crate::spec::Prompt;
 use crate::store::writer::{SampleRecord, ScoreRecord};
 use crate::template::{Budget, RenderError};
 
+/// One endpoint of the model, ready to call.
+pub struct Endpoint {
+    pub client: ModelClient,
+    /// Its address as recorded (credentials removed).
+    pub url: String,
+    pub rate: Option<Arc<RateLimit>>,
+    pub pause: Arc<Pause>,
+}
+
 /// What every sample task of one run shares.
 pub struct SampleContext {
     prompt: Prompt,
     evaluators: Vec<Evaluator>,
-    /// The model's endpoint; `None` when every reply comes from the store
-    /// (a rescore).
-    caller: Option<Caller>,
+    /// The model's endpoint, one per replica; none when every reply comes
+    /// from the store (a rescore).
+    callers: Vec<Caller>,
+    /// The windows of those endpoints.
+    pool: Arc<Pool>,
+    /// Each replica's address as recorded, when there are several.
+    endpoints: Vec<Arc<str>>,
     started: Instant,
     records: Sender<SampleRecord>,
     /// Stops the run when the server refuses the credentials.
@@ -44,21 +58,36 @@ pub struct SampleContext {
 }
 
 impl SampleContext {
+    /// `endpoints` are the model's (one per replica), each with its client,
+    /// rate limit and pause; `pool` holds their windows.
     pub fn new(
         plan: &Planned,
-        client: Option<ModelClient>,
+        endpoints: Vec<Endpoint>,
+        pool: Arc<Pool>,
         started: Instant,
         records: Sender<SampleRecord>,
         refusals: RefusalWatch,
-        rate: Option<Arc<RateLimit>>,
-        pause: Arc<Pause>,
     ) -> Self {
         let eval = &plan.eval;
-        let retry = Retry::new(eval.model.retry).with_pause(pause);
+        let several = endpoints.len() > 1;
+        let urls = endpoints
+            .iter()
+            .filter(|_| several)
+            .map(|e| Arc::from(e.url.as_str()))
+            .collect();
+        let callers = endpoints
+            .into_iter()
+            .map(|e| {
+                let retry = Retry::new(eval.model.retry).with_pause(e.pause);
+                Caller::new(e.client, retry, e.rate, &eval.model.params)
+            })
+            .collect();
         SampleContext {
             prompt: eval.prompt.clone(),
             evaluators: eval.evaluators.clone(),
-            caller: client.map(|c| Caller::new(c, retry, rate, &eval.model.params)),
+            callers,
+            pool,
+            endpoints: urls,
             started,
             records,
             refusals,
@@ -284,7 +313,7 @@ pub(super) async fn process(
     }
     let prepared = sample.prepared.take();
     let mut record = started(sample, start_us);
-    let Some(caller) = &ctx.caller else {
+    let Some(caller) = ctx.callers.first() else {
         // The reader gives a rescore only samples with a stored call.
         drop(permit);
         record.error_kind = Some(ErrorKind::Malformed);
@@ -305,7 +334,6 @@ pub(super) async fn process(
             return;
         }
         let sent = Sent {
-            caller,
             permit,
             slot,
             retried,
@@ -327,7 +355,6 @@ pub(super) async fn process(
     match prepared {
         Ok(request) => {
             let sent = Sent {
-                caller,
                 permit,
                 slot,
                 retried,
@@ -343,16 +370,15 @@ pub(super) async fn process(
     }
 }
 
-/// A sample's call, about to be sent: its endpoint, window slot, place in
-/// the writer's queue, and whether an earlier run sent it already.
-struct Sent<'a> {
-    caller: &'a Caller,
+/// A sample's call, about to be sent: its window slot (on one replica),
+/// place in the writer's queue, and whether an earlier run sent it already.
+struct Sent {
     permit: Option<Permit>,
     slot: OwnedPermit<SampleRecord>,
     retried: bool,
 }
 
-impl Sent<'_> {
+impl Sent {
     /// Sends `request` for the sample begun in `record`, scores the reply and
     /// records it (keeping it in the cache when the cache is on and it succeeded).
     async fn send(
@@ -363,13 +389,24 @@ impl Sent<'_> {
         vars: &Value,
     ) {
         let Sent {
-            caller,
-            permit,
+            mut permit,
             slot,
             retried,
         } = self;
-        let done = caller.call(request, permit).await;
-        record.call = done.stats;
+        // A replica that rests hands the sample to another, which sends it again.
+        let done = loop {
+            let replica = permit.as_ref().map_or(0, Permit::replica);
+            let caller = &ctx.callers[replica];
+            let done = caller
+                .call(request, permit.take(), |r| ctx.pool.has_other(r))
+                .await;
+            record.call.add(&done.stats);
+            record.endpoint = ctx.endpoints.get(replica).cloned();
+            match done.gave_up {
+                Some(GaveUp::Rested) => permit = Some(ctx.pool.acquire().await),
+                _ => break done,
+            }
+        };
         let refused = match &done.result {
             Err(ClientError::Status { status, .. }) if is_refusal(*status) => Some(*status),
             _ => None,
@@ -418,5 +455,6 @@ fn started(sample: Sample, start_us: u64) -> SampleRecord {
         judge_calls: Vec::new(),
         replaces: false,
         cache: CacheUse::Off,
+        endpoint: None,
     }
 }

@@ -136,8 +136,11 @@ pub enum ProviderSpec {
 /// A server reached over the network.
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
-    /// Without a trailing slash.
+    /// Without a trailing slash; the first replica's when there are several.
     pub base_url: String,
+    /// Every replica's address, `base_url` first, when `base_url` is a list
+    /// (each gets a window of its own); empty for one server.
+    pub replicas: Vec<String>,
     /// The variable holding the API key, when one is sent.
     pub api_key_env: Option<ApiKeyEnv>,
 }

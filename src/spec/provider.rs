@@ -136,6 +136,7 @@ impl Checker<'_> {
         };
         let endpoint = HttpEndpoint {
             base_url: url.clone(),
+            replicas: Vec::new(),
             api_key_env: m.api_key_env.as_ref().map(|v| ApiKeyEnv {
                 var: v.clone(),
                 required: true,
@@ -305,37 +306,36 @@ impl Checker<'_> {
                 ));
             }
         }
-        let base_url = match &m.base_url {
-            Some(u) => u.clone(),
-            None => std::env::var(hosted.base_url_env)
-                .ok()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| hosted.base_url.into()),
+        let (base_url, replicas) = match &m.base_url {
+            Some(raw::BaseUrl::One(u)) => (self.server_url(&format!("{at}.base_url"), u)?, vec![]),
+            Some(raw::BaseUrl::Replicas(urls)) => {
+                let mut replicas = self.replica_urls(at, urls)?;
+                let first = replicas[0].clone();
+                // A list of one is one server.
+                if replicas.len() == 1 {
+                    replicas.clear();
+                }
+                (first, replicas)
+            }
+            None => {
+                let url = std::env::var(hosted.base_url_env)
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| hosted.base_url.into());
+                if !is_http_url(&url) {
+                    return Err(self
+                        .at_key(
+                            &format!("{at}.provider"),
+                            format!("${} `{url}` is not an http(s) URL", hosted.base_url_env),
+                        )
+                        .with_hint(URL_HINT));
+                }
+                (url.trim_end_matches('/').to_owned(), vec![])
+            }
         };
-        let parsed = reqwest::Url::parse(&base_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"));
-        if parsed.is_none() {
-            let d = if m.base_url.is_some() {
-                self.at_value(
-                    &format!("{at}.base_url"),
-                    format!("`{base_url}` is not an http(s) URL"),
-                )
-            } else {
-                self.at_key(
-                    &format!("{at}.provider"),
-                    format!(
-                        "${} `{base_url}` is not an http(s) URL",
-                        hosted.base_url_env
-                    ),
-                )
-            };
-            return Err(d.with_hint("write e.g. http://127.0.0.1:8000/v1"));
-        }
         // The default key goes only where the user's environment points
         // (the provider's variable, or its service): a spec from elsewhere
         // that names its own server must ask for a key by name to get one.
-        let base_url = base_url.trim_end_matches('/').to_owned();
         let api_key_env = match (&m.api_key_env, &m.base_url) {
             (Some(v), _) => Some(ApiKeyEnv {
                 var: v.clone(),
@@ -349,7 +349,54 @@ impl Checker<'_> {
         };
         Ok(HttpEndpoint {
             base_url,
+            replicas,
             api_key_env,
         })
     }
+
+    /// A `base_url` the spec wrote (at `path`), without its trailing slash.
+    fn server_url(&self, path: &str, url: &str) -> Result<String, Diagnostic> {
+        if !is_http_url(url) {
+            return Err(self
+                .at_value(path, format!("`{url}` is not an http(s) URL"))
+                .with_hint(URL_HINT));
+        }
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+
+    /// The replicas of a `base_url` list: the evaluation's model only, at
+    /// least one, each an http(s) URL named once.
+    fn replica_urls(&self, at: &str, urls: &[String]) -> Result<Vec<String>, Diagnostic> {
+        let path = format!("{at}.base_url");
+        if at != "model" {
+            return Err(self
+                .at_value(
+                    &path,
+                    "a judge calls one server; replicas apply to the evaluation's `model`",
+                )
+                .with_hint("write one URL"));
+        }
+        if urls.is_empty() {
+            return Err(self
+                .at_value(&path, "the list of replicas is empty")
+                .with_hint("write one URL, or a list such as [http://10.0.0.1:8000/v1, http://10.0.0.2:8000/v1]"));
+        }
+        let mut seen = Vec::with_capacity(urls.len());
+        for (i, url) in urls.iter().enumerate() {
+            let url = self.server_url(&format!("{path}[{i}]"), url)?;
+            if seen.contains(&url) {
+                return Err(self
+                    .at_value(&format!("{path}[{i}]"), format!("`{url}` is listed twice"))
+                    .with_hint("list each replica once"));
+            }
+            seen.push(url);
+        }
+        Ok(seen)
+    }
+}
+
+const URL_HINT: &str = "write e.g. http://127.0.0.1:8000/v1";
+
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
 }

@@ -87,11 +87,19 @@ impl Provider {
     }
 }
 
+/// `base_url`: one server, or a list of replicas serving the same model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum BaseUrl {
+    One(String),
+    Replicas(Vec<String>),
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub provider: Provider,
-    pub base_url: Option<String>,
+    pub base_url: Option<BaseUrl>,
     pub name: Option<String>,
     pub api_key_env: Option<String>,
     #[serde(default)]

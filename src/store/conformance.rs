@@ -40,6 +40,10 @@ pub const CASES: &[(&str, Case)] = &[
         "cache_entries_are_counted_explained_and_cleared",
         cache_entries_are_counted_explained_and_cleared,
     ),
+    (
+        "replicas_are_read_back_by_url",
+        replicas_are_read_back_by_url,
+    ),
 ];
 
 pub fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
@@ -95,7 +99,65 @@ pub fn record(key: &str, index: u64, score: Option<f64>, error: bool) -> SampleR
         judge_calls: Vec::new(),
         replaces: false,
         cache: crate::cache::CacheUse::Off,
+        endpoint: None,
     }
+}
+
+/// Samples and runs of a model with replicas are read back per replica,
+/// URLs in order; a replica that answered nothing is in the run's totals.
+pub fn replicas_are_read_back_by_url(storage: &dyn Storage) {
+    let names = vec!["exact_match".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    let (id, mut sink) = started_sink(store.as_mut(), "r", &meta(&names));
+    let at = |mut r: SampleRecord, url: &str| {
+        r.endpoint = Some(url.into());
+        r
+    };
+    sink.commit(&[
+        at(record("0", 0, Some(1.0), false), "http://b:8000/v1"),
+        at(record("1", 1, Some(1.0), false), "http://a:8000/v1"),
+        at(record("2", 2, None, true), "http://b:8000/v1"),
+        at(record("3", 3, Some(0.0), false), "http://b:8000/v1"),
+    ])
+    .unwrap();
+    drop(sink);
+    let run = |url: &str, failed| crate::store::EndpointRun {
+        url: url.into(),
+        attempts: 4,
+        failed,
+        throttled: 1,
+        rests: failed / 3,
+    };
+    let endpoints = vec![run("http://a:8000/v1", 0), run("http://c:8000/v1", 6)];
+    store
+        .record_run(
+            id,
+            1,
+            &crate::store::RunTotals {
+                strategy: "sliding_window".into(),
+                wall: std::time::Duration::from_secs(1),
+                limiter: Default::default(),
+                endpoints: endpoints.clone(),
+            },
+        )
+        .unwrap();
+    let got = store.endpoints(id).unwrap();
+    let summary: Vec<(&str, u64, u64, &[u64])> = got
+        .iter()
+        .map(|e| (e.url.as_str(), e.samples, e.errors, e.latencies.as_slice()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("http://a:8000/v1", 1, 0, &[2000][..]),
+            ("http://b:8000/v1", 3, 1, &[1000, 4000][..]),
+        ]
+    );
+    assert_eq!(store.runs(id).unwrap()[0].endpoints, endpoints);
+    // One endpoint: nothing per replica.
+    let (one, mut sink) = started_sink(store.as_mut(), "one", &meta(&names));
+    sink.commit(&[record("0", 0, Some(1.0), false)]).unwrap();
+    assert!(store.endpoints(one).unwrap().is_empty());
 }
 
 pub fn records_survive_and_aggregate(storage: &dyn Storage) {

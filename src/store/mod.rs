@@ -44,8 +44,8 @@ pub use read::{
     RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, SummaryReads,
 };
 pub use records::{
-    CallStats, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, StartedEvaluation,
-    StoredCall, StoredEvaluation, StoredSample,
+    CallStats, EndpointRun, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts,
+    StartedEvaluation, StoredCall, StoredEvaluation, StoredSample,
 };
 pub use writer::{SampleRecord, ScoreRecord, Writer, WriterConfig};
 
@@ -53,7 +53,7 @@ use read::LimitStep;
 
 /// The version of the records' layout that every backend migrates its
 /// store to (`TooNew` past it).
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;
@@ -218,6 +218,9 @@ pub trait Reader {
 
     /// Successful samples whose reply streamed, with when their text began.
     fn streamed(&self, evaluation_id: i64) -> Result<Vec<read::StreamedReply>, StoreError>;
+
+    /// Per replica of the model (by URL), when it had several.
+    fn endpoints(&self, evaluation_id: i64) -> Result<Vec<read::EndpointSamples>, StoreError>;
 
     /// Errored samples, in dataset order.
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError>;

@@ -165,6 +165,8 @@ pub struct RunRow {
     /// Replies that had the server alone, and their summed latency.
     pub unloaded: u64,
     pub unloaded_us: u64,
+    /// Per replica, when the model had several.
+    pub endpoints: Vec<super::EndpointRun>,
 }
 
 /// One sample's scores, for pairing two evaluations sample by sample (`compare`).
@@ -215,6 +217,41 @@ pub struct SummaryReads {
     /// The successful replies that streamed, for time to first token and
     /// output speed.
     pub streamed: Vec<StreamedReply>,
+    /// Per replica, when the model had several; empty otherwise.
+    pub endpoints: Vec<EndpointSamples>,
+}
+
+/// What one replica of the model answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointSamples {
+    pub url: String,
+    /// Samples it answered or last failed.
+    pub samples: u64,
+    pub errors: u64,
+    /// Successful latencies, µs, ascending.
+    pub latencies: Vec<u64>,
+}
+
+/// Groups `(url, latency, errored)` rows, in URL order, into replicas.
+pub fn group_endpoints(
+    rows: impl IntoIterator<Item = (String, Option<u64>, bool)>,
+) -> Vec<EndpointSamples> {
+    let mut out: Vec<EndpointSamples> = Vec::new();
+    for (url, latency, errored) in rows {
+        if out.last().is_none_or(|e| e.url != url) {
+            out.push(EndpointSamples {
+                url,
+                ..EndpointSamples::default()
+            });
+        }
+        if let Some(e) = out.last_mut() {
+            e.samples += 1;
+            e.errors += u64::from(errored);
+            // Latencies come ascending within a URL; an errored sample has none.
+            e.latencies.extend(latency.filter(|_| !errored));
+        }
+    }
+    out
 }
 
 /// When a successful streamed reply's text began and ended, and what it counted.
@@ -279,6 +316,7 @@ pub fn summary_reads(
         judges: reader.judge_totals(e.id)?,
         groups,
         streamed: reader.streamed(e.id)?,
+        endpoints: reader.endpoints(e.id)?,
     })
 }
 

@@ -120,6 +120,34 @@ pub struct RunTotals {
     pub strategy: String,
     pub wall: std::time::Duration,
     pub limiter: crate::concurrency::Totals,
+    /// Per replica, when the model has several.
+    pub endpoints: Vec<EndpointRun>,
+}
+
+/// What one replica saw in one run: stored with the run (as JSON), so a
+/// replica that answered nothing still shows its failures.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EndpointRun {
+    pub url: String,
+    pub attempts: u64,
+    /// Attempts that failed (errors and timeouts), and were throttled.
+    pub failed: u64,
+    pub throttled: u64,
+    /// Times it was rested for failing again and again.
+    pub rests: u64,
+}
+
+impl EndpointRun {
+    /// The runs' column: `None` for a model with one endpoint.
+    pub fn to_column(endpoints: &[EndpointRun]) -> Option<String> {
+        (!endpoints.is_empty()).then(|| serde_json::to_string(endpoints).unwrap_or_default())
+    }
+
+    /// The column read back; a value this build cannot read shows nothing.
+    pub fn from_column(text: Option<&str>) -> Vec<EndpointRun> {
+        text.and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A stored sample's state.
@@ -148,6 +176,19 @@ pub struct CallStats {
     /// From sending the successful attempt to its first text, when it streamed.
     pub first_token_us: Option<u64>,
     pub usage: Usage,
+}
+
+impl CallStats {
+    /// Adds the cost of `later`, a call that took the request over (from a
+    /// replica that rests): its reply and timings are the call's now.
+    pub fn add(&mut self, later: &CallStats) {
+        *self = CallStats {
+            attempts: self.attempts.saturating_add(later.attempts),
+            throttled: self.throttled.saturating_add(later.throttled),
+            wait_us: self.wait_us.saturating_add(later.wait_us),
+            ..*later
+        };
+    }
 }
 
 /// What a sample's stored record says about its model call: the reply, to

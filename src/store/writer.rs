@@ -12,6 +12,7 @@
 
 use crate::cache::CacheUse;
 use crate::store::CallStats;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -55,6 +56,8 @@ pub struct SampleRecord {
     pub replaces: bool,
     /// What the response cache did for the model call.
     pub cache: CacheUse,
+    /// The replica that answered (or last failed), when the model has several.
+    pub endpoint: Option<Arc<str>>,
 }
 
 /// One call an `llm_judge` evaluator made for one sample: what it sent, what

@@ -3,6 +3,7 @@
 //! histogram.
 
 use super::*;
+use crate::store::read::EndpointSamples;
 use crate::store::{Groups, Store, StoreError, SummaryReads};
 
 /// The status of an experiment from its evaluations'.
@@ -141,6 +142,7 @@ pub fn evaluation(
                 })
                 .collect::<Result<_, UnknownStrategy>>()?,
         },
+        endpoints: Vec::new(),
         tokens: e.tokens,
         error_kinds: None,
         errors: None,
@@ -397,8 +399,57 @@ pub fn streamed_timing(t: &mut Timing, streamed: &[crate::store::read::StreamedR
     );
 }
 
+/// Each replica's share, speed, latency and failures: from its samples, and
+/// from the runs (a replica that answered nothing has only those).
+pub fn endpoint_views(
+    endpoints: &[EndpointSamples],
+    runs: &[RunRow],
+    wall_seconds: f64,
+) -> Vec<EndpointView> {
+    let sent: u64 = endpoints.iter().map(|e| e.samples).sum();
+    let mut views: Vec<EndpointView> = endpoints
+        .iter()
+        .map(|e| EndpointView {
+            url: e.url.clone(),
+            samples: e.samples,
+            errors: e.errors,
+            share: ratio(e.samples as f64, sent as f64).unwrap_or(0.0),
+            attempts: 0,
+            failed_attempts: 0,
+            rests: 0,
+            throughput_per_second: ratio(e.latencies.len() as f64, wall_seconds),
+            latency_seconds: percentiles(&e.latencies),
+        })
+        .collect();
+    for r in runs.iter().flat_map(|r| &r.endpoints) {
+        let at = match views.iter().position(|v| v.url == r.url) {
+            Some(at) => at,
+            None => {
+                views.push(EndpointView {
+                    url: r.url.clone(),
+                    samples: 0,
+                    errors: 0,
+                    share: 0.0,
+                    attempts: 0,
+                    failed_attempts: 0,
+                    rests: 0,
+                    throughput_per_second: Some(0.0).filter(|_| wall_seconds > 0.0),
+                    latency_seconds: None,
+                });
+                views.len() - 1
+            }
+        };
+        let v = &mut views[at];
+        v.attempts += r.attempts;
+        v.failed_attempts += r.failed;
+        v.rests += r.rests;
+    }
+    views
+}
+
 fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
     streamed_timing(&mut r.timing, &reads.streamed);
+    r.endpoints = endpoint_views(&reads.endpoints, &reads.runs, r.timing.wall_seconds);
     let timeline = reads.timeline.as_ref();
     if let Some(t) = timeline.filter(|_| r.strategy == StrategyName::Adaptive) {
         r.timing.concurrency_limit = limit_view(&t.steps, &t.ends);

@@ -53,6 +53,9 @@ pub struct EvaluationView {
     pub samples: SampleCounts,
     pub evaluators: Vec<EvaluatorView>,
     pub timing: Timing,
+    /// Per replica, when `base_url` listed several; absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointView>,
     pub tokens: Tokens,
     /// Errors grouped by kind with a count and an example each; only with `--errors` or `--full`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,27 @@ pub struct EvaluationView {
     /// Every sample record; only with `--full`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<RecordView>>,
+}
+
+/// What one replica of the model answered, over every run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndpointView {
+    /// Its `base_url`, without credentials.
+    pub url: String,
+    /// Samples it answered (or was the last to fail), and of those, errors.
+    pub samples: u64,
+    pub errors: u64,
+    /// Its share of the samples sent.
+    pub share: f64,
+    /// Attempts sent to it over every run, those that failed (errors and
+    /// timeouts; the sample then went to another replica or was retried),
+    /// and times it was rested for failing again and again.
+    pub attempts: u64,
+    pub failed_attempts: u64,
+    pub rests: u64,
+    /// Its successful replies per wall second.
+    pub throughput_per_second: Option<f64>,
+    pub latency_seconds: Option<Latency>,
 }
 
 /// Sample counts.

@@ -11,8 +11,8 @@ use super::Render;
 use crate::concurrency::StrategyName;
 use crate::store::EvaluationStatus;
 use crate::view::{
-    ErrorKindView, ErrorView, EvaluationView, EvaluatorView, ExperimentView, JudgeView, ListView,
-    RecordView,
+    EndpointView, ErrorKindView, ErrorView, EvaluationView, EvaluatorView, ExperimentView,
+    JudgeView, Latency, ListView, RecordView,
 };
 
 pub use crate::human::{duration, size};
@@ -134,6 +134,9 @@ fn evaluation(out: &mut String, e: &EvaluationView) {
         .unwrap_or(0);
     for (k, v) in rows {
         let _ = writeln!(out, "  {:width$}  {}", printable(&k), printable(&v));
+    }
+    if !e.endpoints.is_empty() {
+        endpoints_table(out, &e.endpoints);
     }
     if let Some(kinds) = &e.error_kinds {
         error_kinds(out, kinds);
@@ -337,6 +340,45 @@ fn timing_rows(e: &EvaluationView, rows: &mut Vec<(String, String)>) {
     if e.tokens.all() > 0 {
         rows.push(("tokens".into(), e.tokens.describe()));
     }
+}
+
+/// Each replica's share, errors, speed and latency.
+fn endpoints_table(out: &mut String, endpoints: &[EndpointView]) {
+    let mut b = Builder::default();
+    b.push_record([
+        "replica",
+        "samples",
+        "share",
+        "errors",
+        "failed attempts",
+        "rests",
+        "replies/s",
+        "latency p50",
+        "p90",
+    ]);
+    for x in endpoints {
+        let latency = |f: fn(&Latency) -> f64| {
+            x.latency_seconds
+                .as_ref()
+                .map_or("–".into(), |l| duration(f(l)))
+        };
+        push_row(
+            &mut b,
+            [
+                x.url.clone(),
+                x.samples.to_string(),
+                format!("{:.1}%", 100.0 * x.share),
+                x.errors.to_string(),
+                format!("{} of {}", x.failed_attempts, x.attempts),
+                x.rests.to_string(),
+                x.throughput_per_second
+                    .map_or("–".into(), |r| format!("{r:.2}")),
+                latency(|l| l.p50),
+                latency(|l| l.p90),
+            ],
+        );
+    }
+    let _ = writeln!(out, "{}", table(b, 0));
 }
 
 /// Errors by kind, with an example each (`--errors`).

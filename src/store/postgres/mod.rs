@@ -125,7 +125,14 @@ impl Storage for PgStorage {
 
     fn open_existing(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
         let store = PgStore::connect(self.target()?)?;
-        Ok(store.check()?.then(|| Box::new(store) as Box<dyn Store>))
+        match store.check()? {
+            Found::Nothing => Ok(None),
+            Found::Older => {
+                store.create()?;
+                Ok(Some(Box::new(store)))
+            }
+            Found::Current => Ok(Some(Box::new(store))),
+        }
     }
 
     fn open_read_only(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
@@ -158,29 +165,20 @@ impl PgStore {
         })
     }
 
-    /// Whether the schema holds a current store; `TooNew` or `NotAStore`
-    /// when it holds something else.
-    fn check(&self) -> Result<bool, StoreError> {
+    /// What the schema holds: nothing yet, a store at some version, or
+    /// (`TooNew`, `NotAStore`) something this build cannot use.
+    fn check(&self) -> Result<Found, StoreError> {
         let schema = self.db.schema.clone();
-        let version: Option<Option<String>> = self.db.with(move |c| {
-            if !c.query_one(META_EXISTS, &[&schema])?.get::<_, bool>(0) {
-                return Ok(None);
-            }
-            let meta = format!("{}.meta", quote_ident(&schema));
-            let row = c.query_opt(
-                &format!("SELECT value FROM {meta} WHERE key = 'schema_version'"),
-                &[],
-            )?;
-            Ok(Some(row.map(|r| r.get(0))))
-        })?;
+        let version = self.db.with(move |c| stored_version(c, &schema))?;
         match version {
-            None => Ok(false),
+            None => Ok(Found::Nothing),
             Some(v) => match v.and_then(|v| v.parse::<i64>().ok()) {
-                Some(v) if v == crate::store::SCHEMA_VERSION => Ok(true),
+                Some(v) if v == crate::store::SCHEMA_VERSION => Ok(Found::Current),
                 Some(found) if found > crate::store::SCHEMA_VERSION => Err(StoreError::TooNew {
                     location: self.target.location.clone(),
                     found,
                 }),
+                Some(v) if v >= schema::BASE => Ok(Found::Older),
                 _ => Err(StoreError::NotAStore {
                     location: self.target.location.clone(),
                 }),
@@ -188,10 +186,11 @@ impl PgStore {
         }
     }
 
-    /// Creates the schema and its tables unless they exist (under a lock, so
-    /// two processes starting at once agree).
+    /// Creates the schema and its tables unless they exist, and brings an
+    /// older store up to date (under a lock, so two processes starting at
+    /// once agree).
     fn create(&self) -> Result<(), StoreError> {
-        if self.check()? {
+        if self.check()? == Found::Current {
             return Ok(());
         }
         let schema = self.db.schema.clone();
@@ -200,18 +199,56 @@ impl PgStore {
             tx.execute("SELECT pg_advisory_xact_lock(hashtext('dotevals schema'))", &[])?;
             let quoted = quote_ident(&schema);
             let meta = format!("{quoted}.meta");
-            if !tx.query_one(META_EXISTS, &[&schema])?.get::<_, bool>(0) {
-                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))?;
-                tx.batch_execute(&schema::CURRENT.replace("{schema}", &quoted))?;
-                tx.execute(
-                    &format!("INSERT INTO {meta} (key, value) VALUES ('app', 'dotevals'), ('schema_version', $1)"),
-                    &[&crate::store::SCHEMA_VERSION.to_string()],
-                )?;
+            let mut version = match stored_version(&mut tx, &schema)? {
+                Some(v) => v.and_then(|v| v.parse::<i64>().ok()).unwrap_or(schema::BASE),
+                None => {
+                    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))?;
+                    tx.batch_execute(&schema::CURRENT.replace("{schema}", &quoted))?;
+                    tx.execute(
+                        &format!("INSERT INTO {meta} (key, value) VALUES ('app', 'dotevals'), ('schema_version', $1)"),
+                        &[&schema::BASE.to_string()],
+                    )?;
+                    schema::BASE
+                }
+            };
+            for (from, step) in schema::MIGRATIONS {
+                if *from == version {
+                    tx.batch_execute(&step.replace("{schema}", &quoted))?;
+                    version += 1;
+                }
             }
+            tx.execute(
+                &format!("UPDATE {meta} SET value = $1 WHERE key = 'schema_version'"),
+                &[&version.to_string()],
+            )?;
             tx.commit()
         })?;
         self.check().map(|_| ())
     }
+}
+
+/// How the schema stands, as [`PgStore::check`] reads it.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Nothing,
+    Older,
+    Current,
+}
+
+/// The schema's `meta.schema_version`: `None` without a `meta` table.
+fn stored_version(
+    c: &mut impl postgres::GenericClient,
+    schema: &str,
+) -> Result<Option<Option<String>>, postgres::Error> {
+    if !c.query_one(META_EXISTS, &[&schema])?.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let meta = format!("{}.meta", quote_ident(schema));
+    let row = c.query_opt(
+        &format!("SELECT value FROM {meta} WHERE key = 'schema_version'"),
+        &[],
+    )?;
+    Ok(Some(row.map(|r| r.get(0))))
 }
 
 impl Store for PgStore {

@@ -15,8 +15,8 @@ use postgres::{GenericClient, IsolationLevel, Row};
 use super::lookup::{call_stats, CALL_COLUMNS};
 use super::PgStore;
 use crate::store::read::{
-    ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, Groups, JudgeTotal, LimitStep,
-    LimitTimeline, RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
+    EndpointSamples, ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, Groups, JudgeTotal,
+    LimitStep, LimitTimeline, RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
     StreamedReply, SummaryReads,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
@@ -123,6 +123,10 @@ impl Reader for PgStore {
 
     fn streamed(&self, evaluation_id: i64) -> Result<Vec<StreamedReply>, StoreError> {
         self.db.with(|c| streamed(c, evaluation_id))
+    }
+
+    fn endpoints(&self, evaluation_id: i64) -> Result<Vec<EndpointSamples>, StoreError> {
+        self.db.with(|c| endpoints(c, evaluation_id))
     }
 
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {
@@ -295,6 +299,7 @@ fn summary_reads(c: &mut impl GenericClient, e: &EvaluationRow) -> Pg<SummaryRea
         })
         .collect::<Pg<_>>()?;
     Ok(SummaryReads {
+        endpoints: endpoints(c, e.id)?,
         latencies: latencies(c, e.id)?,
         timeline: (e.strategy == ADAPTIVE)
             .then(|| limit_timeline(c, e.id))
@@ -475,6 +480,27 @@ fn latencies(c: &mut impl GenericClient, evaluation_id: i64) -> Pg<Vec<u64>> {
     .collect()
 }
 
+/// Per replica (`samples.endpoint`), URLs in SQLite's (bytewise) order.
+fn endpoints(c: &mut impl GenericClient, evaluation_id: i64) -> Pg<Vec<EndpointSamples>> {
+    let rows = c
+        .query(
+            r#"SELECT endpoint, latency_us, error_kind IS NOT NULL FROM samples
+               WHERE evaluation_id = $1 AND endpoint IS NOT NULL
+               ORDER BY endpoint COLLATE "C", latency_us"#,
+            &[&evaluation_id],
+        )?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<_, String>(0)?,
+                r.try_get::<_, Option<i64>>(1)?.map(|v| v.max(0) as u64),
+                r.try_get::<_, bool>(2)?,
+            ))
+        })
+        .collect::<Pg<Vec<_>>>()?;
+    Ok(crate::store::read::group_endpoints(rows))
+}
+
 /// Successful samples whose reply streamed, in the order SQLite reads them
 /// (its index on the latencies).
 fn streamed(c: &mut impl GenericClient, evaluation_id: i64) -> Pg<Vec<StreamedReply>> {
@@ -500,7 +526,7 @@ fn streamed(c: &mut impl GenericClient, evaluation_id: i64) -> Pg<Vec<StreamedRe
 fn runs(c: &mut impl GenericClient, evaluation_id: i64) -> Pg<Vec<RunRow>> {
     c.query(
         "SELECT run, strategy, wall_us, samples, attempts, throttled, held_us, at_server_us,
-                blocked_us, unloaded, unloaded_us
+                blocked_us, unloaded, unloaded_us, endpoints
          FROM runs WHERE evaluation_id = $1 ORDER BY run",
         &[&evaluation_id],
     )?
@@ -518,6 +544,9 @@ fn runs(c: &mut impl GenericClient, evaluation_id: i64) -> Pg<Vec<RunRow>> {
             blocked_us: count(r, 8)?,
             unloaded: count(r, 9)?,
             unloaded_us: count(r, 10)?,
+            endpoints: crate::store::EndpointRun::from_column(
+                r.try_get::<_, Option<String>>(11)?.as_deref(),
+            ),
         })
     })
     .collect()

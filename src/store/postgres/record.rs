@@ -255,17 +255,19 @@ impl Recorder for PgStore {
             n(l.unloaded),
             us(l.unloaded_sum),
         ];
+        let endpoints = crate::store::EndpointRun::to_column(&t.endpoints);
         self.db.with(|c| {
             c.execute(
                 "INSERT INTO runs (evaluation_id, run, strategy, wall_us, samples, attempts,
-                     throttled, held_us, at_server_us, blocked_us, unloaded, unloaded_us)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     throttled, held_us, at_server_us, blocked_us, unloaded, unloaded_us, endpoints)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (evaluation_id, run) DO UPDATE SET
                      strategy = excluded.strategy, wall_us = excluded.wall_us,
                      samples = excluded.samples, attempts = excluded.attempts,
                      throttled = excluded.throttled, held_us = excluded.held_us,
                      at_server_us = excluded.at_server_us, blocked_us = excluded.blocked_us,
-                     unloaded = excluded.unloaded, unloaded_us = excluded.unloaded_us",
+                     unloaded = excluded.unloaded, unloaded_us = excluded.unloaded_us,
+                     endpoints = excluded.endpoints",
                 &[
                     &evaluation_id,
                     &run,
@@ -279,6 +281,7 @@ impl Recorder for PgStore {
                     &values[6],
                     &values[7],
                     &values[8],
+                    &endpoints,
                 ],
             )
             .map(|_| ())

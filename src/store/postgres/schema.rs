@@ -4,11 +4,27 @@
 //! The layout is SQLite's at [`SCHEMA_VERSION`](crate::store::SCHEMA_VERSION)
 //! (see `sqlite/schema.rs` for why each part is there): the same tables and
 //! columns, with PostgreSQL's types (`BIGINT`, `DOUBLE PRECISION`,
-//! `BOOLEAN` for flags) and its triggers in PL/pgSQL. A store created here
-//! starts at the current version; later versions will be migrations on top,
-//! as on SQLite.
+//! `BOOLEAN` for flags) and its triggers in PL/pgSQL. A store is created at
+//! version [`BASE`] (the first this backend shipped) and brought up to date
+//! by [`MIGRATIONS`], as on SQLite, so a new store and an upgraded one are
+//! the same by construction.
 
-/// Everything the current version holds; `{schema}` is replaced by the
+/// The version [`CURRENT`] creates; [`MIGRATIONS`] take it on from there.
+pub const BASE: i64 = 10;
+
+/// Migrations: `(from, statements)` upgrades version `from` to `from + 1`.
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    // The replica that answered each sample (see the SQLite schema's v11).
+    (
+        10,
+        "ALTER TABLE {schema}.samples ADD COLUMN endpoint TEXT;
+         ALTER TABLE {schema}.runs ADD COLUMN endpoints TEXT;
+         CREATE INDEX samples_endpoint ON {schema}.samples (evaluation_id, endpoint, latency_us)
+             WHERE endpoint IS NOT NULL;",
+    ),
+];
+
+/// Everything version [`BASE`] holds; `{schema}` is replaced by the
 /// schema's (quoted) name.
 pub const CURRENT: &str = r#"
 CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -72,12 +72,12 @@ impl Statements {
                 "INSERT INTO samples (evaluation_id, run, sample_key, row_index, row_hash, variables, prompt,
                      output, error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens,
                      completion_tokens, throttled, wait_us, repeat, cached_tokens, cache_write_tokens,
-                     reasoning_tokens, first_token_us, cache_key, cached)
+                     reasoning_tokens, first_token_us, cache_key, cached, endpoint)
                  SELECT $1::bigint, $2::bigint, t.* FROM unnest($3::text[], $4::bigint[], $5::bigint[],
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
                      $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
                      $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[],
-                     $22::bigint[], $23::bigint[], $24::text[], $25::boolean[]) AS t
+                     $22::bigint[], $23::bigint[], $24::text[], $25::boolean[], $26::text[]) AS t
                  RETURNING id, sample_key",
             )?,
             score: c.prepare(
@@ -197,7 +197,7 @@ fn write_samples(
         .iter()
         .map(|r| r.error_kind.map(|k| k.to_string()))
         .collect();
-    let columns: [&(dyn ToSql + Sync); 25] = [
+    let columns: [&(dyn ToSql + Sync); 26] = [
         id,
         &config.run,
         &keys,
@@ -235,6 +235,10 @@ fn write_samples(
         &col(&|r| r.call.first_token_us),
         &records.iter().map(|r| r.cache.hash()).collect::<Vec<_>>(),
         &records.iter().map(|r| r.cache.is_hit()).collect::<Vec<_>>(),
+        &records
+            .iter()
+            .map(|r| r.endpoint.as_deref())
+            .collect::<Vec<_>>(),
     ];
     let mut sample_ids = HashMap::with_capacity(records.len());
     for row in tx.query(&s.insert, &columns)? {
@@ -742,7 +746,7 @@ pub(super) mod testing {
                         s.output, s.error_kind, s.error, s.attempts, s.latency_us, s.start_us, s.end_us,
                         s.prompt_tokens, s.completion_tokens, s.throttled, s.wait_us, s.repeat,
                         s.cached_tokens, s.cache_write_tokens, s.reasoning_tokens, s.first_token_us,
-                        s.cache_key, s.cached
+                        s.cache_key, s.cached, s.endpoint
                  FROM samples s JOIN evaluations e ON e.id = s.evaluation_id
                  ORDER BY e.name, s.sample_key"
                     .into(),
@@ -856,6 +860,7 @@ pub(super) mod testing {
             judge_calls: Vec::new(),
             replaces: false,
             cache,
+            endpoint: Some("http://replica:8000/v1".into()),
         }
     }
 

@@ -423,8 +423,8 @@ impl Recorder for SqliteStore {
         let n = |x: u64| x.min(i64::MAX as u64) as i64;
         self.conn.execute(
             "INSERT OR REPLACE INTO runs (evaluation_id, run, strategy, wall_us, samples, attempts,
-                 throttled, held_us, at_server_us, blocked_us, unloaded, unloaded_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 throttled, held_us, at_server_us, blocked_us, unloaded, unloaded_us, endpoints)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 evaluation_id,
                 run,
@@ -438,6 +438,7 @@ impl Recorder for SqliteStore {
                 us(t.limiter.blocked),
                 n(t.limiter.unloaded),
                 us(t.limiter.unloaded_sum),
+                crate::store::EndpointRun::to_column(&t.endpoints),
             ],
         )?;
         Ok(())
@@ -479,6 +480,13 @@ impl Reader for SqliteStore {
         evaluation_id: i64,
     ) -> Result<Vec<crate::store::read::StreamedReply>, StoreError> {
         read::streamed(&self.conn, evaluation_id)
+    }
+
+    fn endpoints(
+        &self,
+        evaluation_id: i64,
+    ) -> Result<Vec<crate::store::read::EndpointSamples>, StoreError> {
+        read::endpoints(&self.conn, evaluation_id)
     }
 
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {

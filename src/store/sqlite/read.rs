@@ -15,7 +15,7 @@ use crate::store::read::{
     RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal, StreamedReply,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
-use crate::store::{EvaluationStatus, StoreError};
+use crate::store::{EndpointRun, EvaluationStatus, StoreError};
 
 /// An evaluation with its totals (kept in their own table, see the schema's version 4).
 const EVALUATION_COLUMNS: &str =
@@ -394,6 +394,28 @@ pub fn latencies(conn: &Connection, evaluation_id: i64) -> Result<Vec<u64>, Stor
     Ok(out)
 }
 
+/// Per replica (`samples.endpoint`), through the index that holds only
+/// samples of models with replicas: nothing to read for the others.
+pub fn endpoints(
+    conn: &Connection,
+    evaluation_id: i64,
+) -> Result<Vec<crate::store::read::EndpointSamples>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT endpoint, latency_us, error_kind IS NOT NULL FROM samples INDEXED BY samples_endpoint
+         WHERE evaluation_id = ?1 AND endpoint IS NOT NULL ORDER BY endpoint, latency_us",
+    )?;
+    let rows = stmt
+        .query_map([evaluation_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?.map(|v| v.max(0) as u64),
+                r.get::<_, bool>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::store::read::group_endpoints(rows))
+}
+
 /// Successful samples whose reply streamed.
 pub fn streamed(conn: &Connection, evaluation_id: i64) -> Result<Vec<StreamedReply>, StoreError> {
     let mut stmt = conn.prepare_cached(
@@ -438,7 +460,7 @@ pub fn errors(conn: &Connection, evaluation_id: i64) -> Result<Vec<ErrorRow>, St
 pub fn runs(conn: &Connection, evaluation_id: i64) -> Result<Vec<RunRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT run, strategy, wall_us, samples, attempts, throttled, held_us, at_server_us,
-                blocked_us, unloaded, unloaded_us
+                blocked_us, unloaded, unloaded_us, endpoints
          FROM runs WHERE evaluation_id = ?1 ORDER BY run",
     )?;
     let rows = stmt
@@ -456,6 +478,7 @@ pub fn runs(conn: &Connection, evaluation_id: i64) -> Result<Vec<RunRow>, StoreE
                 blocked_us: n(8)?,
                 unloaded: n(9)?,
                 unloaded_us: n(10)?,
+                endpoints: EndpointRun::from_column(r.get::<_, Option<String>>(11)?.as_deref()),
             })
         })?
         .collect::<Result<_, _>>()?;

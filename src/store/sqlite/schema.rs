@@ -466,6 +466,14 @@ UPDATE evaluation_totals SET retries = (
     SELECT coalesce(sum(max(s.attempts - 1, 0)), 0) FROM samples s
     WHERE s.evaluation_id = evaluation_totals.evaluation_id);
 "#,
+    // v10 -> v11: the replica that answered each sample, when the model has
+    // several (`base_url` as a list); NULL for one endpoint.
+    r#"
+ALTER TABLE samples ADD COLUMN endpoint TEXT;
+ALTER TABLE runs ADD COLUMN endpoints TEXT;
+CREATE INDEX samples_endpoint ON samples (evaluation_id, endpoint, latency_us)
+    WHERE endpoint IS NOT NULL;
+"#,
 ];
 
 /// What a database file holds.

@@ -34,9 +34,9 @@ fn commit(
             "INSERT INTO samples (evaluation_id, sample_key, row_index, row_hash, run, variables, prompt, output,
                  error_kind, error, attempts, latency_us, start_us, end_us, prompt_tokens, completion_tokens,
                  throttled, wait_us, repeat, cached_tokens, cache_write_tokens, reasoning_tokens, first_token_us,
-                 cache_key, cached)
+                 cache_key, cached, endpoint)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                 ?20, ?21, ?22, ?23, ?24, ?25)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
         )?;
         let mut score = tx.prepare_cached(
             "INSERT INTO scores (sample_id, evaluation_id, evaluator, value, passed, reason)
@@ -80,6 +80,7 @@ fn commit(
                 n(r.call.first_token_us),
                 r.cache.hash(),
                 r.cache.is_hit(),
+                r.endpoint.as_deref(),
             ])?;
             let sample_id = tx.last_insert_rowid();
             cache.write(&r.cache, &r.key, now)?;
@@ -234,6 +235,7 @@ mod tests {
             judge_calls: Vec::new(),
             replaces: false,
             cache: CacheUse::Off,
+            endpoint: None,
         }
     }
 

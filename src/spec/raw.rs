@@ -89,7 +89,7 @@ impl Provider {
 
 /// `base_url`: one server, or a list of replicas serving the same model.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a URL or a list of URLs")]
 pub enum BaseUrl {
     One(String),
     Replicas(Vec<String>),

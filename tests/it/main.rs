@@ -43,6 +43,7 @@ mod crash;
 mod faults;
 mod postgres;
 mod ratelimit;
+mod replicas;
 mod secrets;
 mod throttle;
 mod timing;

@@ -75,7 +75,11 @@ fn a_slow_replica_gets_the_share_its_window_drains() {
     let served = [fast[0].count(), fast[1].count(), slow.count()];
     assert_eq!(served.iter().sum::<usize>(), N, "each sample sent once");
     for s in [&fast[0], &fast[1], &slow] {
-        assert!(s.peak_in_flight() <= 4, "a replica held {} at once", s.peak_in_flight());
+        assert!(
+            s.peak_in_flight() <= 4,
+            "a replica held {} at once",
+            s.peak_in_flight()
+        );
     }
     assert!(
         slow.count() * 100 <= N * 12,
@@ -91,13 +95,21 @@ fn a_slow_replica_gets_the_share_its_window_drains() {
     let slow_p50 = by_url(&endpoints, &urls[2])["latency_seconds"]["p50"]
         .as_f64()
         .unwrap_or(0.0);
-    assert!(slow_p50 >= 0.5, "the slow replica's own latency: {slow_p50}");
+    assert!(
+        slow_p50 >= 0.5,
+        "the slow replica's own latency: {slow_p50}"
+    );
 
     let report = show_json(&dir, "x", &[]);
-    let wall = only(&report)["timing"]["wall_seconds"].as_f64().unwrap_or(f64::MAX);
+    let wall = only(&report)["timing"]["wall_seconds"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
     // Two fast replicas of window 4 at 50 ms serve 160 samples a second.
     let ideal = N as f64 / 160.0;
-    assert!(wall < 2.0 * ideal, "wall {wall:.2} s against {ideal:.2} s at the fast replicas' pace");
+    assert!(
+        wall < 2.0 * ideal,
+        "wall {wall:.2} s against {ideal:.2} s at the fast replicas' pace"
+    );
 
     // The table has a row per replica.
     let table = dir.cmd(["show", "x"]).output();
@@ -133,11 +145,19 @@ fn failing_replicas_rest_and_their_samples_finish_on_the_others() {
 
     let mut answered = healthy.sorted_prompts();
     answered.dedup();
-    assert_eq!(answered.len(), N, "every prompt reached the healthy replica");
+    assert_eq!(
+        answered.len(),
+        N,
+        "every prompt reached the healthy replica"
+    );
     assert_eq!(healthy.count(), N, "and only once");
     // It rests after 3 failures in a row (and for 5 s): the window it held
     // when the failures came, not the run's samples.
-    assert!(broken.count() <= 8, "the broken replica got {} requests", broken.count());
+    assert!(
+        broken.count() <= 8,
+        "the broken replica got {} requests",
+        broken.count()
+    );
 
     let endpoints = endpoints(&dir);
     assert_eq!(uint(by_url(&endpoints, &urls[0]), "/samples"), N as u64);
@@ -181,7 +201,10 @@ fn a_rested_replica_that_recovers_takes_samples_again() {
     let endpoints = endpoints(&dir);
     let back = by_url(&endpoints, &urls[1]);
     assert!(uint(back, "/rests") >= 1, "it rested: {back:#}");
-    assert!(uint(back, "/samples") >= 10, "the recovered replica answered again: {back:#}");
+    assert!(
+        uint(back, "/samples") >= 10,
+        "the recovered replica answered again: {back:#}"
+    );
 }
 
 /// A bad list is refused before any request, with the line, the column and
@@ -193,17 +216,27 @@ fn a_bad_list_of_replicas_is_refused_with_its_position() {
     let cases: [(String, &str, &str); 4] = [
         ("[]".into(), "the list of replicas is empty", "6:13"),
         (format!("[{url}, {url}]"), "is listed twice", "6:"),
-        (format!("[{url}, not-a-url]"), "`not-a-url` is not an http(s) URL", "6:"),
+        (
+            format!("[{url}, not-a-url]"),
+            "`not-a-url` is not an http(s) URL",
+            "6:",
+        ),
         (format!("[{url}, [x]]"), "a URL or a list of URLs", "6:"),
     ];
     for (value, message, at) in cases {
         let dir = TestDir::new();
-        let spec = Spec::new("bad", &value).quick().evaluator("{type: contains, expected: x}");
+        let spec = Spec::new("bad", &value)
+            .quick()
+            .evaluator("{type: contains, expected: x}");
         dir.write("spec.yaml", &spec.to_string());
         let out = dir.cmd(["run", "spec.yaml", "-e", "x", "-q"]).output();
         out.assert_exit_code(2);
         assert!(out.stderr.contains(message), "{value}: {}", out.stderr);
-        assert!(out.stderr.contains(&format!("spec.yaml:{at}")), "{value}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("spec.yaml:{at}")),
+            "{value}: {}",
+            out.stderr
+        );
     }
     // A judge calls one server.
     let dir = TestDir::new();
@@ -213,6 +246,10 @@ fn a_bad_list_of_replicas_is_refused_with_its_position() {
     dir.write("spec.yaml", &spec.to_string());
     let out = dir.cmd(["run", "spec.yaml", "-e", "x", "-q"]).output();
     out.assert_exit_code(2);
-    assert!(out.stderr.contains("a judge calls one server"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a judge calls one server"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(server.count(), 0, "nothing was sent");
 }

@@ -159,6 +159,53 @@ fn refused_credentials_and_a_missing_database_are_named() {
     assert!(format!("{err}").contains("no_such_database"), "{err}");
 }
 
+/// A store of the first version this backend shipped is brought up to date
+/// when opened, and then has every column a new store has.
+#[test]
+fn an_older_store_is_upgraded_when_opened() {
+    let Some(url) = server("an_older_store_is_upgraded_when_opened") else {
+        return;
+    };
+    let (old, fresh) = (Scratch::new(&url, "old"), Scratch::new(&url, "fresh"));
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let q = quote_ident(&old.schema);
+    c.batch_execute(&format!("CREATE SCHEMA {q}")).unwrap();
+    c.batch_execute(&super::schema::CURRENT.replace("{schema}", &q))
+        .unwrap();
+    c.execute(
+        &format!(
+            "INSERT INTO {q}.meta (key, value) VALUES ('app', 'dotevals'), ('schema_version', $1)"
+        ),
+        &[&super::schema::BASE.to_string()],
+    )
+    .unwrap();
+    assert!(PgStorage::new(&old.url())
+        .open_existing()
+        .unwrap()
+        .is_some());
+    PgStorage::new(&fresh.url()).open_or_create().unwrap();
+    let layout = |c: &mut postgres::Client, schema: &str| -> Vec<(String, String, String)> {
+        c.query(
+            "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = $1 ORDER BY table_name, column_name",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    assert_eq!(layout(&mut c, &old.schema), layout(&mut c, &fresh.schema));
+    let version: String = c
+        .query_one(
+            &format!("SELECT value FROM {q}.meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, crate::store::SCHEMA_VERSION.to_string());
+}
+
 #[test]
 fn a_run_lock_is_released_when_its_holder_goes() {
     let Some(url) = server("a_run_lock_is_released_when_its_holder_goes") else {

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use super::escape;
 use crate::compare::view::{EvaluationComparison, Kind};
 use crate::human::{duration, percent};
-use crate::view::{ErrorKindView, EvaluationView, EvaluatorView};
+use crate::view::{EndpointView, ErrorKindView, EvaluationView, EvaluatorView, Latency};
 
 fn or_dash(x: Option<String>) -> String {
     x.unwrap_or_else(|| "–".to_owned())
@@ -45,9 +45,37 @@ pub fn write(out: &mut impl Write, r: &EvaluationView) -> io::Result<()> {
     if !r.evaluators.is_empty() {
         evaluators(out, &r.evaluators)?;
     }
+    if !r.endpoints.is_empty() {
+        endpoints(out, &r.endpoints)?;
+    }
     if let Some(kinds) = r.error_kinds.as_ref().filter(|k| !k.is_empty()) {
         error_kinds(out, kinds)?;
     }
+    Ok(())
+}
+
+/// Per replica: samples, errors, failed attempts, rests, speed, latency.
+fn endpoints(out: &mut impl Write, endpoints: &[EndpointView]) -> io::Result<()> {
+    out.write_all(b"<table class=\"endpoints\"><thead><tr><th>replica</th><th>samples</th><th>share</th><th>errors</th><th>failed attempts</th><th>rests</th><th>replies/s</th><th>latency p50</th><th>p90</th></tr></thead><tbody>")?;
+    for e in endpoints {
+        let latency =
+            |f: fn(&Latency) -> f64| or_dash(e.latency_seconds.as_ref().map(|l| duration(f(l))));
+        write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&e.url),
+            e.samples,
+            100.0 * e.share,
+            e.errors,
+            e.failed_attempts,
+            e.attempts,
+            e.rests,
+            or_dash(e.throughput_per_second.map(|r| format!("{r:.2}"))),
+            latency(|l| l.p50),
+            latency(|l| l.p90),
+        )?;
+    }
+    out.write_all(b"</tbody></table>")?;
     Ok(())
 }
 

@@ -146,6 +146,8 @@ pub struct SampleRow {
     pub judge_calls: Vec<JudgeRecord>,
     /// Its reply came from the response cache: nothing was sent.
     pub cached: bool,
+    /// The replica that answered (or last failed), when the model had several.
+    pub endpoint: Option<String>,
 }
 
 /// One run of an evaluation, as recorded at its end (`runs`).

@@ -362,6 +362,7 @@ pub fn record(row: SampleRow, evaluators: &[String]) -> RecordView {
         error_kind: row.error_kind,
         error: row.error,
         cached: row.cached,
+        endpoint: row.endpoint,
         attempts: row.call.attempts,
         latency_seconds: row.call.latency_us.map(|v| v as f64 / US),
         start_seconds: row.start_us as f64 / US,
@@ -696,6 +697,7 @@ mod tests {
             repeat: 0,
             judge_calls: Vec::new(),
             cached: false,
+            endpoint: None,
         };
         let names = ["j".to_string(), "e".to_string(), "n".to_string()];
         let r = serde_json::to_value(record(row.clone(), &names)).unwrap();

@@ -468,6 +468,10 @@ pub struct RecordView {
     /// Its reply came from the response cache (nothing was sent; no
     /// attempts, latency or tokens).
     pub cached: bool,
+    /// The replica that answered (or last failed); only when `base_url`
+    /// lists replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub attempts: u32,
     pub latency_seconds: Option<f64>,
     /// Offsets from the start of the run that recorded it.

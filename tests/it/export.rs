@@ -174,6 +174,7 @@ fn csv_has_a_header_a_column_per_evaluator_and_one_row_per_sample() {
             "reasoning_tokens",
             "time_to_first_token_seconds",
             "judges",
+            "endpoint",
         ]
     );
     assert_eq!(rows.len(), 8);

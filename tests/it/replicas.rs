@@ -111,6 +111,39 @@ fn a_slow_replica_gets_the_share_its_window_drains() {
         "wall {wall:.2} s against {ideal:.2} s at the fast replicas' pace"
     );
 
+    // Every exported record names its replica, as the servers counted.
+    let jsonl = dir.cmd(["export", "x", "--format", "jsonl"]).output();
+    jsonl.assert_exit_code(0);
+    let mut per_url = std::collections::BTreeMap::<String, usize>::new();
+    for line in jsonl.stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        *per_url
+            .entry(v["endpoint"].as_str().unwrap_or("none").to_owned())
+            .or_default() += 1;
+    }
+    let expected: std::collections::BTreeMap<String, usize> =
+        urls.iter().cloned().zip(served).collect();
+    assert_eq!(per_url, expected);
+    let csv = dir.cmd(["export", "x", "--format", "csv"]).output();
+    csv.assert_exit_code(0);
+    assert!(
+        csv.stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with(",endpoint"),
+        "{}",
+        csv.stdout
+    );
+
+    // So does the HTML report.
+    dir.cmd(["report", "x", "-o", "x.html"]).output().assert_exit_code(0);
+    let page = dir.read("x.html");
+    assert!(page.contains("<table class=\"endpoints\">"), "no replica table");
+    for url in &urls {
+        assert!(page.contains(url.as_str()), "{url} missing from the report");
+    }
+
     // The table has a row per replica.
     let table = dir.cmd(["show", "x"]).output();
     table.assert_exit_code(0);

@@ -28,7 +28,7 @@ const CSV_HEAD: [&str; 7] = [
     "prompt",
     "output",
 ];
-const CSV_TAIL: [&str; 15] = [
+const CSV_TAIL: [&str; 16] = [
     "reasons",
     "error_kind",
     "error",
@@ -44,6 +44,7 @@ const CSV_TAIL: [&str; 15] = [
     "reasoning_tokens",
     "time_to_first_token_seconds",
     "judges",
+    "endpoint",
 ];
 
 impl<W: Write> Csv<W> {
@@ -131,6 +132,7 @@ impl<W: Write> Sink for Csv<W> {
         row.push(opt(&u.reasoning_tokens));
         row.push(opt(&u.time_to_first_token_seconds.map(number)));
         row.push(json(&r.judges));
+        row.push(opt(&r.endpoint));
         let written = self.out.write_record(&row).map_err(to_io);
         self.row = row;
         written

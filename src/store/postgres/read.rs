@@ -850,7 +850,8 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
     for r in c.query(
         &format!(
             "SELECT id, sample_key, row_index, variables, prompt, output, error_kind, error,
-                    start_us, end_us, repeat, {CALL_COLUMNS}, cached FROM samples WHERE id = ANY($1)"
+                    start_us, end_us, repeat, {CALL_COLUMNS}, cached, endpoint FROM samples
+             WHERE id = ANY($1)"
         ),
         &[&ids],
     )? {
@@ -871,6 +872,7 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
                 call: call_stats(&r, 11)?,
                 judge_calls: Vec::new(),
                 cached: r.try_get(21)?,
+                endpoint: r.try_get(22)?,
             },
         );
     }

@@ -586,7 +586,7 @@ pub fn for_each_sample(
         "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, start_us, end_us,
                 repeat, ",
         call_columns!(),
-        ", cached FROM samples WHERE id = ?1"
+        ", cached, endpoint FROM samples WHERE id = ?1"
     ))?;
     let mut scores = conn.prepare_cached(
         "SELECT evaluator, value, passed, reason FROM scores WHERE sample_id = ?1 ORDER BY evaluator",
@@ -616,6 +616,7 @@ pub fn for_each_sample(
                     call: call_stats(r, 10)?,
                     judge_calls: Vec::new(),
                     cached: r.get(20)?,
+                    endpoint: r.get(21)?,
                 })
             })
             .optional()?

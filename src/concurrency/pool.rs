@@ -3,6 +3,10 @@
 //! to the replica with the most free slots; a replica that keeps failing
 //! rests, and its samples go to the others until it is tried again.
 //!
+//! Near the end of a run a replica whose replies take longer than the work
+//! left gets no more samples: the others finish sooner than it would (a
+//! slow replica's last replies would otherwise be the run's tail).
+//!
 //! With one endpoint the pool is its limiter and nothing rests: there is
 //! nowhere else to send a sample, so retries and backoff decide alone.
 
@@ -35,13 +39,36 @@ pub(super) struct Health {
     /// Rests since the last success.
     rests: u32,
     until: Option<Instant>,
+    /// Its replies' latency, smoothed (queueing included: what a sample
+    /// sent now can expect), and how many replies it gave.
+    latency: Option<Duration>,
+    replies: u64,
+    /// Its pace: replies since the first one after its last rest, and when
+    /// that one came.
+    pace: (u64, Option<Instant>),
 }
+
+/// Weight of a new reply in [`Health::latency`].
+const LATENCY_WEIGHT: f64 = 0.1;
 
 impl Health {
     /// Counts `outcome`; answers whether it rested the endpoint.
     pub(super) fn observe(&mut self, outcome: &Outcome, now: Instant) -> bool {
         match outcome {
-            Outcome::Success { .. } => *self = Health::default(),
+            Outcome::Success { latency, .. } => {
+                self.failures = 0;
+                self.rests = 0;
+                self.until = None;
+                self.replies += 1;
+                self.pace = match self.pace {
+                    (n, Some(since)) => (n + 1, Some(since)),
+                    (_, None) => (0, Some(now)),
+                };
+                self.latency = Some(match self.latency {
+                    Some(l) => l.mul_f64(1.0 - LATENCY_WEIGHT) + latency.mul_f64(LATENCY_WEIGHT),
+                    None => *latency,
+                });
+            }
             Outcome::Throttled => {}
             Outcome::Timeout | Outcome::Failed => {
                 self.failures = self.failures.saturating_add(1);
@@ -53,6 +80,7 @@ impl Health {
                         .min(REST_MAX);
                     self.rests = self.rests.saturating_add(1);
                     self.until = Some(now + rest);
+                    self.pace = (0, None);
                     return true;
                 }
             }
@@ -89,6 +117,7 @@ impl Permit {
 pub struct Pool {
     limiters: Vec<Arc<Limiter>>,
     freed: Arc<Notify>,
+    started: Instant,
 }
 
 impl Pool {
@@ -106,30 +135,47 @@ impl Pool {
                 Arc::new(limiter)
             })
             .collect();
-        Arc::new(Pool { limiters, freed })
+        Arc::new(Pool {
+            limiters,
+            freed,
+            started: Instant::now(),
+        })
     }
 
     pub fn limiters(&self) -> &[Arc<Limiter>] {
         &self.limiters
     }
 
-    /// A slot on the replica with the most free slots that is not resting;
-    /// waits for one when none is free (or every replica rests).
-    pub async fn acquire(&self) -> Permit {
+    /// A slot on the replica with the most free slots that is not resting
+    /// (and, with `left` samples still to send, whose replies come back
+    /// before the others would be done with them); waits for one when none
+    /// is free (or every replica rests).
+    pub async fn acquire(&self, left: Option<u64>) -> Permit {
         if let [only] = self.limiters.as_slice() {
             return only.acquire().await;
         }
         loop {
+            let too_slow = left.and_then(|n| self.time_for(n));
             // Registered before looking, so a slot freed meanwhile still wakes us.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             let now = Instant::now();
-            let awake = self
+            let awake: Vec<&Arc<Limiter>> = self
                 .limiters
                 .iter()
-                .filter(|l| l.state().health.resting_until(now).is_none());
-            if let Some(best) = awake.max_by_key(|l| l.free()) {
+                .filter(|l| l.state().health.resting_until(now).is_none())
+                .collect();
+            let waits: Vec<Option<Duration>> = awake.iter().map(|l| self.wait_at(l)).collect();
+            let fastest = waits.iter().flatten().min().copied();
+            let in_time = awake.iter().zip(&waits).filter(|(_, wait)| {
+                // The fastest replica always qualifies.
+                match (too_slow, wait) {
+                    (Some(time), Some(wait)) => *wait <= time || Some(*wait) == fastest,
+                    _ => true,
+                }
+            });
+            if let Some((best, _)) = in_time.max_by_key(|(l, _)| l.free()) {
                 if let Some(permit) = best.try_acquire() {
                     return permit;
                 }
@@ -146,6 +192,31 @@ impl Pool {
                 None => freed.await,
             }
         }
+    }
+
+    /// How long a sample sent to `replica` now can expect to take: its
+    /// replies' latency, or longer when it holds more than its pace drains
+    /// in that time (a queue that grew since, by Little's law).
+    fn wait_at(&self, replica: &Limiter) -> Option<Duration> {
+        let s = replica.state();
+        let latency = s.health.latency?;
+        let queue = match s.health.pace {
+            (n, Some(since)) if n >= 2 => {
+                let rate = n as f64 / since.elapsed().as_secs_f64();
+                Duration::from_secs_f64((s.in_flight + 1) as f64 / rate)
+            }
+            _ => Duration::ZERO,
+        };
+        Some(latency.max(queue))
+    }
+
+    /// How long the replicas together take for `samples` more, at the pace
+    /// they have kept so far; `None` before any replied.
+    fn time_for(&self, samples: u64) -> Option<Duration> {
+        let replies: u64 = self.limiters.iter().map(|l| l.state().health.replies).sum();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        (replies > 0 && elapsed > 0.0)
+            .then(|| Duration::from_secs_f64(samples as f64 * elapsed / replies as f64))
     }
 
     /// Whether another replica than `replica` could take a sample (it is
@@ -222,5 +293,87 @@ impl Totals {
             failed: self.failed + o.failed,
             rests: self.rests + o.rests,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(windows: &[usize]) -> Arc<Pool> {
+        let pool = Pool::new(&StrategySpec::SlidingWindow(1), windows.len());
+        for (l, &w) in pool.limiters.iter().zip(windows) {
+            let mut s = l.state();
+            l.set_limit(&mut s, w);
+        }
+        pool
+    }
+
+    fn reply(p: &Permit, ms: u64) {
+        p.report(&Outcome::Success {
+            latency: Duration::from_millis(ms),
+            completion_tokens: None,
+        });
+    }
+
+    #[tokio::test]
+    async fn a_sample_goes_to_the_replica_with_the_most_free_slots() {
+        let pool = pool(&[2, 4]);
+        let mut held = Vec::new();
+        for expected in [1, 1, 1, 0, 1, 0] {
+            let p = pool.acquire(None).await;
+            assert_eq!(p.replica(), expected);
+            held.push(p);
+        }
+        assert_eq!((pool.in_flight(), pool.limit()), (6, 6));
+        drop(held.remove(3));
+        assert_eq!(
+            pool.acquire(None).await.replica(),
+            0,
+            "the slot that came free"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_keeps_failing_rests_and_one_reply_ends_its_rest() {
+        let pool = pool(&[4, 1]);
+        let p = pool.acquire(None).await;
+        assert_eq!(p.replica(), 0);
+        for _ in 0..REST_AFTER {
+            assert!(!p.resting());
+            p.report(&Outcome::Failed);
+        }
+        assert!(p.resting(), "rested after {REST_AFTER} failures");
+        assert!(pool.has_other(0) && !pool.has_other(1));
+        assert_eq!(pool.resting(), 1);
+        let other = pool.acquire(None).await;
+        assert_eq!(
+            other.replica(),
+            1,
+            "the resting replica's free slots are not used"
+        );
+        // Throttling is not failing; a reply ends the rest.
+        p.report(&Outcome::Throttled);
+        assert!(p.resting());
+        reply(&p, 10);
+        assert!(!p.resting());
+        assert_eq!(pool.totals().rests, 1);
+        assert_eq!(pool.totals().failed, REST_AFTER as u64);
+    }
+
+    #[tokio::test]
+    async fn near_the_end_a_replica_slower_than_the_work_left_gets_none() {
+        let pool = pool(&[2, 1]);
+        // Replica 0 answers in 2 s, replica 1 in 10 ms.
+        let slow = pool.acquire(None).await;
+        let fast = pool.acquire(None).await;
+        assert_eq!((slow.replica(), fast.replica()), (0, 1));
+        reply(&slow, 2000);
+        reply(&fast, 10);
+        drop((slow, fast));
+        // Plenty left (no pace yet would also do): the most free slots.
+        assert_eq!(pool.acquire(Some(1_000_000)).await.replica(), 0);
+        // One sample left, done by the pace kept so far long before 2 s.
+        assert_eq!(pool.acquire(Some(1)).await.replica(), 1);
     }
 }

@@ -272,7 +272,15 @@ pub async fn run(
     ));
     let ticker = progress.is_live().then(|| tick(progress));
     let mut tasks = Tasks::default();
-    let end = dispatch(&pool, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
+    let end = dispatch(
+        &pool,
+        plan.pending,
+        &mut rows_rx,
+        &mut tasks,
+        &ctx,
+        interrupt,
+    )
+    .await;
     drop(rows_rx);
     let (interrupted, failure) = wind_down(end, &mut tasks, &ctx, interrupt, progress).await;
     let lost = tasks.lost;
@@ -576,11 +584,13 @@ enum DispatchEnd {
 /// the server refuses the credentials.
 async fn dispatch(
     limiter: &Pool,
+    pending: u64,
     rows: &mut mpsc::Receiver<Result<Sample, RunError>>,
     tasks: &mut Tasks,
     ctx: &Arc<SampleContext>,
     interrupt: &Interrupt,
 ) -> DispatchEnd {
+    let mut dispatched = 0u64;
     loop {
         // Room in the writer's queue first: when the writer falls behind, new
         // samples wait here instead of piling finished records up in memory.
@@ -613,9 +623,10 @@ async fn dispatch(
                 _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
                 _ = ctx.refusals.tripped() => return DispatchEnd::Failed(ctx.refusals.error()),
                 _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
-                p = limiter.acquire() => Some(p),
+                p = limiter.acquire(Some(pending.saturating_sub(dispatched))) => Some(p),
             },
         };
+        dispatched += 1;
         tasks
             .set
             .spawn(sample::process(sample, permit, slot, Arc::clone(ctx)));

@@ -403,7 +403,7 @@ impl Sent {
             record.call.add(&done.stats);
             record.endpoint = ctx.endpoints.get(replica).cloned();
             match done.gave_up {
-                Some(GaveUp::Rested) => permit = Some(ctx.pool.acquire().await),
+                Some(GaveUp::Rested) => permit = Some(ctx.pool.acquire(None).await),
                 _ => break done,
             }
         };

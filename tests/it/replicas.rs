@@ -137,9 +137,14 @@ fn a_slow_replica_gets_the_share_its_window_drains() {
     );
 
     // So does the HTML report.
-    dir.cmd(["report", "x", "-o", "x.html"]).output().assert_exit_code(0);
+    dir.cmd(["report", "x", "-o", "x.html"])
+        .output()
+        .assert_exit_code(0);
     let page = dir.read("x.html");
-    assert!(page.contains("<table class=\"endpoints\">"), "no replica table");
+    assert!(
+        page.contains("<table class=\"endpoints\">"),
+        "no replica table"
+    );
     for url in &urls {
         assert!(page.contains(url.as_str()), "{url} missing from the report");
     }

@@ -20,6 +20,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Target {
     pub config: Config,
+    /// Set when the URL asks for TLS (`sslmode=require`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The schema the tables live in (`dotevals` unless the URL says).
     pub schema: String,
     /// The URL without its password, for messages.
@@ -38,8 +40,15 @@ impl Db {
     /// be reached, refuses the credentials or lacks the database is an
     /// error that says which, naming the server.
     pub fn connect(target: &Target) -> Result<Db, StoreError> {
-        let mut client = outside_runtime(|| target.config.connect(NoTls))
-            .map_err(|e| connect_error(target, e))?;
+        let mut client = outside_runtime(|| match &target.tls {
+            None => target.config.connect(NoTls),
+            Some(tls) => target
+                .config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (**tls).clone(),
+                )),
+        })
+        .map_err(|e| connect_error(target, e))?;
         let path = format!("SET search_path TO {}", quote_ident(&target.schema));
         outside_runtime(|| client.batch_execute(&path)).map_err(backend)?;
         Ok(Db {
@@ -119,11 +128,26 @@ fn connect_error(target: &Target, e: postgres::Error) -> StoreError {
             "no answer within {} s: is the server running and reachable?",
             CONNECT_TIMEOUT.as_secs()
         ),
-        None => e.to_string(),
+        None => {
+            // The TLS handshake's own words (an unknown issuer, a name that
+            // does not match) are in the error's sources.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            why
+        }
+    };
+    let fix = match (&target.tls, why.contains("certificate")) {
+        (Some(_), true) => "the server's certificate is not one this machine trusts for that address: add its CA with sslrootcert=CA.pem in the URL (a PEM file; cloud providers publish theirs)",
+        (None, _) if why.contains("SSL") || why.contains("encryption") => "the server wants TLS: add sslmode=require to the URL (and sslrootcert=CA.pem for a private CA)",
+        _ => "check the URL given to --storage (or DOTEVALS_STORAGE), and that the server accepts connections from here",
     };
     StoreError::Unreadable {
         location: target.location.clone(),
         why,
-        fix: "check the URL given to --storage (or DOTEVALS_STORAGE), and that the server accepts connections from here".into(),
+        fix: fix.into(),
     }
 }

@@ -8,8 +8,10 @@
 //!
 //! The `postgres` crate (synchronous, over tokio-postgres) matches the
 //! store's synchronous traits; sqlx could not be linked beside rusqlite
-//! (both link `sqlite3`). Connections are plain TCP; a URL asking for TLS
-//! (`sslmode=require`) is refused with a message until TLS lands.
+//! (both link `sqlite3`). Connections are plain TCP unless the URL asks for
+//! TLS (`sslmode=require`, `verify-ca` or `verify-full`): then the server's
+//! certificate is always verified, against the system's roots and the CA
+//! certificates of `sslrootcert=FILE` ([`tls`]).
 
 mod cache;
 mod db;
@@ -19,6 +21,7 @@ mod record;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod writer;
 
 use std::str::FromStr;
@@ -59,7 +62,7 @@ impl PgStorage {
         self.target.as_ref().map_err(|why| StoreError::Unreadable {
             location: self.location.clone(),
             why: why.clone(),
-            fix: "write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME]".into(),
+            fix: "write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME][&sslmode=require[&sslrootcert=CA.pem]]".into(),
         })
     }
 }
@@ -70,17 +73,25 @@ fn parse(url: &str) -> Result<Target, String> {
     let mut schema = DEFAULT_SCHEMA.to_owned();
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut kept = Vec::new();
+    let (mut tls, mut root) = (false, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("schema", name)) if !name.is_empty() => schema = name.to_owned(),
-            Some(("sslmode", mode)) if mode != "disable" && mode != "prefer" => {
+            Some(("sslmode", "disable" | "allow" | "prefer")) => tls = false,
+            Some(("sslmode", "require" | "verify-ca" | "verify-full")) => tls = true,
+            Some(("sslmode", mode)) => {
                 return Err(format!(
-                    "sslmode={mode}: TLS connections to PostgreSQL are not supported yet; connect over a trusted network or an SSH tunnel (sslmode=disable)"
+                    "sslmode={mode} is not one of disable, allow, prefer, require, verify-ca, verify-full"
                 ))
             }
+            Some(("sslrootcert", path)) if !path.is_empty() => root = Some(path.to_owned()),
             _ => kept.push(pair),
         }
     }
+    if root.is_some() && !tls {
+        return Err("sslrootcert= is used only with TLS: add sslmode=require".into());
+    }
+    let tls = tls.then(|| tls::config(root.as_deref())).transpose()?;
     let client_url = match kept.is_empty() {
         true => base.to_owned(),
         false => format!("{base}?{}", kept.join("&")),
@@ -94,8 +105,12 @@ fn parse(url: &str) -> Result<Target, String> {
     }
     config.connect_timeout(db::CONNECT_TIMEOUT);
     config.application_name("dotevals");
+    if tls.is_some() {
+        config.ssl_mode(postgres::config::SslMode::Require);
+    }
     Ok(Target {
         config,
+        tls,
         schema,
         location: without_password(url),
     })

@@ -206,6 +206,70 @@ fn an_older_store_is_upgraded_when_opened() {
     assert_eq!(version, crate::store::SCHEMA_VERSION.to_string());
 }
 
+/// With `sslmode=require` every connection is TLS and the server's
+/// certificate is verified: against `sslrootcert`'s CA the store works (the
+/// conformance suite passes over it), without it the connection is refused
+/// naming the unknown issuer and saying what to add.
+#[test]
+fn tls_connections_verify_the_server_certificate() {
+    let Some(url) = server("tls_connections_verify_the_server_certificate") else {
+        return;
+    };
+    let ca = std::env::var("DOTEVALS_TEST_POSTGRES_CA")
+        .expect("DOTEVALS_TEST_POSTGRES_CA: scripts/throwaway-postgres sets it beside the URL");
+    let scratch = Scratch::new(&url, "tls");
+    let verified = format!("{}&sslmode=require&sslrootcert={ca}", scratch.url());
+    let storage = PgStorage::new(&verified);
+    let store = storage.open_or_create().unwrap();
+    drop(store);
+    let target = storage.target().unwrap();
+    let db = Db::connect(target).unwrap();
+    let ssl: bool = db
+        .with(|c| {
+            Ok(c.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?
+            .get(0))
+        })
+        .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    for (name, case) in conformance::CASES {
+        let scratch = Scratch::new(&url, "tlsc");
+        eprintln!("conformance over TLS: {name}");
+        case(&PgStorage::new(&format!(
+            "{}&sslmode=require&sslrootcert={ca}",
+            scratch.url()
+        )));
+    }
+
+    let unverified = PgStorage::new(&format!("{}&sslmode=require", scratch.url()));
+    let err = unverified
+        .open_existing()
+        .err()
+        .expect("an unknown issuer is refused");
+    let text = format!("{err}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    assert!(
+        matches!(&err, StoreError::Unreadable { fix, .. } if fix.contains("sslrootcert")),
+        "{err:?}"
+    );
+    for (query, says) in [
+        ("sslmode=bogus", "is not one of"),
+        ("sslrootcert=/x.pem", "add sslmode=require"),
+        (
+            "sslmode=verify-full&sslrootcert=/no/such.pem",
+            "cannot read PEM",
+        ),
+    ] {
+        let err = PgStorage::new(&format!("{}&{query}", scratch.url()))
+            .open_existing()
+            .err()
+            .expect("refused");
+        assert!(format!("{err}").contains(says), "{query}: {err}");
+    }
+}
+
 #[test]
 fn a_run_lock_is_released_when_its_holder_goes() {
     let Some(url) = server("a_run_lock_is_released_when_its_holder_goes") else {

@@ -142,6 +142,11 @@ impl Pool {
         })
     }
 
+    /// Replicas in the pool (1 for one endpoint).
+    pub fn replicas(&self) -> usize {
+        self.limiters.len()
+    }
+
     pub fn limiters(&self) -> &[Arc<Limiter>] {
         &self.limiters
     }
@@ -151,8 +156,38 @@ impl Pool {
     /// before the others would be done with them); waits for one when none
     /// is free (or every replica rests).
     pub async fn acquire(&self, left: Option<u64>) -> Permit {
-        if let [only] = self.limiters.as_slice() {
-            return only.acquire().await;
+        loop {
+            if let [only] = self.limiters.as_slice() {
+                return only.acquire().await;
+            }
+            if let Some(permit) = self.acquire_avoiding(left, &[], true).await {
+                return permit;
+            }
+        }
+    }
+
+    /// A slot on a replica other than those in `avoid` (the sample failed
+    /// there), as [`Pool::acquire`] picks one; `None` when every other one
+    /// rests (it fails too) or none is left.
+    pub async fn elsewhere(&self, avoid: &[usize]) -> Option<Permit> {
+        self.acquire_avoiding(None, avoid, false).await
+    }
+
+    /// `wait_for_rest`: when every candidate rests, wait for the first to be
+    /// tried again (else answer `None`).
+    async fn acquire_avoiding(
+        &self,
+        left: Option<u64>,
+        avoid: &[usize],
+        wait_for_rest: bool,
+    ) -> Option<Permit> {
+        let candidates: Vec<&Arc<Limiter>> = self
+            .limiters
+            .iter()
+            .filter(|l| !avoid.contains(&l.index))
+            .collect();
+        if candidates.is_empty() {
+            return None;
         }
         loop {
             let too_slow = left.and_then(|n| self.time_for(n));
@@ -161,9 +196,9 @@ impl Pool {
             tokio::pin!(freed);
             freed.as_mut().enable();
             let now = Instant::now();
-            let awake: Vec<&Arc<Limiter>> = self
-                .limiters
+            let awake: Vec<&Arc<Limiter>> = candidates
                 .iter()
+                .copied()
                 .filter(|l| l.state().health.resting_until(now).is_none())
                 .collect();
             let waits: Vec<Option<Duration>> = awake.iter().map(|l| self.wait_at(l)).collect();
@@ -177,11 +212,14 @@ impl Pool {
             });
             if let Some((best, _)) = in_time.max_by_key(|(l, _)| l.free()) {
                 if let Some(permit) = best.try_acquire() {
-                    return permit;
+                    return Some(permit);
                 }
             }
             // Every replica rests: the first to wake is tried.
-            let wake = self.limiters.iter().filter_map(|l| l.resting_until()).min();
+            let wake = candidates.iter().filter_map(|l| l.resting_until()).min();
+            if awake.is_empty() && !wait_for_rest {
+                return None;
+            }
             match wake {
                 Some(wake) => {
                     tokio::select! {

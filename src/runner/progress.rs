@@ -107,7 +107,7 @@ impl Live {
             n => {
                 msg += &format!(
                     " · {n} of {} replicas resting",
-                    self.limiter.limiters().len()
+                    self.limiter.replicas()
                 )
             }
         }

@@ -393,7 +393,10 @@ impl Sent {
             slot,
             retried,
         } = self;
-        // A replica that rests hands the sample to another, which sends it again.
+        // A sample that failed on one replica (it rests, or its retries ran
+        // out on a failure another server may not have) goes to another it
+        // has not tried, while there is one.
+        let mut tried = Vec::new();
         let done = loop {
             let replica = permit.as_ref().map_or(0, Permit::replica);
             let caller = &ctx.callers[replica];
@@ -402,9 +405,18 @@ impl Sent {
                 .await;
             record.call.add(&done.stats);
             record.endpoint = ctx.endpoints.get(replica).cloned();
-            match done.gave_up {
-                Some(GaveUp::Rested) => permit = Some(ctx.pool.acquire(None).await),
-                _ => break done,
+            tried.push(replica);
+            let failed_here = match (&done.result, &done.gave_up) {
+                (_, Some(GaveUp::Rested)) => true,
+                (Err(e), None) => e.is_retryable(),
+                _ => false,
+            };
+            if !failed_here || ctx.pool.replicas() == 1 {
+                break done;
+            }
+            match ctx.pool.elsewhere(&tried).await {
+                Some(other) => permit = Some(other),
+                None => break done,
             }
         };
         let refused = match &done.result {

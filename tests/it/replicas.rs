@@ -291,3 +291,42 @@ fn a_bad_list_of_replicas_is_refused_with_its_position() {
     );
     assert_eq!(server.count(), 0, "nothing was sent");
 }
+
+/// With no retries at all (`max_attempts: 1`), a sample whose one attempt
+/// failed on a replica that is down is sent to another replica instead of
+/// being recorded as an error; one that fails everywhere is an error.
+#[test]
+fn a_failed_sample_tries_the_other_replicas_before_it_is_an_error() {
+    const N: usize = 30;
+    let healthy = TestServer::builder()
+        .respond(|r| match r.prompt.contains("sample 7") {
+            true => Reply::status(500, "{\"error\": \"always\"}"),
+            false => Reply::text(r.prompt.clone()),
+        })
+        .start();
+    let down = format!("http://127.0.0.1:{}/v1", closed_port());
+    let dir = TestDir::new();
+    let spec = Spec::new("replicas", &list(&[down.clone(), healthy.url()]))
+        .samples(N)
+        .model("  timeout: 5s\n  retry: {max_attempts: 1}\n")
+        .evaluator("{type: contains, expected: sample}")
+        .tail("concurrency: {strategy: sliding_window, max_concurrency: 2}\n");
+    dir.write("spec.yaml", &spec.to_string());
+    let out = dir.cmd(["run", "spec.yaml", "-e", "x", "-q"]).output();
+    out.assert_exit_code(1);
+    let report = show_json(&dir, "x", &["--errors"]);
+    let e = only(&report);
+    assert_eq!(uint(e, "/samples/errored"), 1, "{e:#}");
+    assert_eq!(e["errors"][0]["id"], "7", "{e:#}");
+    assert_eq!(uint(e, "/samples/finished"), N as u64 - 1);
+    // Sample 7 failed on the healthy replica, and on the other too unless
+    // that one rested by then (it fails: nothing waits for it).
+    let attempts = uint(&e["errors"][0], "/attempts");
+    assert!((1..=2).contains(&attempts), "{e:#}");
+    let failed = healthy
+        .requests()
+        .iter()
+        .filter(|r| r.prompt.contains("sample 7"))
+        .count();
+    assert_eq!(failed, 1);
+}

@@ -124,7 +124,10 @@ fn check(
         provider: eval.model.provider.as_str().into(),
         model: eval.model.name.clone(),
         evaluators: eval.evaluators.iter().map(|e| e.name.clone()).collect(),
-        strategy: eval.concurrency.to_string(),
+        strategy: match eval.model.provider.http().map_or(0, |h| h.replicas.len()) {
+            0 => eval.concurrency.to_string(),
+            n => format!("{} per replica, {n} replicas", eval.concurrency),
+        },
         commands: eval.programs(),
     };
     Ok((checked, eval))

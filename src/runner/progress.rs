@@ -104,12 +104,7 @@ impl Live {
         }
         match self.limiter.resting() {
             0 => {}
-            n => {
-                msg += &format!(
-                    " · {n} of {} replicas resting",
-                    self.limiter.replicas()
-                )
-            }
+            n => msg += &format!(" · {n} of {} replicas resting", self.limiter.replicas()),
         }
         let pause = self.pause.remaining();
         if !pause.is_zero() {

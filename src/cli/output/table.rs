@@ -158,10 +158,13 @@ fn setup_rows(e: &EvaluationView) -> Vec<(String, String)> {
         let sets: Vec<String> = e.overrides.iter().map(|o| o.replace('\n', "\\n")).collect();
         rows.push(("overrides".into(), sets.join(" · ")));
     }
-    let strategy = match e.strategy {
+    let mut strategy = match e.strategy {
         StrategyName::Sequential => "sequential, 1 in flight".to_owned(),
         s => format!("{s}, up to {} in flight", e.max_concurrency),
     };
+    if e.endpoints.len() > 1 {
+        let _ = write!(strategy, " per replica, {} replicas", e.endpoints.len());
+    }
     rows.push(("strategy".into(), strategy));
     let s = &e.samples;
     let missing = s.total.saturating_sub(s.recorded);

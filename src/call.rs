@@ -100,13 +100,13 @@ impl Caller {
     /// attempt at the server and each outcome, and is released as soon as
     /// the reply is in, before the rate limit settles the reply's usage.
     ///
-    /// `leave(replica)` says whether another replica could take the request
-    /// when the permit's replica rests (see [`crate::concurrency::pool`]).
+    /// `leave()` says whether another replica could take the request when
+    /// the permit's replica rests (see [`crate::concurrency::pool`]).
     pub async fn call(
         &self,
         request: &Request,
         permit: Option<Permit>,
-        leave: impl Fn(usize) -> bool,
+        leave: impl Fn() -> bool,
     ) -> Call {
         let estimate = self
             .rate
@@ -133,7 +133,7 @@ impl Caller {
                 // A replica that now rests sends its sample to another.
                 permit.as_ref().is_some_and(|p| {
                     p.report(&outcome);
-                    p.resting() && leave(p.replica())
+                    p.resting() && leave()
                 })
             },
         )
@@ -173,6 +173,7 @@ pub fn outcome(e: &ClientError) -> Outcome {
     match e {
         ClientError::Throttled { .. } => Outcome::Throttled,
         ClientError::Timeout(_) | ClientError::Stalled(_) => Outcome::Timeout,
+        e if !e.is_retryable() => Outcome::Refused,
         _ => Outcome::Failed,
     }
 }

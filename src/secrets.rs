@@ -230,6 +230,21 @@ pub fn is_secret_key(key: &str) -> bool {
         || k == "key"
 }
 
+/// `base_url` as records show it: without the user, password, query or
+/// fragment it may carry (a token may hide in any of them).
+pub fn without_credentials(base_url: &str) -> String {
+    match reqwest::Url::parse(base_url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        Err(_) => base_url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -769,8 +769,8 @@ impl Strategy for Adaptive {
             Outcome::Throttled | Outcome::Timeout => Decision {
                 limit: self.on_loss(o),
             },
-            // A 5xx or a broken reply says nothing about load.
-            Outcome::Failed => Decision::default(),
+            // A 5xx, a broken reply or a refusal says nothing about load.
+            Outcome::Failed | Outcome::Refused => Decision::default(),
         }
     }
 }

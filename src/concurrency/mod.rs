@@ -184,7 +184,11 @@ pub enum Outcome {
     Throttled,
     /// The attempt ran out of time.
     Timeout,
-    /// Any other failure.
+    /// The server answered and refused the request as sent (a 4xx, or a
+    /// reply too large or without the output): it is up, and another
+    /// attempt would get the same.
+    Refused,
+    /// Any other failure (a 5xx, a dropped connection, a garbled reply).
     Failed,
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::pause::Pause;
 use super::{Limiter, Outcome, Permit, StrategySpec, Totals};
 
 /// Failed attempts in a row (errors and timeouts, not throttling) that rest a replica.
@@ -69,6 +70,8 @@ impl Health {
                     None => *latency,
                 });
             }
+            // Up, and answering: what it refused is the request's fault.
+            Outcome::Refused => self.failures = 0,
             Outcome::Throttled => {}
             Outcome::Timeout | Outcome::Failed => {
                 self.failures = self.failures.saturating_add(1);
@@ -116,16 +119,21 @@ impl Permit {
 /// The limiters of an evaluation's endpoints.
 pub struct Pool {
     limiters: Vec<Arc<Limiter>>,
+    /// Each replica's pause (a server's Retry-After): a paused replica gets
+    /// no new samples while another can take them.
+    pauses: Vec<Arc<Pause>>,
     freed: Arc<Notify>,
     started: Instant,
 }
 
 impl Pool {
-    /// `replicas` limiters (at least one) running `strategy` each.
-    pub fn new(strategy: &StrategySpec, replicas: usize) -> Arc<Pool> {
+    /// A limiter running `strategy` for each replica, whose pauses are
+    /// `pauses` (at least one).
+    pub fn new(strategy: &StrategySpec, pauses: Vec<Arc<Pause>>) -> Arc<Pool> {
         let freed = Arc::new(Notify::new());
+        let replicas = pauses.len().max(1);
         let several = replicas > 1;
-        let limiters = (0..replicas.max(1))
+        let limiters = (0..replicas)
             .map(|index| {
                 let replica = several.then(|| Replica {
                     freed: Arc::clone(&freed),
@@ -137,6 +145,7 @@ impl Pool {
             .collect();
         Arc::new(Pool {
             limiters,
+            pauses,
             freed,
             started: Instant::now(),
         })
@@ -156,10 +165,11 @@ impl Pool {
     /// before the others would be done with them); waits for one when none
     /// is free (or every replica rests).
     pub async fn acquire(&self, left: Option<u64>) -> Permit {
+        if let [only] = self.limiters.as_slice() {
+            return only.acquire().await;
+        }
         loop {
-            if let [only] = self.limiters.as_slice() {
-                return only.acquire().await;
-            }
+            // With nothing to avoid there is always a candidate.
             if let Some(permit) = self.acquire_avoiding(left, &[], true).await {
                 return permit;
             }
@@ -201,6 +211,16 @@ impl Pool {
                 .copied()
                 .filter(|l| l.state().health.resting_until(now).is_none())
                 .collect();
+            let unpaused: Vec<&Arc<Limiter>> = awake
+                .iter()
+                .copied()
+                .filter(|l| self.paused(l).is_none())
+                .collect();
+            // Paused replicas wait their turn, unless all are.
+            let awake = match unpaused.is_empty() {
+                true => awake,
+                false => unpaused,
+            };
             let waits: Vec<Option<Duration>> = awake.iter().map(|l| self.wait_at(l)).collect();
             let fastest = waits.iter().flatten().min().copied();
             let in_time = awake.iter().zip(&waits).filter(|(_, wait)| {
@@ -210,13 +230,25 @@ impl Pool {
                     _ => true,
                 }
             });
-            if let Some((best, _)) = in_time.max_by_key(|(l, _)| l.free()) {
-                if let Some(permit) = best.try_acquire() {
-                    return Some(permit);
+            // The most free slots; the first of equals.
+            let best = in_time.min_by_key(|(l, _)| std::cmp::Reverse(l.free()));
+            if let Some((best, _)) = best.filter(|(l, _)| l.free() > 0) {
+                match best.try_acquire() {
+                    Some(permit) => return Some(permit),
+                    // Taken meanwhile, or owed to a cut: look again.
+                    None => continue,
                 }
             }
-            // Every replica rests: the first to wake is tried.
-            let wake = candidates.iter().filter_map(|l| l.resting_until()).min();
+            // Nothing free: wait for a slot, or for a replica's rest or
+            // pause to end.
+            let pause_ends = candidates
+                .iter()
+                .filter_map(|l| self.paused(l).map(|d| Instant::now() + d));
+            let wake = candidates
+                .iter()
+                .filter_map(|l| l.resting_until())
+                .chain(pause_ends)
+                .min();
             if awake.is_empty() && !wait_for_rest {
                 return None;
             }
@@ -230,6 +262,12 @@ impl Pool {
                 None => freed.await,
             }
         }
+    }
+
+    /// How much longer `replica`'s server asked to be left alone, if it did.
+    fn paused(&self, replica: &Limiter) -> Option<Duration> {
+        let pause = self.pauses.get(replica.index)?;
+        Some(pause.remaining()).filter(|d| !d.is_zero())
     }
 
     /// How long a sample sent to `replica` now can expect to take: its
@@ -257,12 +295,12 @@ impl Pool {
             .then(|| Duration::from_secs_f64(samples as f64 * elapsed / replies as f64))
     }
 
-    /// Whether another replica than `replica` could take a sample (it is
-    /// not resting).
-    pub fn has_other(&self, replica: usize) -> bool {
+    /// Whether a replica not in `tried` could take a sample (it is not
+    /// resting).
+    pub fn has_other(&self, tried: &[usize]) -> bool {
         self.limiters
             .iter()
-            .any(|l| l.index != replica && l.resting_until().is_none())
+            .any(|l| !tried.contains(&l.index) && l.resting_until().is_none())
     }
 
     /// The limits summed over the replicas.
@@ -339,7 +377,8 @@ mod tests {
     use super::*;
 
     fn pool(windows: &[usize]) -> Arc<Pool> {
-        let pool = Pool::new(&StrategySpec::SlidingWindow(1), windows.len());
+        let pauses = windows.iter().map(|_| Arc::new(Pause::new())).collect();
+        let pool = Pool::new(&StrategySpec::SlidingWindow(1), pauses);
         for (l, &w) in pool.limiters.iter().zip(windows) {
             let mut s = l.state();
             l.set_limit(&mut s, w);
@@ -358,13 +397,14 @@ mod tests {
     async fn a_sample_goes_to_the_replica_with_the_most_free_slots() {
         let pool = pool(&[2, 4]);
         let mut held = Vec::new();
-        for expected in [1, 1, 1, 0, 1, 0] {
+        // The most free slots; the first replica of equals.
+        for expected in [1, 1, 0, 1, 0, 1] {
             let p = pool.acquire(None).await;
             assert_eq!(p.replica(), expected);
             held.push(p);
         }
         assert_eq!((pool.in_flight(), pool.limit()), (6, 6));
-        drop(held.remove(3));
+        drop(held.remove(2));
         assert_eq!(
             pool.acquire(None).await.replica(),
             0,
@@ -382,7 +422,7 @@ mod tests {
             p.report(&Outcome::Failed);
         }
         assert!(p.resting(), "rested after {REST_AFTER} failures");
-        assert!(pool.has_other(0) && !pool.has_other(1));
+        assert!(pool.has_other(&[0]) && !pool.has_other(&[1]));
         assert_eq!(pool.resting(), 1);
         let other = pool.acquire(None).await;
         assert_eq!(
@@ -400,8 +440,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refusal_is_an_answer_not_a_failure() {
+        let pool = pool(&[1, 1]);
+        let p = pool.acquire(None).await;
+        for outcome in [
+            Outcome::Failed,
+            Outcome::Timeout,
+            Outcome::Refused,
+            Outcome::Failed,
+        ] {
+            p.report(&outcome);
+        }
+        assert!(!p.resting(), "a 4xx between failures says the server is up");
+        p.report(&Outcome::Failed);
+        assert!(!p.resting());
+        p.report(&Outcome::Failed);
+        assert!(p.resting(), "three failures in a row");
+    }
+
+    #[tokio::test]
+    async fn a_paused_replica_gets_no_samples_while_another_can_take_them() {
+        let pauses: Vec<Arc<Pause>> = (0..2).map(|_| Arc::new(Pause::new())).collect();
+        let pool = Pool::new(&StrategySpec::SlidingWindow(2), pauses.clone());
+        pauses[0].extend(Duration::from_secs(60));
+        let a = pool.acquire(None).await;
+        let b = pool.acquire(None).await;
+        assert_eq!((a.replica(), b.replica()), (1, 1));
+        // Its slots stay free: a sample waits for a slot of a replica
+        // that is not paused (or for the pause to end).
+        let wait = tokio::time::timeout(Duration::from_millis(100), pool.acquire(None));
+        assert!(wait.await.is_err(), "a paused replica took a sample");
+        drop(a);
+        assert_eq!(pool.acquire(None).await.replica(), 1);
+        drop(b);
+    }
+
+    #[tokio::test]
     async fn near_the_end_a_replica_slower_than_the_work_left_gets_none() {
-        let pool = pool(&[2, 1]);
+        let pool = pool(&[1, 1]);
         // Replica 0 answers in 2 s, replica 1 in 10 ms.
         let slow = pool.acquire(None).await;
         let fast = pool.acquire(None).await;

@@ -80,18 +80,6 @@ pub async fn connect(
     })
 }
 
-/// `base_url` as records show it: without the user and password it may carry.
-pub fn shown_url(base_url: &str) -> String {
-    match reqwest::Url::parse(base_url) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.as_str().trim_end_matches('/').to_owned()
-        }
-        _ => base_url.to_owned(),
-    }
-}
-
 /// The built-in mock as a cache key sees it: its replies follow its rules
 /// (its latency changes none of them).
 fn mock_identity(spec: &crate::model::mock::MockSpec) -> String {

@@ -194,9 +194,14 @@ pub async fn run(
     let evaluation_id = started_evaluation.id;
 
     let started = Instant::now();
-    let replicas = connection.as_ref().map_or(1, |c| 1 + c.replicas.len());
-    let pool = Pool::new(&plan.strategy, replicas);
     let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
+    // A window per replica, each beside its endpoint's pause (the first's
+    // is the evaluation's endpoint's).
+    let others = connection.iter().flat_map(|c| &c.replicas);
+    let replica_pauses = std::iter::once(Arc::clone(&pause))
+        .chain(others.map(|(url, _)| pauses.get(url)))
+        .collect();
+    let pool = Pool::new(&plan.strategy, replica_pauses);
     progress.start(plan, &pool, rate.clone(), Arc::clone(&pause), &judges.waits);
     let config = WriterConfig {
         evaluation_id,
@@ -247,7 +252,7 @@ pub async fn run(
         Some(c) => {
             let first = Endpoint {
                 client: c.client.with_secrets(&plan.secrets),
-                url: client::shown_url(&c.base_url),
+                url: crate::secrets::without_credentials(&c.base_url),
                 rate,
                 pause,
             };
@@ -255,7 +260,7 @@ pub async fn run(
                 client: client.with_secrets(&plan.secrets),
                 rate: replica_rate(plan, &url, rates),
                 pause: pauses.get(&url),
-                url: client::shown_url(&url),
+                url: crate::secrets::without_credentials(&url),
             });
             (std::iter::once(first).chain(others).collect(), c.mock)
         }

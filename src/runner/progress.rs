@@ -407,7 +407,10 @@ mod tests {
             total: 10,
             bar: None,
             counts: Arc::new(Counts::new(0)),
-            limiter: Pool::new(&StrategySpec::SlidingWindow(4), 1),
+            limiter: Pool::new(
+                &StrategySpec::SlidingWindow(4),
+                vec![Arc::new(Pause::new())],
+            ),
             rate: None,
             pause: Arc::new(Pause::new()),
             judges: vec![(judge, None)],

@@ -399,19 +399,20 @@ impl Sent {
         let mut tried = Vec::new();
         let done = loop {
             let replica = permit.as_ref().map_or(0, Permit::replica);
+            tried.push(replica);
+            // The pool has a replica per caller (see `SampleContext::new`).
             let caller = &ctx.callers[replica];
             let done = caller
-                .call(request, permit.take(), |r| ctx.pool.has_other(r))
+                .call(request, permit.take(), || ctx.pool.has_other(&tried))
                 .await;
             record.call.add(&done.stats);
             record.endpoint = ctx.endpoints.get(replica).cloned();
-            tried.push(replica);
             let failed_here = match (&done.result, &done.gave_up) {
                 (_, Some(GaveUp::Rested)) => true,
                 (Err(e), None) => e.is_retryable(),
                 _ => false,
             };
-            if !failed_here || ctx.pool.replicas() == 1 {
+            if !failed_here {
                 break done;
             }
             match ctx.pool.elsewhere(&tried).await {

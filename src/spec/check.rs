@@ -65,6 +65,9 @@ fn pin_endpoint(model_json: &mut Value, model: &ModelSpec, secrets: &mut Secrets
     if let (Some(http), Value::Object(m)) = (model.provider.http(), &mut *model_json) {
         let url = &http.base_url;
         secrets.take_from_url(url);
+        for replica in &http.replicas {
+            secrets.take_from_url(replica);
+        }
         m.insert("base_url".into(), Value::String(url.clone()));
     }
     secrets.take_from_json(model_json);

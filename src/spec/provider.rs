@@ -89,7 +89,7 @@ impl Checker<'_> {
                     "add e.g. `url: http://127.0.0.1:8080/v1/generate` (the whole address)",
                 ));
         };
-        if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        if !is_http_url(url) {
             return Err(self
                 .at_value(
                     &format!("{at}.url"),
@@ -382,13 +382,17 @@ impl Checker<'_> {
                 .with_hint("write one URL, or a list such as [http://10.0.0.1:8000/v1, http://10.0.0.2:8000/v1]"));
         }
         let mut seen = Vec::with_capacity(urls.len());
+        let mut servers = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
             let url = self.server_url(&format!("{path}[{i}]"), url)?;
-            if seen.contains(&url) {
+            // One server however it is written (case, default port, credentials).
+            let server = crate::secrets::without_credentials(&url);
+            if servers.contains(&server) {
                 return Err(self
                     .at_value(&format!("{path}[{i}]"), format!("`{url}` is listed twice"))
                     .with_hint("list each replica once"));
             }
+            servers.push(server);
             seen.push(url);
         }
         Ok(seen)

@@ -408,35 +408,26 @@ pub fn endpoint_views(
     wall_seconds: f64,
 ) -> Vec<EndpointView> {
     let sent: u64 = endpoints.iter().map(|e| e.samples).sum();
+    let view = |url: &str, samples: u64, errors: u64, latencies: &[u64]| EndpointView {
+        url: url.to_owned(),
+        samples,
+        errors,
+        share: ratio(samples as f64, sent as f64).unwrap_or(0.0),
+        attempts: 0,
+        failed_attempts: 0,
+        rests: 0,
+        throughput_per_second: ratio(latencies.len() as f64, wall_seconds),
+        latency_seconds: percentiles(latencies),
+    };
     let mut views: Vec<EndpointView> = endpoints
         .iter()
-        .map(|e| EndpointView {
-            url: e.url.clone(),
-            samples: e.samples,
-            errors: e.errors,
-            share: ratio(e.samples as f64, sent as f64).unwrap_or(0.0),
-            attempts: 0,
-            failed_attempts: 0,
-            rests: 0,
-            throughput_per_second: ratio(e.latencies.len() as f64, wall_seconds),
-            latency_seconds: percentiles(&e.latencies),
-        })
+        .map(|e| view(&e.url, e.samples, e.errors, &e.latencies))
         .collect();
     for r in runs.iter().flat_map(|r| &r.endpoints) {
         let at = match views.iter().position(|v| v.url == r.url) {
             Some(at) => at,
             None => {
-                views.push(EndpointView {
-                    url: r.url.clone(),
-                    samples: 0,
-                    errors: 0,
-                    share: 0.0,
-                    attempts: 0,
-                    failed_attempts: 0,
-                    rests: 0,
-                    throughput_per_second: Some(0.0).filter(|_| wall_seconds > 0.0),
-                    latency_seconds: None,
-                });
+                views.push(view(&r.url, 0, 0, &[]));
                 views.len() - 1
             }
         };

@@ -330,3 +330,62 @@ fn a_failed_sample_tries_the_other_replicas_before_it_is_an_error() {
         .count();
     assert_eq!(failed, 1);
 }
+
+/// Credentials in a replica's URL (any replica, not only the first) are
+/// never stored, shown or exported: the recorded replica is its address.
+#[test]
+fn replica_credentials_are_kept_out_of_the_store_and_the_output() {
+    let servers = [echo(Duration::ZERO), echo(Duration::ZERO)];
+    let with_password = |s: &TestServer, who: &str| {
+        s.url()
+            .replacen("http://", &format!("http://{who}:{who}-s3cret-pw@"), 1)
+    };
+    let urls = [
+        with_password(&servers[0], "first"),
+        with_password(&servers[1], "second"),
+    ];
+    let dir = TestDir::new();
+    let spec = Spec::new("replicas", &list(&urls))
+        .samples(20)
+        .quick()
+        .evaluator("{type: contains, expected: sample}")
+        .tail("concurrency: {strategy: sliding_window, max_concurrency: 2}\n");
+    dir.write("spec.yaml", &spec.to_string());
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    assert!(
+        servers.iter().all(|s| s.count() > 0),
+        "both replicas served"
+    );
+    let mut printed = String::new();
+    for args in [
+        &["show", "x", "--full", "--format", "json"][..],
+        &["show", "x"],
+        &["export", "x", "--format", "csv"],
+    ] {
+        let out = dir.cmd(args).output();
+        out.assert_exit_code(0);
+        printed += &out.stdout;
+    }
+    dir.cmd(["report", "x", "-o", "x.html"])
+        .output()
+        .assert_exit_code(0);
+    printed += &dir.read("x.html");
+    for who in ["first", "second"] {
+        let secret = format!("{who}-s3cret-pw");
+        assert!(!printed.contains(&secret), "{secret} printed");
+        for file in crate::support::files_under(dir.store().parent().unwrap_or(dir.path())) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !crate::support::contains_bytes(&bytes, secret.as_bytes()),
+                "{secret} in {}",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        printed.contains(&servers[1].url()),
+        "the replica's address is shown"
+    );
+}

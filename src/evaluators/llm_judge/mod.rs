@@ -328,7 +328,7 @@ impl Judge {
         let queued = std::time::Instant::now();
         let _slot = link.window.acquire().await;
         call.queue_us = queued.elapsed().as_micros() as u64;
-        let done = link.caller.call(&request, None, |_| false).await;
+        let done = link.caller.call(&request, None, || false).await;
         call.call = done.stats;
         let completion = match done.result {
             Ok(completion) => completion,

@@ -57,6 +57,11 @@ impl Db {
         })
     }
 
+    /// Whether the connection is known to be gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().as_ref().is_none_or(Client::is_closed)
+    }
+
     /// Runs `f` with the client (on a thread of its own inside an async task).
     pub fn with<R: Send>(
         &self,

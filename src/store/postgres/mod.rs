@@ -104,6 +104,9 @@ fn parse(url: &str) -> Result<Target, String> {
         }
     }
     config.connect_timeout(db::CONNECT_TIMEOUT);
+    // A server that vanished mid-run fails a query within this, instead of
+    // the system's retransmission timeout (a quarter of an hour).
+    config.tcp_user_timeout(db::CONNECT_TIMEOUT * 3);
     config.application_name("dotevals");
     if tls.is_some() {
         config.ssl_mode(postgres::config::SslMode::Require);

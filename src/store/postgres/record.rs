@@ -48,10 +48,13 @@ struct HeldLock(Db);
 
 impl Drop for HeldLock {
     fn drop(&mut self) {
-        // A failure leaves the lock to the server, which frees it with the session.
-        let _ = self
-            .0
-            .with(|c| c.execute("SELECT pg_advisory_unlock_all()", &[]));
+        // A failure (or a connection already gone) leaves the lock to the
+        // server, which frees it with the session.
+        if !self.0.is_closed() {
+            let _ = self
+                .0
+                .with(|c| c.execute("SELECT pg_advisory_unlock_all()", &[]));
+        }
     }
 }
 

@@ -196,6 +196,22 @@ fn an_older_store_is_upgraded_when_opened() {
         .collect()
     };
     assert_eq!(layout(&mut c, &old.schema), layout(&mut c, &fresh.schema));
+    let indexes = |c: &mut postgres::Client, schema: &str| -> Vec<(String, String)> {
+        c.query(
+            "SELECT indexname::text, replace(indexdef, $1 || '.', '') FROM pg_indexes
+             WHERE schemaname = $1 ORDER BY indexname",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    let fresh_indexes = indexes(&mut c, &fresh.schema);
+    assert!(fresh_indexes
+        .iter()
+        .any(|(name, _)| name == "samples_endpoint"));
+    assert_eq!(indexes(&mut c, &old.schema), fresh_indexes);
     let version: String = c
         .query_one(
             &format!("SELECT value FROM {q}.meta WHERE key = 'schema_version'"),

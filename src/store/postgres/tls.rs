@@ -10,8 +10,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
-/// The client's TLS settings: the system's roots, and those of `root_file`.
+/// The client's TLS settings: the system's roots, and those of `root_file`
+/// (`system`, as libpq 16 reads it, adds none).
 pub fn config(root_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let root_file = root_file.filter(|f| *f != "system");
     let mut roots = RootCertStore::empty();
     // Certificates the system has that rustls cannot read are skipped, as
     // reqwest does for model endpoints.

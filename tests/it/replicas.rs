@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::server::{Reply, TestServer};
 use crate::support::{only, show_json, uint};
-use crate::util::{closed_port, Spec, TestDir};
+use crate::util::{closed_port, Spec, TestDir, QUICK};
 
 /// `[url, url, ...]`: a YAML flow list for `base_url`.
 fn list(urls: &[String]) -> String {
@@ -23,6 +23,25 @@ fn echo(latency: Duration) -> TestServer {
         .latency(latency)
         .reply(|p| p.to_owned())
         .start()
+}
+
+/// Runs `n` samples (`sample 0`, ...) into experiment `x` in a new folder,
+/// against the replicas `urls`, `window` in flight on each, with `model`
+/// lines under `model:`; the run must exit with `code`.
+fn run(urls: &[String], n: usize, window: usize, model: &str, code: i32) -> TestDir {
+    let dir = TestDir::new();
+    let spec = Spec::new("replicas", &list(urls))
+        .samples(n)
+        .model(model)
+        .evaluator("{type: contains, expected: sample}")
+        .tail(&format!(
+            "concurrency: {{strategy: sliding_window, max_concurrency: {window}}}\n"
+        ));
+    dir.write("spec.yaml", &spec.to_string());
+    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(code);
+    dir
 }
 
 /// The `endpoints` of the only evaluation of experiment `x`, by URL.
@@ -61,16 +80,7 @@ fn a_slow_replica_gets_the_share_its_window_drains() {
     ];
     let slow = echo(Duration::from_millis(500));
     let urls = [fast[0].url(), fast[1].url(), slow.url()];
-    let dir = TestDir::new();
-    let spec = Spec::new("replicas", &list(&urls))
-        .samples(N)
-        .quick()
-        .evaluator("{type: contains, expected: sample}")
-        .tail("concurrency: {strategy: sliding_window, max_concurrency: 4}\n");
-    dir.write("spec.yaml", &spec.to_string());
-    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+    let dir = run(&urls, N, 4, QUICK, 0);
 
     let served = [fast[0].count(), fast[1].count(), slow.count()];
     assert_eq!(served.iter().sum::<usize>(), N, "each sample sent once");
@@ -170,16 +180,7 @@ fn failing_replicas_rest_and_their_samples_finish_on_the_others() {
         .start();
     let down = format!("http://127.0.0.1:{}/v1", closed_port());
     let urls = [healthy.url(), broken.url(), down.clone()];
-    let dir = TestDir::new();
-    let spec = Spec::new("replicas", &list(&urls))
-        .samples(N)
-        .quick()
-        .evaluator("{type: contains, expected: sample}")
-        .tail("concurrency: {strategy: sliding_window, max_concurrency: 4}\n");
-    dir.write("spec.yaml", &spec.to_string());
-    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+    let dir = run(&urls, N, 4, QUICK, 0);
 
     let mut answered = healthy.sorted_prompts();
     answered.dedup();
@@ -226,16 +227,7 @@ fn a_rested_replica_that_recovers_takes_samples_again() {
         })
         .start();
     let urls = [steady.url(), recovering.url()];
-    let dir = TestDir::new();
-    let spec = Spec::new("replicas", &list(&urls))
-        .samples(N)
-        .quick()
-        .evaluator("{type: contains, expected: sample}")
-        .tail("concurrency: {strategy: sliding_window, max_concurrency: 2}\n");
-    dir.write("spec.yaml", &spec.to_string());
-    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+    let dir = run(&urls, N, 2, QUICK, 0);
     let endpoints = endpoints(&dir);
     let back = by_url(&endpoints, &urls[1]);
     assert!(uint(back, "/rests") >= 1, "it rested: {back:#}");
@@ -305,15 +297,8 @@ fn a_failed_sample_tries_the_other_replicas_before_it_is_an_error() {
         })
         .start();
     let down = format!("http://127.0.0.1:{}/v1", closed_port());
-    let dir = TestDir::new();
-    let spec = Spec::new("replicas", &list(&[down.clone(), healthy.url()]))
-        .samples(N)
-        .model("  timeout: 5s\n  retry: {max_attempts: 1}\n")
-        .evaluator("{type: contains, expected: sample}")
-        .tail("concurrency: {strategy: sliding_window, max_concurrency: 2}\n");
-    dir.write("spec.yaml", &spec.to_string());
-    let out = dir.cmd(["run", "spec.yaml", "-e", "x", "-q"]).output();
-    out.assert_exit_code(1);
+    let no_retries = "  timeout: 5s\n  retry: {max_attempts: 1}\n";
+    let dir = run(&[down, healthy.url()], N, 2, no_retries, 1);
     let report = show_json(&dir, "x", &["--errors"]);
     let e = only(&report);
     assert_eq!(uint(e, "/samples/errored"), 1, "{e:#}");
@@ -344,16 +329,7 @@ fn replica_credentials_are_kept_out_of_the_store_and_the_output() {
         with_password(&servers[0], "first"),
         with_password(&servers[1], "second"),
     ];
-    let dir = TestDir::new();
-    let spec = Spec::new("replicas", &list(&urls))
-        .samples(20)
-        .quick()
-        .evaluator("{type: contains, expected: sample}")
-        .tail("concurrency: {strategy: sliding_window, max_concurrency: 2}\n");
-    dir.write("spec.yaml", &spec.to_string());
-    dir.cmd(["run", "spec.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+    let dir = run(&urls, 20, 2, QUICK, 0);
     assert!(
         servers.iter().all(|s| s.count() > 0),
         "both replicas served"

@@ -96,6 +96,8 @@ fn a_slow_replica_gets_the_share_its_window_drains() {
         "the slow replica answered {} of {N}",
         slow.count()
     );
+    let full = show_json(&dir, "x", &["--full"]);
+    assert_eq!(crate::schema::problems("show", &full), Vec::<String>::new());
     let endpoints = endpoints(&dir);
     for (url, count) in urls.iter().zip(served) {
         let e = by_url(&endpoints, url);

@@ -400,7 +400,8 @@ impl Sent {
         let done = loop {
             let replica = permit.as_ref().map_or(0, Permit::replica);
             tried.push(replica);
-            // The pool has a replica per caller (see `SampleContext::new`).
+            // The pool and the callers come from one connection (`runner::run`):
+            // a replica each.
             let caller = &ctx.callers[replica];
             let done = caller
                 .call(request, permit.take(), || ctx.pool.has_other(&tried))

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
 use postgres::types::{FromSql, Type};
-use postgres::{GenericClient, IsolationLevel, Row};
+use postgres::{GenericClient, Row};
 
 use super::lookup::{call_stats, CALL_COLUMNS};
 use super::PgStore;
 use crate::store::read::{
-    EndpointSamples, ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, Groups, JudgeTotal,
-    LimitStep, LimitTimeline, RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
+    EndpointSamples, ErrorGroup, ErrorRow, EvaluationRow, ExperimentRow, JudgeTotal, LimitStep,
+    LimitTimeline, RepeatSums, RunRow, SampleRow, SampleScores, ScorePoint, ScoreTotal,
     StreamedReply, SummaryReads,
 };
 use crate::store::writer::{JudgeRecord, ScoreRecord};
@@ -33,18 +33,13 @@ const CURSOR: &str = "dotevals_samples";
 
 impl Reader for PgStore {
     fn summary_reads(&self, e: &EvaluationRow) -> Result<SummaryReads, StoreError> {
-        // One snapshot: not figures from before and after a running
-        // experiment's commit.
-        self.db.with(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let reads = summary_reads(&mut tx, e)?;
-            tx.commit()?;
-            Ok(reads)
-        })
+        // One snapshot, not figures from before and after a running
+        // experiment's commit: opened in SQL on this connection, so the
+        // shared reads, each a call on it, all run inside it.
+        let snapshot = Snapshot::begin(self)?;
+        let reads = crate::store::read::summary_reads(self, e)?;
+        snapshot.commit()?;
+        Ok(reads)
     }
 
     fn experiments(&self) -> Result<Vec<ExperimentRow>, StoreError> {
@@ -274,42 +269,6 @@ impl PgStore {
             }
         }
     }
-}
-
-/// [`crate::store::read::summary_reads`] on one client (a snapshot's
-/// transaction): that function takes a `Reader`, whose calls here would each
-/// take the connection the transaction holds.
-fn summary_reads(c: &mut impl GenericClient, e: &EvaluationRow) -> Pg<SummaryReads> {
-    const ADAPTIVE: &str = "adaptive";
-    let runs = runs(c, e.id)?;
-    let mut run_limits = Vec::new();
-    for run in runs.iter().filter(|r| r.strategy == ADAPTIVE) {
-        run_limits.push((run.run, limit_steps(c, e.id, run.run)?));
-    }
-    let groups = (0..e.evaluators.len())
-        .map(|i| match (e.repeats > 1, &e.cluster) {
-            (true, cluster) => Ok(Groups::Repeats(repeat_sums(
-                c,
-                e.id,
-                i,
-                cluster.as_deref(),
-            )?)),
-            (false, Some(column)) => Ok(Groups::Clusters(cluster_sums(c, e.id, i, column)?)),
-            (false, None) => Ok(Groups::None),
-        })
-        .collect::<Pg<_>>()?;
-    Ok(SummaryReads {
-        endpoints: endpoints(c, e.id)?,
-        latencies: latencies(c, e.id)?,
-        timeline: (e.strategy == ADAPTIVE)
-            .then(|| limit_timeline(c, e.id))
-            .transpose()?,
-        runs,
-        run_limits,
-        judges: judge_totals(c, e.id)?,
-        groups,
-        streamed: streamed(c, e.id)?,
-    })
 }
 
 /// Column `i`, a counter: never negative in the store; the clamp only
@@ -781,28 +740,49 @@ fn sample_scores(
     Ok(out)
 }
 
-/// A walk over one evaluation's samples: a read-only snapshot and the
-/// [`CURSOR`] over its ids in dataset order, both ended when dropped.
-struct Walk<'a> {
+/// A read-only snapshot opened in SQL on a store's connection, so that
+/// calls on the connection in turn all read it; rolled back when dropped
+/// unless committed (an error or a panic leaves the connection usable).
+struct Snapshot<'a> {
     store: &'a PgStore,
+    open: bool,
+}
+
+impl<'a> Snapshot<'a> {
+    fn begin(store: &'a PgStore) -> Result<Snapshot<'a>, StoreError> {
+        store
+            .db
+            .with(|c| c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))?;
+        Ok(Snapshot { store, open: true })
+    }
+
+    fn commit(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        self.store.db.with(|c| c.batch_execute("COMMIT"))
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.store.db.with(|c| c.batch_execute("ROLLBACK"));
+        }
+    }
+}
+
+/// A walk over one evaluation's samples: a [`Snapshot`] and the [`CURSOR`]
+/// over its ids in dataset order (which ends with the snapshot).
+struct Walk<'a> {
+    snapshot: Snapshot<'a>,
     /// Whether any judge calls are stored for the evaluation (else they are not asked for).
     judged: bool,
-    open: bool,
 }
 
 impl<'a> Walk<'a> {
     fn open(store: &'a PgStore, evaluation_id: i64) -> Result<Walk<'a>, StoreError> {
-        store.db.with(|c| {
-            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
-            Ok(())
-        })?;
         // From here on the transaction is ended whatever happens.
-        let mut walk = Walk {
-            store,
-            judged: false,
-            open: true,
-        };
-        walk.judged = store.db.with(|c| {
+        let snapshot = Snapshot::begin(store)?;
+        let judged = store.db.with(|c| {
             c.execute(
                 &format!(
                     "DECLARE {CURSOR} NO SCROLL CURSOR FOR
@@ -816,22 +796,12 @@ impl<'a> Walk<'a> {
             )?
             .try_get(0)
         })?;
-        Ok(walk)
+        Ok(Walk { snapshot, judged })
     }
 
     /// Ends the snapshot (the cursor with it).
-    fn close(mut self) -> Result<(), StoreError> {
-        self.open = false;
-        self.store.db.with(|c| c.batch_execute("COMMIT"))
-    }
-}
-
-impl Drop for Walk<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            // An error or a panic ended the walk: leave the connection usable.
-            let _ = self.store.db.with(|c| c.batch_execute("ROLLBACK"));
-        }
+    fn close(self) -> Result<(), StoreError> {
+        self.snapshot.commit()
     }
 }
 

@@ -195,14 +195,17 @@ pub async fn run(
 
     let started = Instant::now();
     let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
-    // A window per replica, each beside its endpoint's pause (the first's
-    // is the evaluation's endpoint's).
-    let others = connection.iter().flat_map(|c| &c.replicas);
-    let replica_pauses = std::iter::once(Arc::clone(&pause))
-        .chain(others.map(|(url, _)| pauses.get(url)))
-        .collect();
+    let endpoints = match &connection {
+        Some(c) => replica_endpoints(plan, c, (rate.clone(), Arc::clone(&pause)), rates, pauses),
+        None => Vec::new(),
+    };
+    // A window per replica, each beside its endpoint's pause.
+    let replica_pauses = match endpoints.is_empty() {
+        true => vec![Arc::clone(&pause)],
+        false => endpoints.iter().map(|e| Arc::clone(&e.pause)).collect(),
+    };
     let pool = Pool::new(&plan.strategy, replica_pauses);
-    progress.start(plan, &pool, rate.clone(), Arc::clone(&pause), &judges.waits);
+    progress.start(plan, &pool, rate, pause, &judges.waits);
     let config = WriterConfig {
         evaluation_id,
         run: started_evaluation.run,
@@ -248,24 +251,7 @@ pub async fn run(
         .and(eval.model.provider.http())
         .and_then(|http| http.api_key_env.as_ref())
         .map(|key| key.var.clone());
-    let (endpoints, mock) = match connection {
-        Some(c) => {
-            let first = Endpoint {
-                client: c.client.with_secrets(&plan.secrets),
-                url: crate::secrets::without_credentials(&c.base_url),
-                rate,
-                pause,
-            };
-            let others = c.replicas.into_iter().map(|(url, client)| Endpoint {
-                client: client.with_secrets(&plan.secrets),
-                rate: replica_rate(plan, &url, rates),
-                pause: pauses.get(&url),
-                url: crate::secrets::without_credentials(&url),
-            });
-            (std::iter::once(first).chain(others).collect(), c.mock)
-        }
-        None => (Vec::new(), None),
-    };
+    let mock = connection.and_then(|c| c.mock);
     let urls: Vec<String> = endpoints.iter().map(|e| e.url.clone()).collect();
     let ctx = Arc::new(SampleContext::new(
         plan,
@@ -453,13 +439,31 @@ fn endpoint_limits(
     (rate, pause)
 }
 
-/// A replica's own rate limit, when the spec sets one: each replica is a
-/// server of its own.
-fn replica_rate(plan: &Planned, base_url: &str, rates: &RateLimits) -> Option<Arc<RateLimit>> {
+/// The model's endpoints, ready to call: the first with `limits` (its rate
+/// limit and pause), every other replica with its own (each replica is a
+/// server of its own).
+fn replica_endpoints(
+    plan: &Planned,
+    c: &client::Connection,
+    limits: (Option<Arc<RateLimit>>, Arc<Pause>),
+    rates: &RateLimits,
+    pauses: &Pauses,
+) -> Vec<Endpoint> {
     let model = &plan.eval.model;
-    model
-        .rate_limit
-        .map(|spec| rates.get(&client::rate_key(base_url, model), spec).0)
+    let endpoint = |url: &str, client: &crate::model::ModelClient, (rate, pause)| Endpoint {
+        client: client.clone().with_secrets(&plan.secrets),
+        url: crate::secrets::without_credentials(url),
+        rate,
+        pause,
+    };
+    let first = endpoint(&c.base_url, &c.client, limits);
+    let others = c.replicas.iter().map(|(url, client)| {
+        let rate = model
+            .rate_limit
+            .map(|spec| rates.get(&client::rate_key(url, model), spec).0);
+        endpoint(url, client, (rate, pauses.get(url)))
+    });
+    std::iter::once(first).chain(others).collect()
 }
 
 /// Waits for the samples in flight once dispatch ended with `end`: all of

@@ -243,7 +243,7 @@ impl Pool {
             // pause to end.
             let pause_ends = candidates
                 .iter()
-                .filter_map(|l| self.paused(l).map(|d| Instant::now() + d));
+                .filter_map(|l| self.paused(l).map(|d| now + d));
             let wake = candidates
                 .iter()
                 .filter_map(|l| l.resting_until())

@@ -384,6 +384,17 @@ pub fn experiment_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// Reads `--lease` (clap value parser): a duration such as `30s` or `2m`,
+/// from 1 second (a heartbeat every sixth of it must have room) to a day.
+pub fn parse_lease(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; write it as 30s, 2m or 1h"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(86_400) {
+        return Err("a lease is from 1s to 24h".into());
+    }
+    Ok(d)
+}
+
 /// Opens the store for a read command, read-only; a missing store means no experiments.
 fn open_for_reading(storage: &dyn Storage) -> Result<Option<Box<dyn Store>>, CliError> {
     Ok(storage.open_read_only()?)

@@ -79,6 +79,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// On a PostgreSQL store, where several `run`s of one experiment work on it together
+    /// (a fleet of workers): how long the samples this worker claimed stay its own without a
+    /// heartbeat. A worker that dies or loses the network has its samples taken by the others
+    /// this long after its last heartbeat
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_lease)]
+    pub lease: std::time::Duration,
+
     /// When the run ends, also write the experiment as a self-contained HTML report to FILE
     /// (as `dotevals report NAME -o FILE` would)
     #[arg(long, value_name = "FILE")]
@@ -108,7 +115,7 @@ pub fn run(
     // Lock before reading resume state, so two runs of one evaluation never interleave.
     let mut locks = evals
         .iter()
-        .map(|e| storage.lock(&experiment, &e.name))
+        .map(|e| storage.lock_worker(&experiment, &e.name))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| match e {
             StoreError::Lock(e @ LockError::Busy { .. }) => CliError::usage(
@@ -125,6 +132,9 @@ pub fn run(
         .into_iter()
         .map(|eval| plan(eval, existing.as_deref(), &experiment, args.concurrency))
         .collect::<Result<Vec<_>, _>>()?;
+    for plan in &mut plans {
+        plan.lease = args.lease;
+    }
     let mut store = match existing {
         Some(store) => store,
         None => storage.open_or_create()?,

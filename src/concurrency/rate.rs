@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota};
 
@@ -30,6 +31,101 @@ pub struct RateLimit {
     /// Tokens estimated but not used by earlier requests, to spend first.
     credit: AtomicI64,
     waiting: AtomicUsize,
+    /// Set when workers on other machines share the limit (`store::fleet`):
+    /// it then holds for all of them, and the local limiters stand by.
+    fleet: OnceLock<FleetRate>,
+}
+
+/// Where the limits a fleet of workers shares are kept (the store).
+pub trait Ledger: Send {
+    /// Leases `units` of limit `limit` (`requests` or `tokens`) of
+    /// `endpoint`, each taking `per_unit` of its time: how long from now the
+    /// slice starts, or `None` when the ledger cannot be reached.
+    fn lease(
+        &mut self,
+        endpoint: &str,
+        limit: &str,
+        units: u64,
+        per_unit: Duration,
+    ) -> Option<Duration>;
+}
+
+/// A rate limit shared by a fleet of workers through the store: one next-free
+/// instant per limit, which each worker leases slices of (a few requests', or
+/// a quarter second's tokens, at a time) and spends locally. No burst: the
+/// slots of a fleet are spaced evenly.
+struct FleetRate {
+    ledger: Arc<Mutex<Box<dyn Ledger>>>,
+    endpoint: String,
+    requests: Option<Slices>,
+    tokens: Option<Slices>,
+}
+
+/// The slice of one shared limit this worker holds.
+struct Slices {
+    /// `requests` or `tokens`.
+    limit: &'static str,
+    per_unit: Duration,
+    /// Units leased at a time.
+    slice: u64,
+    held: tokio::sync::Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// When the next unit may be spent.
+    next: Option<Instant>,
+    left: u64,
+}
+
+impl Slices {
+    fn new(limit: &'static str, per_minute: u32) -> Option<Slices> {
+        let per_minute = u64::from(per_minute);
+        (per_minute > 0).then(|| Slices {
+            limit,
+            per_unit: Duration::from_secs(60) / per_minute.min(u64::from(u32::MAX)) as u32,
+            // About a quarter of a second's worth, at least one.
+            slice: per_minute.div_ceil(240).max(1),
+            held: tokio::sync::Mutex::new(Held::default()),
+        })
+    }
+}
+
+impl FleetRate {
+    /// When `n` units may be spent: from the slice held, or a new one leased
+    /// from the store. A store that cannot be reached leaves the units to
+    /// this worker's own limiter (`None`).
+    async fn take(&self, slices: &Slices, n: u64) -> Option<Instant> {
+        let mut held = slices.held.lock().await;
+        if held.left < n || held.next.is_none() {
+            let units = slices.slice.max(n);
+            let (ledger, endpoint, limit, per_unit) = (
+                Arc::clone(&self.ledger),
+                self.endpoint.clone(),
+                slices.limit,
+                slices.per_unit,
+            );
+            let asked = Instant::now();
+            let leased = tokio::task::spawn_blocking(move || {
+                let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                ledger.lease(&endpoint, limit, units, per_unit)
+            })
+            .await;
+            let Ok(Some(start)) = leased else {
+                return None;
+            };
+            held.next = Some(asked + start);
+            held.left = units;
+        }
+        let at = held.next?;
+        held.next = Some(
+            at + slices
+                .per_unit
+                .saturating_mul(n.min(u64::from(u32::MAX)) as u32),
+        );
+        held.left -= n;
+        Some(at)
+    }
 }
 
 /// About a second's worth of a per-minute quota, at least one.
@@ -56,6 +152,36 @@ impl RateLimit {
             tokens,
             credit: AtomicI64::new(0),
             waiting: AtomicUsize::new(0),
+            fleet: OnceLock::new(),
+        }
+    }
+
+    /// Shares this limit with the other workers of a fleet from now on, as
+    /// the limit of `endpoint` (a name without credentials), kept in `ledger`.
+    pub fn share(&self, ledger: Arc<Mutex<Box<dyn Ledger>>>, endpoint: String) {
+        let _ = self.fleet.set(FleetRate {
+            ledger,
+            endpoint,
+            requests: self
+                .spec
+                .requests_per_minute
+                .and_then(|n| Slices::new("requests", n)),
+            tokens: self
+                .spec
+                .tokens_per_minute
+                .and_then(|n| Slices::new("tokens", n)),
+        });
+    }
+
+    /// Waits for `n` units of the fleet's `slices`; false when the store
+    /// could not lease them (the local limiter then decides).
+    async fn fleet_wait(fleet: &FleetRate, slices: &Slices, n: u64) -> bool {
+        match fleet.take(slices, n).await {
+            Some(at) => {
+                tokio::time::sleep_until(at.into()).await;
+                true
+            }
+            None => false,
         }
     }
 
@@ -74,14 +200,29 @@ impl RateLimit {
     /// Waits until one request of about `estimated_tokens` tokens may go out.
     pub async fn admit(&self, estimated_tokens: u32) {
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        let fleet = self.fleet.get();
         if let Some(requests) = &self.requests {
-            requests.until_ready().await;
+            let shared = match fleet.and_then(|f| f.requests.as_ref().map(|s| (f, s))) {
+                Some((f, slices)) => Self::fleet_wait(f, slices, 1).await,
+                None => false,
+            };
+            if !shared {
+                requests.until_ready().await;
+            }
         }
         if let Some((tokens, burst)) = &self.tokens {
             let credit = self.credit.swap(0, Ordering::Relaxed).max(0);
             let spent = credit.min(i64::from(estimated_tokens));
             self.credit.fetch_add(credit - spent, Ordering::Relaxed);
-            take(tokens, *burst, (i64::from(estimated_tokens) - spent) as u64).await;
+            let n = (i64::from(estimated_tokens) - spent) as u64;
+            let shared = match fleet.and_then(|f| f.tokens.as_ref().map(|s| (f, s))) {
+                Some((f, slices)) if n > 0 => Self::fleet_wait(f, slices, n).await,
+                Some(_) => true,
+                None => false,
+            };
+            if !shared {
+                take(tokens, *burst, n).await;
+            }
         }
         self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
@@ -105,7 +246,15 @@ impl RateLimit {
         };
         let diff = used_tokens as i64 - i64::from(estimated_tokens);
         if diff > 0 {
-            take(tokens, *burst, diff as u64).await;
+            // The fleet's debt is taken from its schedule, not waited for here.
+            let fleet = self.fleet.get();
+            let shared = match fleet.and_then(|f| f.tokens.as_ref().map(|s| (f, s))) {
+                Some((f, slices)) => f.take(slices, diff as u64).await.is_some(),
+                None => false,
+            };
+            if !shared {
+                take(tokens, *burst, diff as u64).await;
+            }
         } else {
             self.credit.fetch_add(-diff, Ordering::Relaxed);
         }
@@ -153,7 +302,6 @@ pub fn estimate_tokens(prompt_chars: usize, max_tokens: Option<u64>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[tokio::test]
     async fn spreads_requests_instead_of_bursting() {

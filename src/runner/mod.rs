@@ -13,6 +13,7 @@ mod cached;
 mod client;
 mod execute;
 mod files;
+mod fleet;
 mod interrupt;
 mod plan;
 mod progress;
@@ -30,6 +31,7 @@ pub use plan::{
 pub use progress::{Progress, ProgressMode};
 pub use rescore::plan_rescore;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,9 +40,11 @@ use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::pool::Pool;
-use crate::concurrency::rate::{RateLimit, RateLimits};
+use crate::concurrency::rate::{Ledger, RateLimit, RateLimits};
 use crate::dataset::{row_json, Dataset, Values};
-use crate::store::writer::{WriterConfig, QUEUE};
+use crate::error_kind::ErrorKind;
+use crate::store::fleet::Joined;
+use crate::store::writer::{SampleRecord, WriterConfig, QUEUE};
 use crate::store::{
     now, EndpointRun, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, SampleLookup,
     StartedEvaluation, Store, StoreError, StoredCall,
@@ -193,12 +197,50 @@ pub async fn run(
     let started_evaluation = start_evaluation(plan, experiment, store)?;
     let evaluation_id = started_evaluation.id;
 
-    let started = Instant::now();
+    let began = Instant::now();
+    let worker = fleet::join(plan, store, &started_evaluation)?;
+    // A fleet's workers reckon the evaluation's wall time from its start.
+    let (started, base_wall_us, pending) = match &worker {
+        Some((
+            _,
+            Joined::Beside {
+                started_ago,
+                base_wall_us,
+                pending,
+                workers,
+            },
+        )) => {
+            progress.note(&format!(
+                "{}: working beside {workers} other worker{} ({pending} samples left)",
+                eval.name,
+                if *workers == 1 { "" } else { "s" }
+            ));
+            (
+                began.checked_sub(*started_ago).unwrap_or(began),
+                *base_wall_us,
+                *pending,
+            )
+        }
+        Some((_, Joined::First { pending })) => (began, started_evaluation.wall_us, *pending),
+        None => (began, started_evaluation.wall_us, plan.pending),
+    };
     let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
     let endpoints = match &connection {
         Some(c) => replica_endpoints(plan, c, (rate.clone(), Arc::clone(&pause)), rates, pauses),
         None => Vec::new(),
     };
+    if let Some((fleet, _)) = &worker {
+        let ledger: Box<dyn Ledger> = Box::new(fleet::StoreLedger(fleet.another()?));
+        let ledger = Arc::new(std::sync::Mutex::new(ledger));
+        for e in &endpoints {
+            if let Some(rate) = &e.rate {
+                rate.share(
+                    Arc::clone(&ledger),
+                    format!("{} {}", e.url, eval.model.name),
+                );
+            }
+        }
+    }
     // A window per replica, each beside its endpoint's pause.
     let replica_pauses = match endpoints.is_empty() {
         true => vec![Arc::clone(&pause)],
@@ -210,10 +252,21 @@ pub async fn run(
         evaluation_id,
         run: started_evaluation.run,
         resuming: plan.resuming,
-        base_wall_us: started_evaluation.wall_us,
+        fleet: worker.is_some(),
+        base_wall_us,
         started,
     };
-    let on_commit = progress.on_commit();
+    let written = Arc::new(AtomicU64::new(0));
+    let on_commit = {
+        let (mut progress, written) = (progress.on_commit(), Arc::clone(&written));
+        move |batch: &[SampleRecord]| {
+            let graded = batch
+                .iter()
+                .filter(|r| r.error_kind != Some(ErrorKind::Ungraded));
+            written.fetch_add(graded.count() as u64, Ordering::Relaxed);
+            progress(batch);
+        }
+    };
     // Every sample reserves its record's place when it starts, so the queue has
     // room for a full window plus a backlog the writer may fall behind by.
     let writer = store.writer(
@@ -222,7 +275,10 @@ pub async fn run(
         Box::new(on_commit),
     )?;
 
-    let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(1024);
+    // A worker of a fleet holds few claimed samples in waiting.
+    let claims = fleet::claim_batch(plan.strategy.max_concurrency());
+    let capacity = if worker.is_some() { claims } else { 1024 };
+    let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(capacity);
     let preparer = match (&eval.cache, &cache, plan.replies, &connection) {
         (Some(policy), Some(lookup), Replies::Model, Some(c)) => {
             let client = c.client.clone().with_secrets(&plan.secrets);
@@ -242,7 +298,40 @@ pub async fn run(
         }
         _ => None,
     };
-    let reader = start_reader(plan, store, evaluation_id, rows_tx, preparer);
+    let (reader, keeper) = match worker {
+        Some((fleet, _)) => {
+            let claimer = fleet::spawn_claimer(
+                fleet.another()?,
+                store.lookup(evaluation_id),
+                claims,
+                preparer,
+                rows_tx,
+            );
+            let in_flight = Arc::clone(&pool);
+            let keeper = fleet::Keeper::start(
+                fleet,
+                plan.lease,
+                endpoints
+                    .iter()
+                    .map(|e| {
+                        (
+                            format!("{} {}", e.url, eval.model.name),
+                            Arc::clone(&e.pause),
+                        )
+                    })
+                    .collect(),
+                fleet::Status {
+                    written: Arc::clone(&written),
+                    in_flight: Box::new(move || in_flight.in_flight()),
+                },
+            );
+            (claimer, Some(keeper))
+        }
+        None => (
+            start_reader(plan, store, evaluation_id, rows_tx, preparer),
+            None,
+        ),
+    };
 
     // The variable the key came from, when one is sent.
     let key_var = plan
@@ -263,15 +352,7 @@ pub async fn run(
     ));
     let ticker = progress.is_live().then(|| tick(progress));
     let mut tasks = Tasks::default();
-    let end = dispatch(
-        &pool,
-        plan.pending,
-        &mut rows_rx,
-        &mut tasks,
-        &ctx,
-        interrupt,
-    )
-    .await;
+    let end = dispatch(&pool, pending, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
     drop(rows_rx);
     let (interrupted, failure) = wind_down(end, &mut tasks, &ctx, interrupt, progress).await;
     let lost = tasks.lost;
@@ -285,7 +366,7 @@ pub async fn run(
     writer.finish()?;
     drop(mock);
     drop(judges);
-    record_run(store, plan, &config, &pool, &urls)?;
+    record_run(store, plan, &config, began.elapsed(), &pool, &urls)?;
 
     let failure = failure.or((lost > 0).then_some(RunError::Lost(lost)));
     let status = status_of(
@@ -297,7 +378,21 @@ pub async fn run(
     let stored = status
         .as_ref()
         .map_or(EvaluationStatus::Failed, |s| (*s).into());
-    store.finish_evaluation(evaluation_id, stored, &now())?;
+    let others_at_work = match keeper {
+        Some(keeper) => {
+            keeper.leave(match stored {
+                EvaluationStatus::Interrupted => "interrupted",
+                EvaluationStatus::Failed => "failed",
+                _ => "finished",
+            });
+            store.live_fleet(evaluation_id)?.is_some()
+        }
+        None => false,
+    };
+    // A worker that stops while others go on leaves the evaluation running.
+    if !others_at_work {
+        store.finish_evaluation(evaluation_id, stored, &now())?;
+    }
     progress.finish();
     status
 }
@@ -346,6 +441,7 @@ fn record_run(
     store: &mut dyn Store,
     plan: &Planned,
     config: &WriterConfig,
+    wall: Duration,
     limiter: &Pool,
     urls: &[String],
 ) -> Result<(), StoreError> {
@@ -356,7 +452,7 @@ fn record_run(
         config.run,
         &RunTotals {
             strategy: plan.strategy.name().to_owned(),
-            wall: config.started.elapsed(),
+            wall,
             limiter: limiter.totals(),
             endpoints: match limiter.limiters() {
                 [_] => Vec::new(),

@@ -12,6 +12,7 @@ use crate::diagnostic::Diagnostic;
 use crate::secrets::Secrets;
 use crate::shell;
 use crate::spec::{ApiKeyEnv, Evaluation, ModelSpec};
+use crate::store::fleet::{DatasetPrint, Digest};
 use crate::store::{SampleLookup, Store, StoreError};
 
 /// One evaluation, checked and ready, with what resume found.
@@ -33,6 +34,11 @@ pub struct Planned {
     pub secrets: Secrets,
     /// Where the samples' replies come from.
     pub replies: Replies,
+    /// The dataset as read, to start or join a fleet of workers with.
+    pub print: DatasetPrint,
+    /// On a store workers share: how long this worker's claims last
+    /// without a heartbeat.
+    pub lease: std::time::Duration,
 }
 
 /// Where a run's replies come from.
@@ -129,11 +135,14 @@ pub fn plan(
     };
     let mut pending = 0u64;
     let mut matched = 0u64;
+    let mut digest = Digest::default();
     let summary = scan(&eval.dataset, &eval.required_columns, |row, id| {
         refuse_marked_id(&eval, row.line, id)?;
+        let hash = row_hash(&row.values);
         // Each repeat of a row is a sample of its own, looked up by its key.
         for repeat in 0..eval.repeats {
             let key = crate::repeats::key(id, repeat);
+            digest.add(&key, hash);
             let stored = match &lookup {
                 Some((l, location)) => l.get(&key).map_err(|e| {
                     Diagnostic::new(std::path::Path::new(location), 0, 0, e.to_string())
@@ -142,7 +151,7 @@ pub fn plan(
             };
             matched += u64::from(stored.is_some());
             match stored {
-                Some(s) if s.row_hash != row_hash(&row.values) => return Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
+                Some(s) if s.row_hash != hash => return Err(Diagnostic::new(eval.dataset.file(), row.line, 1, format!(
                     "sample `{id}` differs from the one experiment `{experiment}` recorded: the dataset was edited"
                 ))
                 .with_hint(format!("run the edited dataset as a new experiment, e.g. --experiment {}", shell::quote(&format!("{experiment}-2"))))),
@@ -154,6 +163,10 @@ pub fn plan(
     })?;
     if let Some((lookup, _)) = &lookup {
         refuse_removed_rows(&eval, lookup.as_ref(), summary.rows, matched, experiment)?;
+    }
+    let print = digest.print(summary.rows);
+    if let (Some(store), Some(e)) = (store, &existing) {
+        refuse_other_fleet(&eval, store, e.id, print, experiment)?;
     }
     let api_key = api_key(&eval.model, &eval.spec_path)?;
     let judge_keys = judge_keys(&eval, api_key.as_ref())?;
@@ -167,8 +180,88 @@ pub fn plan(
         judge_keys,
         secrets,
         replies: Replies::Model,
+        print,
+        lease: crate::store::fleet::DEFAULT_LEASE,
         eval,
     })
+}
+
+/// Refuses to join workers that run this evaluation from another spec or
+/// over another dataset: their results cannot be mixed. Names the first
+/// sample where the datasets part.
+fn refuse_other_fleet(
+    eval: &Evaluation,
+    store: &dyn Store,
+    evaluation_id: i64,
+    print: DatasetPrint,
+    experiment: &str,
+) -> Result<(), PlanError> {
+    let Some(fleet) = store.live_fleet(evaluation_id)? else {
+        return Ok(());
+    };
+    let workers = match fleet.workers {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
+    if fleet.spec_hash != eval.spec_hash {
+        return Err(PlanError::Refused {
+            message: format!(
+                "{workers} run evaluation `{}` of experiment `{experiment}` from a different spec (or other --set values)",
+                eval.name
+            ),
+            hint: "every worker of one experiment runs the same spec file with the same --set arguments; copy theirs, or use another --experiment".into(),
+        });
+    }
+    if fleet.print == print {
+        return Ok(());
+    }
+    let here = dataset_samples(eval)?;
+    let theirs = store.fleet_samples(evaluation_id)?;
+    let at = here
+        .iter()
+        .zip(&theirs)
+        .position(|(a, b)| a != b)
+        .unwrap_or(here.len().min(theirs.len()));
+    let what = match (here.get(at), theirs.get(at)) {
+        (Some((a, _)), Some((b, _))) if a != b => {
+            format!("sample {} is `{a}` here and `{b}` in theirs", at + 1)
+        }
+        (Some((a, _)), Some(_)) => format!("sample `{a}` (number {}) was edited", at + 1),
+        (Some((a, _)), None) => format!(
+            "theirs ends after {} samples; here `{a}` follows",
+            theirs.len()
+        ),
+        (None, Some((b, _))) => format!(
+            "this one ends after {} samples; theirs goes on with `{b}`",
+            here.len()
+        ),
+        (None, None) => "the two read the same samples in another order".into(),
+    };
+    Err(Diagnostic::new(
+        eval.dataset.file(),
+        0,
+        0,
+        format!(
+            "this dataset differs from the one the {workers} running `{experiment}` loaded ({} samples here, {} there): {what}",
+            print.samples, fleet.print.samples
+        ),
+    )
+    .with_hint("every worker of one experiment reads the same dataset (and the same --samples and --repeats); copy theirs, or use another --experiment")
+    .into())
+}
+
+/// The dataset's samples in order as (key, row hash) (on the error path).
+fn dataset_samples(eval: &Evaluation) -> Result<Vec<(String, u64)>, PlanError> {
+    let mut samples = Vec::new();
+    for row in eval.dataset.rows()? {
+        let row = row?;
+        let id = eval.dataset.sample_id(&row)?;
+        let hash = row_hash(&row.values);
+        for repeat in 0..eval.repeats {
+            samples.push((crate::repeats::key(&id, repeat).into_owned(), hash));
+        }
+    }
+    Ok(samples)
 }
 
 /// Refuses, with more than one repeat, a sample id that holds the mark
@@ -212,13 +305,14 @@ fn refuse_removed_rows(
     if recorded <= matched {
         return Ok(());
     }
-    let missing = recorded - matched;
-    // Name a few: read the ids again (this is the error path).
+    // Count them by key, reading the ids again (this is the error path):
+    // records written while the dataset was read (by workers beside this
+    // one) are not missing rows.
     let mut ids = HashSet::new();
     for row in eval.dataset.rows()? {
         ids.insert(eval.dataset.sample_id(&row?)?);
     }
-    let examples: Vec<String> = lookup
+    let gone: Vec<String> = lookup
         .keys()?
         .into_iter()
         .filter(|k| {
@@ -228,9 +322,12 @@ fn refuse_removed_rows(
             };
             !ids.contains(id)
         })
-        .take(3)
-        .map(|k| format!("`{k}`"))
         .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let missing = gone.len();
+    let examples: Vec<String> = gone.iter().take(3).map(|k| format!("`{k}`")).collect();
     let (noun, verb) = if missing == 1 {
         ("sample", "is")
     } else {

@@ -135,6 +135,9 @@ pub fn plan_rescore(
         replies: Replies::Stored {
             evaluation_id: old.id,
         },
+        // A rescore runs alone: it never starts or joins a fleet.
+        print: Default::default(),
+        lease: crate::store::fleet::DEFAULT_LEASE,
         eval,
     })
 }

@@ -175,6 +175,7 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
         evaluation_id: id,
         run,
         resuming: false,
+        fleet: false,
         base_wall_us: 0,
         started: Instant::now(),
     };
@@ -256,6 +257,7 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
         evaluation_id: id,
         run: 2,
         resuming: true,
+        fleet: false,
         base_wall_us: 0,
         started: Instant::now(),
     };
@@ -302,6 +304,7 @@ pub fn passes_are_counted_by_threshold_not_by_rounding_scores(storage: &dyn Stor
         evaluation_id: started.id,
         run: started.run,
         resuming: true,
+        fleet: false,
         base_wall_us: 0,
         started: Instant::now(),
     };
@@ -357,6 +360,7 @@ fn started_sink(
         evaluation_id: started.id,
         run: started.run,
         resuming: false,
+        fleet: false,
         base_wall_us: 0,
         started: Instant::now(),
     };

@@ -30,6 +30,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod fleet;
 mod postgres;
 pub mod read;
 pub mod records;
@@ -53,7 +54,7 @@ use read::LimitStep;
 
 /// The version of the records' layout that every backend migrates its
 /// store to (`TooNew` past it).
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;
@@ -121,6 +122,14 @@ pub trait Storage: Sync {
     /// Takes the lock for `evaluation` of `experiment` without waiting (works
     /// before the store exists); [`StoreError::Lock`] when another run holds it.
     fn lock(&self, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError>;
+
+    /// The lock of a run that may work beside other runs of the evaluation
+    /// (a fleet's worker): shared where the store has fleets, so only a
+    /// run that needs the evaluation to itself ([`lock`](Self::lock)) is
+    /// kept out; elsewhere the same as `lock`.
+    fn lock_worker(&self, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError> {
+        self.lock(experiment, evaluation)
+    }
 }
 
 /// An open store: what a run records, what the views read, and the
@@ -189,6 +198,27 @@ pub trait Recorder {
     /// Records what run `run` of an evaluation saw (see [`RunTotals`]).
     fn record_run(&self, evaluation_id: i64, run: i64, t: &RunTotals) -> Result<(), StoreError>;
 
+    /// The fleet of workers at work on evaluation `evaluation_id`, when one
+    /// is alive; always `None` where one run works alone (SQLite).
+    fn live_fleet(&self, _evaluation_id: i64) -> Result<Option<fleet::LiveFleet>, StoreError> {
+        Ok(None)
+    }
+
+    /// The samples the fleet of `evaluation_id` loaded, in order, as (key,
+    /// row hash): to name where another worker's dataset differs.
+    fn fleet_samples(&self, _evaluation_id: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Joins the fleet working on an evaluation, or starts it (loading the
+    /// queue) when no worker is alive; `None` where one run works alone.
+    fn join_fleet(
+        &self,
+        _request: fleet::JoinRequest<'_>,
+    ) -> Result<Option<(Box<dyn fleet::Fleet>, fleet::Joined)>, StoreError> {
+        Ok(None)
+    }
+
     /// Records how a run of an evaluation ended.
     fn finish_evaluation(
         &self,
@@ -221,6 +251,12 @@ pub trait Reader {
 
     /// Per replica of the model (by URL), when it had several.
     fn endpoints(&self, evaluation_id: i64) -> Result<Vec<read::EndpointSamples>, StoreError>;
+
+    /// The workers of the evaluation's latest fleet, while one is alive or
+    /// when it had several (none where one run works alone).
+    fn workers(&self, _evaluation_id: i64) -> Result<Vec<read::WorkerRow>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Errored samples, in dataset order.
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError>;

@@ -221,6 +221,28 @@ pub struct SummaryReads {
     pub streamed: Vec<StreamedReply>,
     /// Per replica, when the model had several; empty otherwise.
     pub endpoints: Vec<EndpointSamples>,
+    /// The workers of its latest fleet, while it runs or when it had
+    /// several; empty otherwise.
+    pub workers: Vec<WorkerRow>,
+}
+
+/// One worker of a fleet (`store::fleet`), as the store last heard of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub run: u64,
+    pub host: String,
+    pub pid: u64,
+    /// `running`, `finished`, `interrupted`, `failed`, or `lost` (it
+    /// stopped beating without leaving: killed, or cut off).
+    pub state: String,
+    pub started_at: String,
+    /// Seconds from its start to its last heartbeat.
+    pub active_seconds: f64,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_seconds_ago: f64,
+    pub lease_seconds: f64,
+    pub samples: u64,
+    pub in_flight: u64,
 }
 
 /// What one replica of the model answered.
@@ -319,6 +341,7 @@ pub fn summary_reads(
         groups,
         streamed: reader.streamed(e.id)?,
         endpoints: reader.endpoints(e.id)?,
+        workers: reader.workers(e.id)?,
     })
 }
 

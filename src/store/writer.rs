@@ -120,6 +120,10 @@ pub struct WriterConfig {
     pub run: i64,
     /// Errored records of earlier runs may be replaced.
     pub resuming: bool,
+    /// Other workers record this evaluation too (`store::fleet`): a record
+    /// is written only while its sample is not done, so a sample sent twice
+    /// (a lease ran out) keeps its first result.
+    pub fleet: bool,
     /// Wall time recorded by earlier runs.
     pub base_wall_us: u64,
     pub started: Instant,

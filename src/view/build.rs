@@ -143,6 +143,7 @@ pub fn evaluation(
                 .collect::<Result<_, UnknownStrategy>>()?,
         },
         endpoints: Vec::new(),
+        workers: Vec::new(),
         tokens: e.tokens,
         error_kinds: None,
         errors: None,
@@ -439,8 +440,28 @@ pub fn endpoint_views(
     views
 }
 
+/// The workers of a fleet, as the store last heard of them.
+pub fn worker_views(workers: &[crate::store::read::WorkerRow]) -> Vec<WorkerView> {
+    workers
+        .iter()
+        .map(|w| WorkerView {
+            run: w.run,
+            host: w.host.clone(),
+            pid: w.pid,
+            state: w.state.clone(),
+            started_at: w.started_at.clone(),
+            samples: w.samples,
+            in_flight: w.in_flight,
+            throughput_per_second: ratio(w.samples as f64, w.active_seconds),
+            last_heartbeat_seconds_ago: w.heartbeat_seconds_ago,
+            late: w.state == "running" && w.heartbeat_seconds_ago > w.lease_seconds / 3.0,
+        })
+        .collect()
+}
+
 fn summarise(r: &mut EvaluationView, reads: &SummaryReads, clustered: bool) {
     streamed_timing(&mut r.timing, &reads.streamed);
+    r.workers = worker_views(&reads.workers);
     r.endpoints = endpoint_views(&reads.endpoints, &reads.runs, r.timing.wall_seconds);
     let timeline = reads.timeline.as_ref();
     if let Some(t) = timeline.filter(|_| r.strategy == StrategyName::Adaptive) {

@@ -56,6 +56,10 @@ pub struct EvaluationView {
     /// Per replica, when `base_url` listed several; absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointView>,
+    /// The workers of its latest fleet (runs sharing it on a PostgreSQL
+    /// store), while one runs or when there were several; absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerView>,
     pub tokens: Tokens,
     /// Errors grouped by kind with a count and an example each; only with `--errors` or `--full`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,27 @@ pub struct EndpointView {
     /// Its successful replies per wall second.
     pub throughput_per_second: Option<f64>,
     pub latency_seconds: Option<Latency>,
+}
+
+/// One worker of a fleet, as the store last heard of it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorkerView {
+    /// Its run of the evaluation.
+    pub run: u64,
+    pub host: String,
+    pub pid: u64,
+    /// `running`, `finished`, `interrupted`, `failed`, or `lost` (it stopped
+    /// beating without leaving: killed or cut off; the others took its samples).
+    pub state: String,
+    pub started_at: String,
+    /// Samples it wrote.
+    pub samples: u64,
+    pub in_flight: u64,
+    /// Its samples per second from its start to its last heartbeat.
+    pub throughput_per_second: Option<f64>,
+    pub last_heartbeat_seconds_ago: f64,
+    /// Running, but its heartbeat is later than a third of its lease.
+    pub late: bool,
 }
 
 /// Sample counts.

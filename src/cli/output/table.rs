@@ -12,7 +12,7 @@ use crate::concurrency::StrategyName;
 use crate::store::EvaluationStatus;
 use crate::view::{
     EndpointView, ErrorKindView, ErrorView, EvaluationView, EvaluatorView, ExperimentView,
-    JudgeView, Latency, ListView, RecordView,
+    JudgeView, Latency, ListView, RecordView, WorkerView,
 };
 
 pub use crate::human::{duration, size};
@@ -137,6 +137,9 @@ fn evaluation(out: &mut String, e: &EvaluationView) {
     }
     if !e.endpoints.is_empty() {
         endpoints_table(out, &e.endpoints);
+    }
+    if !e.workers.is_empty() {
+        workers_table(out, &e.workers);
     }
     if let Some(kinds) = &e.error_kinds {
         error_kinds(out, kinds);
@@ -378,6 +381,42 @@ fn endpoints_table(out: &mut String, endpoints: &[EndpointView]) {
                     .map_or("–".into(), |r| format!("{r:.2}")),
                 latency(|l| l.p50),
                 latency(|l| l.p90),
+            ],
+        );
+    }
+    let _ = writeln!(out, "{}", table(b, 0));
+}
+
+/// The workers of a fleet; one whose heartbeat is late is marked.
+fn workers_table(out: &mut String, workers: &[WorkerView]) {
+    let mut b = Builder::default();
+    b.push_record([
+        "worker",
+        "host",
+        "pid",
+        "state",
+        "samples",
+        "samples/s",
+        "in flight",
+        "last heartbeat",
+    ]);
+    for w in workers {
+        let mut heartbeat = format!("{} ago", duration(w.last_heartbeat_seconds_ago));
+        if w.late {
+            heartbeat.push_str(" LATE");
+        }
+        push_row(
+            &mut b,
+            [
+                format!("run {}", w.run),
+                w.host.clone(),
+                w.pid.to_string(),
+                w.state.clone(),
+                w.samples.to_string(),
+                w.throughput_per_second
+                    .map_or("–".into(), |r| format!("{r:.1}")),
+                w.in_flight.to_string(),
+                heartbeat,
             ],
         );
     }

@@ -15,6 +15,7 @@
 
 mod cache;
 mod db;
+mod fleet;
 mod lookup;
 mod read;
 mod record;
@@ -158,7 +159,11 @@ impl Storage for PgStorage {
     }
 
     fn lock(&self, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError> {
-        record::lock(self.target()?, experiment, evaluation)
+        record::lock(self.target()?, experiment, evaluation, false)
+    }
+
+    fn lock_worker(&self, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError> {
+        record::lock(self.target()?, experiment, evaluation, true)
     }
 }
 

@@ -124,6 +124,13 @@ impl Reader for PgStore {
         self.db.with(|c| endpoints(c, evaluation_id))
     }
 
+    fn workers(
+        &self,
+        evaluation_id: i64,
+    ) -> Result<Vec<crate::store::read::WorkerRow>, StoreError> {
+        super::fleet::workers(&self.db, evaluation_id)
+    }
+
     fn errors(&self, evaluation_id: i64) -> Result<Vec<ErrorRow>, StoreError> {
         self.db.with(|c| {
             // Ties (a row's repeats) in SQLite's order: it walks its index on

@@ -8,7 +8,7 @@ use std::time::Duration;
 use postgres::error::SqlState;
 
 use super::db::Target;
-use super::{cache, lookup, writer, Db, PgStore};
+use super::{cache, fleet, lookup, writer, Db, PgStore};
 use crate::store::{
     Admin, EvaluationMeta, EvaluationStatus, LockError, RecordSink, Recorder, RunLock, RunTotals,
     SampleCounts, SampleLookup, StartedEvaluation, StoreError, StoredEvaluation, WriterConfig,
@@ -20,12 +20,20 @@ use crate::store::{
 /// collide would wait for each other: one pair in four billion.
 const LOCK_KEYS: &str = "hashtext($1), hashtext(length($2) || ':' || $2 || $3)";
 
-/// Takes the run lock of `evaluation` of `experiment` without waiting.
-pub fn lock(target: &Target, experiment: &str, evaluation: &str) -> Result<RunLock, StoreError> {
+/// Takes the run lock of `evaluation` of `experiment` without waiting:
+/// `shared` by the workers of a fleet, which keeps out only a run that
+/// needs the evaluation to itself (a rescore).
+pub fn lock(
+    target: &Target,
+    experiment: &str,
+    evaluation: &str,
+    shared: bool,
+) -> Result<RunLock, StoreError> {
     let db = Db::connect(target)?;
     let schema = target.schema.clone();
     let taken: bool = db.with(|c| {
-        let sql = format!("SELECT pg_try_advisory_lock({LOCK_KEYS})");
+        let kind = if shared { "_shared" } else { "" };
+        let sql = format!("SELECT pg_try_advisory_lock{kind}({LOCK_KEYS})");
         Ok(c.query_one(&sql, &[&schema, &experiment, &evaluation])?
             .get(0))
     })?;
@@ -289,6 +297,39 @@ impl Recorder for PgStore {
             )
             .map(|_| ())
         })
+    }
+
+    fn live_fleet(
+        &self,
+        evaluation_id: i64,
+    ) -> Result<Option<crate::store::fleet::LiveFleet>, StoreError> {
+        fleet::live(&self.db, evaluation_id)
+    }
+
+    fn fleet_samples(&self, evaluation_id: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        fleet::queued(&self.db, evaluation_id)
+    }
+
+    fn join_fleet(
+        &self,
+        r: crate::store::fleet::JoinRequest<'_>,
+    ) -> Result<
+        Option<(
+            Box<dyn crate::store::fleet::Fleet>,
+            crate::store::fleet::Joined,
+        )>,
+        StoreError,
+    > {
+        let (fleet, joined) = fleet::join(
+            &self.target,
+            r.evaluation_id,
+            r.run,
+            r.spec_hash,
+            r.worker,
+            r.print,
+            r.samples,
+        )?;
+        Ok(Some((Box::new(fleet), joined)))
     }
 
     fn finish_evaluation(

@@ -22,6 +22,67 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
          CREATE INDEX samples_endpoint ON {schema}.samples (evaluation_id, endpoint, latency_us)
              WHERE endpoint IS NOT NULL;",
     ),
+    // Workers that run one evaluation together (`store::fleet`): the fleet
+    // of an evaluation (when it started, the wall time before it, the
+    // dataset it loaded), its work queue (every sample, claimed with a lease
+    // that the holder's heartbeat extends, `done` once its result is
+    // written; the samples pending when it started numbered by `seq`, which
+    // claims take in ranges from the fleet's `dispensed`, so a claim costs
+    // the same at the last sample as at the first), the workers (one per run, with their heartbeat and the
+    // server process of their connection, gone at once when one dies), and the
+    // limits every worker shares: a rate limit's next free instant (GCRA's
+    // theoretical arrival time) and a throttling pause's end.
+    (
+        11,
+        "CREATE TABLE {schema}.fleets (
+             evaluation_id BIGINT PRIMARY KEY REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+             started_at TIMESTAMPTZ NOT NULL,
+             base_wall_us BIGINT NOT NULL,
+             rows BIGINT NOT NULL,
+             samples BIGINT NOT NULL,
+             digest BIGINT NOT NULL,
+             spec_hash TEXT NOT NULL,
+             queued BIGINT NOT NULL,
+             dispensed BIGINT NOT NULL
+         );
+         CREATE TABLE {schema}.queue (
+             evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+             sample_key TEXT NOT NULL,
+             row_index BIGINT NOT NULL,
+             repeat BIGINT NOT NULL,
+             row_hash BIGINT NOT NULL,
+             variables TEXT NOT NULL,
+             done BOOLEAN NOT NULL,
+             seq BIGINT,
+             worker BIGINT,
+             lease_until TIMESTAMPTZ,
+             PRIMARY KEY (evaluation_id, sample_key)
+         );
+         CREATE INDEX queue_pending ON {schema}.queue (evaluation_id, row_index, repeat) WHERE NOT done;
+         CREATE INDEX queue_seq ON {schema}.queue (evaluation_id, seq);
+         CREATE INDEX queue_held ON {schema}.queue (evaluation_id, worker) WHERE NOT done;
+         CREATE TABLE {schema}.workers (
+             evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+             run BIGINT NOT NULL,
+             host TEXT NOT NULL,
+             pid BIGINT NOT NULL,
+             lease_us BIGINT NOT NULL,
+             backend_pid BIGINT NOT NULL,
+             started_at TIMESTAMPTZ NOT NULL,
+             heartbeat_at TIMESTAMPTZ NOT NULL,
+             samples BIGINT NOT NULL DEFAULT 0,
+             in_flight BIGINT NOT NULL DEFAULT 0,
+             state TEXT NOT NULL,
+             PRIMARY KEY (evaluation_id, run)
+         );
+         CREATE TABLE {schema}.fleet_limits (
+             evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+             endpoint TEXT NOT NULL,
+             kind TEXT NOT NULL,
+             until TIMESTAMPTZ NOT NULL,
+             PRIMARY KEY (evaluation_id, endpoint, kind)
+         );",
+    ),
 ];
 
 /// Everything version [`BASE`] holds; `{schema}` is replaced by the

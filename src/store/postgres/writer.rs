@@ -60,6 +60,8 @@ struct Statements {
     cache_entry: Statement,
     cache_hit: Statement,
     wall: Statement,
+    open_samples: Statement,
+    finish_samples: Statement,
 }
 
 impl Statements {
@@ -123,12 +125,24 @@ impl Statements {
                  FROM unnest($2::text[], $3::bigint[]) AS t(key, n) WHERE cache.key = t.key",
             )?,
             wall: c.prepare(WALL)?,
+            open_samples: c.prepare(
+                "SELECT sample_key FROM queue
+                 WHERE evaluation_id = $1 AND sample_key = ANY($2::text[]) AND NOT done FOR UPDATE",
+            )?,
+            finish_samples: c.prepare(
+                "UPDATE queue SET done = TRUE
+                 WHERE evaluation_id = $1 AND sample_key = ANY($2::text[]) AND NOT done
+                 RETURNING sample_key",
+            )?,
         })
     }
 }
 
 /// Sets an evaluation's wall time (`$1` the evaluation, `$2` the time).
-const WALL: &str = "UPDATE evaluation_totals SET wall_us = $2 WHERE evaluation_id = $1";
+/// Workers of a fleet each write theirs, reckoned from the fleet's start:
+/// the latest wins.
+const WALL: &str =
+    "UPDATE evaluation_totals SET wall_us = greatest(wall_us, $2) WHERE evaluation_id = $1";
 
 /// A count as the server's BIGINT: counts past `i64::MAX` cannot happen,
 /// and hashes are stored as their bits, as on SQLite.
@@ -149,6 +163,17 @@ fn commit(
     config: &WriterConfig,
     batch: &[SampleRecord],
 ) -> Result<(), postgres::Error> {
+    let kept;
+    let batch = match config.fleet {
+        false => batch,
+        true => match firsts(tx, s, config.evaluation_id, batch)? {
+            None => batch,
+            Some(firsts) => {
+                kept = firsts;
+                &kept[..]
+            }
+        },
+    };
     let mut start = 0;
     while start < batch.len() {
         let end = run_of_distinct_keys(batch, start);
@@ -158,6 +183,50 @@ fn commit(
     CacheWrites::of(batch).write(tx, s, crate::store::unix_now())?;
     tx.execute(&s.wall, &[&config.evaluation_id, &big(config.wall_us())])?;
     Ok(())
+}
+
+/// In a fleet, the records of `batch` that are their sample's first result
+/// (`None`: all of them, the usual case). A final record turns its queue row
+/// `done` and is kept only if it was not; a reply written before grading
+/// (`ungraded`) is kept while the row is not done. The queue rows stay
+/// locked to the end of the transaction, so two workers' commits of one
+/// sample never both see it not done.
+fn firsts(
+    tx: &mut Transaction<'_>,
+    s: &Statements,
+    evaluation_id: i64,
+    batch: &[SampleRecord],
+) -> Result<Option<Vec<SampleRecord>>, postgres::Error> {
+    let ungraded = |r: &SampleRecord| r.error_kind == Some(crate::error_kind::ErrorKind::Ungraded);
+    let keys = |want: bool| -> Vec<&str> {
+        batch
+            .iter()
+            .filter(|r| ungraded(r) == want)
+            .map(|r| r.key.as_str())
+            .collect()
+    };
+    let (early, last) = (keys(true), keys(false));
+    let open: HashSet<String> = match early.is_empty() {
+        true => HashSet::new(),
+        false => tx
+            .query(&s.open_samples, &[&evaluation_id, &early])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    let won: HashSet<String> = tx
+        .query(&s.finish_samples, &[&evaluation_id, &last])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let first = |r: &SampleRecord| match ungraded(r) {
+        true => open.contains(&r.key),
+        false => won.contains(&r.key),
+    };
+    Ok(match batch.iter().all(first) {
+        true => None,
+        false => Some(batch.iter().filter(|r| first(r)).cloned().collect()),
+    })
 }
 
 /// Where the records from `start` on first repeat a key: a record that
@@ -181,9 +250,11 @@ fn write_samples(
     records: &[SampleRecord],
 ) -> Result<(), postgres::Error> {
     let id = &config.evaluation_id;
+    // In a fleet another worker may have stored a reply before grading, or
+    // an earlier run an error: whatever is there makes way.
     let replaced: Vec<&str> = records
         .iter()
-        .filter(|r| config.resuming || r.replaces)
+        .filter(|r| config.resuming || config.fleet || r.replaces)
         .map(|r| r.key.as_str())
         .collect();
     if !replaced.is_empty() {
@@ -629,6 +700,7 @@ pub(super) mod testing {
                 evaluation_id,
                 run: started.run,
                 resuming,
+                fleet: false,
                 base_wall_us: 0,
                 started: Instant::now(),
             };
@@ -1108,6 +1180,7 @@ mod tests {
             evaluation_id: id,
             run,
             resuming: false,
+            fleet: false,
             base_wall_us: 0,
             started: Instant::now(),
         };

@@ -474,6 +474,10 @@ ALTER TABLE runs ADD COLUMN endpoints TEXT;
 CREATE INDEX samples_endpoint ON samples (evaluation_id, endpoint, latency_us)
     WHERE endpoint IS NOT NULL;
 "#,
+    // v11 -> v12: the work queue, workers and fleet-wide limits of runs that
+    // share an evaluation live on a server only (see the PostgreSQL schema):
+    // a SQLite store has one run at a time. Nothing changes here.
+    "-- v12: nothing for SQLite",
 ];
 
 /// What a database file holds.

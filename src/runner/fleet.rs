@@ -1,0 +1,267 @@
+//! A run as one worker of a fleet (see [`crate::store::fleet`]): on a store
+//! that several machines share, the samples come from the store's work queue
+//! instead of the dataset file, a thread keeps this worker's leases alive and
+//! its pauses in step with the others', and rate limits are leased from the
+//! store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{cached, Planned, Replies, RunError, Sample};
+use crate::concurrency::pause::Pause;
+use crate::concurrency::rate::Ledger;
+use crate::dataset::{row_json, Values};
+use crate::diagnostic::Diagnostic;
+use crate::store::fleet::{Beat, Claim, Fleet, JoinRequest, Joined, QueuedSample, WorkerInfo};
+use crate::store::{SampleLookup, StartedEvaluation, Store, StoreError};
+
+/// How often pauses are compared with the fleet's: a 429 one worker meets
+/// stops the others within this long.
+const PAUSE_SYNC: Duration = Duration::from_millis(200);
+
+/// How long a worker with nothing to claim waits before it asks again: the
+/// time it may take to notice the fleet is done, or a dead worker's lease ran out.
+const WAIT_MOST: Duration = Duration::from_millis(250);
+
+/// Joins (or starts) the fleet of the evaluation `started` records, when the
+/// store has fleets and the run sends to the model; `None` otherwise.
+pub(super) fn join(
+    plan: &Planned,
+    store: &dyn Store,
+    started: &StartedEvaluation,
+) -> Result<Option<(Box<dyn Fleet>, Joined)>, RunError> {
+    if plan.replies != Replies::Model {
+        return Ok(None);
+    }
+    let worker = WorkerInfo::this_process(plan.lease);
+    let mut failed = None;
+    let mut samples = samples(plan, &mut failed);
+    let joined = store.join_fleet(JoinRequest {
+        evaluation_id: started.id,
+        run: started.run,
+        spec_hash: &plan.eval.spec_hash,
+        worker: &worker,
+        print: plan.print,
+        samples: &mut samples,
+    })?;
+    drop(samples);
+    match failed {
+        Some(d) => Err(RunError::Dataset(d)),
+        None => Ok(joined),
+    }
+}
+
+/// The dataset's samples in order, for the queue; stops at the first row
+/// that cannot be read, leaving why in `failed`.
+fn samples<'a>(
+    plan: &'a Planned,
+    failed: &'a mut Option<Diagnostic>,
+) -> impl Iterator<Item = QueuedSample> + Send + 'a {
+    let dataset = &plan.eval.dataset;
+    let repeats = plan.eval.repeats;
+    let rows = match dataset.rows() {
+        Ok(rows) => Some(rows),
+        Err(d) => {
+            *failed = Some(d);
+            None
+        }
+    };
+    let failed = Mutex::new(failed);
+    rows.into_iter()
+        .flatten()
+        .map_while(move |row| {
+            let read = row.and_then(|row| Ok((dataset.sample_id(&row)?, row)));
+            match read {
+                Ok(read) => Some(read),
+                Err(d) => {
+                    if let Ok(mut f) = failed.lock() {
+                        **f = Some(d);
+                    }
+                    None
+                }
+            }
+        })
+        .flat_map(move |(id, row)| {
+            let (variables, row_hash) = row_json(&row.values);
+            (0..repeats).map(move |repeat| QueuedSample {
+                key: crate::repeats::key(&id, repeat).into_owned(),
+                index: row.index,
+                repeat,
+                row_hash,
+                variables: variables.clone(),
+            })
+        })
+}
+
+/// Samples claimed at a time: half a window, so that a claim's round trip
+/// hides behind the samples in hand, and near the end no worker sits on
+/// more than a window the others could be sending.
+pub(super) fn claim_batch(window: usize) -> usize {
+    (window / 2).clamp(1, 64)
+}
+
+/// Claims samples from the queue on a thread and streams them to the
+/// dispatcher until every sample of the evaluation is done or the
+/// dispatcher hangs up. A sample the store holds a record of carries what
+/// resume would give it (its reply to score again, or that it was retried).
+pub(super) fn spawn_claimer(
+    mut fleet: Box<dyn Fleet>,
+    lookup: Result<Box<dyn SampleLookup>, StoreError>,
+    batch: usize,
+    preparer: Option<cached::Preparer>,
+    tx: mpsc::Sender<Result<Sample, RunError>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let lookup = match lookup {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+                return;
+            }
+        };
+        loop {
+            let claimed = match fleet.claim(batch) {
+                Ok(Claim::Samples(claimed)) => claimed,
+                Ok(Claim::Wait(d)) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    std::thread::sleep(d.clamp(Duration::from_millis(20), WAIT_MOST));
+                    continue;
+                }
+                Ok(Claim::Done) => return,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            for c in claimed {
+                let sample = to_sample(c.sample, c.recorded, lookup.as_ref(), preparer.as_ref());
+                if tx.blocking_send(sample.map_err(RunError::from)).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// A queued sample, ready to dispatch.
+fn to_sample(
+    q: QueuedSample,
+    recorded: bool,
+    lookup: &dyn SampleLookup,
+    preparer: Option<&cached::Preparer>,
+) -> Result<Sample, StoreError> {
+    let values: Values = serde_json::from_str(&q.variables).unwrap_or_default();
+    let (mut stored, mut retried) = (None, false);
+    if recorded {
+        match lookup.get(&q.key)? {
+            Some(s) if s.rescore => stored = lookup.call(&q.key)?,
+            Some(_) => retried = true,
+            None => {}
+        }
+    }
+    let prepared = match (preparer, &stored) {
+        (Some(p), None) => p.prepare(&values, q.repeat),
+        _ => None,
+    };
+    Ok(Sample {
+        index: q.index,
+        repeat: q.repeat,
+        key: q.key,
+        row_hash: q.row_hash,
+        values,
+        variables: q.variables,
+        stored,
+        retried,
+        prepared,
+    })
+}
+
+/// The fleet's rate limits, kept in the store.
+pub(super) struct StoreLedger(pub Box<dyn Fleet>);
+
+impl Ledger for StoreLedger {
+    fn lease(
+        &mut self,
+        endpoint: &str,
+        limit: &str,
+        units: u64,
+        per_unit: Duration,
+    ) -> Option<Duration> {
+        self.0.lease_rate(endpoint, limit, units, per_unit).ok()
+    }
+}
+
+/// The thread that keeps a worker in its fleet: a heartbeat that extends its
+/// leases, and its endpoints' pauses shared both ways.
+pub(super) struct Keeper {
+    stop: std_mpsc::Sender<&'static str>,
+    handle: JoinHandle<()>,
+}
+
+/// What the keeper reports in each heartbeat.
+pub(super) struct Status {
+    /// Samples this worker wrote.
+    pub written: Arc<AtomicU64>,
+    pub in_flight: Box<dyn Fn() -> usize + Send>,
+}
+
+impl Keeper {
+    /// Starts it: a heartbeat every sixth of the lease (at most a second),
+    /// the pauses of `pauses` (endpoint, pause) compared every [`PAUSE_SYNC`].
+    pub fn start(
+        mut fleet: Box<dyn Fleet>,
+        lease: Duration,
+        pauses: Vec<(String, Arc<Pause>)>,
+        status: Status,
+    ) -> Keeper {
+        let (stop, stopped) = std_mpsc::channel();
+        let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));
+        let handle = std::thread::spawn(move || {
+            let mut last_beat = Instant::now();
+            let state = loop {
+                match stopped.recv_timeout(PAUSE_SYNC) {
+                    Ok(state) => break state,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break "failed",
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                }
+                for (endpoint, pause) in &pauses {
+                    let mine = pause.remaining();
+                    if let Ok(fleets) = fleet.share_pause(endpoint, mine) {
+                        if fleets > mine + PAUSE_SYNC / 4 {
+                            pause.extend(fleets);
+                        }
+                    }
+                }
+                if last_beat.elapsed() >= beat_every {
+                    last_beat = Instant::now();
+                    // A beat that fails is tried again at the next; the
+                    // lease gives room for a few.
+                    let _ = fleet.beat(Beat {
+                        samples: status.written.load(Ordering::Relaxed),
+                        in_flight: (status.in_flight)() as u64,
+                    });
+                }
+            };
+            let _ = fleet.beat(Beat {
+                samples: status.written.load(Ordering::Relaxed),
+                in_flight: 0,
+            });
+            let _ = fleet.leave(state);
+        });
+        Keeper { stop, handle }
+    }
+
+    /// Leaves the fleet as `state` (finished, interrupted or failed); the
+    /// samples this worker still held go back to the queue.
+    pub fn leave(self, state: &'static str) {
+        let _ = self.stop.send(state);
+        let _ = self.handle.join();
+    }
+}

@@ -1,0 +1,487 @@
+//! Workers sharing an evaluation on PostgreSQL (see [`crate::store::fleet`]):
+//! the queue, the leases, the heartbeat and the shared limits, each a
+//! statement or two. Times are the server's (`clock_timestamp()`) and come
+//! back as durations from now, so workers on machines whose clocks disagree
+//! still agree on when a lease ends or a slot opens.
+
+use std::time::Duration;
+
+use postgres::{Client, Statement};
+
+use super::db::Target;
+use super::Db;
+use crate::store::fleet::{
+    Beat, Claim, ClaimedSample, DatasetPrint, Fleet, Joined, LiveFleet, QueuedSample, WorkerInfo,
+};
+use crate::store::read::WorkerRow;
+use crate::store::StoreError;
+
+/// Samples inserted into the queue per statement while loading it.
+const LOAD_BATCH: usize = 1000;
+
+/// A worker is alive while its last heartbeat is younger than its lease and
+/// the server still has its connection: a process that dies (kill -9 too)
+/// loses its connection at once, one cut off from the network its lease.
+const ALIVE: &str =
+    "state = 'running' AND heartbeat_at > clock_timestamp() - lease_us * interval '1 microsecond'
+     AND backend_pid IN (SELECT pid FROM pg_stat_activity)";
+
+/// Marks the workers of `$1` that are no longer alive as lost, and puts
+/// the samples they held back in the queue.
+const REAP: &str = "WITH lost AS (
+         UPDATE workers SET state = 'lost'
+         WHERE evaluation_id = $1 AND state = 'running' AND NOT (ALIVE)
+         RETURNING run)
+     UPDATE queue SET worker = NULL, lease_until = NULL
+     WHERE evaluation_id = $1 AND NOT done AND worker IN (SELECT run FROM lost)";
+
+fn reap_sql() -> String {
+    REAP.replace("ALIVE", ALIVE)
+}
+
+fn micros(d: Duration) -> i64 {
+    d.as_micros().min(i64::MAX as u128) as i64
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::ZERO)
+}
+
+/// The fleet at work on evaluation `evaluation_id`, if a worker is alive.
+pub fn live(db: &Db, evaluation_id: i64) -> Result<Option<LiveFleet>, StoreError> {
+    db.with(|c| {
+        let workers: i64 = c
+            .query_one(
+                &format!("SELECT count(*) FROM workers WHERE evaluation_id = $1 AND {ALIVE}"),
+                &[&evaluation_id],
+            )?
+            .get(0);
+        if workers == 0 {
+            return Ok(None);
+        }
+        let row = c.query_opt(
+            "SELECT spec_hash, rows, samples, digest FROM fleets WHERE evaluation_id = $1",
+            &[&evaluation_id],
+        )?;
+        Ok(row.map(|r| LiveFleet {
+            spec_hash: r.get(0),
+            print: DatasetPrint {
+                rows: r.get::<_, i64>(1).max(0) as u64,
+                samples: r.get::<_, i64>(2).max(0) as u64,
+                digest: r.get::<_, i64>(3) as u64,
+            },
+            workers: workers as u64,
+        }))
+    })
+}
+
+/// The fleet's samples in order, as (key, row hash): to name where a
+/// worker's dataset differs.
+pub fn queued(db: &Db, evaluation_id: i64) -> Result<Vec<(String, u64)>, StoreError> {
+    db.with(|c| {
+        let rows = c.query(
+            "SELECT sample_key, row_hash FROM queue WHERE evaluation_id = $1 ORDER BY row_index, repeat",
+            &[&evaluation_id],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    })
+}
+
+/// Joins the fleet of `evaluation_id` as run `run`: when no worker is alive,
+/// loads `samples` into a fresh queue (done where the store already has a
+/// finished record) and starts the fleet. Under a transaction-scoped
+/// advisory lock, so two workers starting at once agree on who is first.
+pub fn join(
+    target: &Target,
+    evaluation_id: i64,
+    run: i64,
+    spec_hash: &str,
+    worker: &WorkerInfo,
+    print: DatasetPrint,
+    samples: &mut (dyn Iterator<Item = QueuedSample> + Send),
+) -> Result<(PgFleet, Joined), StoreError> {
+    let db = Db::connect(target)?;
+    let schema = db.schema.clone();
+    let lease = micros(worker.lease);
+    let joined = db.with(|c| {
+        let mut tx = c.transaction()?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1), hashtext('fleet:' || $2::bigint))",
+            &[&schema, &evaluation_id],
+        )?;
+        let alive: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM workers WHERE evaluation_id = $1 AND {ALIVE}"),
+                &[&evaluation_id],
+            )?
+            .get(0);
+        tx.execute(&reap_sql(), &[&evaluation_id])?;
+        let joined = if alive == 0 {
+            tx.execute("DELETE FROM queue WHERE evaluation_id = $1", &[&evaluation_id])?;
+            tx.execute(
+                "DELETE FROM fleet_limits WHERE evaluation_id = $1",
+                &[&evaluation_id],
+            )?;
+            load(&mut tx, evaluation_id, samples)?;
+            let queued = tx.execute(
+                "UPDATE queue q SET seq = p.n FROM (
+                     SELECT sample_key, row_number() OVER (ORDER BY row_index, repeat) - 1 AS n
+                     FROM queue WHERE evaluation_id = $1 AND NOT done) AS p
+                 WHERE q.evaluation_id = $1 AND q.sample_key = p.sample_key",
+                &[&evaluation_id],
+            )? as i64;
+            tx.execute(
+                "INSERT INTO fleets AS f (evaluation_id, started_at, base_wall_us, rows, samples, digest,
+                     spec_hash, queued, dispensed)
+                 VALUES ($1, clock_timestamp(),
+                     coalesce((SELECT wall_us FROM evaluation_totals WHERE evaluation_id = $1), 0),
+                     $2, $3, $4, $5, $6, 0)
+                 ON CONFLICT (evaluation_id) DO UPDATE SET started_at = excluded.started_at,
+                     base_wall_us = excluded.base_wall_us, rows = excluded.rows,
+                     samples = excluded.samples, digest = excluded.digest, spec_hash = excluded.spec_hash,
+                     queued = excluded.queued, dispensed = 0",
+                &[
+                    &evaluation_id,
+                    &(print.rows as i64),
+                    &(print.samples as i64),
+                    &(print.digest as i64),
+                    &spec_hash,
+                    &queued,
+                ],
+            )?;
+            Joined::First {
+                pending: pending(&mut tx, evaluation_id)?,
+            }
+        } else {
+            let r = tx.query_one(
+                "SELECT extract(epoch FROM clock_timestamp() - started_at)::float8, base_wall_us
+                 FROM fleets WHERE evaluation_id = $1",
+                &[&evaluation_id],
+            )?;
+            Joined::Beside {
+                started_ago: seconds(r.get(0)),
+                base_wall_us: r.get::<_, i64>(1).max(0) as u64,
+                pending: pending(&mut tx, evaluation_id)?,
+                workers: alive as u64,
+            }
+        };
+        tx.execute(
+            "INSERT INTO workers AS w (evaluation_id, run, host, pid, lease_us, backend_pid, started_at,
+                 heartbeat_at, state)
+             VALUES ($1, $2, $3, $4, $5, pg_backend_pid(), clock_timestamp(), clock_timestamp(), 'running')
+             ON CONFLICT (evaluation_id, run) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                 lease_us = excluded.lease_us, backend_pid = excluded.backend_pid,
+                 started_at = excluded.started_at,
+                 heartbeat_at = excluded.heartbeat_at, samples = 0, in_flight = 0, state = 'running'",
+            &[
+                &evaluation_id,
+                &run,
+                &worker.host,
+                &i64::from(worker.pid),
+                &lease,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(joined)
+    })?;
+    let fleet = PgFleet::open(target.clone(), db, evaluation_id, run, lease)?;
+    Ok((fleet, joined))
+}
+
+fn pending(tx: &mut postgres::Transaction<'_>, evaluation_id: i64) -> Result<u64, postgres::Error> {
+    let n: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM queue WHERE evaluation_id = $1 AND NOT done",
+            &[&evaluation_id],
+        )?
+        .get(0);
+    Ok(n.max(0) as u64)
+}
+
+/// Inserts `samples` into the queue in batches; a sample is done when the
+/// store holds a finished record of it (no error, nothing left to score).
+fn load(
+    tx: &mut postgres::Transaction<'_>,
+    evaluation_id: i64,
+    samples: &mut (dyn Iterator<Item = QueuedSample> + Send),
+) -> Result<(), postgres::Error> {
+    let insert = tx.prepare(
+        "INSERT INTO queue (evaluation_id, sample_key, row_index, repeat, row_hash, variables, done)
+         SELECT $1::bigint, t.key, t.idx, t.rep, t.hash, t.vars,
+             EXISTS (SELECT 1 FROM samples s WHERE s.evaluation_id = $1::bigint
+                 AND s.sample_key = t.key AND s.error_kind IS NULL)
+         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+             AS t(key, idx, rep, hash, vars)
+         ON CONFLICT (evaluation_id, sample_key) DO NOTHING",
+    )?;
+    let mut batch: Vec<QueuedSample> = Vec::with_capacity(LOAD_BATCH);
+    loop {
+        batch.clear();
+        batch.extend((&mut *samples).take(LOAD_BATCH));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = batch.iter().map(|s| s.key.as_str()).collect();
+        let index: Vec<i64> = batch.iter().map(|s| s.index as i64).collect();
+        let repeat: Vec<i64> = batch.iter().map(|s| i64::from(s.repeat)).collect();
+        let hash: Vec<i64> = batch.iter().map(|s| s.row_hash as i64).collect();
+        let vars: Vec<&str> = batch.iter().map(|s| s.variables.as_str()).collect();
+        tx.execute(
+            &insert,
+            &[&evaluation_id, &keys, &index, &repeat, &hash, &vars],
+        )?;
+    }
+}
+
+/// The workers of `evaluation_id`'s latest fleet, while one is alive or
+/// when it had several.
+pub fn workers(db: &Db, evaluation_id: i64) -> Result<Vec<WorkerRow>, StoreError> {
+    let (rows, alive) = db.with(|c| {
+        let sql = format!(
+            r#"SELECT w.run, w.host, w.pid, w.state,
+                   to_char(w.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   extract(epoch FROM w.heartbeat_at - w.started_at)::float8,
+                   extract(epoch FROM clock_timestamp() - w.heartbeat_at)::float8,
+                   w.lease_us, w.samples, w.in_flight, {ALIVE}
+               FROM workers w JOIN fleets f ON f.evaluation_id = w.evaluation_id
+               WHERE w.evaluation_id = $1 AND w.started_at >= f.started_at
+               ORDER BY w.run"#
+        );
+        let mut alive = false;
+        let rows = c
+            .query(&sql, &[&evaluation_id])?
+            .iter()
+            .map(|r| {
+                alive |= r.try_get::<_, bool>(10)?;
+                let n = |i: usize| -> Result<u64, postgres::Error> {
+                    Ok(r.try_get::<_, i64>(i)?.max(0) as u64)
+                };
+                Ok(WorkerRow {
+                    run: n(0)?,
+                    host: r.try_get(1)?,
+                    pid: n(2)?,
+                    state: r.try_get(3)?,
+                    started_at: r.try_get(4)?,
+                    active_seconds: r.try_get::<_, f64>(5)?.max(0.0),
+                    heartbeat_seconds_ago: r.try_get::<_, f64>(6)?.max(0.0),
+                    lease_seconds: n(7)? as f64 / 1e6,
+                    samples: n(8)?,
+                    in_flight: n(9)?,
+                })
+            })
+            .collect::<Result<Vec<_>, postgres::Error>>()?;
+        Ok((rows, alive))
+    })?;
+    Ok(match alive || rows.len() > 1 {
+        true => rows,
+        false => Vec::new(),
+    })
+}
+
+/// One worker's connection to its fleet.
+pub struct PgFleet {
+    target: Target,
+    db: Db,
+    evaluation_id: i64,
+    run: i64,
+    lease_us: i64,
+    claim: Statement,
+    take_over: Statement,
+    extend: Statement,
+}
+
+impl PgFleet {
+    fn open(
+        target: Target,
+        db: Db,
+        evaluation_id: i64,
+        run: i64,
+        lease_us: i64,
+    ) -> Result<PgFleet, StoreError> {
+        let (claim, take_over, extend) = db.with(|c: &mut Client| {
+            Ok((
+                // The next range of the samples pending at the start.
+                c.prepare(
+                    "WITH r AS (
+                         UPDATE fleets f SET dispensed = least(f.dispensed + $3, f.queued)
+                         FROM (SELECT dispensed AS lo FROM fleets
+                               WHERE evaluation_id = $1 AND dispensed < queued FOR UPDATE) AS o
+                         WHERE f.evaluation_id = $1
+                         RETURNING o.lo, f.dispensed AS hi)
+                     UPDATE queue q SET worker = $2,
+                         lease_until = clock_timestamp() + $4::bigint * interval '1 microsecond'
+                     FROM r WHERE q.evaluation_id = $1 AND q.seq >= r.lo AND q.seq < r.hi AND NOT q.done
+                     RETURNING q.sample_key, q.row_index, q.repeat, q.row_hash, q.variables,
+                         EXISTS (SELECT 1 FROM samples s
+                             WHERE s.evaluation_id = $1 AND s.sample_key = q.sample_key),
+                         FALSE",
+                )?,
+                // Once every range is out: samples a worker gave back or
+                // let its lease run out on, skipping rows another worker is
+                // claiming right now, so claims never wait on each other.
+                c.prepare(
+                    "WITH picked AS (
+                         SELECT sample_key, worker FROM queue
+                         WHERE evaluation_id = $1 AND NOT done
+                             AND (lease_until IS NULL OR lease_until < clock_timestamp())
+                         ORDER BY row_index, repeat
+                         LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     UPDATE queue q SET worker = $2,
+                         lease_until = clock_timestamp() + $4::bigint * interval '1 microsecond'
+                     FROM picked WHERE q.evaluation_id = $1 AND q.sample_key = picked.sample_key
+                     RETURNING q.sample_key, q.row_index, q.repeat, q.row_hash, q.variables,
+                         EXISTS (SELECT 1 FROM samples s
+                             WHERE s.evaluation_id = $1 AND s.sample_key = q.sample_key),
+                         picked.worker IS NOT NULL AND picked.worker <> $2",
+                )?,
+                c.prepare(
+                    "UPDATE queue SET lease_until = clock_timestamp() + $3::bigint * interval '1 microsecond'
+                     WHERE evaluation_id = $1 AND worker = $2 AND NOT done",
+                )?,
+            ))
+        })?;
+        Ok(PgFleet {
+            target,
+            db,
+            evaluation_id,
+            run,
+            lease_us,
+            claim,
+            take_over,
+            extend,
+        })
+    }
+}
+
+impl Fleet for PgFleet {
+    fn claim(&mut self, n: usize) -> Result<Claim, StoreError> {
+        let (id, run, lease) = (self.evaluation_id, self.run, self.lease_us);
+        let limit = n.max(1) as i64;
+        let (claim, take_over) = (&self.claim, &self.take_over);
+        self.db.with(|c| {
+            let mut rows = c.query(claim, &[&id, &run, &limit, &lease])?;
+            if rows.is_empty() {
+                rows = c.query(take_over, &[&id, &run, &limit, &lease])?;
+            }
+            if !rows.is_empty() {
+                let mut claimed: Vec<ClaimedSample> = rows
+                    .iter()
+                    .map(|r| ClaimedSample {
+                        sample: QueuedSample {
+                            key: r.get(0),
+                            index: r.get::<_, i64>(1).max(0) as u64,
+                            repeat: r.get::<_, i64>(2).clamp(0, i64::from(u32::MAX)) as u32,
+                            row_hash: r.get::<_, i64>(3) as u64,
+                            variables: r.get(4),
+                        },
+                        recorded: r.get(5),
+                        taken_over: r.get(6),
+                    })
+                    .collect();
+                claimed.sort_by_key(|c| (c.sample.index, c.sample.repeat));
+                return Ok(Claim::Samples(claimed));
+            }
+            // Samples this worker holds are its own to finish: it waits
+            // only for those held by others, whose leases may run out.
+            let r = c.query_one(
+                "SELECT count(*), extract(epoch FROM min(lease_until) - clock_timestamp())::float8
+                 FROM queue WHERE evaluation_id = $1 AND NOT done AND worker IS DISTINCT FROM $2",
+                &[&id, &run],
+            )?;
+            let left: i64 = r.get(0);
+            Ok(match left {
+                0 => Claim::Done,
+                _ => Claim::Wait(seconds(r.get::<_, Option<f64>>(1).unwrap_or(0.0))),
+            })
+        })
+    }
+
+    fn beat(&mut self, beat: Beat) -> Result<(), StoreError> {
+        let (id, run, lease) = (self.evaluation_id, self.run, self.lease_us);
+        let (samples, in_flight) = (beat.samples as i64, beat.in_flight as i64);
+        let extend = &self.extend;
+        self.db.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "UPDATE workers SET heartbeat_at = clock_timestamp(), samples = $3, in_flight = $4
+                 WHERE evaluation_id = $1 AND run = $2",
+                &[&id, &run, &samples, &in_flight],
+            )?;
+            tx.execute(extend, &[&id, &run, &lease])?;
+            tx.execute(&reap_sql(), &[&id])?;
+            tx.commit()
+        })
+    }
+
+    fn lease_rate(
+        &mut self,
+        endpoint: &str,
+        limit: &str,
+        units: u64,
+        per_unit: Duration,
+    ) -> Result<Duration, StoreError> {
+        let id = self.evaluation_id;
+        let span = micros(per_unit.saturating_mul(units.min(u32::MAX as u64) as u32));
+        let starts: f64 = self.db.with(|c| {
+            Ok(c.query_one(
+                "INSERT INTO fleet_limits AS l (evaluation_id, endpoint, kind, until)
+                 VALUES ($1, $2, $3, clock_timestamp() + $4::bigint * interval '1 microsecond')
+                 ON CONFLICT (evaluation_id, endpoint, kind) DO UPDATE
+                     SET until = greatest(l.until, clock_timestamp()) + $4::bigint * interval '1 microsecond'
+                 RETURNING extract(epoch FROM until - clock_timestamp())::float8 - $4::bigint / 1e6",
+                &[&id, &endpoint, &limit, &span],
+            )?
+            .get(0))
+        })?;
+        Ok(seconds(starts))
+    }
+
+    fn share_pause(&mut self, endpoint: &str, remaining: Duration) -> Result<Duration, StoreError> {
+        let id = self.evaluation_id;
+        let remaining = micros(remaining);
+        let left: f64 = self.db.with(|c| {
+            Ok(c.query_one(
+                "INSERT INTO fleet_limits AS l (evaluation_id, endpoint, kind, until)
+                 VALUES ($1, $2, 'pause', clock_timestamp() + $3::bigint * interval '1 microsecond')
+                 ON CONFLICT (evaluation_id, endpoint, kind) DO UPDATE
+                     SET until = greatest(l.until, excluded.until)
+                 RETURNING extract(epoch FROM until - clock_timestamp())::float8",
+                &[&id, &endpoint, &remaining],
+            )?
+            .get(0))
+        })?;
+        Ok(seconds(left))
+    }
+
+    fn leave(&mut self, state: &str) -> Result<(), StoreError> {
+        let (id, run) = (self.evaluation_id, self.run);
+        self.db.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "UPDATE workers SET state = $3, heartbeat_at = clock_timestamp()
+                 WHERE evaluation_id = $1 AND run = $2",
+                &[&id, &run, &state],
+            )?;
+            tx.execute(
+                "UPDATE queue SET worker = NULL, lease_until = NULL
+                 WHERE evaluation_id = $1 AND worker = $2 AND NOT done",
+                &[&id, &run],
+            )?;
+            tx.commit()
+        })
+    }
+
+    fn another(&self) -> Result<Box<dyn Fleet>, StoreError> {
+        let db = Db::connect(&self.target)?;
+        Ok(Box::new(PgFleet::open(
+            self.target.clone(),
+            db,
+            self.evaluation_id,
+            self.run,
+            self.lease_us,
+        )?))
+    }
+}

@@ -17,6 +17,7 @@ pub mod error_kind;
 pub mod evaluators;
 pub mod html;
 pub mod human;
+pub mod merge;
 pub mod model;
 pub mod repeats;
 pub mod runner;

@@ -52,12 +52,21 @@ pub enum CacheUse {
         model: String,
         reply: Option<CachedReply>,
     },
+    /// Copied from another store's record (`merge`): the key it was made
+    /// under and whether it was a hit. Nothing is written to the cache.
+    Copied { hash: String, hit: bool },
 }
 
 impl CacheUse {
+    /// A stored call's cache columns (its key, whether it was a hit), as a
+    /// copy of the call records them: `Off` without a key.
+    pub fn copied(hash: Option<String>, hit: bool) -> CacheUse {
+        hash.map_or(CacheUse::Off, |hash| CacheUse::Copied { hash, hit })
+    }
+
     /// Whether the reply came from the cache.
     pub fn is_hit(&self) -> bool {
-        matches!(self, CacheUse::Hit(_))
+        matches!(self, CacheUse::Hit(_) | CacheUse::Copied { hit: true, .. })
     }
 
     /// The key the call was made under, if the cache was on.
@@ -66,6 +75,7 @@ impl CacheUse {
             CacheUse::Off => None,
             CacheUse::Hit(hash) => Some(hash),
             CacheUse::Sent { key, .. } => Some(&key.hash),
+            CacheUse::Copied { hash, .. } => Some(hash),
         }
     }
 

@@ -9,6 +9,7 @@ mod finish;
 mod gate;
 mod list;
 mod manage;
+mod merge;
 mod mock_server;
 mod output;
 mod report;
@@ -101,6 +102,9 @@ pub enum Command {
     Delete(manage::DeleteArgs),
     /// Rename an experiment
     Rename(manage::RenameArgs),
+    /// Merge the stores of a sharded run (or any stores) into one, as if one run had recorded them
+    #[command(after_help = merge::AFTER_HELP)]
+    Merge(merge::MergeArgs),
     /// The response cache: what it holds, clearing it, why a sample was not served from it
     #[command(after_help = cache::AFTER_HELP)]
     Cache(cache::CacheArgs),
@@ -137,6 +141,7 @@ impl Command {
             Command::Validate(a) => a.output,
             Command::Delete(a) => a.output,
             Command::Rename(a) => a.output,
+            Command::Merge(a) => a.output,
             Command::Cache(a) => a.output(),
             Command::Export(_) | Command::Report(_) | Command::MockServer(_) => {
                 return Format::Table
@@ -330,6 +335,7 @@ pub fn main(cli: Cli) -> Exit {
         Command::Validate(args) => validate::validate(args, style),
         Command::Delete(args) => manage::delete(args, storage, style),
         Command::Rename(args) => manage::rename(args, storage, style),
+        Command::Merge(args) => merge::merge(args, style),
         Command::Cache(args) => cache::cache(args, storage, style),
         Command::MockServer(args) => mock_server::serve(args),
     };

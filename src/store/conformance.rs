@@ -44,6 +44,10 @@ pub const CASES: &[(&str, Case)] = &[
         "replicas_are_read_back_by_url",
         replicas_are_read_back_by_url,
     ),
+    (
+        "a_record_read_back_is_written_again_whole",
+        a_record_read_back_is_written_again_whole,
+    ),
 ];
 
 pub fn meta<'a>(evaluators: &'a [String]) -> EvaluationMeta<'a> {
@@ -562,4 +566,76 @@ pub fn cache_entries_are_counted_explained_and_cleared(storage: &dyn Storage) {
     assert!(store.cache_explain_reads("x", "c").unwrap()[0]
         .sent
         .is_some());
+}
+
+/// A record read back and written again into another evaluation (what
+/// `merge` does) reads back the same: row hash, scores (none at all for a
+/// failed call, null for an evaluator that could not decide), judge calls
+/// and cache columns included. A run started after the runs were set
+/// follows them.
+pub fn a_record_read_back_is_written_again_whole(storage: &dyn Storage) {
+    use crate::error_kind::ErrorKind;
+    use crate::store::writer::JudgeRecord;
+
+    let names = vec!["exact_match".to_string()];
+    let mut store = storage.open_or_create().unwrap();
+    let (from, mut sink) = started_sink(store.as_mut(), "x", &meta(&names));
+    let judged = SampleRecord {
+        row_hash: 7,
+        repeat: 1,
+        cache: CacheUse::Hit("ka".into()),
+        endpoint: Some("http://replica-b/v1".into()),
+        judge_calls: vec![JudgeRecord {
+            prompt: "[]".into(),
+            reply: Some("1".into()),
+            queue_us: 5,
+            cache: CacheUse::Hit("kj".into()),
+            ..JudgeRecord::default()
+        }],
+        ..record("a", 0, Some(1.0), false)
+    };
+    let undecided = SampleRecord {
+        scores: vec![None],
+        error_kind: Some(ErrorKind::Evaluator),
+        error: Some("no number".into()),
+        ..record("b", 1, None, false)
+    };
+    sink.commit(&[judged, undecided, record("c", 2, None, true)])
+        .unwrap();
+    let rows = store.samples(from, 1).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.scored).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert_eq!(rows[0].cache_key.as_deref(), Some("ka"));
+    assert_eq!(
+        rows[0].judge_calls[0].cache,
+        CacheUse::Copied {
+            hash: "kj".into(),
+            hit: true
+        }
+    );
+
+    let copy = EvaluationMeta {
+        name: "copy",
+        ..meta(&names)
+    };
+    let (to, mut sink) = started_sink(store.as_mut(), "x", &copy);
+    let records: Vec<SampleRecord> = rows
+        .iter()
+        .map(|r| SampleRecord::try_from(r.clone()).unwrap())
+        .collect();
+    sink.commit(&records).unwrap();
+    assert_eq!(store.samples(to, 1).unwrap(), rows);
+    let x = store.experiment("x").unwrap();
+    let (a, b) = (&x.evaluations[0], &x.evaluations[1]);
+    assert_eq!(
+        (b.recorded, b.errored, b.cached, b.scores.clone()),
+        (a.recorded, a.errored, a.cached, a.scores.clone())
+    );
+    assert_eq!(b.scores[0].unscored, 1, "a failed call is not unscored");
+
+    store.set_runs(to, 3).unwrap();
+    let again = store.start_evaluation("x", &copy, &now()).unwrap();
+    assert_eq!(again.run, 4, "three runs set, then this one");
 }

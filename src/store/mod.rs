@@ -160,6 +160,11 @@ pub trait Recorder {
         now: &str,
     ) -> Result<StartedEvaluation, StoreError>;
 
+    /// Sets how many runs an evaluation has had, in place of the one
+    /// `start_evaluation` counted: `merge` copies other stores' runs under
+    /// the numbers that follow the target's own.
+    fn set_runs(&self, evaluation_id: i64, runs: u64) -> Result<(), StoreError>;
+
     /// Commits the finished samples of one run (see [`writer::Writer`]).
     fn sink(&self, config: WriterConfig) -> Result<Box<dyn RecordSink>, StoreError>;
 

@@ -129,11 +129,16 @@ pub struct ErrorGroup {
 pub struct SampleRow {
     pub key: String,
     pub index: u64,
+    /// The hash of its dataset row (what resume matches an edited row by).
+    pub row_hash: u64,
     pub variables: String,
     pub prompt: String,
     pub output: Option<String>,
     /// One per evaluator, in spec order; `None` when not scored.
     pub scores: Vec<Option<ScoreRecord>>,
+    /// Its evaluators were asked (a score stored for each, decided or not);
+    /// false when the model call failed first, and none was.
+    pub scored: bool,
     pub error_kind: Option<String>,
     pub error: Option<String>,
     /// The model call (zero when none was made).
@@ -146,6 +151,8 @@ pub struct SampleRow {
     pub judge_calls: Vec<JudgeRecord>,
     /// Its reply came from the response cache: nothing was sent.
     pub cached: bool,
+    /// The response cache's key of its request, when the cache was on.
+    pub cache_key: Option<String>,
     /// The replica that answered (or last failed), when the model had several.
     pub endpoint: Option<String>,
 }

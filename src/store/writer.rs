@@ -60,6 +60,52 @@ pub struct SampleRecord {
     pub endpoint: Option<Arc<str>>,
 }
 
+/// A stored error kind this build does not know: the record cannot be
+/// copied without losing that it errored.
+#[derive(Debug, thiserror::Error)]
+#[error("sample `{key}` holds error kind `{kind}`, which this dotevals does not know")]
+pub struct UnknownErrorKind {
+    pub key: String,
+    pub kind: String,
+}
+
+/// A record read back, to be written again as it was (`merge` copies
+/// records between stores): everything but the run it belongs to, which is
+/// the sink's, and its cache entries, which stay in the store they were in.
+impl TryFrom<super::SampleRow> for SampleRecord {
+    type Error = UnknownErrorKind;
+
+    fn try_from(row: super::SampleRow) -> Result<Self, Self::Error> {
+        let error_kind = match row.error_kind {
+            Some(kind) => Some(kind.parse().map_err(|()| UnknownErrorKind {
+                key: row.key.clone(),
+                kind,
+            })?),
+            None => None,
+        };
+        Ok(SampleRecord {
+            key: row.key,
+            index: row.index,
+            repeat: row.repeat,
+            row_hash: row.row_hash,
+            variables: row.variables,
+            prompt: row.prompt,
+            output: row.output,
+            // A sample whose call failed has no scores stored, not unscored ones.
+            scores: if row.scored { row.scores } else { Vec::new() },
+            error_kind,
+            error: row.error,
+            call: row.call,
+            start_us: row.start_us,
+            end_us: row.end_us,
+            judge_calls: row.judge_calls,
+            replaces: false,
+            cache: CacheUse::copied(row.cache_key, row.cached),
+            endpoint: row.endpoint.map(Arc::from),
+        })
+    }
+}
+
 /// One call an `llm_judge` evaluator made for one sample: what it sent, what
 /// came back and what it cost, apart from the model's own request. The score
 /// and reason it gave are the evaluator's [`ScoreRecord`].

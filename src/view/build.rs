@@ -686,6 +686,7 @@ mod tests {
         let row = SampleRow {
             key: "a".into(),
             index: 0,
+            row_hash: 0,
             variables: "{}".into(),
             prompt: "\"p\"".into(),
             output: Some("o".into()),
@@ -698,6 +699,7 @@ mod tests {
                 Some(ScoreRecord::of(0.0)),
                 None,
             ],
+            scored: true,
             error_kind: None,
             error: None,
             call: crate::store::CallStats {
@@ -709,6 +711,7 @@ mod tests {
             repeat: 0,
             judge_calls: Vec::new(),
             cached: false,
+            cache_key: None,
             endpoint: None,
         };
         let names = ["j".to_string(), "e".to_string(), "n".to_string()];

@@ -24,6 +24,7 @@ mod grading_rescore;
 mod grading_scores;
 mod html_report;
 mod json_output;
+mod merge;
 mod overrides;
 mod providers;
 mod readme;

@@ -827,8 +827,8 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
     for r in c.query(
         &format!(
             "SELECT id, sample_key, row_index, variables, prompt, output, error_kind, error,
-                    start_us, end_us, repeat, {CALL_COLUMNS}, cached, endpoint FROM samples
-             WHERE id = ANY($1)"
+                    start_us, end_us, repeat, {CALL_COLUMNS}, cached, endpoint, row_hash, cache_key
+             FROM samples WHERE id = ANY($1)"
         ),
         &[&ids],
     )? {
@@ -837,10 +837,12 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
             SampleRow {
                 key: r.try_get(1)?,
                 index: count(&r, 2)?,
+                row_hash: r.try_get::<_, i64>(23)? as u64,
                 variables: r.try_get(3)?,
                 prompt: r.try_get(4)?,
                 output: r.try_get(5)?,
                 scores: vec![None; evaluators],
+                scored: false,
                 error_kind: r.try_get(6)?,
                 error: r.try_get(7)?,
                 start_us: count(&r, 8)?,
@@ -850,6 +852,7 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
                 judge_calls: Vec::new(),
                 cached: r.try_get(21)?,
                 endpoint: r.try_get(22)?,
+                cache_key: r.try_get(24)?,
             },
         );
     }
@@ -858,11 +861,11 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
          WHERE sample_id = ANY($1) ORDER BY sample_id, evaluator",
         &[&ids],
     )? {
-        let (Some(row), i, Some(value)) = (
-            records.get_mut(&s.try_get::<_, i64>(0)?),
-            s.try_get::<_, i64>(1)?,
-            s.try_get::<_, Option<f64>>(2)?,
-        ) else {
+        let Some(row) = records.get_mut(&s.try_get::<_, i64>(0)?) else {
+            continue;
+        };
+        row.scored = true;
+        let (i, Some(value)) = (s.try_get::<_, i64>(1)?, s.try_get::<_, Option<f64>>(2)?) else {
             continue;
         };
         if let Some(slot) = usize::try_from(i).ok().and_then(|i| row.scores.get_mut(i)) {
@@ -876,7 +879,8 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
     if judged {
         for r in c.query(
             &format!(
-                "SELECT sample_id, evaluator, prompt, reply, error, queue_us, {CALL_COLUMNS}
+                "SELECT sample_id, evaluator, prompt, reply, error, queue_us, {CALL_COLUMNS},
+                     cache_key, cached
                  FROM judge_calls WHERE sample_id = ANY($1) ORDER BY sample_id, evaluator"
             ),
             &[&ids],
@@ -891,7 +895,7 @@ fn next_samples(c: &mut impl GenericClient, evaluators: usize, judged: bool) -> 
                 error: r.try_get(4)?,
                 queue_us: count(&r, 5)?,
                 call: call_stats(&r, 6)?,
-                ..JudgeRecord::default()
+                cache: crate::cache::CacheUse::copied(r.try_get(16)?, r.try_get(17)?),
             });
         }
     }

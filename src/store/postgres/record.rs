@@ -201,6 +201,17 @@ impl Recorder for PgStore {
         })
     }
 
+    fn set_runs(&self, evaluation_id: i64, runs: u64) -> Result<(), StoreError> {
+        let runs = runs.min(i64::MAX as u64) as i64;
+        self.db.with(|c| {
+            c.execute(
+                "UPDATE evaluations SET runs = $2 WHERE id = $1",
+                &[&evaluation_id, &runs],
+            )
+            .map(|_| ())
+        })
+    }
+
     fn sink(&self, config: WriterConfig) -> Result<Box<dyn RecordSink>, StoreError> {
         Ok(Box::new(writer::open(&self.target, config)?))
     }

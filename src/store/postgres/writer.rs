@@ -435,7 +435,7 @@ impl<'b> CacheWrites<'b> {
 
     fn add(&mut self, cache: &'b CacheUse, sample_key: impl FnOnce() -> String) {
         match cache {
-            CacheUse::Off => {}
+            CacheUse::Off | CacheUse::Copied { .. } => {}
             CacheUse::Hit(hash) => match self.entry_at.get(hash.as_str()) {
                 Some(&at) => self.entries[at].3 += 1,
                 None => {

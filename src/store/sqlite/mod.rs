@@ -350,6 +350,14 @@ impl Recorder for SqliteStore {
         })
     }
 
+    fn set_runs(&self, evaluation_id: i64, runs: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE evaluations SET runs = ?2 WHERE id = ?1",
+            params![evaluation_id, runs.min(i64::MAX as u64) as i64],
+        )?;
+        Ok(())
+    }
+
     fn sink(&self, config: WriterConfig) -> Result<Box<dyn RecordSink>, StoreError> {
         let conn = Connection::open(&self.path)?;
         configure(&conn)?;

@@ -191,7 +191,7 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT evaluator, prompt, reply, error, queue_us, ",
         call_columns!(),
-        " FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator"
+        ", cache_key, cached FROM judge_calls WHERE sample_id = ?1 ORDER BY evaluator"
     ))?;
     let mut out = Vec::new();
     let mut rows = stmt.query([sample_id])?;
@@ -203,7 +203,7 @@ fn judge_calls_of(conn: &Connection, sample_id: i64) -> Result<Vec<JudgeRecord>,
             error: r.get(3)?,
             queue_us: r.get::<_, i64>(4)?.max(0) as u64,
             call: call_stats(r, 5)?,
-            ..JudgeRecord::default()
+            cache: crate::cache::CacheUse::copied(r.get(15)?, r.get(16)?),
         });
     }
     Ok(out)
@@ -586,7 +586,7 @@ pub fn for_each_sample(
         "SELECT sample_key, row_index, variables, prompt, output, error_kind, error, start_us, end_us,
                 repeat, ",
         call_columns!(),
-        ", cached, endpoint FROM samples WHERE id = ?1"
+        ", cached, endpoint, row_hash, cache_key FROM samples WHERE id = ?1"
     ))?;
     let mut scores = conn.prepare_cached(
         "SELECT evaluator, value, passed, reason FROM scores WHERE sample_id = ?1 ORDER BY evaluator",
@@ -604,10 +604,12 @@ pub fn for_each_sample(
                 Ok(SampleRow {
                     key: r.get(0)?,
                     index: r.get::<_, i64>(1)?.max(0) as u64,
+                    row_hash: r.get::<_, i64>(22)? as u64,
                     variables: r.get(2)?,
                     prompt: r.get(3)?,
                     output: r.get(4)?,
                     scores: vec![None; evaluators],
+                    scored: false,
                     error_kind: r.get(5)?,
                     error: r.get(6)?,
                     start_us: r.get::<_, i64>(7)?.max(0) as u64,
@@ -617,6 +619,7 @@ pub fn for_each_sample(
                     judge_calls: Vec::new(),
                     cached: r.get(20)?,
                     endpoint: r.get(21)?,
+                    cache_key: r.get(23)?,
                 })
             })
             .optional()?
@@ -626,6 +629,7 @@ pub fn for_each_sample(
         };
         let mut scored = scores.query([id])?;
         while let Some(s) = scored.next()? {
+            row.scored = true;
             let (i, Some(value)) = (s.get::<_, i64>(0)?, s.get::<_, Option<f64>>(1)?) else {
                 continue;
             };

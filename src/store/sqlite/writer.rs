@@ -156,7 +156,7 @@ impl<'t> CacheWrites<'t> {
     fn write(&mut self, cache: &CacheUse, sample_key: &str, now: i64) -> Result<(), StoreError> {
         let n = |v: Option<u64>| v.map(|v| v as i64);
         match cache {
-            CacheUse::Off => {}
+            CacheUse::Off | CacheUse::Copied { .. } => {}
             CacheUse::Hit(hash) => {
                 self.hit.execute(params![hash, now])?;
             }

@@ -17,7 +17,7 @@ use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::Ledger;
 use crate::dataset::{row_json, Values};
 use crate::diagnostic::Diagnostic;
-use crate::store::fleet::{Beat, Claim, Fleet, JoinRequest, Joined, QueuedSample, WorkerInfo};
+use crate::store::fleet::{Beat, Claim, Fleet, JoinRequest, Member, QueuedSample, WorkerInfo};
 use crate::store::{SampleLookup, StartedEvaluation, Store, StoreError};
 
 /// How often pauses are compared with the fleet's: a 429 one worker meets
@@ -34,7 +34,7 @@ pub(super) fn join(
     plan: &Planned,
     store: &dyn Store,
     started: &StartedEvaluation,
-) -> Result<Option<(Box<dyn Fleet>, Joined)>, RunError> {
+) -> Result<Option<Member>, RunError> {
     if plan.replies != Replies::Model {
         return Ok(None);
     }
@@ -198,6 +198,18 @@ impl Ledger for StoreLedger {
     }
 }
 
+/// Publishes each endpoint's pause, and takes on the fleet's when longer.
+fn share_pauses(fleet: &mut dyn Fleet, pauses: &[(String, Arc<Pause>)]) {
+    for (endpoint, pause) in pauses {
+        let mine = pause.remaining();
+        if let Ok(fleets) = fleet.share_pause(endpoint, mine) {
+            if fleets > mine + PAUSE_SYNC / 4 {
+                pause.extend(fleets);
+            }
+        }
+    }
+}
+
 /// The thread that keeps a worker in its fleet: a heartbeat that extends its
 /// leases, and its endpoints' pauses shared both ways.
 pub(super) struct Keeper {
@@ -223,6 +235,8 @@ impl Keeper {
     ) -> Keeper {
         let (stop, stopped) = std_mpsc::channel();
         let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));
+        // A worker that joins during a pause starts paused.
+        share_pauses(fleet.as_mut(), &pauses);
         let handle = std::thread::spawn(move || {
             let mut last_beat = Instant::now();
             let state = loop {
@@ -231,14 +245,7 @@ impl Keeper {
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break "failed",
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 }
-                for (endpoint, pause) in &pauses {
-                    let mine = pause.remaining();
-                    if let Ok(fleets) = fleet.share_pause(endpoint, mine) {
-                        if fleets > mine + PAUSE_SYNC / 4 {
-                            pause.extend(fleets);
-                        }
-                    }
-                }
+                share_pauses(fleet.as_mut(), &pauses);
                 if last_beat.elapsed() >= beat_every {
                     last_beat = Instant::now();
                     // A beat that fails is tried again at the next; the

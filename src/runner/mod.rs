@@ -43,7 +43,7 @@ use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::{Ledger, RateLimit, RateLimits};
 use crate::dataset::{row_json, Dataset, Values};
 use crate::error_kind::ErrorKind;
-use crate::store::fleet::Joined;
+use crate::store::fleet::{Joined, Member};
 use crate::store::writer::{SampleRecord, WriterConfig, QUEUE};
 use crate::store::{
     now, EndpointRun, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, SampleLookup,
@@ -200,16 +200,13 @@ pub async fn run(
     let began = Instant::now();
     let worker = fleet::join(plan, store, &started_evaluation)?;
     // A fleet's workers reckon the evaluation's wall time from its start.
-    let (started, base_wall_us, pending) = match &worker {
-        Some((
-            _,
-            Joined::Beside {
-                started_ago,
-                base_wall_us,
-                pending,
-                workers,
-            },
-        )) => {
+    let (started, base_wall_us, pending) = match worker.as_ref().map(|m| &m.joined) {
+        Some(Joined::Beside {
+            started_ago,
+            base_wall_us,
+            pending,
+            workers,
+        }) => {
             progress.note(&format!(
                 "{}: working beside {workers} other worker{} ({pending} samples left)",
                 eval.name,
@@ -221,7 +218,7 @@ pub async fn run(
                 *pending,
             )
         }
-        Some((_, Joined::First { pending })) => (began, started_evaluation.wall_us, *pending),
+        Some(Joined::First { pending }) => (began, started_evaluation.wall_us, *pending),
         None => (began, started_evaluation.wall_us, plan.pending),
     };
     let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
@@ -229,7 +226,7 @@ pub async fn run(
         Some(c) => replica_endpoints(plan, c, (rate.clone(), Arc::clone(&pause)), rates, pauses),
         None => Vec::new(),
     };
-    if let Some((fleet, _)) = &worker {
+    if let Some(Member { fleet, .. }) = &worker {
         let ledger: Box<dyn Ledger> = Box::new(fleet::StoreLedger(fleet.another()?));
         let ledger = Arc::new(std::sync::Mutex::new(ledger));
         for e in &endpoints {
@@ -299,7 +296,7 @@ pub async fn run(
         _ => None,
     };
     let (reader, keeper) = match worker {
-        Some((fleet, _)) => {
+        Some(Member { fleet, .. }) => {
             let claimer = fleet::spawn_claimer(
                 fleet.another()?,
                 store.lookup(evaluation_id),

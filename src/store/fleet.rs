@@ -131,6 +131,12 @@ pub struct Beat {
     pub in_flight: u64,
 }
 
+/// A worker in its fleet: its connection, and what joining found.
+pub struct Member {
+    pub fleet: Box<dyn Fleet>,
+    pub joined: Joined,
+}
+
 /// A worker asking to join the fleet of run `run` of an evaluation.
 pub struct JoinRequest<'a> {
     pub evaluation_id: i64,

@@ -220,7 +220,7 @@ pub trait Recorder {
     fn join_fleet(
         &self,
         _request: fleet::JoinRequest<'_>,
-    ) -> Result<Option<(Box<dyn fleet::Fleet>, fleet::Joined)>, StoreError> {
+    ) -> Result<Option<fleet::Member>, StoreError> {
         Ok(None)
     }
 

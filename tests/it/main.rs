@@ -42,6 +42,7 @@ mod adaptive;
 mod concurrent;
 mod crash;
 mod faults;
+mod fleet;
 mod postgres;
 mod ratelimit;
 mod replicas;

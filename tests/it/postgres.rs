@@ -27,7 +27,7 @@ use crate::util::{closed_port, wait_until, Out, Spec, TestCommand, TestDir, QUIC
 
 /// A schema of its own for `test` on the test server, or `None` (a skip
 /// recorded) when `DOTEVALS_TEST_POSTGRES` is not set.
-fn schema_for(test: &str) -> Option<Schema> {
+pub fn schema_for(test: &str) -> Option<Schema> {
     match std::env::var("DOTEVALS_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(Schema::new(&url, test)),
         _ => {
@@ -41,7 +41,7 @@ fn schema_for(test: &str) -> Option<Schema> {
 }
 
 /// A schema `t_<test>_<random>` on a server, dropped (with everything in it) on drop.
-struct Schema {
+pub struct Schema {
     server: String,
     name: String,
 }
@@ -57,23 +57,23 @@ impl Schema {
     }
 
     /// The store's URL, for `DOTEVALS_STORAGE`.
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let sep = if self.server.contains('?') { '&' } else { '?' };
         format!("{}{sep}schema={}", self.server, self.name)
     }
 
     /// A client of the test server (names are qualified with the schema).
-    fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         Client::connect(&self.server, NoTls).unwrap_or_else(|e| panic!("{}: {e}", self.server))
     }
 
     /// `table` qualified by this schema.
-    fn table(&self, table: &str) -> String {
+    pub fn table(&self, table: &str) -> String {
         format!("\"{}\".\"{table}\"", self.name)
     }
 
     /// The integer `sql` answers.
-    fn int(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
+    pub fn int(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
         let row = self.client().query_one(sql, params);
         row.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
     }
@@ -84,12 +84,12 @@ impl Schema {
     }
 
     /// `dotevals ARGS...` in `dir` against this schema.
-    fn cmd(&self, dir: &TestDir, args: &[&str]) -> TestCommand {
+    pub fn cmd(&self, dir: &TestDir, args: &[&str]) -> TestCommand {
         dir.cmd(args).env("DOTEVALS_STORAGE", self.url())
     }
 
     /// `show NAME --format json` against this schema, which must exit 0.
-    fn show(&self, dir: &TestDir, experiment: &str) -> Value {
+    pub fn show(&self, dir: &TestDir, experiment: &str) -> Value {
         let out = self
             .cmd(dir, &["show", experiment, "--format", "json"])
             .output();
@@ -503,7 +503,7 @@ fn nothing_on_disk_and_no_api_key_in_any_table() {
 // 3. Two processes at once.
 
 /// Times each prompt was received.
-fn counts(server: &TestServer) -> BTreeMap<String, usize> {
+pub fn counts(server: &TestServer) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for p in server.prompts() {
         *out.entry(p).or_default() += 1;
@@ -512,7 +512,7 @@ fn counts(server: &TestServer) -> BTreeMap<String, usize> {
 }
 
 /// A server echoing prompts after `lo`..`hi` milliseconds.
-fn slow_echo(lo: u64, hi: u64) -> TestServer {
+pub fn slow_echo(lo: u64, hi: u64) -> TestServer {
     let (lo, hi) = (Duration::from_millis(lo), Duration::from_millis(hi));
     TestServer::builder()
         .latency_between(lo, hi)
@@ -521,7 +521,7 @@ fn slow_echo(lo: u64, hi: u64) -> TestServer {
 }
 
 /// The `concurrency:` line of a sliding window of `n`.
-fn window(n: usize) -> String {
+pub fn window(n: usize) -> String {
     format!("concurrency: {{strategy: sliding_window, max_concurrency: {n}}}\n")
 }
 
@@ -572,58 +572,52 @@ fn two_processes_write_two_experiments_at_once() {
     );
 }
 
-/// The same experiment started twice at once: one run proceeds, the other
-/// exits 2 at once saying it is already being run, having sent nothing;
-/// after the first finishes, a rerun goes through (and sends nothing more).
+/// The same experiment started twice at once (a fleet of two workers):
+/// both exit 0, every sample is sent once between them, both did a share,
+/// and a rerun of the finished experiment sends nothing. (`fleet.rs` tests
+/// workers further.)
 #[test]
-fn the_same_experiment_twice_at_once_is_refused_to_one() {
-    let Some(schema) = schema_for("the_same_experiment_twice_at_once_is_refused_to_one") else {
+fn the_same_experiment_twice_at_once_shares_the_work() {
+    let Some(schema) = schema_for("the_same_experiment_twice_at_once_shares_the_work") else {
         return;
     };
-    const N: usize = 40;
+    const N: usize = 200;
     let dir = TestDir::new();
-    // The store exists already: this test is about the lock alone.
-    let warm = TestServer::echo();
-    dir.write("warm.yaml", &spec("warm", &warm.url(), 1, QUICK, ""));
-    let out = schema
-        .cmd(&dir, &["run", "warm.yaml", "-e", "warm", "-q"])
-        .output();
-    out.assert_exit_code(0);
-    let server = slow_echo(100, 100);
+    let server = slow_echo(20, 20);
     dir.write(
         "spec.yaml",
-        &spec("locked", &server.url(), N, QUICK, &window(2)),
+        &spec("shared", &server.url(), N, QUICK, &window(4)),
     );
     let run = || schema.cmd(&dir, &["run", "spec.yaml", "--experiment", "x", "-q"]);
-    let mut children: Vec<Child> = (0..2)
+    let children: Vec<Child> = (0..2)
         .map(|i| run().spawn_logged(&dir, &format!("run{i}")))
         .collect();
-
-    let mut refused = None;
-    wait_until(Duration::from_secs(15), "one run to be refused", || {
-        refused = children
-            .iter_mut()
-            .position(|c| c.try_wait().unwrap().is_some());
-        refused.is_some()
-    });
-    let (loser, winner) = (refused.unwrap(), 1 - refused.unwrap());
-    let status = children[loser].wait().unwrap();
-    let err = dir.read(&format!("run{loser}.err"));
-    assert_eq!(status.code(), Some(2), "the refused run exits 2: {err}");
-    assert!(err.contains("already being run"), "{err}");
-    let first = &mut children[winner];
-    assert!(
-        first.try_wait().unwrap().is_none(),
-        "the other run is still going"
-    );
-    let status = wait_bounded(first, Duration::from_secs(30), "the first run");
-    let err = dir.read(&format!("run{winner}.err"));
-    assert_eq!(status.code(), Some(0), "the first run: {err}");
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = wait_bounded(&mut child, Duration::from_secs(60), "a worker");
+        let err = dir.read(&format!("run{i}.err"));
+        assert_eq!(status.code(), Some(0), "run{i}: {err}");
+    }
     let counts = counts(&server);
     assert_eq!(counts.len(), N);
     assert!(
         counts.values().all(|c| *c == 1),
-        "the refused run sent requests: {counts:?}"
+        "a prompt was sent twice: {counts:?}"
+    );
+    let report = schema.show(&dir, "x");
+    let e = &report["evaluations"][0];
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(e["samples"]["finished"], N);
+    let shares: Vec<u64> = e["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workers in {e:#}"))
+        .iter()
+        .map(|w| w["samples"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(shares.len(), 2, "{e:#}");
+    assert_eq!(shares.iter().sum::<u64>(), N as u64, "{shares:?}");
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "a worker did nothing: {shares:?}"
     );
 
     run().output().assert_exit_code(0);
@@ -632,9 +626,6 @@ fn the_same_experiment_twice_at_once_is_refused_to_one() {
         N,
         "the rerun of a finished experiment sent requests"
     );
-    let report = schema.show(&dir, "x");
-    assert_eq!(report["status"], "completed", "{report:#}");
-    assert_eq!(report["evaluations"][0]["samples"]["finished"], N);
 }
 
 // ---------------------------------------------------------------------------

@@ -485,3 +485,200 @@ impl Fleet for PgFleet {
         )?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::cache::CacheUse;
+    use crate::error_kind::ErrorKind;
+    use crate::store::postgres::writer::{self, testing};
+    use crate::store::{RecordSink, SampleRecord, WriterConfig};
+
+    fn queued(n: u64) -> Vec<QueuedSample> {
+        (0..n)
+            .map(|i| QueuedSample {
+                key: format!("s{i}"),
+                index: i,
+                repeat: 0,
+                row_hash: i,
+                variables: "{}".into(),
+            })
+            .collect()
+    }
+
+    fn worker(lease: Duration) -> WorkerInfo {
+        WorkerInfo {
+            host: "test".into(),
+            pid: 1,
+            lease,
+        }
+    }
+
+    fn keys(claim: Claim) -> Vec<String> {
+        match claim {
+            Claim::Samples(s) => s.into_iter().map(|c| c.sample.key).collect(),
+            other => panic!("no samples: {other:?}"),
+        }
+    }
+
+    fn sink(schema: &testing::TestSchema, id: i64, run: i64) -> writer::PgSink {
+        let config = WriterConfig {
+            evaluation_id: id,
+            run,
+            resuming: false,
+            fleet: true,
+            base_wall_us: 0,
+            started: Instant::now(),
+        };
+        writer::open(&schema.target, config).unwrap()
+    }
+
+    fn record(key: &str, output: &str, ungraded: bool) -> SampleRecord {
+        SampleRecord {
+            output: Some(output.into()),
+            error_kind: ungraded.then_some(ErrorKind::Ungraded),
+            ..testing::record(key, 0, CacheUse::Off)
+        }
+    }
+
+    /// Two workers: the first loads the queue and claims in ranges, the
+    /// second joins beside it; a sample's first result is kept and a second
+    /// dropped (a reply stored before grading gives way to the graded one);
+    /// a lease that runs out lets the other worker take the sample over;
+    /// leaving gives the rest back.
+    #[test]
+    fn claims_leases_and_one_result_per_sample() {
+        let Some(_) = crate::store::postgres::tests::server("fleet_claims_and_leases") else {
+            return;
+        };
+        let schema = testing::TestSchema::new("fleet");
+        let (id, run) = testing::pg_start(&mut schema.client(), "x", "e");
+        let print = DatasetPrint {
+            rows: 6,
+            samples: 6,
+            digest: 1,
+        };
+        let long = worker(Duration::from_secs(60));
+        let mut samples = queued(6).into_iter();
+        let (mut a, joined) =
+            join(&schema.target, id, run, "h", &long, print, &mut samples).unwrap();
+        assert!(matches!(joined, Joined::First { pending: 6 }), "{joined:?}");
+        let live = live(&Db::connect(&schema.target).unwrap(), id).unwrap();
+        assert_eq!(live.map(|l| (l.workers, l.print)), Some((1, print)));
+
+        let mut none = std::iter::empty();
+        let short = worker(Duration::from_millis(1));
+        let (mut b, joined) =
+            join(&schema.target, id, run + 1, "h", &short, print, &mut none).unwrap();
+        assert!(
+            matches!(
+                joined,
+                Joined::Beside {
+                    pending: 6,
+                    workers: 1,
+                    ..
+                }
+            ),
+            "{joined:?}"
+        );
+
+        assert_eq!(keys(a.claim(2).unwrap()), ["s0", "s1"]);
+        assert_eq!(keys(b.claim(2).unwrap()), ["s2", "s3"]);
+        // s2 and s3 are b's for 1 ms: then a takes them over.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(keys(a.claim(2).unwrap()), ["s4", "s5"]);
+        match a.claim(4).unwrap() {
+            Claim::Samples(s) => {
+                let k: Vec<_> = s
+                    .iter()
+                    .map(|c| (c.sample.key.as_str(), c.taken_over))
+                    .collect();
+                assert_eq!(k, [("s2", true), ("s3", true)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(a.claim(4).unwrap(), Claim::Done),
+            "a holds the rest"
+        );
+
+        let (mut sa, mut sb) = (sink(&schema, id, run), sink(&schema, id, run + 1));
+        sa.commit(&[record("s2", "from a", false)]).unwrap();
+        sb.commit(&[record("s2", "from b", false)]).unwrap();
+        sb.commit(&[record("s3", "b before grading", true)])
+            .unwrap();
+        sa.commit(&[record("s3", "from a", false)]).unwrap();
+        sb.commit(&[record("s3", "b graded", false)]).unwrap();
+        let rows: Vec<(String, Option<String>)> = schema
+            .client()
+            .query(
+                "SELECT sample_key, output FROM samples ORDER BY sample_key",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let want = [("s2", "from a"), ("s3", "from a")];
+        assert_eq!(
+            rows,
+            want.map(|(k, o)| (k.to_owned(), Some(o.to_owned()))),
+            "one result per sample, the first"
+        );
+
+        // Leaving gives back what a worker held: the other can claim it.
+        a.leave("interrupted").unwrap();
+        assert_eq!(keys(b.claim(8).unwrap()), ["s0", "s1", "s4", "s5"]);
+        let workers = workers(&Db::connect(&schema.target).unwrap(), id).unwrap();
+        let states: Vec<_> = workers.iter().map(|w| w.state.as_str()).collect();
+        assert_eq!(states, ["interrupted", "running"]);
+    }
+
+    /// Slices of one rate limit leased by two workers follow each other:
+    /// the limit's schedule is one, whoever leases.
+    #[test]
+    fn rate_slices_follow_each_other() {
+        let Some(_) = crate::store::postgres::tests::server("fleet_rate_slices") else {
+            return;
+        };
+        let schema = testing::TestSchema::new("fleet_rate");
+        let (id, run) = testing::pg_start(&mut schema.client(), "x", "e");
+        let long = worker(Duration::from_secs(60));
+        let mut none = std::iter::empty();
+        let (mut a, _) = join(
+            &schema.target,
+            id,
+            run,
+            "h",
+            &long,
+            DatasetPrint::default(),
+            &mut none,
+        )
+        .unwrap();
+        let mut b = a.another().unwrap();
+        let tenth = Duration::from_millis(100);
+        let first = a.lease_rate("u m", "requests", 5, tenth).unwrap();
+        let second = b.lease_rate("u m", "requests", 5, tenth).unwrap();
+        let third = a.lease_rate("u m", "requests", 5, tenth).unwrap();
+        assert!(first < Duration::from_millis(50), "{first:?}");
+        let near = |d: Duration, want: u64| {
+            let ms = d.as_millis() as i64;
+            (ms - want as i64).abs() < 60
+        };
+        assert!(near(second, 500), "{second:?}");
+        assert!(near(third, 1000), "{third:?}");
+        // Another limit, or another endpoint, has its own schedule.
+        assert!(a.lease_rate("u m", "tokens", 5, tenth).unwrap() < Duration::from_millis(50));
+        assert!(a.lease_rate("v m", "requests", 5, tenth).unwrap() < Duration::from_millis(50));
+        // A pause published by one is the other's.
+        assert_eq!(
+            a.share_pause("u m", Duration::ZERO).unwrap(),
+            Duration::ZERO
+        );
+        b.share_pause("u m", Duration::from_secs(2)).unwrap();
+        let left = a.share_pause("u m", Duration::ZERO).unwrap();
+        assert!(left > Duration::from_millis(1800), "{left:?}");
+    }
+}

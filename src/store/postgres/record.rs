@@ -324,13 +324,7 @@ impl Recorder for PgStore {
     fn join_fleet(
         &self,
         r: crate::store::fleet::JoinRequest<'_>,
-    ) -> Result<
-        Option<(
-            Box<dyn crate::store::fleet::Fleet>,
-            crate::store::fleet::Joined,
-        )>,
-        StoreError,
-    > {
+    ) -> Result<Option<crate::store::fleet::Member>, StoreError> {
         let (fleet, joined) = fleet::join(
             &self.target,
             r.evaluation_id,
@@ -340,7 +334,10 @@ impl Recorder for PgStore {
             r.print,
             r.samples,
         )?;
-        Ok(Some((Box::new(fleet), joined)))
+        Ok(Some(crate::store::fleet::Member {
+            fleet: Box::new(fleet),
+            joined,
+        }))
     }
 
     fn finish_evaluation(

@@ -1,0 +1,335 @@
+//! Workers that run one experiment together on PostgreSQL (`run` started
+//! several times against one store), seen from the test server and the
+//! store: each prompt sent once between them, a killed worker's samples
+//! finished by the others, one rate limit and one pause for all of them, a
+//! worker with another dataset refused, and `show` listing the workers while
+//! they run. Timing (how much faster four workers are) is the bench stage
+//! `fleet`.
+
+use std::process::Child;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::postgres::{counts, schema_for, slow_echo, window, Schema};
+use crate::server::TestServer;
+use crate::support::{spec, wait_bounded};
+use crate::util::{wait_until, Spec, TestDir, QUICK};
+
+/// `n` workers of `spec.yaml` into experiment `x`, started together.
+fn start(schema: &Schema, dir: &TestDir, n: usize, extra: &[&str]) -> Vec<Child> {
+    (0..n)
+        .map(|i| {
+            let mut args = vec!["run", "spec.yaml", "--experiment", "x", "-q"];
+            args.extend_from_slice(extra);
+            schema.cmd(dir, &args).spawn_logged(dir, &format!("w{i}"))
+        })
+        .collect()
+}
+
+/// Waits for each worker; each must exit 0.
+fn finish(dir: &TestDir, children: Vec<Child>) {
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = wait_bounded(&mut child, Duration::from_secs(120), "a worker");
+        let err = dir.read(&format!("w{i}.err"));
+        assert_eq!(status.code(), Some(0), "w{i}: {err}");
+    }
+}
+
+/// The workers `show` lists for the only evaluation of `x`.
+fn workers(schema: &Schema, dir: &TestDir) -> Vec<Value> {
+    let report = schema.show(dir, "x");
+    report["evaluations"][0]["workers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Four workers at once on 600 samples: every prompt reaches the server
+/// exactly once, `show` accounts for all of them and names four workers
+/// whose shares add up, each of which did some of the work.
+#[test]
+fn four_workers_send_each_prompt_once_between_them() {
+    let Some(schema) = schema_for("four_workers_send_each_prompt_once") else {
+        return;
+    };
+    const N: usize = 600;
+    let dir = TestDir::new();
+    let server = slow_echo(10, 20);
+    dir.write(
+        "spec.yaml",
+        &spec("fleet", &server.url(), N, QUICK, &window(8)),
+    );
+    let children = start(&schema, &dir, 4, &[]);
+    finish(&dir, children);
+
+    let counts = counts(&server);
+    assert_eq!(counts.len(), N, "every prompt reached the server");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    let report = schema.show(&dir, "x");
+    let e = &report["evaluations"][0];
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(e["samples"]["recorded"], N);
+    assert_eq!(e["samples"]["finished"], N);
+    assert_eq!(e["runs"], 4, "{e:#}");
+    let shares: Vec<u64> = workers(&schema, &dir)
+        .iter()
+        .map(|w| {
+            assert_eq!(w["state"], "finished", "{w:#}");
+            w["samples"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    println!("fleet: shares of {N} samples between 4 workers: {shares:?}");
+    assert_eq!(shares.len(), 4);
+    assert_eq!(shares.iter().sum::<u64>(), N as u64);
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "a worker did nothing: {shares:?}"
+    );
+    let stored = schema.int(
+        &format!(
+            "SELECT count(DISTINCT sample_key) FROM {}",
+            schema.table("samples")
+        ),
+        &[],
+    );
+    assert_eq!(stored, N as i64, "one record per sample");
+}
+
+/// kill -9 of one of four workers halfway: the other three exit 0 with
+/// every sample finished and stored once; the only prompts the server saw
+/// twice are ones the killed worker held (its window and what it had
+/// claimed ahead), and `show` says it was lost.
+#[test]
+fn a_killed_workers_samples_are_finished_by_the_others() {
+    let Some(schema) = schema_for("a_killed_workers_samples_are_finished") else {
+        return;
+    };
+    const N: usize = 1200;
+    const WINDOW: usize = 8;
+    let dir = TestDir::new();
+    let server = slow_echo(20, 40);
+    dir.write(
+        "spec.yaml",
+        &spec("fleet", &server.url(), N, QUICK, &window(WINDOW)),
+    );
+    let mut children = start(&schema, &dir, 4, &[]);
+    wait_until(Duration::from_secs(60), "a third of the samples", || {
+        server.count() >= N / 3
+    });
+    let mut killed = children.remove(0);
+    killed.kill().expect("SIGKILL a worker");
+    let _ = killed.wait();
+    finish(&dir, children);
+
+    let counts = counts(&server);
+    assert_eq!(counts.len(), N, "every prompt reached the server");
+    let twice = counts.values().filter(|n| **n > 1).count();
+    // The killed worker held at most its window, the claim in its channel
+    // and the one in hand (half a window each).
+    let bound = 2 * WINDOW;
+    println!("fleet kill -9: {twice} prompts sent twice (at most {bound})");
+    assert!(
+        twice <= bound,
+        "{twice} prompts sent twice, more than {bound}"
+    );
+    assert!(
+        counts.values().all(|n| *n <= 2),
+        "a prompt sent three times"
+    );
+    let report = schema.show(&dir, "x");
+    let e = &report["evaluations"][0];
+    assert_eq!(e["samples"]["finished"], N, "{e:#}");
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let states: Vec<String> = workers(&schema, &dir)
+        .iter()
+        .map(|w| w["state"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "lost").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "finished").count(),
+        3,
+        "{states:?}"
+    );
+}
+
+/// Four workers under `rate_limit: {requests_per_minute: 600}` against a
+/// server that takes 660 a minute: the limit holds for the fleet, not per
+/// worker (which would send 2400 a minute): no 429, and the rate the server
+/// sees is 600 a minute within 5%.
+#[test]
+fn one_rate_limit_holds_for_the_whole_fleet() {
+    let Some(schema) = schema_for("one_rate_limit_holds_for_the_fleet") else {
+        return;
+    };
+    const N: usize = 160;
+    let dir = TestDir::new();
+    let server = TestServer::builder()
+        .requests_per_minute(660)
+        .latency(Duration::from_millis(20))
+        .reply(|p| p.to_owned())
+        .start();
+    let model = "  timeout: 5s\n  rate_limit: {requests_per_minute: 600}\n";
+    dir.write(
+        "spec.yaml",
+        &spec("fleet", &server.url(), N, model, &window(16)),
+    );
+    let children = start(&schema, &dir, 4, &[]);
+    finish(&dir, children);
+
+    let at: Vec<Duration> = server.requests().iter().map(|r| r.at).collect();
+    let span = at[at.len() - 1].saturating_sub(at[0]).as_secs_f64();
+    let per_minute = 60.0 * (at.len() - 1) as f64 / span;
+    println!(
+        "fleet rate: {} requests, {} refused, {per_minute:.1}/min over {span:.1} s",
+        at.len(),
+        server.throttled()
+    );
+    assert_eq!(server.throttled(), 0, "the server refused requests");
+    assert_eq!(at.len(), N);
+    assert!(
+        (570.0..=630.0).contains(&per_minute),
+        "the fleet sent {per_minute:.1} a minute, not 600 within 5%"
+    );
+    assert!(
+        workers(&schema, &dir)
+            .iter()
+            .all(|w| w["samples"].as_u64().unwrap_or(0) > 0),
+        "a worker sent nothing"
+    );
+}
+
+/// A 429 with `Retry-After: 2` met by one worker pauses all four: once the
+/// pause has reached every worker (within a fraction of a second), the
+/// server hears nothing until it ends; then all finish.
+#[test]
+fn a_pause_one_worker_meets_holds_for_all() {
+    let Some(schema) = schema_for("a_pause_one_worker_meets_holds_for_all") else {
+        return;
+    };
+    const N: usize = 400;
+    let dir = TestDir::new();
+    let server = TestServer::builder()
+        .latency(Duration::from_millis(20))
+        .throttle_during(Duration::from_millis(200), "2")
+        .reply(|p| p.to_owned())
+        .start();
+    let model = "  timeout: 5s\n  retry: {max_attempts: 10, backoff: 50ms, max_backoff: 1s}\n";
+    // The first worker alone until the pause, then three more beside it.
+    dir.write(
+        "spec.yaml",
+        &spec("fleet", &server.url(), N, model, &window(4)),
+    );
+    let mut children = start(&schema, &dir, 1, &[]);
+    wait_until(Duration::from_secs(30), "a first 429", || {
+        server.throttled() > 0
+    });
+    children.extend((1..4).map(|i| {
+        schema
+            .cmd(&dir, &["run", "spec.yaml", "--experiment", "x", "-q"])
+            .spawn_logged(&dir, &format!("w{i}"))
+    }));
+    finish(&dir, children);
+
+    let requests = server.requests();
+    let first = requests[0].at;
+    // The server refuses for 200 ms from the first request and asks for 2 s.
+    let quiet = |from: f64, to: f64| {
+        requests
+            .iter()
+            .filter(|r| {
+                let t = r.at.saturating_sub(first).as_secs_f64();
+                t > from && t < to
+            })
+            .count()
+    };
+    let during = quiet(0.7, 1.9);
+    println!(
+        "fleet pause: {} refused; {during} requests between 0.7 s and 1.9 s",
+        server.throttled()
+    );
+    assert_eq!(during, 0, "workers sent during the fleet's pause");
+    assert_eq!(
+        schema.show(&dir, "x")["evaluations"][0]["samples"]["finished"],
+        N
+    );
+}
+
+/// While a worker runs, a second one with an edited dataset is refused with
+/// exit 2 before sending anything, naming the first sample that differs;
+/// `show` lists the running worker (host, pid, heartbeat), and once it ends
+/// alone no worker list is shown (as on SQLite).
+#[test]
+fn a_worker_with_another_dataset_is_refused_and_show_lists_the_running_one() {
+    let Some(schema) = schema_for("a_worker_with_another_dataset_is_refused") else {
+        return;
+    };
+    const N: usize = 40;
+    let dir = TestDir::new();
+    let server = slow_echo(100, 100);
+    let data = |edited: usize| -> String {
+        (0..N)
+            .map(|i| match i == edited {
+                true => format!("{{\"id\": \"s{i}\", \"text\": \"sample {i} edited\"}}\n"),
+                false => format!("{{\"id\": \"s{i}\", \"text\": \"sample {i}\"}}\n"),
+            })
+            .collect()
+    };
+    dir.write("data.jsonl", &data(N));
+    let text = Spec::new("fleet", &server.url())
+        .dataset("  path: data.jsonl\n  id: id\n")
+        .model(QUICK)
+        .evaluator("{type: contains, expected: sample}")
+        .tail(&window(1))
+        .to_string();
+    dir.write("spec.yaml", &text);
+    let mut first = start(&schema, &dir, 1, &[]);
+    wait_until(Duration::from_secs(30), "the first worker to send", || {
+        server.count() >= 3
+    });
+
+    let listed = workers(&schema, &dir);
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let w = &listed[0];
+    assert_eq!(w["state"], "running", "{w:#}");
+    assert_eq!(w["pid"], u64::from(first[0].id()), "{w:#}");
+    assert!(w["last_heartbeat_seconds_ago"].as_f64().is_some(), "{w:#}");
+    assert_eq!(w["late"], false, "{w:#}");
+    let table = schema.cmd(&dir, &["show", "x"]).output();
+    table.assert_exit_code(0);
+    assert!(table.stdout.contains("last heartbeat"), "{}", table.stdout);
+
+    // Sample s7 edited in this worker's copy.
+    let other = TestDir::new();
+    other.write("data.jsonl", &data(7));
+    other.write("spec.yaml", &text);
+    let sent = server.count();
+    let out = schema
+        .cmd(&other, &["run", "spec.yaml", "--experiment", "x", "-q"])
+        .output();
+    out.assert_exit_code(2);
+    assert!(
+        out.stderr
+            .contains("differs from the one the 1 worker running `x` loaded")
+            && out.stderr.contains("`s7`"),
+        "{}",
+        out.stderr
+    );
+    let others = counts(&server)
+        .keys()
+        .filter(|p| p.contains("edited"))
+        .count();
+    assert_eq!(others, 0, "the refused worker sent requests");
+    assert!(server.count() <= sent + 2, "the refusal took long");
+
+    finish(&dir, std::mem::take(&mut first));
+    assert!(
+        workers(&schema, &dir).is_empty(),
+        "a fleet of one lists no workers once it ended"
+    );
+}

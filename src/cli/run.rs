@@ -79,6 +79,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Run only shard I of N (1 to N) of each dataset: its rows sorted by sample id and dealt
+    /// round robin, the same on every machine, so N machines (a CI matrix, a Slurm array, a
+    /// Kubernetes Indexed Job) each run one into a store of its own; `dotevals merge` combines
+    /// them. A row's repeats stay in its shard. On a PostgreSQL store, start the same run on
+    /// every machine instead: the runs share the samples as they go
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u64, u64)>,
+
     /// On a PostgreSQL store, where several `run`s of one experiment work on it together
     /// (a fleet of workers): how long the samples this worker claimed stay its own without a
     /// heartbeat. A worker that dies or loses the network has its samples taken by the others
@@ -103,6 +111,12 @@ pub fn run(
 ) -> Result<Exit, CliError> {
     if let Some(path) = &args.report {
         crate::html::check_target(path)?;
+    }
+    if args.shard.is_some() && storage_arg.is_some_and(crate::store::is_server) {
+        return Err(CliError::usage(
+            "--shard is for stores of their own (SQLite), one per machine",
+            Some("on a PostgreSQL store, run the same command without --shard on every machine: the runs share the samples as they go".into()),
+        ));
     }
     let evals = load_specs(&args)?;
     // Nothing is written until every check has passed: a bad spec or dataset
@@ -197,6 +211,23 @@ pub fn run(
     }
 }
 
+/// Reads `--shard I/N` (clap value parser): 1 <= I <= N <= 100000.
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let fix = "write it as I/N, e.g. 2/4 for the second of four shards";
+    let (i, n) = s.trim().split_once('/').ok_or_else(|| fix.to_owned())?;
+    let (i, n): (u64, u64) = match (i.trim().parse(), n.trim().parse()) {
+        (Ok(i), Ok(n)) => (i, n),
+        _ => return Err(fix.to_owned()),
+    };
+    if n == 0 || n > 100_000 {
+        return Err("N (the number of shards) is from 1 to 100000".into());
+    }
+    if i == 0 || i > n {
+        return Err(format!("I counts from 1 to N ({n}); {fix}"));
+    }
+    Ok((i, n))
+}
+
 /// Every spec of the command line, with `--samples` and `--repeats`
 /// applied; two of one name are refused.
 fn load_specs(args: &RunArgs) -> Result<Vec<Evaluation>, CliError> {
@@ -208,6 +239,10 @@ fn load_specs(args: &RunArgs) -> Result<Vec<Evaluation>, CliError> {
         }
         if let Some(n) = args.repeats {
             eval.repeats = n;
+        }
+        if let Some((index, count)) = args.shard {
+            let shard = crate::dataset::Shard::select(&eval.dataset, index, count)?;
+            eval.dataset.shard = Some(std::sync::Arc::new(shard));
         }
         super::rescore::apply_cache_flags(&mut eval, args.cache, args.no_cache);
         check_unique(&evals, &eval)?;
@@ -226,6 +261,16 @@ fn fit_and_announce(plans: &mut [Planned], progress: &Progress) {
         plan.strategy = fitted;
         if let Some(note) = note {
             progress.note(&format!("{}: {note}", plan.eval.name));
+        }
+        if let Some(shard) = &plan.eval.dataset.shard {
+            progress.note(&format!(
+                "{}: shard {}/{}: {} of the dataset's {} rows",
+                plan.eval.name,
+                shard.index,
+                shard.count,
+                shard.rows(),
+                shard.of_rows
+            ));
         }
         for warning in plan.eval.warnings() {
             progress.note(&format!("warning: {}: {warning}", plan.eval.name));
@@ -303,6 +348,9 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     if let Some(n) = args.repeats {
         parts.push(format!("--repeats {n}"));
+    }
+    if let Some((i, n)) = args.shard {
+        parts.push(format!("--shard {i}/{n}"));
     }
     if let Some(bar) = args.fail_under {
         parts.push(format!("--fail-under {bar}"));

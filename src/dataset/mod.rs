@@ -82,6 +82,57 @@ pub struct Dataset {
     /// Column whose values group samples (questions about one passage, say):
     /// standard errors are clustered by it.
     pub cluster: Option<String>,
+    /// Read only this shard's rows (`run --shard`), after `limit`.
+    pub shard: Option<Arc<Shard>>,
+}
+
+/// One of `count` shards of a dataset's rows (`run --shard index/count`):
+/// the rows sorted by sample id, dealt round robin, so each shard is the
+/// same whatever machine reads it, and the shards together are every row
+/// once. A row's repeats stay in its shard; rows keep their index in the
+/// whole dataset, so merged shards line up as one run would.
+#[derive(Debug)]
+pub struct Shard {
+    /// 1-based.
+    pub index: u64,
+    pub count: u64,
+    /// Rows in the dataset (after `limit`), all shards together.
+    pub of_rows: u64,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Shard {
+    /// Shard `index` (1-based) of `count` of `dataset`'s rows: reads every
+    /// sample id once.
+    pub fn select(dataset: &Dataset, index: u64, count: u64) -> Result<Shard, Diagnostic> {
+        let whole = Dataset {
+            shard: None,
+            ..dataset.clone()
+        };
+        let mut ids = Vec::new();
+        for row in whole.rows()? {
+            ids.push(whole.sample_id(&row?)?);
+        }
+        let of_rows = ids.len() as u64;
+        ids.sort_unstable();
+        let ids = ids
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 % count == index - 1)
+            .map(|(_, id)| id)
+            .collect();
+        Ok(Shard {
+            index,
+            count,
+            of_rows,
+            ids,
+        })
+    }
+
+    /// Rows in this shard.
+    pub fn rows(&self) -> u64 {
+        self.ids.len() as u64
+    }
 }
 
 /// A stream of rows.
@@ -139,10 +190,29 @@ impl Dataset {
                 values,
             })
         });
-        Ok(match self.limit {
+        let rows: Rows = match self.limit {
             Some(n) => Box::new(rows.take(n as usize)),
             None => Box::new(rows),
-        })
+        };
+        let Some(shard) = &self.shard else {
+            return Ok(rows);
+        };
+        // A row whose id cannot be read passes, to be reported as it would be.
+        let (shard, ids) = (
+            Arc::clone(shard),
+            Dataset {
+                shard: None,
+                ..self.clone()
+            },
+        );
+        Ok(Box::new(rows.filter(move |row| {
+            match row {
+                Ok(row) => ids
+                    .sample_id(row)
+                    .map_or(true, |id| shard.ids.contains(&id)),
+                Err(_) => true,
+            }
+        })))
     }
 
     /// Column names as far as they can be known without a full read: `columns`,
@@ -348,6 +418,7 @@ mod tests {
             id_column: id.map(String::from),
             limit: None,
             cluster: None,
+            shard: None,
         }
     }
 

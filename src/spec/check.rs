@@ -329,6 +329,7 @@ impl Checker<'_> {
             id_column: d.id.clone(),
             limit: d.limit,
             cluster: d.cluster.clone(),
+            shard: None,
         })
     }
 

@@ -6,6 +6,7 @@
 
 mod server;
 mod server_apis;
+mod shards;
 mod util;
 
 mod browser;

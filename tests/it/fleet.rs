@@ -68,6 +68,8 @@ fn four_workers_send_each_prompt_once_between_them() {
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "sent more than once: {twice:?}");
     let report = schema.show(&dir, "x");
+    let found = crate::schema::problems("show", &report);
+    assert!(found.is_empty(), "show's JSON: {found:#?}");
     let e = &report["evaluations"][0];
     assert_eq!(report["status"], "completed", "{report:#}");
     assert_eq!(e["samples"]["recorded"], N);
@@ -332,4 +334,53 @@ fn a_worker_with_another_dataset_is_refused_and_show_lists_the_running_one() {
         workers(&schema, &dir).is_empty(),
         "a fleet of one lists no workers once it ended"
     );
+}
+
+/// How adaptive workers add up on one server (printed, not asserted: the
+/// bench stage `fleet` reports it). `cargo test --test it fleet::adaptive_fleet_shapes -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn adaptive_fleet_shapes() {
+    let Some(schema) = schema_for("adaptive_fleet_shapes") else {
+        return;
+    };
+    for (shape, workers) in [("serial", 1), ("serial", 4), ("capacity8", 1), ("capacity8", 4)] {
+        let server = match shape {
+            "serial" => TestServer::builder().serial(Duration::from_millis(50)),
+            _ => TestServer::builder().capacity(8, Duration::from_millis(50), 0.1),
+        }
+        .reply(|p| p.to_owned())
+        .start();
+        let dir = TestDir::new();
+        let n = if shape == "serial" { 150 } else { 600 };
+        dir.write(
+            "spec.yaml",
+            &spec("fleet", &server.url(), n, QUICK, "concurrency: {strategy: adaptive}\n"),
+        );
+        let exp = format!("{shape}{workers}");
+        let children: Vec<Child> = (0..workers)
+            .map(|i| {
+                schema
+                    .cmd(&dir, &["run", "spec.yaml", "--experiment", &exp, "-q"])
+                    .spawn_logged(&dir, &format!("w{i}"))
+            })
+            .collect();
+        finish(&dir, children);
+        let report = schema.show(&dir, &exp);
+        let e = &report["evaluations"][0];
+        let spans = server.spans();
+        let (first, last) = (
+            spans.iter().map(|s| s.start).min().unwrap_or_default(),
+            spans.iter().map(|s| s.end).max().unwrap_or_default(),
+        );
+        let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
+        let wall = (last - first).as_secs_f64();
+        println!(
+            "{shape} x{workers}: mean in flight at the server {:.2}, peak {}, p50 {:.3} s, {:.1}/s",
+            busy / wall,
+            server.peak_in_flight(),
+            e["timing"]["latency_seconds"]["p50"].as_f64().unwrap_or(0.0),
+            n as f64 / wall
+        );
+    }
 }

@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{cached, Planned, Replies, RunError, Sample};
+use super::sample::Endpoint;
+use super::{cached, Planned, Progress, Replies, RunError, Sample};
 use crate::concurrency::pause::Pause;
 use crate::concurrency::rate::Ledger;
 use crate::dataset::{row_json, Values};
 use crate::diagnostic::Diagnostic;
-use crate::store::fleet::{Beat, Claim, Fleet, JoinRequest, Member, QueuedSample, WorkerInfo};
-use crate::store::{SampleLookup, StartedEvaluation, Store, StoreError};
+use crate::store::fleet::{
+    Beat, Claim, Fleet, JoinRequest, Joined, Member, QueuedSample, WorkerInfo,
+};
+use crate::store::{EvaluationStatus, SampleLookup, StartedEvaluation, Store, StoreError};
 
 /// How often pauses are compared with the fleet's: a 429 one worker meets
 /// stops the others within this long.
@@ -54,6 +57,79 @@ pub(super) fn join(
         Some(d) => Err(RunError::Dataset(d)),
         None => Ok(joined),
     }
+}
+
+/// Where a worker's clock starts and how much work is left: a fleet's
+/// workers reckon the evaluation's wall time from the fleet's start.
+pub(super) struct Clock {
+    pub started: Instant,
+    /// The evaluation's wall time before this run (or fleet).
+    pub base_wall_us: u64,
+    /// Samples left when this run started (the fleet's, for a worker).
+    pub pending: u64,
+}
+
+impl Clock {
+    pub fn of(
+        member: Option<&Member>,
+        began: Instant,
+        started: &StartedEvaluation,
+        plan: &Planned,
+        progress: &Progress,
+    ) -> Clock {
+        let alone = |pending| Clock {
+            started: began,
+            base_wall_us: started.wall_us,
+            pending,
+        };
+        match member.map(|m| &m.joined) {
+            None => alone(plan.pending),
+            Some(Joined::First { pending }) => alone(*pending),
+            Some(Joined::Beside {
+                started_ago,
+                base_wall_us,
+                pending,
+                workers,
+            }) => {
+                progress.note(&format!(
+                    "{}: working beside {workers} other worker{} ({pending} samples left)",
+                    plan.eval.name,
+                    if *workers == 1 { "" } else { "s" }
+                ));
+                Clock {
+                    started: began.checked_sub(*started_ago).unwrap_or(began),
+                    base_wall_us: *base_wall_us,
+                    pending: *pending,
+                }
+            }
+        }
+    }
+}
+
+/// How the fleet's shared limits name an endpoint: its address (without
+/// credentials) and the model.
+fn endpoint_key(e: &Endpoint, model: &str) -> String {
+    format!("{} {model}", e.url)
+}
+
+/// Makes each endpoint's rate limit the fleet's, kept in the store through
+/// a connection of its own.
+pub(super) fn share_rates(
+    fleet: &dyn Fleet,
+    endpoints: &[Endpoint],
+    model: &str,
+) -> Result<(), StoreError> {
+    if endpoints.iter().all(|e| e.rate.is_none()) {
+        return Ok(());
+    }
+    let ledger: Box<dyn Ledger> = Box::new(StoreLedger(fleet.another()?));
+    let ledger = Arc::new(Mutex::new(ledger));
+    for e in endpoints {
+        if let Some(rate) = &e.rate {
+            rate.share(Arc::clone(&ledger), endpoint_key(e, model));
+        }
+    }
+    Ok(())
 }
 
 /// The dataset's samples in order, for the queue; stops at the first row
@@ -184,7 +260,7 @@ fn to_sample(
 }
 
 /// The fleet's rate limits, kept in the store.
-pub(super) struct StoreLedger(pub Box<dyn Fleet>);
+struct StoreLedger(Box<dyn Fleet>);
 
 impl Ledger for StoreLedger {
     fn lease(
@@ -230,9 +306,14 @@ impl Keeper {
     pub fn start(
         mut fleet: Box<dyn Fleet>,
         lease: Duration,
-        pauses: Vec<(String, Arc<Pause>)>,
+        endpoints: &[Endpoint],
+        model: &str,
         status: Status,
     ) -> Keeper {
+        let pauses: Vec<(String, Arc<Pause>)> = endpoints
+            .iter()
+            .map(|e| (endpoint_key(e, model), Arc::clone(&e.pause)))
+            .collect();
         let (stop, stopped) = std_mpsc::channel();
         let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));
         // A worker that joins during a pause starts paused.
@@ -265,9 +346,14 @@ impl Keeper {
         Keeper { stop, handle }
     }
 
-    /// Leaves the fleet as `state` (finished, interrupted or failed); the
-    /// samples this worker still held go back to the queue.
-    pub fn leave(self, state: &'static str) {
+    /// Leaves the fleet as the run ended; the samples this worker still
+    /// held go back to the queue.
+    pub fn leave(self, ended: EvaluationStatus) {
+        let state = match ended {
+            EvaluationStatus::Interrupted => "interrupted",
+            EvaluationStatus::Failed => "failed",
+            _ => "finished",
+        };
         let _ = self.stop.send(state);
         let _ = self.handle.join();
     }

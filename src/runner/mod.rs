@@ -40,10 +40,10 @@ use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::pool::Pool;
-use crate::concurrency::rate::{Ledger, RateLimit, RateLimits};
+use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::dataset::{row_json, Dataset, Values};
 use crate::error_kind::ErrorKind;
-use crate::store::fleet::{Joined, Member};
+use crate::store::fleet::Member;
 use crate::store::writer::{SampleRecord, WriterConfig, QUEUE};
 use crate::store::{
     now, EndpointRun, EvaluationMeta, EvaluationStatus, RunTotals, SampleCounts, SampleLookup,
@@ -199,44 +199,14 @@ pub async fn run(
 
     let began = Instant::now();
     let worker = fleet::join(plan, store, &started_evaluation)?;
-    // A fleet's workers reckon the evaluation's wall time from its start.
-    let (started, base_wall_us, pending) = match worker.as_ref().map(|m| &m.joined) {
-        Some(Joined::Beside {
-            started_ago,
-            base_wall_us,
-            pending,
-            workers,
-        }) => {
-            progress.note(&format!(
-                "{}: working beside {workers} other worker{} ({pending} samples left)",
-                eval.name,
-                if *workers == 1 { "" } else { "s" }
-            ));
-            (
-                began.checked_sub(*started_ago).unwrap_or(began),
-                *base_wall_us,
-                *pending,
-            )
-        }
-        Some(Joined::First { pending }) => (began, started_evaluation.wall_us, *pending),
-        None => (began, started_evaluation.wall_us, plan.pending),
-    };
+    let clock = fleet::Clock::of(worker.as_ref(), began, &started_evaluation, plan, progress);
     let (rate, pause) = endpoint_limits(plan, connection.as_ref(), rates, pauses, progress);
     let endpoints = match &connection {
         Some(c) => replica_endpoints(plan, c, (rate.clone(), Arc::clone(&pause)), rates, pauses),
         None => Vec::new(),
     };
-    if let Some(Member { fleet, .. }) = &worker {
-        let ledger: Box<dyn Ledger> = Box::new(fleet::StoreLedger(fleet.another()?));
-        let ledger = Arc::new(std::sync::Mutex::new(ledger));
-        for e in &endpoints {
-            if let Some(rate) = &e.rate {
-                rate.share(
-                    Arc::clone(&ledger),
-                    format!("{} {}", e.url, eval.model.name),
-                );
-            }
-        }
+    if let Some(member) = &worker {
+        fleet::share_rates(member.fleet.as_ref(), &endpoints, &eval.model.name)?;
     }
     // A window per replica, each beside its endpoint's pause.
     let replica_pauses = match endpoints.is_empty() {
@@ -250,8 +220,8 @@ pub async fn run(
         run: started_evaluation.run,
         resuming: plan.resuming,
         fleet: worker.is_some(),
-        base_wall_us,
-        started,
+        base_wall_us: clock.base_wall_us,
+        started: clock.started,
     };
     let written = Arc::new(AtomicU64::new(0));
     let on_commit = {
@@ -305,23 +275,12 @@ pub async fn run(
                 rows_tx,
             );
             let in_flight = Arc::clone(&pool);
-            let keeper = fleet::Keeper::start(
-                fleet,
-                plan.lease,
-                endpoints
-                    .iter()
-                    .map(|e| {
-                        (
-                            format!("{} {}", e.url, eval.model.name),
-                            Arc::clone(&e.pause),
-                        )
-                    })
-                    .collect(),
-                fleet::Status {
-                    written: Arc::clone(&written),
-                    in_flight: Box::new(move || in_flight.in_flight()),
-                },
-            );
+            let status = fleet::Status {
+                written: Arc::clone(&written),
+                in_flight: Box::new(move || in_flight.in_flight()),
+            };
+            let keeper =
+                fleet::Keeper::start(fleet, plan.lease, &endpoints, &eval.model.name, status);
             (claimer, Some(keeper))
         }
         None => (
@@ -343,13 +302,21 @@ pub async fn run(
         plan,
         endpoints,
         Arc::clone(&pool),
-        started,
+        clock.started,
         writer.sender(),
         RefusalWatch::new(pool.limit(), plan.pending, key_var),
     ));
     let ticker = progress.is_live().then(|| tick(progress));
     let mut tasks = Tasks::default();
-    let end = dispatch(&pool, pending, &mut rows_rx, &mut tasks, &ctx, interrupt).await;
+    let end = dispatch(
+        &pool,
+        clock.pending,
+        &mut rows_rx,
+        &mut tasks,
+        &ctx,
+        interrupt,
+    )
+    .await;
     drop(rows_rx);
     let (interrupted, failure) = wind_down(end, &mut tasks, &ctx, interrupt, progress).await;
     let lost = tasks.lost;
@@ -377,11 +344,7 @@ pub async fn run(
         .map_or(EvaluationStatus::Failed, |s| (*s).into());
     let others_at_work = match keeper {
         Some(keeper) => {
-            keeper.leave(match stored {
-                EvaluationStatus::Interrupted => "interrupted",
-                EvaluationStatus::Failed => "failed",
-                _ => "finished",
-            });
+            keeper.leave(stored);
             store.live_fleet(evaluation_id)?.is_some()
         }
         None => false,

@@ -344,7 +344,12 @@ fn adaptive_fleet_shapes() {
     let Some(schema) = schema_for("adaptive_fleet_shapes") else {
         return;
     };
-    for (shape, workers) in [("serial", 1), ("serial", 4), ("capacity8", 1), ("capacity8", 4)] {
+    for (shape, workers) in [
+        ("serial", 1),
+        ("serial", 4),
+        ("capacity8", 1),
+        ("capacity8", 4),
+    ] {
         let server = match shape {
             "serial" => TestServer::builder().serial(Duration::from_millis(50)),
             _ => TestServer::builder().capacity(8, Duration::from_millis(50), 0.1),
@@ -355,7 +360,13 @@ fn adaptive_fleet_shapes() {
         let n = if shape == "serial" { 150 } else { 600 };
         dir.write(
             "spec.yaml",
-            &spec("fleet", &server.url(), n, QUICK, "concurrency: {strategy: adaptive}\n"),
+            &spec(
+                "fleet",
+                &server.url(),
+                n,
+                QUICK,
+                "concurrency: {strategy: adaptive}\n",
+            ),
         );
         let exp = format!("{shape}{workers}");
         let children: Vec<Child> = (0..workers)
@@ -379,7 +390,9 @@ fn adaptive_fleet_shapes() {
             "{shape} x{workers}: mean in flight at the server {:.2}, peak {}, p50 {:.3} s, {:.1}/s",
             busy / wall,
             server.peak_in_flight(),
-            e["timing"]["latency_seconds"]["p50"].as_f64().unwrap_or(0.0),
+            e["timing"]["latency_seconds"]["p50"]
+                .as_f64()
+                .unwrap_or(0.0),
             n as f64 / wall
         );
     }

@@ -118,7 +118,7 @@ pub fn run(
             Some("on a PostgreSQL store, run the same command without --shard on every machine: the runs share the samples as they go".into()),
         ));
     }
-    let evals = load_specs(&args)?;
+    let evals = load_specs(&args, storage_arg.is_some_and(crate::store::is_server))?;
     // Nothing is written until every check has passed: a bad spec or dataset
     // leaves no store behind.
     let existing = storage.open_existing()?;
@@ -230,10 +230,15 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
 
 /// Every spec of the command line, with `--samples` and `--repeats`
 /// applied; two of one name are refused.
-fn load_specs(args: &RunArgs) -> Result<Vec<Evaluation>, CliError> {
+fn load_specs(args: &RunArgs, on_server: bool) -> Result<Vec<Evaluation>, CliError> {
+    // On a shared store a worker may lack the dataset: it joins the fleet
+    // that loaded it (planning refuses it when there is none).
+    let options = crate::spec::Options {
+        dataset_may_be_missing: on_server,
+    };
     let mut evals = Vec::with_capacity(args.specs.len());
     for path in &args.specs {
-        let mut eval = crate::spec::load_with(path, &args.overrides)?;
+        let mut eval = crate::spec::load_with_options(path, &args.overrides, options)?;
         if let Some(n) = args.samples {
             eval.dataset.limit = Some(n);
         }

@@ -67,6 +67,13 @@ pub enum Source {
     },
     /// `path:` to a file.
     File { path: PathBuf, format: Format },
+    /// `path:` to a file this machine does not have (`spec::Options`): a
+    /// worker that joins a fleet reads the rows from the store instead.
+    /// Reading it is `missing`, the error the spec would have been refused with.
+    Missing {
+        path: PathBuf,
+        missing: Box<Diagnostic>,
+    },
 }
 
 /// A dataset as the spec declares it.
@@ -143,7 +150,15 @@ impl Dataset {
     pub fn file(&self) -> &Path {
         match &self.source {
             Source::Inline { spec_file, .. } => spec_file,
-            Source::File { path, .. } => path,
+            Source::File { path, .. } | Source::Missing { path, .. } => path,
+        }
+    }
+
+    /// The error a missing file was set aside with, if it is missing.
+    pub fn missing(&self) -> Option<&Diagnostic> {
+        match &self.source {
+            Source::Missing { missing, .. } => Some(missing),
+            _ => None,
         }
     }
 
@@ -177,6 +192,7 @@ impl Dataset {
                     path,
                     format: Format::Tsv,
                 } => Box::new(delimited::read(path, b'\t')?),
+                Source::Missing { missing, .. } => return Err((**missing).clone()),
             };
         let file = self.file().to_path_buf();
         let rows = raw.enumerate().map(move |(index, item)| {

@@ -42,16 +42,28 @@ pub(super) fn join(
         return Ok(None);
     }
     let worker = WorkerInfo::this_process(plan.lease);
-    let mut failed = None;
-    let mut samples = samples(plan, &mut failed);
-    let joined = store.join_fleet(JoinRequest {
+    let request = |samples| JoinRequest {
         evaluation_id: started.id,
         run: started.run,
         spec_hash: &plan.eval.spec_hash,
         worker: &worker,
         print: plan.print,
-        samples: &mut samples,
-    })?;
+        samples,
+    };
+    // Without the dataset file this worker can only join: if the fleet
+    // ended meanwhile, the file is what is missing.
+    if let Some(missing) = plan.eval.dataset.missing() {
+        return match store.join_fleet(request(None))? {
+            Some(Member {
+                joined: Joined::NoFleet,
+                ..
+            }) => Err(RunError::Dataset(missing.clone())),
+            joined => Ok(joined),
+        };
+    }
+    let mut failed = None;
+    let mut samples = samples(plan, &mut failed);
+    let joined = store.join_fleet(request(Some(&mut samples)))?;
     drop(samples);
     match failed {
         Some(d) => Err(RunError::Dataset(d)),
@@ -83,7 +95,7 @@ impl Clock {
             pending,
         };
         match member.map(|m| &m.joined) {
-            None => alone(plan.pending),
+            None | Some(Joined::NoFleet) => alone(plan.pending),
             Some(Joined::First { pending }) => alone(*pending),
             Some(Joined::Beside {
                 started_ago,

@@ -12,7 +12,7 @@ use crate::diagnostic::Diagnostic;
 use crate::secrets::Secrets;
 use crate::shell;
 use crate::spec::{ApiKeyEnv, Evaluation, ModelSpec};
-use crate::store::fleet::{DatasetPrint, Digest};
+use crate::store::fleet::{DatasetPrint, Digest, LiveFleet};
 use crate::store::{SampleLookup, Store, StoreError};
 
 /// One evaluation, checked and ready, with what resume found.
@@ -129,6 +129,18 @@ pub fn plan(
             });
         }
     }
+    if let Some(missing) = eval.dataset.missing() {
+        let joined = match (store, &existing) {
+            (Some(store), Some(e)) => plan_joining(&eval, store, e.id, experiment)?,
+            _ => None,
+        };
+        return match joined {
+            Some((total, pending, print)) => {
+                finish_plan(eval, concurrency, total, pending, true, print)
+            }
+            None => Err(missing.clone().into()),
+        };
+    }
     let lookup = match (store, &existing) {
         (Some(store), Some(e)) => Some((store.lookup(e.id)?, store.location())),
         _ => None,
@@ -168,14 +180,27 @@ pub fn plan(
     if let (Some(store), Some(e)) = (store, &existing) {
         refuse_other_fleet(&eval, store, e.id, print, experiment)?;
     }
+    let total = summary.rows * u64::from(eval.repeats);
+    finish_plan(eval, concurrency, total, pending, existing.is_some(), print)
+}
+
+/// The plan, once the samples are counted: the keys read from the environment.
+fn finish_plan(
+    eval: Evaluation,
+    concurrency: Option<StrategySpec>,
+    total: u64,
+    pending: u64,
+    resuming: bool,
+    print: DatasetPrint,
+) -> Result<Planned, PlanError> {
     let api_key = api_key(&eval.model, &eval.spec_path)?;
     let judge_keys = judge_keys(&eval, api_key.as_ref())?;
     let secrets = secrets(&eval, api_key.as_ref(), &judge_keys);
     Ok(Planned {
         strategy: concurrency.unwrap_or(eval.concurrency),
-        total: summary.rows * u64::from(eval.repeats),
+        total,
         pending,
-        resuming: existing.is_some(),
+        resuming,
         api_key,
         judge_keys,
         secrets,
@@ -184,6 +209,51 @@ pub fn plan(
         lease: crate::store::fleet::DEFAULT_LEASE,
         eval,
     })
+}
+
+/// A worker without the dataset file joins the fleet at work on its
+/// evaluation and takes the dataset from it: (samples, not yet finished,
+/// the fleet's print); `None` when no fleet is at work.
+fn plan_joining(
+    eval: &Evaluation,
+    store: &dyn Store,
+    evaluation_id: i64,
+    experiment: &str,
+) -> Result<Option<(u64, u64, DatasetPrint)>, PlanError> {
+    let Some(fleet) = store.live_fleet(evaluation_id)? else {
+        return Ok(None);
+    };
+    refuse_other_spec(eval, &fleet, experiment)?;
+    let counts = store.counts(evaluation_id)?;
+    let finished = counts.recorded.saturating_sub(counts.errored);
+    let total = fleet.print.samples;
+    Ok(Some((total, total.saturating_sub(finished), fleet.print)))
+}
+
+/// Refuses to join workers that run this evaluation from another spec.
+fn refuse_other_spec(
+    eval: &Evaluation,
+    fleet: &LiveFleet,
+    experiment: &str,
+) -> Result<(), PlanError> {
+    if fleet.spec_hash == eval.spec_hash {
+        return Ok(());
+    }
+    Err(PlanError::Refused {
+        message: format!(
+            "{} run evaluation `{}` of experiment `{experiment}` from a different spec (or other --set values)",
+            workers(fleet), eval.name
+        ),
+        hint: "every worker of one experiment runs the same spec file with the same --set arguments; copy theirs, or use another --experiment".into(),
+    })
+}
+
+/// `1 worker`, `3 workers`.
+fn workers(fleet: &LiveFleet) -> String {
+    match fleet.workers {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    }
 }
 
 /// Refuses to join workers that run this evaluation from another spec or
@@ -199,19 +269,8 @@ fn refuse_other_fleet(
     let Some(fleet) = store.live_fleet(evaluation_id)? else {
         return Ok(());
     };
-    let workers = match fleet.workers {
-        1 => "1 worker".to_owned(),
-        n => format!("{n} workers"),
-    };
-    if fleet.spec_hash != eval.spec_hash {
-        return Err(PlanError::Refused {
-            message: format!(
-                "{workers} run evaluation `{}` of experiment `{experiment}` from a different spec (or other --set values)",
-                eval.name
-            ),
-            hint: "every worker of one experiment runs the same spec file with the same --set arguments; copy theirs, or use another --experiment".into(),
-        });
-    }
+    refuse_other_spec(eval, &fleet, experiment)?;
+    let workers = workers(&fleet);
     if fleet.print == print {
         return Ok(());
     }

@@ -78,6 +78,7 @@ pub(super) struct Checker<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
     pub(super) locator: &'a Locator,
+    pub(super) options: super::Options,
 }
 
 impl Checker<'_> {
@@ -131,8 +132,16 @@ impl Checker<'_> {
         let evals = self.evaluators(&raw, &model, &judge_models, &key_vars)?;
         let concurrency = self.concurrency(&raw)?;
         let repeats = self.repeats(&raw)?;
-        let mut required_columns = self.check_variables(&dataset, &prompt, &model, &evals)?;
-        if let Some(column) = &dataset.cluster {
+        // Without the file, its columns are the fleet's, which checked them.
+        let mut required_columns = match dataset.missing() {
+            Some(_) => BTreeSet::new(),
+            None => self.check_variables(&dataset, &prompt, &model, &evals)?,
+        };
+        if let Some(column) = dataset
+            .cluster
+            .as_ref()
+            .filter(|_| dataset.missing().is_none())
+        {
             let columns = dataset.known_columns()?;
             if !columns.contains(column) {
                 let hint = match did_you_mean(column, columns.iter().map(String::as_str)) {
@@ -285,12 +294,26 @@ impl Checker<'_> {
                         .with_hint("use a .jsonl, .ndjson, .json, .csv or .tsv file"));
                 };
                 if !path.is_file() {
-                    return Err(self
+                    let missing = self
                         .at_value(
                             "dataset.path",
                             format!("dataset file `{}` not found", path.display()),
                         )
-                        .with_hint("`path` is relative to the spec file's folder"));
+                        .with_hint("`path` is relative to the spec file's folder");
+                    if !self.options.dataset_may_be_missing {
+                        return Err(missing);
+                    }
+                    return Ok(Dataset {
+                        source: Source::Missing {
+                            path,
+                            missing: Box::new(missing),
+                        },
+                        columns: d.columns.clone(),
+                        id_column: d.id.clone(),
+                        limit: d.limit,
+                        cluster: d.cluster.clone(),
+                        shard: None,
+                    });
                 }
                 if matches!(format, Format::Csv | Format::Tsv) && d.columns.is_some() {
                     return Err(self

@@ -204,6 +204,24 @@ pub fn load(path: &Path) -> Result<Evaluation, Diagnostic> {
 /// Reads the spec at `path`, applies `overrides` (`--set`) in order and checks
 /// the result as a spec file; the stored text records them (see [`overrides`]).
 pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Evaluation, Diagnostic> {
+    load_with_options(path, overrides, Options::default())
+}
+
+/// How a spec is loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A dataset file this machine lacks is set aside rather than refused
+    /// (`dataset::Source::Missing`): a worker joining a fleet on a shared
+    /// store needs only the spec. Reading the rows is then the error.
+    pub dataset_may_be_missing: bool,
+}
+
+/// [`load_with`], with `options`.
+pub fn load_with_options(
+    path: &Path,
+    overrides: &[Override],
+    options: Options,
+) -> Result<Evaluation, Diagnostic> {
     let bytes = std::fs::read(path)
         .map_err(|e| Diagnostic::new(path, 0, 0, format!("cannot read spec: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -219,14 +237,23 @@ pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Evaluation, Diag
         None => text,
     };
     if overrides.is_empty() {
-        from_text(path, text)
+        from_text_with_options(path, text, options)
     } else {
-        overrides::from_text_with(path, text, overrides)
+        overrides::from_text_with(path, text, overrides, options)
     }
 }
 
 /// Checks spec `text` as if read from `path` (relative dataset paths resolve against it).
 pub fn from_text(path: &Path, text: String) -> Result<Evaluation, Diagnostic> {
+    from_text_with_options(path, text, Options::default())
+}
+
+/// [`from_text`], with `options`.
+fn from_text_with_options(
+    path: &Path,
+    text: String,
+    options: Options,
+) -> Result<Evaluation, Diagnostic> {
     let locator = Locator::new(&text);
     if let Some(pos) = locator.too_deep() {
         return Err(Diagnostic::new(
@@ -245,6 +272,7 @@ pub fn from_text(path: &Path, text: String) -> Result<Evaluation, Diagnostic> {
         path,
         text: &text,
         locator: &locator,
+        options,
     }
     .check(raw, &text)
 }

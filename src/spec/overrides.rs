@@ -175,6 +175,7 @@ pub(super) fn from_text_with(
     path: &Path,
     text: String,
     overrides: &[Override],
+    options: super::Options,
 ) -> Result<Evaluation, Diagnostic> {
     // A spec that does not read as a mapping fails as it would without `--set`.
     let doc = if Locator::new(&text).too_deep().is_some() {
@@ -214,7 +215,7 @@ pub(super) fn from_text_with(
             merged = merged.replace(&mark(i), raw);
         }
     }
-    match from_text(path, merged.clone()) {
+    match super::from_text_with_options(path, merged.clone(), options) {
         Ok(mut eval) => {
             let stored = snapshot(&text, overrides);
             eval.spec_text = eval.secrets.scrub(&stored).into_owned();

@@ -76,6 +76,9 @@ pub struct DatasetPrint {
 pub enum Joined {
     /// No worker was alive: this one loaded the queue and starts the fleet.
     First { pending: u64 },
+    /// No worker was alive, and this one has no dataset to start the
+    /// fleet with: nothing was changed.
+    NoFleet,
     /// Workers were running; this one works beside them.
     Beside {
         /// How long ago the fleet started, by the server's clock (so every
@@ -145,8 +148,9 @@ pub struct JoinRequest<'a> {
     pub worker: &'a WorkerInfo,
     /// The dataset this worker read, checked by `live_fleet` before.
     pub print: DatasetPrint,
-    /// Its samples in order, read only when this worker starts the fleet.
-    pub samples: &'a mut (dyn Iterator<Item = QueuedSample> + Send),
+    /// Its samples in order, read only when this worker starts the fleet;
+    /// `None` when it lacks the dataset (it can only join).
+    pub samples: Option<&'a mut (dyn Iterator<Item = QueuedSample> + Send)>,
 }
 
 /// One worker's connection to its fleet. Each method is one round trip;

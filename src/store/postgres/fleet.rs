@@ -101,7 +101,7 @@ pub fn join(
     spec_hash: &str,
     worker: &WorkerInfo,
     print: DatasetPrint,
-    samples: &mut (dyn Iterator<Item = QueuedSample> + Send),
+    samples: Option<&mut (dyn Iterator<Item = QueuedSample> + Send)>,
 ) -> Result<(PgFleet, Joined), StoreError> {
     let db = Db::connect(target)?;
     let schema = db.schema.clone();
@@ -119,7 +119,11 @@ pub fn join(
             )?
             .get(0);
         tx.execute(&reap_sql(), &[&evaluation_id])?;
-        let joined = if alive == 0 {
+        let samples = match (alive, samples) {
+            (0, None) => return Ok(Joined::NoFleet),
+            (_, samples) => samples,
+        };
+        let joined = if let (0, Some(samples)) = (alive, samples) {
             tx.execute("DELETE FROM queue WHERE evaluation_id = $1", &[&evaluation_id])?;
             tx.execute(
                 "DELETE FROM fleet_limits WHERE evaluation_id = $1",
@@ -562,16 +566,32 @@ mod tests {
         };
         let long = worker(Duration::from_secs(60));
         let mut samples = queued(6).into_iter();
-        let (mut a, joined) =
-            join(&schema.target, id, run, "h", &long, print, &mut samples).unwrap();
+        let (mut a, joined) = join(
+            &schema.target,
+            id,
+            run,
+            "h",
+            &long,
+            print,
+            Some(&mut samples),
+        )
+        .unwrap();
         assert!(matches!(joined, Joined::First { pending: 6 }), "{joined:?}");
         let live = live(&Db::connect(&schema.target).unwrap(), id).unwrap();
         assert_eq!(live.map(|l| (l.workers, l.print)), Some((1, print)));
 
         let mut none = std::iter::empty();
         let short = worker(Duration::from_millis(1));
-        let (mut b, joined) =
-            join(&schema.target, id, run + 1, "h", &short, print, &mut none).unwrap();
+        let (mut b, joined) = join(
+            &schema.target,
+            id,
+            run + 1,
+            "h",
+            &short,
+            print,
+            Some(&mut none),
+        )
+        .unwrap();
         assert!(
             matches!(
                 joined,
@@ -634,6 +654,15 @@ mod tests {
         let workers = workers(&Db::connect(&schema.target).unwrap(), id).unwrap();
         let states: Vec<_> = workers.iter().map(|w| w.state.as_str()).collect();
         assert_eq!(states, ["interrupted", "running"]);
+
+        // With no worker alive, one without the dataset cannot start a
+        // fleet, and changes nothing.
+        b.leave("finished").unwrap();
+        let (_, joined) = join(&schema.target, id, run + 2, "h", &long, print, None).unwrap();
+        assert!(matches!(joined, Joined::NoFleet), "{joined:?}");
+        let n = |sql: &str| -> i64 { schema.client().query_one(sql, &[]).unwrap().get(0) };
+        assert_eq!(n("SELECT count(*) FROM workers"), 2);
+        assert_eq!(n("SELECT count(*) FROM queue"), 6);
     }
 
     /// Slices of one rate limit leased by two workers follow each other:
@@ -654,7 +683,7 @@ mod tests {
             "h",
             &long,
             DatasetPrint::default(),
-            &mut none,
+            Some(&mut none),
         )
         .unwrap();
         let mut b = a.another().unwrap();

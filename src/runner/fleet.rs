@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::sample::Endpoint;
 use super::{cached, Planned, Progress, Replies, RunError, Sample};
 use crate::concurrency::pause::Pause;
+use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::Ledger;
 use crate::dataset::{row_json, Values};
 use crate::diagnostic::Diagnostic;
@@ -29,7 +30,7 @@ const PAUSE_SYNC: Duration = Duration::from_millis(200);
 
 /// How long a worker with nothing to claim waits before it asks again: the
 /// time it may take to notice the fleet is done, or a dead worker's lease ran out.
-const WAIT_MOST: Duration = Duration::from_millis(250);
+const WAIT_MOST: Duration = Duration::from_millis(50);
 
 /// Joins (or starts) the fleet of the evaluation `started` records, when the
 /// store has fleets and the run sends to the model; `None` otherwise.
@@ -186,9 +187,9 @@ fn samples<'a>(
         })
 }
 
-/// Samples claimed at a time: half a window, so that a claim's round trip
-/// hides behind the samples in hand, and near the end no worker sits on
-/// more than a window the others could be sending.
+/// Samples a worker claims at a time: half its window as it is now (an
+/// adaptive one moves), so that a claim's round trip hides behind the
+/// samples in hand, and no worker sits on more than it can send soon.
 pub(super) fn claim_batch(window: usize) -> usize {
     (window / 2).clamp(1, 64)
 }
@@ -200,7 +201,7 @@ pub(super) fn claim_batch(window: usize) -> usize {
 pub(super) fn spawn_claimer(
     mut fleet: Box<dyn Fleet>,
     lookup: Result<Box<dyn SampleLookup>, StoreError>,
-    batch: usize,
+    window: Arc<Pool>,
     preparer: Option<cached::Preparer>,
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> JoinHandle<()> {
@@ -213,7 +214,7 @@ pub(super) fn spawn_claimer(
             }
         };
         loop {
-            let claimed = match fleet.claim(batch) {
+            let claimed = match fleet.claim(claim_batch(window.limit())) {
                 Ok(Claim::Samples(claimed)) => claimed,
                 Ok(Claim::Wait(d)) => {
                     if tx.is_closed() {

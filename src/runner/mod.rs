@@ -242,9 +242,11 @@ pub async fn run(
         Box::new(on_commit),
     )?;
 
-    // A worker of a fleet holds few claimed samples in waiting.
-    let claims = fleet::claim_batch(plan.strategy.max_concurrency());
-    let capacity = if worker.is_some() { claims } else { 1024 };
+    // A worker of a fleet holds a claim's worth of samples in waiting.
+    let capacity = match worker {
+        Some(_) => fleet::claim_batch(pool.limit()),
+        None => 1024,
+    };
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(capacity);
     let preparer = match (&eval.cache, &cache, plan.replies, &connection) {
         (Some(policy), Some(lookup), Replies::Model, Some(c)) => {
@@ -270,7 +272,7 @@ pub async fn run(
             let claimer = fleet::spawn_claimer(
                 fleet.another()?,
                 store.lookup(evaluation_id),
-                claims,
+                Arc::clone(&pool),
                 preparer,
                 rows_tx,
             );

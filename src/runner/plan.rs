@@ -129,20 +129,29 @@ pub fn plan(
             });
         }
     }
+    // A worker joining a fleet at work checks its dataset against the
+    // fleet's as a whole (its print) rather than sample by sample against
+    // the store: the fleet's first worker did that, and a lookup per row
+    // would make joining a large fleet slow. Without the file, it takes the
+    // fleet's dataset.
+    let fleet = match (store, &existing) {
+        (Some(store), Some(e)) => store.live_fleet(e.id)?.map(|f| (store, e.id, f)),
+        _ => None,
+    };
+    if let Some((_, _, f)) = &fleet {
+        refuse_other_spec(&eval, f, experiment)?;
+    }
     if let Some(missing) = eval.dataset.missing() {
-        let joined = match (store, &existing) {
-            (Some(store), Some(e)) => plan_joining(&eval, store, e.id, experiment)?,
-            _ => None,
-        };
-        return match joined {
-            Some((total, pending, print)) => {
-                finish_plan(eval, concurrency, total, pending, true, print)
+        return match &fleet {
+            Some((store, id, f)) => {
+                let (total, pending) = fleet_counts(*store, *id, f)?;
+                finish_plan(eval, concurrency, total, pending, true, f.print)
             }
             None => Err(missing.clone().into()),
         };
     }
-    let lookup = match (store, &existing) {
-        (Some(store), Some(e)) => Some((store.lookup(e.id)?, store.location())),
+    let lookup = match (store, &existing, &fleet) {
+        (Some(store), Some(e), None) => Some((store.lookup(e.id)?, store.location())),
         _ => None,
     };
     let mut pending = 0u64;
@@ -177,10 +186,12 @@ pub fn plan(
         refuse_removed_rows(&eval, lookup.as_ref(), summary.rows, matched, experiment)?;
     }
     let print = digest.print(summary.rows);
-    if let (Some(store), Some(e)) = (store, &existing) {
-        refuse_other_fleet(&eval, store, e.id, print, experiment)?;
-    }
     let total = summary.rows * u64::from(eval.repeats);
+    if let Some((store, id, f)) = &fleet {
+        refuse_other_dataset(&eval, *store, *id, f, print, experiment)?;
+        let (_, pending) = fleet_counts(*store, *id, f)?;
+        return finish_plan(eval, concurrency, total, pending, true, print);
+    }
     finish_plan(eval, concurrency, total, pending, existing.is_some(), print)
 }
 
@@ -211,23 +222,17 @@ fn finish_plan(
     })
 }
 
-/// A worker without the dataset file joins the fleet at work on its
-/// evaluation and takes the dataset from it: (samples, not yet finished,
-/// the fleet's print); `None` when no fleet is at work.
-fn plan_joining(
-    eval: &Evaluation,
+/// The samples of the fleet at work on an evaluation, and of those the
+/// ones without a finished record.
+fn fleet_counts(
     store: &dyn Store,
     evaluation_id: i64,
-    experiment: &str,
-) -> Result<Option<(u64, u64, DatasetPrint)>, PlanError> {
-    let Some(fleet) = store.live_fleet(evaluation_id)? else {
-        return Ok(None);
-    };
-    refuse_other_spec(eval, &fleet, experiment)?;
+    fleet: &LiveFleet,
+) -> Result<(u64, u64), PlanError> {
     let counts = store.counts(evaluation_id)?;
     let finished = counts.recorded.saturating_sub(counts.errored);
     let total = fleet.print.samples;
-    Ok(Some((total, total.saturating_sub(finished), fleet.print)))
+    Ok((total, total.saturating_sub(finished)))
 }
 
 /// Refuses to join workers that run this evaluation from another spec.
@@ -256,21 +261,18 @@ fn workers(fleet: &LiveFleet) -> String {
     }
 }
 
-/// Refuses to join workers that run this evaluation from another spec or
-/// over another dataset: their results cannot be mixed. Names the first
-/// sample where the datasets part.
-fn refuse_other_fleet(
+/// Refuses to join workers that run this evaluation over another dataset:
+/// their results cannot be mixed. Names the first sample where the
+/// datasets part.
+fn refuse_other_dataset(
     eval: &Evaluation,
     store: &dyn Store,
     evaluation_id: i64,
+    fleet: &LiveFleet,
     print: DatasetPrint,
     experiment: &str,
 ) -> Result<(), PlanError> {
-    let Some(fleet) = store.live_fleet(evaluation_id)? else {
-        return Ok(());
-    };
-    refuse_other_spec(eval, &fleet, experiment)?;
-    let workers = workers(&fleet);
+    let workers = workers(fleet);
     if fleet.print == print {
         return Ok(());
     }

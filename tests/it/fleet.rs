@@ -456,3 +456,61 @@ fn a_worker_with_only_the_spec_joins_the_fleet() {
         N
     );
 }
+
+/// A worker that stops answering without dying (SIGSTOP: its connection to
+/// the store stays open, as a machine cut off from the network leaves it)
+/// keeps its samples only until its lease (`--lease 2s`) runs out: the
+/// others take them and finish the run. Woken up (SIGCONT), it finds its
+/// samples done: what it then writes is dropped, so every sample has one
+/// record, and it exits 0.
+#[test]
+fn a_stopped_workers_lease_runs_out_and_the_others_take_its_samples() {
+    let Some(schema) = schema_for("a_stopped_workers_lease_runs_out") else {
+        return;
+    };
+    const N: usize = 400;
+    let dir = TestDir::new();
+    let server = slow_echo(20, 20);
+    dir.write(
+        "spec.yaml",
+        &spec("fleet", &server.url(), N, QUICK, &window(4)),
+    );
+    let mut children = start(&schema, &dir, 2, &["--lease", "2s"]);
+    wait_until(Duration::from_secs(60), "a quarter of the samples", || {
+        server.count() >= N / 4
+    });
+    let stopped = children.remove(0);
+    let pid = stopped.id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let at_stop = server.count();
+    // The other worker finishes everything, its partner's claims included.
+    finish(&dir, children);
+    let counts = counts(&server);
+    assert_eq!(counts.len(), N, "every prompt reached the server");
+    let report = schema.show(&dir, "x");
+    assert_eq!(
+        report["evaluations"][0]["samples"]["finished"], N,
+        "the other worker finished the stopped one's samples"
+    );
+    let states: Vec<String> = workers(&schema, &dir)
+        .iter()
+        .map(|w| w["state"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(states.contains(&"lost".to_owned()), "{states:?}");
+    signal("-CONT");
+    finish(&dir, vec![stopped]);
+    let twice = counts.values().filter(|n| **n > 1).count();
+    println!("fleet SIGSTOP: {twice} prompts sent twice; {at_stop} requests before the stop");
+    let stored = schema.int(
+        &format!("SELECT count(*) FROM {}", schema.table("samples")),
+        &[],
+    );
+    assert_eq!(stored, N as i64, "one record per sample");
+}

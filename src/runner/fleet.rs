@@ -206,12 +206,8 @@ pub(super) fn spawn_claimer(
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let lookup = match lookup {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
+        let Some(lookup) = super::opened(lookup, &tx) else {
+            return;
         };
         loop {
             let claimed = match fleet.claim(claim_batch(window.limit())) {

@@ -701,6 +701,21 @@ async fn dispatch(
     }
 }
 
+/// What a thread that feeds the dispatcher opened, or `None` once it has
+/// passed the error on (so the run still settles the store).
+fn opened<T>(
+    opened: Result<T, StoreError>,
+    tx: &mpsc::Sender<Result<Sample, RunError>>,
+) -> Option<T> {
+    match opened {
+        Ok(x) => Some(x),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e.into()));
+            None
+        }
+    }
+}
+
 /// Streams rows to the dispatcher on a thread. When resuming, samples the
 /// store has as finished are skipped and one whose evaluator failed on its
 /// reply carries that reply; when rescoring, every sample the source recorded
@@ -716,12 +731,8 @@ fn spawn_reader(
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let lookup = match lookup {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
+        let Some(lookup) = opened(lookup, &tx) else {
+            return;
         };
         let rows = match dataset.rows() {
             Ok(rows) => rows,

@@ -37,17 +37,24 @@ fn records(dir: &TestDir, store: &str) -> BTreeMap<String, (Value, Value)> {
         .collect()
 }
 
-#[test]
-fn four_shards_merged_are_one_run() {
+/// An echo server, and a folder holding [`dataset`] and a spec over it
+/// whose evaluator looks for `expected`.
+fn setup(expected: &str) -> (TestServer, TestDir) {
     let server = TestServer::echo();
     let dir = TestDir::new();
     dir.write("data.jsonl", &dataset());
     let spec = Spec::new("sharded", &server.url())
         .dataset("  path: data.jsonl\n  id: id\n")
         .quick()
-        .evaluator("{type: contains, expected: \"says 0\"}")
+        .evaluator(&format!("{{type: contains, expected: \"{expected}\"}}"))
         .to_string();
     dir.write("spec.yaml", &spec);
+    (server, dir)
+}
+
+#[test]
+fn four_shards_merged_are_one_run() {
+    let (_server, dir) = setup("says 0");
 
     let mut sizes = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -107,15 +114,7 @@ fn four_shards_merged_are_one_run() {
 /// range or a shard on a PostgreSQL store is refused before any request.
 #[test]
 fn a_shard_is_the_same_every_time_and_a_bad_one_is_refused() {
-    let server = TestServer::echo();
-    let dir = TestDir::new();
-    dir.write("data.jsonl", &dataset());
-    let spec = Spec::new("sharded", &server.url())
-        .dataset("  path: data.jsonl\n  id: id\n")
-        .quick()
-        .evaluator("{type: contains, expected: \"says\"}")
-        .to_string();
-    dir.write("spec.yaml", &spec);
+    let (server, dir) = setup("says");
     for (i, store) in ["a.db", "b.db"].iter().enumerate() {
         dir.cmd([
             "run",

@@ -109,6 +109,12 @@ impl Clock {
                     plan.eval.name,
                     if *workers == 1 { "" } else { "s" }
                 ));
+                if plan.strategy.name() == "adaptive" {
+                    progress.note(&format!(
+                        "warning: {}: each worker's adaptive window is its own, and each keeps at least one request out: a server that serves fewer at a time than there are workers queues the rest",
+                        plan.eval.name
+                    ));
+                }
                 Clock {
                     started: began.checked_sub(*started_ago).unwrap_or(began),
                     base_wall_us: *base_wall_us,

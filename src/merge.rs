@@ -426,7 +426,7 @@ fn fill(
             evaluation_id: id,
             run: (next + runs.len() as i64 - 1).max(1),
             resuming: false,
-            fleet: false,
+            fleet: None,
             base_wall_us: wall_us,
             started: Instant::now(),
         };

@@ -219,7 +219,7 @@ pub async fn run(
         evaluation_id,
         run: started_evaluation.run,
         resuming: plan.resuming,
-        fleet: worker.is_some(),
+        fleet: worker.as_ref().map(|_| plan.lease),
         base_wall_us: clock.base_wall_us,
         started: clock.started,
     };

@@ -179,7 +179,7 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
         evaluation_id: id,
         run,
         resuming: false,
-        fleet: false,
+        fleet: None,
         base_wall_us: 0,
         started: Instant::now(),
     };
@@ -261,7 +261,7 @@ pub fn records_survive_and_aggregate(storage: &dyn Storage) {
         evaluation_id: id,
         run: 2,
         resuming: true,
-        fleet: false,
+        fleet: None,
         base_wall_us: 0,
         started: Instant::now(),
     };
@@ -308,7 +308,7 @@ pub fn passes_are_counted_by_threshold_not_by_rounding_scores(storage: &dyn Stor
         evaluation_id: started.id,
         run: started.run,
         resuming: true,
-        fleet: false,
+        fleet: None,
         base_wall_us: 0,
         started: Instant::now(),
     };
@@ -364,7 +364,7 @@ fn started_sink(
         evaluation_id: started.id,
         run: started.run,
         resuming: false,
-        fleet: false,
+        fleet: None,
         base_wall_us: 0,
         started: Instant::now(),
     };

@@ -47,6 +47,15 @@ fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::ZERO)
 }
 
+/// Makes the server end a transaction this connection leaves open longer
+/// than `lease` (its worker stopped or was cut off in the middle of one):
+/// its row locks would otherwise hold every other worker up until the
+/// server noticed the connection was gone, which can take hours.
+pub fn end_stalled_transactions(db: &Db, lease: std::time::Duration) -> Result<(), StoreError> {
+    let ms = lease.as_millis().clamp(1, i32::MAX as u128);
+    db.with(|c| c.batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}")))
+}
+
 /// The fleet at work on evaluation `evaluation_id`, if a worker is alive.
 pub fn live(db: &Db, evaluation_id: i64) -> Result<Option<LiveFleet>, StoreError> {
     db.with(|c| {
@@ -104,6 +113,7 @@ pub fn join(
     samples: Option<&mut (dyn Iterator<Item = QueuedSample> + Send)>,
 ) -> Result<(PgFleet, Joined), StoreError> {
     let db = Db::connect(target)?;
+    end_stalled_transactions(&db, worker.lease)?;
     let schema = db.schema.clone();
     let lease = micros(worker.lease);
     let joined = db.with(|c| {
@@ -445,6 +455,18 @@ impl Fleet for PgFleet {
 
     fn share_pause(&mut self, endpoint: &str, remaining: Duration) -> Result<Duration, StoreError> {
         let id = self.evaluation_id;
+        // Most of the time nobody is paused: then only read.
+        if remaining.is_zero() {
+            let left: Option<f64> = self.db.with(|c| {
+                Ok(c.query_opt(
+                    "SELECT extract(epoch FROM until - clock_timestamp())::float8 FROM fleet_limits
+                     WHERE evaluation_id = $1 AND endpoint = $2 AND kind = 'pause'",
+                    &[&id, &endpoint],
+                )?
+                .map(|r| r.get(0)))
+            })?;
+            return Ok(seconds(left.unwrap_or(0.0)));
+        }
         let remaining = micros(remaining);
         let left: f64 = self.db.with(|c| {
             Ok(c.query_one(
@@ -480,6 +502,8 @@ impl Fleet for PgFleet {
 
     fn another(&self) -> Result<Box<dyn Fleet>, StoreError> {
         let db = Db::connect(&self.target)?;
+        let lease = std::time::Duration::from_micros(self.lease_us.max(0) as u64);
+        end_stalled_transactions(&db, lease)?;
         Ok(Box::new(PgFleet::open(
             self.target.clone(),
             db,
@@ -532,7 +556,7 @@ mod tests {
             evaluation_id: id,
             run,
             resuming: false,
-            fleet: true,
+            fleet: Some(Duration::from_secs(60)),
             base_wall_us: 0,
             started: Instant::now(),
         };

@@ -30,6 +30,9 @@ pub struct PgSink {
 /// Opens a connection of its own for one run's records.
 pub fn open(target: &Target, config: WriterConfig) -> Result<PgSink, StoreError> {
     let db = Db::connect(target)?;
+    if let Some(lease) = config.fleet {
+        super::fleet::end_stalled_transactions(&db, lease)?;
+    }
     let statements = db.with(Statements::prepare)?;
     Ok(PgSink {
         db,
@@ -165,8 +168,8 @@ fn commit(
 ) -> Result<(), postgres::Error> {
     let kept;
     let batch = match config.fleet {
-        false => batch,
-        true => match firsts(tx, s, config.evaluation_id, batch)? {
+        None => batch,
+        Some(_) => match firsts(tx, s, config.evaluation_id, batch)? {
             None => batch,
             Some(firsts) => {
                 kept = firsts;
@@ -254,7 +257,7 @@ fn write_samples(
     // an earlier run an error: whatever is there makes way.
     let replaced: Vec<&str> = records
         .iter()
-        .filter(|r| config.resuming || config.fleet || r.replaces)
+        .filter(|r| config.resuming || config.fleet.is_some() || r.replaces)
         .map(|r| r.key.as_str())
         .collect();
     if !replaced.is_empty() {
@@ -700,7 +703,7 @@ pub(super) mod testing {
                 evaluation_id,
                 run: started.run,
                 resuming,
-                fleet: false,
+                fleet: None,
                 base_wall_us: 0,
                 started: Instant::now(),
             };
@@ -1180,7 +1183,7 @@ mod tests {
             evaluation_id: id,
             run,
             resuming: false,
-            fleet: false,
+            fleet: None,
             base_wall_us: 0,
             started: Instant::now(),
         };

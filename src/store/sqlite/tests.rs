@@ -91,7 +91,7 @@ proptest::proptest! {
         for run in runs {
             let StartedEvaluation { id: eid, run: n, .. } = store.start_evaluation("x", &meta(&names), &now()).unwrap();
             id = eid;
-            let config = WriterConfig { evaluation_id: eid, run: n, resuming: n > 1, fleet: false, base_wall_us: 0, started: Instant::now() };
+            let config = WriterConfig { evaluation_id: eid, run: n, resuming: n > 1, fleet: None, base_wall_us: 0, started: Instant::now() };
             let writer = Writer::spawn(store.sink(config).unwrap(), QUEUE, |_| {}).unwrap();
             let mut seen = std::collections::HashSet::new();
             for (key, score, error, attempts) in run {

@@ -263,7 +263,7 @@ mod tests {
             evaluation_id: started.id,
             run: started.run,
             resuming: true,
-            fleet: false,
+            fleet: None,
             base_wall_us: started.wall_us,
             started: Instant::now(),
         };

@@ -20,7 +20,7 @@ use crate::concurrency::rate::Ledger;
 use crate::dataset::{row_json, Values};
 use crate::diagnostic::Diagnostic;
 use crate::store::fleet::{
-    Beat, Claim, Fleet, JoinRequest, Joined, Member, QueuedSample, WorkerInfo,
+    Beat, Claim, Fleet, JoinRequest, Joined, Member, QueuedSample, Unreadable, WorkerInfo,
 };
 use crate::store::{EvaluationStatus, SampleLookup, StartedEvaluation, Store, StoreError};
 
@@ -151,46 +151,50 @@ pub(super) fn share_rates(
     Ok(())
 }
 
-/// The dataset's samples in order, for the queue; stops at the first row
-/// that cannot be read, leaving why in `failed`.
+/// The dataset's samples in order, for the queue; ends with one
+/// [`Unreadable`] at the first row that cannot be read, leaving why in
+/// `failed`.
 fn samples<'a>(
     plan: &'a Planned,
     failed: &'a mut Option<Diagnostic>,
-) -> impl Iterator<Item = QueuedSample> + Send + 'a {
+) -> impl Iterator<Item = Result<QueuedSample, Unreadable>> + Send + 'a {
     let dataset = &plan.eval.dataset;
     let repeats = plan.eval.repeats;
-    let rows = match dataset.rows() {
-        Ok(rows) => Some(rows),
-        Err(d) => {
-            *failed = Some(d);
-            None
-        }
+    let rows = dataset.rows().map_err(|d| vec![Err(d)]);
+    let rows: Box<dyn Iterator<Item = _> + Send> = match rows {
+        Ok(rows) => Box::new(rows),
+        Err(first) => Box::new(first.into_iter()),
     };
-    let failed = Mutex::new(failed);
-    rows.into_iter()
-        .flatten()
-        .map_while(move |row| {
-            let read = row.and_then(|row| Ok((dataset.sample_id(&row)?, row)));
-            match read {
-                Ok(read) => Some(read),
-                Err(d) => {
-                    if let Ok(mut f) = failed.lock() {
-                        **f = Some(d);
-                    }
-                    None
-                }
+    let mut failed = Some(failed);
+    rows.map_while(move |row| {
+        let stash = failed.as_mut()?;
+        match row.and_then(|row| Ok((dataset.sample_id(&row)?, row))) {
+            Ok(read) => Some(Ok(read)),
+            Err(d) => {
+                **stash = Some(d);
+                failed = None;
+                Some(Err(Unreadable))
             }
-        })
-        .flat_map(move |(id, row)| {
-            let (variables, row_hash) = row_json(&row.values);
-            (0..repeats).map(move |repeat| QueuedSample {
-                key: crate::repeats::key(&id, repeat).into_owned(),
-                index: row.index,
-                repeat,
-                row_hash,
-                variables: variables.clone(),
-            })
-        })
+        }
+    })
+    .flat_map(move |read| {
+        let samples: Box<dyn Iterator<Item = _> + Send> = match read {
+            Err(unreadable) => Box::new(std::iter::once(Err(unreadable))),
+            Ok((id, row)) => {
+                let (variables, row_hash) = row_json(&row.values);
+                Box::new((0..repeats).map(move |repeat| {
+                    Ok(QueuedSample {
+                        key: crate::repeats::key(&id, repeat).into_owned(),
+                        index: row.index,
+                        repeat,
+                        row_hash,
+                        variables: variables.clone(),
+                    })
+                }))
+            }
+        };
+        samples
+    })
 }
 
 /// Samples a worker claims at a time: half its window as it is now (an

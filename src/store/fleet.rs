@@ -77,7 +77,7 @@ pub enum Joined {
     /// No worker was alive: this one loaded the queue and starts the fleet.
     First { pending: u64 },
     /// No worker was alive, and this one has no dataset to start the
-    /// fleet with: nothing was changed.
+    /// fleet with (or could not read all of it): nothing was changed.
     NoFleet,
     /// Workers were running; this one works beside them.
     Beside {
@@ -134,6 +134,14 @@ pub struct Beat {
     pub in_flight: u64,
 }
 
+/// A dataset's samples as a worker reads them: an [`Unreadable`] ends them,
+/// and then nothing is loaded (a queue is loaded whole or not at all).
+pub type Samples<'a> = dyn Iterator<Item = Result<QueuedSample, Unreadable>> + Send + 'a;
+
+/// The dataset could not be read further (the reader keeps why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
 /// A worker in its fleet: its connection, and what joining found.
 pub struct Member {
     pub fleet: Box<dyn Fleet>,
@@ -150,7 +158,7 @@ pub struct JoinRequest<'a> {
     pub print: DatasetPrint,
     /// Its samples in order, read only when this worker starts the fleet;
     /// `None` when it lacks the dataset (it can only join).
-    pub samples: Option<&'a mut (dyn Iterator<Item = QueuedSample> + Send)>,
+    pub samples: Option<&'a mut Samples<'a>>,
 }
 
 /// One worker's connection to its fleet. Each method is one round trip;

@@ -11,7 +11,8 @@ use postgres::{Client, Statement};
 use super::db::Target;
 use super::Db;
 use crate::store::fleet::{
-    Beat, Claim, ClaimedSample, DatasetPrint, Fleet, Joined, LiveFleet, QueuedSample, WorkerInfo,
+    Beat, Claim, ClaimedSample, DatasetPrint, Fleet, Joined, LiveFleet, QueuedSample, Samples,
+    Unreadable, WorkerInfo,
 };
 use crate::store::read::WorkerRow;
 use crate::store::StoreError;
@@ -110,7 +111,7 @@ pub fn join(
     spec_hash: &str,
     worker: &WorkerInfo,
     print: DatasetPrint,
-    samples: Option<&mut (dyn Iterator<Item = QueuedSample> + Send)>,
+    samples: Option<&mut Samples<'_>>,
 ) -> Result<(PgFleet, Joined), StoreError> {
     let db = Db::connect(target)?;
     end_stalled_transactions(&db, worker.lease)?;
@@ -139,7 +140,10 @@ pub fn join(
                 "DELETE FROM fleet_limits WHERE evaluation_id = $1",
                 &[&evaluation_id],
             )?;
-            load(&mut tx, evaluation_id, samples)?;
+            // Dropping the transaction undoes the part loaded.
+            if load(&mut tx, evaluation_id, samples)?.is_err() {
+                return Ok(Joined::NoFleet);
+            }
             let queued = tx.execute(
                 "UPDATE queue q SET seq = p.n FROM (
                      SELECT sample_key, row_number() OVER (ORDER BY row_index, repeat) - 1 AS n
@@ -220,8 +224,8 @@ fn pending(tx: &mut postgres::Transaction<'_>, evaluation_id: i64) -> Result<u64
 fn load(
     tx: &mut postgres::Transaction<'_>,
     evaluation_id: i64,
-    samples: &mut (dyn Iterator<Item = QueuedSample> + Send),
-) -> Result<(), postgres::Error> {
+    samples: &mut Samples<'_>,
+) -> Result<Result<(), Unreadable>, postgres::Error> {
     let insert = tx.prepare(
         "INSERT INTO queue (evaluation_id, sample_key, row_index, repeat, row_hash, variables, done)
          SELECT $1::bigint, t.key, t.idx, t.rep, t.hash, t.vars,
@@ -234,9 +238,14 @@ fn load(
     let mut batch: Vec<QueuedSample> = Vec::with_capacity(LOAD_BATCH);
     loop {
         batch.clear();
-        batch.extend((&mut *samples).take(LOAD_BATCH));
+        for sample in (&mut *samples).take(LOAD_BATCH) {
+            match sample {
+                Ok(sample) => batch.push(sample),
+                Err(unreadable) => return Ok(Err(unreadable)),
+            }
+        }
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Ok(()));
         }
         let keys: Vec<&str> = batch.iter().map(|s| s.key.as_str()).collect();
         let index: Vec<i64> = batch.iter().map(|s| s.index as i64).collect();
@@ -589,7 +598,7 @@ mod tests {
             digest: 1,
         };
         let long = worker(Duration::from_secs(60));
-        let mut samples = queued(6).into_iter();
+        let mut samples = queued(6).into_iter().map(Ok);
         let (mut a, joined) = join(
             &schema.target,
             id,
@@ -687,6 +696,25 @@ mod tests {
         let n = |sql: &str| -> i64 { schema.client().query_one(sql, &[]).unwrap().get(0) };
         assert_eq!(n("SELECT count(*) FROM workers"), 2);
         assert_eq!(n("SELECT count(*) FROM queue"), 6);
+        // Nor one whose dataset cannot be read to its end: the queue is
+        // loaded whole or not at all.
+        let mut broken = queued(2)
+            .into_iter()
+            .map(Ok)
+            .chain([Err(crate::store::fleet::Unreadable)]);
+        let (_, joined) = join(
+            &schema.target,
+            id,
+            run + 2,
+            "h",
+            &long,
+            print,
+            Some(&mut broken),
+        )
+        .unwrap();
+        assert!(matches!(joined, Joined::NoFleet), "{joined:?}");
+        assert_eq!(n("SELECT count(*) FROM queue"), 6);
+        assert_eq!(n("SELECT count(*) FROM workers"), 2);
     }
 
     /// Slices of one rate limit leased by two workers follow each other:

@@ -357,6 +357,12 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     if let Some((i, n)) = args.shard {
         parts.push(format!("--shard {i}/{n}"));
     }
+    if args.lease != crate::store::fleet::DEFAULT_LEASE {
+        parts.push(format!(
+            "--lease {}",
+            humantime::format_duration(args.lease)
+        ));
+    }
     if let Some(bar) = args.fail_under {
         parts.push(format!("--fail-under {bar}"));
     }

@@ -169,9 +169,9 @@ pub struct WriterConfig {
     /// Set, to the worker's lease, when other workers record this evaluation
     /// too (`store::fleet`): a record is written only while its sample is not
     /// done, so a sample sent twice (a lease ran out) keeps its first result;
-    /// and a transaction left open longer than the lease (the worker stopped
-    /// or was cut off mid-commit) is ended by the server, so its locks do not
-    /// hold the other workers up.
+    /// and a transaction left open longer than the lease (at least 10 s: the
+    /// worker stopped or was cut off mid-commit) is ended by the server, so
+    /// its locks do not hold the other workers up.
     pub fleet: Option<std::time::Duration>,
     /// Wall time recorded by earlier runs.
     pub base_wall_us: u64,

@@ -17,6 +17,11 @@ use crate::store::fleet::{
 use crate::store::read::WorkerRow;
 use crate::store::StoreError;
 
+/// The least time a transaction may sit open before the server ends it: a
+/// healthy worker sends its statements back to back, but a busy machine
+/// may pause a thread for a while.
+const STALLED: Duration = Duration::from_secs(10);
+
 /// Samples inserted into the queue per statement while loading it.
 const LOAD_BATCH: usize = 1000;
 
@@ -49,11 +54,12 @@ fn seconds(s: f64) -> Duration {
 }
 
 /// Makes the server end a transaction this connection leaves open longer
-/// than `lease` (its worker stopped or was cut off in the middle of one):
-/// its row locks would otherwise hold every other worker up until the
-/// server noticed the connection was gone, which can take hours.
+/// than `lease`, and at least [`STALLED`] (its worker stopped or was cut off
+/// in the middle of one): its row locks would otherwise hold every other
+/// worker up until the server noticed the connection was gone, which can
+/// take hours.
 pub fn end_stalled_transactions(db: &Db, lease: std::time::Duration) -> Result<(), StoreError> {
-    let ms = lease.as_millis().clamp(1, i32::MAX as u128);
+    let ms = lease.max(STALLED).as_millis().min(i32::MAX as u128);
     db.with(|c| c.batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}")))
 }
 

@@ -45,15 +45,16 @@ fn workers(schema: &Schema, dir: &TestDir) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Four workers at once on 600 samples: every prompt reaches the server
-/// exactly once, `show` accounts for all of them and names four workers
-/// whose shares add up, each of which did some of the work.
+/// Four workers at once on 1200 samples (enough work that a worker slow to
+/// start still finds some): every prompt reaches the server exactly once,
+/// `show` accounts for all of them and names four workers whose shares add
+/// up, each of which did some of the work.
 #[test]
 fn four_workers_send_each_prompt_once_between_them() {
     let Some(schema) = schema_for("four_workers_send_each_prompt_once") else {
         return;
     };
-    const N: usize = 600;
+    const N: usize = 1200;
     let dir = TestDir::new();
     let server = slow_echo(10, 20);
     dir.write(

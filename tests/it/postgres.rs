@@ -572,8 +572,9 @@ fn two_processes_write_two_experiments_at_once() {
     );
 }
 
-/// The same experiment started twice at once (a fleet of two workers):
-/// both exit 0, every sample is sent once between them, both did a share,
+/// The same experiment started twice at once (a fleet of two workers, on
+/// 600 samples: enough that the second to start still finds some): both
+/// exit 0, every sample is sent once between them, both did a share,
 /// and a rerun of the finished experiment sends nothing. (`fleet.rs` tests
 /// workers further.)
 #[test]
@@ -581,7 +582,7 @@ fn the_same_experiment_twice_at_once_shares_the_work() {
     let Some(schema) = schema_for("the_same_experiment_twice_at_once_shares_the_work") else {
         return;
     };
-    const N: usize = 200;
+    const N: usize = 600;
     let dir = TestDir::new();
     let server = slow_echo(20, 20);
     dir.write(

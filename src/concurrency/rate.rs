@@ -173,14 +173,20 @@ impl RateLimit {
         });
     }
 
-    /// Waits for `n` units of the fleet's `slices`; false when the store
-    /// could not lease them (the local limiter then decides).
-    async fn fleet_wait(fleet: &FleetRate, slices: &Slices, n: u64) -> bool {
+    /// Takes `n` units of the fleet's limit that `limit` picks (its
+    /// requests or its tokens) and, when `wait`, waits until they may be
+    /// spent; false when that limit is not shared or the store could not
+    /// lease them: the local limiter then decides.
+    async fn shared(&self, limit: fn(&FleetRate) -> Option<&Slices>, n: u64, wait: bool) -> bool {
+        let Some((fleet, slices)) = self.fleet.get().and_then(|f| Some((f, limit(f)?))) else {
+            return false;
+        };
         match fleet.take(slices, n).await {
-            Some(at) => {
+            Some(at) if wait => {
                 tokio::time::sleep_until(at.into()).await;
                 true
             }
+            Some(_) => true,
             None => false,
         }
     }
@@ -200,13 +206,8 @@ impl RateLimit {
     /// Waits until one request of about `estimated_tokens` tokens may go out.
     pub async fn admit(&self, estimated_tokens: u32) {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let fleet = self.fleet.get();
         if let Some(requests) = &self.requests {
-            let shared = match fleet.and_then(|f| f.requests.as_ref().map(|s| (f, s))) {
-                Some((f, slices)) => Self::fleet_wait(f, slices, 1).await,
-                None => false,
-            };
-            if !shared {
+            if !self.shared(|f| f.requests.as_ref(), 1, true).await {
                 requests.until_ready().await;
             }
         }
@@ -215,12 +216,7 @@ impl RateLimit {
             let spent = credit.min(i64::from(estimated_tokens));
             self.credit.fetch_add(credit - spent, Ordering::Relaxed);
             let n = (i64::from(estimated_tokens) - spent) as u64;
-            let shared = match fleet.and_then(|f| f.tokens.as_ref().map(|s| (f, s))) {
-                Some((f, slices)) if n > 0 => Self::fleet_wait(f, slices, n).await,
-                Some(_) => true,
-                None => false,
-            };
-            if !shared {
+            if n > 0 && !self.shared(|f| f.tokens.as_ref(), n, true).await {
                 take(tokens, *burst, n).await;
             }
         }
@@ -247,12 +243,7 @@ impl RateLimit {
         let diff = used_tokens as i64 - i64::from(estimated_tokens);
         if diff > 0 {
             // The fleet's debt is taken from its schedule, not waited for here.
-            let fleet = self.fleet.get();
-            let shared = match fleet.and_then(|f| f.tokens.as_ref().map(|s| (f, s))) {
-                Some((f, slices)) => f.take(slices, diff as u64).await.is_some(),
-                None => false,
-            };
-            if !shared {
+            if !self.shared(|f| f.tokens.as_ref(), diff as u64, false).await {
                 take(tokens, *burst, diff as u64).await;
             }
         } else {

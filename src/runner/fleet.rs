@@ -17,10 +17,12 @@ use super::{cached, Planned, Progress, Replies, RunError, Sample};
 use crate::concurrency::pause::Pause;
 use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::Ledger;
+use crate::concurrency::StrategySpec;
 use crate::dataset::{row_json, Values};
 use crate::diagnostic::Diagnostic;
+use crate::spec::ModelSpec;
 use crate::store::fleet::{
-    Beat, Claim, Fleet, JoinRequest, Joined, Member, QueuedSample, Unreadable, WorkerInfo,
+    Beat, Claim, Fleet, JoinRequest, Joined, Member, QueuedSample, Unreadable,
 };
 use crate::store::{EvaluationStatus, SampleLookup, StartedEvaluation, Store, StoreError};
 
@@ -42,12 +44,11 @@ pub(super) fn join(
     if plan.replies != Replies::Model {
         return Ok(None);
     }
-    let worker = WorkerInfo::this_process(plan.lease);
     let request = |samples| JoinRequest {
         evaluation_id: started.id,
         run: started.run,
         spec_hash: &plan.eval.spec_hash,
-        worker: &worker,
+        lease: plan.lease,
         print: plan.print,
         samples,
     };
@@ -109,7 +110,7 @@ impl Clock {
                     plan.eval.name,
                     if *workers == 1 { "" } else { "s" }
                 ));
-                if plan.strategy.name() == "adaptive" {
+                if matches!(plan.strategy, StrategySpec::Adaptive(_)) {
                     progress.note(&format!(
                         "warning: {}: each worker's adaptive window is its own, and each keeps at least one request out: a server that serves fewer at a time than there are workers queues the rest",
                         plan.eval.name
@@ -125,10 +126,10 @@ impl Clock {
     }
 }
 
-/// How the fleet's shared limits name an endpoint: its address (without
-/// credentials) and the model.
-fn endpoint_key(e: &Endpoint, model: &str) -> String {
-    format!("{} {model}", e.url)
+/// How the fleet's shared limits name an endpoint: as a run's rate limits
+/// do, by its address (here without credentials: it is stored) and model.
+fn shared_key(e: &Endpoint, model: &ModelSpec) -> String {
+    super::client::rate_key(&e.url, model)
 }
 
 /// Makes each endpoint's rate limit the fleet's, kept in the store through
@@ -136,7 +137,7 @@ fn endpoint_key(e: &Endpoint, model: &str) -> String {
 pub(super) fn share_rates(
     fleet: &dyn Fleet,
     endpoints: &[Endpoint],
-    model: &str,
+    model: &ModelSpec,
 ) -> Result<(), StoreError> {
     if endpoints.iter().all(|e| e.rate.is_none()) {
         return Ok(());
@@ -145,7 +146,7 @@ pub(super) fn share_rates(
     let ledger = Arc::new(Mutex::new(ledger));
     for e in endpoints {
         if let Some(rate) = &e.rate {
-            rate.share(Arc::clone(&ledger), endpoint_key(e, model));
+            rate.share(Arc::clone(&ledger), shared_key(e, model));
         }
     }
     Ok(())
@@ -160,11 +161,11 @@ fn samples<'a>(
 ) -> impl Iterator<Item = Result<QueuedSample, Unreadable>> + Send + 'a {
     let dataset = &plan.eval.dataset;
     let repeats = plan.eval.repeats;
-    let rows = dataset.rows().map_err(|d| vec![Err(d)]);
-    let rows: Box<dyn Iterator<Item = _> + Send> = match rows {
-        Ok(rows) => Box::new(rows),
-        Err(first) => Box::new(first.into_iter()),
-    };
+    // Opened on the first read: only a worker that starts a fleet reads it.
+    let rows = std::iter::once(()).flat_map(move |()| match dataset.rows() {
+        Ok(rows) => rows,
+        Err(d) => Box::new(std::iter::once(Err(d))),
+    });
     let mut failed = Some(failed);
     rows.map_while(move |row| {
         let stash = failed.as_mut()?;
@@ -326,12 +327,12 @@ impl Keeper {
         mut fleet: Box<dyn Fleet>,
         lease: Duration,
         endpoints: &[Endpoint],
-        model: &str,
+        model: &ModelSpec,
         status: Status,
     ) -> Keeper {
         let pauses: Vec<(String, Arc<Pause>)> = endpoints
             .iter()
-            .map(|e| (endpoint_key(e, model), Arc::clone(&e.pause)))
+            .map(|e| (shared_key(e, model), Arc::clone(&e.pause)))
             .collect();
         let (stop, stopped) = std_mpsc::channel();
         let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));

@@ -42,7 +42,6 @@ use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::dataset::{row_json, Dataset, Values};
-use crate::error_kind::ErrorKind;
 use crate::store::fleet::Member;
 use crate::store::writer::{SampleRecord, WriterConfig, QUEUE};
 use crate::store::{
@@ -206,7 +205,7 @@ pub async fn run(
         None => Vec::new(),
     };
     if let Some(member) = &worker {
-        fleet::share_rates(member.fleet.as_ref(), &endpoints, &eval.model.name)?;
+        fleet::share_rates(member.fleet.as_ref(), &endpoints, &eval.model)?;
     }
     // A window per replica, each beside its endpoint's pause.
     let replica_pauses = match endpoints.is_empty() {
@@ -227,10 +226,8 @@ pub async fn run(
     let on_commit = {
         let (mut progress, written) = (progress.on_commit(), Arc::clone(&written));
         move |batch: &[SampleRecord]| {
-            let graded = batch
-                .iter()
-                .filter(|r| r.error_kind != Some(ErrorKind::Ungraded));
-            written.fetch_add(graded.count() as u64, Ordering::Relaxed);
+            let graded = batch.iter().filter(|r| !r.is_ungraded()).count();
+            written.fetch_add(graded as u64, Ordering::Relaxed);
             progress(batch);
         }
     };
@@ -281,8 +278,7 @@ pub async fn run(
                 written: Arc::clone(&written),
                 in_flight: Box::new(move || in_flight.in_flight()),
             };
-            let keeper =
-                fleet::Keeper::start(fleet, plan.lease, &endpoints, &eval.model.name, status);
+            let keeper = fleet::Keeper::start(fleet, plan.lease, &endpoints, &eval.model, status);
             (claimer, Some(keeper))
         }
         None => (

@@ -15,7 +15,6 @@ use super::Planned;
 use crate::concurrency::pause::Pause;
 use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::RateLimit;
-use crate::error_kind::ErrorKind;
 use crate::store::writer::SampleRecord;
 
 /// How progress is shown.
@@ -307,9 +306,7 @@ impl Progress {
             let (mut finished, mut errors) = (0, 0);
             let (mut scored, mut passed) = (0, 0);
             // A reply stored before grading is not done: its graded record follows.
-            let graded = batch
-                .iter()
-                .filter(|r| r.error_kind != Some(ErrorKind::Ungraded));
+            let graded = batch.iter().filter(|r| !r.is_ungraded());
             for r in graded {
                 finished += 1;
                 errors += u64::from(r.error_kind.is_some());

@@ -153,7 +153,8 @@ pub struct JoinRequest<'a> {
     pub evaluation_id: i64,
     pub run: i64,
     pub spec_hash: &'a str,
-    pub worker: &'a WorkerInfo,
+    /// How long its claims last without a heartbeat.
+    pub lease: Duration,
     /// The dataset this worker read, checked by `live_fleet` before.
     pub print: DatasetPrint,
     /// Its samples in order, read only when this worker starts the fleet;

@@ -106,6 +106,14 @@ impl TryFrom<super::SampleRow> for SampleRecord {
     }
 }
 
+impl SampleRecord {
+    /// A model's reply stored before grading: its graded record follows
+    /// and takes its place.
+    pub fn is_ungraded(&self) -> bool {
+        self.error_kind == Some(ErrorKind::Ungraded)
+    }
+}
+
 /// One call an `llm_judge` evaluator made for one sample: what it sent, what
 /// came back and what it cost, apart from the model's own request. The score
 /// and reason it gave are the evaluator's [`ScoreRecord`].

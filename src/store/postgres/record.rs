@@ -330,7 +330,7 @@ impl Recorder for PgStore {
             r.evaluation_id,
             r.run,
             r.spec_hash,
-            r.worker,
+            &crate::store::fleet::WorkerInfo::this_process(r.lease),
             r.print,
             r.samples,
         )?;

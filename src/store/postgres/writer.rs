@@ -200,11 +200,10 @@ fn firsts(
     evaluation_id: i64,
     batch: &[SampleRecord],
 ) -> Result<Option<Vec<SampleRecord>>, postgres::Error> {
-    let ungraded = |r: &SampleRecord| r.error_kind == Some(crate::error_kind::ErrorKind::Ungraded);
     let keys = |want: bool| -> Vec<&str> {
         batch
             .iter()
-            .filter(|r| ungraded(r) == want)
+            .filter(|r| r.is_ungraded() == want)
             .map(|r| r.key.as_str())
             .collect()
     };
@@ -222,7 +221,7 @@ fn firsts(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let first = |r: &SampleRecord| match ungraded(r) {
+    let first = |r: &SampleRecord| match r.is_ungraded() {
         true => open.contains(&r.key),
         false => won.contains(&r.key),
     };

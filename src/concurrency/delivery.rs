@@ -25,6 +25,8 @@ pub struct Stamp {
     /// When the last of those replies arrived (or it was sent, if nothing
     /// else was out).
     delivered_time: Duration,
+    /// What the other senders had delivered by then ([`Remote`]).
+    remote: (f64, f64),
 }
 
 /// One reply's sample of the server's delivery rate.
@@ -39,19 +41,25 @@ pub struct RateSample {
     /// Replies delivered before the request was sent: a round ends at the
     /// first reply of a request sent after it began.
     pub delivered_at_send: u64,
+    /// Replies (and tokens) other senders to the server had over the
+    /// interval, as far as known ([`Remote`]).
+    pub remote: (f64, f64),
 }
 
 impl RateSample {
-    /// Replies per second.
+    /// Replies per second, at the server.
     pub fn reply_rate(&self) -> f64 {
-        self.replies as f64 / self.interval
+        (self.replies as f64 + self.remote.0) / self.interval
     }
 
-    /// Output tokens per second.
+    /// Output tokens per second, at the server.
     pub fn token_rate(&self) -> f64 {
-        self.tokens as f64 / self.interval
+        (self.tokens as f64 + self.remote.1) / self.interval
     }
 }
+
+/// Reports the others' pace is taken over (the newest included).
+const REMOTE_REPORTS: usize = 4;
 
 /// The sender's delivery counters.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +69,36 @@ pub struct Delivery {
     delivered_time: Duration,
     /// Requests sent and not yet answered (or failed).
     out: usize,
+    remote: Remote,
+    /// What the other senders had delivered by `delivered_time`.
+    remote_then: (f64, f64),
+}
+
+/// What other senders to the same server had delivered (the rest of a
+/// fleet, reported in batches every sync): counted as if it came steadily
+/// at the pace of the last few batches, so that a reply shorter than a
+/// sync sees neither the others' replies in lumps nor none at all.
+#[derive(Debug, Clone, Default)]
+struct Remote {
+    /// The last reports: (when, replies, tokens), both running totals.
+    reports: std::collections::VecDeque<(Duration, f64, f64)>,
+    /// (replies, tokens) counted by `at`, and their pace since.
+    total: (f64, f64),
+    pace: (f64, f64),
+    at: Duration,
+    /// How long past `at` the pace is assumed to hold.
+    horizon: Duration,
+}
+
+impl Remote {
+    /// (replies, tokens) delivered by `t`.
+    fn at(&self, t: Duration) -> (f64, f64) {
+        let dt = t.saturating_sub(self.at).min(self.horizon).as_secs_f64();
+        (
+            self.total.0 + self.pace.0 * dt,
+            self.total.1 + self.pace.1 * dt,
+        )
+    }
 }
 
 impl Delivery {
@@ -75,12 +113,14 @@ impl Delivery {
             // Nothing out: the rate over the idle gap before this send says
             // nothing about the server.
             self.delivered_time = now;
+            self.remote_then = self.remote.at(now);
         }
         self.out += 1;
         Stamp {
             delivered: self.delivered,
             tokens: self.tokens,
             delivered_time: self.delivered_time,
+            remote: self.remote_then,
         }
     }
 
@@ -90,8 +130,12 @@ impl Delivery {
         self.out = self.out.saturating_sub(1);
         self.delivered += 1;
         self.tokens += tokens.unwrap_or(0);
+        let (from, to) = (stamp.remote, self.remote.at(now));
+        let remote = ((to.0 - from.0).max(0.0), (to.1 - from.1).max(0.0));
         self.delivered_time = now;
+        self.remote_then = to;
         RateSample {
+            remote,
             replies: self.delivered - stamp.delivered,
             tokens: self.tokens - stamp.tokens,
             interval: now
@@ -100,6 +144,37 @@ impl Delivery {
                 .max(1e-6),
             delivered_at_send: stamp.delivered,
         }
+    }
+
+    /// Output tokens delivered so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// The other senders to the server had `replies` (with `tokens`)
+    /// delivered between the last report and this one, at `now`; the next
+    /// report is due within `every`.
+    pub fn on_remote(&mut self, replies: u64, tokens: u64, now: Duration, every: Duration) {
+        let r = &mut self.remote;
+        let (_, before_replies, before_tokens) = r.reports.back().copied().unwrap_or_default();
+        r.reports.push_back((
+            now,
+            before_replies + replies as f64,
+            before_tokens + tokens as f64,
+        ));
+        if r.reports.len() > REMOTE_REPORTS {
+            r.reports.pop_front();
+        }
+        r.total = r.at(now);
+        r.pace = match (r.reports.front(), r.reports.back()) {
+            (Some(first), Some(last)) if last.0 > first.0 => {
+                let span = (last.0 - first.0).as_secs_f64();
+                ((last.1 - first.1) / span, (last.2 - first.2) / span)
+            }
+            _ => (0.0, 0.0),
+        };
+        r.at = now;
+        r.horizon = every * 2;
     }
 
     /// The request stamped `stamp` failed: nothing was delivered.
@@ -164,5 +239,32 @@ mod tests {
         let s = d.on_send(ms(5100));
         let r = d.on_reply(&s, ms(5200), None);
         assert!((r.reply_rate() - 10.0).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn the_others_replies_reported_in_batches_count_evenly() {
+        // Three other workers have one reply every 50 ms each, reported
+        // every 100 ms (six a batch); this sender's requests take 50 ms, so
+        // each spans at most one report, often none.
+        let mut d = Delivery::default();
+        let every = ms(100);
+        let mut rates = Vec::new();
+        let mut t = 0;
+        for _ in 0..40 {
+            if t % 100 == 0 {
+                d.on_remote(6, 60, ms(t), every);
+            }
+            let s = d.on_send(ms(t));
+            t += 25;
+            if t % 100 == 0 {
+                d.on_remote(6, 60, ms(t), every);
+            }
+            t += 25;
+            rates.push(d.on_reply(&s, ms(t), Some(10)).reply_rate());
+        }
+        // Once the pace is known: 20/s of its own, 60/s of the others'.
+        for r in &rates[8..] {
+            assert!((r - 80.0).abs() < 1.0, "{rates:?}");
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod pause;
 pub mod pool;
 pub mod rate;
 pub mod retry;
+pub mod share;
 #[cfg(test)]
 mod sim;
 
@@ -285,6 +286,15 @@ struct State {
     totals: Totals,
     /// Whether the endpoint keeps failing (for a replica of a pool).
     health: pool::Health,
+    /// Its part of a fleet's window, when workers share one ([`share`]).
+    fleet: Option<FleetPart>,
+}
+
+/// A limiter's part of a fleet's window: its limit is its slots of it.
+struct FleetPart {
+    place: share::Place,
+    /// The fleet's window: the strategy's own on the leader.
+    window: usize,
 }
 
 /// What the limiter saw of a run, for its timing report.
@@ -315,6 +325,17 @@ pub struct Totals {
 }
 
 impl State {
+    /// The window the strategy steers: the fleet's when this is one worker's
+    /// part of it, else the limit.
+    fn window(&self) -> usize {
+        self.fleet.as_ref().map_or(self.limit, |f| f.window)
+    }
+
+    /// Requests at the server from the rest of the fleet.
+    fn others(&self) -> usize {
+        self.fleet.as_ref().map_or(0, |f| f.place.others_in_flight)
+    }
+
     /// Opens or closes a blocked stretch after a change of the counters.
     fn update_blocked(&mut self, now: Instant) {
         let blocked = self.waiting > 0 && self.at_server == 0;
@@ -347,6 +368,7 @@ struct Attempt {
     sent: Option<Instant>,
     /// Requests at the server when it was sent, itself included.
     at_server: usize,
+
     /// `State::sends` right after it was sent.
     sends_at_start: u64,
     /// No other request was at the server from its send to its reply.
@@ -384,6 +406,7 @@ impl Limiter {
                 delivery: Delivery::default(),
                 totals: Totals::default(),
                 health: pool::Health::default(),
+                fleet: None,
             }),
             started: Instant::now(),
             replica,
@@ -444,7 +467,7 @@ impl Limiter {
             slot: Some(slot),
             limiter: Arc::clone(self),
             seq: s.seq,
-            limit_at_start: s.limit,
+            limit_at_start: s.window(),
             admitted: Instant::now(),
             attempt: Mutex::new(Attempt::default()),
         })
@@ -475,10 +498,69 @@ impl Limiter {
         totals
     }
 
+    /// Takes this limiter's part of a fleet's shared window after a sync:
+    /// on the leader the strategy steers the fleet's window and sees the
+    /// others' requests and replies as its own; on the others it rests and
+    /// the limit is their slots of the leader's window. A worker that comes
+    /// to lead starts a new controller from the fleet's window.
+    pub fn share(&self, place: share::Place, remote: share::Delivered, config: AdaptiveConfig) {
+        let mut s = self.state();
+        let was_leader = s.fleet.as_ref().map(|f| f.place.leader);
+        let window = match (place.leader, was_leader) {
+            (true, Some(true)) | (true, None) => s.window(),
+            (true, Some(false)) => {
+                let window = s.window().max(1);
+                let initial = AdaptiveConfig {
+                    initial: window,
+                    ..config
+                };
+                s.strategy = StrategySpec::Adaptive(initial).build();
+                s.strategy.initial_limit()
+            }
+            (false, _) => place.window.unwrap_or(0),
+        };
+        if place.leader {
+            let now = self.started.elapsed();
+            s.delivery
+                .on_remote(remote.replies, remote.tokens, now, remote.every);
+        }
+        s.fleet = Some(FleetPart { place, window });
+        self.set_window(&mut s, window);
+    }
+
+    /// What this limiter has out, and the window it steers, for the fleet.
+    pub fn fleet_report(&self) -> share::Report {
+        let s = self.state();
+        share::Report {
+            in_flight: s.in_flight as u64,
+            delivered: s.delivery.delivered(),
+            tokens: s.delivery.tokens(),
+            wants: false,
+            window: s
+                .fleet
+                .as_ref()
+                .filter(|f| f.place.leader)
+                .map(|f| f.window as u64),
+        }
+    }
+
+    /// Sets the strategy's window, and the limit to this limiter's part of it.
+    fn set_window(&self, s: &mut State, window: usize) {
+        let limit = match &mut s.fleet {
+            Some(f) => {
+                f.window = window;
+                f.place.slots(window)
+            }
+            None => window,
+        };
+        self.set_limit(s, limit);
+    }
+
     /// Sets the limit: new slots open at once; a cut takes back free slots now
     /// and the rest as in-flight requests finish. Waiters are never dropped.
+    /// Only a worker's part of a fleet's window may be none.
     fn set_limit(&self, s: &mut State, new: usize) {
-        let new = new.max(1);
+        let new = if s.fleet.is_some() { new } else { new.max(1) };
         if new == s.limit {
             return;
         }
@@ -535,7 +617,7 @@ impl Permit {
             .delivery
             .on_send(now.saturating_duration_since(self.limiter.started));
         a.sent = Some(now);
-        a.at_server = s.at_server;
+        a.at_server = s.at_server + s.others();
         a.sends_at_start = s.sends;
         Sending { permit: self }
     }
@@ -604,17 +686,21 @@ impl Permit {
             seq: self.seq,
             at_server,
             limit_at_start: self.limit_at_start,
-            at_server_now: s.at_server,
+            at_server_now: s.at_server + s.others(),
             held_back_now: s.in_flight.saturating_sub(s.at_server + 1),
             latest_seq: s.seq,
-            limit: s.limit,
+            limit: s.window(),
             now: ended,
             alone,
             sample,
         };
+        // A follower's window is the leader's: its own controller rests.
+        if s.fleet.as_ref().is_some_and(|f| !f.place.leader) {
+            return;
+        }
         let decision = s.strategy.observe(&observation);
         if let Some(new) = decision.limit {
-            limiter.set_limit(&mut s, new);
+            limiter.set_window(&mut s, new);
         }
     }
 }
@@ -633,7 +719,7 @@ impl Drop for Sending<'_> {
             s.totals.at_server += now.saturating_duration_since(sent);
         }
         // Nobody else was at the server when it went, nor sent while it was out.
-        a.alone = a.at_server == 1 && s.sends == a.sends_at_start;
+        a.alone = a.at_server == 1 && s.sends == a.sends_at_start && s.others() == 0;
         a.ended = now.saturating_duration_since(self.permit.limiter.started);
         s.at_server -= 1;
         s.update_blocked(now);

@@ -214,3 +214,121 @@ async fn totals_count_slot_time_time_at_the_server_and_blocked_time() {
     assert!(t.held >= 4 * step && t.held >= t.at_server, "{t:?}");
     assert!(t.unloaded_sum == step, "{t:?}");
 }
+
+/// A strategy that keeps what it sees and answers with a script of windows.
+struct Watcher {
+    seen: Arc<Mutex<Vec<Observation>>>,
+    script: VecDeque<Decision>,
+}
+
+impl Strategy for Watcher {
+    fn initial_limit(&self) -> usize {
+        1
+    }
+    fn observe(&mut self, o: &Observation) -> Decision {
+        self.seen.lock().unwrap().push(o.clone());
+        self.script.pop_front().unwrap_or_default()
+    }
+}
+
+fn place(
+    leader: bool,
+    window: Option<usize>,
+    rank: usize,
+    wanting: usize,
+    others: usize,
+) -> share::Place {
+    share::Place {
+        leader,
+        window,
+        rank: Some(rank),
+        wanting,
+        others_in_flight: others,
+    }
+}
+
+const SUCCESS: Outcome = Outcome::Success {
+    latency: Duration::from_millis(100),
+    completion_tokens: None,
+};
+
+#[tokio::test(start_paused = true)]
+async fn a_fleets_leader_steers_the_whole_window_and_counts_the_others_requests() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let script = [Some(4), None].map(|limit| Decision { limit }).into();
+    let limiter = Limiter::new(Box::new(Watcher {
+        seen: Arc::clone(&seen),
+        script,
+    }));
+    // Alone in the fleet: one request, alone at the server.
+    limiter.share(
+        place(true, None, 0, 1, 0),
+        share::Delivered::default(),
+        AdaptiveConfig::default(),
+    );
+    let p = limiter.acquire().await;
+    drop(p.sending());
+    p.report(&SUCCESS);
+    drop(p);
+    // The fleet's window is now 4; a second worker wants slots: 2 each.
+    limiter.share(
+        place(true, None, 0, 2, 2),
+        share::Delivered::default(),
+        AdaptiveConfig::default(),
+    );
+    assert_eq!(
+        (limiter.limit(), limiter.fleet_report().window),
+        (2, Some(4))
+    );
+    let p = limiter.acquire().await;
+    drop(p.sending());
+    p.report(&SUCCESS);
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].alone && seen[0].at_server == 1);
+    // The other worker's two requests were at the server too.
+    let o = &seen[1];
+    assert!(!o.alone);
+    assert_eq!((o.at_server, o.limit, o.limit_at_start), (3, 4, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_takes_its_slots_of_the_leaders_window_and_its_controller_rests() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let limiter = Limiter::new(Box::new(Watcher {
+        seen: Arc::clone(&seen),
+        script: [Decision { limit: Some(9) }].into(),
+    }));
+    // A window of one, and this worker second in line: no slot at all.
+    limiter.share(
+        place(false, Some(1), 1, 2, 1),
+        share::Delivered::default(),
+        AdaptiveConfig::default(),
+    );
+    assert_eq!((limiter.limit(), limiter.free()), (0, 0));
+    assert!(limiter.try_acquire().is_none());
+    // The window grows to 5: three slots for the first, two for this one.
+    limiter.share(
+        place(false, Some(5), 1, 2, 3),
+        share::Delivered::default(),
+        AdaptiveConfig::default(),
+    );
+    assert_eq!(limiter.limit(), 2);
+    let p = limiter.acquire().await;
+    drop(p.sending());
+    p.report(&SUCCESS);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the follower's controller rests"
+    );
+    assert_eq!(limiter.limit(), 2);
+    // The leader is gone: this worker leads, from the fleet's window.
+    limiter.share(
+        place(true, None, 0, 1, 0),
+        share::Delivered::default(),
+        AdaptiveConfig::default(),
+    );
+    assert_eq!(
+        (limiter.limit(), limiter.fleet_report().window),
+        (5, Some(5))
+    );
+}

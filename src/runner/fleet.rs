@@ -4,7 +4,7 @@
 //! its pauses in step with the others', and rate limits are leased from the
 //! store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +17,8 @@ use super::{cached, Planned, Progress, Replies, RunError, Sample};
 use crate::concurrency::pause::Pause;
 use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::Ledger;
-use crate::concurrency::StrategySpec;
+use crate::concurrency::share::{Deliveries, Place};
+use crate::concurrency::{AdaptiveConfig, Limiter, StrategySpec};
 use crate::dataset::{row_json, Values};
 use crate::diagnostic::Diagnostic;
 use crate::spec::ModelSpec;
@@ -29,6 +30,10 @@ use crate::store::{EvaluationStatus, SampleLookup, StartedEvaluation, Store, Sto
 /// How often pauses are compared with the fleet's: a 429 one worker meets
 /// stops the others within this long.
 const PAUSE_SYNC: Duration = Duration::from_millis(200);
+
+/// How often a worker's part of an adaptive window is synced with the
+/// fleet's: the leader's controller sees the others' requests this late.
+const WINDOW_SYNC: Duration = Duration::from_millis(100);
 
 /// How long a worker with nothing to claim waits before it asks again: the
 /// time it may take to notice the fleet is done, or a dead worker's lease ran out.
@@ -110,12 +115,6 @@ impl Clock {
                     plan.eval.name,
                     if *workers == 1 { "" } else { "s" }
                 ));
-                if matches!(plan.strategy, StrategySpec::Adaptive(_)) {
-                    progress.note(&format!(
-                        "warning: {}: each worker's adaptive window is its own, and each keeps at least one request out: a server that serves fewer at a time than there are workers queues the rest",
-                        plan.eval.name
-                    ));
-                }
                 Clock {
                     started: began.checked_sub(*started_ago).unwrap_or(began),
                     base_wall_us: *base_wall_us,
@@ -200,19 +199,54 @@ fn samples<'a>(
 
 /// Samples a worker claims at a time: half its window as it is now (an
 /// adaptive one moves), so that a claim's round trip hides behind the
-/// samples in hand, and no worker sits on more than it can send soon.
+/// samples in hand, and no worker sits on more than it can send soon. A
+/// worker with no slots of a fleet's shared window claims none.
 pub(super) fn claim_batch(window: usize) -> usize {
-    (window / 2).clamp(1, 64)
+    match window {
+        0 => 0,
+        _ => (window / 2).clamp(1, 64),
+    }
+}
+
+/// Whether a worker has samples to send: a fleet's shared window is split
+/// among the workers that do.
+#[derive(Debug, Default)]
+pub(super) struct Demand {
+    /// Samples the claimer handed on, and those the dispatcher sent.
+    claimed: AtomicU64,
+    dispatched: AtomicU64,
+    /// The last claim found nothing for this worker.
+    dry: AtomicBool,
+}
+
+impl Demand {
+    /// The dispatcher took a sample on.
+    pub fn dispatched(&self) {
+        self.dispatched.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// It holds samples not yet sent.
+    fn holding(&self) -> bool {
+        self.claimed.load(Ordering::Relaxed) > self.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// It has samples to send, may claim more, or has requests out.
+    fn wants(&self, in_flight: u64) -> bool {
+        in_flight > 0 || self.holding() || !self.dry.load(Ordering::Relaxed)
+    }
 }
 
 /// Claims samples from the queue on a thread and streams them to the
 /// dispatcher until every sample of the evaluation is done or the
 /// dispatcher hangs up. A sample the store holds a record of carries what
 /// resume would give it (its reply to score again, or that it was retried).
+/// A worker with no slots of a fleet's window claims nothing: the samples
+/// stay with those that can send them.
 pub(super) fn spawn_claimer(
     mut fleet: Box<dyn Fleet>,
     lookup: Result<Box<dyn SampleLookup>, StoreError>,
     window: Arc<Pool>,
+    demand: Arc<Demand>,
     preparer: Option<cached::Preparer>,
     tx: mpsc::Sender<Result<Sample, RunError>>,
 ) -> JoinHandle<()> {
@@ -222,22 +256,37 @@ pub(super) fn spawn_claimer(
         };
         loop {
             let claimed = match fleet.claim(claim_batch(window.limit())) {
+                Ok(Claim::Samples(claimed)) if claimed.is_empty() => {
+                    // No slots now: samples are left for when there are.
+                    demand.dry.store(false, Ordering::Relaxed);
+                    if tx.is_closed() {
+                        return;
+                    }
+                    std::thread::sleep(WAIT_MOST);
+                    continue;
+                }
                 Ok(Claim::Samples(claimed)) => claimed,
                 Ok(Claim::Wait(d)) => {
+                    demand.dry.store(true, Ordering::Relaxed);
                     if tx.is_closed() {
                         return;
                     }
                     std::thread::sleep(d.clamp(Duration::from_millis(20), WAIT_MOST));
                     continue;
                 }
-                Ok(Claim::Done) => return,
+                Ok(Claim::Done) => {
+                    demand.dry.store(true, Ordering::Relaxed);
+                    return;
+                }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e.into()));
                     return;
                 }
             };
+            demand.dry.store(false, Ordering::Relaxed);
             for c in claimed {
                 let sample = to_sample(c.sample, c.recorded, lookup.as_ref(), preparer.as_ref());
+                demand.claimed.fetch_add(1, Ordering::Relaxed);
                 if tx.blocking_send(sample.map_err(RunError::from)).is_err() {
                     return;
                 }
@@ -306,8 +355,37 @@ fn share_pauses(fleet: &mut dyn Fleet, pauses: &[(String, Arc<Pause>)]) {
     }
 }
 
+/// An endpoint's adaptive window, shared with the fleet
+/// ([`crate::concurrency::share`]).
+struct SharedWindow {
+    endpoint: String,
+    limiter: Arc<Limiter>,
+    remote: Deliveries,
+}
+
+/// Publishes this worker's part of each endpoint's window and takes its
+/// place in the fleet's. A sync that fails leaves the last place as it was.
+fn share_windows(
+    fleet: &mut dyn Fleet,
+    windows: &mut [SharedWindow],
+    demand: &Demand,
+    config: AdaptiveConfig,
+) {
+    let me = fleet.run();
+    for w in windows {
+        let mut mine = w.limiter.fleet_report();
+        mine.wants = demand.wants(mine.in_flight);
+        if let Ok(others) = fleet.share_window(&w.endpoint, &mine) {
+            let place = Place::of(me, &mine, &others);
+            let remote = w.remote.since_last(&others, WINDOW_SYNC);
+            w.limiter.share(place, remote, config);
+        }
+    }
+}
+
 /// The thread that keeps a worker in its fleet: a heartbeat that extends its
-/// leases, and its endpoints' pauses shared both ways.
+/// leases, its endpoints' pauses shared both ways, and their adaptive
+/// windows split with the other workers.
 pub(super) struct Keeper {
     stop: std_mpsc::Sender<&'static str>,
     handle: JoinHandle<()>,
@@ -317,43 +395,76 @@ pub(super) struct Keeper {
 pub(super) struct Status {
     /// Samples this worker wrote.
     pub written: Arc<AtomicU64>,
-    pub in_flight: Box<dyn Fn() -> usize + Send>,
+    pub pool: Arc<Pool>,
+    pub demand: Arc<Demand>,
 }
 
 impl Keeper {
     /// Starts it: a heartbeat every sixth of the lease (at most a second),
-    /// the pauses of `pauses` (endpoint, pause) compared every [`PAUSE_SYNC`].
+    /// the pauses of `pauses` (endpoint, pause) compared every [`PAUSE_SYNC`],
+    /// and, for an adaptive strategy, each endpoint's window shared every
+    /// [`WINDOW_SYNC`]. The first sync is done before it returns, so a
+    /// worker that joins sends nothing the fleet has not made room for.
     pub fn start(
         mut fleet: Box<dyn Fleet>,
         lease: Duration,
         endpoints: &[Endpoint],
         model: &ModelSpec,
+        strategy: &StrategySpec,
         status: Status,
     ) -> Keeper {
         let pauses: Vec<(String, Arc<Pause>)> = endpoints
             .iter()
             .map(|e| (shared_key(e, model), Arc::clone(&e.pause)))
             .collect();
+        let adaptive = match strategy {
+            StrategySpec::Adaptive(config) => Some(*config),
+            _ => None,
+        };
+        let mut windows: Vec<SharedWindow> = match adaptive {
+            Some(_) => endpoints
+                .iter()
+                .zip(status.pool.limiters())
+                .map(|(e, limiter)| SharedWindow {
+                    endpoint: shared_key(e, model),
+                    limiter: Arc::clone(limiter),
+                    remote: Deliveries::default(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let demand = Arc::clone(&status.demand);
+        let sync = move |fleet: &mut dyn Fleet, windows: &mut [SharedWindow]| {
+            if let Some(config) = adaptive {
+                share_windows(fleet, windows, &demand, config);
+            }
+        };
         let (stop, stopped) = std_mpsc::channel();
         let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));
+        let tick = match adaptive {
+            Some(_) => WINDOW_SYNC,
+            None => PAUSE_SYNC,
+        };
         // A worker that joins during a pause starts paused.
         share_pauses(fleet.as_mut(), &pauses);
+        sync(fleet.as_mut(), &mut windows);
         let handle = std::thread::spawn(move || {
             let mut last_beat = Instant::now();
             let state = loop {
-                match stopped.recv_timeout(PAUSE_SYNC) {
+                match stopped.recv_timeout(tick) {
                     Ok(state) => break state,
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break "failed",
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 }
                 share_pauses(fleet.as_mut(), &pauses);
+                sync(fleet.as_mut(), &mut windows);
                 if last_beat.elapsed() >= beat_every {
                     last_beat = Instant::now();
                     // A beat that fails is tried again at the next; the
                     // lease gives room for a few.
                     let _ = fleet.beat(Beat {
                         samples: status.written.load(Ordering::Relaxed),
-                        in_flight: (status.in_flight)() as u64,
+                        in_flight: status.pool.in_flight() as u64,
                     });
                 }
             };

@@ -241,7 +241,7 @@ pub async fn run(
 
     // A worker of a fleet holds a claim's worth of samples in waiting.
     let capacity = match worker {
-        Some(_) => fleet::claim_batch(pool.limit()),
+        Some(_) => fleet::claim_batch(pool.limit()).max(1),
         None => 1024,
     };
     let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Sample, RunError>>(capacity);
@@ -264,24 +264,33 @@ pub async fn run(
         }
         _ => None,
     };
-    let (reader, keeper) = match worker {
-        Some(Member { fleet, .. }) => {
+    let demand = worker.as_ref().map(|_| Arc::new(fleet::Demand::default()));
+    let (reader, keeper) = match (worker, &demand) {
+        (Some(Member { fleet, .. }), Some(demand)) => {
             let claimer = fleet::spawn_claimer(
                 fleet.another()?,
                 store.lookup(evaluation_id),
                 Arc::clone(&pool),
+                Arc::clone(demand),
                 preparer,
                 rows_tx,
             );
-            let in_flight = Arc::clone(&pool);
             let status = fleet::Status {
                 written: Arc::clone(&written),
-                in_flight: Box::new(move || in_flight.in_flight()),
+                pool: Arc::clone(&pool),
+                demand: Arc::clone(demand),
             };
-            let keeper = fleet::Keeper::start(fleet, plan.lease, &endpoints, &eval.model, status);
+            let keeper = fleet::Keeper::start(
+                fleet,
+                plan.lease,
+                &endpoints,
+                &eval.model,
+                &plan.strategy,
+                status,
+            );
             (claimer, Some(keeper))
         }
-        None => (
+        _ => (
             start_reader(plan, store, evaluation_id, rows_tx, preparer),
             None,
         ),
@@ -312,6 +321,7 @@ pub async fn run(
         &mut rows_rx,
         &mut tasks,
         &ctx,
+        demand.as_deref(),
         interrupt,
     )
     .await;
@@ -651,6 +661,7 @@ async fn dispatch(
     rows: &mut mpsc::Receiver<Result<Sample, RunError>>,
     tasks: &mut Tasks,
     ctx: &Arc<SampleContext>,
+    demand: Option<&fleet::Demand>,
     interrupt: &Interrupt,
 ) -> DispatchEnd {
     let mut dispatched = 0u64;
@@ -690,6 +701,9 @@ async fn dispatch(
             },
         };
         dispatched += 1;
+        if let Some(demand) = demand {
+            demand.dispatched();
+        }
         tasks
             .set
             .spawn(sample::process(sample, permit, slot, Arc::clone(ctx)));

@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use super::StoreError;
+use crate::concurrency::share::{Peer, Report};
 
 /// How long a worker's claims last without a heartbeat, unless `--lease` says.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -165,7 +166,9 @@ pub struct JoinRequest<'a> {
 /// One worker's connection to its fleet. Each method is one round trip;
 /// each thread of the worker opens its own (`Fleet::another`).
 pub trait Fleet: Send {
-    /// Claims up to `n` pending samples (or ones whose lease ran out).
+    /// Claims up to `n` pending samples (or ones whose lease ran out). With
+    /// `n` zero it only looks: no samples, but `Samples` when some could
+    /// be claimed.
     fn claim(&mut self, n: usize) -> Result<Claim, StoreError>;
 
     /// Says this worker is alive: extends its leases and publishes `beat`.
@@ -185,6 +188,13 @@ pub trait Fleet: Send {
     /// Publishes that `endpoint` is paused for `remaining` (zero: this worker
     /// knows of no pause), and answers how long the fleet's pause of it lasts.
     fn share_pause(&mut self, endpoint: &str, remaining: Duration) -> Result<Duration, StoreError>;
+
+    /// Publishes this worker's part of the adaptive window of `endpoint`
+    /// ([`crate::concurrency::share`]), and answers the other live workers'.
+    fn share_window(&mut self, endpoint: &str, mine: &Report) -> Result<Vec<Peer>, StoreError>;
+
+    /// This worker's run: workers are ranked by it, the oldest first.
+    fn run(&self) -> i64;
 
     /// Says this worker stopped (`state`: finished, interrupted or failed).
     /// Samples it still held go back to the queue at once.

@@ -54,7 +54,7 @@ use read::LimitStep;
 
 /// The version of the records' layout that every backend migrates its
 /// store to (`TooNew` past it).
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_PATH: &str = sqlite::DEFAULT_PATH;

@@ -339,6 +339,51 @@ fn a_worker_with_another_dataset_is_refused_and_show_lists_the_running_one() {
     );
 }
 
+/// Four adaptive workers against a server that serves one request at a
+/// time share one window: the server sees about one request at a time,
+/// not one or more per worker. (Measured: one worker keeps 1.3 there on
+/// average, four with a controller each kept 6.5, four sharing one 1.5 to 1.9.)
+#[test]
+fn adaptive_workers_share_one_window() {
+    let Some(schema) = schema_for("adaptive_workers_share_one_window") else {
+        return;
+    };
+    const N: usize = 150;
+    let server = TestServer::builder()
+        .serial(Duration::from_millis(50))
+        .reply(|p| p.to_owned())
+        .start();
+    let dir = TestDir::new();
+    dir.write(
+        "spec.yaml",
+        &spec(
+            "fleet",
+            &server.url(),
+            N,
+            QUICK,
+            "concurrency: {strategy: adaptive}\n",
+        ),
+    );
+    finish(&dir, start(&schema, &dir, 4, &[]));
+    let report = schema.show(&dir, "x");
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["evaluations"][0]["samples"]["finished"], N);
+    let spans = server.spans();
+    assert_eq!(spans.len(), N, "each prompt sent once");
+    let first = spans.iter().map(|s| s.start).min().unwrap_or_default();
+    let last = spans.iter().map(|s| s.end).max().unwrap_or_default();
+    let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
+    let mean = busy / (last - first).as_secs_f64();
+    println!(
+        "fleet: four adaptive workers, one request at a time: {mean:.2} at the server on average"
+    );
+    assert!(
+        mean <= 3.0,
+        "the server had {mean:.2} requests at a time on average (peak {})",
+        server.peak_in_flight()
+    );
+}
+
 /// How adaptive workers add up on one server (printed, not asserted: the
 /// bench stage `fleet` reports it). `cargo test --test it fleet::adaptive_fleet_shapes -- --ignored --nocapture`
 #[test]

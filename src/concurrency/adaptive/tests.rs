@@ -40,6 +40,7 @@ impl Drive {
                     tokens: completion_tokens.unwrap_or(0) * at_server,
                     interval: latency.as_secs_f64(),
                     delivered_at_send: self.delivered.saturating_sub(at_server - 1),
+                    remote: (0.0, 0.0),
                 };
                 self.delivered += 1;
                 Some(s)

@@ -10,6 +10,7 @@ use postgres::{Client, Statement};
 
 use super::db::Target;
 use super::Db;
+use crate::concurrency::share::{Peer, Report};
 use crate::store::fleet::{
     Beat, Claim, ClaimedSample, DatasetPrint, Fleet, Joined, LiveFleet, QueuedSample, Samples,
     Unreadable, WorkerInfo,
@@ -320,6 +321,7 @@ pub struct PgFleet {
     claim: Statement,
     take_over: Statement,
     extend: Statement,
+    share: Statement,
 }
 
 impl PgFleet {
@@ -330,7 +332,7 @@ impl PgFleet {
         run: i64,
         lease_us: i64,
     ) -> Result<PgFleet, StoreError> {
-        let (claim, take_over, extend) = db.with(|c: &mut Client| {
+        let (claim, take_over, extend, share) = db.with(|c: &mut Client| {
             Ok((
                 // The next range of the samples pending at the start.
                 c.prepare(
@@ -370,6 +372,25 @@ impl PgFleet {
                     "UPDATE queue SET lease_until = clock_timestamp() + $3::bigint * interval '1 microsecond'
                      WHERE evaluation_id = $1 AND worker = $2 AND NOT done",
                 )?,
+                // This worker's part of a shared window in, the other live
+                // workers' out (the write runs once, whether read or not).
+                c.prepare(&format!(
+                    "WITH mine AS (
+                         INSERT INTO fleet_windows AS f
+                             (evaluation_id, run, endpoint, in_flight, delivered, tokens, wants, fleet_window)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         ON CONFLICT (evaluation_id, run, endpoint) DO UPDATE
+                             SET in_flight = excluded.in_flight, delivered = excluded.delivered,
+                                 tokens = excluded.tokens, wants = excluded.wants,
+                                 fleet_window = excluded.fleet_window
+                         RETURNING 1)
+                     SELECT f.run, f.in_flight, f.delivered, f.tokens, f.wants, f.fleet_window
+                     FROM fleet_windows f JOIN workers w
+                         ON w.evaluation_id = f.evaluation_id AND w.run = f.run
+                     WHERE f.evaluation_id = $1 AND f.endpoint = $3 AND f.run <> $2
+                         AND {ALIVE}
+                     ORDER BY f.run"
+                ))?,
             ))
         })?;
         Ok(PgFleet {
@@ -381,6 +402,7 @@ impl PgFleet {
             claim,
             take_over,
             extend,
+            share,
         })
     }
 }
@@ -391,9 +413,12 @@ impl Fleet for PgFleet {
         let limit = n.max(1) as i64;
         let (claim, take_over) = (&self.claim, &self.take_over);
         self.db.with(|c| {
-            let mut rows = c.query(claim, &[&id, &run, &limit, &lease])?;
-            if rows.is_empty() {
-                rows = c.query(take_over, &[&id, &run, &limit, &lease])?;
+            let mut rows = Vec::new();
+            if n > 0 {
+                rows = c.query(claim, &[&id, &run, &limit, &lease])?;
+                if rows.is_empty() {
+                    rows = c.query(take_over, &[&id, &run, &limit, &lease])?;
+                }
             }
             if !rows.is_empty() {
                 let mut claimed: Vec<ClaimedSample> = rows
@@ -416,14 +441,17 @@ impl Fleet for PgFleet {
             // Samples this worker holds are its own to finish: it waits
             // only for those held by others, whose leases may run out.
             let r = c.query_one(
-                "SELECT count(*), extract(epoch FROM min(lease_until) - clock_timestamp())::float8
+                "SELECT count(*),
+                     count(*) FILTER (WHERE worker IS NULL OR lease_until < clock_timestamp()),
+                     extract(epoch FROM min(lease_until) - clock_timestamp())::float8
                  FROM queue WHERE evaluation_id = $1 AND NOT done AND worker IS DISTINCT FROM $2",
                 &[&id, &run],
             )?;
-            let left: i64 = r.get(0);
+            let (left, free): (i64, i64) = (r.get(0), r.get(1));
             Ok(match left {
                 0 => Claim::Done,
-                _ => Claim::Wait(seconds(r.get::<_, Option<f64>>(1).unwrap_or(0.0))),
+                _ if n == 0 && free > 0 => Claim::Samples(Vec::new()),
+                _ => Claim::Wait(seconds(r.get::<_, Option<f64>>(2).unwrap_or(0.0))),
             })
         })
     }
@@ -495,6 +523,46 @@ impl Fleet for PgFleet {
             .get(0))
         })?;
         Ok(seconds(left))
+    }
+
+    fn share_window(&mut self, endpoint: &str, mine: &Report) -> Result<Vec<Peer>, StoreError> {
+        let (id, run) = (self.evaluation_id, self.run);
+        let n = |v: u64| v.min(i64::MAX as u64) as i64;
+        let (in_flight, delivered, tokens) = (n(mine.in_flight), n(mine.delivered), n(mine.tokens));
+        let window = mine.window.map(n);
+        let share = &self.share;
+        self.db.with(|c| {
+            let rows = c.query(
+                share,
+                &[
+                    &id,
+                    &run,
+                    &endpoint,
+                    &in_flight,
+                    &delivered,
+                    &tokens,
+                    &mine.wants,
+                    &window,
+                ],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| Peer {
+                    run: r.get(0),
+                    report: Report {
+                        in_flight: r.get::<_, i64>(1).max(0) as u64,
+                        delivered: r.get::<_, i64>(2).max(0) as u64,
+                        tokens: r.get::<_, i64>(3).max(0) as u64,
+                        wants: r.get(4),
+                        window: r.get::<_, Option<i64>>(5).map(|w| w.max(0) as u64),
+                    },
+                })
+                .collect())
+        })
+    }
+
+    fn run(&self) -> i64 {
+        self.run
     }
 
     fn leave(&mut self, state: &str) -> Result<(), StoreError> {

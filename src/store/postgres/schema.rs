@@ -83,6 +83,24 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
              PRIMARY KEY (evaluation_id, endpoint, kind)
          );",
     ),
+    // The adaptive window a fleet's workers share (`concurrency::share`):
+    // per worker and endpoint, the requests it has out, the replies (and
+    // output tokens) it has had, whether it has samples to send and, from
+    // the leader, the fleet's window.
+    (
+        12,
+        "CREATE TABLE {schema}.fleet_windows (
+             evaluation_id BIGINT NOT NULL REFERENCES {schema}.evaluations(id) ON DELETE CASCADE,
+             run BIGINT NOT NULL,
+             endpoint TEXT NOT NULL,
+             in_flight BIGINT NOT NULL,
+             delivered BIGINT NOT NULL,
+             tokens BIGINT NOT NULL,
+             wants BOOLEAN NOT NULL,
+             fleet_window BIGINT,
+             PRIMARY KEY (evaluation_id, run, endpoint)
+         );",
+    ),
 ];
 
 /// Everything version [`BASE`] holds; `{schema}` is replaced by the

@@ -478,6 +478,9 @@ CREATE INDEX samples_endpoint ON samples (evaluation_id, endpoint, latency_us)
     // share an evaluation live on a server only (see the PostgreSQL schema):
     // a SQLite store has one run at a time. Nothing changes here.
     "-- v12: nothing for SQLite",
+    // v12 -> v13: the adaptive window a fleet's workers share (see the
+    // PostgreSQL schema): nothing here either.
+    "-- v13: nothing for SQLite",
 ];
 
 /// What a database file holds.

@@ -536,6 +536,7 @@ impl Limiter {
             delivered: s.delivery.delivered(),
             tokens: s.delivery.tokens(),
             wants: false,
+            steers: false,
             window: s
                 .fleet
                 .as_ref()

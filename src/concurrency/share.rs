@@ -29,6 +29,9 @@ pub struct Report {
     pub tokens: u64,
     /// It has samples to send (or may claim more).
     pub wants: bool,
+    /// It takes part in the shared window (runs `adaptive`); a worker with
+    /// a fixed window only counts towards what is at the server.
+    pub steers: bool,
     /// The fleet's window, from the leader.
     pub window: Option<u64>,
 }
@@ -59,18 +62,15 @@ pub struct Place {
 impl Place {
     /// Where worker `me` (reporting `mine`) stands among `others`.
     pub fn of(me: i64, mine: &Report, others: &[Peer]) -> Place {
-        let leader = others.iter().all(|p| p.run > me);
-        let window = others
-            .iter()
+        let steering = || others.iter().filter(|p| p.report.steers);
+        let leader = steering().all(|p| p.run > me);
+        let window = steering()
             .filter(|p| p.run < me)
             .min_by_key(|p| p.run)
             .and_then(|p| p.report.window)
             .map(|w| usize::try_from(w).unwrap_or(usize::MAX));
-        let wanting_before = others
-            .iter()
-            .filter(|p| p.report.wants && p.run < me)
-            .count();
-        let wanting = others.iter().filter(|p| p.report.wants).count() + usize::from(mine.wants);
+        let wanting_before = steering().filter(|p| p.report.wants && p.run < me).count();
+        let wanting = steering().filter(|p| p.report.wants).count() + usize::from(mine.wants);
         Place {
             leader,
             window,
@@ -142,6 +142,7 @@ mod tests {
             report: Report {
                 in_flight,
                 wants,
+                steers: true,
                 window,
                 ..Report::default()
             },
@@ -151,6 +152,7 @@ mod tests {
     fn wanting() -> Report {
         Report {
             wants: true,
+            steers: true,
             ..Report::default()
         }
     }
@@ -177,6 +179,21 @@ mod tests {
             &[peer(1, true, 0, Some(5)), peer(4, true, 0, None)],
         );
         assert_eq!(last.slots(5), 1);
+    }
+
+    #[test]
+    fn a_worker_with_a_fixed_window_counts_only_as_load() {
+        let fixed = Peer {
+            run: 1,
+            report: Report {
+                in_flight: 4,
+                wants: true,
+                ..Report::default()
+            },
+        };
+        let me = Place::of(2, &wanting(), &[fixed, peer(3, true, 1, None)]);
+        assert!(me.leader, "the oldest worker that steers leads");
+        assert_eq!((me.rank, me.wanting, me.others_in_flight), (Some(0), 2, 5));
     }
 
     #[test]

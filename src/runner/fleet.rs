@@ -355,31 +355,35 @@ fn share_pauses(fleet: &mut dyn Fleet, pauses: &[(String, Arc<Pause>)]) {
     }
 }
 
-/// An endpoint's adaptive window, shared with the fleet
-/// ([`crate::concurrency::share`]).
+/// An endpoint's window as the fleet shares it
+/// ([`crate::concurrency::share`]): steered together when adaptive,
+/// published as load when fixed.
 struct SharedWindow {
     endpoint: String,
     limiter: Arc<Limiter>,
     remote: Deliveries,
 }
 
-/// Publishes this worker's part of each endpoint's window and takes its
-/// place in the fleet's. A sync that fails leaves the last place as it was.
+/// Publishes this worker's part of each endpoint's window and, when
+/// adaptive (`config`), takes its place in the fleet's. A sync that fails
+/// leaves the last place as it was.
 fn share_windows(
     fleet: &mut dyn Fleet,
     windows: &mut [SharedWindow],
     demand: &Demand,
-    config: AdaptiveConfig,
+    config: Option<AdaptiveConfig>,
 ) {
     let me = fleet.run();
     for w in windows {
         let mut mine = w.limiter.fleet_report();
         mine.wants = demand.wants(mine.in_flight);
-        if let Ok(others) = fleet.share_window(&w.endpoint, &mine) {
-            let place = Place::of(me, &mine, &others);
-            let remote = w.remote.since_last(&others, WINDOW_SYNC);
-            w.limiter.share(place, remote, config);
-        }
+        mine.steers = config.is_some();
+        let (Ok(others), Some(config)) = (fleet.share_window(&w.endpoint, &mine), config) else {
+            continue;
+        };
+        let place = Place::of(me, &mine, &others);
+        let remote = w.remote.since_last(&others, WINDOW_SYNC);
+        w.limiter.share(place, remote, config);
     }
 }
 
@@ -402,9 +406,10 @@ pub(super) struct Status {
 impl Keeper {
     /// Starts it: a heartbeat every sixth of the lease (at most a second),
     /// the pauses of `pauses` (endpoint, pause) compared every [`PAUSE_SYNC`],
-    /// and, for an adaptive strategy, each endpoint's window shared every
-    /// [`WINDOW_SYNC`]. The first sync is done before it returns, so a
-    /// worker that joins sends nothing the fleet has not made room for.
+    /// and each endpoint's window shared: every [`WINDOW_SYNC`] for an
+    /// adaptive strategy, as load at each pause sync for a fixed one. The
+    /// first sync is done before it returns, so a worker that joins sends
+    /// nothing the fleet has not made room for.
     pub fn start(
         mut fleet: Box<dyn Fleet>,
         lease: Duration,
@@ -421,23 +426,18 @@ impl Keeper {
             StrategySpec::Adaptive(config) => Some(*config),
             _ => None,
         };
-        let mut windows: Vec<SharedWindow> = match adaptive {
-            Some(_) => endpoints
-                .iter()
-                .zip(status.pool.limiters())
-                .map(|(e, limiter)| SharedWindow {
-                    endpoint: shared_key(e, model),
-                    limiter: Arc::clone(limiter),
-                    remote: Deliveries::default(),
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut windows: Vec<SharedWindow> = endpoints
+            .iter()
+            .zip(status.pool.limiters())
+            .map(|(e, limiter)| SharedWindow {
+                endpoint: shared_key(e, model),
+                limiter: Arc::clone(limiter),
+                remote: Deliveries::default(),
+            })
+            .collect();
         let demand = Arc::clone(&status.demand);
         let sync = move |fleet: &mut dyn Fleet, windows: &mut [SharedWindow]| {
-            if let Some(config) = adaptive {
-                share_windows(fleet, windows, &demand, config);
-            }
+            share_windows(fleet, windows, &demand, adaptive);
         };
         let (stop, stopped) = std_mpsc::channel();
         let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));

@@ -384,6 +384,79 @@ fn adaptive_workers_share_one_window() {
     );
 }
 
+/// The worker that steers the fleet's adaptive window is killed (kill -9):
+/// the next oldest takes the window over and the fleet finishes every sample,
+/// still about one request at a time at a server that serves one.
+#[test]
+fn when_the_adaptive_leader_dies_the_next_worker_steers() {
+    let Some(schema) = schema_for("when_the_adaptive_leader_dies") else {
+        return;
+    };
+    const N: usize = 150;
+    let server = TestServer::builder()
+        .serial(Duration::from_millis(50))
+        .reply(|p| p.to_owned())
+        .start();
+    let dir = TestDir::new();
+    dir.write(
+        "spec.yaml",
+        &spec(
+            "fleet",
+            &server.url(),
+            N,
+            QUICK,
+            "concurrency: {strategy: adaptive}\n",
+        ),
+    );
+    // The first worker starts the fleet and leads it.
+    let mut leader = start(&schema, &dir, 1, &[]).remove(0);
+    wait_until(Duration::from_secs(60), "the first replies", || {
+        server.count() >= 5
+    });
+    let children: Vec<Child> = (1..3)
+        .map(|i| {
+            schema
+                .cmd(&dir, &["run", "spec.yaml", "--experiment", "x", "-q"])
+                .spawn_logged(&dir, &format!("w{i}"))
+        })
+        .collect();
+    wait_until(Duration::from_secs(60), "a third of the samples", || {
+        server.count() >= N / 3
+    });
+    leader.kill().expect("SIGKILL the leader");
+    let _ = leader.wait();
+    let at_kill = server
+        .spans()
+        .iter()
+        .map(|s| s.end)
+        .max()
+        .unwrap_or_default();
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = wait_bounded(&mut child, Duration::from_secs(120), "a worker");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{}",
+            dir.read(&format!("w{}.err", i + 1))
+        );
+    }
+    let report = schema.show(&dir, "x");
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["evaluations"][0]["samples"]["finished"], N);
+    // After the kill, the two left kept the server about as busy as one.
+    let spans: Vec<_> = server
+        .spans()
+        .into_iter()
+        .filter(|s| s.start >= at_kill)
+        .collect();
+    let first = spans.iter().map(|s| s.start).min().unwrap_or_default();
+    let last = spans.iter().map(|s| s.end).max().unwrap_or_default();
+    let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
+    let mean = busy / (last - first).as_secs_f64();
+    println!("fleet: after the leader's kill, {mean:.2} at the server on average");
+    assert!(mean <= 3.0, "{mean:.2} requests at a time on average");
+}
+
 /// How adaptive workers add up on one server (printed, not asserted: the
 /// bench stage `fleet` reports it). `cargo test --test it fleet::adaptive_fleet_shapes -- --ignored --nocapture`
 #[test]
@@ -536,8 +609,11 @@ fn a_stopped_workers_lease_runs_out_and_the_others_take_its_samples() {
     };
     signal("-STOP");
     let at_stop = server.count();
-    // The other worker finishes everything, its partner's claims included.
-    finish(&dir, children);
+    // The other worker (w1) finishes everything, its partner's claims included.
+    for mut child in children {
+        let status = wait_bounded(&mut child, Duration::from_secs(120), "the other worker");
+        assert_eq!(status.code(), Some(0), "w1: {}", dir.read("w1.err"));
+    }
     let counts = counts(&server);
     assert_eq!(counts.len(), N, "every prompt reached the server");
     let report = schema.show(&dir, "x");

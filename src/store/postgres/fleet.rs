@@ -34,13 +34,24 @@ const ALIVE: &str =
      AND backend_pid IN (SELECT pid FROM pg_stat_activity)";
 
 /// Marks the workers of `$1` that are no longer alive as lost, and puts
-/// the samples they held back in the queue.
-const REAP: &str = "WITH lost AS (
-         UPDATE workers SET state = 'lost'
+/// the samples they held back in the queue. Rows a lost worker still has
+/// locked (it stopped in the middle of a commit) are skipped, not waited
+/// for: a later reap marks it, and claims take its samples once their
+/// leases run out.
+const REAP: &str = "WITH dead AS (
+         SELECT run FROM workers
          WHERE evaluation_id = $1 AND state = 'running' AND NOT (ALIVE)
-         RETURNING run)
+         FOR UPDATE SKIP LOCKED),
+     lost AS (
+         UPDATE workers SET state = 'lost'
+         WHERE evaluation_id = $1 AND run IN (SELECT run FROM dead)
+         RETURNING run),
+     held AS (
+         SELECT sample_key FROM queue
+         WHERE evaluation_id = $1 AND NOT done AND worker IN (SELECT run FROM lost)
+         FOR UPDATE SKIP LOCKED)
      UPDATE queue SET worker = NULL, lease_until = NULL
-     WHERE evaluation_id = $1 AND NOT done AND worker IN (SELECT run FROM lost)";
+     WHERE evaluation_id = $1 AND sample_key IN (SELECT sample_key FROM held)";
 
 fn reap_sql() -> String {
     REAP.replace("ALIVE", ALIVE)
@@ -352,11 +363,13 @@ impl PgFleet {
                 )?,
                 // Once every range is out: samples a worker gave back or
                 // let its lease run out on, skipping rows another worker is
-                // claiming right now, so claims never wait on each other.
+                // claiming right now, so claims never wait on each other. A
+                // worker's own samples are in its hands, even when a late
+                // heartbeat let their lease run out: it never claims them twice.
                 c.prepare(
                     "WITH picked AS (
                          SELECT sample_key, worker FROM queue
-                         WHERE evaluation_id = $1 AND NOT done
+                         WHERE evaluation_id = $1 AND NOT done AND worker IS DISTINCT FROM $2
                              AND (lease_until IS NULL OR lease_until < clock_timestamp())
                          ORDER BY row_index, repeat
                          LIMIT $3 FOR UPDATE SKIP LOCKED)
@@ -377,14 +390,16 @@ impl PgFleet {
                 c.prepare(&format!(
                     "WITH mine AS (
                          INSERT INTO fleet_windows AS f
-                             (evaluation_id, run, endpoint, in_flight, delivered, tokens, wants, fleet_window)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                             (evaluation_id, run, endpoint, in_flight, delivered, tokens, wants, steers,
+                              fleet_window)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                          ON CONFLICT (evaluation_id, run, endpoint) DO UPDATE
                              SET in_flight = excluded.in_flight, delivered = excluded.delivered,
                                  tokens = excluded.tokens, wants = excluded.wants,
-                                 fleet_window = excluded.fleet_window
+                                 steers = excluded.steers, fleet_window = excluded.fleet_window
                          RETURNING 1)
-                     SELECT f.run, f.in_flight, f.delivered, f.tokens, f.wants, f.fleet_window
+                     SELECT f.run, f.in_flight, f.delivered, f.tokens, f.wants, f.steers,
+                         f.fleet_window
                      FROM fleet_windows f JOIN workers w
                          ON w.evaluation_id = f.evaluation_id AND w.run = f.run
                      WHERE f.evaluation_id = $1 AND f.endpoint = $3 AND f.run <> $2
@@ -468,8 +483,9 @@ impl Fleet for PgFleet {
                 &[&id, &run, &samples, &in_flight],
             )?;
             tx.execute(extend, &[&id, &run, &lease])?;
-            tx.execute(&reap_sql(), &[&id])?;
-            tx.commit()
+            tx.commit()?;
+            // Apart, so that nothing the dead hold back delays the beat.
+            c.execute(&reap_sql(), &[&id]).map(drop)
         })
     }
 
@@ -542,6 +558,7 @@ impl Fleet for PgFleet {
                     &delivered,
                     &tokens,
                     &mine.wants,
+                    &mine.steers,
                     &window,
                 ],
             )?;
@@ -554,7 +571,8 @@ impl Fleet for PgFleet {
                         delivered: r.get::<_, i64>(2).max(0) as u64,
                         tokens: r.get::<_, i64>(3).max(0) as u64,
                         wants: r.get(4),
-                        window: r.get::<_, Option<i64>>(5).map(|w| w.max(0) as u64),
+                        steers: r.get(5),
+                        window: r.get::<_, Option<i64>>(6).map(|w| w.max(0) as u64),
                     },
                 })
                 .collect())

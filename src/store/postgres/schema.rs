@@ -85,7 +85,8 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     ),
     // The adaptive window a fleet's workers share (`concurrency::share`):
     // per worker and endpoint, the requests it has out, the replies (and
-    // output tokens) it has had, whether it has samples to send and, from
+    // output tokens) it has had, whether it has samples to send, whether
+    // it steers the window (adaptive) or only loads the server and, from
     // the leader, the fleet's window.
     (
         12,
@@ -97,6 +98,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
              delivered BIGINT NOT NULL,
              tokens BIGINT NOT NULL,
              wants BOOLEAN NOT NULL,
+             steers BOOLEAN NOT NULL,
              fleet_window BIGINT,
              PRIMARY KEY (evaluation_id, run, endpoint)
          );",

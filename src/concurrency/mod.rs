@@ -366,9 +366,9 @@ pub struct Permit {
 struct Attempt {
     /// When it was sent.
     sent: Option<Instant>,
-    /// Requests at the server when it was sent, itself included.
+    /// Requests at the server when it was sent, itself included (and the
+    /// rest of the fleet's, on a fleet's leader).
     at_server: usize,
-
     /// `State::sends` right after it was sent.
     sends_at_start: u64,
     /// No other request was at the server from its send to its reply.

@@ -162,6 +162,11 @@ pub fn join(
             if load(&mut tx, evaluation_id, samples)?.is_err() {
                 return Ok(Joined::NoFleet);
             }
+            // The queue was filled in this transaction, so its statistics
+            // may still say it is empty: a nested loop over it then takes
+            // seconds (10 s at 4000 samples, holding every other worker
+            // up). Numbering it is one hash join.
+            tx.batch_execute("SET LOCAL enable_nestloop = off")?;
             let queued = tx.execute(
                 "UPDATE queue q SET seq = p.n FROM (
                      SELECT sample_key, row_number() OVER (ORDER BY row_index, repeat) - 1 AS n
@@ -169,6 +174,7 @@ pub fn join(
                  WHERE q.evaluation_id = $1 AND q.sample_key = p.sample_key",
                 &[&evaluation_id],
             )? as i64;
+            tx.batch_execute("SET LOCAL enable_nestloop = on")?;
             tx.execute(
                 "INSERT INTO fleets AS f (evaluation_id, started_at, base_wall_us, rows, samples, digest,
                      spec_hash, queued, dispensed)

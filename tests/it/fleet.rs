@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::postgres::{counts, schema_for, slow_echo, window, Schema};
-use crate::server::TestServer;
+use crate::server::{Span, TestServer};
 use crate::support::{spec, wait_bounded};
 use crate::util::{wait_until, Spec, TestDir, QUICK};
 
@@ -348,6 +348,27 @@ fn a_worker_with_another_dataset_is_refused_and_show_lists_the_running_one() {
     );
 }
 
+/// A server that serves one request at a time (50 ms each, echoing the
+/// prompt) and a spec of `n` samples sent to it with adaptive concurrency.
+fn adaptive_on_a_serial_server(n: usize) -> (TestServer, TestDir) {
+    let server = TestServer::builder()
+        .serial(Duration::from_millis(50))
+        .reply(|p| p.to_owned())
+        .start();
+    let dir = TestDir::new();
+    let tail = "concurrency: {strategy: adaptive}\n";
+    dir.write("spec.yaml", &spec("fleet", &server.url(), n, QUICK, tail));
+    (server, dir)
+}
+
+/// Requests the server had at a time, on average over `spans`' stretch.
+fn mean_in_flight(spans: &[Span]) -> f64 {
+    let first = spans.iter().map(|s| s.start).min().unwrap_or_default();
+    let last = spans.iter().map(|s| s.end).max().unwrap_or_default();
+    let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
+    busy / (last - first).as_secs_f64()
+}
+
 /// Four adaptive workers against a server that serves one request at a
 /// time share one window: the server sees about one request at a time,
 /// not one or more per worker. (Measured: one worker keeps 1.3 there on
@@ -358,31 +379,14 @@ fn adaptive_workers_share_one_window() {
         return;
     };
     const N: usize = 150;
-    let server = TestServer::builder()
-        .serial(Duration::from_millis(50))
-        .reply(|p| p.to_owned())
-        .start();
-    let dir = TestDir::new();
-    dir.write(
-        "spec.yaml",
-        &spec(
-            "fleet",
-            &server.url(),
-            N,
-            QUICK,
-            "concurrency: {strategy: adaptive}\n",
-        ),
-    );
+    let (server, dir) = adaptive_on_a_serial_server(N);
     finish(&dir, start(&schema, &dir, 4, &[]));
     let report = schema.show(&dir, "x");
     assert_eq!(report["status"], "completed", "{report:#}");
     assert_eq!(report["evaluations"][0]["samples"]["finished"], N);
     let spans = server.spans();
     assert_eq!(spans.len(), N, "each prompt sent once");
-    let first = spans.iter().map(|s| s.start).min().unwrap_or_default();
-    let last = spans.iter().map(|s| s.end).max().unwrap_or_default();
-    let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
-    let mean = busy / (last - first).as_secs_f64();
+    let mean = mean_in_flight(&spans);
     println!(
         "fleet: four adaptive workers, one request at a time: {mean:.2} at the server on average"
     );
@@ -402,21 +406,7 @@ fn when_the_adaptive_leader_dies_the_next_worker_steers() {
         return;
     };
     const N: usize = 150;
-    let server = TestServer::builder()
-        .serial(Duration::from_millis(50))
-        .reply(|p| p.to_owned())
-        .start();
-    let dir = TestDir::new();
-    dir.write(
-        "spec.yaml",
-        &spec(
-            "fleet",
-            &server.url(),
-            N,
-            QUICK,
-            "concurrency: {strategy: adaptive}\n",
-        ),
-    );
+    let (server, dir) = adaptive_on_a_serial_server(N);
     // The first worker starts the fleet and leads it.
     let mut leader = start(&schema, &dir, 1, &[]).remove(0);
     wait_until(Duration::from_secs(60), "the first replies", || {
@@ -458,10 +448,7 @@ fn when_the_adaptive_leader_dies_the_next_worker_steers() {
         .into_iter()
         .filter(|s| s.start >= at_kill)
         .collect();
-    let first = spans.iter().map(|s| s.start).min().unwrap_or_default();
-    let last = spans.iter().map(|s| s.end).max().unwrap_or_default();
-    let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
-    let mean = busy / (last - first).as_secs_f64();
+    let mean = mean_in_flight(&spans);
     println!("fleet: after the leader's kill, {mean:.2} at the server on average");
     assert!(mean <= 3.0, "{mean:.2} requests at a time on average");
 }
@@ -510,15 +497,12 @@ fn adaptive_fleet_shapes() {
         let report = schema.show(&dir, &exp);
         let e = &report["evaluations"][0];
         let spans = server.spans();
-        let (first, last) = (
-            spans.iter().map(|s| s.start).min().unwrap_or_default(),
-            spans.iter().map(|s| s.end).max().unwrap_or_default(),
-        );
-        let busy: f64 = spans.iter().map(|s| (s.end - s.start).as_secs_f64()).sum();
+        let first = spans.iter().map(|s| s.start).min().unwrap_or_default();
+        let last = spans.iter().map(|s| s.end).max().unwrap_or_default();
         let wall = (last - first).as_secs_f64();
         println!(
             "{shape} x{workers}: mean in flight at the server {:.2}, peak {}, p50 {:.3} s, {:.1}/s",
-            busy / wall,
+            mean_in_flight(&spans),
             server.peak_in_flight(),
             e["timing"]["latency_seconds"]["p50"]
                 .as_f64()

@@ -343,25 +343,27 @@ impl Ledger for StoreLedger {
     }
 }
 
+/// One endpoint as the fleet shares it: its pause, and its window
+/// ([`crate::concurrency::share`]), steered together when adaptive and
+/// published as load when fixed.
+struct Shared {
+    /// The endpoint as the fleet's rows name it.
+    key: String,
+    pause: Arc<Pause>,
+    limiter: Arc<Limiter>,
+    remote: Deliveries,
+}
+
 /// Publishes each endpoint's pause, and takes on the fleet's when longer.
-fn share_pauses(fleet: &mut dyn Fleet, pauses: &[(String, Arc<Pause>)]) {
-    for (endpoint, pause) in pauses {
-        let mine = pause.remaining();
-        if let Ok(fleets) = fleet.share_pause(endpoint, mine) {
+fn share_pauses(fleet: &mut dyn Fleet, shared: &[Shared]) {
+    for e in shared {
+        let mine = e.pause.remaining();
+        if let Ok(fleets) = fleet.share_pause(&e.key, mine) {
             if fleets > mine + PAUSE_SYNC / 4 {
-                pause.extend(fleets);
+                e.pause.extend(fleets);
             }
         }
     }
-}
-
-/// An endpoint's window as the fleet shares it
-/// ([`crate::concurrency::share`]): steered together when adaptive,
-/// published as load when fixed.
-struct SharedWindow {
-    endpoint: String,
-    limiter: Arc<Limiter>,
-    remote: Deliveries,
 }
 
 /// Publishes this worker's part of each endpoint's window and, when
@@ -369,21 +371,21 @@ struct SharedWindow {
 /// leaves the last place as it was.
 fn share_windows(
     fleet: &mut dyn Fleet,
-    windows: &mut [SharedWindow],
+    shared: &mut [Shared],
     demand: &Demand,
     config: Option<AdaptiveConfig>,
 ) {
     let me = fleet.run();
-    for w in windows {
-        let mut mine = w.limiter.fleet_report();
+    for e in shared {
+        let mut mine = e.limiter.fleet_report();
         mine.wants = demand.wants(mine.in_flight);
         mine.steers = config.is_some();
-        let (Ok(others), Some(config)) = (fleet.share_window(&w.endpoint, &mine), config) else {
+        let (Ok(others), Some(config)) = (fleet.share_window(&e.key, &mine), config) else {
             continue;
         };
         let place = Place::of(me, &mine, &others);
-        let remote = w.remote.since_last(&others, WINDOW_SYNC);
-        w.limiter.share(place, remote, config);
+        let remote = e.remote.since_last(&others, WINDOW_SYNC);
+        e.limiter.share(place, remote, config);
     }
 }
 
@@ -418,27 +420,21 @@ impl Keeper {
         strategy: &StrategySpec,
         status: Status,
     ) -> Keeper {
-        let pauses: Vec<(String, Arc<Pause>)> = endpoints
-            .iter()
-            .map(|e| (shared_key(e, model), Arc::clone(&e.pause)))
-            .collect();
         let adaptive = match strategy {
             StrategySpec::Adaptive(config) => Some(*config),
             _ => None,
         };
-        let mut windows: Vec<SharedWindow> = endpoints
+        // Replica i's window is the pool's limiter i.
+        let mut shared: Vec<Shared> = endpoints
             .iter()
             .zip(status.pool.limiters())
-            .map(|(e, limiter)| SharedWindow {
-                endpoint: shared_key(e, model),
+            .map(|(e, limiter)| Shared {
+                key: shared_key(e, model),
+                pause: Arc::clone(&e.pause),
                 limiter: Arc::clone(limiter),
                 remote: Deliveries::default(),
             })
             .collect();
-        let demand = Arc::clone(&status.demand);
-        let sync = move |fleet: &mut dyn Fleet, windows: &mut [SharedWindow]| {
-            share_windows(fleet, windows, &demand, adaptive);
-        };
         let (stop, stopped) = std_mpsc::channel();
         let beat_every = (lease / 6).clamp(PAUSE_SYNC, Duration::from_secs(1));
         let tick = match adaptive {
@@ -446,8 +442,8 @@ impl Keeper {
             None => PAUSE_SYNC,
         };
         // A worker that joins during a pause starts paused.
-        share_pauses(fleet.as_mut(), &pauses);
-        sync(fleet.as_mut(), &mut windows);
+        share_pauses(fleet.as_mut(), &shared);
+        share_windows(fleet.as_mut(), &mut shared, &status.demand, adaptive);
         let handle = std::thread::spawn(move || {
             let mut last_beat = Instant::now();
             let state = loop {
@@ -456,8 +452,8 @@ impl Keeper {
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break "failed",
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 }
-                share_pauses(fleet.as_mut(), &pauses);
-                sync(fleet.as_mut(), &mut windows);
+                share_pauses(fleet.as_mut(), &shared);
+                share_windows(fleet.as_mut(), &mut shared, &status.demand, adaptive);
                 if last_beat.elapsed() >= beat_every {
                     last_beat = Instant::now();
                     // A beat that fails is tried again at the next; the

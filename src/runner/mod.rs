@@ -264,21 +264,21 @@ pub async fn run(
         }
         _ => None,
     };
-    let demand = worker.as_ref().map(|_| Arc::new(fleet::Demand::default()));
-    let (reader, keeper) = match (worker, &demand) {
-        (Some(Member { fleet, .. }), Some(demand)) => {
+    let (reader, keeper, demand) = match worker {
+        Some(Member { fleet, .. }) => {
+            let demand = Arc::new(fleet::Demand::default());
             let claimer = fleet::spawn_claimer(
                 fleet.another()?,
                 store.lookup(evaluation_id),
                 Arc::clone(&pool),
-                Arc::clone(demand),
+                Arc::clone(&demand),
                 preparer,
                 rows_tx,
             );
             let status = fleet::Status {
                 written: Arc::clone(&written),
                 pool: Arc::clone(&pool),
-                demand: Arc::clone(demand),
+                demand: Arc::clone(&demand),
             };
             let keeper = fleet::Keeper::start(
                 fleet,
@@ -288,10 +288,11 @@ pub async fn run(
                 &plan.strategy,
                 status,
             );
-            (claimer, Some(keeper))
+            (claimer, Some(keeper), Some(demand))
         }
-        _ => (
+        None => (
             start_reader(plan, store, evaluation_id, rows_tx, preparer),
+            None,
             None,
         ),
     };

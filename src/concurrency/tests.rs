@@ -231,6 +231,25 @@ impl Strategy for Watcher {
     }
 }
 
+/// A limiter whose strategy keeps what it sees and answers with `script`.
+fn watched(script: Vec<Decision>) -> (Arc<Limiter>, Arc<Mutex<Vec<Observation>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let limiter = Limiter::new(Box::new(Watcher {
+        seen: Arc::clone(&seen),
+        script: script.into(),
+    }));
+    (limiter, seen)
+}
+
+/// A sync that puts `limiter` at `place`, with nothing delivered by the others.
+fn sync(limiter: &Limiter, place: share::Place) {
+    limiter.share(
+        place,
+        share::Delivered::default(),
+        AdaptiveConfig::default(),
+    );
+}
+
 fn place(
     leader: bool,
     window: Option<usize>,
@@ -254,28 +273,15 @@ const SUCCESS: Outcome = Outcome::Success {
 
 #[tokio::test(start_paused = true)]
 async fn a_fleets_leader_steers_the_whole_window_and_counts_the_others_requests() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let script = [Some(4), None].map(|limit| Decision { limit }).into();
-    let limiter = Limiter::new(Box::new(Watcher {
-        seen: Arc::clone(&seen),
-        script,
-    }));
+    let (limiter, seen) = watched(vec![Decision { limit: Some(4) }]);
     // Alone in the fleet: one request, alone at the server.
-    limiter.share(
-        place(true, None, 0, 1, 0),
-        share::Delivered::default(),
-        AdaptiveConfig::default(),
-    );
+    sync(&limiter, place(true, None, 0, 1, 0));
     let p = limiter.acquire().await;
     drop(p.sending());
     p.report(&SUCCESS);
     drop(p);
     // The fleet's window is now 4; a second worker wants slots: 2 each.
-    limiter.share(
-        place(true, None, 0, 2, 2),
-        share::Delivered::default(),
-        AdaptiveConfig::default(),
-    );
+    sync(&limiter, place(true, None, 0, 2, 2));
     assert_eq!(
         (limiter.limit(), limiter.fleet_report().window),
         (2, Some(4))
@@ -293,25 +299,13 @@ async fn a_fleets_leader_steers_the_whole_window_and_counts_the_others_requests(
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_takes_its_slots_of_the_leaders_window_and_its_controller_rests() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let limiter = Limiter::new(Box::new(Watcher {
-        seen: Arc::clone(&seen),
-        script: [Decision { limit: Some(9) }].into(),
-    }));
+    let (limiter, seen) = watched(vec![Decision { limit: Some(9) }]);
     // A window of one, and this worker second in line: no slot at all.
-    limiter.share(
-        place(false, Some(1), 1, 2, 1),
-        share::Delivered::default(),
-        AdaptiveConfig::default(),
-    );
+    sync(&limiter, place(false, Some(1), 1, 2, 1));
     assert_eq!((limiter.limit(), limiter.free()), (0, 0));
     assert!(limiter.try_acquire().is_none());
     // The window grows to 5: three slots for the first, two for this one.
-    limiter.share(
-        place(false, Some(5), 1, 2, 3),
-        share::Delivered::default(),
-        AdaptiveConfig::default(),
-    );
+    sync(&limiter, place(false, Some(5), 1, 2, 3));
     assert_eq!(limiter.limit(), 2);
     let p = limiter.acquire().await;
     drop(p.sending());
@@ -322,11 +316,7 @@ async fn a_follower_takes_its_slots_of_the_leaders_window_and_its_controller_res
     );
     assert_eq!(limiter.limit(), 2);
     // The leader is gone: this worker leads, from the fleet's window.
-    limiter.share(
-        place(true, None, 0, 1, 0),
-        share::Delivered::default(),
-        AdaptiveConfig::default(),
-    );
+    sync(&limiter, place(true, None, 0, 1, 0));
     assert_eq!(
         (limiter.limit(), limiter.fleet_report().window),
         (5, Some(5))

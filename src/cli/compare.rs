@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use tabled::builder::Builder;
 
+use super::output::grid::{md_escape, md_row};
 use super::output::table::{duration, printable, push_row, table};
 use super::output::{note_if_running, print, Render};
 use super::{open_for_reading, unknown_experiment, CliError, Style};
@@ -36,38 +37,128 @@ pub struct CompareArgs {
     /// The baseline experiment
     #[arg(value_name = "A")]
     pub a: String,
-    /// The experiment compared with it (differences are B - A)
+    /// The experiment compared with it (differences are B - A) [default: A, to compare two of
+    /// its evaluations with --eval and --against]
     #[arg(value_name = "B")]
-    pub b: String,
-    /// Compare only this evaluation (both experiments must hold it)
+    pub b: Option<String>,
+    /// Compare only this evaluation (both experiments must hold it); with --against, A's side.
+    /// A cell of a matrix may be named by its labels (`gpt-4o/terse`)
     #[arg(long = "eval", value_name = "NAME")]
     pub eval: Option<String>,
+    /// B's evaluation, compared with A's --eval (two cells of a matrix experiment:
+    /// `dotevals compare EXP --eval gpt-4o/terse --against gpt-4o-mini/terse`)
+    #[arg(long, value_name = "NAME", requires = "eval")]
+    pub against: Option<String>,
     /// List every sample whose verdict changed, with both outputs
     #[arg(long)]
     pub flips: bool,
     #[command(flatten)]
-    pub output: super::FormatArg,
+    pub output: super::ReviewFormatArg,
 }
 
 pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result<Exit, CliError> {
     let Some(store) = open_for_reading(storage)? else {
         return Err(unknown_experiment(&args.a, &[]));
     };
-    let (a, b) = compare::rows(store.as_ref(), &args.a, &args.b)?;
+    let b_name = match (&args.b, &args.against) {
+        (Some(b), _) => b.as_str(),
+        (None, Some(_)) => &args.a,
+        (None, None) => return Err(CliError::usage(
+            "compare needs a second experiment, or two evaluations of one",
+            Some(format!(
+                "dotevals compare {0} OTHER, or dotevals compare {0} --eval NAME --against NAME",
+                crate::shell::quote(&args.a)
+            )),
+        )),
+    };
+    let (a, b) = compare::rows(store.as_ref(), &args.a, b_name)?;
     note_if_running(&a);
-    note_if_running(&b);
-    let view = compare::load(
-        storage,
-        store.as_ref(),
-        (&a, &b),
-        args.eval.as_deref(),
-        args.flips,
-    )??;
+    if b.name != a.name {
+        note_if_running(&b);
+    }
+    let pick = match (&args.eval, &args.against) {
+        (Some(eval), Some(against)) => compare::Pick::Pair(eval, against),
+        (Some(eval), None) => compare::Pick::One(eval),
+        (None, _) => compare::Pick::Shared,
+    };
+    let view = compare::load(storage, store.as_ref(), (&a, &b), pick, args.flips)??;
     print(style, &view)?;
     Ok(Exit::Success)
 }
 
 impl Render for CompareView {
+    /// Per evaluation, the scores' table and both sides' timing, for a pull
+    /// request's comment.
+    fn markdown(&self) -> String {
+        let mut out = format!(
+            "### {} → {}\n\n_differences are {} − {}; p: exact McNemar for pass/fail scores, paired t for graded ones_\n",
+            md_escape(&self.a),
+            md_escape(&self.b),
+            md_escape(&self.b),
+            md_escape(&self.a)
+        );
+        for e in &self.evaluations {
+            let _ = writeln!(
+                out,
+                "\n#### {} ({} samples paired)\n",
+                md_escape(&e.name),
+                e.samples.matched
+            );
+            let head = [
+                "evaluator",
+                &self.a,
+                &self.b,
+                "B − A",
+                "95% CI",
+                "p",
+                "pass→fail",
+                "fail→pass",
+            ];
+            md_row(&mut out, &head.map(String::from));
+            md_row(&mut out, &vec!["---".to_owned(); head.len()]);
+            for ev in &e.evaluators {
+                let [value, diff] = figures(ev.kind);
+                let or_dash = |x: Option<f64>, f: Figure| x.map_or("–".to_owned(), f);
+                md_row(
+                    &mut out,
+                    &[
+                        ev.name.clone(),
+                        or_dash(ev.mean_a, value),
+                        or_dash(ev.mean_b, value),
+                        or_dash(ev.difference, diff),
+                        ev.ci95.map_or("–".to_owned(), |[lo, hi]| {
+                            format!("{} to {}", diff(lo), diff(hi))
+                        }),
+                        or_dash(ev.p_value, p_value),
+                        ev.pass_to_fail.to_string(),
+                        ev.fail_to_pass.to_string(),
+                    ],
+                );
+            }
+            let t = &e.timing;
+            let _ = writeln!(out);
+            md_row(
+                &mut out,
+                &["timing", "wall", "p50", "p99", "first token p50"].map(String::from),
+            );
+            md_row(&mut out, &vec!["---".to_owned(); 5]);
+            for (name, x) in [(&self.a, &t.a), (&self.b, &t.b)] {
+                let or_dash = |x: Option<f64>| x.map_or("–".to_owned(), duration);
+                md_row(
+                    &mut out,
+                    &[
+                        name.clone(),
+                        duration(x.wall_seconds),
+                        or_dash(x.latency_p50_seconds),
+                        or_dash(x.latency_p99_seconds),
+                        or_dash(x.time_to_first_token_p50_seconds),
+                    ],
+                );
+            }
+        }
+        out
+    }
+
     fn table(&self) -> String {
         let mut out = format!(
             "compare {} → {} (differences are {} − {})\n",
@@ -132,13 +223,7 @@ fn scores(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         "detectable",
     ]);
     for ev in &e.evaluators {
-        let (value, diff): (Figure, Figure) = match ev.kind {
-            Kind::PassFail => (
-                |x| format!("{:.1}%", 100.0 * x),
-                |x| format!("{:+.1} pts", 100.0 * x),
-            ),
-            Kind::Graded => (|x| format!("{x:.3}"), |x| format!("{x:+.3}")),
-        };
+        let [value, diff] = figures(ev.kind);
         let or_dash = |x: Option<f64>, f: Figure| x.map_or("–".to_owned(), f);
         push_row(
             &mut b,
@@ -261,8 +346,20 @@ fn timing(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
 /// How a figure is written: a rate in percent or points, a graded mean as is.
 type Figure = fn(f64) -> String;
 
+/// How a value and a difference of this kind read: `87.5%` and `+6.0 pts`
+/// for pass/fail, `0.875` and `+0.060` for graded scores.
+fn figures(kind: Kind) -> [Figure; 2] {
+    match kind {
+        Kind::PassFail => [
+            |x| format!("{:.1}%", 100.0 * x),
+            |x| format!("{:+.1} pts", 100.0 * x),
+        ],
+        Kind::Graded => [|x| format!("{x:.3}"), |x| format!("{x:+.3}")],
+    }
+}
+
 /// `0.021`, `< 0.001`.
-fn p_value(p: f64) -> String {
+pub(in crate::cli) fn p_value(p: f64) -> String {
     if p < 0.001 {
         "< 0.001".to_owned()
     } else {

@@ -119,6 +119,9 @@ pub enum Format {
     Table,
     /// Pretty JSON, for scripts (shape in README and schema/dotevals.schema.json)
     Json,
+    /// Markdown tables, for a pull request's comment (`show` and `compare` only)
+    #[value(skip)]
+    Markdown,
 }
 
 /// `--format` of the commands that print a view.
@@ -129,14 +132,46 @@ pub struct FormatArg {
     pub format: Format,
 }
 
+/// `--format` of the commands whose result also reads well in a pull
+/// request (`show`, `compare`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ReviewFormatArg {
+    /// Output for people (table), scripts (json, on stdout; shape in README) or a pull
+    /// request's comment (markdown)
+    #[arg(long, value_enum, default_value_t = ReviewFormat::Table, value_name = "FORMAT")]
+    pub format: ReviewFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReviewFormat {
+    /// Tables and aligned text, for people
+    Table,
+    /// Pretty JSON, for scripts (shape in README and schema/dotevals.schema.json)
+    Json,
+    /// Markdown tables, for a pull request's comment
+    Markdown,
+}
+
+impl From<ReviewFormatArg> for FormatArg {
+    fn from(a: ReviewFormatArg) -> FormatArg {
+        FormatArg {
+            format: match a.format {
+                ReviewFormat::Table => Format::Table,
+                ReviewFormat::Json => Format::Json,
+                ReviewFormat::Markdown => Format::Markdown,
+            },
+        }
+    }
+}
+
 impl Command {
     /// The format the command prints in (a table for those without `--format`).
     fn format(&self) -> Format {
         let arg = match self {
             Command::Run(a) => a.output,
             Command::Rescore(a) => a.output,
-            Command::Show(a) => a.output,
-            Command::Compare(a) => a.output,
+            Command::Show(a) => a.output.into(),
+            Command::Compare(a) => a.output.into(),
             Command::List(a) => *a,
             Command::Validate(a) => a.output,
             Command::Delete(a) => a.output,

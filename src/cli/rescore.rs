@@ -143,7 +143,7 @@ pub fn rescore(
         }
     }
     let outcome =
-        runner::execute(&plans, &target, store.as_mut(), &progress).map_err(runtime_error)?;
+        runner::execute(&plans, &target, store.as_mut(), None, &progress).map_err(runtime_error)?;
     match finish(&plans, &target, store.as_ref(), outcome, style, None)? {
         Ended::Interrupted => {
             progress.note(&format!(

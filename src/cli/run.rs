@@ -16,7 +16,7 @@ use super::{CliError, Format, Style};
 use crate::concurrency::StrategySpec;
 use crate::runner::{self, fresh_name, plan, PlanError, Planned, Progress};
 use crate::shell;
-use crate::spec::{check_unique, Evaluation, Override};
+use crate::spec::{check_unique, Evaluation, MatrixArg, Override};
 use crate::store::{LockError, Storage, Store, StoreError};
 use crate::Exit;
 
@@ -68,6 +68,12 @@ pub struct RunArgs {
     /// Applied to every SPEC, recorded with the experiment and shown by `show`
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
     pub overrides: Vec<Override>,
+
+    /// Add or replace an axis of the spec's `matrix:`: PATH=V1,V2 (repeatable), such as
+    /// model.name=gpt-4o,gpt-4o-mini or 'prompt=["a, b", c]'. Each cell of the cross product
+    /// is one evaluation; cells run together, sharing each endpoint's window and limits
+    #[arg(long = "matrix", value_name = "PATH=V1,V2", value_parser = MatrixArg::parse)]
+    pub matrix: Vec<MatrixArg>,
 
     /// Reuse replies kept in the store for requests sent before (exactly the same request:
     /// model, messages, every param, the repeat when sampled), and keep this run's; as the
@@ -159,8 +165,14 @@ pub fn run(
         progress.note(&format!("experiment: {experiment}"));
     }
     fit_and_announce(&mut plans, &progress);
-    let outcome =
-        runner::execute(&plans, &experiment, store.as_mut(), &progress).map_err(runtime_error)?;
+    let outcome = runner::execute(
+        &plans,
+        &experiment,
+        store.as_mut(),
+        Some(storage),
+        &progress,
+    )
+    .map_err(runtime_error)?;
     let ended = finish(
         &plans,
         &experiment,
@@ -237,8 +249,12 @@ fn load_specs(args: &RunArgs, on_server: bool) -> Result<Vec<Evaluation>, CliErr
         dataset_may_be_missing: on_server,
     };
     let mut evals = Vec::with_capacity(args.specs.len());
-    for path in &args.specs {
-        let mut eval = crate::spec::load_with_options(path, &args.overrides, options)?;
+    let cells = args
+        .specs
+        .iter()
+        .map(|path| crate::spec::load_cells(path, &args.overrides, &args.matrix, options));
+    for eval in cells.collect::<Result<Vec<_>, _>>()?.into_iter().flatten() {
+        let mut eval = eval;
         if let Some(n) = args.samples {
             eval.dataset.limit = Some(n);
         }
@@ -374,6 +390,9 @@ fn resume_command(args: &RunArgs, experiment: &str, storage: Option<&str>) -> St
     }
     for o in &args.overrides {
         parts.push(format!("--set {}", shell::quote(&o.arg)));
+    }
+    for m in &args.matrix {
+        parts.push(format!("--matrix {}", shell::quote(&m.arg)));
     }
     if let Some(path) = &args.report {
         parts.push(format!(

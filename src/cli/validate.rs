@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::output::{print, Render};
 use super::{print_error, CliError, Style};
 use crate::runner::api_key;
-use crate::spec::{check_unique, Evaluation, Override, Prompt};
+use crate::spec::{check_unique, Evaluation, MatrixArg, Override, Prompt};
 use crate::template::RenderError;
 use crate::Exit;
 
@@ -28,6 +28,10 @@ pub struct ValidateArgs {
     /// Override a spec field by its dotted path, the value read as YAML (repeatable; as `run --set`)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
     pub overrides: Vec<Override>,
+
+    /// Add or replace a matrix axis: PATH=V1,V2 (repeatable; as `run --matrix`)
+    #[arg(long = "matrix", value_name = "PATH=V1,V2", value_parser = MatrixArg::parse)]
+    pub matrix: Vec<MatrixArg>,
     #[command(flatten)]
     pub output: super::FormatArg,
 }
@@ -43,6 +47,8 @@ struct Checked {
     spec: String,
     name: String,
     samples: u64,
+    /// Requests a run sends at most: samples times repeats.
+    requests: u64,
     provider: String,
     model: String,
     evaluators: Vec<String>,
@@ -74,6 +80,13 @@ impl Render for Validated {
                 out += &format!("    {command}\n");
             }
         }
+        if self.0.len() > 1 {
+            let requests: u64 = self.0.iter().map(|c| c.requests).sum();
+            out += &format!(
+                "{} evaluations, {requests} requests at most\n",
+                self.0.len()
+            );
+        }
         out
     }
 }
@@ -83,17 +96,35 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
     let mut loaded = Vec::new();
     let mut failed = false;
     for path in &args.specs {
-        match check(path, &args.overrides, &loaded) {
-            Ok((c, eval)) => {
-                for warning in eval.warnings() {
-                    eprintln!("warning: {}: {warning}", path.display());
-                }
-                checked.push(c);
-                loaded.push(eval);
-            }
+        let cells = crate::spec::load_cells(
+            path,
+            &args.overrides,
+            &args.matrix,
+            crate::spec::Options::default(),
+        );
+        let cells = match cells {
+            Ok(cells) => cells,
             Err(e) => {
-                print_error(&e, style.color);
+                print_error(&e.into(), style.color);
                 failed = true;
+                continue;
+            }
+        };
+        for eval in cells {
+            match check(path, eval, &loaded) {
+                Ok((c, eval)) => {
+                    for warning in eval.warnings() {
+                        eprintln!("warning: {}: {warning}", eval.name);
+                    }
+                    checked.push(c);
+                    loaded.push(eval);
+                }
+                Err(e) => {
+                    print_error(&e, style.color);
+                    failed = true;
+                    // The other cells of a matrix would say the same.
+                    break;
+                }
             }
         }
     }
@@ -106,10 +137,9 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
 /// first rows rendered.
 fn check(
     path: &std::path::Path,
-    overrides: &[Override],
+    eval: Evaluation,
     earlier: &[Evaluation],
 ) -> Result<(Checked, Evaluation), CliError> {
-    let eval = crate::spec::load_with(path, overrides)?;
     check_unique(earlier, &eval)?;
     let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |row, id| {
         crate::runner::refuse_marked_id(&eval, row.line, id)
@@ -121,6 +151,7 @@ fn check(
         spec: path.display().to_string(),
         name: eval.name.clone(),
         samples: scan.rows,
+        requests: scan.rows * u64::from(eval.repeats),
         provider: eval.model.provider.as_str().into(),
         model: eval.model.name.clone(),
         evaluators: eval.evaluators.iter().map(|e| e.name.clone()).collect(),

@@ -11,6 +11,7 @@ use crate::view::{self, ViewError};
 /// asked for): nothing to pair.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", match eval {
+    Some(only) if a == b => format!("`{a}` holds no evaluation `{only}`"),
     Some(only) => format!("`{a}` and `{b}` do not both hold evaluation `{only}`"),
     None => format!("`{a}` and `{b}` share no evaluation"),
 })]
@@ -32,6 +33,12 @@ impl NothingInCommon {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if self.a == self.b {
+            return format!(
+                "it holds {} (a cell of a matrix may be named by its labels alone)",
+                list(&self.held.0)
+            );
+        }
         format!(
             "evaluations are matched by name: `{}` holds {}; `{}` holds {}",
             self.a,
@@ -54,46 +61,89 @@ pub fn rows(
     ))
 }
 
-/// B against A over the evaluations both hold (only `eval` when given);
-/// `flips` adds both outputs of every sample whose verdict changed.
-/// `storage` opens a second connection, so that B's samples are read while
-/// A's are.
+/// Which evaluations `compare` pairs.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// Every evaluation both experiments hold, matched by name.
+    Shared,
+    /// Only this one, which both hold.
+    One(&'a str),
+    /// A's first against B's second (two cells of one matrix experiment).
+    Pair(&'a str, &'a str),
+}
+
+/// The evaluation of `x` named `name`, or the cell of a matrix whose labels
+/// are `name` (`gpt-4o/terse` for `qa/gpt-4o/terse`).
+fn find<'x>(x: &'x ExperimentRow, name: &str) -> Option<&'x EvaluationRow> {
+    x.evaluations.iter().find(|e| e.name == name).or_else(|| {
+        x.evaluations
+            .iter()
+            .find(|e| e.name.split_once('/').is_some_and(|(_, cell)| cell == name))
+    })
+}
+
+/// B against A over the evaluations `pick` names; `flips` adds both outputs
+/// of every sample whose verdict changed. `storage` opens a second
+/// connection, so that B's samples are read while A's are.
 pub fn load(
     storage: &dyn Storage,
     store: &dyn Store,
     (a, b): (&ExperimentRow, &ExperimentRow),
-    eval: Option<&str>,
+    pick: Pick<'_>,
     flips: bool,
 ) -> Result<Result<CompareView, NothingInCommon>, ViewError> {
     let names = |x: &ExperimentRow| -> Vec<String> {
         x.evaluations.iter().map(|e| e.name.clone()).collect()
     };
-    let shared: Vec<String> = names(a)
-        .into_iter()
-        .filter(|n| b.evaluations.iter().any(|e| &e.name == n))
-        .filter(|n| eval.is_none_or(|only| only == n))
-        .collect();
-    if shared.is_empty() {
-        return Ok(Err(NothingInCommon {
-            a: a.name.clone(),
-            b: b.name.clone(),
-            eval: eval.map(str::to_owned),
-            held: (names(a), names(b)),
-        }));
-    }
-    let mut evaluations = Vec::with_capacity(shared.len());
-    for name in &shared {
-        let (Some(ea), Some(eb)) = (
-            a.evaluations.iter().find(|e| &e.name == name),
-            b.evaluations.iter().find(|e| &e.name == name),
-        ) else {
-            continue;
-        };
-        evaluations.push(evaluation(storage, store, (ea, eb), &b.name, flips)?);
-    }
-    Ok(Ok(CompareView {
+    let nothing = |eval: Option<&str>| NothingInCommon {
         a: a.name.clone(),
         b: b.name.clone(),
+        eval: eval.map(str::to_owned),
+        held: (names(a), names(b)),
+    };
+    let pairs: Vec<(&EvaluationRow, &EvaluationRow)> = match pick {
+        Pick::Shared => a
+            .evaluations
+            .iter()
+            .filter_map(|ea| Some((ea, b.evaluations.iter().find(|eb| eb.name == ea.name)?)))
+            .collect(),
+        Pick::One(name) => match (find(a, name), find(b, name)) {
+            (Some(ea), Some(eb)) => vec![(ea, eb)],
+            _ => Vec::new(),
+        },
+        Pick::Pair(first, second) => match (find(a, first), find(b, second)) {
+            (Some(ea), Some(eb)) => vec![(ea, eb)],
+            (None, _) => return Ok(Err(nothing(Some(first)))),
+            (_, None) => return Ok(Err(nothing(Some(second)))),
+        },
+    };
+    if pairs.is_empty() {
+        let eval = match pick {
+            Pick::One(name) => Some(name),
+            _ => None,
+        };
+        return Ok(Err(nothing(eval)));
+    }
+    let mut evaluations = Vec::with_capacity(pairs.len());
+    for (ea, eb) in &pairs {
+        let mut compared = evaluation(storage, store, (ea, eb), &b.name, flips)?;
+        if ea.name != eb.name {
+            compared.name = format!("{} → {}", ea.name, eb.name);
+        }
+        evaluations.push(compared);
+    }
+    // Two evaluations of one experiment are named by themselves.
+    let (side_a, side_b) = match (pick, pairs.as_slice()) {
+        (Pick::Pair(..), [(ea, eb)]) if a.name == b.name => (ea.name.clone(), eb.name.clone()),
+        (Pick::Pair(..), [(ea, eb)]) => (
+            format!("{} {}", a.name, ea.name),
+            format!("{} {}", b.name, eb.name),
+        ),
+        _ => (a.name.clone(), b.name.clone()),
+    };
+    Ok(Ok(CompareView {
+        a: side_a,
+        b: side_b,
         evaluations,
     }))
 }
@@ -156,7 +206,7 @@ fn evaluation(
 
 /// The scores of evaluation `e`, one entry per sample id ordered by id:
 /// samples sent several times (`repeats`) pair by id, one mean each.
-fn by_sample(
+pub fn by_sample(
     store: &dyn Store,
     e: &EvaluationRow,
     cluster: Option<&str>,

@@ -16,7 +16,7 @@ use crate::store::{SampleScores, ScorePoint};
 mod build;
 pub mod view;
 
-pub use build::{load, rows, NothingInCommon};
+pub use build::{by_sample, load, rows, NothingInCommon, Pick};
 
 /// Two evaluations' samples, paired.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -112,6 +112,16 @@ pub enum TestName {
     ClusteredPairedT,
 }
 
+impl From<Test> for TestName {
+    fn from(test: Test) -> TestName {
+        match test {
+            Test::McNemarExact { .. } => TestName::McnemarExact,
+            Test::PairedT { .. } => TestName::PairedT,
+            Test::ClusteredPairedT { .. } => TestName::ClusteredPairedT,
+        }
+    }
+}
+
 /// A sample whose verdict changed, with both outputs.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlipReport {
@@ -252,11 +262,7 @@ impl EvaluatorComparison {
             stderr,
             ci95: ci95.map(|i| i.to_array()),
             p_value,
-            test: match test {
-                Test::McNemarExact { .. } => TestName::McnemarExact,
-                Test::PairedT { .. } => TestName::PairedT,
-                Test::ClusteredPairedT { .. } => TestName::ClusteredPairedT,
-            },
+            test: test.into(),
             min_detectable_difference: mde,
             clusters: (!p.clusters.is_empty()).then_some(p.clusters.len() as u64),
             pass_to_fail: p.verdicts.a_only,

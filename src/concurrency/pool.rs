@@ -10,7 +10,8 @@
 //! With one endpoint the pool is its limiter and nothing rests: there is
 //! nowhere else to send a sample, so retries and backoff decide alone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -369,6 +370,31 @@ impl Totals {
             failed: self.failed + o.failed,
             rests: self.rests + o.rests,
         }
+    }
+}
+
+/// The pools of runs that go on together (the cells of a matrix), one per
+/// endpoint: cells that call the same endpoint share its window, so its
+/// capacity does not grow because two cells use it.
+#[derive(Default)]
+pub struct Pools {
+    by_endpoint: Mutex<HashMap<String, (Arc<Pool>, StrategySpec)>>,
+}
+
+impl Pools {
+    /// The pool of `endpoint`, made by `make` on first use; with the
+    /// strategy it was made with (it wins if a later cell asks for another).
+    pub fn get(
+        &self,
+        endpoint: &str,
+        strategy: &StrategySpec,
+        make: impl FnOnce() -> Arc<Pool>,
+    ) -> (Arc<Pool>, StrategySpec) {
+        let mut map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
+        let (pool, first) = map
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| (make(), *strategy));
+        (Arc::clone(pool), *first)
     }
 }
 

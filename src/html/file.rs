@@ -75,13 +75,11 @@ pub fn write(
             let y = experiment(store, b)?;
             // Two experiments that share no evaluation still get their
             // summaries side by side.
-            let compared =
-                compare::load(storage, store, (a, b), None, true)?.unwrap_or_else(|_| {
-                    CompareView {
-                        a: a.name.clone(),
-                        b: b.name.clone(),
-                        evaluations: Vec::new(),
-                    }
+            let compared = compare::load(storage, store, (a, b), compare::Pick::Shared, true)?
+                .unwrap_or_else(|_| CompareView {
+                    a: a.name.clone(),
+                    b: b.name.clone(),
+                    evaluations: Vec::new(),
                 });
             Some((y, compared))
         }

@@ -1,12 +1,20 @@
-//! The runs of one command: several plans into one experiment, in order.
+//! The runs of one command: several plans into one experiment. The cells of
+//! a matrix run together, sharing each endpoint's window; other plans run
+//! one after another.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{run, Interrupt, Planned, Progress, RunError, RunStatus};
+use super::{run, Interrupt, Planned, Progress, RunError, RunStatus, Shared};
 use crate::concurrency::pause::Pauses;
+use crate::concurrency::pool::Pools;
 use crate::concurrency::rate::RateLimits;
-use crate::store::Store;
+use crate::store::{Storage, Store, StoreError};
+
+/// The most cells of a matrix that run at once; the others start as they
+/// finish (cells on one endpoint share its window, so more would not be
+/// faster, and each holds a store connection and two threads).
+pub const CELLS_AT_ONCE: usize = 32;
 
 /// The runtime every async command uses.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -15,13 +23,16 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Runs `plans` into `experiment` one after another, stopping at the first
-/// that does not complete; answers the status of each plan run. Plans share
-/// one Ctrl-C, and their endpoints' rate limits and pauses.
+/// Runs `plans` into `experiment`, stopping after the first run (or group
+/// of cells) that does not complete; answers the status of each plan run.
+/// Plans share one Ctrl-C, and their endpoints' rate limits and pauses.
+/// The cells of one matrix run together when `storage` can open a store
+/// for each of them; else one after another.
 pub fn execute(
     plans: &[Planned],
     experiment: &str,
     store: &mut dyn Store,
+    storage: Option<&dyn Storage>,
     progress: &Arc<Progress>,
 ) -> std::io::Result<Vec<Result<RunStatus, RunError>>> {
     let runtime = runtime()?;
@@ -30,16 +41,32 @@ pub fn execute(
         let rates = RateLimits::default();
         let pauses = Pauses::default();
         let mut statuses = Vec::new();
-        for plan in plans {
-            let status = run(
-                plan, experiment, store, progress, &interrupt, &rates, &pauses,
-            )
-            .await;
-            let stop = !matches!(
-                status,
-                Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)
-            );
-            statuses.push(status);
+        for group in groups(plans, storage.is_some()) {
+            let pools = Pools::default();
+            let shared = Shared {
+                interrupt: &interrupt,
+                rates: &rates,
+                pauses: &pauses,
+                pools: (group.len() > 1).then_some(&pools),
+            };
+            let done = match (group, storage) {
+                ([plan], _) => vec![run(plan, experiment, store, progress, &shared).await],
+                (cells, Some(storage)) => {
+                    together(cells, experiment, store, storage, progress, &shared).await
+                }
+                // `groups` keeps every plan apart without a storage.
+                (plans, None) => {
+                    let mut done = Vec::with_capacity(plans.len());
+                    for plan in plans {
+                        done.push(run(plan, experiment, store, progress, &shared).await);
+                    }
+                    done
+                }
+            };
+            let stop = done
+                .iter()
+                .any(|s| !matches!(s, Ok(RunStatus::Completed | RunStatus::CompletedWithErrors)));
+            statuses.extend(done);
             if stop {
                 break;
             }
@@ -48,4 +75,65 @@ pub fn execute(
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(statuses)
+}
+
+/// `plans` cut into groups: the cells of one matrix (one spec file, run
+/// together when `together`), and every other plan alone.
+fn groups(plans: &[Planned], together: bool) -> Vec<&[Planned]> {
+    let cell_of = |p: &Planned| {
+        let coordinates = crate::spec::coordinates(&p.eval.spec_text);
+        (!coordinates.is_empty()).then(|| p.eval.spec_path.clone())
+    };
+    let mut groups: Vec<&[Planned]> = Vec::new();
+    let mut start = 0;
+    for i in 1..=plans.len() {
+        let same = together
+            && i < plans.len()
+            && cell_of(&plans[i]).is_some()
+            && cell_of(&plans[i]) == cell_of(&plans[start]);
+        if !same {
+            groups.push(&plans[start..i]);
+            start = i;
+        }
+    }
+    groups
+}
+
+/// Runs the cells of a matrix together (at most [`CELLS_AT_ONCE`] at a
+/// time), each with a store connection of its own; answers in their order.
+async fn together(
+    cells: &[Planned],
+    experiment: &str,
+    store: &mut dyn Store,
+    storage: &dyn Storage,
+    progress: &Arc<Progress>,
+    shared: &Shared<'_>,
+) -> Vec<Result<RunStatus, RunError>> {
+    let name = cells[0].eval.name.split('/').next().unwrap_or_default();
+    progress.start_group(name, &cells.iter().collect::<Vec<_>>());
+    let slots = tokio::sync::Semaphore::new(CELLS_AT_ONCE);
+    let mut first = Some(store);
+    let runs = cells.iter().map(|plan| {
+        // The command's own store serves the first cell.
+        let own = first.take();
+        let slots = &slots;
+        async move {
+            let _slot = slots.acquire().await;
+            match own {
+                Some(store) => run(plan, experiment, store, progress, shared).await,
+                None => match open(storage) {
+                    Ok(mut store) => run(plan, experiment, store.as_mut(), progress, shared).await,
+                    Err(e) => Err(e.into()),
+                },
+            }
+        }
+    });
+    let statuses = futures_util::future::join_all(runs).await;
+    progress.finish_group();
+    statuses
+}
+
+/// A connection of its own to the store the command opened.
+fn open(storage: &dyn Storage) -> Result<Box<dyn Store>, StoreError> {
+    storage.open_or_create()
 }

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
 use crate::concurrency::pause::{Pause, Pauses};
-use crate::concurrency::pool::Pool;
+use crate::concurrency::pool::{Pool, Pools};
 use crate::concurrency::rate::{RateLimit, RateLimits};
 use crate::dataset::{row_json, Dataset, Values};
 use crate::store::fleet::Member;
@@ -161,17 +161,25 @@ impl Sample {
     }
 }
 
-/// Runs `plan` into `experiment` of `store`; rate limits are shared through
-/// `rates`, and throttling pauses (per base URL) through `pauses`.
+/// What the runs of one command share: one Ctrl-C, the endpoints' rate
+/// limits and throttling pauses (per base URL) and, among runs that go on
+/// together (the cells of a matrix), the endpoints' windows.
+pub struct Shared<'a> {
+    pub interrupt: &'a Arc<Interrupt>,
+    pub rates: &'a RateLimits,
+    pub pauses: &'a Pauses,
+    pub pools: Option<&'a Pools>,
+}
+
+/// Runs `plan` into `experiment` of `store`, sharing what `shared` holds.
 pub async fn run(
     plan: &Planned,
     experiment: &str,
     store: &mut dyn Store,
     progress: &Arc<Progress>,
-    interrupt: &Arc<Interrupt>,
-    rates: &RateLimits,
-    pauses: &Pauses,
+    shared: &Shared<'_>,
 ) -> Result<RunStatus, RunError> {
+    let (interrupt, rates, pauses) = (shared.interrupt, shared.rates, shared.pauses);
     let eval = &plan.eval;
     if plan.resuming && plan.pending == 0 {
         return nothing_to_do(plan, experiment, store, progress);
@@ -212,7 +220,26 @@ pub async fn run(
         true => vec![Arc::clone(&pause)],
         false => endpoints.iter().map(|e| Arc::clone(&e.pause)).collect(),
     };
-    let pool = Pool::new(&plan.strategy, replica_pauses);
+    let pool = match (shared.pools, &connection, &worker) {
+        // A fleet's worker sizes its window with the fleet's.
+        (Some(pools), Some(c), None) => {
+            let mut key = client::rate_key(&c.base_url, &eval.model);
+            for (url, _) in &c.replicas {
+                key += &format!(" {url}");
+            }
+            let (pool, first) = pools.get(&key, &plan.strategy, || {
+                Pool::new(&plan.strategy, replica_pauses)
+            });
+            if first != plan.strategy {
+                progress.note(&format!(
+                    "warning: {} shares its endpoint with another cell, whose concurrency ({first}) applies",
+                    eval.name
+                ));
+            }
+            pool
+        }
+        _ => Pool::new(&plan.strategy, replica_pauses),
+    };
     progress.start(plan, &pool, rate, pause, &judges.waits);
     let config = WriterConfig {
         evaluation_id,

@@ -35,25 +35,56 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 pub struct Progress {
     mode: ProgressMode,
     color: bool,
-    live: Mutex<Option<Live>>,
+    live: Mutex<Option<Arc<Live>>>,
 }
 
-#[derive(Clone)]
+/// What one bar (or status line) shows: an evaluation, or the cells of a
+/// matrix running together.
 struct Live {
     name: String,
     total: u64,
     bar: Option<ProgressBar>,
     counts: Arc<Counts>,
-    limiter: Arc<Pool>,
-    rate: Option<Arc<RateLimit>>,
-    pause: Arc<Pause>,
+    sources: Arc<Mutex<Sources>>,
+    /// When the last status line was printed (lines mode only).
+    last_line: Mutex<Instant>,
+    /// The cells of a matrix: each joins it, and it ends with the last.
+    group: bool,
+}
+
+/// The windows, rate limits and pauses a line reports on, each once.
+#[derive(Default)]
+struct Sources {
+    limiters: Vec<Arc<Pool>>,
+    rates: Vec<Arc<RateLimit>>,
+    pauses: Vec<Arc<Pause>>,
     /// The judges' pauses and rate limits that are not the model's.
     judges: Vec<(Arc<Pause>, Option<Arc<RateLimit>>)>,
-    /// When the last status line was printed (lines mode only).
-    last_line: Arc<Mutex<Instant>>,
+}
+
+/// Adds `item` to `items` unless it is there already.
+fn add_once<T: ?Sized>(items: &mut Vec<Arc<T>>, item: &Arc<T>) {
+    if !items.iter().any(|i| Arc::ptr_eq(i, item)) {
+        items.push(Arc::clone(item));
+    }
+}
+
+impl Sources {
+    /// The longest pause any endpoint was told to take.
+    fn paused(&self) -> Duration {
+        self.pauses
+            .iter()
+            .map(|p| p.remaining())
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 impl Live {
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Rewrites the bar's message from the counters, the limiter and the rate limit,
     /// so a run that waits on a server never looks stuck.
     fn refresh(&self) {
@@ -76,7 +107,7 @@ impl Live {
         let eta = eta(
             self.total.saturating_sub(done),
             rate,
-            self.pause.remaining(),
+            self.sources().paused(),
         );
         eprintln!(
             "{}: {done}/{} · {rate:.1}/s · eta {eta} {}",
@@ -94,35 +125,44 @@ impl Live {
             c.scored.load(Ordering::Relaxed),
             c.passed.load(Ordering::Relaxed),
         );
+        let sources = self.sources();
+        let limiters = &sources.limiters;
         let mut msg = format!(
             "· {} · errors {errors}",
-            in_flight(self.limiter.in_flight(), self.limiter.limit())
+            in_flight(
+                limiters.iter().map(|l| l.in_flight()).sum(),
+                limiters.iter().map(|l| l.limit()).sum()
+            )
         );
         if scored > 0 {
             msg += &format!(" · acc {:.1}%", 100.0 * passed as f64 / scored as f64);
         }
-        match self.limiter.resting() {
+        match limiters.iter().map(|l| l.resting()).sum::<usize>() {
             0 => {}
-            n => msg += &format!(" · {n} of {} replicas resting", self.limiter.replicas()),
+            n => {
+                let replicas: usize = limiters.iter().map(|l| l.replicas()).sum();
+                msg += &format!(" · {n} of {replicas} replicas resting");
+            }
         }
-        let pause = self.pause.remaining();
+        let pause = sources.paused();
         if !pause.is_zero() {
             msg += &format!(
                 " · paused {:.0}s: the server asked to wait",
                 pause.as_secs_f64().ceil()
             );
         }
-        if let Some(waiting) = self.rate.as_ref().map(|r| r.waiting()).filter(|n| *n > 0) {
+        let waiting: usize = sources.rates.iter().map(|r| r.waiting()).sum();
+        if waiting > 0 {
             msg += &format!(" · {waiting} waiting for the rate limit");
         }
-        let judge_pause = self.judges.iter().map(|j| j.0.remaining()).max();
+        let judge_pause = sources.judges.iter().map(|j| j.0.remaining()).max();
         if let Some(pause) = judge_pause.filter(|p| !p.is_zero()) {
             msg += &format!(
                 " · judge paused {:.0}s: its server asked to wait",
                 pause.as_secs_f64().ceil()
             );
         }
-        let judge_waiting: usize = self
+        let judge_waiting: usize = sources
             .judges
             .iter()
             .filter_map(|j| j.1.as_ref())
@@ -207,7 +247,8 @@ impl Progress {
         }
     }
 
-    /// Begins showing `plan`'s evaluation; samples recorded by earlier runs count as done.
+    /// Begins showing `plan`'s evaluation; samples recorded by earlier runs
+    /// count as done. A cell of a matrix group joins the group's line.
     pub fn start(
         &self,
         plan: &Planned,
@@ -218,7 +259,7 @@ impl Progress {
     ) {
         // A judge on the model's own endpoint shares its pause and rate limit,
         // which the line already shows.
-        let judges = judges
+        let judges: Vec<_> = judges
             .iter()
             .filter(|(p, r)| {
                 let same_rate = match (r, &rate) {
@@ -230,10 +271,60 @@ impl Progress {
             })
             .map(|(p, r)| (Arc::clone(p), r.clone()))
             .collect();
-        let (name, total, pending, strategy) =
-            (&plan.eval.name, plan.total, plan.pending, &plan.strategy);
+        let group = self.current().filter(|l| l.group);
+        let live = match group {
+            Some(live) => live,
+            None => {
+                let (total, pending) = (plan.total, plan.pending);
+                let done = total - pending;
+                let resumed = if done > 0 {
+                    format!(", {done} already recorded")
+                } else {
+                    String::new()
+                };
+                let line = format!(
+                    "{}: running {pending} of {total} samples ({}{resumed})",
+                    plan.eval.name, plan.strategy
+                );
+                self.begin(&plan.eval.name, total, done, &line, false)
+            }
+        };
+        let mut sources = live.sources();
+        add_once(&mut sources.limiters, limiter);
+        if let Some(rate) = &rate {
+            add_once(&mut sources.rates, rate);
+        }
+        add_once(&mut sources.pauses, &pause);
+        for (p, r) in judges {
+            if !sources.judges.iter().any(|(q, _)| Arc::ptr_eq(q, &p)) {
+                sources.judges.push((p, r));
+            }
+        }
+    }
+
+    /// Begins one line for `plans` (the cells of a matrix, run together),
+    /// named `name`; each cell's [`start`](Self::start) joins it, and
+    /// [`finish_group`](Self::finish_group) ends it.
+    pub fn start_group(&self, name: &str, plans: &[&Planned]) {
+        let total: u64 = plans.iter().map(|p| p.total).sum();
+        let pending: u64 = plans.iter().map(|p| p.pending).sum();
         let done = total - pending;
+        let resumed = if done > 0 {
+            format!(", {done} already recorded")
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{name}: running {pending} of {total} samples in {} cells at once{resumed}",
+            plans.len()
+        );
+        self.begin(name, total, done, &line, true);
+    }
+
+    /// Shows a new line: a bar, or in lines mode `line`.
+    fn begin(&self, name: &str, total: u64, done: u64, line: &str, group: bool) -> Arc<Live> {
         let counts = Arc::new(Counts::new(done));
+        let sources = Arc::new(Mutex::new(Sources::default()));
         let bar = match self.mode {
             ProgressMode::Bar => {
                 let bar = ProgressBar::with_draw_target(
@@ -246,7 +337,7 @@ impl Progress {
                     "{prefix} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}"
                 };
                 let (for_rate, for_eta) = (Arc::clone(&counts), Arc::clone(&counts));
-                let for_pause = Arc::clone(&pause);
+                let for_pause = Arc::clone(&sources);
                 let style = ProgressStyle::with_template(template)
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .with_key(
@@ -259,7 +350,7 @@ impl Progress {
                         "eta",
                         move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
                             let left = s.len().unwrap_or(0).saturating_sub(s.pos());
-                            let paused = for_pause.remaining();
+                            let paused = for_pause.lock().map(|s| s.paused()).unwrap_or_default();
                             let _ = write!(w, "{}", eta(left, for_eta.per_second(), paused));
                         },
                     )
@@ -271,35 +362,33 @@ impl Progress {
                 Some(bar)
             }
             ProgressMode::Lines => {
-                let resumed = if done > 0 {
-                    format!(", {done} already recorded")
-                } else {
-                    String::new()
-                };
-                eprintln!("{name}: running {pending} of {total} samples ({strategy}{resumed})");
+                eprintln!("{line}");
                 None
             }
             ProgressMode::Off => None,
         };
-        let live = Live {
+        let live = Arc::new(Live {
             name: name.to_owned(),
             total,
             bar,
             counts,
-            limiter: Arc::clone(limiter),
-            rate,
-            pause,
-            judges,
-            last_line: Arc::new(Mutex::new(Instant::now())),
-        };
+            sources,
+            last_line: Mutex::new(Instant::now()),
+            group,
+        });
         if let Ok(mut slot) = self.live.lock() {
-            *slot = Some(live);
+            *slot = Some(Arc::clone(&live));
         }
+        live
+    }
+
+    fn current(&self) -> Option<Arc<Live>> {
+        self.live.lock().ok().and_then(|l| l.clone())
     }
 
     /// The callback the store writer calls after each committed batch.
     pub fn on_commit(&self) -> impl FnMut(&[SampleRecord]) + Send + 'static {
-        let live = self.live.lock().ok().and_then(|l| l.clone());
+        let live = self.current();
         move |batch: &[SampleRecord]| {
             let Some(live) = &live else { return };
             let c = &live.counts;
@@ -328,7 +417,7 @@ impl Progress {
 
     /// Refreshes the bar's message, or prints a due status line; called on a timer.
     pub fn tick(&self) {
-        if let Some(live) = self.live.lock().ok().and_then(|l| l.clone()) {
+        if let Some(live) = self.current() {
             match self.mode {
                 ProgressMode::Bar => live.refresh(),
                 ProgressMode::Lines => live.maybe_line(),
@@ -358,10 +447,21 @@ impl Progress {
         }
     }
 
-    /// Ends the current evaluation's bar.
+    /// Ends the current evaluation's bar (a group's ends with the group).
     pub fn finish(&self) {
+        if self.current().is_some_and(|l| !l.group) {
+            self.end();
+        }
+    }
+
+    /// Ends a group's line.
+    pub fn finish_group(&self) {
+        self.end();
+    }
+
+    fn end(&self) {
         if let Ok(mut slot) = self.live.lock() {
-            if let Some(bar) = slot.take().and_then(|l| l.bar) {
+            if let Some(bar) = slot.take().and_then(|l| l.bar.clone()) {
                 bar.finish_and_clear();
             }
         }
@@ -399,19 +499,23 @@ mod tests {
         use std::sync::{Arc, Mutex};
         let judge = Arc::new(Pause::new());
         judge.extend(Duration::from_secs(12));
+        let sources = super::Sources {
+            limiters: vec![Pool::new(
+                &StrategySpec::SlidingWindow(4),
+                vec![Arc::new(Pause::new())],
+            )],
+            rates: Vec::new(),
+            pauses: vec![Arc::new(Pause::new())],
+            judges: vec![(judge, None)],
+        };
         let live = Live {
             name: "e".into(),
             total: 10,
             bar: None,
             counts: Arc::new(Counts::new(0)),
-            limiter: Pool::new(
-                &StrategySpec::SlidingWindow(4),
-                vec![Arc::new(Pause::new())],
-            ),
-            rate: None,
-            pause: Arc::new(Pause::new()),
-            judges: vec![(judge, None)],
-            last_line: Arc::new(Mutex::new(std::time::Instant::now())),
+            sources: Arc::new(Mutex::new(sources)),
+            last_line: Mutex::new(std::time::Instant::now()),
+            group: false,
         };
         let status = live.status();
         assert!(

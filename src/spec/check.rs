@@ -108,6 +108,12 @@ impl Checker<'_> {
     }
 
     pub(super) fn check(&self, raw: RawSpec, text: &str) -> Result<Evaluation, Diagnostic> {
+        if raw.matrix.is_some() {
+            // `run` and `validate` expand it before checking each cell.
+            return Err(self
+                .at_key("matrix", "`matrix:` makes one evaluation per cell, and this command takes one")
+                .with_hint("run the spec with `dotevals run`; for a single cell, leave `matrix:` out and write its values with --set"));
+        }
         let model = self.model("model", &raw.model)?;
         // Judges' own model blocks, checked as the evaluation's is.
         let judge_models = raw

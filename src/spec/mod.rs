@@ -9,6 +9,7 @@
 mod check;
 mod identity;
 pub mod locate;
+mod matrix;
 mod overrides;
 mod params;
 mod parse;
@@ -36,6 +37,7 @@ use crate::template::Template;
 use check::Checker;
 pub use identity::{changed_parts, same_results};
 use locate::Locator;
+pub use matrix::{coordinates, Coordinate, MatrixArg};
 pub use overrides::{at_value, recorded as recorded_overrides, Override};
 use parse::parse;
 
@@ -222,6 +224,48 @@ pub fn load_with_options(
     overrides: &[Override],
     options: Options,
 ) -> Result<Evaluation, Diagnostic> {
+    let text = read_text(path)?;
+    if overrides.is_empty() {
+        from_text_with_options(path, text, options)
+    } else {
+        overrides::from_text_with(path, text, overrides, options)
+    }
+}
+
+/// The evaluations of the spec at `path`: one, or with `matrix:` (and
+/// `--matrix` axes) one per cell, named `NAME/LABEL...`; each checked as a
+/// spec of its own with `overrides` (`--set`) applied first.
+pub fn load_cells(
+    path: &Path,
+    overrides: &[Override],
+    axes: &[MatrixArg],
+    options: Options,
+) -> Result<Vec<Evaluation>, Diagnostic> {
+    let text = read_text(path)?;
+    let mut doc = overrides::read_doc(path, &text)?;
+    let Some(matrix) = matrix::Matrix::take(&mut doc, path, &text, axes)? else {
+        return load_with_options(path, overrides, options).map(|e| vec![e]);
+    };
+    let name = doc
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "eval".into());
+    let mut evals = Vec::with_capacity(matrix.len());
+    for cell in matrix.cells() {
+        let mut all = overrides.to_vec();
+        all.extend(cell.overrides);
+        let stored = overrides::snapshot(&matrix::record(&text, &cell.coordinates), overrides);
+        let mut eval = overrides::check_with(path, &text, doc.clone(), &all, &stored, options)?;
+        eval.name = format!("{name}{}", cell.suffix);
+        evals.push(eval);
+    }
+    Ok(evals)
+}
+
+/// The spec file at `path` as text (a byte order mark dropped).
+fn read_text(path: &Path) -> Result<String, Diagnostic> {
     let bytes = std::fs::read(path)
         .map_err(|e| Diagnostic::new(path, 0, 0, format!("cannot read spec: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -232,15 +276,10 @@ pub fn load_with_options(
             .with_hint("save the file as UTF-8")
     })?;
     // A byte order mark some editors write at the start of a file.
-    let text = match text.strip_prefix('\u{feff}') {
+    Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_owned(),
         None => text,
-    };
-    if overrides.is_empty() {
-        from_text_with_options(path, text, options)
-    } else {
-        overrides::from_text_with(path, text, overrides, options)
-    }
+    })
 }
 
 /// Checks spec `text` as if read from `path` (relative dataset paths resolve against it).

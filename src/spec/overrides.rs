@@ -29,6 +29,8 @@ pub struct Override {
     /// A number as typed (`1e3`): written into the merged spec as is, so a
     /// text field reads `1e3` and a number field 1000, as in a spec file.
     raw: Option<String>,
+    /// Who wrote it, for messages: `` `--set ARG` ``, or a matrix value.
+    shown: String,
 }
 
 impl Override {
@@ -74,7 +76,21 @@ impl Override {
             steps,
             value,
             raw,
+            shown: format!("`--set {arg}`"),
         })
+    }
+
+    /// `value` written at the dotted `path` (a matrix cell's value), named
+    /// `shown` in messages.
+    pub(super) fn at(path: &str, value: Value, shown: String) -> Override {
+        let dotted = path.replace('[', ".").replace(']', "");
+        Override {
+            arg: format!("{path}=..."),
+            steps: dotted.split('.').map(str::to_owned).collect(),
+            value,
+            raw: None,
+            shown,
+        }
     }
 
     /// True when a diagnostic at `path` is about what this override wrote.
@@ -177,29 +193,50 @@ pub(super) fn from_text_with(
     overrides: &[Override],
     options: super::Options,
 ) -> Result<Evaluation, Diagnostic> {
-    // A spec that does not read as a mapping fails as it would without `--set`.
-    let doc = if Locator::new(&text).too_deep().is_some() {
+    let doc = read_doc(path, &text)?;
+    let stored = snapshot(&text, overrides);
+    check_with(path, &text, doc, overrides, &stored, options)
+}
+
+/// The spec `text` read from `path` as a YAML mapping, for overrides to
+/// change; one that does not read as a mapping fails as it would without them.
+pub(super) fn read_doc(path: &Path, text: &str) -> Result<Value, Diagnostic> {
+    let doc = if Locator::new(text).too_deep().is_some() {
         None
     } else {
-        match serde_yaml::from_str::<Value>(&text) {
+        match serde_yaml::from_str::<Value>(text) {
             Ok(Value::Null) => Some(Value::Mapping(Mapping::new())),
             Ok(doc @ Value::Mapping(_)) => Some(doc),
             _ => None,
         }
     };
-    let Some(mut doc) = doc else {
-        return from_text(path, text).and_then(|_| {
+    match doc {
+        Some(doc) => Ok(doc),
+        None => from_text(path, text.to_owned()).and_then(|_| {
             Err(
-                Diagnostic::new(path, 0, 0, "the spec is not a YAML mapping")
-                    .with_hint("`--set` changes the keys of a spec written as `key: value` lines"),
+                Diagnostic::new(path, 0, 0, "the spec is not a YAML mapping").with_hint(
+                    "`--set` and `matrix:` change the keys of a spec written as `key: value` lines",
+                ),
             )
-        });
-    };
+        }),
+    }
+}
+
+/// Checks `doc` (the spec `text` read from `path`) with `overrides` applied
+/// in order; `stored` is the text to record (see [`snapshot`]).
+pub(super) fn check_with(
+    path: &Path,
+    text: &str,
+    mut doc: Value,
+    overrides: &[Override],
+    stored: &str,
+    options: super::Options,
+) -> Result<Evaluation, Diagnostic> {
     // Ended by a letter, so mark 1 is no prefix of mark 10.
     let mark = |i: usize| format!("dotevals-set-number-{i}-n");
     for (i, o) in overrides.iter().enumerate() {
         o.apply(&mut doc, &mark(i)).map_err(|(message, hint)| {
-            Diagnostic::new(path, 0, 0, format!("`--set {}`: {message}", o.arg)).with_hint(hint)
+            Diagnostic::new(path, 0, 0, format!("{}: {message}", o.shown)).with_hint(hint)
         })?;
     }
     let mut merged = serde_yaml::to_string(&doc).map_err(|e| {
@@ -217,11 +254,10 @@ pub(super) fn from_text_with(
     }
     match super::from_text_with_options(path, merged.clone(), options) {
         Ok(mut eval) => {
-            let stored = snapshot(&text, overrides);
-            eval.spec_text = eval.secrets.scrub(&stored).into_owned();
+            eval.spec_text = eval.secrets.scrub(stored).into_owned();
             Ok(eval)
         }
-        Err(d) => Err(relocate(d, path, &text, &merged, overrides)),
+        Err(d) => Err(relocate(d, path, text, &merged, overrides)),
     }
 }
 
@@ -261,11 +297,11 @@ fn relocate(
             .rev()
             .find(|o| o.steps.iter().any(|s| s == k))
     }) {
-        return Diagnostic::new(path, 0, 0, format!("`--set {}`: {}", o.arg, d.message))
+        return Diagnostic::new(path, 0, 0, format!("{}: {}", o.shown, d.message))
             .with_hint_opt(d.hint);
     }
     if let Some(o) = overrides.iter().rev().find(|o| o.covers(&steps)) {
-        return Diagnostic::new(path, 0, 0, format!("`--set {}`: {}", o.arg, d.message))
+        return Diagnostic::new(path, 0, 0, format!("{}: {}", o.shown, d.message))
             .with_hint_opt(d.hint);
     }
     let locator = Locator::new(original);
@@ -302,7 +338,7 @@ pub fn at_value(spec_path: &Path, spec_text: &str, key: &str, message: String) -
 fn args(overrides: &[Override]) -> String {
     overrides
         .iter()
-        .map(|o| format!("`--set {}`", o.arg))
+        .map(|o| o.shown.clone())
         .collect::<Vec<_>>()
         .join(" ")
 }

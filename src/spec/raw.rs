@@ -28,6 +28,10 @@ pub struct RawSpec {
     /// sent, not what a reply is).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<RawCache>,
+    /// Dotted paths to lists of values: one evaluation per cell of their
+    /// cross product ([`super::matrix`]); expanded before a cell is checked.
+    #[serde(skip_serializing)]
+    pub matrix: Option<Value>,
 }
 
 /// `cache: true`, `cache: false` or `cache: {ttl: 7d}`.

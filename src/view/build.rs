@@ -264,6 +264,7 @@ pub fn experiment(x: &ExperimentRow, views: Vec<EvaluationView>) -> ExperimentVi
         created_at: x.created_at.clone(),
         status: experiment_status(&x.evaluations),
         evaluations: views,
+        matrix: None,
     }
 }
 

@@ -25,6 +25,10 @@ pub struct ExperimentView {
     pub created_at: String,
     pub status: ExperimentStatus,
     pub evaluations: Vec<EvaluationView>,
+    /// With evaluations that are the cells of a `matrix:` spec: their grid
+    /// (`show` only); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<matrix::MatrixView>,
 }
 
 /// One evaluation of an experiment.
@@ -622,5 +626,6 @@ impl std::fmt::Display for ExperimentStatus {
 }
 
 mod build;
+pub mod matrix;
 
 pub use build::*;

@@ -426,6 +426,7 @@ fn validate_json_describes_each_good_spec() {
             "model",
             "name",
             "provider",
+            "requests",
             "samples",
             "spec",
             "strategy"

@@ -8,6 +8,7 @@
 //! records go through a [`Sink`] of their own format ([`jsonl`], [`csv`]).
 
 pub mod csv;
+pub mod grid;
 mod json;
 pub mod jsonl;
 pub mod table;
@@ -23,6 +24,12 @@ use crate::view::RecordView;
 pub trait Render: Serialize {
     /// The text `--format table` prints, ending in a newline.
     fn table(&self) -> String;
+
+    /// The text `--format markdown` prints (offered by `show` and
+    /// `compare` only), ending in a newline.
+    fn markdown(&self) -> String {
+        self.table()
+    }
 }
 
 /// Prints `view` on stdout in the chosen format.
@@ -30,6 +37,7 @@ pub fn print<T: Render>(style: Style, view: &T) -> Result<(), CliError> {
     let text = match style.format {
         Format::Table => view.table(),
         Format::Json => json::pretty(view)?,
+        Format::Markdown => view.markdown(),
     };
     emit(&text)
 }

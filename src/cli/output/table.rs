@@ -78,9 +78,55 @@ impl Render for ExperimentView {
             printable(&self.created_at),
             self.status
         );
+        if let Some(m) = &self.matrix {
+            out.push('\n');
+            out += &super::grid::table(m);
+        }
         for e in &self.evaluations {
             out.push('\n');
             evaluation(&mut out, e);
+        }
+        out
+    }
+
+    /// The grid of a matrix experiment, else each evaluator's score.
+    fn markdown(&self) -> String {
+        use super::grid::{md_escape, md_row};
+        let mut out = format!("### {}\n\n", md_escape(&self.experiment));
+        if let Some(m) = &self.matrix {
+            out += &super::grid::markdown(m);
+            return out;
+        }
+        md_row(
+            &mut out,
+            &[
+                "evaluation",
+                "evaluator",
+                "score (95% CI)",
+                "samples",
+                "errors",
+                "p50",
+            ]
+            .map(String::from),
+        );
+        md_row(&mut out, &vec!["---".to_owned(); 6]);
+        for e in &self.evaluations {
+            for ev in &e.evaluators {
+                md_row(
+                    &mut out,
+                    &[
+                        e.name.clone(),
+                        ev.name.clone(),
+                        with_interval(ev.mean, ev.ci95),
+                        ev.scored.to_string(),
+                        e.samples.errored.to_string(),
+                        e.timing
+                            .latency_seconds
+                            .as_ref()
+                            .map_or("–".into(), |l| duration(l.p50)),
+                    ],
+                );
+            }
         }
         out
     }

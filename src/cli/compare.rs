@@ -63,13 +63,15 @@ pub fn compare(args: CompareArgs, storage: &dyn Storage, style: Style) -> Result
     let b_name = match (&args.b, &args.against) {
         (Some(b), _) => b.as_str(),
         (None, Some(_)) => &args.a,
-        (None, None) => return Err(CliError::usage(
-            "compare needs a second experiment, or two evaluations of one",
-            Some(format!(
+        (None, None) => {
+            return Err(CliError::usage(
+                "compare needs a second experiment, or two evaluations of one",
+                Some(format!(
                 "dotevals compare {0} OTHER, or dotevals compare {0} --eval NAME --against NAME",
                 crate::shell::quote(&args.a)
             )),
-        )),
+            ))
+        }
     };
     let (a, b) = compare::rows(store.as_ref(), &args.a, b_name)?;
     note_if_running(&a);

@@ -162,22 +162,23 @@ impl Matrix {
                                     "write values: [V1, V2]",
                                 ));
                             };
-                            let labels =
-                                match labels {
-                                    None => None,
-                                    Some(Value::Sequence(l)) => Some(
-                                        l.iter()
-                                            .map(|v| scalar_text(v).unwrap_or_default())
-                                            .collect::<Vec<_>>(),
-                                    ),
-                                    Some(_) => return Err(fail(
+                            let labels = match labels {
+                                None => None,
+                                Some(Value::Sequence(l)) => Some(
+                                    l.iter()
+                                        .map(|v| scalar_text(v).unwrap_or_default())
+                                        .collect::<Vec<_>>(),
+                                ),
+                                Some(_) => {
+                                    return Err(fail(
                                         at(&here),
                                         format!(
                                             "matrix axis `{key}`: `labels` must be a list of names"
                                         ),
                                         "write labels: [short, long], one per value",
-                                    )),
-                                };
+                                    ))
+                                }
+                            };
                             (values, labels)
                         }
                         _ => {

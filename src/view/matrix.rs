@@ -101,7 +101,8 @@ pub struct CellView {
     pub test: Option<TestName>,
     /// `p_value` at most 0.05.
     pub significant: bool,
-    /// The best cell of its row by the metric (ties all marked).
+    /// The best cell of its row by the metric (of the whole axis when the
+    /// matrix has one; ties all marked).
     pub best_in_row: bool,
     pub timing: CellTiming,
 }
@@ -244,7 +245,9 @@ pub fn build(
             scores.as_deref(),
         ));
     }
-    mark_best(&mut out, &rows, metric);
+    // With one axis the grid is one column: the best is the best of it.
+    let grouped = if columns.is_some() { &rows[..] } else { &[] };
+    mark_best(&mut out, grouped, metric);
     Ok(Some(Ok(MatrixView {
         axes,
         rows,

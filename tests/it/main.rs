@@ -25,6 +25,7 @@ mod grading_rescore;
 mod grading_scores;
 mod html_report;
 mod json_output;
+mod matrix;
 mod merge;
 mod overrides;
 mod providers;

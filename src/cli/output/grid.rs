@@ -166,12 +166,13 @@ pub fn table(m: &MatrixView) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "matrix: {} cells{across} · {}",
+        "matrix: {} cells · {} down{across}\n  {}",
         m.cells
             .iter()
             .map(|c| &c.evaluation)
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
+        printable(&m.rows.join(", ")),
         legend(m, "*")
     );
     for laid in lay_out(m, |s| {

@@ -33,8 +33,14 @@ pub fn finish(
     bar: Option<f64>,
 ) -> Result<Ended, CliError> {
     let names: Vec<String> = plans.iter().map(|p| p.eval.name.clone()).collect();
-    let recorded = view::experiment_row(store, experiment)
-        .and_then(|x| view::load_row(store, &x, Detail::default(), Some(&names)));
+    let recorded = view::experiment_row(store, experiment).and_then(|x| {
+        let mut report = view::load_row(store, &x, Detail::default(), Some(&names))?;
+        // The cells of a matrix: their grid, laid out as `show` does by default.
+        let layout = view::matrix::Layout::default();
+        report.matrix =
+            view::matrix::build(store, &x, &report.evaluations, &layout)?.and_then(Result::ok);
+        Ok(report)
+    });
     let failed = outcome.iter().any(Result::is_err);
     let mut exit = Exit::Success;
     match recorded {

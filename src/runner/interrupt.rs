@@ -1,6 +1,6 @@
 //! Ctrl-C and SIGTERM, heard once by the whole run.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -11,6 +11,9 @@ pub struct Interrupt {
     /// Signals received so far.
     count: AtomicU8,
     notify: Notify,
+    /// Whether a run already said it is winding down (the cells of a
+    /// matrix wind down together).
+    said: AtomicBool,
 }
 
 impl Interrupt {
@@ -31,6 +34,11 @@ impl Interrupt {
     /// Signals received so far.
     pub fn count(&self) -> u8 {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// True for the first caller only: the one to say the run winds down.
+    pub fn first_to_say(&self) -> bool {
+        !self.said.swap(true, Ordering::SeqCst)
     }
 
     /// Resolves once at least `n` signals have arrived.

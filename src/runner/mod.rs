@@ -586,8 +586,11 @@ async fn wind_down(
         }
     }
     if interrupted {
-        progress
-            .note("interrupted: letting requests in flight finish (Ctrl-C again to cancel them)");
+        if interrupt.first_to_say() {
+            progress.note(
+                "interrupted: letting requests in flight finish (Ctrl-C again to cancel them)",
+            );
+        }
         tokio::select! {
             _ = tasks.join_all() => {}
             _ = interrupt.reached(2) => tasks.set.abort_all(),

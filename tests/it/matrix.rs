@@ -375,3 +375,54 @@ fn a_matrix_resumes_cell_by_cell() {
     // Two cells send each prompt text (one per model name).
     assert_eq!(stats.answered_prompts, 24);
 }
+
+/// Ctrl-C during a matrix run: every cell winds down (saying so once),
+/// every reply the server gave is stored, and the resume sends each cell
+/// only what it lacks, each prompt of each cell once over both runs.
+#[test]
+fn an_interrupted_matrix_keeps_every_reply_and_resumes() {
+    const N: usize = 30;
+    let server = echo(Duration::from_millis(150));
+    let dir = TestDir::new();
+    dir.write(
+        "qa.yaml",
+        &spec(
+            &server.url(),
+            N,
+            2,
+            "  prompt: [\"{{ text }}\", \"Q {{ text }}\"]\n",
+        ),
+    );
+    let mut child = dir
+        .cmd(["run", "qa.yaml", "-e", "x"])
+        .spawn_logged(&dir, "first");
+    crate::support::interrupt_once_recorded(&dir, &child, "x", 3);
+    let status = child.wait().unwrap();
+    let stderr = dir.read("first.err");
+    assert_eq!(status.code(), Some(130), "stderr:\n{stderr}");
+    assert_eq!(
+        stderr.matches("letting requests in flight finish").count(),
+        1,
+        "said once for all cells:\n{stderr}"
+    );
+    let report = show_json(&dir, "x", &[]);
+    let recorded: u64 = report["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["samples"]["recorded"].as_u64().unwrap())
+        .sum();
+    assert!(recorded < 2 * N as u64, "{report:#}");
+    assert_eq!(
+        server.count() as u64,
+        recorded,
+        "a reply the server gave was lost"
+    );
+
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let stats = server.stats();
+    assert_eq!(stats.answered, 2 * N, "{stats:?}");
+    assert_eq!(stats.answered_prompts, 2 * N, "a prompt was sent twice");
+}

@@ -148,9 +148,18 @@ pub fn run(
     // Released last-first, so the one that created the store's folder goes last
     // and, when this run is refused before the store exists, takes the folder along.
     locks.reverse();
+    let mut reads = runner::Reads::default();
     let mut plans = evals
         .into_iter()
-        .map(|eval| plan(eval, existing.as_deref(), &experiment, args.concurrency))
+        .map(|eval| {
+            plan(
+                eval,
+                existing.as_deref(),
+                &experiment,
+                args.concurrency,
+                &mut reads,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     for plan in &mut plans {
         plan.lease = args.lease;

@@ -25,7 +25,7 @@ pub use execute::{execute, runtime};
 pub use files::fit_open_files;
 pub use interrupt::Interrupt;
 pub use plan::{
-    api_key, fresh_name, judge_keys, plan, refuse_marked_id, PlanError, Planned, Replies,
+    api_key, fresh_name, judge_keys, plan, refuse_marked_id, PlanError, Planned, Reads, Replies,
 };
 
 pub use progress::{Progress, ProgressMode};

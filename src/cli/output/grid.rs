@@ -143,8 +143,13 @@ fn legend(m: &MatrixView, best: &str) -> String {
         Metric::Throughput => "samples per second",
         Metric::Tokens => "completion tokens per sample",
     };
+    let of = if m.columns.is_some() {
+        "its row"
+    } else {
+        "the axis"
+    };
     let mut text = format!(
-        "{what}; {best} best in its row; (base) the baseline, {}",
+        "{what}; {best} best of {of}; (base) the baseline, {}",
         m.baseline
     );
     if m.metric == Metric::Score {

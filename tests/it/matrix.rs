@@ -426,3 +426,47 @@ fn an_interrupted_matrix_keeps_every_reply_and_resumes() {
     assert_eq!(stats.answered, 2 * N, "{stats:?}");
     assert_eq!(stats.answered_prompts, 2 * N, "a prompt was sent twice");
 }
+
+/// Cells whose datasets differ (an axis on `dataset.limit`) each count
+/// their own rows: a dataset read for one cell stands only for cells that
+/// read the same.
+#[test]
+fn cells_over_different_rows_count_their_own() {
+    let server = echo(Duration::ZERO);
+    let dir = TestDir::new();
+    dir.write(
+        "qa.yaml",
+        &spec(
+            &server.url(),
+            8,
+            2,
+            "  dataset.limit: [3, 5]\n  model.name: [m1, m2]\n",
+        ),
+    );
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let report = show_json(&dir, "x", &[]);
+    let totals: Vec<(String, u64)> = report["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["samples"]["total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [
+        ("qa/3/m1", 3),
+        ("qa/3/m2", 3),
+        ("qa/5/m1", 5),
+        ("qa/5/m2", 5),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), *t))
+    .collect();
+    assert_eq!(totals, expected);
+    assert_eq!(server.count(), 16);
+}

@@ -151,3 +151,23 @@ fn the_schema_names_exactly_what_the_parser_takes() {
     assert_eq!(listed_types, types);
     assert_eq!(listed, vec!["type".to_owned()]);
 }
+
+/// `matrix:` as editors see it: paths to lists, or `{values, labels}`;
+/// `name` is no axis, and an axis is never a single value.
+#[test]
+fn the_schema_checks_a_matrix() {
+    let with = |matrix: &str| problems(&format!("{GOOD}matrix:\n{matrix}"));
+    assert_eq!(with("  model.name: [a, b]\n"), Vec::<String>::new());
+    assert_eq!(
+        with("  prompt: {values: [x, y], labels: [s, l]}\n"),
+        Vec::<String>::new()
+    );
+    for bad in [
+        "  model.name: a\n",
+        "  name: [a, b]\n",
+        "  prompt: {values: [x], extra: 1}\n",
+        "  model.name: []\n",
+    ] {
+        assert!(!with(bad).is_empty(), "the schema took {bad:?}");
+    }
+}

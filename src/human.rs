@@ -30,6 +30,15 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// `0.021`, `< 0.001`.
+pub fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".to_owned()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use super::output::{note_if_running, print, Render};
 use super::{open_for_reading, unknown_experiment, CliError, Style};
 use crate::compare;
 use crate::compare::view::{CompareView, EvaluationComparison, Kind, TimingSummary};
+use crate::human::p_value;
 use crate::store::Storage;
 use crate::Exit;
 
@@ -357,14 +358,5 @@ fn figures(kind: Kind) -> [Figure; 2] {
             |x| format!("{:+.1} pts", 100.0 * x),
         ],
         Kind::Graded => [|x| format!("{x:.3}"), |x| format!("{x:+.3}")],
-    }
-}
-
-/// `0.021`, `< 0.001`.
-pub(in crate::cli) fn p_value(p: f64) -> String {
-    if p < 0.001 {
-        "< 0.001".to_owned()
-    } else {
-        format!("{p:.3}")
     }
 }

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{Flip, Paired, Pairing};
-use crate::stats::{Comparison, Test};
+use crate::stats::{Comparison, TestName};
 use crate::view::EvaluationView;
 
 /// `dotevals compare A B --format json`.
@@ -101,25 +101,6 @@ pub struct EvaluatorComparison {
 pub enum Kind {
     PassFail,
     Graded,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TestName {
-    McnemarExact,
-    PairedT,
-    /// A paired t-test on the differences' clustered standard error.
-    ClusteredPairedT,
-}
-
-impl From<Test> for TestName {
-    fn from(test: Test) -> TestName {
-        match test {
-            Test::McNemarExact { .. } => TestName::McnemarExact,
-            Test::PairedT { .. } => TestName::PairedT,
-            Test::ClusteredPairedT { .. } => TestName::ClusteredPairedT,
-        }
-    }
 }
 
 /// A sample whose verdict changed, with both outputs.

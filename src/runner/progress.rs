@@ -62,6 +62,14 @@ struct Sources {
     judges: Vec<(Arc<Pause>, Option<Arc<RateLimit>>)>,
 }
 
+/// `, 12 already recorded` for a resumed run; nothing for a fresh one.
+fn already(done: u64) -> String {
+    match done {
+        0 => String::new(),
+        n => format!(", {n} already recorded"),
+    }
+}
+
 /// Adds `item` to `items` unless it is there already.
 fn add_once<T: ?Sized>(items: &mut Vec<Arc<T>>, item: &Arc<T>) {
     if !items.iter().any(|i| Arc::ptr_eq(i, item)) {
@@ -277,14 +285,11 @@ impl Progress {
             None => {
                 let (total, pending) = (plan.total, plan.pending);
                 let done = total - pending;
-                let resumed = if done > 0 {
-                    format!(", {done} already recorded")
-                } else {
-                    String::new()
-                };
                 let line = format!(
-                    "{}: running {pending} of {total} samples ({}{resumed})",
-                    plan.eval.name, plan.strategy
+                    "{}: running {pending} of {total} samples ({}{})",
+                    plan.eval.name,
+                    plan.strategy,
+                    already(done)
                 );
                 self.begin(&plan.eval.name, total, done, &line, false)
             }
@@ -309,14 +314,10 @@ impl Progress {
         let total: u64 = plans.iter().map(|p| p.total).sum();
         let pending: u64 = plans.iter().map(|p| p.pending).sum();
         let done = total - pending;
-        let resumed = if done > 0 {
-            format!(", {done} already recorded")
-        } else {
-            String::new()
-        };
         let line = format!(
-            "{name}: running {pending} of {total} samples in {} cells at once{resumed}",
-            plans.len()
+            "{name}: running {pending} of {total} samples in {} cells at once{}",
+            plans.len(),
+            already(done)
         );
         self.begin(name, total, done, &line, true);
     }

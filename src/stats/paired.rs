@@ -286,3 +286,23 @@ pub fn samples_for(d: f64, sd_diff: f64) -> Option<u64> {
     let n = ((Z_975 + Z_80) * sd_diff / d).powi(2).ceil();
     (n < u64::MAX as f64).then_some((n as u64).max(1))
 }
+
+/// Which test a comparison made, as the JSON names it.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TestName {
+    McnemarExact,
+    PairedT,
+    /// A paired t-test on the differences' clustered standard error.
+    ClusteredPairedT,
+}
+
+impl From<Test> for TestName {
+    fn from(test: Test) -> TestName {
+        match test {
+            Test::McNemarExact { .. } => TestName::McnemarExact,
+            Test::PairedT { .. } => TestName::PairedT,
+            Test::ClusteredPairedT { .. } => TestName::ClusteredPairedT,
+        }
+    }
+}

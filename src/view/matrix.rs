@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{EvaluationView, ViewError};
-use crate::compare::view::TestName;
 use crate::compare::{by_sample, pair};
 use crate::spec::Coordinate;
+use crate::stats::TestName;
 use crate::store::read::EvaluationRow;
 use crate::store::{ExperimentRow, SampleScores, Store};
 

@@ -8,8 +8,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use super::table::{printable, push_row};
-use crate::cli::compare::p_value;
-use crate::human::duration;
+use crate::human::{duration, p_value};
 use crate::view::matrix::{CellView, MatrixView, Metric, ALPHA};
 
 /// One evaluator's grid, laid out: the header and the rows of text cells.

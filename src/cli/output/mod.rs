@@ -8,6 +8,7 @@
 //! records go through a [`Sink`] of their own format ([`jsonl`], [`csv`]).
 
 pub mod csv;
+mod experiment;
 pub mod grid;
 mod json;
 pub mod jsonl;

@@ -11,8 +11,8 @@ use super::Render;
 use crate::concurrency::StrategyName;
 use crate::store::EvaluationStatus;
 use crate::view::{
-    EndpointView, ErrorKindView, ErrorView, EvaluationView, EvaluatorView, ExperimentView,
-    JudgeView, Latency, ListView, RecordView, WorkerView,
+    EndpointView, ErrorKindView, ErrorView, EvaluationView, EvaluatorView, JudgeView, Latency,
+    ListView, RecordView, WorkerView,
 };
 
 pub use crate::human::{duration, size};
@@ -58,77 +58,12 @@ fn percent(x: Option<f64>) -> String {
 }
 
 /// `87.5% (53–98%)`: a rate and its 95% interval, in percent.
-fn with_interval(x: Option<f64>, ci: Option<[f64; 2]>) -> String {
+pub(super) fn with_interval(x: Option<f64>, ci: Option<[f64; 2]>) -> String {
     match (x, ci) {
         (Some(x), Some([lo, hi])) => {
             format!("{:.1}% ({:.0}–{:.0}%)", 100.0 * x, 100.0 * lo, 100.0 * hi)
         }
         _ => percent(x),
-    }
-}
-
-/// The report `show` (and `run`) prints.
-impl Render for ExperimentView {
-    fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "experiment {} · created {} · {}",
-            printable(&self.experiment),
-            printable(&self.created_at),
-            self.status
-        );
-        if let Some(m) = &self.matrix {
-            out.push('\n');
-            out += &super::grid::table(m);
-        }
-        for e in &self.evaluations {
-            out.push('\n');
-            evaluation(&mut out, e);
-        }
-        out
-    }
-
-    /// The grid of a matrix experiment, else each evaluator's score.
-    fn markdown(&self) -> String {
-        use super::grid::{md_escape, md_row};
-        let mut out = format!("### {}\n\n", md_escape(&self.experiment));
-        if let Some(m) = &self.matrix {
-            out += &super::grid::markdown(m);
-            return out;
-        }
-        md_row(
-            &mut out,
-            &[
-                "evaluation",
-                "evaluator",
-                "score (95% CI)",
-                "samples",
-                "errors",
-                "p50",
-            ]
-            .map(String::from),
-        );
-        md_row(&mut out, &vec!["---".to_owned(); 6]);
-        for e in &self.evaluations {
-            for ev in &e.evaluators {
-                md_row(
-                    &mut out,
-                    &[
-                        e.name.clone(),
-                        ev.name.clone(),
-                        with_interval(ev.mean, ev.ci95),
-                        ev.scored.to_string(),
-                        e.samples.errored.to_string(),
-                        e.timing
-                            .latency_seconds
-                            .as_ref()
-                            .map_or("–".into(), |l| duration(l.p50)),
-                    ],
-                );
-            }
-        }
-        out
     }
 }
 
@@ -152,7 +87,7 @@ fn judge_line(j: &JudgeView) -> String {
 
 /// An evaluation's aligned summary (model, samples, scores, timing), then
 /// whichever detail tables its view carries.
-fn evaluation(out: &mut String, e: &EvaluationView) {
+pub(super) fn evaluation(out: &mut String, e: &EvaluationView) {
     let mut rows = setup_rows(e);
     for ev in &e.evaluators {
         rows.push((ev.name.clone(), evaluator_line(e, ev)));

@@ -118,7 +118,8 @@ pub struct Pauses {
 }
 
 impl Pauses {
-    /// The pause for `endpoint` (its base URL), shared by every caller that names it.
+    /// The pause for `endpoint` (its base URL and model name), shared by every
+    /// caller that names it.
     pub fn get(&self, endpoint: &str) -> Arc<Pause> {
         let mut map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry(endpoint.to_owned()).or_default())

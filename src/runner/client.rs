@@ -169,7 +169,7 @@ pub async fn connect_judges(
         let rate = model
             .rate_limit
             .map(|spec| rates.get(&rate_key(&url, model), spec).0);
-        let pause = pauses.get(&url);
+        let pause = pauses.get(&rate_key(&url, model));
         judges.waits.push((Arc::clone(&pause), rate.clone()));
         let retry = Retry::new(model.retry).with_pause(pause);
         judge.connect(Link {
@@ -205,7 +205,9 @@ pub fn cache_for(
     }
 }
 
-/// What a rate limit is shared by: one endpoint and model.
+/// What a rate limit and a throttling pause are shared by: one endpoint and
+/// model (a hosted API or a proxy keeps quotas per model, so a 429 for one
+/// model says nothing of another's).
 pub fn rate_key(base_url: &str, model: &ModelSpec) -> String {
     format!("{base_url} {}", model.name)
 }

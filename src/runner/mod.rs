@@ -525,7 +525,7 @@ fn endpoint_limits(
         rate
     });
     let pause = match connection {
-        Some(c) => pauses.get(&c.base_url),
+        Some(c) => pauses.get(&client::rate_key(&c.base_url, &eval.model)),
         None => Arc::default(),
     };
     (rate, pause)
@@ -553,7 +553,7 @@ fn replica_endpoints(
         let rate = model
             .rate_limit
             .map(|spec| rates.get(&client::rate_key(url, model), spec).0);
-        endpoint(url, client, (rate, pauses.get(url)))
+        endpoint(url, client, (rate, pauses.get(&client::rate_key(url, model))))
     });
     std::iter::once(first).chain(others).collect()
 }

@@ -470,3 +470,57 @@ fn cells_over_different_rows_count_their_own() {
     assert_eq!(totals, expected);
     assert_eq!(server.count(), 16);
 }
+
+/// Two models behind one server (a proxy, a hosted API: quotas per
+/// model): a 429 with `Retry-After: 2` for one model pauses its cell, and
+/// the other model's cell goes on meanwhile.
+#[test]
+fn a_pause_for_one_model_leaves_the_other_models_cell_running() {
+    use crate::server::Reply;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let once = Arc::new(AtomicBool::new(false));
+    let server = TestServer::builder()
+        .latency(Duration::from_millis(20))
+        .respond(move |r| {
+            if r.body["model"] == "a" && !once.swap(true, Ordering::SeqCst) {
+                return Reply::retry_after(429, "2");
+            }
+            Reply::text(r.prompt.clone())
+        })
+        .start();
+    let dir = TestDir::new();
+    dir.write(
+        "qa.yaml",
+        &spec(&server.url(), 60, 2, "  model.name: [a, b]\n"),
+    );
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let requests = server.requests();
+    let model = |r: &crate::server::Received| r.body["model"].as_str().unwrap_or("").to_owned();
+    let throttled_at = requests
+        .iter()
+        .find(|r| model(r) == "a")
+        .map(|r| r.at)
+        .expect("model a was asked");
+    let during = |m: &str| {
+        requests
+            .iter()
+            .filter(|r| model(r) == m)
+            .filter(|r| r.at > throttled_at + Duration::from_millis(100))
+            .filter(|r| r.at < throttled_at + Duration::from_millis(1800))
+            .count()
+    };
+    assert_eq!(during("a"), 0, "model a was sent to during its pause");
+    assert!(
+        during("b") >= 10,
+        "model b's cell waited out a's pause: {} requests during it",
+        during("b")
+    );
+    assert_eq!(
+        requests.len(),
+        121,
+        "each prompt once per model, plus the one 429"
+    );
+}

@@ -9,7 +9,7 @@ use super::{run, Interrupt, Planned, Progress, RunError, RunStatus, Shared};
 use crate::concurrency::pause::Pauses;
 use crate::concurrency::pool::Pools;
 use crate::concurrency::rate::RateLimits;
-use crate::store::{Storage, Store, StoreError};
+use crate::store::{Storage, Store};
 
 /// The most cells of a matrix that run at once; the others start as they
 /// finish (cells on one endpoint share its window, so more would not be
@@ -110,7 +110,7 @@ async fn together(
     shared: &Shared<'_>,
 ) -> Vec<Result<RunStatus, RunError>> {
     let name = cells[0].eval.name.split('/').next().unwrap_or_default();
-    progress.start_group(name, &cells.iter().collect::<Vec<_>>());
+    progress.start_group(name, cells);
     let slots = tokio::sync::Semaphore::new(CELLS_AT_ONCE);
     let mut first = Some(store);
     let runs = cells.iter().map(|plan| {
@@ -121,7 +121,8 @@ async fn together(
             let _slot = slots.acquire().await;
             match own {
                 Some(store) => run(plan, experiment, store, progress, shared).await,
-                None => match open(storage) {
+                // A connection of its own to the store the command opened.
+                None => match storage.open_or_create() {
                     Ok(mut store) => run(plan, experiment, store.as_mut(), progress, shared).await,
                     Err(e) => Err(e.into()),
                 },
@@ -131,9 +132,4 @@ async fn together(
     let statuses = futures_util::future::join_all(runs).await;
     progress.finish_group();
     statuses
-}
-
-/// A connection of its own to the store the command opened.
-fn open(storage: &dyn Storage) -> Result<Box<dyn Store>, StoreError> {
-    storage.open_or_create()
 }

@@ -310,7 +310,7 @@ impl Progress {
     /// Begins one line for `plans` (the cells of a matrix, run together),
     /// named `name`; each cell's [`start`](Self::start) joins it, and
     /// [`finish_group`](Self::finish_group) ends it.
-    pub fn start_group(&self, name: &str, plans: &[&Planned]) {
+    pub fn start_group(&self, name: &str, plans: &[Planned]) {
         let total: u64 = plans.iter().map(|p| p.total).sum();
         let pending: u64 = plans.iter().map(|p| p.pending).sum();
         let done = total - pending;

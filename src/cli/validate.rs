@@ -94,6 +94,8 @@ impl Render for Validated {
 pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
     let mut checked = Vec::new();
     let mut loaded = Vec::new();
+    // Rows per dataset checked: the cells of a matrix over one dataset read it once.
+    let mut rows = std::collections::HashMap::new();
     let mut failed = false;
     for path in &args.specs {
         let cells = crate::spec::load_cells(
@@ -111,7 +113,7 @@ pub fn validate(args: ValidateArgs, style: Style) -> Result<Exit, CliError> {
             }
         };
         for eval in cells {
-            match check(path, eval, &loaded) {
+            match check(path, eval, &loaded, &mut rows) {
                 Ok((c, eval)) => {
                     for warning in eval.warnings() {
                         eprintln!("warning: {}: {warning}", eval.name);
@@ -139,19 +141,28 @@ fn check(
     path: &std::path::Path,
     eval: Evaluation,
     earlier: &[Evaluation],
+    read: &mut std::collections::HashMap<u64, u64>,
 ) -> Result<(Checked, Evaluation), CliError> {
     check_unique(earlier, &eval)?;
-    let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |row, id| {
-        crate::runner::refuse_marked_id(&eval, row.line, id)
-    })?;
+    let key = crate::runner::Reads::key(&eval);
+    let rows = match read.get(&key) {
+        Some(rows) => *rows,
+        None => {
+            let scan = crate::dataset::scan(&eval.dataset, &eval.required_columns, |row, id| {
+                crate::runner::refuse_marked_id(&eval, row.line, id)
+            })?;
+            read.insert(key, scan.rows);
+            scan.rows
+        }
+    };
     let key = api_key(&eval.model, &eval.spec_path)?;
     crate::runner::judge_keys(&eval, key.as_ref())?;
     render_first_rows(&eval)?;
     let checked = Checked {
         spec: path.display().to_string(),
         name: eval.name.clone(),
-        samples: scan.rows,
-        requests: scan.rows * u64::from(eval.repeats),
+        samples: rows,
+        requests: rows * u64::from(eval.repeats),
         provider: eval.model.provider.as_str().into(),
         model: eval.model.name.clone(),
         evaluators: eval.evaluators.iter().map(|e| e.name.clone()).collect(),

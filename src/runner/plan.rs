@@ -94,7 +94,8 @@ impl From<Diagnostic> for PlanError {
 pub struct Reads(std::collections::HashMap<u64, DatasetPrint>);
 
 impl Reads {
-    fn key(eval: &Evaluation) -> u64 {
+    /// What decides a dataset's checks for `eval`, as one number.
+    pub fn key(eval: &Evaluation) -> u64 {
         let what = format!(
             "{:?}\0{:?}\0{}",
             eval.dataset, eval.required_columns, eval.repeats
@@ -176,7 +177,14 @@ pub fn plan(
     // another fresh evaluation of this command checked the same rows.
     let fresh = existing.is_none().then(|| Reads::key(&eval));
     if let Some(print) = fresh.and_then(|key| reads.0.get(&key).copied()) {
-        return finish_plan(eval, concurrency, print.samples, print.samples, false, print);
+        return finish_plan(
+            eval,
+            concurrency,
+            print.samples,
+            print.samples,
+            false,
+            print,
+        );
     }
     let mut pending = 0u64;
     let mut matched = 0u64;

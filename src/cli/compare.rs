@@ -15,7 +15,9 @@ use super::output::table::{duration, printable, push_row, table};
 use super::output::{note_if_running, print, Render};
 use super::{open_for_reading, unknown_experiment, CliError, Style};
 use crate::compare;
-use crate::compare::view::{CompareView, EvaluationComparison, Kind, TimingSummary};
+use crate::compare::view::{
+    CompareView, EvaluationComparison, EvaluatorComparison, Kind, TimingSummary,
+};
 use crate::human::p_value;
 use crate::store::Storage;
 use crate::Exit;
@@ -120,23 +122,7 @@ impl Render for CompareView {
             md_row(&mut out, &head.map(String::from));
             md_row(&mut out, &vec!["---".to_owned(); head.len()]);
             for ev in &e.evaluators {
-                let [value, diff] = figures(ev.kind);
-                let or_dash = |x: Option<f64>, f: Figure| x.map_or("–".to_owned(), f);
-                md_row(
-                    &mut out,
-                    &[
-                        ev.name.clone(),
-                        or_dash(ev.mean_a, value),
-                        or_dash(ev.mean_b, value),
-                        or_dash(ev.difference, diff),
-                        ev.ci95.map_or("–".to_owned(), |[lo, hi]| {
-                            format!("{} to {}", diff(lo), diff(hi))
-                        }),
-                        or_dash(ev.p_value, p_value),
-                        ev.pass_to_fail.to_string(),
-                        ev.fail_to_pass.to_string(),
-                    ],
-                );
+                md_row(&mut out, &score_cells(ev));
             }
             let t = &e.timing;
             let _ = writeln!(out);
@@ -226,27 +212,13 @@ fn scores(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
         "detectable",
     ]);
     for ev in &e.evaluators {
-        let [value, diff] = figures(ev.kind);
-        let or_dash = |x: Option<f64>, f: Figure| x.map_or("–".to_owned(), f);
-        push_row(
-            &mut b,
-            [
-                ev.name.clone(),
-                or_dash(ev.mean_a, value),
-                or_dash(ev.mean_b, value),
-                or_dash(ev.difference, diff),
-                ev.ci95.map_or("–".to_owned(), |[lo, hi]| {
-                    // `+7.0 to +18.0 pts`: the unit once.
-                    let lo = diff(lo);
-                    format!("{} to {}", lo.trim_end_matches(" pts"), diff(hi))
-                }),
-                or_dash(ev.p_value, p_value),
-                ev.pass_to_fail.to_string(),
-                ev.fail_to_pass.to_string(),
-                ev.min_detectable_difference
-                    .map_or("–".to_owned(), |x| diff(x).replace('+', "±")),
-            ],
+        let [_, diff] = figures(ev.kind);
+        let mut cells = score_cells(ev).to_vec();
+        cells.push(
+            ev.min_detectable_difference
+                .map_or("–".to_owned(), |x| diff(x).replace('+', "±")),
         );
+        push_row(&mut b, cells);
     }
     let _ = writeln!(out, "{}", table(b, 0));
     let clustered: Vec<String> = e
@@ -348,6 +320,27 @@ fn timing(out: &mut String, e: &EvaluationComparison, names: (&str, &str)) {
 
 /// How a figure is written: a rate in percent or points, a graded mean as is.
 type Figure = fn(f64) -> String;
+
+/// An evaluator's row: its name, both means, B - A, the interval, p and
+/// the flips each way.
+fn score_cells(ev: &EvaluatorComparison) -> [String; 8] {
+    let [value, diff] = figures(ev.kind);
+    let or_dash = |x: Option<f64>, f: Figure| x.map_or("–".to_owned(), f);
+    [
+        ev.name.clone(),
+        or_dash(ev.mean_a, value),
+        or_dash(ev.mean_b, value),
+        or_dash(ev.difference, diff),
+        ev.ci95.map_or("–".to_owned(), |[lo, hi]| {
+            // `+7.0 to +18.0 pts`: the unit once.
+            let lo = diff(lo);
+            format!("{} to {}", lo.trim_end_matches(" pts"), diff(hi))
+        }),
+        or_dash(ev.p_value, p_value),
+        ev.pass_to_fail.to_string(),
+        ev.fail_to_pass.to_string(),
+    ]
+}
 
 /// How a value and a difference of this kind read: `87.5%` and `+6.0 pts`
 /// for pass/fail, `0.875` and `+0.060` for graded scores.

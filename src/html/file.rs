@@ -8,6 +8,7 @@ use super::{Evaluation, Experiment};
 use crate::compare::{self, view::CompareView};
 use crate::concurrency::StrategyName;
 use crate::store::{ExperimentRow, Storage, Store};
+use crate::view::matrix::Layout;
 use crate::view::{self, Detail, ViewError};
 
 /// Why a page could not be written.
@@ -68,11 +69,12 @@ pub fn write(
     b: Option<&ExperimentRow>,
     path: &Path,
 ) -> Result<u64, PageError> {
-    let x = experiment(store, a)?;
+    // The grid of a matrix experiment is drawn on its own page only.
+    let x = experiment(store, a, b.is_none())?;
     let page = match b {
         None => None,
         Some(b) => {
-            let y = experiment(store, b)?;
+            let y = experiment(store, b, false)?;
             // Two experiments that share no evaluation still get their
             // summaries side by side.
             let compared = compare::load(storage, store, (a, b), compare::Pick::Shared, true)?
@@ -108,8 +110,9 @@ pub fn write(
 
 /// Experiment `x` with what the page shows of each evaluation: its view
 /// (with error kinds) and its samples, latencies and limit steps, the last
-/// two from the reads its view was built from.
-fn experiment(store: &dyn Store, x: &ExperimentRow) -> Result<Experiment, ViewError> {
+/// two from the reads its view was built from; with `matrix`, the grid of
+/// its matrix cells (as `show` lays it out by default), if it has any.
+fn experiment(store: &dyn Store, x: &ExperimentRow, matrix: bool) -> Result<Experiment, ViewError> {
     let detail = Detail {
         errors: true,
         full: false,
@@ -131,8 +134,14 @@ fn experiment(store: &dyn Store, x: &ExperimentRow) -> Result<Experiment, ViewEr
         });
         views.push(shown);
     }
+    let mut shown = view::experiment(x, views);
+    if matrix {
+        // A layout the default cannot get wrong; were it wrong, no grid.
+        shown.matrix = view::matrix::build(store, x, &shown.evaluations, &Layout::default())?
+            .and_then(Result::ok);
+    }
     Ok(Experiment {
-        view: view::experiment(x, views),
+        view: shown,
         evaluations,
     })
 }

@@ -1,7 +1,8 @@
 //! `dotevals report`: one self-contained HTML file per experiment (or pair of
 //! experiments). Everything is inline (CSS, script, data); the summary and the
 //! plots are plain HTML and SVG, so the page reads with JavaScript off; only
-//! the sample browser ([`page.js`](page.js)) needs it.
+//! the sample browser and the sample lists of a matrix's heat map
+//! ([`page.js`](page.js)) need it.
 //!
 //! The samples are streamed into `<script type="application/json"
 //! id="samples-data">` as compact JSON, with every `<` written `\u003c` so
@@ -9,6 +10,7 @@
 //! lands in HTML goes through [`escape`].
 
 mod file;
+mod grid;
 pub mod plots;
 mod samples;
 mod summary;
@@ -84,6 +86,9 @@ pub fn write_single(out: &mut impl Write, x: &Experiment) -> io::Result<()> {
         escape(&x.view.status.to_string()),
         n = x.recorded()
     )?;
+    if let Some(m) = &x.view.matrix {
+        grid::write(out, m)?;
+    }
     for e in &x.evaluations {
         write!(
             out,
@@ -95,6 +100,9 @@ pub fn write_single(out: &mut impl Write, x: &Experiment) -> io::Result<()> {
         out.write_all(plots::timeline_svg(&[timeline(e, "")]).as_bytes())?;
         plots_below(out, e)?;
         out.write_all(b"</section>")?;
+    }
+    if let Some(m) = &x.view.matrix {
+        grid::write_data(out, m, x)?;
     }
     let sources: Vec<Source<'_>> = x
         .evaluations

@@ -1,3 +1,120 @@
+// dotevals heat map of a matrix experiment: a click on a cell (or Enter on
+// a focused one; Tab reaches a grid's first cell, the arrow keys the others)
+// lists below its table the samples whose verdict differs from the baseline
+// cell's. The lists are in the matrix JSON, parsed on the first click:
+// nothing runs per cell at load. Every value from the store is set as text,
+// never parsed as HTML.
+(function () {
+  "use strict";
+  var section = document.getElementById("matrix");
+  var holder = document.getElementById("matrix-data");
+  if (!section || !holder) return;
+  var data = null, selected = null;
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = text;
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function verdict(v, score) {
+    return score === null ? v : v + " (" + Math.round(score * 1000) / 1000 + ")";
+  }
+
+  function cls(v) {
+    return v === "passed" ? "pass" : v === "failed" || v === "errored" ? "fail" : "";
+  }
+
+  function show(td) {
+    if (data === null) data = JSON.parse(holder.textContent);
+    var i = Number(td.getAttribute("data-i")), c = data.cells[i];
+    var box = td.closest(".heatmap").querySelector(".matrix-detail");
+    if (!c || !box) return;
+    if (selected) { selected.classList.remove("selected"); selected.removeAttribute("aria-selected"); }
+    selected = td;
+    td.classList.add("selected");
+    td.setAttribute("aria-selected", "true");
+    box.textContent = "";
+    var head = c.evaluation + " (" + c.evaluator + ")";
+    if (c.base) {
+      box.appendChild(el("p", head + " is the baseline: every other cell is compared with it. Click another cell to see where it differs.", "note"));
+    } else if (c.note) {
+      box.appendChild(el("p", head + ": " + c.note + ".", "note"));
+    } else {
+      var said = c.differ === 0
+        ? "no sample's verdict differs from the baseline's (" + data.baseline + ") over the " + c.paired + " samples both cells ran."
+        : c.differ + " of the " + c.paired + " samples both cells ran differ in verdict from the baseline (" + data.baseline + ")" +
+          (c.differ > c.rows.length ? "; the first " + c.rows.length + " are listed (capped at " + data.cap + ")." : ":");
+      box.appendChild(el("p", head + ": " + said, "note"));
+      if (c.rows.length) {
+        var table = el("table", null, "differ");
+        var tr = el("tr");
+        ["id", "baseline", "this cell", "baseline output", "this cell's output"].forEach(function (h) { tr.appendChild(el("th", h)); });
+        table.appendChild(el("thead")).appendChild(tr);
+        var body = el("tbody");
+        c.rows.forEach(function (r) {
+          var b = data.base[r[0]], row = el("tr", null, "differ");
+          row.appendChild(el("td", b[0]));
+          row.appendChild(el("td", verdict(r[1], r[2]), cls(r[1])));
+          row.appendChild(el("td", verdict(r[3], r[4]), cls(r[3])));
+          row.appendChild(el("td", b[1] === null ? "" : b[1]));
+          row.appendChild(el("td", r[5] === null ? "" : r[5]));
+          body.appendChild(row);
+        });
+        table.appendChild(body);
+        box.appendChild(table);
+      }
+    }
+    box.hidden = false;
+    section.setAttribute("data-shown", String(i));
+  }
+
+  function target(ev) {
+    var t = ev.target;
+    return t && t.closest ? t.closest("td[data-i]") : null;
+  }
+  section.addEventListener("click", function (ev) {
+    var td = target(ev);
+    if (!td) return;
+    var was = td.closest("table").querySelector("td[tabindex='0']");
+    if (was) focus(was, td);
+    show(td);
+  });
+  // The next cell from `td` by `dr` rows and `dc` columns, skipping holes.
+  function step(td, dr, dc) {
+    var tr = td.parentNode, col = td.cellIndex;
+    for (;;) {
+      if (dr) {
+        tr = dr < 0 ? tr.previousElementSibling : tr.nextElementSibling;
+        if (!tr) return null;
+      } else {
+        col += dc;
+      }
+      var c = tr.cells[col];
+      if (!c) return null;
+      if (c.hasAttribute("data-i")) return c;
+    }
+  }
+  function focus(from, to) {
+    if (!to || to === from) return;
+    from.setAttribute("tabindex", "-1");
+    to.setAttribute("tabindex", "0");
+    to.focus();
+  }
+  var moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+  section.addEventListener("keydown", function (ev) {
+    var td = target(ev);
+    if (!td) return;
+    if (ev.key === "Enter" || ev.key === " ") {
+      ev.preventDefault();
+      show(td);
+    } else if (moves[ev.key]) {
+      ev.preventDefault();
+      focus(td, step(td, moves[ev.key][0], moves[ev.key][1]));
+    }
+  });
+})();
 // dotevals sample browser: reads the samples JSON, filters by verdict,
 // evaluator and text, and renders matching rows a page at a time. Every
 // value from the store is set as text, never parsed as HTML.

@@ -4,13 +4,14 @@
 //! (samples paired by id and row), so a lead that noise explains is not
 //! marked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{EvaluationView, ViewError};
 use crate::compare::{by_sample, pair};
+use crate::human::{duration, p_value};
 use crate::spec::Coordinate;
 use crate::stats::TestName;
 use crate::store::read::EvaluationRow;
@@ -36,6 +37,17 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// What a cell shows, in words.
+    pub fn what(self) -> &'static str {
+        match self {
+            Metric::Score => "mean score ± half its 95% interval",
+            Metric::P50 => "median latency",
+            Metric::Ttft => "median time to first token",
+            Metric::Throughput => "samples per second",
+            Metric::Tokens => "completion tokens per sample",
+        }
+    }
+
     /// Whether more is better (a score, a throughput) or less (a latency).
     fn higher_is_better(self) -> bool {
         matches!(self, Metric::Score | Metric::Throughput)
@@ -117,6 +129,33 @@ pub struct CellTiming {
 }
 
 impl CellView {
+    /// The figure `metric` reads, as text: `88.0% ±4.5`, `520 ms`, `12.3/s`.
+    pub fn figure_text(&self, metric: Metric) -> String {
+        let dash = || "–".to_owned();
+        match metric {
+            Metric::Score => match (self.mean, self.ci95) {
+                (Some(mean), Some([lo, hi])) => {
+                    format!("{:.1}% ±{:.1}", 100.0 * mean, 50.0 * (hi - lo))
+                }
+                (Some(mean), None) => format!("{:.1}%", 100.0 * mean),
+                _ => dash(),
+            },
+            Metric::P50 | Metric::Ttft => self.figure(metric).map_or_else(dash, duration),
+            Metric::Throughput => self
+                .figure(metric)
+                .map_or_else(dash, |v| format!("{v:.1}/s")),
+            Metric::Tokens => self.figure(metric).map_or_else(dash, |v| format!("{v:.1}")),
+        }
+    }
+
+    /// `-12.0 pts (p < 0.001)` when the score differs from the baseline's
+    /// at p <= [`ALPHA`].
+    pub fn difference_text(&self) -> Option<String> {
+        let (d, p) = (self.difference?, self.p_value?);
+        self.significant
+            .then(|| format!("{:+.1} pts (p {})", 100.0 * d, p_value(p)))
+    }
+
     /// The figure `metric` reads.
     pub fn figure(&self, metric: Metric) -> Option<f64> {
         match metric {
@@ -126,6 +165,83 @@ impl CellView {
             Metric::Throughput => self.timing.throughput_per_second,
             Metric::Tokens => self.timing.completion_tokens_per_sample,
         }
+    }
+}
+
+/// One evaluator's grid, laid out: the label combinations down the side
+/// (rows without any cell left out), the labels across, and the cell (its
+/// index in [`MatrixView::cells`]) at each place.
+pub struct Grid<'a> {
+    pub evaluator: &'a str,
+    pub rows: Vec<Vec<&'a str>>,
+    pub columns: Vec<&'a str>,
+    pub at: HashMap<(Vec<&'a str>, &'a str), usize>,
+}
+
+impl MatrixView {
+    /// The grids, one per evaluator in the cells' order: the row axes'
+    /// label combinations (the first axis outermost) down the side, the
+    /// column axis's labels across (one unnamed column with a single axis).
+    pub fn grids(&self) -> Vec<Grid<'_>> {
+        let labels_of = |path: &str| -> Vec<&str> {
+            self.axes
+                .iter()
+                .find(|a| a.path == path)
+                .map(|a| a.labels.iter().map(String::as_str).collect())
+                .unwrap_or_default()
+        };
+        let columns: Vec<&str> = match &self.columns {
+            Some(path) => labels_of(path),
+            None => vec![""],
+        };
+        let mut rows: Vec<Vec<&str>> = vec![Vec::new()];
+        for path in &self.rows {
+            let labels = labels_of(path);
+            rows = rows
+                .into_iter()
+                .flat_map(|key| {
+                    labels.iter().map(move |l| {
+                        let mut k = key.clone();
+                        k.push(*l);
+                        k
+                    })
+                })
+                .collect();
+        }
+        let mut grids: Vec<Grid<'_>> = Vec::new();
+        for (i, c) in self.cells.iter().enumerate() {
+            let key: Vec<&str> = self
+                .rows
+                .iter()
+                .map(|p| c.labels.get(p).map_or("", String::as_str))
+                .collect();
+            let column = match &self.columns {
+                Some(p) => c.labels.get(p).map_or("", String::as_str),
+                None => "",
+            };
+            let g = match grids.iter().position(|g| g.evaluator == c.evaluator) {
+                Some(g) => g,
+                None => {
+                    grids.push(Grid {
+                        evaluator: &c.evaluator,
+                        rows: Vec::new(),
+                        columns: columns.clone(),
+                        at: HashMap::new(),
+                    });
+                    grids.len() - 1
+                }
+            };
+            grids[g].at.entry((key, column)).or_insert(i);
+        }
+        for grid in &mut grids {
+            let filled: HashSet<&Vec<&str>> = grid.at.keys().map(|(k, _)| k).collect();
+            grid.rows = rows
+                .iter()
+                .filter(|k| filled.contains(k))
+                .cloned()
+                .collect();
+        }
+        grids
     }
 }
 

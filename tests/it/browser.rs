@@ -264,3 +264,126 @@ fn the_report_renders_its_plots_and_filters_samples_in_chromium() {
         std::fs::write(keep, &png).expect("keep the screenshot");
     }
 }
+
+/// Loads a copy of `page` (in `dir`) with `script` run once it has loaded,
+/// as a click or a key press would: the DOM it leaves.
+fn load_then(bin: &Path, dir: &TestDir, page: &str, script: &str) -> Loaded {
+    let copy = format!("then-{page}");
+    dir.write(
+        &copy,
+        &format!("{}<script>{script}</script>", dir.read(page)),
+    );
+    load(bin, dir, &format!("file://{}/{copy}", dir.path().display()))
+}
+
+/// The heat map's list below its table, as the DOM has it.
+fn detail(dom: &str) -> &str {
+    let start = dom
+        .find("<div class=\"matrix-detail\"")
+        .expect("the list under the heat map");
+    let end = start + dom[start..].find("</div>").unwrap_or(dom.len() - start);
+    &dom[start..end]
+}
+
+#[test]
+fn a_click_on_a_heat_map_cell_lists_the_samples_that_differ_from_the_baseline() {
+    let Some(bin) = chromium() else {
+        crate::support::skip(
+            "a_click_on_a_heat_map_cell_lists_the_samples_that_differ_from_the_baseline",
+            "no chromium on PATH (.ci/run installs Debian's `chromium`)",
+        );
+        return;
+    };
+    let dir = TestDir::new();
+    dir.write("grid.yaml", &crate::html_report::matrix_spec());
+    dir.cmd(["run", "grid.yaml", "-e", "grid", "-q"])
+        .output()
+        .assert_exit_code(0);
+    dir.cmd(["report", "grid", "-o", "grid.html"])
+        .output()
+        .assert_exit_code(0);
+    let html = dir.read("grid.html");
+    let data: serde_json::Value =
+        serde_json::from_str(crate::html_report::embedded(&html, "matrix-data")).unwrap();
+    let index = |name: &str| {
+        data["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|c| c["evaluation"] == name)
+            .unwrap_or_else(|| panic!("no cell {name}"))
+    };
+    let (base, worse) = (index("grid/1ms/plain"), index("grid/2ms/<script>"));
+
+    // Before any click the list is empty and hidden, and the page is clean.
+    let page = load(
+        &bin,
+        &dir,
+        &format!("file://{}/grid.html", dir.path().display()),
+    );
+    assert_eq!(console_errors(&page), Vec::<&String>::new());
+    assert!(
+        detail(&page.dom).contains(" hidden"),
+        "{}",
+        detail(&page.dom)
+    );
+
+    // A click on the worse cell: the seven samples it fails and the
+    // baseline passes, with both outputs as text.
+    let clicked = load_then(
+        &bin,
+        &dir,
+        "grid.html",
+        &format!("document.querySelector('td[data-i=\"{worse}\"]').click();"),
+    );
+    assert_eq!(console_errors(&clicked), Vec::<&String>::new());
+    let list = detail(&clicked.dom);
+    assert!(!list.contains(" hidden"), "{list}");
+    assert!(list.contains("7 of the 8 samples both cells ran differ"), "{list}");
+    let ids: Vec<&str> = list
+        .split("<tr class=\"differ\"><td>")
+        .skip(1)
+        .filter_map(|row| row.split('<').next())
+        .collect();
+    assert_eq!(ids, ["s1", "s2", "s3", "s4", "s5", "s6", "s7"], "{list}");
+    assert!(list.contains(
+        "<td class=\"pass\">passed (1)</td><td class=\"fail\">failed (0)</td><td>yes</td><td>&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;</td>"
+    ), "{list}");
+    assert!(clicked.dom.contains(&format!("data-shown=\"{worse}\"")));
+
+    // The baseline says it is the baseline.
+    let clicked = load_then(
+        &bin,
+        &dir,
+        "grid.html",
+        &format!("document.querySelector('td[data-i=\"{base}\"]').click();"),
+    );
+    assert!(detail(&clicked.dom).contains("is the baseline"));
+
+    // From the keyboard: Tab lands on the grid's first cell (the baseline);
+    // down, right and Enter list the same cell's samples.
+    let keyed = load_then(
+        &bin,
+        &dir,
+        "grid.html",
+        "document.querySelector('table.heat td[tabindex=\"0\"]').focus();\
+         ['ArrowDown', 'ArrowRight', 'Enter'].forEach(function (k) {\
+           document.activeElement.dispatchEvent(new KeyboardEvent('keydown', {key: k, bubbles: true}));\
+         });",
+    );
+    assert_eq!(console_errors(&keyed), Vec::<&String>::new());
+    assert!(
+        keyed.dom.contains(&format!("data-shown=\"{worse}\"")),
+        "{}",
+        detail(&keyed.dom)
+    );
+    assert!(detail(&keyed.dom).contains("<tr class=\"differ\"><td>s7</td>"));
+    // Tab now lands where the arrows left off.
+    let td = |i: usize| {
+        let at = keyed.dom.find(&format!("data-i=\"{i}\"")).unwrap();
+        let start = keyed.dom[..at].rfind("<td").unwrap();
+        &keyed.dom[start..at + keyed.dom[at..].find('>').unwrap()]
+    };
+    assert!(td(worse).contains("tabindex=\"0\""), "{}", td(worse));
+    assert!(td(base).contains("tabindex=\"-1\""), "{}", td(base));
+}

@@ -251,3 +251,134 @@ fn retries_and_429s_are_drawn_when_there_were_any() {
     assert!(html.contains("<h3>Retries and throttling</h3>"));
     // A run without any has no such plot: see the first test (two plots).
 }
+
+/// A matrix spec named `grid`: 8 rows, s1..s7 (`a`) and s8 (`keep`); two
+/// latencies down, two prompts across. The prompt labelled `<script>` says
+/// `bad`, and the mock answers it with [`HOSTILE`] except for s8 (`keep`
+/// wins): s1..s7 fail there and pass under `plain`, a drop McNemar's test
+/// calls significant (p = 2 / 2^7).
+pub(crate) fn matrix_spec() -> String {
+    let rows: Vec<String> = (1..=8)
+        .map(|i| format!("{{id: s{i}, text: {}}}", if i == 8 { "keep" } else { "a" }))
+        .collect();
+    format!(
+        "name: grid
+dataset:
+  id: id
+  rows: [{}]
+model:
+  provider: mock
+  replies:
+    - {{when_contains: [keep], reply: \"yes\"}}
+    - {{when_contains: [bad], reply: \"{HOSTILE}\"}}
+    - {{reply: \"yes\"}}
+prompt: \"{{{{ text }}}}\"
+evaluators:
+  - {{type: exact_match, expected: \"yes\"}}
+matrix:
+  model.latency: [1ms, 2ms]
+  prompt:
+    values: [\"{{{{ text }}}}\", \"bad {{{{ text }}}}\"]
+    labels: [plain, \"<script>\"]
+",
+        rows.join(", ")
+    )
+}
+
+/// The text of `<script type="application/json" id="ID">` in `html`.
+pub(crate) fn embedded<'a>(html: &'a str, id: &str) -> &'a str {
+    let open = format!("<script type=\"application/json\" id=\"{id}\">");
+    let start = html.find(&open).unwrap_or_else(|| panic!("no {id}")) + open.len();
+    &html[start..start + html[start..].find("</script>").unwrap()]
+}
+
+/// The `<td ... data-i="I">...</td>` of a heat map cell.
+fn heat_cell(html: &str, i: usize) -> &str {
+    let at = html
+        .find(&format!(" data-i=\"{i}\">"))
+        .unwrap_or_else(|| panic!("no cell {i}"));
+    let start = html[..at].rfind("<td").unwrap();
+    &html[start..at + html[at..].find("</td>").unwrap()]
+}
+
+#[test]
+fn a_matrix_report_opens_with_a_heat_map_of_its_cells() {
+    let dir = TestDir::new();
+    run(&dir, "grid", &matrix_spec(), &[]);
+    dir.cmd(["report", "grid", "-o", "grid.html", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let html = dir.read("grid.html");
+    // Near the top: after the header, before the evaluations.
+    let section = html.find("<section id=\"matrix\"").expect("a heat map");
+    assert!(section > html.find("</header>").unwrap());
+    assert!(section < html.find("<section class=\"evaluation\">").unwrap());
+    // The caption names the baseline; the legend says what the colours mean.
+    assert!(
+        html.contains("the baseline, <span class=\"base-name\">grid/1ms/plain</span></caption>")
+    );
+    assert!(html.contains("light (0%) to dark blue (100%)"));
+    // The layout: latency down, prompt across (its label escaped).
+    assert!(html.contains("<th scope=\"col\">plain</th><th scope=\"col\">&lt;script&gt;</th>"));
+    assert!(html.contains("<h2>grid/1ms/&lt;script&gt;</h2>"));
+    let data: serde_json::Value = serde_json::from_str(embedded(&html, "matrix-data")).unwrap();
+    let cells = data["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4, "{data:#}");
+    let index = |name: &str| {
+        cells
+            .iter()
+            .position(|c| c["evaluation"] == name)
+            .unwrap_or_else(|| panic!("no cell {name} in {data:#}"))
+    };
+    // Every cell, coloured by its score, with its marks in text.
+    let base = heat_cell(&html, index("grid/1ms/plain"));
+    assert!(base.contains(" h9 best base\""), "{base}");
+    assert!(base.contains("100.0% ±16.2 <b class=\"mk\">★</b> <b class=\"mk\">(base)</b>"));
+    let plain = heat_cell(&html, index("grid/2ms/plain"));
+    assert!(
+        plain.contains(" h9 best\"") && !plain.contains("(base)"),
+        "{plain}"
+    );
+    for name in ["grid/1ms/<script>", "grid/2ms/<script>"] {
+        let worse = heat_cell(&html, index(name));
+        assert!(worse.contains("class=\"c h1 sig\""), "{worse}");
+        assert!(worse.contains("12.5% ±22.4<span class=\"d\">-87.5 pts (p 0.016)</span>"));
+    }
+    // What a click lists: the disagreeing samples, by id, both sides'.
+    assert_eq!(data["baseline"], "grid/1ms/plain");
+    assert_eq!(cells[index("grid/1ms/plain")]["base"], true);
+    assert_eq!(cells[index("grid/2ms/plain")]["differ"], 0);
+    let worse = &cells[index("grid/2ms/<script>")];
+    assert_eq!(
+        (worse["paired"].as_u64(), worse["differ"].as_u64()),
+        (Some(8), Some(7))
+    );
+    let ids: Vec<&str> = worse["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            data["base"][r[0].as_u64().unwrap() as usize][0]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, ["s1", "s2", "s3", "s4", "s5", "s6", "s7"]);
+    let first = &worse["rows"][0];
+    assert_eq!(
+        (first[1].as_str(), first[3].as_str()),
+        (Some("passed"), Some("failed"))
+    );
+    assert_eq!(
+        (first[2].as_f64(), first[4].as_f64()),
+        (Some(1.0), Some(0.0))
+    );
+    assert_eq!(first[5], HOSTILE);
+    assert_eq!(data["base"][0][1], "yes");
+    // Store text escaped: in HTML as entities, in the JSON as \u003c.
+    assert!(!html.contains(HOSTILE));
+    assert!(!html.contains(">grid/1ms/<script>") && !html.contains("<th scope=\"col\"><script>"));
+    assert!(embedded(&html, "matrix-data").contains("\"grid/1ms/\\u003cscript>\""));
+    // Three scripts: the samples, the matrix's lists, the page's code.
+    assert_eq!(html.matches("<script").count(), 3);
+}

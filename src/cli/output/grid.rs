@@ -8,7 +8,6 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use super::table::{printable, push_row};
-use crate::human::{duration, p_value};
 use crate::view::matrix::{CellView, MatrixView, Metric, ALPHA};
 
 /// One evaluator's grid, laid out: the header and the rows of text cells.
@@ -24,108 +23,47 @@ struct Shown {
     figure: String,
     best: bool,
     baseline: bool,
-    /// `-12.0 pts (p 0.001)`, when significant.
+    /// `-12.0 pts (p < 0.001)`, when significant.
     difference: Option<String>,
 }
 
 fn shown(c: &CellView, m: &MatrixView) -> Shown {
-    let figure = match m.metric {
-        Metric::Score => match (c.mean, c.ci95) {
-            (Some(mean), Some([lo, hi])) => {
-                format!("{:.1}% ±{:.1}", 100.0 * mean, 50.0 * (hi - lo))
-            }
-            (Some(mean), None) => format!("{:.1}%", 100.0 * mean),
-            _ => "–".into(),
-        },
-        Metric::P50 | Metric::Ttft => c.figure(m.metric).map_or("–".into(), duration),
-        Metric::Throughput => c
-            .figure(m.metric)
-            .map_or("–".into(), |v| format!("{v:.1}/s")),
-        Metric::Tokens => c.figure(m.metric).map_or("–".into(), |v| format!("{v:.1}")),
-    };
-    let difference = (m.metric == Metric::Score && c.significant)
-        .then(|| {
-            let d = c.difference?;
-            let p = c.p_value?;
-            Some(format!("{:+.1} pts (p {})", 100.0 * d, p_value(p)))
-        })
-        .flatten();
     Shown {
-        figure,
+        figure: c.figure_text(m.metric),
         best: c.best_in_row,
         baseline: c.evaluation == m.baseline,
-        difference,
+        difference: (m.metric == Metric::Score)
+            .then(|| c.difference_text())
+            .flatten(),
     }
 }
 
 /// The grids, one per evaluator, each cell made text by `cell`.
 fn lay_out(m: &MatrixView, cell: impl Fn(&Shown) -> String) -> Vec<Laid> {
-    let labels_of = |path: &str| {
-        m.axes
-            .iter()
-            .find(|a| a.path == path)
-            .map(|a| a.labels.clone())
-            .unwrap_or_default()
-    };
-    let columns: Vec<String> = match &m.columns {
-        Some(path) => labels_of(path),
-        None => vec![String::new()],
-    };
-    // Every combination of the row axes' labels, the first axis outermost.
-    let mut row_keys: Vec<Vec<String>> = vec![Vec::new()];
-    for path in &m.rows {
-        row_keys = row_keys
-            .into_iter()
-            .flat_map(|key| {
-                labels_of(path).into_iter().map(move |l| {
-                    let mut k = key.clone();
-                    k.push(l);
-                    k
-                })
-            })
-            .collect();
-    }
-    let mut evaluators: Vec<&str> = Vec::new();
-    for c in &m.cells {
-        if !evaluators.contains(&c.evaluator.as_str()) {
-            evaluators.push(&c.evaluator);
-        }
-    }
-    evaluators
+    m.grids()
         .into_iter()
-        .map(|evaluator| {
+        .map(|g| {
             let mut header: Vec<String> = m.rows.clone();
-            header.extend(match &m.columns {
-                Some(_) => columns.clone(),
-                None => vec![evaluator.to_owned()],
-            });
-            let rows = row_keys
+            match &m.columns {
+                Some(_) => header.extend(g.columns.iter().map(|c| c.to_string())),
+                None => header.push(g.evaluator.to_owned()),
+            }
+            let rows = g
+                .rows
                 .iter()
-                .filter_map(|key| {
-                    let in_row = |c: &&CellView| {
-                        c.evaluator == evaluator
-                            && m.rows
-                                .iter()
-                                .zip(key)
-                                .all(|(p, l)| c.labels.get(p) == Some(l))
-                    };
-                    let cells: Vec<&CellView> = m.cells.iter().filter(in_row).collect();
-                    if cells.is_empty() {
-                        return None;
+                .map(|key| {
+                    let mut row: Vec<String> = key.iter().map(|l| l.to_string()).collect();
+                    for column in &g.columns {
+                        let text =
+                            g.at.get(&(key.clone(), *column))
+                                .map_or(String::new(), |&i| cell(&shown(&m.cells[i], m)));
+                        row.push(text);
                     }
-                    let mut row = key.clone();
-                    for column in &columns {
-                        let found = cells.iter().find(|c| match &m.columns {
-                            Some(p) => c.labels.get(p) == Some(column),
-                            None => true,
-                        });
-                        row.push(found.map_or(String::new(), |c| cell(&shown(c, m))));
-                    }
-                    Some(row)
+                    row
                 })
                 .collect();
             Laid {
-                evaluator: evaluator.to_owned(),
+                evaluator: g.evaluator.to_owned(),
                 header,
                 rows,
             }
@@ -135,13 +73,7 @@ fn lay_out(m: &MatrixView, cell: impl Fn(&Shown) -> String) -> Vec<Laid> {
 
 /// What the marks mean, and what the figures are.
 fn legend(m: &MatrixView, best: &str) -> String {
-    let what = match m.metric {
-        Metric::Score => "mean score ± half its 95% interval",
-        Metric::P50 => "median latency",
-        Metric::Ttft => "median time to first token",
-        Metric::Throughput => "samples per second",
-        Metric::Tokens => "completion tokens per sample",
-    };
+    let what = m.metric.what();
     let of = if m.columns.is_some() {
         "its row"
     } else {

@@ -553,7 +553,11 @@ fn replica_endpoints(
         let rate = model
             .rate_limit
             .map(|spec| rates.get(&client::rate_key(url, model), spec).0);
-        endpoint(url, client, (rate, pauses.get(&client::rate_key(url, model))))
+        endpoint(
+            url,
+            client,
+            (rate, pauses.get(&client::rate_key(url, model))),
+        )
     });
     std::iter::once(first).chain(others).collect()
 }

@@ -339,7 +339,10 @@ fn a_click_on_a_heat_map_cell_lists_the_samples_that_differ_from_the_baseline() 
     assert_eq!(console_errors(&clicked), Vec::<&String>::new());
     let list = detail(&clicked.dom);
     assert!(!list.contains(" hidden"), "{list}");
-    assert!(list.contains("7 of the 8 samples both cells ran differ"), "{list}");
+    assert!(
+        list.contains("7 of the 8 samples both cells ran differ"),
+        "{list}"
+    );
     let ids: Vec<&str> = list
         .split("<tr class=\"differ\"><td>")
         .skip(1)

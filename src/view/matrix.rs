@@ -281,11 +281,13 @@ pub fn build(
     views: &[EvaluationView],
     layout: &Layout,
 ) -> Result<Option<Result<MatrixView, LayoutError>>, ViewError> {
+    let by_name: HashMap<&str, &EvaluationView> =
+        views.iter().map(|v| (v.name.as_str(), v)).collect();
     let cells: Vec<(&EvaluationRow, &EvaluationView, Vec<Coordinate>)> = x
         .evaluations
         .iter()
         .filter_map(|e| {
-            let view = views.iter().find(|v| v.name == e.name)?;
+            let view = *by_name.get(e.name.as_str())?;
             let coordinates = crate::spec::coordinates(&e.spec_text);
             (!coordinates.is_empty()).then_some((e, view, coordinates))
         })

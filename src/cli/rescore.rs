@@ -78,10 +78,13 @@ pub fn rescore(
     };
     let mut evals = Vec::with_capacity(args.spec.len());
     for path in &args.spec {
-        let mut eval = crate::spec::load_with(path, &args.overrides)?;
-        apply_cache_flags(&mut eval, args.cache, args.no_cache);
-        check_unique(&evals, &eval)?;
-        evals.push(eval);
+        // A matrix spec rescores each of its cells, matched by name.
+        let options = crate::spec::Options::default();
+        for mut eval in crate::spec::load_cells(path, &args.overrides, &[], options)? {
+            apply_cache_flags(&mut eval, args.cache, args.no_cache);
+            check_unique(&evals, &eval)?;
+            evals.push(eval);
+        }
     }
     let storage_flag = storage_arg
         .map(|s| format!(" --storage {}", shell::quote(s)))

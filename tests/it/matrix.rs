@@ -524,3 +524,43 @@ fn a_pause_for_one_model_leaves_the_other_models_cell_running() {
         "each prompt once per model, plus the one 429"
     );
 }
+
+/// `rescore` with a matrix spec grades each cell's stored outputs again,
+/// matched by name, sending nothing; the new experiment has its grid.
+#[test]
+fn a_matrix_is_rescored_cell_by_cell() {
+    let server = echo(Duration::ZERO);
+    let dir = TestDir::new();
+    dir.write(
+        "qa.yaml",
+        &spec(&server.url(), 6, 2, "  model.name: [m1, m2]\n"),
+    );
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let sent = server.count();
+    let out = dir
+        .cmd([
+            "rescore",
+            "x",
+            "--spec",
+            "qa.yaml",
+            "--set",
+            "evaluators.0={type: contains, expected: \"sample 1\"}",
+            "-q",
+        ])
+        .output();
+    out.assert_exit_code(0);
+    assert_eq!(server.count(), sent, "rescore sent a request");
+    let report = show_json(&dir, "x-rescored", &[]);
+    let grid = cells(&report, "contains");
+    assert_eq!(grid.len(), 2, "{report:#}");
+    for c in grid {
+        // Of `sample 0` .. `sample 5`, only `sample 1` contains it.
+        assert_eq!(c["scored"], 6, "{c:#}");
+        assert!(
+            (c["mean"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-9,
+            "{c:#}"
+        );
+    }
+}

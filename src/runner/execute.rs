@@ -100,7 +100,8 @@ fn groups(plans: &[Planned], together: bool) -> Vec<&[Planned]> {
 }
 
 /// Runs the cells of a matrix together (at most [`CELLS_AT_ONCE`] at a
-/// time), each with a store connection of its own; answers in their order.
+/// time, fewer when the open-file limit says so), each with a store
+/// connection of its own; answers in their order.
 async fn together(
     cells: &[Planned],
     experiment: &str,
@@ -110,8 +111,16 @@ async fn together(
     shared: &Shared<'_>,
 ) -> Vec<Result<RunStatus, RunError>> {
     let name = cells[0].eval.name.split('/').next().unwrap_or_default();
+    let needs: Vec<u64> = cells
+        .iter()
+        .map(|p| super::files::cell_files(p.strategy, p.eval.model.mock().is_some()))
+        .collect();
+    let (at_once, note) = super::files::fit_cells(&needs, CELLS_AT_ONCE);
+    if let Some(note) = note {
+        progress.note(&format!("{name}: {note}"));
+    }
     progress.start_group(name, cells);
-    let slots = tokio::sync::Semaphore::new(CELLS_AT_ONCE);
+    let slots = tokio::sync::Semaphore::new(at_once);
     let mut first = Some(store);
     let runs = cells.iter().map(|plan| {
         // The command's own store serves the first cell.

@@ -35,6 +35,39 @@ pub fn fit_open_files(strategy: StrategySpec, mock: bool) -> (StrategySpec, Opti
     (fitted, Some(note))
 }
 
+/// How many of the cells of a matrix, which need `needs` open files each
+/// (their window's sockets and their own store connections; see
+/// [`cell_files`]), may run at once, up to `most`: the soft limit is raised
+/// for `most` of the neediest, and when even the hard limit is too low,
+/// fewer run at once (at least one), with a note saying so.
+pub fn fit_cells(needs: &[u64], most: usize) -> (usize, Option<String>) {
+    let mut sorted = needs.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let want = most.min(sorted.len()).max(1);
+    let needed = |n: usize| sorted.iter().take(n).sum::<u64>().saturating_add(RESERVED);
+    let Some(limit) = raise_open_files(needed(want)) else {
+        return (want, None);
+    };
+    let fits = (1..=want).rev().find(|&n| needed(n) <= limit).unwrap_or(1);
+    let note = (fits < want).then(|| {
+        format!(
+            "note: the open-file limit ({limit}) allows {fits} of these cells to run at once instead of {want}; raise it with `ulimit -n` for more"
+        )
+    });
+    (fits, note)
+}
+
+/// Files one cell of a matrix holds while it runs: a socket per request in
+/// flight (two with the built-in mock) and its own store connections.
+pub fn cell_files(strategy: StrategySpec, mock: bool) -> u64 {
+    let per_request: u64 = if mock { 2 } else { 1 };
+    (strategy.max_concurrency() as u64).saturating_mul(per_request) + CELL_RESERVED
+}
+
+/// Files a cell keeps open besides its sockets: its store connections
+/// (database, WAL and shared memory) and its mock's listener.
+const CELL_RESERVED: u64 = 16;
+
 /// Raises the soft open-file limit towards `needed` (never past the hard
 /// limit); returns the soft limit now in force, `None` when unlimited or unknown.
 #[cfg(unix)]
@@ -69,6 +102,14 @@ fn raise_open_files(_needed: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_that_fit_all_run_at_once() {
+        let (n, note) = fit_cells(&[20, 20, 20], 32);
+        assert_eq!((n, note), (3, None));
+        let (n, _) = fit_cells(&[20; 40], 32);
+        assert_eq!(n, 32, "at most `most` at once");
+    }
 
     #[test]
     fn a_window_that_fits_is_left_alone() {

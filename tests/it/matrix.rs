@@ -564,3 +564,41 @@ fn a_matrix_is_rescored_cell_by_cell() {
         );
     }
 }
+
+/// Six mock cells with a window of 40 each need about 500 open files at
+/// once; under a hard limit of 256 (macOS's default soft limit is 256) the
+/// run starts as many cells at once as fit, says so, and every sample
+/// finishes (all at once, samples failed with "Too many open files").
+#[test]
+fn cells_start_as_many_at_once_as_the_open_file_limit_allows() {
+    let dir = TestDir::new();
+    let rows: Vec<String> = (0..40).map(|i| format!("{{q: r{i}}}")).collect();
+    dir.write(
+        "m.yaml",
+        &format!(
+            "name: m\ndataset: {{rows: [{}]}}\nmodel: {{provider: mock, latency: 100ms, replies: [{{reply: a}}]}}\nprompt: \"{{{{ q }}}}\"\nevaluators: [{{type: exact_match, expected: a}}]\nconcurrency: {{max_concurrency: 40}}\nmatrix:\n  model.latency: [100ms, 110ms, 120ms, 130ms, 140ms, 150ms]\n",
+            rows.join(", ")
+        ),
+    );
+    let script = format!(
+        "ulimit -Sn 128 && ulimit -Hn 256 && exec {} run m.yaml -e x --storage {}",
+        crate::util::BIN,
+        dir.store().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("allows 2 of these cells to run at once instead of 6"),
+        "stderr:\n{stderr}"
+    );
+    let report = show_json(&dir, "x", &[]);
+    for e in report["evaluations"].as_array().unwrap() {
+        assert_eq!(e["samples"]["finished"], 40, "{e:#}");
+    }
+}

@@ -2,6 +2,7 @@
 //! pandas, DuckDB or a spreadsheet. Streamed: one record is held at a time
 //! (see [`crate::store::Store::for_each_sample`]), so memory stays flat.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use clap::Args;
 
 use super::output::csv::Csv;
 use super::output::jsonl::Jsonl;
-use super::output::Sink;
+use super::output::{Of, Sink};
 use super::{open_for_reading, unknown_experiment, CliError};
 use crate::store::Storage;
 use crate::view;
@@ -88,6 +89,16 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
         .iter()
         .filter(|e| args.evals.is_empty() || args.evals.contains(&e.name))
         .collect();
+    // A cell of a matrix: each axis's label by path.
+    let cells: Vec<BTreeMap<String, String>> = chosen
+        .iter()
+        .map(|e| {
+            crate::spec::coordinates(&e.spec_text)
+                .into_iter()
+                .map(|c| (c.path, c.label))
+                .collect()
+        })
+        .collect();
     let target = Target::open(args.output.as_deref())?;
     let out = BufWriter::with_capacity(1 << 16, target.writer()?);
     let mut sink: Box<dyn Sink> = match args.format {
@@ -102,18 +113,31 @@ pub fn export(args: ExportArgs, storage: &dyn Storage) -> Result<Exit, CliError>
                     }
                 }
             }
-            Box::new(Csv::new(out, evaluators, args.raw))
+            // One column per matrix axis, in first-seen order.
+            let mut axes: Vec<String> = Vec::new();
+            for e in &chosen {
+                for c in crate::spec::coordinates(&e.spec_text) {
+                    if !axes.contains(&c.path) {
+                        axes.push(c.path);
+                    }
+                }
+            }
+            Box::new(Csv::new(out, evaluators, axes, args.raw))
         }
     };
     let mut result = sink.start();
-    for e in &chosen {
+    for (e, cell) in chosen.iter().zip(&cells) {
         if result.is_err() {
             break;
         }
         store.for_each_sample(e.id, e.evaluators.len(), &mut |row| {
-            let repeat = row.repeat;
+            let of = Of {
+                evaluation: &e.name,
+                repeat: row.repeat,
+                cell,
+            };
             let record = view::record(row, &e.evaluators);
-            match sink.write(&e.name, repeat, &record) {
+            match sink.write(&of, &record) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(err) => {
                     result = Err(err);

@@ -41,6 +41,7 @@ use tokio::task::{JoinError, JoinSet};
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::pool::{Pool, Pools};
 use crate::concurrency::rate::{RateLimit, RateLimits};
+use crate::concurrency::StrategySpec;
 use crate::dataset::{row_json, Dataset, Values};
 use crate::store::fleet::Member;
 use crate::store::writer::{SampleRecord, WriterConfig, QUEUE};
@@ -220,9 +221,11 @@ pub async fn run(
         true => vec![Arc::clone(&pause)],
         false => endpoints.iter().map(|e| Arc::clone(&e.pause)).collect(),
     };
-    let pool = match (shared.pools, &connection, &worker) {
-        // A fleet's worker sizes its window with the fleet's.
-        (Some(pools), Some(c), None) => {
+    // An adaptive window on a shared store is steered with the evaluation's
+    // fleet, each cell's by its own: those cells keep windows of their own.
+    let fleet_steers = worker.is_some() && matches!(plan.strategy, StrategySpec::Adaptive(_));
+    let pool = match (shared.pools, &connection) {
+        (Some(pools), Some(c)) if !fleet_steers => {
             let mut key = client::rate_key(&c.base_url, &eval.model);
             for (url, _) in &c.replicas {
                 key += &format!(" {url}");

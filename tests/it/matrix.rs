@@ -602,3 +602,84 @@ fn cells_start_as_many_at_once_as_the_open_file_limit_allows() {
         assert_eq!(e["samples"]["finished"], 40, "{e:#}");
     }
 }
+
+/// On a PostgreSQL store too, two cells of a fixed window on one endpoint
+/// share it (an adaptive one there is steered with each cell's fleet).
+#[test]
+fn cells_share_a_window_on_a_postgres_store() {
+    let Some(schema) = crate::postgres::schema_for("matrix_window") else {
+        return;
+    };
+    let server = echo(Duration::from_millis(40));
+    let dir = TestDir::new();
+    dir.write(
+        "qa.yaml",
+        &spec(
+            &server.url(),
+            30,
+            3,
+            "  prompt: [\"{{ text }}\", \"Q {{ text }}\"]\n",
+        ),
+    );
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .env("DOTEVALS_STORAGE", schema.url())
+        .output()
+        .assert_exit_code(0);
+    let stats = server.stats();
+    assert_eq!(stats.answered_prompts, 60, "{stats:?}");
+    assert!(
+        stats.peak_in_flight <= 3,
+        "the two cells held {} at once against a window of 3",
+        stats.peak_in_flight
+    );
+    let spans = server.spans();
+    let (bare, q): (Vec<Span>, Vec<Span>) =
+        spans.into_iter().partition(|s| !s.prompt.starts_with("Q "));
+    assert!(overlap(&bare, &q), "the cells ran one after the other");
+}
+
+/// Export says which cell each record is of, for pivoting the grid in
+/// pandas or DuckDB: `matrix` (path to label) on each JSON line, a
+/// `matrix.PATH` column per axis in CSV.
+#[test]
+fn export_carries_each_records_cell() {
+    let server = echo(Duration::ZERO);
+    let dir = TestDir::new();
+    dir.write(
+        "qa.yaml",
+        &spec(
+            &server.url(),
+            3,
+            2,
+            "  model.name: [m1, m2]\n  prompt: {values: [\"{{ text }}\", \"Q {{ text }}\"], labels: [bare, q]}\n",
+        ),
+    );
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    let out = dir.cmd(["export", "x"]).output();
+    out.assert_exit_code(0);
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    let m2q = lines
+        .iter()
+        .find(|l| l["evaluation"] == "qa/m2/q")
+        .expect("a record of qa/m2/q");
+    assert_eq!(
+        m2q["matrix"],
+        serde_json::json!({"model.name": "m2", "prompt": "q"})
+    );
+    let csv = dir.cmd(["export", "x", "--format", "csv"]).output();
+    csv.assert_exit_code(0);
+    let mut rows = csv.stdout.lines();
+    let header = rows.next().unwrap_or_default();
+    assert!(
+        header.starts_with("evaluation,matrix.model.name,matrix.prompt,id,"),
+        "{header}"
+    );
+    assert!(csv.stdout.contains("\nqa/m2/q,m2,q,"), "{}", csv.stdout);
+}

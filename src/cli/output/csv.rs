@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::Sink;
+use super::{Of, Sink};
 use crate::view::RecordView;
 
 /// A header, then one row per record, quoted as RFC 4180 says (fields with a
@@ -13,6 +13,9 @@ pub struct Csv<W: Write> {
     out: csv::Writer<W>,
     /// Every evaluator of the exported evaluations: a score and a passed column each.
     evaluators: Vec<String>,
+    /// Every matrix axis of the exported evaluations: a `matrix.PATH` column
+    /// each, holding the cell's label.
+    axes: Vec<String>,
     row: Vec<String>,
     /// Text cells as stored, formula-like ones included (`--raw`).
     raw: bool,
@@ -48,10 +51,11 @@ const CSV_TAIL: [&str; 16] = [
 ];
 
 impl<W: Write> Csv<W> {
-    pub fn new(out: W, evaluators: Vec<String>, raw: bool) -> Self {
+    pub fn new(out: W, evaluators: Vec<String>, axes: Vec<String>, raw: bool) -> Self {
         Csv {
             out: csv::WriterBuilder::new().from_writer(out),
             evaluators,
+            axes,
             row: Vec::new(),
             raw,
         }
@@ -93,19 +97,27 @@ fn to_io(e: csv::Error) -> io::Error {
 impl<W: Write> Sink for Csv<W> {
     fn start(&mut self) -> io::Result<()> {
         let mut header: Vec<String> = CSV_HEAD.iter().map(|s| s.to_string()).collect();
+        // The cell's labels right after its evaluation's name.
+        let at = 1;
+        for (i, path) in self.axes.iter().enumerate() {
+            header.insert(at + i, format!("matrix.{path}"));
+        }
         header.extend(self.evaluators.iter().map(|n| format!("score.{n}")));
         header.extend(self.evaluators.iter().map(|n| format!("passed.{n}")));
         header.extend(CSV_TAIL.iter().map(|s| s.to_string()));
         self.out.write_record(&header).map_err(to_io)
     }
 
-    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()> {
+    fn write(&mut self, of: &Of<'_>, r: &RecordView) -> io::Result<()> {
         let mut row = std::mem::take(&mut self.row);
         row.clear();
-        row.push(self.text(evaluation.to_owned()));
+        row.push(self.text(of.evaluation.to_owned()));
+        for path in &self.axes {
+            row.push(self.text(of.cell.get(path).cloned().unwrap_or_default()));
+        }
         row.push(self.text(r.id.clone()));
         row.push(r.index.to_string());
-        row.push(repeat.to_string());
+        row.push(of.repeat.to_string());
         row.push(json(&r.variables));
         row.push(self.text(cell(&r.prompt)));
         row.push(self.text(opt(&r.output)));

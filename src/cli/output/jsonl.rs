@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::Sink;
+use super::{Of, Sink};
 use crate::view::{CallUsageView, JudgeCallView, RecordView};
 
 /// One JSON object per line: a record of `show --full --format json` with
@@ -14,6 +14,9 @@ use crate::view::{CallUsageView, JudgeCallView, RecordView};
 #[derive(Serialize)]
 struct Line<'a> {
     evaluation: &'a str,
+    /// A cell of a matrix: each axis's label by path.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    matrix: &'a BTreeMap<String, String>,
     id: &'a str,
     index: u64,
     repeat: u32,
@@ -38,12 +41,13 @@ struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    fn new(evaluation: &'a str, repeat: u32, r: &'a RecordView) -> Line<'a> {
+    fn new(of: &Of<'a>, r: &'a RecordView) -> Line<'a> {
         Line {
-            evaluation,
+            evaluation: of.evaluation,
+            matrix: of.cell,
             id: &r.id,
             index: r.index,
-            repeat,
+            repeat: of.repeat,
             variables: &r.variables,
             prompt: &r.prompt,
             output: &r.output,
@@ -73,8 +77,8 @@ impl<W: Write> Sink for Jsonl<W> {
         Ok(())
     }
 
-    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, &Line::new(evaluation, repeat, r))?;
+    fn write(&mut self, of: &Of<'_>, r: &RecordView) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, &Line::new(of, r))?;
         self.out.write_all(b"\n")
     }
 
@@ -130,9 +134,16 @@ mod tests {
             judges,
         };
         let record = serde_json::to_value(&r).unwrap();
-        let line = serde_json::to_value(Line::new("e", 0, &r)).unwrap();
+        let cell = BTreeMap::new();
+        let of = Of {
+            evaluation: "e",
+            repeat: 0,
+            cell: &cell,
+        };
+        let line = serde_json::to_value(Line::new(&of, &r)).unwrap();
         for (k, v) in record.as_object().unwrap() {
             assert_eq!(line.get(k), Some(v), "{k}");
         }
+        assert!(line.get("matrix").is_none(), "no cell, no `matrix`");
     }
 }

@@ -14,6 +14,7 @@ mod json;
 pub mod jsonl;
 pub mod table;
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -66,11 +67,19 @@ pub fn note_if_running(x: &crate::store::ExperimentRow) {
     }
 }
 
+/// Which evaluation a record is of: its name, which send of its dataset row
+/// it is (`repeats`), and for a cell of a matrix each axis's label by path.
+pub struct Of<'a> {
+    pub evaluation: &'a str,
+    pub repeat: u32,
+    pub cell: &'a BTreeMap<String, String>,
+}
+
 /// Writes records in one format.
 pub trait Sink {
     /// What comes before the first record (the csv header).
     fn start(&mut self) -> io::Result<()>;
-    fn write(&mut self, evaluation: &str, repeat: u32, r: &RecordView) -> io::Result<()>;
+    fn write(&mut self, of: &Of<'_>, r: &RecordView) -> io::Result<()>;
     /// Flushes what is buffered.
     fn finish(&mut self) -> io::Result<()>;
 }

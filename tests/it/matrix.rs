@@ -34,6 +34,17 @@ fn spec(url: &str, n: usize, window: usize, matrix: &str) -> String {
         .to_string()
 }
 
+/// A new folder where [`spec`] (`url`, `n`, `window`, `matrix`) ran into
+/// experiment `x`, exit 0.
+fn ran(url: &str, n: usize, window: usize, matrix: &str) -> TestDir {
+    let dir = TestDir::new();
+    dir.write("qa.yaml", &spec(url, n, window, matrix));
+    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
+        .output()
+        .assert_exit_code(0);
+    dir
+}
+
 /// The cells of `show`'s grid for `evaluator`, by evaluation name.
 fn cells<'a>(report: &'a Value, evaluator: &str) -> Vec<&'a Value> {
     report["matrix"]["cells"]
@@ -433,19 +444,12 @@ fn an_interrupted_matrix_keeps_every_reply_and_resumes() {
 #[test]
 fn cells_over_different_rows_count_their_own() {
     let server = echo(Duration::ZERO);
-    let dir = TestDir::new();
-    dir.write(
-        "qa.yaml",
-        &spec(
-            &server.url(),
-            8,
-            2,
-            "  dataset.limit: [3, 5]\n  model.name: [m1, m2]\n",
-        ),
+    let dir = ran(
+        &server.url(),
+        8,
+        2,
+        "  dataset.limit: [3, 5]\n  model.name: [m1, m2]\n",
     );
-    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
     let report = show_json(&dir, "x", &[]);
     let totals: Vec<(String, u64)> = report["evaluations"]
         .as_array()
@@ -489,14 +493,7 @@ fn a_pause_for_one_model_leaves_the_other_models_cell_running() {
             Reply::text(r.prompt.clone())
         })
         .start();
-    let dir = TestDir::new();
-    dir.write(
-        "qa.yaml",
-        &spec(&server.url(), 60, 2, "  model.name: [a, b]\n"),
-    );
-    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+    let _dir = ran(&server.url(), 60, 2, "  model.name: [a, b]\n");
     let requests = server.requests();
     let model = |r: &crate::server::Received| r.body["model"].as_str().unwrap_or("").to_owned();
     let throttled_at = requests
@@ -530,14 +527,7 @@ fn a_pause_for_one_model_leaves_the_other_models_cell_running() {
 #[test]
 fn a_matrix_is_rescored_cell_by_cell() {
     let server = echo(Duration::ZERO);
-    let dir = TestDir::new();
-    dir.write(
-        "qa.yaml",
-        &spec(&server.url(), 6, 2, "  model.name: [m1, m2]\n"),
-    );
-    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+    let dir = ran(&server.url(), 6, 2, "  model.name: [m1, m2]\n");
     let sent = server.count();
     let out = dir
         .cmd([
@@ -644,19 +634,10 @@ fn cells_share_a_window_on_a_postgres_store() {
 #[test]
 fn export_carries_each_records_cell() {
     let server = echo(Duration::ZERO);
-    let dir = TestDir::new();
-    dir.write(
-        "qa.yaml",
-        &spec(
-            &server.url(),
+    let dir = ran(&server.url(),
             3,
             2,
-            "  model.name: [m1, m2]\n  prompt: {values: [\"{{ text }}\", \"Q {{ text }}\"], labels: [bare, q]}\n",
-        ),
-    );
-    dir.cmd(["run", "qa.yaml", "-e", "x", "-q"])
-        .output()
-        .assert_exit_code(0);
+            "  model.name: [m1, m2]\n  prompt: {values: [\"{{ text }}\", \"Q {{ text }}\"], labels: [bare, q]}\n",);
     let out = dir.cmd(["export", "x"]).output();
     out.assert_exit_code(0);
     let lines: Vec<Value> = out

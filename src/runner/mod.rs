@@ -163,8 +163,8 @@ impl Sample {
 }
 
 /// What the runs of one command share: one Ctrl-C, the endpoints' rate
-/// limits and throttling pauses (per base URL) and, among runs that go on
-/// together (the cells of a matrix), the endpoints' windows.
+/// limits and throttling pauses (per base URL and model) and, among runs
+/// that go on together (the cells of a matrix), the endpoints' windows.
 pub struct Shared<'a> {
     pub interrupt: &'a Arc<Interrupt>,
     pub rates: &'a RateLimits,

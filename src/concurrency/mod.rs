@@ -359,6 +359,22 @@ pub struct Permit {
     limit_at_start: usize,
     admitted: Instant,
     attempt: Mutex<Attempt>,
+    /// The totals of the run the permit's sample belongs to, when its
+    /// window is shared with other runs (the cells of a matrix).
+    tally: Option<Arc<Tally>>,
+}
+
+/// One run's share of the [`Totals`] of a window it shares with others:
+/// its samples' slot time, attempts and outcomes (the blocked time and
+/// rests stay the window's).
+#[derive(Debug, Default)]
+pub struct Tally(Mutex<Totals>);
+
+impl Tally {
+    /// What the run's samples added up to.
+    pub fn totals(&self) -> Totals {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The permit's current attempt, as the limiter counts it.
@@ -470,6 +486,7 @@ impl Limiter {
             limit_at_start: s.window(),
             admitted: Instant::now(),
             attempt: Mutex::new(Attempt::default()),
+            tally: None,
         })
     }
 
@@ -590,6 +607,19 @@ impl Limiter {
 }
 
 impl Permit {
+    /// Counts the permit's attempts and slot time in `tally` too.
+    pub fn tallied(mut self, tally: Option<&Arc<Tally>>) -> Permit {
+        self.tally = tally.cloned();
+        self
+    }
+
+    /// Applies `f` to the run's tally, when the window is shared.
+    fn tally(&self, f: impl FnOnce(&mut Totals)) {
+        if let Some(t) = &self.tally {
+            f(&mut t.0.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
     fn attempt(&self) -> MutexGuard<'_, Attempt> {
         self.attempt
             .lock()
@@ -604,9 +634,14 @@ impl Permit {
         s.at_server += 1;
         s.sends += 1;
         s.totals.attempts += 1;
-        if a.sent.is_none() {
+        let first = a.sent.is_none();
+        if first {
             s.totals.samples += 1;
         }
+        self.tally(|t| {
+            t.attempts += 1;
+            t.samples += u64::from(first);
+        });
         if std::mem::take(&mut a.waiting) {
             s.waiting -= 1;
         }
@@ -657,20 +692,20 @@ impl Permit {
             _ => self.set_waiting(true),
         }
         let mut s = limiter.state();
-        if matches!(outcome, Outcome::Timeout | Outcome::Failed) {
-            s.totals.failed += 1;
-        }
         if limiter.replica.is_some() && s.health.observe(outcome, Instant::now()) {
             s.totals.rests += 1;
         }
-        match outcome {
+        let count = |t: &mut Totals| match outcome {
             Outcome::Success { latency, .. } if alone => {
-                s.totals.unloaded += 1;
-                s.totals.unloaded_sum += *latency;
+                t.unloaded += 1;
+                t.unloaded_sum += *latency;
             }
-            Outcome::Throttled => s.totals.throttled += 1,
+            Outcome::Throttled => t.throttled += 1,
+            Outcome::Timeout | Outcome::Failed => t.failed += 1,
             _ => {}
-        }
+        };
+        count(&mut s.totals);
+        self.tally(count);
         let sample = match outcome {
             Outcome::Success {
                 completion_tokens, ..
@@ -717,7 +752,9 @@ impl Drop for Sending<'_> {
         let mut a = self.permit.attempt();
         let now = Instant::now();
         if let Some(sent) = a.sent {
-            s.totals.at_server += now.saturating_duration_since(sent);
+            let at_server = now.saturating_duration_since(sent);
+            s.totals.at_server += at_server;
+            self.permit.tally(|t| t.at_server += at_server);
         }
         // Nobody else was at the server when it went, nor sent while it was out.
         a.alone = a.at_server == 1 && s.sends == a.sends_at_start && s.others() == 0;
@@ -744,6 +781,7 @@ impl Drop for Permit {
         }
         s.in_flight -= 1;
         s.totals.held += held;
+        self.tally(|t| t.held += held);
         if waiting {
             s.waiting -= 1;
             s.update_blocked(Instant::now());

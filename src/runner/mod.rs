@@ -41,7 +41,7 @@ use tokio::task::{JoinError, JoinSet};
 use crate::concurrency::pause::{Pause, Pauses};
 use crate::concurrency::pool::{Pool, Pools};
 use crate::concurrency::rate::{RateLimit, RateLimits};
-use crate::concurrency::StrategySpec;
+use crate::concurrency::{StrategySpec, Tally, Totals};
 use crate::dataset::{row_json, Dataset, Values};
 use crate::store::fleet::Member;
 use crate::store::writer::{SampleRecord, WriterConfig, QUEUE};
@@ -224,8 +224,11 @@ pub async fn run(
     // An adaptive window on a shared store is steered with the evaluation's
     // fleet, each cell's by its own: those cells keep windows of their own.
     let fleet_steers = worker.is_some() && matches!(plan.strategy, StrategySpec::Adaptive(_));
+    // A window shared with other cells counts this cell's part apart.
+    let mut tally = None;
     let pool = match (shared.pools, &connection) {
         (Some(pools), Some(c)) if !fleet_steers => {
+            tally = Some(Arc::new(Tally::default()));
             let mut key = client::rate_key(&c.base_url, &eval.model);
             for (url, _) in &c.replicas {
                 key += &format!(" {url}");
@@ -336,14 +339,16 @@ pub async fn run(
         .map(|key| key.var.clone());
     let mock = connection.and_then(|c| c.mock);
     let urls: Vec<String> = endpoints.iter().map(|e| e.url.clone()).collect();
-    let ctx = Arc::new(SampleContext::new(
+    let mut ctx = SampleContext::new(
         plan,
         endpoints,
         Arc::clone(&pool),
         clock.started,
         writer.sender(),
         RefusalWatch::new(pool.limit(), plan.pending, key_var),
-    ));
+    );
+    ctx.tally = tally.clone();
+    let ctx = Arc::new(ctx);
     let ticker = progress.is_live().then(|| tick(progress));
     let mut tasks = Tasks::default();
     let end = dispatch(
@@ -369,7 +374,15 @@ pub async fn run(
     writer.finish()?;
     drop(mock);
     drop(judges);
-    record_run(store, plan, &config, began.elapsed(), &pool, &urls)?;
+    record_run(
+        store,
+        plan,
+        &config,
+        began.elapsed(),
+        &pool,
+        tally.as_deref(),
+        &urls,
+    )?;
 
     let failure = failure.or((lost > 0).then_some(RunError::Lost(lost)));
     let status = status_of(
@@ -435,24 +448,36 @@ fn tick(progress: &Arc<Progress>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Records this run: the limit's history, its totals and the wall time.
+/// Records this run: the limit's history, its totals and the wall time;
+/// with a window shared with other cells, this cell's own part of it
+/// (`tally`) beside the window's blocked time.
 fn record_run(
     store: &mut dyn Store,
     plan: &Planned,
     config: &WriterConfig,
     wall: Duration,
     limiter: &Pool,
+    tally: Option<&Tally>,
     urls: &[String],
 ) -> Result<(), StoreError> {
     let evaluation_id = config.evaluation_id;
     store.record_limits(evaluation_id, config.run, &limiter.history())?;
+    let window = limiter.totals();
+    let totals = match tally {
+        Some(mine) => Totals {
+            blocked: window.blocked,
+            rests: window.rests,
+            ..mine.totals()
+        },
+        None => window,
+    };
     store.record_run(
         evaluation_id,
         config.run,
         &RunTotals {
             strategy: plan.strategy.name().to_owned(),
             wall,
-            limiter: limiter.totals(),
+            limiter: totals,
             endpoints: match limiter.limiters() {
                 [_] => Vec::new(),
                 several => several
@@ -735,7 +760,9 @@ async fn dispatch(
                 _ = interrupt.reached(1) => return DispatchEnd::Interrupted,
                 _ = ctx.refusals.tripped() => return DispatchEnd::Failed(ctx.refusals.error()),
                 _ = ctx.writer_closed() => return DispatchEnd::Failed(StoreError::WriterLost.into()),
-                p = limiter.acquire(Some(pending.saturating_sub(dispatched))) => Some(p),
+                p = limiter.acquire(Some(pending.saturating_sub(dispatched))) => {
+                    Some(p.tallied(ctx.tally.as_ref()))
+                }
             },
         };
         dispatched += 1;

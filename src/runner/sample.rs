@@ -15,7 +15,7 @@ use crate::concurrency::pause::Pause;
 use crate::concurrency::pool::Pool;
 use crate::concurrency::rate::RateLimit;
 use crate::concurrency::retry::{GaveUp, Retry};
-use crate::concurrency::Permit;
+use crate::concurrency::{Permit, Tally};
 use crate::error_kind::ErrorKind;
 use crate::evaluators::{Evaluator, ScoreError};
 use crate::model::{ClientError, Message, ModelClient, Role};
@@ -55,6 +55,8 @@ pub struct SampleContext {
     /// Some evaluator waits on a judge or a program: a reply is stored before
     /// it is graded, so a run stopped while grading lags keeps it.
     grading_waits: bool,
+    /// This run's own totals, when its window is shared with other runs.
+    pub tally: Option<Arc<Tally>>,
 }
 
 impl SampleContext {
@@ -96,6 +98,7 @@ impl SampleContext {
                 .evaluators
                 .iter()
                 .any(|e| e.scorer.external().is_some()),
+            tally: None,
         }
     }
 

@@ -145,6 +145,14 @@ fn cells_run_together_and_share_each_endpoints_window() {
     assert_eq!(m["baseline"], "qa/a/bare");
     let grid = cells(&report, "exact_match");
     assert_eq!(grid.len(), 6);
+    // Each cell's run counts its own samples and slot time, not its
+    // endpoint's: with two cells on a window of 4, each held at most 4.
+    for e in report["evaluations"].as_array().unwrap() {
+        let run = &e["timing"]["runs"][0];
+        assert_eq!(run["samples"], N, "{}: {run:#}", e["name"]);
+        let held = run["mean_in_flight"].as_f64().unwrap();
+        assert!(held > 0.5 && held <= 4.05, "{}: {run:#}", e["name"]);
+    }
     assert_eq!(
         cell(&grid, "qa/b/q")["values"]["model.base_url"],
         urls[1].as_str()

@@ -40,8 +40,6 @@ const STEPS: usize = 10;
 /// Writes the heat map section of `m`, a matrix experiment's grid.
 pub fn write(out: &mut impl Write, m: &MatrixView) -> io::Result<()> {
     let mut html = String::with_capacity(256 + 96 * m.cells.len());
-    let evaluations: std::collections::BTreeSet<&str> =
-        m.cells.iter().map(|c| c.evaluation.as_str()).collect();
     let across = m
         .columns
         .as_deref()
@@ -50,7 +48,7 @@ pub fn write(out: &mut impl Write, m: &MatrixView) -> io::Result<()> {
     let _ = write!(
         html,
         r#"<section id="matrix" class="matrix"><h2>Matrix</h2><p class="meta">{} cells · {} down{across} · baseline <span class="base-name">{}</span></p>"#,
-        evaluations.len(),
+        m.evaluations(),
         escape(&m.rows.join(", ")),
         escape(&m.baseline),
     );

@@ -80,23 +80,14 @@ pub fn execute(
 /// `plans` cut into groups: the cells of one matrix (one spec file, run
 /// together when `together`), and every other plan alone.
 fn groups(plans: &[Planned], together: bool) -> Vec<&[Planned]> {
-    let cell_of = |p: &Planned| {
+    // The spec a cell of a matrix comes from; `None` for a plain evaluation.
+    fn cell_of(p: &Planned) -> Option<&std::path::Path> {
         let coordinates = crate::spec::coordinates(&p.eval.spec_text);
-        (!coordinates.is_empty()).then(|| p.eval.spec_path.clone())
-    };
-    let mut groups: Vec<&[Planned]> = Vec::new();
-    let mut start = 0;
-    for i in 1..=plans.len() {
-        let same = together
-            && i < plans.len()
-            && cell_of(&plans[i]).is_some()
-            && cell_of(&plans[i]) == cell_of(&plans[start]);
-        if !same {
-            groups.push(&plans[start..i]);
-            start = i;
-        }
+        (!coordinates.is_empty()).then_some(p.eval.spec_path.as_path())
     }
-    groups
+    plans
+        .chunk_by(|a, b| together && cell_of(a).is_some() && cell_of(a) == cell_of(b))
+        .collect()
 }
 
 /// Runs the cells of a matrix together (at most [`CELLS_AT_ONCE`] at a

@@ -225,10 +225,8 @@ pub async fn run(
     // fleet, each cell's by its own: those cells keep windows of their own.
     let fleet_steers = worker.is_some() && matches!(plan.strategy, StrategySpec::Adaptive(_));
     // A window shared with other cells counts this cell's part apart.
-    let mut tally = None;
-    let pool = match (shared.pools, &connection) {
+    let (pool, tally) = match (shared.pools, &connection) {
         (Some(pools), Some(c)) if !fleet_steers => {
-            tally = Some(Arc::new(Tally::default()));
             let mut key = client::rate_key(&c.base_url, &eval.model);
             for (url, _) in &c.replicas {
                 key += &format!(" {url}");
@@ -242,9 +240,9 @@ pub async fn run(
                     eval.name
                 ));
             }
-            pool
+            (pool, Some(Arc::new(Tally::default())))
         }
-        _ => Pool::new(&plan.strategy, replica_pauses),
+        _ => (Pool::new(&plan.strategy, replica_pauses), None),
     };
     progress.start(plan, &pool, rate, pause, &judges.waits);
     let config = WriterConfig {

@@ -179,6 +179,13 @@ pub struct Grid<'a> {
 }
 
 impl MatrixView {
+    /// How many cells (evaluations) the grid has; `cells` holds one per
+    /// evaluation and evaluator.
+    pub fn evaluations(&self) -> usize {
+        let names: HashSet<&str> = self.cells.iter().map(|c| c.evaluation.as_str()).collect();
+        names.len()
+    }
+
     /// The grids, one per evaluator in the cells' order: the row axes'
     /// label combinations (the first axis outermost) down the side, the
     /// column axis's labels across (one unnamed column with a single axis).

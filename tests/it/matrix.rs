@@ -73,6 +73,26 @@ fn overlap(a: &[Span], b: &[Span]) -> bool {
     b.iter().any(|s| s.start < a_end && s.end > a_start)
 }
 
+/// The two prompt cells (`{{ text }}` and `Q {{ text }}`) on `server` ran
+/// at the same time and held at most `window` there together: one window.
+#[track_caller]
+fn assert_one_window(server: &TestServer, window: usize) {
+    let url = server.url();
+    let peak = server.stats().peak_in_flight;
+    assert!(
+        peak <= window,
+        "{url} held {peak} at once: its two cells did not share its window of {window}"
+    );
+    let (bare, q): (Vec<Span>, Vec<Span>) = server
+        .spans()
+        .into_iter()
+        .partition(|s| !s.prompt.starts_with("Q "));
+    assert!(
+        overlap(&bare, &q),
+        "{url}: its two cells ran one after the other"
+    );
+}
+
 /// Three endpoints x two prompts, 40 rows, a window of 4: the six cells
 /// run at once (each server's two prompts overlap in time, and so do the
 /// servers), each server holds at most its window (the two cells on it
@@ -101,18 +121,7 @@ fn cells_run_together_and_share_each_endpoints_window() {
         let stats = server.stats();
         assert_eq!(stats.answered, 2 * N, "{url}: {stats:?}");
         assert_eq!(stats.answered_prompts, 2 * N, "{url}: a prompt sent twice");
-        assert!(
-            stats.peak_in_flight <= 4,
-            "{url} held {} at once: the two cells on it did not share its window of 4",
-            stats.peak_in_flight
-        );
-        let spans = server.spans();
-        let (bare, q): (Vec<Span>, Vec<Span>) =
-            spans.into_iter().partition(|s| !s.prompt.starts_with("Q "));
-        assert!(
-            overlap(&bare, &q),
-            "{url}: its two cells ran one after the other"
-        );
+        assert_one_window(server, 4);
     }
     assert!(
         overlap(&servers[0].spans(), &servers[2].spans()),
@@ -625,15 +634,7 @@ fn cells_share_a_window_on_a_postgres_store() {
         .assert_exit_code(0);
     let stats = server.stats();
     assert_eq!(stats.answered_prompts, 60, "{stats:?}");
-    assert!(
-        stats.peak_in_flight <= 3,
-        "the two cells held {} at once against a window of 3",
-        stats.peak_in_flight
-    );
-    let spans = server.spans();
-    let (bare, q): (Vec<Span>, Vec<Span>) =
-        spans.into_iter().partition(|s| !s.prompt.starts_with("Q "));
-    assert!(overlap(&bare, &q), "the cells ran one after the other");
+    assert_one_window(&server, 3);
 }
 
 /// Export says which cell each record is of, for pivoting the grid in

@@ -103,11 +103,7 @@ pub fn table(m: &MatrixView) -> String {
     let _ = writeln!(
         out,
         "matrix: {} cells · {} down{across}\n  {}",
-        m.cells
-            .iter()
-            .map(|c| &c.evaluation)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
+        m.evaluations(),
         printable(&m.rows.join(", ")),
         legend(m, "*")
     );
